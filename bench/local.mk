@@ -1,0 +1,6 @@
+# bench/local.mk: one folder per benchmark; `make bench-NAME` runs it and
+# the run ends with one JSON line of figures and ratios.
+include bench/ingest/local.mk
+include bench/reservoir/local.mk
+include bench/trainer/local.mk
+include bench/monitoring/local.mk

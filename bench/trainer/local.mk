@@ -1,0 +1,1 @@
+# bench/trainer/local.mk

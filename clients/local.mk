@@ -1,0 +1,1 @@
+# clients/local.mk: included by the top-level Makefile.am.

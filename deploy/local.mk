@@ -1,0 +1,1 @@
+# deploy/local.mk: included by the top-level Makefile.am.

@@ -1,0 +1,1 @@
+# reservoir/local.mk: included by the top-level Makefile.am.

@@ -1,0 +1,11 @@
+/*
+ * server/commands.h - the subcommands of the `surge` program. Each lives in
+ * the folder that owns it and is reached through the table in surge.c. A
+ * command returns the process exit status (0 ok, 1 failure, 2 usage error).
+ */
+#ifndef SURGE_SERVER_COMMANDS_H
+#define SURGE_SERVER_COMMANDS_H
+
+int surge_serve_main(int argc, char **argv);  /* server/serve.c */
+
+#endif /* SURGE_SERVER_COMMANDS_H */

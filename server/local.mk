@@ -1,0 +1,9 @@
+# server/: the `surge` program (server/surge.c dispatches to subcommands)
+# and the server library: ingest (ZeroMQ + libuv), assembly, control.
+bin_PROGRAMS += server/surge
+server_surge_SOURCES = server/surge.c server/commands.h
+# Subcommands from other folders add their library here, before common.
+server_surge_LDADD = \
+	clients/libsurge.la \
+	common/libsurge_common.la \
+	$(ZMQ_LIBS) $(UV_LIBS) $(MSGPACK_LIBS) $(PTHREAD_LIBS) -lm

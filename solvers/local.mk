@@ -1,0 +1,1 @@
+# solvers/local.mk: included by the top-level Makefile.am.

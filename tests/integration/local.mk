@@ -1,0 +1,1 @@
+# tests/integration/local.mk: end-to-end scripts (TAP), each under a timeout.

@@ -1,0 +1,1 @@
+# tests/unit/clients/local.mk: unit tests of clients/.

@@ -1,0 +1,1 @@
+# tests/unit/common/local.mk: unit tests of common/.

@@ -1,0 +1,1 @@
+# tests/unit/reservoir/local.mk: unit tests of reservoir/.

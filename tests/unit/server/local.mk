@@ -1,0 +1,1 @@
+# tests/unit/server/local.mk: unit tests of server/.

@@ -1,0 +1,1 @@
+# tests/unit/trainer/local.mk: unit tests of trainer/.

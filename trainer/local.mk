@@ -1,0 +1,1 @@
+# trainer/local.mk: included by the top-level Makefile.am.
