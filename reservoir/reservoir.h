@@ -1,0 +1,344 @@
+/*
+ * reservoir/reservoir.h - the sample buffer between ingest and training.
+ *
+ * A reservoir holds complete samples (one simulation time step: an input
+ * vector of input_dim floats and an output vector of output_dim floats) in
+ * fixed-size slots of one memory pool that is allocated once at creation,
+ * pre-faulted and backed by huge pages where the kernel allows. A producer
+ * (the server's I/O thread) puts samples one at a time; consumers (trainer
+ * threads) get batches gathered straight into their own contiguous arrays.
+ * A policy decides which samples a batch takes, how often a sample may be
+ * used, when a put must wait and which sample leaves to make room.
+ *
+ * Policies (docs/reservoir.md has the full rules):
+ *   FIFO       a batch takes the oldest samples; each is used once.
+ *   FIRO       a batch takes samples drawn uniformly at random, distinct
+ *              within the batch; each is used `epochs` times, then removed.
+ *   RESERVOIR  (Melissa / SC'23) batches are served once occupancy reaches
+ *              the watermark; draws are uniform with replacement; a put into
+ *              a full reservoir evicts a random sample already used at least
+ *              once; when none has been used the put waits. Unseen data is
+ *              never dropped.
+ * Options on top (valid combinations are checked by create):
+ *   max_uses      (RESERVOIR) a sample is removed after this many uses.
+ *   rate          (RESERVOIR) samples-per-insert rate limiter with Reverb's
+ *                 bounds: the side that runs ahead waits; neither deadlocks.
+ *   balance_sims  (FIRO, RESERVOIR) each batch spreads over as many distinct
+ *                 simulations as are present, evenly.
+ *   prioritized   (FIRO, RESERVOIR) draws proportional to priority^alpha,
+ *                 priority from the per-sample loss the trainer reports,
+ *                 importance weights with exponent beta; a sum tree, O(log n).
+ *
+ * End of reception (surge_reservoir_end_reception): no more puts. Every
+ * policy then drains: each sample still present is served once more at most
+ * (FIFO in order, the others in their draw order without replacement;
+ * watermark and rate limiter no longer apply), batches may come back short,
+ * and once nothing is left get_batch returns 0: the reservoir is finished.
+ * So a study always ends.
+ *
+ * Threads: every function is thread-safe unless it says otherwise. Designed
+ * for one producer and one or more consumers; several producers also work.
+ * The bulk copies of put and get_batch run outside the reservoir's lock (the
+ * slots involved are reserved or pinned), so a consumer copying a batch
+ * never stalls the producer's bookkeeping and vice versa. No thread of its
+ * own, no I/O, no logging on the hot path.
+ *
+ * Blocking: put and get_batch wait at most timeout_ms milliseconds (0 = try
+ * once and return at once; -1 = no time limit, only shutdown ends the wait).
+ * surge_reservoir_shutdown() wakes every waiter with SURGE_ECLOSED.
+ *
+ * Errors: 0 or a count on success, otherwise a negative SURGE_E* code from
+ * <surge/error.h> or -errno. Nothing is ever lost on an error: a put that
+ * fails stored nothing and can be retried; a get that fails used nothing.
+ */
+#ifndef SURGE_RESERVOIR_H
+#define SURGE_RESERVOIR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <surge/error.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct surge_reservoir surge_reservoir;
+
+enum surge_reservoir_policy {
+    SURGE_RESERVOIR_FIFO = 0,     /* oldest first, each used once */
+    SURGE_RESERVOIR_FIRO = 1,     /* random, each used `epochs` times */
+    SURGE_RESERVOIR_RESERVOIR = 2 /* watermark, with replacement, evict used */
+};
+
+/* Buckets of the times-used histograms: bucket i counts samples used i
+ * times, the last bucket those used SURGE_RESERVOIR_USES_BUCKETS-1 times or
+ * more. */
+#define SURGE_RESERVOIR_USES_BUCKETS 16
+
+/* Configuration. Fill it with surge_reservoir_config_init(), then change
+ * what you need. The names in comments are the study file's keys that the
+ * error messages of surge_reservoir_create() use. */
+typedef struct surge_reservoir_config {
+    enum surge_reservoir_policy policy; /* reservoir.policy; default RESERVOIR*/
+    size_t capacity_bytes; /* reservoir.capacity_bytes: size of the sample
+                              pool; slots = capacity_bytes / slot size, where
+                              the slot size is the sample size rounded up to
+                              64 bytes. Default 1 GiB. */
+    size_t input_dim;      /* reservoir.input_dim: floats per sample input
+                              (parameters + time); no default (0 = unset) */
+    size_t output_dim;     /* reservoir.output_dim: floats per sample output
+                              (the fields); no default; input_dim +
+                              output_dim must be >= 1 */
+    size_t max_batch;      /* reservoir.max_batch: the largest B any
+                              get_batch call passes; FIFO and FIRO need at
+                              least this many slots; the rate limiter's
+                              window is checked against it. Default 256. */
+    size_t watermark;      /* reservoir.watermark: samples present before the
+                              first batch is served (until end of reception).
+                              RESERVOIR: default 0 means max_batch (capped to
+                              the capacity). FIFO/FIRO always wait for B
+                              samples; a larger watermark delays the start.
+                              Must be <= capacity in samples. */
+    uint64_t seed;         /* reservoir.seed: seeds every random draw;
+                              default 1. Same seed, same calls from one
+                              consumer: same batches. */
+    unsigned epochs;       /* reservoir.epochs: FIRO pseudo-epochs E: each
+                              sample is used E times (never twice in one
+                              batch), then removed. Default 1; must be 1 for
+                              other policies. */
+    unsigned max_uses;     /* reservoir.max_uses: RESERVOIR only: a sample
+                              used this many times is removed (counted as
+                              retired). 0 = no cap (default). */
+    struct {
+        double samples_per_insert; /* reservoir.rate.samples_per_insert:
+                                      target rows served per sample put;
+                                      0 = no rate limiter (default) */
+        double min_diff; /* reservoir.rate.min_diff: a batch of B is served
+                            only while puts*spi - (rows_served + B) >=
+                            min_diff (consumer ahead waits) */
+        double max_diff; /* reservoir.rate.max_diff: a put proceeds only while
+                            (puts+1)*spi - rows_served <= max_diff (producer
+                            ahead waits). Must satisfy max_diff - min_diff >=
+                            max_batch + spi. Reverb's SampleToInsertRatio(spi,
+                            min_size, error_buffer) is min_diff = spi*min_size
+                            - error_buffer, max_diff = spi*min_size +
+                            error_buffer. Defaults -1e300 / +1e300. */
+    } rate;
+    bool balance_sims; /* reservoir.balance_sims: FIRO/RESERVOIR: spread each
+                          batch evenly over the simulations present (counts
+                          per simulation differ by at most one; a simulation
+                          is chosen before its sample). Not with
+                          prioritized. Default false. */
+    struct {
+        bool enabled;   /* reservoir.prioritized.enabled: FIRO/RESERVOIR:
+                           draw with probability priority^alpha / sum.
+                           Default false. */
+        double alpha;   /* reservoir.prioritized.alpha: in [0, 1]; 0 =
+                           uniform. Default 0.6. */
+        double beta;    /* reservoir.prioritized.beta: importance weight
+                           exponent in [0, 1]. Default 0.4. */
+        double epsilon; /* reservoir.prioritized.epsilon: added to each loss
+                           so no priority is zero; > 0. Default 1e-6. A new
+                           sample gets the largest priority seen so far. */
+    } prioritized;
+    bool huge_pages; /* reservoir.huge_pages: madvise(MADV_HUGEPAGE) on the
+                        pool (default true); the pool is always pre-faulted */
+} surge_reservoir_config;
+
+/* Who and when a sample is. */
+typedef struct surge_sample_meta {
+    uint64_t sim;       /* simulation id (balance_sims groups by it) */
+    uint64_t step;      /* time step within the simulation */
+    int64_t arrival_ns; /* CLOCK_MONOTONIC time the data arrived, in ns;
+                           0 = stamp it at put. Sample ages in seconds are
+                           measured from it. */
+} surge_sample_meta;
+
+/* What one row of a batch is. Keep it to report losses back. */
+typedef struct surge_batch_info {
+    uint32_t slot;       /* slot the row was copied from */
+    uint32_t generation; /* the slot's generation when copied: a priority
+                            update for an overwritten slot is ignored */
+    uint64_t sim;        /* sample's simulation id */
+    uint64_t step;       /* sample's time step */
+    uint32_t uses;       /* times this sample has been served, this row
+                            included (1 = first use) */
+    float weight;        /* importance weight in (0, 1] (prioritized: the
+                            largest possible weight is 1); 1 otherwise */
+} surge_batch_info;
+
+/* Counters and gauges, all taken in one consistent snapshot. */
+typedef struct surge_reservoir_stats {
+    enum surge_reservoir_policy policy;
+    size_t capacity_samples;     /* slots in the pool */
+    size_t capacity_bytes;       /* pool bytes actually allocated for slots */
+    size_t sample_bytes;         /* (input_dim + output_dim) * 4 */
+    size_t slot_bytes;           /* sample_bytes rounded up to 64 */
+    size_t occupancy_samples;    /* samples present (being copied in: not) */
+    size_t occupancy_bytes;      /* occupancy_samples * sample_bytes */
+    uint64_t puts;               /* samples stored */
+    uint64_t gets;               /* rows served (a sample served twice: 2) */
+    uint64_t batches;            /* get_batch calls that returned rows */
+    uint64_t evictions;          /* used samples removed by a put for room */
+    uint64_t retired;            /* samples removed after their last allowed
+                                    use (FIFO, FIRO, max_uses, drain) */
+    uint64_t never_used_removed; /* samples removed without any use: only
+                                    shutdown/destroy can do it; stays 0
+                                    otherwise (the reservoir's promise) */
+    uint64_t uses_present[SURGE_RESERVOIR_USES_BUCKETS]; /* samples present,
+                                  by times used so far */
+    uint64_t uses_removed[SURGE_RESERVOIR_USES_BUCKETS]; /* samples that left
+                                  (evicted or retired), by times used */
+    double age_mean_puts;        /* present samples: mean puts since theirs */
+    uint64_t age_max_puts;       /* oldest present sample, in puts */
+    double age_mean_s;           /* present samples: mean seconds since
+                                    arrival */
+    double age_max_s;            /* oldest present sample, in seconds */
+    double served_age_mean_puts; /* mean age in puts of the rows served so
+                                    far (freshness of training data) */
+    size_t distinct_sims;        /* distinct simulation ids present */
+    uint64_t producer_waits;     /* puts that had to wait */
+    double producer_wait_s;      /* total time puts spent waiting */
+    uint64_t consumer_waits;     /* get_batch calls that had to wait */
+    double consumer_wait_s;      /* total time get_batch calls spent waiting,
+                                    all consumers together */
+    uint64_t rate_overrides;     /* times the rate limiter let a side through
+                                    because the other side was waiting for
+                                    data or room (deadlock avoidance) */
+    uint64_t priority_updates;   /* priorities applied */
+    uint64_t priority_updates_ignored; /* stale slot or non-finite loss */
+    bool reception_ended; /* surge_reservoir_end_reception called */
+    bool finished;        /* reception ended and nothing left to serve*/
+    bool closed;          /* surge_reservoir_shutdown called */
+} surge_reservoir_stats;
+
+/* surge_reservoir_config_init - fill cfg with the defaults listed above.
+ * input_dim and output_dim stay 0: the caller must set them. */
+void surge_reservoir_config_init(surge_reservoir_config *cfg);
+
+/* surge_reservoir_config_check - validate cfg without allocating anything.
+ * Returns 0, or SURGE_ECONFIG with a sentence in err (at most errlen bytes,
+ * always NUL-terminated when errlen > 0; err may be NULL) that starts with
+ * the option's key, e.g. "reservoir.watermark: must be <= capacity in
+ * samples (12)". */
+int surge_reservoir_config_check(const surge_reservoir_config *cfg, char *err,
+                                 size_t errlen);
+
+/* surge_reservoir_create - validate cfg (as config_check), allocate the
+ * pool and all bookkeeping once, pre-fault it, and set *rp. The config is
+ * copied. On error *rp is untouched and the return is SURGE_ECONFIG (err
+ * says which option and why) or -ENOMEM (err says how much). Pre-faulting
+ * costs about 1 s per 1.4 GB on these machines. */
+int surge_reservoir_create(surge_reservoir **rp,
+                           const surge_reservoir_config *cfg, char *err,
+                           size_t errlen);
+
+/* surge_reservoir_destroy - free everything and set *rp to NULL; NULL or
+ * *rp == NULL is a no-op. No other call may be running or start on r: call
+ * surge_reservoir_shutdown() and join the threads first. */
+void surge_reservoir_destroy(surge_reservoir **rp);
+
+/* surge_reservoir_put - copy one sample (input: (input_dim) floats, output:
+ * (output_dim) floats; either may be NULL when its dim is 0) into a slot.
+ * meta may be NULL (sim 0, step 0, stamped now). O(1) apart from the copy
+ * (O(log n) with prioritized, amortized O(1) with balance_sims).
+ * Returns 0 when stored;
+ *   SURGE_ETIMEDOUT  the policy made it wait longer than timeout_ms (full
+ *                    with nothing evictable, or the rate limiter): nothing
+ *                    stored, nothing lost, retry later;
+ *   SURGE_ECLOSED    the reservoir was shut down;
+ *   SURGE_ESTATE     called after surge_reservoir_end_reception().
+ * The arrays are only read during the call. */
+int surge_reservoir_put(surge_reservoir *r, const float *input,
+                        const float *output, const surge_sample_meta *meta,
+                        int timeout_ms);
+
+/* surge_reservoir_get_batch - serve up to B rows (1 <= B <= max_batch)
+ * chosen by the policy, copied into inputs (B, input_dim) and outputs
+ * (B, output_dim), row-major and contiguous, and describe each row in
+ * info[B] (may be NULL). inputs/outputs may be NULL when their dim is 0.
+ * Returns the number of rows n: n == B, except while draining after end of
+ * reception, when 1 <= n <= B; only the first n rows are written.
+ *   0                the reservoir is finished: reception ended and the
+ *                    policy has nothing left to serve (every later call
+ *                    returns 0 too);
+ *   SURGE_ETIMEDOUT  no batch within timeout_ms (below the watermark, not
+ *                    enough samples, or the rate limiter): nothing used;
+ *   SURGE_ECLOSED    the reservoir was shut down;
+ *   -EINVAL          B is 0 or larger than max_batch, or a needed array is
+ *                    NULL.
+ * Several consumers may call it at once; each row is served to exactly one
+ * of them. */
+long surge_reservoir_get_batch(surge_reservoir *r, size_t B, float *inputs,
+                               float *outputs, surge_batch_info *info,
+                               int timeout_ms);
+
+/* surge_reservoir_update_priorities - prioritized only: set the priority of
+ * each row's sample to (loss[i] + epsilon)^alpha. info and loss are the n
+ * rows of one get_batch. A row whose slot was overwritten or removed since
+ * (generation check), or whose loss is negative or not finite, is ignored
+ * and counted. O(n log capacity). Returns the number of rows applied, or
+ * SURGE_ESTATE when prioritized sampling is off. */
+long surge_reservoir_update_priorities(surge_reservoir *r,
+                                       const surge_batch_info *info,
+                                       const float *loss, size_t n);
+
+/* surge_reservoir_set_beta - prioritized only: change the importance weight
+ * exponent (callers anneal it towards 1). Returns 0, -EINVAL when beta is
+ * outside [0, 1], SURGE_ESTATE when prioritized sampling is off. */
+int surge_reservoir_set_beta(surge_reservoir *r, double beta);
+
+/* surge_reservoir_end_reception - no more samples will come: later puts
+ * return SURGE_ESTATE, waiting puts return SURGE_ESTATE, and consumers drain
+ * what is left (see the top of this file), then get 0. Idempotent. */
+void surge_reservoir_end_reception(surge_reservoir *r);
+
+/* surge_reservoir_shutdown - stop: every waiting put and get_batch returns
+ * SURGE_ECLOSED at once, and so do all later ones. Samples still present
+ * stay in memory (stats and save still work) until destroy. Idempotent. */
+void surge_reservoir_shutdown(surge_reservoir *r);
+
+/* surge_reservoir_get_stats - fill *st with one consistent snapshot. Takes
+ * the lock for O(capacity_samples) (the age scan): call it on a timer, not
+ * per batch. */
+void surge_reservoir_get_stats(surge_reservoir *r, surge_reservoir_stats *st);
+
+/* Checkpoint / resume. The reservoir does no I/O itself: save streams its
+ * state through a write callback, load reads it back through a read
+ * callback. Callbacks return 0 on success or a negative code, which aborts
+ * the save/load and is returned as is. They are called with the reservoir's
+ * lock held: they must not call back into r. */
+typedef int (*surge_reservoir_write_cb)(void *arg, const void *buf, size_t len);
+typedef int (*surge_reservoir_read_cb)(void *arg, void *buf, size_t len);
+
+/* surge_reservoir_save - write the policy state (counters, random state,
+ * per sample: meta, times used, priority) and the data of every sample
+ * present, in a versioned little-endian format, through cb. Safe while
+ * others put and get (they wait during the save). Returns 0 or the first
+ * error of cb. */
+int surge_reservoir_save(surge_reservoir *r, surge_reservoir_write_cb cb,
+                         void *arg);
+
+/* surge_reservoir_load - restore a saved state into r, which must be fresh
+ * (no put yet) and created with the same policy, options, input_dim and
+ * output_dim, and capacity for at least the samples saved. Returns 0;
+ * SURGE_ECONFIG when the saved state does not fit r (err says why);
+ * SURGE_EPROTO for a corrupt stream; SURGE_ESTATE when r is not fresh; or
+ * cb's error. On error r is left empty and usable. */
+int surge_reservoir_load(surge_reservoir *r, surge_reservoir_read_cb cb,
+                         void *arg, char *err, size_t errlen);
+
+/* surge_reservoir_policy_name - "fifo", "firo" or "reservoir" (static). */
+const char *surge_reservoir_policy_name(enum surge_reservoir_policy p);
+
+/* surge_reservoir_policy_parse - "fifo", "firo", "reservoir" to the enum;
+ * returns 0 and sets *p, or -EINVAL for any other name. */
+int surge_reservoir_policy_parse(const char *name,
+                                 enum surge_reservoir_policy *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SURGE_RESERVOIR_H */
