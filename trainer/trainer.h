@@ -1,0 +1,369 @@
+/*
+ * trainer/trainer.h - the surge trainer: an MLP surrogate trained online.
+ *
+ * This header is the documentation of the trainer library
+ * (trainer/libsurge_trainer.la). The numerics follow llm.c: every tensor has
+ * a shape comment, forward and backward come in pairs, all parameters live in
+ * one allocation, and tests check every gradient against finite differences.
+ *
+ * MODEL. A multilayer perceptron
+ *     x (B, n_inputs) -> [Linear -> act] x n_layers -> Linear -> y (B,
+ * n_outputs) with hidden widths layers[0..n_layers-1], act one of relu, gelu
+ * (exact, erf-based, as torch.nn.GELU()), tanh. Layer k has weight W_k (out_k,
+ * in_k) and bias b_k (out_k), the layout of torch.nn.Linear. Initialisation by
+ * fan-in, biases zero: a layer followed by ReLU draws W ~ U(-a, a) with
+ * a = sqrt(6 / fan_in) (He/Kaiming uniform: variance 2 / fan_in); a layer
+ * followed by gelu or tanh, and the last (linear) layer, use a = sqrt(3 /
+ * fan_in) (LeCun uniform: variance 1 / fan_in, "Xavier-ish" for one side).
+ *
+ * NORMALISATION. The network sees normalised values; callers always pass and
+ * get physical units.
+ *   inputs : x_n = (x - in_mean) / in_std with in_mean = (min + max) / 2 and
+ *            in_std = (max - min) / 2 per input, from the parameter ranges
+ *            (surge_trainer_set_input_range): each input maps onto [-1, 1].
+ *            An input with max == min gets in_std = 1. Default: identity.
+ *   outputs: y = y_n * out_std + out_mean. The statistics come from the first
+ *            samples received (surge_trainer_observe_outputs), then freeze.
+ *            Mode "global" (default): one mean and one std over every element
+ *            of those samples; it is robust when the first samples are early
+ *            time steps whose per-element spread is near zero. Mode "element":
+ *            a mean and std per output element, each std floored at 1e-3 of
+ *            the global std (and at 1e-12) so a constant cell cannot blow up.
+ *
+ * LOSS. On a batch of B rows with importance weights w (1 when NULL):
+ *     L = (1 / B) * sum_i w_i * l_i,   l_i = (1 / n_outputs) * sum_j
+ *         (yhat_n[i, j] - y_n[i, j])^2
+ * i.e. torch.mean(w[:, None] * (yhat_n - y_n) ** 2) in normalised units.
+ *
+ * OPTIMISERS (g is the gradient after clipping, t the 1-based step, lr the
+ * scheduled rate; identical to torch.optim.Adam/AdamW/SGD):
+ *   adam : g += wd * p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+ *          p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+ *   adamw: p *= 1 - lr * wd; then adam's update without the g += wd * p
+ *   sgd  : g += wd * p; buf = momentum * buf + g (buf = g at t = 1);
+ *          p -= lr * buf
+ * GRADIENT CLIPPING: when grad_clip > 0 and the global L2 norm of all
+ * gradients exceeds it, every gradient is scaled by grad_clip / norm
+ * (torch.nn.utils.clip_grad_norm_ without its 1e-6).
+ *
+ * SCHEDULES (s = steps already taken, 0-based; warmup first, for all):
+ *   s < warmup_steps: lr * (s + 1) / warmup_steps
+ *   constant: lr
+ *   cosine  : min_lr + (lr - min_lr) * (1 + cos(pi * min(u, T) / T)) / 2
+ *             with u = s - warmup_steps, T = total_steps - warmup_steps
+ *   step    : lr * gamma ^ floor(u / step_size)
+ *
+ * THREADS. A surge_trainer is owned by one thread at a time (the server's
+ * trainer thread); no call on the same handle may run concurrently. Separate
+ * handles are independent, except that the CPU backend's thread count is
+ * OpenBLAS's process-wide setting (openblas_set_num_threads).
+ *
+ * ERRORS. Calls return 0 or a negative code: SURGE_E* (include/surge/error.h)
+ * or -errno. Calls taking (err, errlen) also write a one-line reason there
+ * (always NUL-terminated when errlen > 0) naming the key or file at fault.
+ * The library never prints, exits or aborts; it logs via common/log.h.
+ */
+#ifndef SURGE_TRAINER_H
+#define SURGE_TRAINER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Limits checked by validation and by the file loaders before allocating. */
+#define SURGE_TRAINER_MAX_LAYERS 16         /* hidden layers */
+#define SURGE_TRAINER_MAX_WIDTH (1 << 20)   /* any layer, inputs, outputs */
+#define SURGE_TRAINER_MAX_PARAMS (1L << 31) /* total parameter count */
+#define SURGE_TRAINER_MAX_BATCH (1 << 20)
+
+enum surge_trainer_activation {
+    SURGE_ACT_RELU = 0,
+    SURGE_ACT_GELU = 1, /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
+    SURGE_ACT_TANH = 2
+};
+
+enum surge_trainer_optimizer {
+    SURGE_OPT_ADAM = 0,
+    SURGE_OPT_ADAMW = 1,
+    SURGE_OPT_SGD = 2 /* with momentum (0 = plain SGD) */
+};
+
+enum surge_trainer_schedule {
+    SURGE_SCHED_CONSTANT = 0,
+    SURGE_SCHED_COSINE = 1,
+    SURGE_SCHED_STEP = 2
+};
+
+enum surge_trainer_out_norm {
+    SURGE_OUTNORM_GLOBAL = 0, /* one mean/std for every output element */
+    SURGE_OUTNORM_ELEMENT = 1 /* a mean/std per output element */
+};
+
+/* Configuration. JSON keys (surge_trainer_config_from_json) are the field
+ * names, under "trainer." in error messages. n_inputs and n_outputs are not
+ * JSON keys: the server sets them from the study (parameters + time, sum of
+ * the field sizes). Fill with surge_trainer_config_defaults() first. */
+struct surge_trainer_config {
+    int n_inputs;                         /* input width (>= 1) */
+    int n_outputs;                        /* output width (>= 1) */
+    int n_layers;                         /* hidden layers, 0..MAX_LAYERS */
+    int layers[SURGE_TRAINER_MAX_LAYERS]; /* hidden widths, each >= 1 */
+    int activation;                       /* enum surge_trainer_activation */
+    int optimizer;                        /* enum surge_trainer_optimizer */
+    double lr;                            /* peak learning rate, > 0 */
+    double beta1;                         /* adam(w): [0, 1) */
+    double beta2;                         /* adam(w): [0, 1) */
+    double eps;                           /* adam(w): > 0 */
+    double weight_decay;                  /* >= 0 (L2 for adam/sgd) */
+    double momentum;                      /* sgd: [0, 1) */
+    int schedule;                         /* enum surge_trainer_schedule */
+    long warmup_steps;                    /* linear warmup, >= 0 */
+    long total_steps;                     /* cosine: horizon, > warmup */
+    double min_lr;                        /* cosine: floor, [0, lr] */
+    long step_size;                       /* step: steps per decay, > 0 */
+    double gamma;                         /* step: factor, (0, 1] */
+    double grad_clip;                     /* global-norm clip, 0 = off */
+    int batch_size;                       /* max rows per step, >= 1 */
+    int threads;                          /* BLAS threads; 0 = environment
+                                             (OPENBLAS_NUM_THREADS) */
+    uint64_t seed;                        /* weight initialisation */
+    int out_norm;                         /* enum surge_trainer_out_norm */
+    long out_norm_samples;                /* samples that set out stats */
+    char backend[16];                     /* "cpu" ("cuda" later) */
+};
+
+/* surge_trainer_config_defaults - fill cfg with the defaults: layers
+ * [256, 256, 256], relu, adam (lr 1e-3, betas 0.9/0.999, eps 1e-8, wd 0),
+ * momentum 0.9, constant schedule, no warmup, total_steps 0, min_lr 0,
+ * step_size 1000, gamma 0.5, no clipping, batch 256, threads 0, seed 42,
+ * global output normalisation over 1000 samples, backend "cpu".
+ * n_inputs and n_outputs are set to 0: the caller must set them. */
+void surge_trainer_config_defaults(struct surge_trainer_config *cfg);
+
+/* surge_trainer_config_validate - check every field. Returns 0, or
+ * SURGE_ECONFIG with the first problem in err, naming the key:
+ * "trainer.layers[1]: must be > 0 (got -3)", "trainer.lr: must be > 0". */
+int surge_trainer_config_validate(const struct surge_trainer_config *cfg,
+                                  char *err, size_t errlen);
+
+/* surge_trainer_config_from_json - override fields of cfg from the JSON
+ * object text json (len bytes; the study file's "trainer" section). Keys:
+ * layers (array of ints), activation ("relu"|"gelu"|"tanh"), optimizer
+ * ("adam"|"adamw"|"sgd"), schedule ("constant"|"cosine"|"step"), out_norm
+ * ("global"|"element"), backend (string), the numbers above by field name.
+ * Unknown keys, wrong types and unknown names are rejected with SURGE_ECONFIG
+ * and err naming the key ("trainer.activation: unknown 'foo' (expected relu,
+ * gelu or tanh)"). Does not validate ranges: call validate after setting
+ * n_inputs/n_outputs. On error cfg may be partly updated. */
+int surge_trainer_config_from_json(struct surge_trainer_config *cfg,
+                                   const char *json, size_t len, char *err,
+                                   size_t errlen);
+
+/* Names <-> enums: the parse functions return -1 for an unknown name; the
+ * name functions return a static string ("?" when out of range). */
+int surge_trainer_activation_parse(const char *name);
+int surge_trainer_optimizer_parse(const char *name);
+int surge_trainer_schedule_parse(const char *name);
+const char *surge_trainer_activation_name(int activation);
+const char *surge_trainer_optimizer_name(int optimizer);
+const char *surge_trainer_schedule_name(int schedule);
+
+typedef struct surge_trainer surge_trainer;
+
+/* surge_trainer_create - validate cfg (errors as in _validate), select the
+ * backend, allocate parameters, gradients, optimizer state and a workspace
+ * for batch_size rows (all allocation happens here: steps allocate nothing),
+ * and initialise the weights from cfg->seed. On success *out owns the
+ * trainer; on failure *out is untouched. -ENOMEM, SURGE_ECONFIG. */
+int surge_trainer_create(const struct surge_trainer_config *cfg,
+                         surge_trainer **out, char *err, size_t errlen);
+
+/* surge_trainer_destroy - free everything; sets *t to NULL. NULL is ok. */
+void surge_trainer_destroy(surge_trainer **t);
+
+/* surge_trainer_config_get - the configuration the trainer runs with. The
+ * pointer lives as long as the trainer. */
+const struct surge_trainer_config *
+surge_trainer_config_get(const surge_trainer *t);
+
+/* surge_trainer_set_input_range - input normalisation from the parameter
+ * ranges: lo, hi are (n_inputs) in physical units, lo[i] <= hi[i], finite.
+ * SURGE_ECONFIG (err names the input index) otherwise. May be called any
+ * time; it does not touch the weights. */
+int surge_trainer_set_input_range(surge_trainer *t, const float *lo,
+                                  const float *hi, char *err, size_t errlen);
+
+/* surge_trainer_observe_outputs - feed rows (rows, n_outputs) of target
+ * outputs, physical units, to the output statistics (double precision,
+ * Welford). Once out_norm_samples rows were seen the statistics freeze and
+ * later calls do nothing. Returns 1 when frozen, 0 while still collecting,
+ * -EINVAL on NULL, rows < 0 or a non-finite value (nothing recorded). */
+int surge_trainer_observe_outputs(surge_trainer *t, const float *y, long rows);
+
+/* surge_trainer_freeze_outputs - freeze the output statistics now with what
+ * has been observed (e.g. reception ended early). With nothing observed,
+ * mean 0 and std 1. Idempotent. surge_trainer_step freezes implicitly: if
+ * the statistics are not frozen yet, the first step observes its batch's
+ * targets and freezes. */
+void surge_trainer_freeze_outputs(surge_trainer *t);
+
+/* surge_trainer_set_output_norm - set frozen output statistics directly:
+ * mean, std are (n) with n = 1 (global) or n_outputs (element), std > 0. */
+int surge_trainer_set_output_norm(surge_trainer *t, const float *mean,
+                                  const float *std, int n);
+
+/* surge_trainer_step_info - what one step reports. */
+struct surge_trainer_step_info {
+    double loss;      /* weighted mean loss of the batch (see LOSS) */
+    double grad_norm; /* global gradient L2 norm before clipping */
+    double lr;        /* learning rate used for this step */
+    uint64_t step;    /* steps taken, this one included */
+};
+
+/* surge_trainer_step - one optimisation step on a batch.
+ *   x       (rows, n_inputs)  inputs, physical units, row-major
+ *   y       (rows, n_outputs) targets, physical units, row-major
+ *   weight  (rows) importance weights >= 0, or NULL for all 1
+ *   rows    1..batch_size
+ *   row_loss (rows) out, or NULL: l_i of each row before the update
+ *            (unweighted, normalised units) for loss-prioritised sampling
+ *   info    out, or NULL
+ * The caller keeps ownership of every buffer; none is retained. Allocates
+ * nothing. Returns 0; -EINVAL for bad rows or NULL x/y; SURGE_ESTATE when
+ * the loss is not finite (the update is skipped, weights unchanged, the step
+ * counter does not advance: the caller decides whether to stop). */
+int surge_trainer_step(surge_trainer *t, const float *x, const float *y,
+                       const float *weight, int rows, float *row_loss,
+                       struct surge_trainer_step_info *info);
+
+/* surge_trainer_eval_result - errors of the model on a set. */
+struct surge_trainer_eval_result {
+    double mse;         /* mean squared error, normalised units (= LOSS) */
+    double mse_phys;    /* mean squared error, physical units */
+    double rel_l2;      /* sqrt(sum ||yhat - y||^2 / sum ||y||^2), physical */
+    double rel_l2_mean; /* mean over rows of ||yhat_i - y_i|| / ||y_i||
+                           (rows with ||y_i|| == 0 skipped) */
+    long rows;          /* rows evaluated */
+};
+
+/* surge_trainer_evaluate - evaluate on rows samples x (rows, n_inputs),
+ * y (rows, n_outputs), physical units, in chunks of batch_size (no
+ * allocation, weights untouched). -EINVAL on rows < 1 or NULL. */
+int surge_trainer_evaluate(surge_trainer *t, const float *x, const float *y,
+                           long rows, struct surge_trainer_eval_result *out);
+
+/* surge_trainer_predict - y (rows, n_outputs) = model(x (rows, n_inputs)),
+ * physical units, in chunks of batch_size. -EINVAL on rows < 1 or NULL. */
+int surge_trainer_predict(surge_trainer *t, const float *x, long rows,
+                          float *y);
+
+/* surge_trainer_steps - steps taken so far (restored by checkpoint load). */
+uint64_t surge_trainer_steps(const surge_trainer *t);
+
+/* surge_trainer_num_params - number of float parameters (weights+biases). */
+size_t surge_trainer_num_params(const surge_trainer *t);
+
+/* surge_trainer_get_params / _set_params - copy the flat parameter vector
+ * (n == num_params floats, in the order W_0, b_0, W_1, b_1, ...; each W_k
+ * row-major (out_k, in_k)) out of / into the trainer. -EINVAL when n is
+ * wrong. Setting parameters leaves the optimizer state as it is. */
+int surge_trainer_get_params(const surge_trainer *t, float *dst, size_t n);
+int surge_trainer_set_params(surge_trainer *t, const float *src, size_t n);
+
+/* surge_trainer_host_alloc / _free - memory for batch buffers the server
+ * fills and passes to _step: 64-byte aligned, transparent huge pages asked
+ * for when large, pre-faulted; pinned host memory for a GPU backend. NULL on
+ * failure. _free(t, NULL) is a no-op. */
+void *surge_trainer_host_alloc(surge_trainer *t, size_t bytes);
+void surge_trainer_host_free(surge_trainer *t, void *p);
+
+/*
+ * FILES. Both the model file and the checkpoint are safetensors files
+ * (https://huggingface.co/docs/safetensors): an 8-byte little-endian header
+ * length N, N bytes of JSON {"name": {"dtype", "shape", "data_offsets"},
+ * "__metadata__": {string: string}}, then the raw little-endian tensor data.
+ * docs/model-file.md describes the keys and shows how PyTorch loads them.
+ * Tensors of the model: "<2k>.weight" (out_k, in_k) and "<2k>.bias"
+ * (out_k), F32: the state dict of a torch.nn.Sequential with Linear layers
+ * at even indices and activations at odd ones, so load_state_dict takes it.
+ * Both are written atomically: a temporary file in the same directory, fsync,
+ * rename, fsync of the directory. A crash leaves the old file or the new one,
+ * never a torn one.
+ */
+
+/* surge_trainer_save_model - write the final model (weights, architecture,
+ * normalisation in __metadata__) to path. meta: NULL or a NULL-terminated
+ * list of key, value, key, value, ... strings added to __metadata__ (the
+ * server stores e.g. "field_shape", "input_names"); keys must not start with
+ * "surge." (reserved). -errno on I/O errors, -EINVAL on bad meta. */
+int surge_trainer_save_model(surge_trainer *t, const char *path,
+                             const char *const *meta);
+
+/* surge_trainer_checkpoint_save - write model, optimizer state (m, v or the
+ * momentum buffer), normalisation (frozen or not, with its running sums),
+ * step counter and the configuration to path, plus an opaque blob extra
+ * (extra_len bytes; NULL/0 for none; the server puts its reservoir and
+ * progress state there). The data carries a CRC-32C checked on load. */
+int surge_trainer_checkpoint_save(surge_trainer *t, const char *path,
+                                  const void *extra, size_t extra_len);
+
+/* surge_trainer_checkpoint_load - restore a checkpoint into t, which must
+ * have been created with the same n_inputs, n_outputs, layers, activation
+ * and optimizer (a mismatch fails with SURGE_ECONFIG and err naming the key
+ * and both values); other hyperparameters come from t's configuration. The
+ * file is validated before t is touched (format name and version, header
+ * size, JSON, dtypes, shapes, offsets inside the file and not overlapping,
+ * CRC): on any error t is unchanged. On success, if extra is not NULL,
+ * *extra receives a malloc'ed copy of the blob (caller frees; NULL when the
+ * blob is empty) and *extra_len its size. Errors: -errno (open/read),
+ * SURGE_EVERSION (another checkpoint version), SURGE_EPROTO (malformed or
+ * corrupt file), SURGE_ECONFIG (architecture mismatch). A resumed run takes
+ * bit-identical steps to an uninterrupted one. */
+int surge_trainer_checkpoint_load(surge_trainer *t, const char *path,
+                                  void **extra, size_t *extra_len, char *err,
+                                  size_t errlen);
+
+/* surge_model: a saved model loaded for inference (surge predict). */
+typedef struct surge_model surge_model;
+
+/* surge_model_info - what a model file declares. */
+struct surge_model_info {
+    int n_inputs;                         /* input width */
+    int n_outputs;                        /* output width */
+    int n_layers;                         /* hidden layers */
+    int layers[SURGE_TRAINER_MAX_LAYERS]; /* hidden widths */
+    int activation;                       /* enum surge_trainer_activation */
+    uint64_t steps;                       /* training steps taken */
+};
+
+/* surge_model_load - read and validate a model file written by
+ * surge_trainer_save_model (sizes checked against the limits above and the
+ * file size before allocating). On success *out owns the model; on failure
+ * *out is untouched and err says what is wrong with which file. Errors:
+ * -errno, SURGE_EPROTO (not a valid model file), SURGE_EVERSION. */
+int surge_model_load(const char *path, surge_model **out, char *err,
+                     size_t errlen);
+
+/* surge_model_destroy - free; sets *m to NULL. NULL is ok. */
+void surge_model_destroy(surge_model **m);
+
+/* surge_model_get_info - the architecture; lives as long as m. */
+const struct surge_model_info *surge_model_get_info(const surge_model *m);
+
+/* surge_model_meta - the value of __metadata__ key, or NULL. Lives as long
+ * as m. */
+const char *surge_model_meta(const surge_model *m, const char *key);
+
+/* surge_model_predict - y (rows, n_outputs) = model(x (rows, n_inputs)) in
+ * physical units; the same arithmetic as surge_trainer_predict (bit-equal on
+ * the same machine and thread count). Uses an internal workspace: one call
+ * at a time per model. -EINVAL on rows < 1 or NULL, -ENOMEM. */
+int surge_model_predict(surge_model *m, const float *x, long rows, float *y);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SURGE_TRAINER_H */
