@@ -29,12 +29,16 @@
  *                 priority from the per-sample loss the trainer reports,
  *                 importance weights with exponent beta; a sum tree, O(log n).
  *
- * End of reception (surge_reservoir_end_reception): no more puts. Every
- * policy then drains: each sample still present is served once more at most
- * (FIFO in order, the others in their draw order without replacement;
- * watermark and rate limiter no longer apply), batches may come back short,
- * and once nothing is left get_batch returns 0: the reservoir is finished.
- * So a study always ends.
+ * End of reception (surge_reservoir_end_reception): no more puts, and every
+ * policy drains so that a study always ends. The watermark and the rate
+ * limiter no longer apply and batches may come back short (1..B rows):
+ *   FIFO       serves what is left, oldest first;
+ *   FIRO       keeps its rule: every sample still present gets its remaining
+ *              uses (epochs), distinct within a batch;
+ *   RESERVOIR  serves every sample still present exactly once more, drawn
+ *              without replacement (uniform, balanced or by priority), and
+ *              removes it.
+ * Once nothing is left get_batch returns 0: the reservoir is finished.
  *
  * Threads: every function is thread-safe unless it says otherwise. Designed
  * for one producer and one or more consumers; several producers also work.
@@ -143,8 +147,6 @@ typedef struct surge_reservoir_config {
                            so no priority is zero; > 0. Default 1e-6. A new
                            sample gets the largest priority seen so far. */
     } prioritized;
-    bool huge_pages; /* reservoir.huge_pages: madvise(MADV_HUGEPAGE) on the
-                        pool (default true); the pool is always pre-faulted */
 } surge_reservoir_config;
 
 /* Who and when a sample is. */
@@ -172,21 +174,18 @@ typedef struct surge_batch_info {
 /* Counters and gauges, all taken in one consistent snapshot. */
 typedef struct surge_reservoir_stats {
     enum surge_reservoir_policy policy;
-    size_t capacity_samples;     /* slots in the pool */
-    size_t capacity_bytes;       /* pool bytes actually allocated for slots */
-    size_t sample_bytes;         /* (input_dim + output_dim) * 4 */
-    size_t slot_bytes;           /* sample_bytes rounded up to 64 */
-    size_t occupancy_samples;    /* samples present (being copied in: not) */
-    size_t occupancy_bytes;      /* occupancy_samples * sample_bytes */
-    uint64_t puts;               /* samples stored */
-    uint64_t gets;               /* rows served (a sample served twice: 2) */
-    uint64_t batches;            /* get_batch calls that returned rows */
-    uint64_t evictions;          /* used samples removed by a put for room */
-    uint64_t retired;            /* samples removed after their last allowed
-                                    use (FIFO, FIRO, max_uses, drain) */
-    uint64_t never_used_removed; /* samples removed without any use: only
-                                    shutdown/destroy can do it; stays 0
-                                    otherwise (the reservoir's promise) */
+    size_t capacity_samples;  /* slots in the pool */
+    size_t capacity_bytes;    /* pool bytes actually allocated for slots */
+    size_t sample_bytes;      /* (input_dim + output_dim) * 4 */
+    size_t slot_bytes;        /* sample_bytes rounded up to 64 */
+    size_t occupancy_samples; /* samples present (being copied in: not) */
+    size_t occupancy_bytes;   /* occupancy_samples * sample_bytes */
+    uint64_t puts;            /* samples stored */
+    uint64_t gets;            /* rows served (a sample served twice: 2) */
+    uint64_t batches;         /* get_batch calls that returned rows */
+    uint64_t evictions;       /* used samples removed by a put for room */
+    uint64_t retired;         /* samples removed after their last allowed
+                                 use (FIFO, FIRO, max_uses, drain) */
     uint64_t uses_present[SURGE_RESERVOIR_USES_BUCKETS]; /* samples present,
                                   by times used so far */
     uint64_t uses_removed[SURGE_RESERVOIR_USES_BUCKETS]; /* samples that left
