@@ -6,6 +6,7 @@ common_libsurge_common_la_SOURCES = \
 	common/error.c \
 	common/log.h common/log.c \
 	common/protocol.h common/protocol.c \
-	common/checksum.c
+	common/checksum.c \
+	common/util.h common/util.c
 common_libsurge_common_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
-common_libsurge_common_la_LIBADD = $(MSGPACK_LIBS)
+common_libsurge_common_la_LIBADD = $(MSGPACK_LIBS) -lm

@@ -33,42 +33,40 @@
 
 /* Limits. A message that exceeds one is rejected before anything is
  * allocated for it. */
-#define SURGE_MAX_HEADER_BYTES 16384     /* first frame */
-#define SURGE_MAX_NAME 64                /* field names, bytes */
-#define SURGE_MAX_TOKEN 128              /* study token, bytes */
-#define SURGE_MAX_REASON 256             /* reject / reply text, bytes */
-#define SURGE_MAX_PARAMS 64              /* parameters per simulation */
-#define SURGE_MAX_FIELDS 64              /* fields per simulation */
-#define SURGE_MAX_RANKS 65536            /* ranks per simulation */
-#define SURGE_MAX_ITEMS 256              /* slices packed in one data msg */
-#define SURGE_MAX_FIELD_ELEMS (UINT64_C(1) << 30) /* elements per field */
+#define SURGE_MAX_HEADER_BYTES 16384 /* first frame */
+#define SURGE_MAX_NAME 64            /* field names, bytes */
+#define SURGE_MAX_TOKEN 128          /* study token, bytes */
+#define SURGE_MAX_REASON 256         /* reject / reply text, bytes */
+#define SURGE_MAX_PARAMS 64          /* parameters per simulation */
+#define SURGE_MAX_FIELDS 64          /* fields per simulation */
+#define SURGE_MAX_RANKS 65536        /* ranks per simulation */
+#define SURGE_MAX_ITEMS 256          /* slices packed in one data msg */
+#define SURGE_MAX_FIELD_ELEMS (UINT64_C(1) << 30)   /* elements per field */
 #define SURGE_MAX_PAYLOAD_BYTES (UINT64_C(1) << 31) /* one data message */
 
 /* Wire element types. v1 carries float32 only; the code exists so that a
  * later version can add others and a v1 server rejects them by name. */
-enum surge_wire_dtype {
-    SURGE_WIRE_F32 = 1
-};
+enum surge_wire_dtype { SURGE_WIRE_F32 = 1 };
 
 enum surge_msg_type {
-    SURGE_MSG_HELLO = 1,      /* client rank -> server */
-    SURGE_MSG_WELCOME,        /* server -> client rank */
-    SURGE_MSG_REJECT,         /* server -> client rank (or control peer) */
-    SURGE_MSG_DATA,           /* client rank -> server, + 1 payload frame */
-    SURGE_MSG_BYE,            /* client rank -> server */
-    SURGE_MSG_BYE_ACK,        /* server -> client rank */
-    SURGE_MSG_CONTROL,        /* launcher -> server */
-    SURGE_MSG_CONTROL_REPLY   /* server -> launcher */
+    SURGE_MSG_HELLO = 1,    /* client rank -> server */
+    SURGE_MSG_WELCOME,      /* server -> client rank */
+    SURGE_MSG_REJECT,       /* server -> client rank (or control peer) */
+    SURGE_MSG_DATA,         /* client rank -> server, + 1 payload frame */
+    SURGE_MSG_BYE,          /* client rank -> server */
+    SURGE_MSG_BYE_ACK,      /* server -> client rank */
+    SURGE_MSG_CONTROL,      /* launcher -> server */
+    SURGE_MSG_CONTROL_REPLY /* server -> launcher */
 };
 
 /* Control operations the launcher may ask for. */
 enum surge_control_op {
-    SURGE_CTL_PING = 1,       /* liveness check; reply carries counters */
-    SURGE_CTL_SIM_FAILED,     /* sim failed: drop its incomplete steps */
-    SURGE_CTL_SIM_RETRY,      /* sim restarts: accept a new hello, keep
-                                 ignoring steps already assembled */
-    SURGE_CTL_END_RECEPTION,  /* no more simulations will come */
-    SURGE_CTL_SHUTDOWN        /* stop the server now */
+    SURGE_CTL_PING = 1,      /* liveness check; reply carries counters */
+    SURGE_CTL_SIM_FAILED,    /* sim failed: drop its incomplete steps */
+    SURGE_CTL_SIM_RETRY,     /* sim restarts: accept a new hello, keep
+                                ignoring steps already assembled */
+    SURGE_CTL_END_RECEPTION, /* no more simulations will come */
+    SURGE_CTL_SHUTDOWN       /* stop the server now */
 };
 
 typedef struct surge_field_desc {
@@ -81,20 +79,20 @@ typedef struct surge_field_desc {
 
 typedef struct surge_msg_hello {
     char token[SURGE_MAX_TOKEN + 1];
-    int64_t sim;                       /* >= 0 */
-    uint32_t rank;                     /* < nranks */
-    uint32_t nranks;                   /* 1..SURGE_MAX_RANKS */
-    uint32_t nparams;                  /* 0..SURGE_MAX_PARAMS */
+    int64_t sim;      /* >= 0 */
+    uint32_t rank;    /* < nranks */
+    uint32_t nranks;  /* 1..SURGE_MAX_RANKS */
+    uint32_t nparams; /* 0..SURGE_MAX_PARAMS */
     double params[SURGE_MAX_PARAMS];
-    uint32_t nfields;                  /* 1..SURGE_MAX_FIELDS */
+    uint32_t nfields; /* 1..SURGE_MAX_FIELDS */
     surge_field_desc fields[SURGE_MAX_FIELDS];
-    uint8_t dtype;                     /* enum surge_wire_dtype */
+    uint8_t dtype; /* enum surge_wire_dtype */
 } surge_msg_hello;
 
 typedef struct surge_msg_welcome {
     int64_t sim;
     uint32_t rank;
-    uint64_t max_payload_bytes;        /* largest data message accepted */
+    uint64_t max_payload_bytes; /* largest data message accepted */
 } surge_msg_welcome;
 
 typedef struct surge_msg_reject {
@@ -105,41 +103,42 @@ typedef struct surge_msg_reject {
 /* One field slice of one step inside a data message. Its elements follow in
  * the payload frame, item after item, in the order listed. */
 typedef struct surge_data_item {
-    int64_t step;                      /* >= 0 */
-    double time;                       /* simulated time */
-    uint32_t field;                    /* index in the hello's fields */
-    uint64_t offset;                   /* must equal the declared slice */
-    uint64_t count;
+    int64_t step;    /* >= 0 */
+    double time;     /* simulated time */
+    uint32_t field;  /* index in the hello's fields */
+    uint64_t offset; /* must equal the declared slice */
+    uint64_t count;  /* >= 1: a rank whose slice of a
+                        field is empty sends nothing */
 } surge_data_item;
 
 typedef struct surge_msg_data {
     int64_t sim;
     uint32_t rank;
-    uint8_t dtype;                     /* enum surge_wire_dtype */
-    uint32_t nitems;                   /* 1..SURGE_MAX_ITEMS */
+    uint8_t dtype;   /* enum surge_wire_dtype */
+    uint32_t nitems; /* 1..SURGE_MAX_ITEMS */
     surge_data_item items[SURGE_MAX_ITEMS];
 } surge_msg_data;
 
 typedef struct surge_msg_bye {
     int64_t sim;
     uint32_t rank;
-    uint64_t slices;                   /* field slices this rank sent */
+    uint64_t slices; /* field slices this rank sent */
 } surge_msg_bye;
 
 typedef struct surge_msg_bye_ack {
     int64_t sim;
     uint32_t rank;
-    uint64_t slices;                   /* slices the server accepted */
+    uint64_t slices; /* slices the server accepted */
 } surge_msg_bye_ack;
 
 typedef struct surge_msg_control {
     char token[SURGE_MAX_TOKEN + 1];
-    uint8_t op;                        /* enum surge_control_op */
-    int64_t sim;                       /* for SIM_*; -1 otherwise */
+    uint8_t op;  /* enum surge_control_op */
+    int64_t sim; /* for SIM_*; -1 otherwise */
 } surge_msg_control;
 
 typedef struct surge_msg_control_reply {
-    int32_t code;                      /* 0 or SURGE_E* */
+    int32_t code; /* 0 or SURGE_E* */
     char message[SURGE_MAX_REASON + 1];
 } surge_msg_control_reply;
 
@@ -159,18 +158,28 @@ typedef struct surge_msg {
 
 /* surge_proto_encode - write m's header as msgpack into buf (capacity cap
  * bytes). On success returns the number of bytes written (> 0). Returns
- * SURGE_ELIMIT when it does not fit, SURGE_EPROTO when m is invalid (the
- * same rules decode applies: an encoder never produces what a decoder
- * would refuse). */
+ * SURGE_ELIMIT when it does not fit, or the code decode would return when
+ * m breaks a rule (SURGE_EPROTO, SURGE_ELIMIT, SURGE_EDTYPE,
+ * SURGE_EBOUNDS): an encoder never produces what a decoder would refuse.
+ * Never allocates. A data header of SURGE_MAX_ITEMS items within the
+ * limits always fits in SURGE_MAX_HEADER_BYTES. */
 int surge_proto_encode(const surge_msg *m, void *buf, size_t cap);
 
 /* surge_proto_decode - parse and validate a header frame into *m. Returns 0
- * or a negative code: SURGE_ELIMIT (len > SURGE_MAX_HEADER_BYTES or a count
- * over a limit), SURGE_EVERSION (v != SURGE_PROTOCOL_VERSION), SURGE_EPROTO
- * (not msgpack, not a map, missing or mistyped key, unknown type, trailing
- * bytes). When why is not NULL, *why is set to a static string naming the
- * offending key or rule ("data.items[3].count: must be an unsigned
- * integer" style without the index). *m is unspecified on failure. */
+ * or a negative code: SURGE_ELIMIT (len > SURGE_MAX_HEADER_BYTES, a string
+ * longer than its limit, or a count over a limit), SURGE_EVERSION (v !=
+ * SURGE_PROTOCOL_VERSION; checked before anything else in the map),
+ * SURGE_EDTYPE (dtype other than "f32"), SURGE_EBOUNDS (a slice outside
+ * its field: hello offset+count > size, data offset+count > 2^30),
+ * SURGE_EPROTO (not msgpack, not a map, a key that is not a string or
+ * appears twice, missing or mistyped key, value out of range, unknown type
+ * or control op, trailing bytes). Keys this version does not know are
+ * skipped, whatever their value (forward compatibility). Decoding never
+ * allocates: lengths read from the frame are checked against the bytes
+ * left before use. When why is not NULL, *why is set to a text naming the
+ * offending key and rule ("data.items[].count: must be >= 1"); it lives in
+ * a thread-local buffer valid until this thread's next encode/decode call.
+ * *m is unspecified on failure. */
 int surge_proto_decode(const void *buf, size_t len, surge_msg *m,
                        const char **why);
 

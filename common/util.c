@@ -1,0 +1,271 @@
+/* common/util.c - see common/util.h. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <malloc.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+uint64_t
+surge_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
+}
+
+/* strtol and friends skip leading white space and accept a sign; we want
+ * neither silently, so look at the first character ourselves. */
+static int
+starts_ok(const char *s, int allow_sign)
+{
+    if (s == NULL || s[0] == '\0') {
+        return 0;
+    }
+    if (s[0] == '-' || s[0] == '+') {
+        return allow_sign && s[1] != '\0';
+    }
+    return 1;
+}
+
+int
+surge_parse_int64(const char *s, int64_t *out)
+{
+    char *end = NULL;
+    if (!starts_ok(s, 1) ||
+        !(s[0] == '-' || s[0] == '+' || (s[0] >= '0' && s[0] <= '9'))) {
+        return -EINVAL;
+    }
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end != '\0') {
+        return -EINVAL;
+    }
+    if (errno == ERANGE) {
+        return -ERANGE;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+int
+surge_parse_uint64(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    /* strtoull accepts "-1" and wraps it: refuse every sign up front. */
+    if (!starts_ok(s, 0) || !(s[0] >= '0' && s[0] <= '9')) {
+        return -EINVAL;
+    }
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *end != '\0') {
+        return -EINVAL;
+    }
+    if (errno == ERANGE) {
+        return -ERANGE;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int
+surge_parse_double(const char *s, double *out)
+{
+    char *end = NULL;
+    if (!starts_ok(s, 1)) {
+        return -EINVAL;
+    }
+    const char *d = (s[0] == '-' || s[0] == '+') ? s + 1 : s;
+    /* A digit or a point must come first: this refuses " 1", "nan",
+     * "inf" and "infinity" before strtod sees them. */
+    if (!((d[0] >= '0' && d[0] <= '9') || d[0] == '.')) {
+        return -EINVAL;
+    }
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0') {
+        return -EINVAL;
+    }
+    if (errno == ERANGE && isinf(v)) {
+        return -ERANGE;
+    }
+    /* Underflow to a subnormal or zero is a representable answer. */
+    if (!isfinite(v)) {
+        return -ERANGE;
+    }
+    *out = v;
+    return 0;
+}
+
+int
+surge_write_file_atomic(const char *path, const void *data, size_t len)
+{
+    char tmp[PATH_MAX];
+    char dir[PATH_MAX];
+    const char *p = data;
+    int fd = -1;
+    int rc = 0;
+
+    if (path == NULL || (data == NULL && len > 0)) {
+        return -EINVAL;
+    }
+    int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof tmp) {
+        return -ENAMETOOLONG;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return -errno;
+    }
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            rc = -errno;
+            goto fail_unlink;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    if (fsync(fd) != 0) {
+        rc = -errno;
+        goto fail_unlink;
+    }
+    if (close(fd) != 0) {
+        fd = -1;
+        rc = -errno;
+        goto fail_unlink;
+    }
+    fd = -1;
+    if (rename(tmp, path) != 0) {
+        rc = -errno;
+        goto fail_unlink;
+    }
+    /* The rename is durable only once the directory entry is. */
+    n = snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL) {
+        dir[0] = '.';
+        dir[1] = '\0';
+    } else if (slash == dir) {
+        dir[1] = '\0';
+    } else {
+        *slash = '\0';
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        if (fsync(dfd) != 0) {
+            rc = -errno;
+        }
+        close(dfd);
+    }
+    return rc;
+
+fail_unlink:
+    if (fd >= 0) {
+        close(fd);
+    }
+    unlink(tmp);
+    return rc;
+}
+
+void *
+surge_huge_alloc(size_t bytes)
+{
+    if (bytes == 0 || bytes > SIZE_MAX - HUGE_PAGE) {
+        return NULL;
+    }
+    size_t len = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    /* Over-map by one huge page so the start can be aligned to 2 MiB: the
+     * kernel only backs aligned 2 MiB ranges with huge pages. */
+    size_t map = len + HUGE_PAGE;
+    char *raw = mmap(NULL, map, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
+        return NULL;
+    }
+    uintptr_t a =
+        ((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    char *p = (char *)a;
+    size_t head = (size_t)(p - raw);
+    size_t tail = map - head - len;
+    if (head > 0) {
+        munmap(raw, head);
+    }
+    if (tail > 0) {
+        munmap(p + len, tail);
+    }
+#ifdef MADV_HUGEPAGE
+    /* Advice only: without transparent huge pages this fails harmlessly. */
+    (void)madvise(p, len, MADV_HUGEPAGE);
+#endif
+    long page = sysconf(_SC_PAGESIZE);
+    size_t step = page > 0 ? (size_t)page : 4096;
+    for (size_t off = 0; off < len; off += step) {
+        ((volatile char *)p)[off] = 0;
+    }
+    return p;
+}
+
+void
+surge_huge_free(void *p, size_t bytes)
+{
+    if (p == NULL || bytes == 0) {
+        return;
+    }
+    size_t len = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    munmap(p, len);
+}
+
+int
+surge_malloc_tune(void)
+{
+    int ok = mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    ok &= mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    return ok == 1 ? 0 : -EINVAL;
+}
+
+void
+surge_ratelimit_init(surge_ratelimit *rl, uint32_t burst, uint64_t interval_ns)
+{
+    rl->interval_ns = interval_ns;
+    rl->burst = burst > 0 ? burst : 1;
+    rl->used = 0;
+    rl->window_ns = 0;
+    rl->suppressed = 0;
+}
+
+int
+surge_ratelimit_allow(surge_ratelimit *rl, uint64_t now_ns,
+                      uint64_t *suppressed)
+{
+    if (rl->window_ns == 0 || now_ns - rl->window_ns >= rl->interval_ns) {
+        /* A new window; now_ns 0 would read as "none yet", so nudge it. */
+        rl->window_ns = now_ns != 0 ? now_ns : 1;
+        rl->used = 0;
+    }
+    if (rl->used >= rl->burst) {
+        rl->suppressed++;
+        return 0;
+    }
+    rl->used++;
+    if (suppressed != NULL) {
+        *suppressed = rl->suppressed;
+    }
+    rl->suppressed = 0;
+    return 1;
+}

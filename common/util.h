@@ -1,0 +1,87 @@
+/*
+ * common/util.h - small utilities every surge part shares: a monotonic
+ * clock, strict number parsing, atomic file writes, pre-faulted huge-page
+ * memory, glibc malloc tuning and a rate limiter for log lines.
+ *
+ * All functions are thread-safe unless a declaration says otherwise, and
+ * none prints or exits.
+ */
+#ifndef SURGE_COMMON_UTIL_H
+#define SURGE_COMMON_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* surge_now_ns - CLOCK_MONOTONIC in nanoseconds. Only differences mean
+ * anything. */
+uint64_t surge_now_ns(void);
+
+/* surge_parse_int64 / surge_parse_uint64 / surge_parse_double - parse the
+ * whole string s as one number, strictly: no leading or trailing spaces or
+ * junk, not empty, no overflow. Integers are decimal ("-12", "+7");
+ * surge_parse_uint64 refuses any sign. surge_parse_double accepts what
+ * strtod accepts (e.g. "1e-3", "0x1p-2") but refuses nan and infinities.
+ * Return 0 and store into *out, -EINVAL (not a number, junk, NULL or
+ * empty) or -ERANGE (overflow); *out is untouched on failure. */
+int surge_parse_int64(const char *s, int64_t *out);
+int surge_parse_uint64(const char *s, uint64_t *out);
+int surge_parse_double(const char *s, double *out);
+
+/* surge_write_file_atomic - replace the file at path with len bytes of
+ * data so that a reader (or a crash) sees either the old or the new
+ * content, never a mix: write "path.tmp.<pid>" in the same directory,
+ * fsync it, rename it over path, fsync the directory. Mode 0644 (before
+ * umask). Returns 0 or -errno; the temporary file is removed on failure. */
+int surge_write_file_atomic(const char *path, const void *data, size_t len);
+
+/* surge_huge_alloc - bytes of zeroed anonymous memory, aligned to 2 MiB,
+ * advised MADV_HUGEPAGE (when the kernel allows transparent huge pages) and
+ * pre-faulted by touching every page, so that no page fault happens later
+ * on a hot path (faults are very slow on these VMs: PERF-NOTES.md). For
+ * long-lived big buffers (reservoir, batch buffers). Returns NULL when
+ * bytes is 0 or mmap fails. Release with surge_huge_free(p, bytes) with the
+ * same bytes. */
+void *surge_huge_alloc(size_t bytes);
+void surge_huge_free(void *p, size_t bytes);
+
+/* surge_malloc_tune - keep glibc from returning freed memory to the kernel
+ * (mallopt M_MMAP_THRESHOLD = 32 MiB, M_TRIM_THRESHOLD = 1 GiB): freeing
+ * and re-faulting message buffers costs 2-4x in ZeroMQ here. Programs call
+ * it once at start-up, before threads; libraries never do (it changes the
+ * whole process). Returns 0, or -EINVAL when mallopt refused. */
+int surge_malloc_tune(void);
+
+/* surge_ratelimit - at most `burst` events per `interval_ns`, for log lines
+ * about bad input that an attacker could otherwise use to flood the log:
+ *
+ *     static surge_ratelimit rl = SURGE_RATELIMIT_INIT(5, 1000000000);
+ *     uint64_t skipped;
+ *     if (surge_ratelimit_allow(&rl, surge_now_ns(), &skipped))
+ *         SURGE_LOG(SURGE_LOG_WARN, "server", "bad header (%llu more "
+ *                   "suppressed)", (unsigned long long)skipped);
+ *
+ * Not thread-safe: one limiter per thread (or under the caller's lock). */
+typedef struct surge_ratelimit {
+    uint64_t interval_ns; /* window length */
+    uint32_t burst;       /* events allowed per window */
+    uint32_t used;        /* events allowed in the current window */
+    uint64_t window_ns;   /* start of the current window (0: none yet) */
+    uint64_t suppressed;  /* events refused since the last allowed one */
+} surge_ratelimit;
+
+#define SURGE_RATELIMIT_INIT(burst, interval_ns)                               \
+    {                                                                          \
+        (uint64_t)(interval_ns), (uint32_t)(burst), 0, 0, 0                    \
+    }
+
+/* surge_ratelimit_init - burst events per interval_ns (burst >= 1). */
+void surge_ratelimit_init(surge_ratelimit *rl, uint32_t burst,
+                          uint64_t interval_ns);
+
+/* surge_ratelimit_allow - 1 when the event at now_ns may be logged, and
+ * then *suppressed (when not NULL) receives the number of events refused
+ * since the previous allowed one; 0 when it should be dropped (counted). */
+int surge_ratelimit_allow(surge_ratelimit *rl, uint64_t now_ns,
+                          uint64_t *suppressed);
+
+#endif /* SURGE_COMMON_UTIL_H */
