@@ -4,6 +4,10 @@ bin_PROGRAMS += server/surge
 server_surge_SOURCES = server/surge.c server/commands.h
 # Subcommands from other folders add their library here, before common.
 server_surge_LDADD = \
+	server/libsurge_monitor.la \
 	clients/libsurge.la \
 	common/libsurge_common.la \
 	$(ZMQ_LIBS) $(UV_LIBS) $(MSGPACK_LIBS) $(PTHREAD_LIBS) -lm
+
+# Monitoring (HTTP, metrics, dashboard, surge top): server/monitor.mk.
+include %reldir%/monitor.mk

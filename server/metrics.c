@@ -1,0 +1,1546 @@
+/*
+ * server/metrics.c - the metrics registry and its renderings (see
+ * metrics.h).
+ *
+ * DESIGN. Entries live in one array in registration order; each records the
+ * index of the first entry of its family so Prometheus output groups a
+ * family's series under one HELP/TYPE pair without sorting. Values are read
+ * at render time: plain references directly (the renderer is the thread
+ * that writes them), atomics with relaxed loads (a scrape needs no ordering
+ * between two counters), callbacks by calling them. Doubles that several
+ * threads update (gauges, histogram sums) are stored as their bit pattern
+ * in an _Atomic uint64_t.
+ *
+ * The preview is the one piece of state another thread writes in bulk: it
+ * sits behind preview_lock, held only for a memcpy on either side; PNG
+ * encoding happens outside the lock on a private copy, and the encoded
+ * images are cached until the trainer posts a new preview.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <png.h>
+
+#include "server/metrics.h"
+
+/* Largest text a render may produce; a registry of SURGE_METRICS_MAX
+ * entries stays far below it. */
+#define RENDER_CAP (16u << 20)
+#define INFO_MAX 32
+#define PREVIEW_MAX_SIDE 4096
+
+enum mtype { T_COUNTER, T_GAUGE, T_HISTOGRAM };
+
+enum mkind {
+    K_REF,     /* const uint64_t *, rendering thread writes */
+    K_AREF,    /* const _Atomic uint64_t *, any thread */
+    K_COUNTER, /* surge_counter owned here */
+    K_GAUGE,   /* surge_gauge owned here */
+    K_FN,      /* value callback */
+    K_HIST,    /* surge_histogram owned here */
+    K_HIST_FN  /* histogram callback */
+};
+
+struct surge_counter {
+    _Atomic uint64_t v; /* count */
+};
+
+struct surge_gauge {
+    _Atomic uint64_t bits; /* the double's bit pattern */
+};
+
+struct surge_histogram {
+    size_t n;                                               /* finite buckets */
+    double bounds[SURGE_METRICS_MAX_BUCKETS];               /* upper bounds */
+    _Atomic uint64_t counts[SURGE_METRICS_MAX_BUCKETS + 1]; /* per bucket,
+                                                       non-cumulative; last
+                                                       is +Inf */
+    _Atomic uint64_t sum_bits;                              /* sum, as bits */
+};
+
+struct entry {
+    char name[SURGE_METRICS_NAME_MAX + 1];     /* family name */
+    char labels[SURGE_METRICS_LABELS_MAX + 1]; /* "" or a=\"b\",... */
+    char help[SURGE_METRICS_HELP_MAX + 1];     /* one line */
+    enum mtype type;                           /* Prometheus TYPE */
+    enum mkind kind;                           /* where the value lives */
+    size_t family;                             /* first entry of family */
+    const uint64_t *ref;                       /* K_REF */
+    const _Atomic uint64_t *aref;              /* K_AREF */
+    surge_counter *counter;                    /* K_COUNTER (owned) */
+    surge_gauge *gauge;                        /* K_GAUGE (owned) */
+    surge_metrics_value_cb fn;                 /* K_FN */
+    surge_metrics_hist_cb hist_fn;             /* K_HIST_FN */
+    void *arg;                                 /* for fn / hist_fn */
+    surge_histogram *hist;                     /* K_HIST (owned); for
+                                                  K_HIST_FN holds bounds */
+};
+
+struct point {
+    double wall_s;                  /* Unix time of the point */
+    double v[SURGE_METRICS_SERIES]; /* columns, NaN unknown */
+};
+
+/* Counters the series turns into rates, remembered from the last point. */
+enum rate_src {
+    R_SAMPLES,
+    R_BYTES,
+    R_BATCHES,
+    R_TRAINED,
+    R_PROD_WAIT,
+    R_TRAIN_WAIT,
+    R_COUNT
+};
+
+static const char *const rate_family[R_COUNT] = {
+    "surge_samples_received_total",
+    "surge_bytes_received_total",
+    "surge_trainer_batches_total",
+    "surge_trainer_samples_total",
+    "surge_reservoir_producer_wait_seconds_total",
+    "surge_trainer_wait_seconds_total",
+};
+
+const char *const surge_metrics_series_names[SURGE_METRICS_SERIES] = {
+    "samples_in_per_s",      "mb_in_per_s",  "batches_per_s",
+    "samples_trained_per_s", "occupancy",    "reuse",
+    "producer_wait",         "trainer_wait", "loss",
+    "validation_loss",
+};
+
+struct info {
+    char key[64];    /* info key */
+    char value[256]; /* info value */
+};
+
+struct surge_metrics {
+    struct entry *entries; /* registration order */
+    size_t n_entries;      /* used */
+    size_t cap_entries;    /* allocated */
+    double created_mono;   /* monotonic seconds at create */
+
+    struct point *ring;   /* series ring (ring_cap points) */
+    size_t ring_cap;      /* capacity in points */
+    size_t ring_head;     /* index of the next write */
+    size_t ring_count;    /* points held */
+    double prev_mono;     /* time of the previous sample, <0 none */
+    double prev[R_COUNT]; /* counter values at the previous sample */
+
+    surge_metrics_runs_cb runs_cb; /* per-run progress, or NULL */
+    void *runs_arg;                /* its argument */
+    struct surge_run_info *runs;   /* scratch for runs_cb */
+    struct info infos[INFO_MAX];   /* "info" in the status JSON */
+    size_t n_infos;                /* used */
+
+    pthread_mutex_t preview_lock;  /* guards the preview_* fields below */
+    float *preview_truth;          /* (ny, nx), under preview_lock */
+    float *preview_pred;           /* (ny, nx), under preview_lock */
+    size_t preview_ny, preview_nx; /* under preview_lock; 0 none */
+    uint64_t preview_step;         /* under preview_lock */
+    uint64_t preview_version;      /* bumped per post, under preview_lock */
+
+    unsigned char *png[2];  /* cached PNGs (rendering thread) */
+    size_t png_len[2];      /* their sizes */
+    uint64_t png_version;   /* preview_version they show; 0 none */
+    float png_min, png_max; /* color scale of the cached PNGs */
+    size_t png_ny, png_nx;  /* their size */
+    uint64_t png_step;      /* their step */
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static double
+mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t
+dbits(double v)
+{
+    uint64_t b;
+    memcpy(&b, &v, sizeof b);
+    return b;
+}
+
+static double
+bitsd(uint64_t b)
+{
+    double v;
+    memcpy(&v, &b, sizeof v);
+    return v;
+}
+
+static int
+valid_name(const char *s)
+{
+    size_t n = 0;
+    if (s == NULL || *s == '\0') {
+        return 0;
+    }
+    for (const char *p = s; *p != '\0'; p++, n++) {
+        char c = *p;
+        int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    c == '_' || c == ':';
+        int digit = c >= '0' && c <= '9';
+        if (!alpha && !(digit && p != s)) {
+            return 0;
+        }
+    }
+    return n <= SURGE_METRICS_NAME_MAX;
+}
+
+/* A label set without braces: name="value"(,name="value")*, values with
+ * only the escapes \\ \" \n; names not reserved (__ prefix, le). */
+static int
+valid_labels(const char *s)
+{
+    const char *p = s;
+    if (strlen(s) > SURGE_METRICS_LABELS_MAX) {
+        return 0;
+    }
+    while (*p != '\0') {
+        const char *start = p;
+        while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+               *p == '_' || (p != start && *p >= '0' && *p <= '9')) {
+            p++;
+        }
+        if (p == start ||
+            (p - start >= 2 && start[0] == '_' && start[1] == '_')) {
+            return 0;
+        }
+        if (p - start == 2 && start[0] == 'l' && start[1] == 'e') {
+            return 0;
+        }
+        if (p[0] != '=' || p[1] != '"') {
+            return 0;
+        }
+        p += 2;
+        while (*p != '"') {
+            if (*p == '\0' || *p == '\n') {
+                return 0;
+            }
+            if (*p == '\\') {
+                if (p[1] != '\\' && p[1] != '"' && p[1] != 'n') {
+                    return 0;
+                }
+                p++;
+            }
+            p++;
+        }
+        p++;
+        if (*p == ',') {
+            p++;
+            if (*p == '\0') {
+                return 0;
+            }
+        } else if (*p != '\0') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+valid_help(const char *s)
+{
+    if (s == NULL) {
+        return 1;
+    }
+    if (strlen(s) > SURGE_METRICS_HELP_MAX) {
+        return 0;
+    }
+    return strchr(s, '\n') == NULL;
+}
+
+static size_t
+find_family(const surge_metrics *m, const char *name)
+{
+    for (size_t i = 0; i < m->n_entries; i++) {
+        if (strcmp(m->entries[i].name, name) == 0) {
+            return i;
+        }
+    }
+    return SIZE_MAX;
+}
+
+/* Validates and appends an entry; returns it through *out. */
+static int
+add_entry(surge_metrics *m, const char *name, const char *labels,
+          const char *help, enum mtype type, enum mkind kind,
+          struct entry **out)
+{
+    if (m == NULL || !valid_name(name) || !valid_help(help)) {
+        return -EINVAL;
+    }
+    if (labels == NULL) {
+        labels = "";
+    }
+    if (!valid_labels(labels)) {
+        return -EINVAL;
+    }
+    size_t fam = find_family(m, name);
+    if (fam != SIZE_MAX) {
+        if (m->entries[fam].type != type) {
+            return -EINVAL;
+        }
+        for (size_t i = fam; i < m->n_entries; i++) {
+            if (m->entries[i].family == fam &&
+                strcmp(m->entries[i].labels, labels) == 0) {
+                return -EEXIST;
+            }
+        }
+    }
+    if (m->n_entries == SURGE_METRICS_MAX) {
+        return -ENOSPC;
+    }
+    if (m->n_entries == m->cap_entries) {
+        size_t cap = m->cap_entries == 0 ? 32 : m->cap_entries * 2;
+        if (cap > SURGE_METRICS_MAX) {
+            cap = SURGE_METRICS_MAX;
+        }
+        struct entry *e = realloc(m->entries, cap * sizeof *e);
+        if (e == NULL) {
+            return -ENOMEM;
+        }
+        m->entries = e;
+        m->cap_entries = cap;
+    }
+    struct entry *e = &m->entries[m->n_entries];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    snprintf(e->labels, sizeof e->labels, "%s", labels);
+    snprintf(e->help, sizeof e->help, "%s", help != NULL ? help : "");
+    e->type = type;
+    e->kind = kind;
+    e->family = fam != SIZE_MAX ? fam : m->n_entries;
+    *out = e;
+    return 0;
+}
+
+/* ------------------------------------------------------- create/destroy */
+
+int
+surge_metrics_create(size_t series_points, surge_metrics **out)
+{
+    if (out == NULL || series_points > 1000000) {
+        return -EINVAL;
+    }
+    if (series_points == 0) {
+        series_points = 600;
+    }
+    surge_metrics *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        goto fail;
+    }
+    m->ring = calloc(series_points, sizeof *m->ring);
+    if (m->ring == NULL) {
+        goto fail_m;
+    }
+    m->runs = calloc(SURGE_METRICS_MAX_RUNS, sizeof *m->runs);
+    if (m->runs == NULL) {
+        goto fail_ring;
+    }
+    if (pthread_mutex_init(&m->preview_lock, NULL) != 0) {
+        goto fail_runs;
+    }
+    m->ring_cap = series_points;
+    m->prev_mono = -1.0;
+    m->created_mono = mono_now();
+    *out = m;
+    return 0;
+
+fail_runs:
+    free(m->runs);
+fail_ring:
+    free(m->ring);
+fail_m:
+    free(m);
+fail:
+    return -ENOMEM;
+}
+
+void
+surge_metrics_destroy(surge_metrics **mp)
+{
+    if (mp == NULL || *mp == NULL) {
+        return;
+    }
+    surge_metrics *m = *mp;
+    for (size_t i = 0; i < m->n_entries; i++) {
+        free(m->entries[i].counter);
+        free(m->entries[i].gauge);
+        free(m->entries[i].hist);
+    }
+    free(m->entries);
+    free(m->ring);
+    free(m->runs);
+    pthread_mutex_destroy(&m->preview_lock);
+    free(m->preview_truth);
+    free(m->preview_pred);
+    free(m->png[0]);
+    free(m->png[1]);
+    free(m);
+    *mp = NULL;
+}
+
+/* ---------------------------------------------------------- registration */
+
+int
+surge_metrics_counter_ref(surge_metrics *m, const char *name,
+                          const char *labels, const char *help,
+                          const uint64_t *value)
+{
+    struct entry *e;
+    if (value == NULL) {
+        return -EINVAL;
+    }
+    int rc = add_entry(m, name, labels, help, T_COUNTER, K_REF, &e);
+    if (rc < 0) {
+        return rc;
+    }
+    e->ref = value;
+    m->n_entries++;
+    return 0;
+}
+
+int
+surge_metrics_counter_ref_atomic(surge_metrics *m, const char *name,
+                                 const char *labels, const char *help,
+                                 const _Atomic uint64_t *value)
+{
+    struct entry *e;
+    if (value == NULL) {
+        return -EINVAL;
+    }
+    int rc = add_entry(m, name, labels, help, T_COUNTER, K_AREF, &e);
+    if (rc < 0) {
+        return rc;
+    }
+    e->aref = value;
+    m->n_entries++;
+    return 0;
+}
+
+int
+surge_metrics_counter(surge_metrics *m, const char *name, const char *labels,
+                      const char *help, surge_counter **out)
+{
+    struct entry *e;
+    if (out == NULL) {
+        return -EINVAL;
+    }
+    int rc = add_entry(m, name, labels, help, T_COUNTER, K_COUNTER, &e);
+    if (rc < 0) {
+        return rc;
+    }
+    e->counter = calloc(1, sizeof *e->counter);
+    if (e->counter == NULL) {
+        return -ENOMEM;
+    }
+    m->n_entries++;
+    *out = e->counter;
+    return 0;
+}
+
+int
+surge_metrics_gauge(surge_metrics *m, const char *name, const char *labels,
+                    const char *help, surge_gauge **out)
+{
+    struct entry *e;
+    if (out == NULL) {
+        return -EINVAL;
+    }
+    int rc = add_entry(m, name, labels, help, T_GAUGE, K_GAUGE, &e);
+    if (rc < 0) {
+        return rc;
+    }
+    e->gauge = calloc(1, sizeof *e->gauge);
+    if (e->gauge == NULL) {
+        return -ENOMEM;
+    }
+    atomic_store(&e->gauge->bits, dbits(NAN));
+    m->n_entries++;
+    *out = e->gauge;
+    return 0;
+}
+
+static int
+add_fn(surge_metrics *m, const char *name, const char *labels, const char *help,
+       enum mtype type, surge_metrics_value_cb fn, void *arg)
+{
+    struct entry *e;
+    if (fn == NULL) {
+        return -EINVAL;
+    }
+    int rc = add_entry(m, name, labels, help, type, K_FN, &e);
+    if (rc < 0) {
+        return rc;
+    }
+    e->fn = fn;
+    e->arg = arg;
+    m->n_entries++;
+    return 0;
+}
+
+int
+surge_metrics_gauge_fn(surge_metrics *m, const char *name, const char *labels,
+                       const char *help, surge_metrics_value_cb fn, void *arg)
+{
+    return add_fn(m, name, labels, help, T_GAUGE, fn, arg);
+}
+
+int
+surge_metrics_counter_fn(surge_metrics *m, const char *name, const char *labels,
+                         const char *help, surge_metrics_value_cb fn, void *arg)
+{
+    return add_fn(m, name, labels, help, T_COUNTER, fn, arg);
+}
+
+static int
+new_hist(const double *bounds, size_t n, surge_histogram **out)
+{
+    if (bounds == NULL || n == 0 || n > SURGE_METRICS_MAX_BUCKETS) {
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(bounds[i]) || (i > 0 && bounds[i] <= bounds[i - 1])) {
+            return -EINVAL;
+        }
+    }
+    surge_histogram *h = calloc(1, sizeof *h);
+    if (h == NULL) {
+        return -ENOMEM;
+    }
+    h->n = n;
+    memcpy(h->bounds, bounds, n * sizeof *bounds);
+    atomic_store(&h->sum_bits, dbits(0.0));
+    *out = h;
+    return 0;
+}
+
+int
+surge_metrics_histogram(surge_metrics *m, const char *name, const char *labels,
+                        const char *help, const double *bounds, size_t n,
+                        surge_histogram **out)
+{
+    struct entry *e;
+    surge_histogram *h;
+    if (out == NULL) {
+        return -EINVAL;
+    }
+    int rc = new_hist(bounds, n, &h);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = add_entry(m, name, labels, help, T_HISTOGRAM, K_HIST, &e);
+    if (rc < 0) {
+        free(h);
+        return rc;
+    }
+    e->hist = h;
+    m->n_entries++;
+    *out = h;
+    return 0;
+}
+
+int
+surge_metrics_histogram_fn(surge_metrics *m, const char *name,
+                           const char *labels, const char *help,
+                           const double *bounds, size_t n,
+                           surge_metrics_hist_cb fill, void *arg)
+{
+    struct entry *e;
+    surge_histogram *h;
+    if (fill == NULL) {
+        return -EINVAL;
+    }
+    int rc = new_hist(bounds, n, &h);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = add_entry(m, name, labels, help, T_HISTOGRAM, K_HIST_FN, &e);
+    if (rc < 0) {
+        free(h);
+        return rc;
+    }
+    e->hist = h;
+    e->hist_fn = fill;
+    e->arg = arg;
+    m->n_entries++;
+    return 0;
+}
+
+void
+surge_counter_add(surge_counter *c, uint64_t n)
+{
+    if (c != NULL) {
+        atomic_fetch_add_explicit(&c->v, n, memory_order_relaxed);
+    }
+}
+
+uint64_t
+surge_counter_get(const surge_counter *c)
+{
+    if (c == NULL) {
+        return 0;
+    }
+    return atomic_load_explicit(&((surge_counter *)c)->v, memory_order_relaxed);
+}
+
+void
+surge_gauge_set(surge_gauge *g, double v)
+{
+    if (g != NULL) {
+        atomic_store_explicit(&g->bits, dbits(v), memory_order_relaxed);
+    }
+}
+
+double
+surge_gauge_get(const surge_gauge *g)
+{
+    if (g == NULL) {
+        return NAN;
+    }
+    return bitsd(
+        atomic_load_explicit(&((surge_gauge *)g)->bits, memory_order_relaxed));
+}
+
+void
+surge_histogram_observe(surge_histogram *h, double v)
+{
+    if (h == NULL || isnan(v)) {
+        return;
+    }
+    size_t i = 0;
+    while (i < h->n && v > h->bounds[i]) {
+        i++;
+    }
+    atomic_fetch_add_explicit(&h->counts[i], 1, memory_order_relaxed);
+    uint64_t old = atomic_load_explicit(&h->sum_bits, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(
+        &h->sum_bits, &old, dbits(bitsd(old) + v), memory_order_relaxed,
+        memory_order_relaxed)) {
+    }
+}
+
+/* ---------------------------------------------------------------- reading */
+
+/* A scalar entry's value (counters and gauges); NaN for histograms. */
+static double
+scalar_value(const struct entry *e, uint64_t *exact, int *is_exact)
+{
+    *is_exact = 0;
+    switch (e->kind) {
+    case K_REF:
+        *exact = *e->ref;
+        *is_exact = 1;
+        return (double)*exact;
+    case K_AREF:
+        *exact = atomic_load_explicit((_Atomic uint64_t *)e->aref,
+                                      memory_order_relaxed);
+        *is_exact = 1;
+        return (double)*exact;
+    case K_COUNTER:
+        *exact = surge_counter_get(e->counter);
+        *is_exact = 1;
+        return (double)*exact;
+    case K_GAUGE:
+        return surge_gauge_get(e->gauge);
+    case K_FN:
+        return e->fn(e->arg);
+    default:
+        return NAN;
+    }
+}
+
+/* A histogram's non-cumulative counts (n+1) and sum; <0 to skip it. */
+static int
+hist_read(const struct entry *e, uint64_t *counts, double *sum)
+{
+    const surge_histogram *h = e->hist;
+    if (e->kind == K_HIST_FN) {
+        memset(counts, 0, (h->n + 1) * sizeof *counts);
+        *sum = 0.0;
+        return e->hist_fn(e->arg, counts, sum);
+    }
+    for (size_t i = 0; i <= h->n; i++) {
+        counts[i] = atomic_load_explicit(&((surge_histogram *)h)->counts[i],
+                                         memory_order_relaxed);
+    }
+    *sum = bitsd(atomic_load_explicit(&((surge_histogram *)h)->sum_bits,
+                                      memory_order_relaxed));
+    return 0;
+}
+
+static double
+hist_total(const struct entry *e, double *sum)
+{
+    uint64_t counts[SURGE_METRICS_MAX_BUCKETS + 1];
+    double s;
+    if (hist_read(e, counts, &s) < 0) {
+        *sum = NAN;
+        return NAN;
+    }
+    uint64_t total = 0;
+    for (size_t i = 0; i <= e->hist->n; i++) {
+        total += counts[i];
+    }
+    *sum = s;
+    return (double)total;
+}
+
+/* Family value: sum over label sets; histogram count (and sum in *hsum). */
+static double
+family_value(surge_metrics *m, const char *name, double *hsum)
+{
+    size_t fam = find_family(m, name);
+    double total = 0.0;
+    double hs = 0.0;
+    int seen = 0;
+    if (fam == SIZE_MAX) {
+        if (hsum != NULL) {
+            *hsum = NAN;
+        }
+        return NAN;
+    }
+    for (size_t i = fam; i < m->n_entries; i++) {
+        const struct entry *e = &m->entries[i];
+        if (e->family != fam) {
+            continue;
+        }
+        double v;
+        if (e->type == T_HISTOGRAM) {
+            double s;
+            v = hist_total(e, &s);
+            hs += s;
+        } else {
+            uint64_t x;
+            int exact;
+            v = scalar_value(e, &x, &exact);
+        }
+        if (!isnan(v)) {
+            total += v;
+            seen = 1;
+        }
+    }
+    if (hsum != NULL) {
+        *hsum = seen ? hs : NAN;
+    }
+    return seen ? total : NAN;
+}
+
+double
+surge_metrics_value(surge_metrics *m, const char *name)
+{
+    if (m == NULL || name == NULL) {
+        return NAN;
+    }
+    return family_value(m, name, NULL);
+}
+
+void
+surge_metrics_set_runs_cb(surge_metrics *m, surge_metrics_runs_cb cb, void *arg)
+{
+    if (m != NULL) {
+        m->runs_cb = cb;
+        m->runs_arg = arg;
+    }
+}
+
+int
+surge_metrics_set_info(surge_metrics *m, const char *key, const char *value)
+{
+    if (m == NULL || key == NULL || value == NULL || *key == '\0' ||
+        strlen(key) >= sizeof m->infos[0].key ||
+        strlen(value) >= sizeof m->infos[0].value) {
+        return -EINVAL;
+    }
+    size_t i;
+    for (i = 0; i < m->n_infos; i++) {
+        if (strcmp(m->infos[i].key, key) == 0) {
+            break;
+        }
+    }
+    if (i == m->n_infos) {
+        if (m->n_infos == INFO_MAX) {
+            return -ENOSPC;
+        }
+        m->n_infos++;
+    }
+    snprintf(m->infos[i].key, sizeof m->infos[i].key, "%s", key);
+    snprintf(m->infos[i].value, sizeof m->infos[i].value, "%s", value);
+    return 0;
+}
+
+/* ------------------------------------------------------------ series */
+
+void
+surge_metrics_sample(surge_metrics *m, double now_s, double wall_s)
+{
+    if (m == NULL) {
+        return;
+    }
+    double cur[R_COUNT];
+    double rate[R_COUNT];
+    double dt = m->prev_mono >= 0.0 ? now_s - m->prev_mono : -1.0;
+    for (int r = 0; r < R_COUNT; r++) {
+        cur[r] = family_value(m, rate_family[r], NULL);
+        rate[r] = NAN;
+        if (dt > 0.0 && !isnan(cur[r]) && !isnan(m->prev[r])) {
+            double d = cur[r] - m->prev[r];
+            /* A counter that went down was reset (a restarted component):
+             * Prometheus treats that as a restart from zero. */
+            rate[r] = (d >= 0.0 ? d : cur[r]) / dt;
+        }
+    }
+    struct point *p = &m->ring[m->ring_head];
+    p->wall_s = wall_s;
+    p->v[0] = rate[R_SAMPLES];
+    p->v[1] = rate[R_BYTES] / 1e6;
+    p->v[2] = rate[R_BATCHES];
+    p->v[3] = rate[R_TRAINED];
+    double bytes = family_value(m, "surge_reservoir_bytes", NULL);
+    double cap = family_value(m, "surge_reservoir_capacity_bytes", NULL);
+    p->v[4] = cap > 0.0 ? bytes / cap : NAN;
+    double rsum;
+    double rcount = family_value(m, "surge_sample_reuse", &rsum);
+    p->v[5] = rcount > 0.0 ? rsum / rcount : NAN;
+    p->v[6] = rate[R_PROD_WAIT];
+    p->v[7] = rate[R_TRAIN_WAIT];
+    p->v[8] = family_value(m, "surge_trainer_loss", NULL);
+    p->v[9] = family_value(m, "surge_trainer_validation_loss", NULL);
+
+    m->ring_head = (m->ring_head + 1) % m->ring_cap;
+    if (m->ring_count < m->ring_cap) {
+        m->ring_count++;
+    }
+    if (dt > 0.0 || m->prev_mono < 0.0) {
+        m->prev_mono = now_s;
+        memcpy(m->prev, cur, sizeof cur);
+    }
+}
+
+static const struct point *
+ring_at(const surge_metrics *m, size_t i)
+{
+    /* i = 0 is the oldest point held. */
+    size_t start = (m->ring_head + m->ring_cap - m->ring_count) % m->ring_cap;
+    return &m->ring[(start + i) % m->ring_cap];
+}
+
+double
+surge_metrics_series_last(surge_metrics *m, size_t i)
+{
+    if (m == NULL || i >= SURGE_METRICS_SERIES || m->ring_count == 0) {
+        return NAN;
+    }
+    return ring_at(m, m->ring_count - 1)->v[i];
+}
+
+size_t
+surge_metrics_series_count(surge_metrics *m)
+{
+    return m != NULL ? m->ring_count : 0;
+}
+
+/* ------------------------------------------------------- text buffers */
+
+struct buf {
+    char *p;    /* text, NUL-terminated while err == 0 */
+    size_t len; /* bytes used */
+    size_t cap; /* bytes allocated */
+    int err;    /* first error, sticky */
+};
+
+static void bput(struct buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+bput(struct buf *b, const char *fmt, ...)
+{
+    if (b->err != 0) {
+        return;
+    }
+    for (;;) {
+        va_list ap;
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p != NULL ? b->p + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->err = -EINVAL;
+            return;
+        }
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t want = b->cap == 0 ? 4096 : b->cap * 2;
+        while (want - b->len <= (size_t)n) {
+            want *= 2;
+        }
+        if (want > RENDER_CAP) {
+            b->err = -ENOMEM;
+            return;
+        }
+        char *q = realloc(b->p, want);
+        if (q == NULL) {
+            b->err = -ENOMEM;
+            return;
+        }
+        b->p = q;
+        b->cap = want;
+    }
+}
+
+static int
+bfinish(struct buf *b, char **out, size_t *len)
+{
+    if (b->err == 0 && b->p == NULL) {
+        bput(b, "%s", "");
+    }
+    if (b->err != 0) {
+        free(b->p);
+        return b->err;
+    }
+    *out = b->p;
+    if (len != NULL) {
+        *len = b->len;
+    }
+    return 0;
+}
+
+/* Prometheus float: NaN, +Inf, -Inf or a round-trippable number. */
+static void
+put_float(struct buf *b, double v)
+{
+    if (isnan(v)) {
+        bput(b, "NaN");
+    } else if (isinf(v)) {
+        bput(b, "%s", v > 0 ? "+Inf" : "-Inf");
+    } else {
+        /* The shortest of 15 or 17 digits that reads back exactly, so 0.1
+         * prints as 0.1. */
+        char tmp[32];
+        snprintf(tmp, sizeof tmp, "%.15g", v);
+        if (strtod(tmp, NULL) != v) {
+            snprintf(tmp, sizeof tmp, "%.17g", v);
+        }
+        bput(b, "%s", tmp);
+    }
+}
+
+static void
+put_help(struct buf *b, const char *name, const char *help)
+{
+    bput(b, "# HELP %s ", name);
+    for (const char *p = help; *p != '\0'; p++) {
+        if (*p == '\\') {
+            bput(b, "\\\\");
+        } else {
+            bput(b, "%c", *p);
+        }
+    }
+    bput(b, "\n");
+}
+
+static void
+put_hist(struct buf *b, const struct entry *e)
+{
+    uint64_t counts[SURGE_METRICS_MAX_BUCKETS + 1];
+    double sum;
+    if (hist_read(e, counts, &sum) < 0) {
+        return;
+    }
+    const char *sep = e->labels[0] != '\0' ? "," : "";
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= e->hist->n; i++) {
+        cum += counts[i];
+        bput(b, "%s_bucket{%s%sle=\"", e->name, e->labels, sep);
+        if (i < e->hist->n) {
+            put_float(b, e->hist->bounds[i]);
+        } else {
+            bput(b, "+Inf");
+        }
+        bput(b, "\"} %" PRIu64 "\n", cum);
+    }
+    const char *lo = e->labels[0] != '\0' ? "{" : "";
+    const char *lc = e->labels[0] != '\0' ? "}" : "";
+    bput(b, "%s_sum%s%s%s ", e->name, lo, e->labels, lc);
+    put_float(b, sum);
+    bput(b, "\n%s_count%s%s%s %" PRIu64 "\n", e->name, lo, e->labels, lc, cum);
+}
+
+int
+surge_metrics_render_prometheus(surge_metrics *m, char **out, size_t *len)
+{
+    static const char *const tname[] = {"counter", "gauge", "histogram"};
+    struct buf b = {0};
+    if (m == NULL || out == NULL) {
+        return -EINVAL;
+    }
+    for (size_t f = 0; f < m->n_entries; f++) {
+        const struct entry *fe = &m->entries[f];
+        if (fe->family != f) {
+            continue;
+        }
+        put_help(&b, fe->name, fe->help);
+        bput(&b, "# TYPE %s %s\n", fe->name, tname[fe->type]);
+        for (size_t i = f; i < m->n_entries; i++) {
+            const struct entry *e = &m->entries[i];
+            if (e->family != f) {
+                continue;
+            }
+            if (e->type == T_HISTOGRAM) {
+                put_hist(&b, e);
+                continue;
+            }
+            uint64_t x;
+            int exact;
+            double v = scalar_value(e, &x, &exact);
+            if (e->labels[0] != '\0') {
+                bput(&b, "%s{%s} ", e->name, e->labels);
+            } else {
+                bput(&b, "%s ", e->name);
+            }
+            if (exact) {
+                bput(&b, "%" PRIu64 "\n", x);
+            } else {
+                put_float(&b, v);
+                bput(&b, "\n");
+            }
+        }
+    }
+    return bfinish(&b, out, len);
+}
+
+/* ------------------------------------------------------------------ JSON */
+
+static json_t *
+jnum(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+/* Sets key to a new value, tracking failure (jansson returns -1 / NULL on
+ * allocation failure; json_object_set_new frees the value on error). */
+static void
+jset(json_t *o, const char *key, json_t *v, int *err)
+{
+    if (v == NULL || json_object_set_new(o, key, v) != 0) {
+        *err = 1;
+    }
+}
+
+static int
+jfinish(json_t *root, int err, char **out, size_t *len)
+{
+    if (root == NULL || err) {
+        json_decref(root);
+        return -ENOMEM;
+    }
+    char *s = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    json_decref(root);
+    if (s == NULL) {
+        return -ENOMEM;
+    }
+    *out = s;
+    if (len != NULL) {
+        *len = strlen(s);
+    }
+    return 0;
+}
+
+static json_t *
+runs_json(surge_metrics *m, int *err)
+{
+    json_t *arr = json_array();
+    if (arr == NULL) {
+        *err = 1;
+        return NULL;
+    }
+    if (m->runs_cb == NULL) {
+        return arr;
+    }
+    memset(m->runs, 0, SURGE_METRICS_MAX_RUNS * sizeof *m->runs);
+    int n = m->runs_cb(m->runs_arg, m->runs, SURGE_METRICS_MAX_RUNS);
+    if (n < 0) {
+        return arr;
+    }
+    if (n > SURGE_METRICS_MAX_RUNS) {
+        n = SURGE_METRICS_MAX_RUNS;
+    }
+    for (int i = 0; i < n; i++) {
+        const struct surge_run_info *r = &m->runs[i];
+        json_t *o = json_object();
+        char state[sizeof r->state + 1];
+        if (o == NULL || json_array_append_new(arr, o) != 0) {
+            *err = 1;
+            break;
+        }
+        memcpy(state, r->state, sizeof r->state);
+        state[sizeof r->state] = '\0';
+        jset(o, "sim", json_integer(r->sim), err);
+        jset(o, "state", json_string(state), err);
+        jset(o, "ranks", json_integer(r->ranks), err);
+        jset(o, "ranks_done", json_integer(r->ranks_done), err);
+        jset(o, "steps", json_integer((json_int_t)r->steps), err);
+        jset(o, "steps_expected",
+             r->steps_expected > 0 ? json_integer((json_int_t)r->steps_expected)
+                                   : json_null(),
+             err);
+        jset(o, "dropped", json_integer((json_int_t)r->dropped), err);
+        jset(o, "last_seen_s",
+             r->last_seen_s >= 0.0 ? jnum(r->last_seen_s) : json_null(), err);
+    }
+    return arr;
+}
+
+/* Every scalar as "name{labels}": value; histograms as _count and _sum. */
+static json_t *
+metrics_json(surge_metrics *m, int *err)
+{
+    json_t *o = json_object();
+    char key[SURGE_METRICS_NAME_MAX + SURGE_METRICS_LABELS_MAX + 16];
+    if (o == NULL) {
+        *err = 1;
+        return NULL;
+    }
+    for (size_t i = 0; i < m->n_entries; i++) {
+        const struct entry *e = &m->entries[i];
+        const char *lo = e->labels[0] != '\0' ? "{" : "";
+        const char *lc = e->labels[0] != '\0' ? "}" : "";
+        if (e->type == T_HISTOGRAM) {
+            double sum;
+            double count = hist_total(e, &sum);
+            snprintf(key, sizeof key, "%s_count%s%s%s", e->name, lo, e->labels,
+                     lc);
+            jset(o, key, jnum(count), err);
+            snprintf(key, sizeof key, "%s_sum%s%s%s", e->name, lo, e->labels,
+                     lc);
+            jset(o, key, jnum(sum), err);
+            continue;
+        }
+        uint64_t x;
+        int exact;
+        double v = scalar_value(e, &x, &exact);
+        snprintf(key, sizeof key, "%s%s%s%s", e->name, lo, e->labels, lc);
+        jset(o, key,
+             exact ? json_integer((json_int_t)(x & INT64_MAX)) : jnum(v), err);
+    }
+    return o;
+}
+
+int
+surge_metrics_render_status(surge_metrics *m, double now_s, char **out,
+                            size_t *len)
+{
+    int err = 0;
+    if (m == NULL || out == NULL) {
+        return -EINVAL;
+    }
+    json_t *root = json_object();
+    if (root == NULL) {
+        return -ENOMEM;
+    }
+    jset(root, "version", json_string(PACKAGE_VERSION), &err);
+    jset(root, "time", json_real(now_s), &err);
+    jset(root, "uptime_s", json_real(mono_now() - m->created_mono), &err);
+
+    json_t *info = json_object();
+    jset(root, "info", info, &err);
+    for (size_t i = 0; info != NULL && i < m->n_infos; i++) {
+        jset(info, m->infos[i].key, json_string(m->infos[i].value), &err);
+    }
+
+    json_t *rates = json_object();
+    jset(root, "rates", rates, &err);
+    for (size_t i = 0; rates != NULL && i < SURGE_METRICS_SERIES; i++) {
+        jset(rates, surge_metrics_series_names[i],
+             jnum(surge_metrics_series_last(m, i)), &err);
+    }
+
+    json_t *ingest = json_object();
+    jset(root, "ingest", ingest, &err);
+    if (ingest != NULL) {
+        jset(ingest, "samples",
+             jnum(family_value(m, "surge_samples_received_total", NULL)), &err);
+        jset(ingest, "bytes",
+             jnum(family_value(m, "surge_bytes_received_total", NULL)), &err);
+        jset(ingest, "dropped",
+             jnum(family_value(m, "surge_samples_dropped_total", NULL)), &err);
+    }
+
+    json_t *res = json_object();
+    jset(root, "reservoir", res, &err);
+    if (res != NULL) {
+        double bytes = family_value(m, "surge_reservoir_bytes", NULL);
+        double cap = family_value(m, "surge_reservoir_capacity_bytes", NULL);
+        double rsum;
+        double rcount = family_value(m, "surge_sample_reuse", &rsum);
+        jset(res, "samples",
+             jnum(family_value(m, "surge_reservoir_samples", NULL)), &err);
+        jset(res, "bytes", jnum(bytes), &err);
+        jset(res, "capacity_bytes", jnum(cap), &err);
+        jset(res, "occupancy", jnum(cap > 0.0 ? bytes / cap : NAN), &err);
+        jset(res, "reuse_mean", jnum(rcount > 0.0 ? rsum / rcount : NAN), &err);
+    }
+
+    json_t *tr = json_object();
+    jset(root, "trainer", tr, &err);
+    if (tr != NULL) {
+        jset(tr, "step", jnum(family_value(m, "surge_trainer_step", NULL)),
+             &err);
+        jset(tr, "batches",
+             jnum(family_value(m, "surge_trainer_batches_total", NULL)), &err);
+        jset(tr, "samples",
+             jnum(family_value(m, "surge_trainer_samples_total", NULL)), &err);
+        jset(tr, "loss", jnum(family_value(m, "surge_trainer_loss", NULL)),
+             &err);
+        jset(tr, "validation_loss",
+             jnum(family_value(m, "surge_trainer_validation_loss", NULL)),
+             &err);
+    }
+    jset(root, "runs", runs_json(m, &err), &err);
+    jset(root, "metrics", metrics_json(m, &err), &err);
+    return jfinish(root, err, out, len);
+}
+
+int
+surge_metrics_render_series(surge_metrics *m, double last_s, char **out,
+                            size_t *len)
+{
+    int err = 0;
+    if (m == NULL || out == NULL) {
+        return -EINVAL;
+    }
+    size_t first = 0;
+    if (last_s > 0.0 && m->ring_count > 0) {
+        double newest = ring_at(m, m->ring_count - 1)->wall_s;
+        while (first < m->ring_count &&
+               ring_at(m, first)->wall_s < newest - last_s) {
+            first++;
+        }
+    }
+    json_t *root = json_object();
+    if (root == NULL) {
+        return -ENOMEM;
+    }
+    json_t *t = json_array();
+    json_t *cols = json_object();
+    jset(root, "points", json_integer((json_int_t)(m->ring_count - first)),
+         &err);
+    jset(root, "capacity", json_integer((json_int_t)m->ring_cap), &err);
+    jset(root, "t", t, &err);
+    jset(root, "series", cols, &err);
+    if (t != NULL) {
+        for (size_t i = first; i < m->ring_count; i++) {
+            if (json_array_append_new(t, json_real(ring_at(m, i)->wall_s))) {
+                err = 1;
+            }
+        }
+    }
+    for (size_t c = 0; cols != NULL && c < SURGE_METRICS_SERIES; c++) {
+        json_t *a = json_array();
+        jset(cols, surge_metrics_series_names[c], a, &err);
+        for (size_t i = first; a != NULL && i < m->ring_count; i++) {
+            if (json_array_append_new(a, jnum(ring_at(m, i)->v[c]))) {
+                err = 1;
+            }
+        }
+    }
+    return jfinish(root, err, out, len);
+}
+
+/* -------------------------------------------------------------- preview */
+
+int
+surge_metrics_set_preview(surge_metrics *m, const float *truth,
+                          const float *pred, size_t ny, size_t nx,
+                          uint64_t step)
+{
+    if (m == NULL || truth == NULL || pred == NULL || ny == 0 || nx == 0 ||
+        ny > PREVIEW_MAX_SIDE || nx > PREVIEW_MAX_SIDE) {
+        return -EINVAL;
+    }
+    size_t n = ny * nx;
+    int rc = 0;
+    pthread_mutex_lock(&m->preview_lock);
+    if (m->preview_ny * m->preview_nx != n) {
+        float *t = realloc(m->preview_truth, n * sizeof *t);
+        if (t == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        m->preview_truth = t;
+        float *p = realloc(m->preview_pred, n * sizeof *p);
+        if (p == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        m->preview_pred = p;
+    }
+    memcpy(m->preview_truth, truth, n * sizeof *truth);
+    memcpy(m->preview_pred, pred, n * sizeof *pred);
+    m->preview_ny = ny;
+    m->preview_nx = nx;
+    m->preview_step = step;
+    m->preview_version++;
+out:
+    pthread_mutex_unlock(&m->preview_lock);
+    return rc;
+}
+
+/* A perceptual colormap (viridis), linearly interpolated between stops. */
+static void
+colormap(float t, unsigned char rgb[3])
+{
+    static const unsigned char stops[9][3] = {
+        {68, 1, 84},    {71, 44, 122},  {59, 81, 139},
+        {44, 113, 142}, {33, 144, 141}, {39, 173, 129},
+        {92, 200, 99},  {170, 220, 50}, {253, 231, 37},
+    };
+    if (!(t > 0.0f)) {
+        t = 0.0f; /* NaN too */
+    }
+    if (t > 1.0f) {
+        t = 1.0f;
+    }
+    float x = t * 8.0f;
+    int i = (int)x;
+    if (i >= 8) {
+        i = 7;
+    }
+    float f = x - (float)i;
+    for (int c = 0; c < 3; c++) {
+        rgb[c] =
+            (unsigned char)(stops[i][c] +
+                            f * (float)(stops[i + 1][c] - stops[i][c]) + 0.5f);
+    }
+}
+
+struct png_mem {
+    unsigned char *p; /* encoded bytes */
+    size_t len;       /* used */
+    size_t cap;       /* allocated */
+    int err;          /* allocation failed */
+};
+
+static void
+png_mem_write(png_structp png, png_bytep data, png_size_t n)
+{
+    struct png_mem *mem = png_get_io_ptr(png);
+    if (mem->err) {
+        return;
+    }
+    if (mem->len + n > mem->cap) {
+        size_t cap = mem->cap == 0 ? 8192 : mem->cap;
+        while (cap < mem->len + n) {
+            cap *= 2;
+        }
+        unsigned char *q = realloc(mem->p, cap);
+        if (q == NULL) {
+            mem->err = 1;
+            return;
+        }
+        mem->p = q;
+        mem->cap = cap;
+    }
+    memcpy(mem->p + mem->len, data, n);
+    mem->len += n;
+}
+
+static void
+png_mem_flush(png_structp png)
+{
+    (void)png;
+}
+
+/* Encodes field (ny, nx) as an RGB PNG with the scale [lo, hi]. libpng
+ * reports errors by longjmp; nothing here allocates between setjmp and the
+ * calls that may jump except through `mem` and `row`, released below. */
+static int
+encode_png(const float *field, size_t ny, size_t nx, float lo, float hi,
+           unsigned char **out, size_t *len)
+{
+    struct png_mem mem = {0};
+    unsigned char *volatile row = NULL;
+    png_structp png =
+        png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    if (png == NULL) {
+        return -ENOMEM;
+    }
+    png_infop info = png_create_info_struct(png);
+    if (info == NULL) {
+        png_destroy_write_struct(&png, NULL);
+        return -ENOMEM;
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        free(row);
+        free(mem.p);
+        return -EIO;
+    }
+    row = malloc(nx * 3);
+    if (row == NULL) {
+        png_destroy_write_struct(&png, &info);
+        return -ENOMEM;
+    }
+    png_set_write_fn(png, &mem, png_mem_write, png_mem_flush);
+    png_set_IHDR(png, info, (png_uint_32)nx, (png_uint_32)ny, 8,
+                 PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    float span = hi > lo ? hi - lo : 1.0f;
+    for (size_t y = 0; y < ny; y++) {
+        for (size_t x = 0; x < nx; x++) {
+            colormap((field[y * nx + x] - lo) / span, &row[3 * x]);
+        }
+        png_write_row(png, row);
+    }
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    free(row);
+    if (mem.err) {
+        free(mem.p);
+        return -ENOMEM;
+    }
+    *out = mem.p;
+    *len = mem.len;
+    return 0;
+}
+
+/* Brings the cached PNGs up to the latest preview; -ENOENT when none. */
+static int
+refresh_png(surge_metrics *m)
+{
+    float *t = NULL;
+    float *p = NULL;
+    size_t ny, nx;
+    uint64_t version, step;
+    int rc = 0;
+
+    pthread_mutex_lock(&m->preview_lock);
+    version = m->preview_version;
+    ny = m->preview_ny;
+    nx = m->preview_nx;
+    step = m->preview_step;
+    if (version != 0 && version != m->png_version) {
+        t = malloc(ny * nx * sizeof *t);
+        p = malloc(ny * nx * sizeof *p);
+        if (t != NULL && p != NULL) {
+            memcpy(t, m->preview_truth, ny * nx * sizeof *t);
+            memcpy(p, m->preview_pred, ny * nx * sizeof *p);
+        }
+    }
+    pthread_mutex_unlock(&m->preview_lock);
+
+    if (version == 0) {
+        return -ENOENT;
+    }
+    if (version == m->png_version) {
+        return 0;
+    }
+    if (t == NULL || p == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    float lo = INFINITY;
+    float hi = -INFINITY;
+    for (size_t i = 0; i < ny * nx; i++) {
+        if (isfinite(t[i])) {
+            lo = t[i] < lo ? t[i] : lo;
+            hi = t[i] > hi ? t[i] : hi;
+        }
+    }
+    if (!(lo <= hi)) {
+        lo = 0.0f;
+        hi = 1.0f;
+    }
+    unsigned char *png[2] = {NULL, NULL};
+    size_t plen[2] = {0, 0};
+    rc = encode_png(t, ny, nx, lo, hi, &png[0], &plen[0]);
+    if (rc == 0) {
+        rc = encode_png(p, ny, nx, lo, hi, &png[1], &plen[1]);
+    }
+    if (rc < 0) {
+        free(png[0]);
+        goto out;
+    }
+    for (int i = 0; i < 2; i++) {
+        free(m->png[i]);
+        m->png[i] = png[i];
+        m->png_len[i] = plen[i];
+    }
+    m->png_version = version;
+    m->png_min = lo;
+    m->png_max = hi;
+    m->png_ny = ny;
+    m->png_nx = nx;
+    m->png_step = step;
+out:
+    free(t);
+    free(p);
+    return rc;
+}
+
+int
+surge_metrics_render_preview(surge_metrics *m, char **out, size_t *len)
+{
+    int err = 0;
+    if (m == NULL || out == NULL) {
+        return -EINVAL;
+    }
+    int rc = refresh_png(m);
+    if (rc < 0) {
+        return rc;
+    }
+    json_t *root = json_object();
+    if (root == NULL) {
+        return -ENOMEM;
+    }
+    jset(root, "step", json_integer((json_int_t)m->png_step), &err);
+    jset(root, "version", json_integer((json_int_t)m->png_version), &err);
+    jset(root, "ny", json_integer((json_int_t)m->png_ny), &err);
+    jset(root, "nx", json_integer((json_int_t)m->png_nx), &err);
+    jset(root, "min", jnum(m->png_min), &err);
+    jset(root, "max", jnum(m->png_max), &err);
+    jset(root, "truth", json_string("/api/v1/preview/truth.png"), &err);
+    jset(root, "prediction", json_string("/api/v1/preview/prediction.png"),
+         &err);
+    return jfinish(root, err, out, len);
+}
+
+int
+surge_metrics_preview_png(surge_metrics *m, int which, unsigned char **out,
+                          size_t *len)
+{
+    if (m == NULL || out == NULL || len == NULL || which < 0 || which > 1) {
+        return -EINVAL;
+    }
+    int rc = refresh_png(m);
+    if (rc < 0) {
+        return rc;
+    }
+    unsigned char *copy = malloc(m->png_len[which]);
+    if (copy == NULL) {
+        return -ENOMEM;
+    }
+    memcpy(copy, m->png[which], m->png_len[which]);
+    *out = copy;
+    *len = m->png_len[which];
+    return 0;
+}

@@ -1,0 +1,37 @@
+# server/monitor.mk: live monitoring (HTTP server, metrics registry,
+# dashboard, `surge top`), included from server/local.mk. A convenience
+# library of its own, linked into server/surge, so that it and the ingest
+# side can be built and changed independently. docs/monitoring.md.
+noinst_LTLIBRARIES += server/libsurge_monitor.la
+server_libsurge_monitor_la_SOURCES = \
+	server/http.h server/http.c \
+	server/metrics.h server/metrics.c
+nodist_server_libsurge_monitor_la_SOURCES = server/dashboard_html.c
+server_libsurge_monitor_la_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) \
+	$(JANSSON_CFLAGS) $(PNG_CFLAGS)
+server_libsurge_monitor_la_LIBADD = $(UV_LIBS) $(JANSSON_LIBS) $(PNG_LIBS) \
+	$(HTTP_PARSER_LIBS) $(PTHREAD_LIBS) -lm
+
+# The dashboard page is compiled in (offline, no CDN): embed.sh turns it
+# into a C array with POSIX od and awk.
+server/dashboard_html.c: server/dashboard.html server/embed.sh
+	$(AM_V_GEN)$(MKDIR_P) server && \
+	$(SHELL) $(srcdir)/server/embed.sh surge_dashboard_html \
+		$(srcdir)/server/dashboard.html > $@-t && mv -f $@-t $@
+CLEANFILES += server/dashboard_html.c
+EXTRA_DIST += server/dashboard.html server/embed.sh
+
+# Unit tests (cmocka, one binary per module).
+check_PROGRAMS += tests/unit/server/test_metrics tests/unit/server/test_http
+TESTS += tests/unit/server/test_metrics tests/unit/server/test_http
+tests_unit_server_test_metrics_SOURCES = tests/unit/server/test_metrics.c
+tests_unit_server_test_metrics_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) \
+	$(JANSSON_CFLAGS) $(UV_CFLAGS)
+tests_unit_server_test_metrics_LDADD = server/libsurge_monitor.la \
+	common/libsurge_common.la $(JANSSON_LIBS) $(CMOCKA_LIBS)
+tests_unit_server_test_http_SOURCES = tests/unit/server/test_http.c
+tests_unit_server_test_http_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) \
+	$(JANSSON_CFLAGS) $(UV_CFLAGS)
+tests_unit_server_test_http_LDADD = server/libsurge_monitor.la \
+	common/libsurge_common.la $(JANSSON_LIBS) $(UV_LIBS) $(CMOCKA_LIBS) \
+	$(PTHREAD_LIBS)
