@@ -273,12 +273,13 @@ size_t surge_trainer_num_params(const surge_trainer *t);
 int surge_trainer_get_params(const surge_trainer *t, float *dst, size_t n);
 int surge_trainer_set_params(surge_trainer *t, const float *src, size_t n);
 
-/* surge_trainer_host_alloc / _free - memory for batch buffers the server
- * fills and passes to _step: 64-byte aligned, transparent huge pages asked
- * for when large, pre-faulted; pinned host memory for a GPU backend. NULL on
- * failure. _free(t, NULL) is a no-op. */
+/* surge_trainer_host_alloc / _free - zeroed memory for batch buffers the
+ * server fills and passes to _step: 64-byte aligned, from common's
+ * pre-faulted huge-page allocator when >= 2 MiB; pinned host memory for a
+ * GPU backend. NULL on failure. _free takes the same bytes; _free(t, NULL,
+ * n) is a no-op. */
 void *surge_trainer_host_alloc(surge_trainer *t, size_t bytes);
-void surge_trainer_host_free(surge_trainer *t, void *p);
+void surge_trainer_host_free(surge_trainer *t, void *p, size_t bytes);
 
 /*
  * FILES. Both the model file and the checkpoint are safetensors files

@@ -1,0 +1,56 @@
+/*
+ * trainer/trainer_internal.h - the trainer's state, shared by trainer.c
+ * (the loop) and model.c (files). Internal to trainer/ and its tests.
+ */
+#ifndef SURGE_TRAINER_INTERNAL_H
+#define SURGE_TRAINER_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "trainer/backend.h"
+#include "trainer/mlp.h"
+#include "trainer/trainer.h"
+
+struct surge_trainer {
+    struct surge_trainer_config cfg;     /* validated copy */
+    const struct surge_backend_ops *ops; /* backend */
+    void *ctx;                           /* backend context (owned) */
+    struct mlp mlp;                      /* parameters, grads, workspace */
+    float *opt_state; /* optimizer state, ONE device allocation: */
+    float *opt_m;     /* (n_params) adam first moment / sgd momentum buf */
+    float *opt_v;     /* (n_params) adam second moment; NULL for sgd */
+    /* Normalisation, host copies (one allocation, `norm_host`). Output
+     * arrays hold out_n entries: 1 (global) or n_outputs (element). */
+    float *norm_host;
+    float *in_mean;  /* (n_inputs)  (min + max) / 2 */
+    float *in_std;   /* (n_inputs)  (max - min) / 2, 1 when max == min */
+    float *in_scale; /* (n_inputs)  1 / in_std */
+    float *out_mean; /* (out_n) */
+    float *out_std;  /* (out_n) */
+    float *out_inv;  /* (out_n)     1 / out_std */
+    /* The same six arrays on the device, same layout (unified backends:
+     * the host arrays themselves). */
+    float *norm_dev;
+    float *in_mean_d, *in_scale_d, *out_mean_d, *out_std_d, *out_inv_d;
+    int out_n;        /* 1 or n_outputs */
+    int out_frozen;   /* output statistics frozen */
+    long out_seen;    /* rows observed so far (<= out_norm_samples) */
+    double *acc_mean; /* (out_n) running mean (Welford / Chan) */
+    double *acc_m2;   /* (out_n) running sum of squared deviations */
+    float *host_out;  /* non-unified: (batch, n_outputs) host buffer */
+    uint64_t step;    /* optimizer steps taken */
+};
+
+/* trainer_lr_at - the scheduled learning rate before step s (0-based). */
+double trainer_lr_at(const struct surge_trainer_config *cfg, uint64_t s);
+
+/* trainer_norm_sync - recompute in_scale/out_inv from the std arrays and
+ * upload the six arrays to the device. */
+int trainer_norm_sync(surge_trainer *t);
+
+/* trainer_freeze_from_acc - compute out_mean/out_std from the running
+ * sums (see trainer.h NORMALISATION), mark frozen, sync. */
+void trainer_freeze_from_acc(surge_trainer *t);
+
+#endif /* SURGE_TRAINER_INTERNAL_H */
