@@ -742,6 +742,64 @@ remove_sample(surge_reservoir *r, uint32_t s, bool evicted)
 
 /* ------------------------------------------------------------ create */
 
+/* Empty every structure and counter, as right after create (the pool's
+ * bytes stay as they are). Used by create and by a failed load. */
+static void
+reset_state(surge_reservoir *r)
+{
+    uint32_t n = r->nslots;
+    for (uint32_t i = 0; i < n; i++) {
+        /* Pop order 0, 1, 2...: the pool fills from its start. */
+        r->free_stack[i] = n - 1 - i;
+        r->sims_free[i] = n - 1 - i;
+        struct slot *sl = &r->slots[i];
+        uint32_t gen = sl->generation; /* stays unique across a reset */
+        memset(sl, 0, sizeof(*sl));
+        sl->generation = gen + 1;
+        sl->pos = NONE;
+        sl->pos_evict = NONE;
+        sl->sim_entry = NONE;
+        struct sim_entry *se = &r->sims[i];
+        se->count = 0;
+        se->pending = 0;
+        se->taken = 0;
+        se->live_pos = NONE;
+    }
+    memset(r->sim_hash, 0, ((size_t)r->hash_mask + 1) * sizeof(uint32_t));
+    r->nfree = n;
+    r->nsims_free = n;
+    r->nlive = 0;
+    r->ring_head = 0;
+    r->ring_count = 0;
+    r->nactive = 0;
+    r->active_taken = 0;
+    r->nevictable = 0;
+    if (r->tsum != NULL) {
+        for (size_t i = 0; i < 2 * (size_t)r->tleaves; i++) {
+            r->tsum[i] = 0.0;
+            r->tmin[i] = INFINITY;
+        }
+    }
+    r->max_prio = 1.0;
+    r->beta = r->cfg.prioritized.beta;
+    r->taken_n = 0;
+    r->npresent = 0;
+    r->nwriting = 0;
+    r->uses_left_total = 0;
+    uint64_t seed = r->cfg.seed;
+    for (int i = 0; i < 4; i++) {
+        r->rng[i] = splitmix64(&seed);
+    }
+    r->puts = r->gets = r->batches = r->evictions = r->retired = 0;
+    memset(r->uses_present, 0, sizeof(r->uses_present));
+    memset(r->uses_removed, 0, sizeof(r->uses_removed));
+    r->served_age_sum = 0.0;
+    r->producer_waits = r->consumer_waits = 0;
+    r->producer_wait_s = r->consumer_wait_s = 0.0;
+    r->rate_overrides = 0;
+    r->prio_updates = r->prio_ignored = 0;
+}
+
 int
 surge_reservoir_create(surge_reservoir **rp, const surge_reservoir_config *cfg,
                        char *err, size_t errlen)
@@ -775,12 +833,6 @@ surge_reservoir_create(surge_reservoir **rp, const surge_reservoir_config *cfg,
     }
     r->uniform = cfg->policy != SURGE_RESERVOIR_FIFO &&
                  !cfg->prioritized.enabled && !cfg->balance_sims;
-    r->max_prio = 1.0;
-    r->beta = cfg->prioritized.beta;
-    uint64_t seed = cfg->seed;
-    for (int i = 0; i < 4; i++) {
-        r->rng[i] = splitmix64(&seed);
-    }
 
     /* Every array is sized by nslots and allocated once. */
     size_t n = nslots;
@@ -828,21 +880,8 @@ surge_reservoir_create(surge_reservoir **rp, const surge_reservoir_config *cfg,
         if (r->tsum == NULL || r->tmin == NULL || r->taken_s == NULL) {
             goto fail_nomem;
         }
-        for (size_t i = 0; i < 2 * (size_t)r->tleaves; i++) {
-            r->tmin[i] = INFINITY;
-        }
     }
-    for (size_t i = 0; i < n; i++) {
-        /* Pop order 0, 1, 2...: the pool fills from its start. */
-        r->free_stack[i] = (uint32_t)(n - 1 - i);
-        r->sims_free[i] = (uint32_t)(n - 1 - i);
-        r->slots[i].pos = NONE;
-        r->slots[i].pos_evict = NONE;
-        r->slots[i].sim_entry = NONE;
-        r->sims[i].live_pos = NONE;
-    }
-    r->nfree = (uint32_t)n;
-    r->nsims_free = (uint32_t)n;
+    reset_state(r);
 
     r->pool_mapped = n * slot_bytes;
     r->pool = surge_huge_alloc(r->pool_mapped);
@@ -1612,4 +1651,342 @@ surge_reservoir_get_stats(surge_reservoir *r, surge_reservoir_stats *st)
     st->finished = r->ended && r->npresent == 0 && r->nwriting == 0;
     st->closed = r->closed;
     pthread_mutex_unlock(&r->mu);
+}
+
+/* --------------------------------------------------- checkpoint/resume */
+
+/* Stream format, version 1, host byte order (little-endian hosts only, see
+ * the static assertion): header, one record per sample present in drawing
+ * order (FIFO: oldest first), the eviction list, a trailer. */
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "reservoir checkpoints assume a little-endian host"
+#endif
+
+static const char SAVE_MAGIC[8] = {'S', 'U', 'R', 'G', 'R', 'S', 'V', '1'};
+static const char SAVE_END[8] = {'S', 'U', 'R', 'G', 'E', 'N', 'D', '1'};
+#define SAVE_VERSION 1u
+
+struct save_header {
+    char magic[8];
+    uint32_t version;
+    uint32_t policy;
+    uint64_t input_dim, output_dim;
+    uint32_t epochs, max_uses;
+    uint32_t balance_sims, prioritized;
+    uint64_t nslots; /* of the saved reservoir: slots are restored as is */
+    uint64_t nsamples;
+    uint64_t puts, gets, batches, evictions, retired;
+    uint64_t uses_removed[SURGE_RESERVOIR_USES_BUCKETS];
+    double served_age_sum, max_prio, beta;
+    uint64_t rng[4];
+    uint64_t producer_waits, consumer_waits;
+    double producer_wait_s, consumer_wait_s;
+    uint64_t rate_overrides, prio_updates, prio_ignored;
+};
+
+struct save_record {
+    uint32_t slot, generation, uses, pad;
+    uint64_t sim, step, put_index;
+    int64_t age_ns; /* arrival is relative: monotonic clocks differ */
+    double prio;
+};
+
+static int
+save_one(surge_reservoir *r, uint32_t s, int64_t now,
+         surge_reservoir_write_cb cb, void *arg)
+{
+    const struct slot *sl = &r->slots[s];
+    struct save_record rec;
+    memset(&rec, 0, sizeof(rec));
+    rec.slot = s;
+    rec.generation = sl->generation;
+    rec.uses = sl->uses;
+    rec.sim = sl->sim;
+    rec.step = sl->step;
+    rec.put_index = sl->put_index;
+    rec.age_ns = now - sl->arrival_ns;
+    rec.prio = sl->prio;
+    int rc = cb(arg, &rec, sizeof(rec));
+    if (rc == 0) {
+        rc = cb(arg, r->pool + (size_t)s * r->slot_bytes, r->sample_bytes);
+    }
+    return rc;
+}
+
+int
+surge_reservoir_save(surge_reservoir *r, surge_reservoir_write_cb cb, void *arg)
+{
+    struct save_header h;
+    memset(&h, 0, sizeof(h));
+    int64_t now = now_ns();
+    int rc = 0;
+    pthread_mutex_lock(&r->mu);
+    memcpy(h.magic, SAVE_MAGIC, sizeof(h.magic));
+    h.version = SAVE_VERSION;
+    h.policy = (uint32_t)r->cfg.policy;
+    h.input_dim = r->cfg.input_dim;
+    h.output_dim = r->cfg.output_dim;
+    h.epochs = r->cfg.epochs;
+    h.max_uses = r->cfg.max_uses;
+    h.balance_sims = r->cfg.balance_sims;
+    h.prioritized = r->cfg.prioritized.enabled;
+    h.nslots = r->nslots;
+    h.nsamples = r->npresent;
+    h.puts = r->puts;
+    h.gets = r->gets;
+    h.batches = r->batches;
+    h.evictions = r->evictions;
+    h.retired = r->retired;
+    memcpy(h.uses_removed, r->uses_removed, sizeof(h.uses_removed));
+    h.served_age_sum = r->served_age_sum;
+    h.max_prio = r->max_prio;
+    h.beta = r->beta;
+    memcpy(h.rng, r->rng, sizeof(h.rng));
+    h.producer_waits = r->producer_waits;
+    h.consumer_waits = r->consumer_waits;
+    h.producer_wait_s = r->producer_wait_s;
+    h.consumer_wait_s = r->consumer_wait_s;
+    h.rate_overrides = r->rate_overrides;
+    h.prio_updates = r->prio_updates;
+    h.prio_ignored = r->prio_ignored;
+    rc = cb(arg, &h, sizeof(h));
+
+    /* Records in drawing order, so a loaded reservoir draws the same. */
+    if (r->cfg.policy == SURGE_RESERVOIR_FIFO) {
+        for (uint32_t k = 0; rc == 0 && k < r->ring_count; k++) {
+            rc = save_one(r, r->ring[(r->ring_head + k) % r->nslots], now, cb,
+                          arg);
+        }
+    } else if (r->cfg.prioritized.enabled) {
+        for (uint32_t s = 0; rc == 0 && s < r->nslots; s++) {
+            if (r->slots[s].state == SLOT_PRESENT) {
+                rc = save_one(r, s, now, cb, arg);
+            }
+        }
+    } else if (r->cfg.balance_sims) {
+        for (uint32_t k = 0; rc == 0 && k < r->nlive; k++) {
+            const struct sim_entry *se = &r->sims[r->sims_live[k]];
+            for (uint32_t j = 0; rc == 0 && j < se->count; j++) {
+                rc = save_one(r, se->slots[j], now, cb, arg);
+            }
+        }
+    } else {
+        for (uint32_t k = 0; rc == 0 && k < r->nactive; k++) {
+            rc = save_one(r, r->active[k], now, cb, arg);
+        }
+    }
+    uint64_t nev = r->nevictable;
+    if (rc == 0) {
+        rc = cb(arg, &nev, sizeof(nev));
+    }
+    if (rc == 0 && nev > 0) {
+        rc = cb(arg, r->evictable, nev * sizeof(uint32_t));
+    }
+    if (rc == 0) {
+        rc = cb(arg, SAVE_END, sizeof(SAVE_END));
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+/* The body of load, under the lock; on error the caller resets r. */
+static int
+load_locked(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
+            char *err, size_t errlen)
+{
+    struct save_header h;
+    int rc = cb(arg, &h, sizeof(h));
+    if (rc != 0) {
+        set_err(err, errlen, "reservoir checkpoint: read failed (%d)", rc);
+        return rc;
+    }
+    if (memcmp(h.magic, SAVE_MAGIC, sizeof(h.magic)) != 0 ||
+        h.version != SAVE_VERSION) {
+        set_err(err, errlen,
+                "reservoir checkpoint: not a reservoir checkpoint of "
+                "version %u",
+                SAVE_VERSION);
+        return SURGE_EPROTO;
+    }
+    struct {
+        const char *key;
+        uint64_t saved, ours;
+    } same[] = {
+        {"reservoir.policy", h.policy, (uint64_t)r->cfg.policy},
+        {"reservoir.input_dim", h.input_dim, r->cfg.input_dim},
+        {"reservoir.output_dim", h.output_dim, r->cfg.output_dim},
+        {"reservoir.epochs", h.epochs, r->cfg.epochs},
+        {"reservoir.max_uses", h.max_uses, r->cfg.max_uses},
+        {"reservoir.balance_sims", h.balance_sims, r->cfg.balance_sims},
+        {"reservoir.prioritized.enabled", h.prioritized,
+         r->cfg.prioritized.enabled},
+    };
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        if (same[i].saved != same[i].ours) {
+            set_err(err, errlen,
+                    "%s: the checkpoint was saved with %llu, this "
+                    "reservoir has %llu",
+                    same[i].key, (unsigned long long)same[i].saved,
+                    (unsigned long long)same[i].ours);
+            return SURGE_ECONFIG;
+        }
+    }
+    if (h.nslots > r->nslots || h.nsamples > h.nslots) {
+        set_err(err, errlen,
+                "reservoir.capacity_bytes: the checkpoint needs %llu slots, "
+                "this reservoir has %u",
+                (unsigned long long)h.nslots, (unsigned)r->nslots);
+        return h.nsamples > h.nslots ? SURGE_EPROTO : SURGE_ECONFIG;
+    }
+    int64_t now = now_ns();
+    for (uint64_t k = 0; k < h.nsamples; k++) {
+        struct save_record rec;
+        rc = cb(arg, &rec, sizeof(rec));
+        if (rc != 0) {
+            set_err(err, errlen, "reservoir checkpoint: read failed (%d)", rc);
+            return rc;
+        }
+        bool bad_uses =
+            (r->cfg.policy == SURGE_RESERVOIR_FIFO && rec.uses != 0) ||
+            (r->cfg.policy == SURGE_RESERVOIR_FIRO &&
+             rec.uses >= r->cfg.epochs) ||
+            (r->cfg.max_uses > 0 && rec.uses >= r->cfg.max_uses);
+        if (rec.slot >= h.nslots || r->slots[rec.slot].state != SLOT_FREE ||
+            bad_uses || rec.put_index == 0 || rec.put_index > h.puts ||
+            !(rec.prio >= 0.0) || !isfinite(rec.prio) ||
+            (r->cfg.prioritized.enabled && !(rec.prio > 0.0))) {
+            set_err(err, errlen,
+                    "reservoir checkpoint: sample record %llu is corrupt",
+                    (unsigned long long)k);
+            return SURGE_EPROTO;
+        }
+        uint32_t s = rec.slot;
+        rc = cb(arg, r->pool + (size_t)s * r->slot_bytes, r->sample_bytes);
+        if (rc != 0) {
+            set_err(err, errlen, "reservoir checkpoint: read failed (%d)", rc);
+            return rc;
+        }
+        uint32_t e = sim_get(r, rec.sim);
+        if (r->cfg.balance_sims && sim_reserve_array(r, e) != 0) {
+            set_err(err, errlen, "reservoir checkpoint: out of memory");
+            return -ENOMEM;
+        }
+        /* Take s off the free stack (rebuilt below) and publish it. */
+        struct slot *sl = &r->slots[s];
+        sl->state = SLOT_PRESENT;
+        sl->generation = rec.generation;
+        sl->uses = rec.uses;
+        sl->sim = rec.sim;
+        sl->step = rec.step;
+        sl->put_index = rec.put_index;
+        sl->arrival_ns = now - rec.age_ns;
+        sl->sim_entry = e;
+        r->sims[e].pending++;
+        ds_add(r, s);
+        if (r->cfg.prioritized.enabled) {
+            sl->prio = rec.prio; /* ds_add gave it max_prio */
+            tree_set(r, s, sl->prio);
+        }
+        r->npresent++;
+        r->uses_present[bucket(sl->uses)]++;
+        if (r->cfg.max_uses > 0) {
+            r->uses_left_total += r->cfg.max_uses - sl->uses;
+        }
+    }
+    uint64_t nev;
+    rc = cb(arg, &nev, sizeof(nev));
+    if (rc != 0) {
+        set_err(err, errlen, "reservoir checkpoint: read failed (%d)", rc);
+        return rc;
+    }
+    if (nev > h.nsamples ||
+        (nev > 0 && r->cfg.policy != SURGE_RESERVOIR_RESERVOIR)) {
+        set_err(err, errlen, "reservoir checkpoint: eviction list corrupt");
+        return SURGE_EPROTO;
+    }
+    for (uint64_t k = 0; k < nev; k++) {
+        uint32_t s;
+        rc = cb(arg, &s, sizeof(s));
+        if (rc != 0) {
+            set_err(err, errlen, "reservoir checkpoint: read failed (%d)", rc);
+            return rc;
+        }
+        if (s >= r->nslots || r->slots[s].state != SLOT_PRESENT ||
+            r->slots[s].uses == 0 || r->slots[s].pos_evict != NONE) {
+            set_err(err, errlen, "reservoir checkpoint: eviction list corrupt");
+            return SURGE_EPROTO;
+        }
+        evict_add(r, s);
+    }
+    char end[8];
+    rc = cb(arg, end, sizeof(end));
+    if (rc != 0) {
+        set_err(err, errlen, "reservoir checkpoint: read failed (%d)", rc);
+        return rc;
+    }
+    if (memcmp(end, SAVE_END, sizeof(end)) != 0) {
+        set_err(err, errlen, "reservoir checkpoint: trailer missing");
+        return SURGE_EPROTO;
+    }
+    /* Free stack: every slot not restored, lowest popped first. */
+    r->nfree = 0;
+    for (uint32_t i = r->nslots; i-- > 0;) {
+        if (r->slots[i].state == SLOT_FREE) {
+            r->free_stack[r->nfree++] = i;
+        }
+    }
+    r->puts = h.puts;
+    r->gets = h.gets;
+    r->batches = h.batches;
+    r->evictions = h.evictions;
+    r->retired = h.retired;
+    memcpy(r->uses_removed, h.uses_removed, sizeof(r->uses_removed));
+    r->served_age_sum = h.served_age_sum;
+    if (r->cfg.prioritized.enabled) {
+        r->max_prio =
+            h.max_prio > 0.0 && isfinite(h.max_prio) ? h.max_prio : 1.0;
+        r->beta = h.beta >= 0.0 && h.beta <= 1.0 ? h.beta : r->beta;
+    }
+    memcpy(r->rng, h.rng, sizeof(r->rng));
+    if ((r->rng[0] | r->rng[1] | r->rng[2] | r->rng[3]) == 0) {
+        set_err(err, errlen, "reservoir checkpoint: random state corrupt");
+        return SURGE_EPROTO;
+    }
+    r->producer_waits = h.producer_waits;
+    r->consumer_waits = h.consumer_waits;
+    r->producer_wait_s = h.producer_wait_s;
+    r->consumer_wait_s = h.consumer_wait_s;
+    r->rate_overrides = h.rate_overrides;
+    r->prio_updates = h.prio_updates;
+    r->prio_ignored = h.prio_ignored;
+    return 0;
+}
+
+int
+surge_reservoir_load(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
+                     char *err, size_t errlen)
+{
+    set_err(err, errlen, "ok");
+    pthread_mutex_lock(&r->mu);
+    if (r->puts != 0 || r->npresent != 0 || r->nwriting != 0 || r->gets != 0) {
+        pthread_mutex_unlock(&r->mu);
+        set_err(err, errlen,
+                "reservoir checkpoint: load needs a fresh reservoir");
+        return SURGE_ESTATE;
+    }
+    int rc = load_locked(r, cb, arg, err, errlen);
+    if (rc != 0) {
+        /* Give back the simulation index arrays, then start empty. */
+        for (uint32_t i = 0; i < r->nslots; i++) {
+            free(r->sims[i].slots);
+            r->sims[i].slots = NULL;
+            r->sims[i].cap = 0;
+        }
+        reset_state(r);
+    } else {
+        pthread_cond_broadcast(&r->cv_get);
+        pthread_cond_broadcast(&r->cv_put);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
 }

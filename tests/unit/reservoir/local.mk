@@ -1,1 +1,25 @@
 # tests/unit/reservoir/local.mk: unit tests of reservoir/.
+check_PROGRAMS += tests/unit/reservoir/test_reservoir
+TESTS += tests/unit/reservoir/test_reservoir
+tests_unit_reservoir_test_reservoir_SOURCES = \
+	tests/unit/reservoir/test_reservoir.c
+tests_unit_reservoir_test_reservoir_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_reservoir_test_reservoir_LDADD = reservoir/libsurge_reservoir.la \
+	common/libsurge_common.la $(CMOCKA_LIBS) $(PTHREAD_LIBS) -lm
+
+# The producer/consumer stress test runs under ThreadSanitizer: the
+# reservoir's sources are compiled into it with -fsanitize=thread. TSan
+# cannot be combined with ASan, so a --enable-sanitizers build skips it.
+if !WITH_SANITIZERS
+check_PROGRAMS += tests/unit/reservoir/test_reservoir_stress
+TESTS += tests/unit/reservoir/test_reservoir_stress
+tests_unit_reservoir_test_reservoir_stress_SOURCES = \
+	tests/unit/reservoir/test_reservoir_stress.c \
+	reservoir/reservoir.c common/util.c
+tests_unit_reservoir_test_reservoir_stress_CFLAGS = $(AM_CFLAGS) \
+	-fsanitize=thread $(CMOCKA_CFLAGS)
+tests_unit_reservoir_test_reservoir_stress_LDFLAGS = $(AM_LDFLAGS) \
+	-fsanitize=thread
+tests_unit_reservoir_test_reservoir_stress_LDADD = $(CMOCKA_LIBS) \
+	$(PTHREAD_LIBS) -lm
+endif
