@@ -1,1 +1,17 @@
-# deploy/local.mk: included by the top-level Makefile.am.
+# deploy/: `surge launch`: the study file, design of experiments, schedulers
+# (local Open MPI; Slurm plugs into the same ops table), the server's
+# lifecycle, fault tolerance and the study summary. A convenience library
+# linked into the `surge` program (server/local.mk).
+noinst_LTLIBRARIES += deploy/libsurge_deploy.la
+deploy_libsurge_deploy_la_SOURCES = \
+	deploy/util.h deploy/util.c \
+	deploy/study.h deploy/study.c \
+	deploy/sampler.h deploy/sampler.c \
+	deploy/control.h deploy/control.c \
+	deploy/scheduler.h deploy/sched_local.c \
+	deploy/server_proc.h deploy/server_proc.c \
+	deploy/launch.h deploy/launch.c
+deploy_libsurge_deploy_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
+	$(GSL_CFLAGS) $(ZMQ_CFLAGS)
+deploy_libsurge_deploy_la_LIBADD = common/libsurge_common.la \
+	$(JANSSON_LIBS) $(GSL_LIBS) $(ZMQ_LIBS)

@@ -1,0 +1,1280 @@
+/*
+ * deploy/launch.c - `surge launch STUDY.json`: run a study from start to
+ * summary.
+ *
+ * DESIGN. One thread, one loop, no blocking call without a bound:
+ *
+ *   load the study -> sample the parameter sets -> write parameters.csv
+ *   and study.resolved.json -> start `surge serve` (same binary) with a
+ *   fresh token -> loop every TICK_S:
+ *       reap ended jobs (ok / failed: tell the server SIM_FAILED, then
+ *       SIM_RETRY and requeue with attempt + 1 while retries remain);
+ *       kill runs silent for longer than solver.timeout_s;
+ *       check the server (process alive, PING answered; restart it when it
+ *       died, up to server.restarts);
+ *       start queued runs up to the concurrency limit;
+ *       print progress;
+ *   -> END_RECEPTION -> wait for the server to exit -> read its
+ *   server-stats.json -> write summary.json (atomically) and print a table.
+ *
+ * Signals (SIGINT, SIGTERM, SIGHUP) only set a flag; the loop then cancels
+ * every job (SIGTERM to its session, SIGKILL after scheduler.kill_grace_s),
+ * waits for them, stops the server and still writes the summary. Runs and
+ * the server live in sessions of their own, so a Ctrl-C typed at the
+ * terminal reaches the launcher alone and the shutdown happens in order.
+ *
+ * Silence. A run is active when the server says its simulation sent
+ * something recently (PING with the sim id, when the server answers with
+ * idle_ms) or, as a fallback, when its log file grew or the server's slice
+ * counter moved while it ran. A run silent for solver.timeout_s is killed
+ * and counts as a failure (retried like one).
+ *
+ * Exit status: 0 when every run succeeded and the counts add up, 1 when a
+ * run failed for good, the server failed, or the study was interrupted, 2
+ * for usage and configuration errors.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "common/log.h"
+#include "common/protocol.h"
+#include "common/util.h"
+#include "deploy/control.h"
+#include "deploy/launch.h"
+#include "deploy/sampler.h"
+#include "deploy/scheduler.h"
+#include "deploy/server_proc.h"
+#include "deploy/study.h"
+#include "deploy/util.h"
+
+#define COMPONENT "launch"
+#define TICK_S 0.05    /* loop period */
+#define TOKEN_BYTES 16 /* study token: 32 hex digits */
+#define MAX_PATH 4096
+#define OUT_MAX                                                                \
+    3072 /* output folder path; derived paths fit                              \
+            in MAX_PATH */
+#define STATS_MAX_BYTES (16u << 20)
+
+enum run_state {
+    RUN_QUEUED = 0,
+    RUN_RUNNING,
+    RUN_OK,
+    RUN_FAILED,   /* failed every attempt */
+    RUN_CANCELLED /* stopped by Ctrl-C / SIGTERM, or never started */
+};
+
+struct run {
+    int64_t sim;        /* run id = simulation id */
+    const double *x;    /* (nparams) its parameter values */
+    int state;          /* enum run_state */
+    int64_t attempt;    /* current or last attempt, from 0 */
+    int64_t failures;   /* attempts that failed */
+    uint64_t job;       /* scheduler handle while RUNNING */
+    double started;     /* monotonic s, current attempt */
+    double last_active; /* monotonic s of the last sign of life */
+    long long log_size; /* log bytes seen at last_active */
+    int timed_out;      /* current attempt killed for silence */
+    int server_lost;    /* current attempt cancelled: server died */
+    char why[600];      /* last failure, for the summary */
+};
+
+/* Counters the server reported in its last PING reply ("pong k=v ..."). */
+struct pong {
+    int valid;
+    uint64_t messages, slices, assembled, train, validation, partial, active;
+};
+
+struct launch {
+    surge_study *s;
+    const surge_scheduler_ops *ops;
+    void *sched;
+    double *x; /* (nruns, nparams) parameter sets */
+    size_t nruns;
+    struct run *runs;     /* (nruns) */
+    char exe[OUT_MAX];    /* this program */
+    char bindir[OUT_MAX]; /* {bindir}: where `surge` lives */
+    char out[OUT_MAX];    /* absolute output folder */
+    char token[2 * TOKEN_BYTES + 1];
+    surge_server_proc server;
+    surge_control *ctl;
+    int restarts;      /* server restarts so far */
+    int server_failed; /* gave up on the server */
+    int ping_misses;   /* consecutive unanswered PINGs */
+    double next_ping;
+    double next_progress;
+    struct pong pong;      /* latest */
+    struct pong pong_prev; /* for the ingest rate */
+    double pong_prev_t;
+    double rate;             /* samples/s, smoothed */
+    uint64_t lost_assembled; /* assembled by servers that died */
+    int quiet;
+    int tty; /* progress line redrawn in place */
+    int progress_drawn;
+    double t0;          /* study start, monotonic s */
+    double t_runs_done; /* when the last run ended */
+    int64_t attempts;   /* jobs started */
+};
+
+static volatile sig_atomic_t stop_signal;
+
+static void
+on_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+static double
+now_s(void)
+{
+    return (double)surge_now_ns() * 1e-9;
+}
+
+/* ------------------------------------------------------------ usage */
+
+static void
+usage(FILE *out)
+{
+    fprintf(out,
+            "usage: surge launch [options] STUDY.json\n\n"
+            "Run a study: sample the parameters, start the server, run the "
+            "solver\nensemble (retrying failed runs), stop the server and "
+            "write\n<output_dir>/summary.json. docs/configuration.md "
+            "describes the study file.\n\noptions:\n"
+            "  --output-dir DIR   write the study here instead of "
+            "study.output_dir\n"
+            "  --dry-run          check the study, write parameters.csv and "
+            "print each\n"
+            "                     run's command; start nothing\n"
+            "  --quiet            no progress lines, only the final table\n"
+            "  --help             this text\n\n"
+            "exit status: 0 all runs ok, 1 a run or the server failed or the "
+            "study\nwas interrupted, 2 bad usage or study file\n");
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static void
+find_bindir(struct launch *L)
+{
+    ssize_t n = readlink("/proc/self/exe", L->exe, sizeof L->exe - 1);
+    if (n <= 0) {
+        snprintf(L->exe, sizeof L->exe, "surge");
+        snprintf(L->bindir, sizeof L->bindir, ".");
+        return;
+    }
+    L->exe[n] = '\0';
+    surge_deploy_dirname(L->exe, L->bindir, sizeof L->bindir);
+    /* In a build tree libtool runs the real program from .libs/; the
+     * solvers and the wrapper script sit one level up. */
+    size_t len = strlen(L->bindir);
+    if (len >= 6 && strcmp(L->bindir + len - 6, "/.libs") == 0) {
+        L->bindir[len - 6] = '\0';
+    }
+}
+
+static int
+write_text_atomic(const char *dir, const char *name, const char *text)
+{
+    char path[MAX_PATH];
+    int n = snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= sizeof path) {
+        return -ENAMETOOLONG;
+    }
+    return surge_write_file_atomic(path, text, strlen(text));
+}
+
+static long long
+file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+static void
+run_dir(const struct launch *L, int64_t sim, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/runs/%lld", L->out, (long long)sim);
+}
+
+static void
+log_path(const struct launch *L, const struct run *r, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/runs/%lld/attempt-%lld.log", L->out,
+             (long long)r->sim, (long long)r->attempt);
+}
+
+static void
+parse_pong(const char *msg, struct pong *p)
+{
+    static const struct {
+        const char *key;
+        size_t off;
+    } keys[] = {
+        {"messages=", offsetof(struct pong, messages)},
+        {"slices=", offsetof(struct pong, slices)},
+        {"assembled=", offsetof(struct pong, assembled)},
+        {"train=", offsetof(struct pong, train)},
+        {"validation=", offsetof(struct pong, validation)},
+        {"partial=", offsetof(struct pong, partial)},
+        {"active_sims=", offsetof(struct pong, active)},
+    };
+    struct pong q = {0};
+    q.valid = 1;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *at = strstr(msg, keys[i].key);
+        if (at == NULL) {
+            continue;
+        }
+        char num[32];
+        size_t n = strspn(at + strlen(keys[i].key), "0123456789");
+        if (n == 0 || n >= sizeof num) {
+            continue;
+        }
+        memcpy(num, at + strlen(keys[i].key), n);
+        num[n] = '\0';
+        uint64_t v;
+        if (surge_parse_uint64(num, &v) == 0) {
+            *(uint64_t *)((char *)&q + keys[i].off) = v;
+        }
+    }
+    *p = q;
+}
+
+/* One control request with the study's ping timeout; logs failures. */
+static int
+control(struct launch *L, int op, int64_t sim, char *msg, size_t cap)
+{
+    int32_t code = 0;
+    char buf[SURGE_MAX_REASON + 1];
+    if (L->ctl == NULL) {
+        return SURGE_ENOSERVER;
+    }
+    int rc = surge_control_call(L->ctl, op, sim,
+                                (int)(L->s->server_ping_timeout_s * 1000),
+                                &code, buf, sizeof buf);
+    if (rc == 0 && code != 0) {
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT, "server refused %s: %s",
+                  surge_control_op_name(op), buf);
+        rc = code;
+    } else if (rc != 0 && rc != -EINTR) {
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT, "%s: %s",
+                  surge_control_op_name(op), surge_strerror(rc));
+    }
+    if (msg != NULL && cap > 0) {
+        snprintf(msg, cap, "%s", rc == 0 ? buf : "");
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------ server */
+
+static int
+start_server(struct launch *L, char *err, size_t errcap)
+{
+    const surge_study *s = L->s;
+    surge_strv argv = {NULL, 0};
+    char json_path[MAX_PATH], log[MAX_PATH], buf[MAX_PATH];
+    int rc = 0;
+    snprintf(json_path, sizeof json_path, "%s/server.json", L->out);
+    snprintf(log, sizeof log, "%s/server.log", L->out);
+#define PUSH(str)                                                              \
+    do {                                                                       \
+        if (rc == 0) {                                                         \
+            rc = surge_strv_push(&argv, (str));                                \
+        }                                                                      \
+    } while (0)
+#define PUSH_U64(flag, v)                                                      \
+    do {                                                                       \
+        snprintf(buf, sizeof buf, "%" PRIu64, (uint64_t)(v));                  \
+        PUSH(flag);                                                            \
+        PUSH(buf);                                                             \
+    } while (0)
+    PUSH(L->exe);
+    PUSH("serve");
+    PUSH("--output-dir");
+    PUSH(L->out);
+    PUSH("--bind");
+    PUSH(s->server_bind);
+    PUSH_U64("--max-partial-bytes", s->server_max_partial_bytes);
+    PUSH("--policy");
+    PUSH(s->res_policy == 0   ? "fifo"
+         : s->res_policy == 1 ? "firo"
+                              : "reservoir");
+    PUSH_U64("--store-bytes", s->res_capacity_bytes);
+    PUSH_U64("--validation-bytes", s->server_validation_bytes);
+    PUSH_U64("--validation-every", s->server_validation_every);
+    PUSH_U64("--batch-size", s->tr_batch_size);
+    if (s->server_checksum_log) {
+        snprintf(buf, sizeof buf, "%s/checksums.log", L->out);
+        PUSH("--checksum-log");
+        PUSH(buf);
+    }
+    for (size_t i = 0; i < s->server_args.n; i++) {
+        PUSH(s->server_args.v[i]);
+    }
+#undef PUSH
+#undef PUSH_U64
+    if (rc != 0) {
+        surge_strv_free(&argv);
+        return rc;
+    }
+    rc = surge_server_proc_start(&L->server, argv.v, L->token, json_path, log,
+                                 s->server_start_timeout_s, &stop_signal, err,
+                                 errcap);
+    surge_strv_free(&argv);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = surge_control_create(&L->ctl, L->server.endpoint, L->token);
+    if (rc != 0) {
+        snprintf(err, errcap, "control channel to %s: %s", L->server.endpoint,
+                 surge_strerror(rc));
+        surge_server_proc_wait(&L->server, 0, s->kill_grace_s);
+        return rc;
+    }
+    /* The first PING proves the server answers with our token. */
+    double end = now_s() + s->server_start_timeout_s;
+    for (;;) {
+        char msg[SURGE_MAX_REASON + 1];
+        int32_t code = 0;
+        rc = surge_control_call(L->ctl, SURGE_CTL_PING, -1,
+                                (int)(s->server_ping_timeout_s * 1000), &code,
+                                msg, sizeof msg);
+        if (rc == 0 && code == 0) {
+            parse_pong(msg, &L->pong);
+            break;
+        }
+        if (rc == 0) {
+            snprintf(err, errcap, "the server refused our PING: %s", msg);
+            rc = code;
+        } else if (stop_signal || now_s() >= end ||
+                   !surge_server_proc_alive(&L->server)) {
+            snprintf(err, errcap, "the server at %s did not answer PING: %s",
+                     L->server.endpoint, surge_strerror(rc));
+        } else {
+            continue;
+        }
+        surge_control_destroy(&L->ctl);
+        surge_server_proc_wait(&L->server, 0, s->kill_grace_s);
+        return rc;
+    }
+    L->ping_misses = 0;
+    L->next_ping = now_s() + s->server_ping_interval_s;
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "server pid %d at %s",
+              (int)L->server.pid, L->server.endpoint);
+    return 0;
+}
+
+/* ------------------------------------------------------------ runs */
+
+static int
+count_state(const struct launch *L, int state)
+{
+    int n = 0;
+    for (size_t i = 0; i < L->nruns; i++) {
+        n += L->runs[i].state == state;
+    }
+    return n;
+}
+
+static int
+submit(struct launch *L, struct run *r)
+{
+    const surge_study *s = L->s;
+    char rdir[MAX_PATH], log[MAX_PATH], err[512];
+    surge_strv solver = {NULL, 0}, argv = {NULL, 0}, env = {NULL, 0};
+    int rc;
+    run_dir(L, r->sim, rdir, sizeof rdir);
+    rc = surge_deploy_mkdir_p(rdir);
+    if (rc != 0) {
+        snprintf(r->why, sizeof r->why, "%.300s: %s", rdir, strerror(-rc));
+        goto out;
+    }
+    log_path(L, r, log, sizeof log);
+    surge_expand_ctx ctx = {r->sim, r->attempt, r->x, rdir, L->out, L->bindir};
+    rc = surge_study_expand_command(s, &ctx, &solver, err, sizeof err);
+    if (rc == 0) {
+        rc = L->ops->wrap(L->sched, solver.v, s->ranks, &argv);
+    }
+    if (rc != 0) {
+        snprintf(r->why, sizeof r->why, "%s",
+                 rc == SURGE_ECONFIG ? err : surge_strerror(rc));
+        goto out;
+    }
+    /* The environment libsurge reads (include/surge/client.h). */
+    char var[8192];
+    size_t o = (size_t)snprintf(var, sizeof var, "SURGE_PARAMS=");
+    for (size_t j = 0; j < s->nparams && o < sizeof var; j++) {
+        o += (size_t)snprintf(var + o, sizeof var - o, "%s%.17g",
+                              j > 0 ? "," : "", r->x[j]);
+    }
+    rc = surge_strv_push(&env, var);
+    snprintf(var, sizeof var, "SURGE_ENDPOINT=%s", L->server.endpoint);
+    rc = rc ? rc : surge_strv_push(&env, var);
+    snprintf(var, sizeof var, "SURGE_TOKEN=%s", L->token);
+    rc = rc ? rc : surge_strv_push(&env, var);
+    snprintf(var, sizeof var, "SURGE_SIM_ID=%lld", (long long)r->sim);
+    rc = rc ? rc : surge_strv_push(&env, var);
+    snprintf(var, sizeof var, "SURGE_ATTEMPT=%lld", (long long)r->attempt);
+    rc = rc ? rc : surge_strv_push(&env, var);
+    snprintf(var, sizeof var, "SURGE_TIMEOUT_MS=%lld",
+             (long long)(s->client_timeout_s * 1000));
+    rc = rc ? rc : surge_strv_push(&env, var);
+    if (rc != 0) {
+        goto out;
+    }
+    surge_job_spec spec = {r->sim, r->attempt, argv.v, env.v, rdir, log};
+    rc = L->ops->submit(L->sched, &spec, &r->job, err, sizeof err);
+    if (rc != 0) {
+        snprintf(r->why, sizeof r->why, "could not start: %s", err);
+        goto out;
+    }
+    L->attempts++;
+    r->state = RUN_RUNNING;
+    r->started = now_s();
+    r->last_active = r->started;
+    r->log_size = 0;
+    r->timed_out = 0;
+    r->server_lost = 0;
+    SURGE_LOG(SURGE_LOG_DEBUG, COMPONENT, "sim %lld attempt %lld started",
+              (long long)r->sim, (long long)r->attempt);
+out:
+    surge_strv_free(&solver);
+    surge_strv_free(&argv);
+    surge_strv_free(&env);
+    return rc;
+}
+
+/* A job ended (or could not start): decide between done, retry, failed. */
+static void
+run_ended(struct launch *L, struct run *r, const surge_job_status *st,
+          bool stopping)
+{
+    if (st != NULL && st->exit_code == 0 && !r->timed_out && !st->cancelled) {
+        r->state = RUN_OK;
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                  "sim %lld: ok (attempt %lld, "
+                  "%.1f s)",
+                  (long long)r->sim, (long long)r->attempt,
+                  now_s() - r->started);
+        return;
+    }
+    if (stopping) {
+        r->state = RUN_CANCELLED;
+        snprintf(r->why, sizeof r->why, "stopped by signal %d",
+                 (int)stop_signal);
+        return;
+    }
+    if (r->server_lost) {
+        /* Not the run's fault: the server died under it. Run it again
+         * without using up a retry. */
+        r->attempt++;
+        r->state = RUN_QUEUED;
+        return;
+    }
+    if (st != NULL) {
+        char log[MAX_PATH];
+        log_path(L, r, log, sizeof log);
+        if (r->timed_out) {
+            snprintf(r->why, sizeof r->why, "silent for %g s, killed",
+                     L->s->timeout_s);
+        } else if (st->signal != 0) {
+            snprintf(r->why, sizeof r->why, "killed by signal %d", st->signal);
+        } else {
+            snprintf(r->why, sizeof r->why, "exit status %d", st->exit_code);
+        }
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                  "sim %lld attempt %lld failed: "
+                  "%s (see %s)",
+                  (long long)r->sim, (long long)r->attempt, r->why, log);
+    } else {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "sim %lld attempt %lld: %s",
+                  (long long)r->sim, (long long)r->attempt, r->why);
+    }
+    r->failures++;
+    /* The server drops the run's incomplete steps; a retry may then say
+     * hello again while the steps already assembled stay refused. */
+    control(L, SURGE_CTL_SIM_FAILED, r->sim, NULL, 0);
+    if (r->attempt < L->s->retries && st != NULL) {
+        control(L, SURGE_CTL_SIM_RETRY, r->sim, NULL, 0);
+        r->attempt++;
+        r->state = RUN_QUEUED;
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "sim %lld: retry %lld of %lld",
+                  (long long)r->sim, (long long)r->attempt,
+                  (long long)L->s->retries);
+    } else {
+        r->state = RUN_FAILED;
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "sim %lld: failed for good "
+                  "after %lld attempt(s): %s",
+                  (long long)r->sim, (long long)r->attempt + 1, r->why);
+    }
+}
+
+static void
+poll_runs(struct launch *L, bool stopping)
+{
+    for (size_t i = 0; i < L->nruns; i++) {
+        struct run *r = &L->runs[i];
+        surge_job_status st;
+        if (r->state != RUN_RUNNING) {
+            continue;
+        }
+        if (L->ops->poll(L->sched, r->job, &st) != 0) {
+            snprintf(r->why, sizeof r->why, "scheduler lost the job");
+            r->state = RUN_FAILED;
+            continue;
+        }
+        if (st.state != SURGE_JOB_DONE) {
+            continue;
+        }
+        L->ops->release(L->sched, r->job);
+        run_ended(L, r, &st, stopping);
+        if (count_state(L, RUN_RUNNING) == 0 &&
+            count_state(L, RUN_QUEUED) == 0) {
+            L->t_runs_done = now_s();
+        }
+    }
+}
+
+/* Kill runs that showed no sign of life for solver.timeout_s. */
+static void
+check_silence(struct launch *L, bool slices_moved)
+{
+    double now = now_s();
+    if (!(L->s->timeout_s > 0)) {
+        return;
+    }
+    for (size_t i = 0; i < L->nruns; i++) {
+        struct run *r = &L->runs[i];
+        char log[MAX_PATH];
+        if (r->state != RUN_RUNNING || r->timed_out) {
+            continue;
+        }
+        log_path(L, r, log, sizeof log);
+        long long size = file_size(log);
+        if (size != r->log_size || slices_moved) {
+            r->log_size = size;
+            r->last_active = now;
+            continue;
+        }
+        if (now - r->last_active > L->s->timeout_s) {
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "sim %lld attempt %lld: silent for %.0f s, killing it",
+                      (long long)r->sim, (long long)r->attempt,
+                      now - r->last_active);
+            r->timed_out = 1;
+            L->ops->cancel(L->sched, r->job, L->s->kill_grace_s);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ health */
+
+/* The server died or stopped answering: restart it (new endpoint), and run
+ * again what was running against the old one. Returns 0 when a server is
+ * up again, else gives up on it. */
+static int
+restart_server(struct launch *L, const char *why)
+{
+    char err[512];
+    SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "server %s", why);
+    surge_control_destroy(&L->ctl);
+    surge_server_proc_wait(&L->server, 0, L->s->kill_grace_s);
+    if (L->pong.valid) {
+        L->lost_assembled += L->pong.assembled;
+    }
+    memset(&L->pong, 0, sizeof L->pong);
+    memset(&L->pong_prev, 0, sizeof L->pong_prev);
+    for (size_t i = 0; i < L->nruns; i++) {
+        struct run *r = &L->runs[i];
+        if (r->state == RUN_RUNNING) {
+            r->server_lost = 1;
+            L->ops->cancel(L->sched, r->job, L->s->kill_grace_s);
+        }
+    }
+    if (L->restarts >= L->s->server_restarts) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "no server restarts left (server.restarts = %lld); "
+                  "stopping the study",
+                  (long long)L->s->server_restarts);
+        L->server_failed = 1;
+        return -1;
+    }
+    L->restarts++;
+    int rc = start_server(L, err, sizeof err);
+    if (rc != 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "server restart failed: %s", err);
+        L->server_failed = 1;
+        return -1;
+    }
+    SURGE_LOG(SURGE_LOG_WARN, COMPONENT, "server restarted (%d of %lld)",
+              L->restarts, (long long)L->s->server_restarts);
+    return 0;
+}
+
+/* PING at the interval; returns whether the slice counter moved. */
+static bool
+check_server(struct launch *L)
+{
+    bool moved = false;
+    if (!surge_server_proc_alive(&L->server)) {
+        char why[128];
+        snprintf(why, sizeof why, "exited (status %d, signal %d)",
+                 L->server.exit_code, L->server.signal);
+        restart_server(L, why);
+        return false;
+    }
+    double now = now_s();
+    if (now < L->next_ping) {
+        return false;
+    }
+    L->next_ping = now + L->s->server_ping_interval_s;
+    char msg[SURGE_MAX_REASON + 1];
+    int rc = control(L, SURGE_CTL_PING, -1, msg, sizeof msg);
+    if (rc == -EINTR) {
+        return false;
+    }
+    if (rc != 0) {
+        if (++L->ping_misses >= L->s->server_ping_failures) {
+            char why[128];
+            snprintf(why, sizeof why, "did not answer %d PINGs",
+                     L->ping_misses);
+            restart_server(L, why);
+        }
+        return false;
+    }
+    L->ping_misses = 0;
+    struct pong p;
+    parse_pong(msg, &p);
+    moved = p.slices != L->pong.slices;
+    L->pong = p;
+    if (L->pong_prev_t > 0 && now > L->pong_prev_t) {
+        double inst = (double)(p.assembled - L->pong_prev.assembled) /
+                      (now - L->pong_prev_t);
+        L->rate = L->rate > 0 ? 0.5 * L->rate + 0.5 * inst : inst;
+    }
+    L->pong_prev = p;
+    L->pong_prev_t = now;
+    return moved;
+}
+
+/* ------------------------------------------------------------ progress */
+
+static void
+progress(struct launch *L, bool force)
+{
+    double now = now_s();
+    if (L->quiet || (!force && now < L->next_progress)) {
+        return;
+    }
+    L->next_progress = now + (L->tty ? 0.5 : L->s->progress_interval_s);
+    char line[256];
+    snprintf(line, sizeof line,
+             "[%6.1fs] runs: %d done, %d running, %d queued, %d failed | "
+             "samples: %" PRIu64 " (%.1f/s)",
+             now - L->t0, count_state(L, RUN_OK), count_state(L, RUN_RUNNING),
+             count_state(L, RUN_QUEUED), count_state(L, RUN_FAILED),
+             L->pong.assembled + L->lost_assembled, L->rate);
+    if (L->tty) {
+        fprintf(stderr, "\r\033[K%s", line);
+        L->progress_drawn = 1;
+    } else {
+        fprintf(stderr, "surge launch: %s\n", line);
+    }
+    fflush(stderr);
+}
+
+static void
+progress_clear(struct launch *L)
+{
+    if (L->tty && L->progress_drawn) {
+        fprintf(stderr, "\r\033[K");
+        fflush(stderr);
+        L->progress_drawn = 0;
+    }
+}
+
+/* ------------------------------------------------------------ summary */
+
+static uint64_t
+jget(json_t *root, const char *path)
+{
+    json_t *cur = root;
+    char part[64];
+    const char *c = path;
+    while (cur != NULL && *c != '\0') {
+        size_t n = strcspn(c, ".");
+        snprintf(part, sizeof part, "%.*s", (int)n, c);
+        cur = json_object_get(cur, part);
+        c += n;
+        if (*c == '.') {
+            c++;
+        }
+    }
+    return json_is_integer(cur) ? (uint64_t)json_integer_value(cur) : 0;
+}
+
+static uint64_t
+jsum(json_t *obj)
+{
+    uint64_t sum = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v)
+    {
+        if (json_is_integer(v)) {
+            sum += (uint64_t)json_integer_value(v);
+        }
+    }
+    return sum;
+}
+
+static int
+write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
+              int *counts_ok)
+{
+    const surge_study *s = L->s;
+    json_t *j = json_object();
+    json_t *runs = json_object();
+    json_t *failed = json_array();
+    int64_t retried = 0;
+    for (size_t i = 0; i < L->nruns; i++) {
+        const struct run *r = &L->runs[i];
+        retried += r->failures > 0 && r->state == RUN_OK;
+        if (r->state == RUN_FAILED || r->state == RUN_CANCELLED) {
+            json_array_append_new(
+                failed,
+                json_pack("{s:I,s:I,s:s,s:s}", "sim", (json_int_t)r->sim,
+                          "attempts", (json_int_t)(r->attempt + 1), "state",
+                          r->state == RUN_FAILED ? "failed" : "cancelled",
+                          "reason", r->why));
+        }
+    }
+    json_object_set_new(runs, "total", json_integer((json_int_t)L->nruns));
+    json_object_set_new(runs, "ok", json_integer(count_state(L, RUN_OK)));
+    json_object_set_new(runs, "failed",
+                        json_integer(count_state(L, RUN_FAILED)));
+    json_object_set_new(runs, "cancelled",
+                        json_integer(count_state(L, RUN_CANCELLED) +
+                                     count_state(L, RUN_QUEUED) +
+                                     count_state(L, RUN_RUNNING)));
+    json_object_set_new(runs, "attempts", json_integer(L->attempts));
+    json_object_set_new(runs, "retried_ok", json_integer(retried));
+    json_object_set_new(runs, "not_ok", failed);
+
+    /* Samples, from the server's own counters (server-stats.json). */
+    json_t *samples = json_object();
+    int ok = 0;
+    double rate = 0, mbps = 0;
+    if (stats != NULL) {
+        uint64_t started = jget(stats, "steps.started");
+        uint64_t assembled = jget(stats, "steps.assembled");
+        uint64_t in_progress = jget(stats, "steps.in_progress");
+        uint64_t train = jget(stats, "samples.train");
+        uint64_t validation = jget(stats, "samples.validation");
+        uint64_t pending = jget(stats, "samples.pending");
+        uint64_t consumed = jget(stats, "consumer.samples");
+        uint64_t in_store = jget(stats, "store.occupancy");
+        uint64_t bytes = jget(stats, "slices.bytes");
+        json_t *sd =
+            json_object_get(json_object_get(stats, "steps"), "dropped");
+        json_t *pd =
+            json_object_get(json_object_get(stats, "samples"), "dropped");
+        json_t *dropped = json_object();
+        uint64_t ndropped = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach(sd, k, v)
+        {
+            if (json_is_integer(v) && json_integer_value(v) > 0) {
+                json_object_set(dropped, k, v);
+            }
+        }
+        json_object_foreach(pd, k, v)
+        {
+            if (json_is_integer(v) && json_integer_value(v) > 0) {
+                json_object_set(dropped, k, v);
+            }
+        }
+        ndropped = jsum(sd) + jsum(pd);
+        /* received = stored/consumed + dropped with a reason: */
+        ok = started == assembled + jsum(sd) + in_progress &&
+             assembled == train + validation + jsum(pd) + pending &&
+             train == consumed + in_store && in_progress == 0 && pending == 0;
+        json_t *stats_ok = json_object_get(stats, "counts_add_up");
+        if (json_is_boolean(stats_ok) && !json_is_true(stats_ok)) {
+            ok = 0;
+        }
+        json_object_set_new(samples, "received", json_integer(started));
+        json_object_set_new(samples, "assembled", json_integer(assembled));
+        json_object_set_new(samples, "train", json_integer(train));
+        json_object_set_new(samples, "validation", json_integer(validation));
+        json_object_set_new(samples, "consumed", json_integer(consumed));
+        json_object_set_new(samples, "in_store", json_integer(in_store));
+        json_object_set_new(samples, "dropped", json_integer(ndropped));
+        json_object_set_new(samples, "dropped_by_reason", dropped);
+        json_object_set_new(samples, "lost_with_dead_servers",
+                            json_integer((json_int_t)L->lost_assembled));
+        json_object_set_new(
+            j, "slices",
+            json_pack(
+                "{s:I,s:I,s:I,s:O}", "received",
+                (json_int_t)jget(stats, "slices.received"), "accepted",
+                (json_int_t)jget(stats, "slices.accepted"), "bytes",
+                (json_int_t)bytes, "dropped",
+                json_object_get(json_object_get(stats, "slices"), "dropped")));
+        double t = L->t_runs_done > 0 ? L->t_runs_done - L->t0 : wall;
+        rate = t > 0 ? (double)assembled / t : 0;
+        mbps = t > 0 ? (double)bytes / t / 1e6 : 0;
+        json_object_set_new(j, "bytes", json_integer((json_int_t)bytes));
+    }
+    *counts_ok = ok;
+    json_object_set_new(j, "study", json_string(s->name));
+    json_object_set_new(j, "output_dir", json_string(L->out));
+    json_object_set_new(j, "interrupted",
+                        interrupted ? json_integer(interrupted) : json_false());
+    json_object_set_new(j, "wall_s", json_real(wall));
+    json_object_set_new(j, "runs", runs);
+    json_object_set_new(j, "samples", samples);
+    json_object_set_new(j, "ingest_samples_per_s", json_real(rate));
+    json_object_set_new(j, "ingest_mb_per_s", json_real(mbps));
+    json_object_set_new(j, "counts_add_up", json_boolean(ok));
+    json_object_set_new(j, "server",
+                        json_pack("{s:i,s:b,s:i,s:i}", "restarts", L->restarts,
+                                  "failed", L->server_failed, "exit_code",
+                                  L->server.exit_code, "signal",
+                                  L->server.signal));
+    if (stats != NULL) {
+        json_object_set(json_object_get(j, "server"), "stats", stats);
+    }
+    /* Present the keys in reading order: what, how it went, details. */
+    static const char *const order[] = {
+        "study",           "output_dir",
+        "interrupted",     "wall_s",
+        "counts_add_up",   "runs",
+        "samples",         "slices",
+        "bytes",           "ingest_samples_per_s",
+        "ingest_mb_per_s", "server"};
+    json_t *ordered = json_object();
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        json_t *v = json_object_get(j, order[i]);
+        if (v != NULL) {
+            json_object_set(ordered, order[i], v);
+        }
+    }
+    json_decref(j);
+    j = ordered;
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    int rc = text != NULL ? write_text_atomic(L->out, "summary.json", text)
+                          : -ENOMEM;
+    free(text);
+
+    /* The table. */
+    printf("study %s: %s\n", s->name, L->out);
+    printf("  runs      %zu total, %d ok, %d failed, %d cancelled "
+           "(%" PRId64 " attempts, %" PRId64 " ok after a retry)\n",
+           L->nruns, count_state(L, RUN_OK), count_state(L, RUN_FAILED),
+           (int)json_integer_value(json_object_get(runs, "cancelled")),
+           L->attempts, retried);
+    if (stats != NULL) {
+        printf(
+            "  samples   %" PRIu64 " received, %" PRIu64 " assembled, %" PRIu64
+            " train, %" PRIu64 " validation, %" PRIu64 " dropped\n",
+            jget(stats, "steps.started"), jget(stats, "steps.assembled"),
+            jget(stats, "samples.train"), jget(stats, "samples.validation"),
+            (uint64_t)json_integer_value(json_object_get(samples, "dropped")));
+        printf("  data      %.1f MB in %.1f s: %.1f samples/s, %.2f MB/s\n",
+               (double)jget(stats, "slices.bytes") / 1e6, wall, rate, mbps);
+    } else {
+        printf("  samples   unknown (no server-stats.json)\n");
+    }
+    printf("  server    %d restart(s)%s\n", L->restarts,
+           L->server_failed ? ", failed" : "");
+    printf("  counts    %s\n", ok ? "add up" : "DO NOT add up");
+    printf("  summary   %s/summary.json\n", L->out);
+    fflush(stdout);
+    json_decref(j);
+    return rc;
+}
+
+static json_t *
+read_stats(struct launch *L)
+{
+    char path[MAX_PATH], *text = NULL;
+    size_t len;
+    snprintf(path, sizeof path, "%s/server-stats.json", L->out);
+    if (surge_deploy_read_file(path, STATS_MAX_BYTES, &text, &len) != 0) {
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *j = json_loads(text, 0, &jerr);
+    free(text);
+    if (j != NULL && !json_is_object(j)) {
+        json_decref(j);
+        j = NULL;
+    }
+    return j;
+}
+
+/* ------------------------------------------------------------ main */
+
+static int
+parse_args(int argc, char **argv, const char **study, const char **outdir,
+           int *dry_run, int *quiet)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 1;
+        } else if (strcmp(a, "--dry-run") == 0) {
+            *dry_run = 1;
+        } else if (strcmp(a, "--quiet") == 0) {
+            *quiet = 1;
+        } else if (strcmp(a, "--output-dir") == 0) {
+            if (i + 1 >= argc || argv[i + 1][0] == '\0') {
+                fprintf(stderr, "surge launch: --output-dir needs a folder\n");
+                return 2;
+            }
+            *outdir = argv[++i];
+        } else if (strncmp(a, "--output-dir=", 13) == 0 && a[13] != '\0') {
+            *outdir = a + 13;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            fprintf(stderr, "surge launch: unknown option '%s'\n\n", a);
+            usage(stderr);
+            return 2;
+        } else if (*study != NULL) {
+            fprintf(stderr,
+                    "surge launch: one study file only ('%s' and "
+                    "'%s')\n",
+                    *study, a);
+            return 2;
+        } else {
+            *study = a;
+        }
+    }
+    if (*study == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    return 0;
+}
+
+static int
+prepare(struct launch *L, const char *outdir_override)
+{
+    char err[1024];
+    int rc;
+    const surge_study *s = L->s;
+    const char *outdir = outdir_override ? outdir_override : s->output_dir;
+    char abs[PATH_MAX];
+    rc = surge_deploy_mkdir_p(outdir);
+    if (rc == 0 && realpath(outdir, abs) == NULL) {
+        rc = -errno;
+    }
+    if (rc == 0 && strlen(abs) >= sizeof L->out) {
+        rc = -ENAMETOOLONG;
+    }
+    if (rc == 0) {
+        snprintf(L->out, sizeof L->out, "%s", abs);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "surge launch: study.output_dir: %s: %s\n", outdir,
+                strerror(-rc));
+        return 2;
+    }
+    char runs[MAX_PATH];
+    snprintf(runs, sizeof runs, "%s/runs", L->out);
+    rc = surge_deploy_mkdir_p(runs);
+    if (rc != 0) {
+        fprintf(stderr, "surge launch: %s: %s\n", runs, strerror(-rc));
+        return 2;
+    }
+    rc = surge_sampler_generate(s, &L->x, &L->nruns, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "surge launch: %s\n",
+                rc == SURGE_ECONFIG ? err : surge_strerror(rc));
+        return 2;
+    }
+    char path[MAX_PATH];
+    snprintf(path, sizeof path, "%s/parameters.csv", L->out);
+    rc = surge_sampler_write_csv(s, L->x, L->nruns, path);
+    if (rc != 0) {
+        fprintf(stderr, "surge launch: %s: %s\n", path, strerror(-rc));
+        return 1;
+    }
+    char *resolved = surge_study_to_json(s);
+    rc = resolved != NULL
+             ? write_text_atomic(L->out, "study.resolved.json", resolved)
+             : -ENOMEM;
+    free(resolved);
+    if (rc != 0) {
+        fprintf(stderr, "surge launch: study.resolved.json: %s\n",
+                strerror(-rc));
+        return 1;
+    }
+    L->runs = calloc(L->nruns, sizeof *L->runs);
+    if (L->runs == NULL) {
+        fprintf(stderr, "surge launch: out of memory\n");
+        return 1;
+    }
+    for (size_t i = 0; i < L->nruns; i++) {
+        L->runs[i].sim = (int64_t)i;
+        L->runs[i].x = L->x + i * s->nparams;
+    }
+    return 0;
+}
+
+static int
+dry_run(struct launch *L)
+{
+    char err[512];
+    for (size_t i = 0; i < L->nruns; i++) {
+        struct run *r = &L->runs[i];
+        char rdir[MAX_PATH];
+        surge_strv solver = {NULL, 0}, argv = {NULL, 0};
+        run_dir(L, r->sim, rdir, sizeof rdir);
+        surge_expand_ctx ctx = {r->sim, 0, r->x, rdir, L->out, L->bindir};
+        int rc =
+            surge_study_expand_command(L->s, &ctx, &solver, err, sizeof err);
+        if (rc == 0) {
+            rc = L->ops->wrap(L->sched, solver.v, L->s->ranks, &argv);
+        }
+        if (rc != 0) {
+            fprintf(stderr, "surge launch: %s\n",
+                    rc == SURGE_ECONFIG ? err : surge_strerror(rc));
+            surge_strv_free(&solver);
+            return 2;
+        }
+        printf("%lld:", (long long)r->sim);
+        for (size_t k = 0; k < argv.n; k++) {
+            printf(" %s", argv.v[k]);
+        }
+        printf("\n");
+        surge_strv_free(&solver);
+        surge_strv_free(&argv);
+    }
+    return 0;
+}
+
+static int64_t
+concurrency(const surge_study *s)
+{
+    if (s->max_concurrent > 0) {
+        return s->max_concurrent;
+    }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t k = cores > 0 ? (int64_t)cores / s->ranks : 1;
+    return k > 0 ? k : 1;
+}
+
+int
+surge_launch_main(int argc, char **argv)
+{
+    struct launch L;
+    const char *study_path = NULL, *outdir = NULL;
+    int dry = 0, quiet = 0, status = 0;
+    char err[1024];
+    memset(&L, 0, sizeof L);
+
+    int rc = parse_args(argc, argv, &study_path, &outdir, &dry, &quiet);
+    if (rc != 0) {
+        return rc == 1 ? 0 : rc;
+    }
+    rc = surge_study_load(&L.s, study_path, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "surge launch: %s\n", err);
+        return 2;
+    }
+    L.ops = surge_scheduler_find(L.s->scheduler);
+    if (L.ops == NULL) {
+        fprintf(stderr,
+                "surge launch: scheduler.kind: %s is not available "
+                "in this build\n",
+                surge_scheduler_kind_name(L.s->scheduler));
+        status = 2;
+        goto out_study;
+    }
+    rc = L.ops->create(&L.sched, L.s, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "surge launch: scheduler: %s\n",
+                rc == SURGE_ECONFIG ? err : surge_strerror(rc));
+        status = 2;
+        goto out_study;
+    }
+    find_bindir(&L);
+    status = prepare(&L, outdir);
+    if (status != 0) {
+        goto out_sched;
+    }
+    if (dry) {
+        status = dry_run(&L);
+        goto out_sched;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: sleeps and polls end at once */
+    struct sigaction old_int, old_term, old_hup;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGHUP, &sa, &old_hup);
+    signal(SIGPIPE, SIG_IGN);
+
+    L.quiet = quiet;
+    L.tty = isatty(STDERR_FILENO);
+    L.t0 = now_s();
+    int64_t k = concurrency(L.s);
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "study %s: %zu runs x %lld ranks, %lld at once, output %s",
+              L.s->name, L.nruns, (long long)L.s->ranks, (long long)k, L.out);
+
+    rc = surge_deploy_random_hex(L.token, TOKEN_BYTES);
+    if (rc == 0) {
+        rc = start_server(&L, err, sizeof err);
+    } else {
+        snprintf(err, sizeof err, "random token: %s", strerror(-rc));
+    }
+    int interrupted = 0;
+    if (rc != 0) {
+        fprintf(stderr, "surge launch: cannot start the server: %s\n", err);
+        L.server_failed = 1;
+        for (size_t i = 0; i < L.nruns; i++) {
+            L.runs[i].state = RUN_CANCELLED;
+            snprintf(L.runs[i].why, sizeof L.runs[i].why, "no server");
+        }
+    }
+
+    bool stopping = false;
+    while (rc == 0) {
+        if (stop_signal && !stopping) {
+            stopping = true;
+            interrupted = stop_signal;
+            progress_clear(&L);
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "signal %d: stopping every run and the server",
+                      (int)stop_signal);
+            for (size_t i = 0; i < L.nruns; i++) {
+                if (L.runs[i].state == RUN_RUNNING) {
+                    L.ops->cancel(L.sched, L.runs[i].job, L.s->kill_grace_s);
+                } else if (L.runs[i].state == RUN_QUEUED) {
+                    L.runs[i].state = RUN_CANCELLED;
+                    snprintf(L.runs[i].why, sizeof L.runs[i].why,
+                             "not started: stopped by signal %d",
+                             (int)stop_signal);
+                }
+            }
+        }
+        poll_runs(&L, stopping);
+        int running = count_state(&L, RUN_RUNNING);
+        if (stopping || L.server_failed) {
+            if (L.server_failed && !stopping) {
+                stopping = true;
+                for (size_t i = 0; i < L.nruns; i++) {
+                    if (L.runs[i].state == RUN_RUNNING) {
+                        L.ops->cancel(L.sched, L.runs[i].job,
+                                      L.s->kill_grace_s);
+                    } else if (L.runs[i].state == RUN_QUEUED) {
+                        L.runs[i].state = RUN_CANCELLED;
+                        snprintf(L.runs[i].why, sizeof L.runs[i].why,
+                                 "not started: the server failed");
+                    }
+                }
+            }
+            if (running == 0) {
+                break;
+            }
+            surge_deploy_sleep(TICK_S);
+            continue;
+        }
+        bool moved = check_server(&L);
+        if (L.server_failed) {
+            continue;
+        }
+        check_silence(&L, moved);
+        for (size_t i = 0; i < L.nruns && running < k; i++) {
+            struct run *r = &L.runs[i];
+            if (r->state != RUN_QUEUED) {
+                continue;
+            }
+            if (submit(&L, r) != 0) {
+                run_ended(&L, r, NULL, false);
+                continue;
+            }
+            running++;
+        }
+        if (count_state(&L, RUN_RUNNING) == 0 &&
+            count_state(&L, RUN_QUEUED) == 0) {
+            break;
+        }
+        progress(&L, false);
+        surge_deploy_sleep(TICK_S);
+    }
+    if (L.t_runs_done == 0) {
+        L.t_runs_done = now_s();
+    }
+    progress_clear(&L);
+
+    /* Stop the server: END_RECEPTION lets it finish and drain; a signal
+     * asks for SHUTDOWN. Either way the wait is bounded. */
+    if (L.server.pid > 0) {
+        int op = stopping ? SURGE_CTL_SHUTDOWN : SURGE_CTL_END_RECEPTION;
+        if (control(&L, op, -1, NULL, 0) != 0) {
+            kill(L.server.pid, SIGTERM);
+        }
+        double wait = stopping ? L.s->kill_grace_s : L.s->server_stop_timeout_s;
+        if (surge_server_proc_wait(&L.server, wait, L.s->kill_grace_s) != 0) {
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "the server did not stop within %g s; it was killed",
+                      wait);
+        } else if (L.server.exit_code != 0) {
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "the server exited with status %d (see %s/server.log)",
+                      L.server.exit_code, L.out);
+        }
+    }
+    surge_control_destroy(&L.ctl);
+    L.ops->destroy(&L.sched);
+
+    json_t *stats = read_stats(&L);
+    int counts_ok = 0;
+    double wall = now_s() - L.t0;
+    rc = write_summary(&L, stats, wall, interrupted, &counts_ok);
+    json_decref(stats);
+    if (rc != 0) {
+        fprintf(stderr, "surge launch: summary.json: %s\n", strerror(-rc));
+    }
+    status = (count_state(&L, RUN_OK) == (int)L.nruns && counts_ok &&
+              !L.server_failed && !interrupted && rc == 0)
+                 ? 0
+                 : 1;
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGHUP, &old_hup, NULL);
+out_sched:
+    if (L.sched != NULL) {
+        L.ops->destroy(&L.sched);
+    }
+    free(L.runs);
+    free(L.x);
+out_study:
+    surge_study_destroy(&L.s);
+    return status;
+}

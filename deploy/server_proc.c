@@ -1,0 +1,247 @@
+/* deploy/server_proc.c - the server child process (deploy/server_proc.h). */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "common/util.h"
+#include "deploy/scheduler.h"
+#include "deploy/server_proc.h"
+#include "deploy/util.h"
+
+extern char **environ;
+
+#define SERVER_JSON_MAX_BYTES 65536
+
+static double
+now_s(void)
+{
+    return (double)surge_now_ns() * 1e-9;
+}
+
+int
+surge_server_proc_read_endpoint(const char *json_path, char *endpoint,
+                                size_t cap, long *pid)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc =
+        surge_deploy_read_file(json_path, SERVER_JSON_MAX_BYTES, &text, &len);
+    if (rc < 0) {
+        return rc == -EFBIG ? SURGE_EPROTO : rc;
+    }
+    json_error_t jerr;
+    json_t *root = json_loads(text, 0, &jerr);
+    free(text);
+    if (root == NULL) {
+        return SURGE_EPROTO;
+    }
+    json_t *ep = json_object_get(root, "endpoint");
+    json_t *jp = json_object_get(root, "pid");
+    rc = SURGE_EPROTO;
+    if (json_is_string(ep) && json_string_length(ep) > 0 &&
+        json_string_length(ep) < cap) {
+        snprintf(endpoint, cap, "%s", json_string_value(ep));
+        *pid = json_is_integer(jp) ? (long)json_integer_value(jp) : -1;
+        rc = 0;
+    }
+    json_decref(root);
+    return rc;
+}
+
+static void
+record_exit(surge_server_proc *sp, int wstatus)
+{
+    if (WIFEXITED(wstatus)) {
+        sp->exit_code = WEXITSTATUS(wstatus);
+        sp->signal = 0;
+    } else {
+        sp->exit_code = -1;
+        sp->signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
+    }
+    /* Anything the server left in its session goes with it. */
+    surge_kill_session(sp->pid, SIGKILL);
+    sp->pid = 0;
+}
+
+int
+surge_server_proc_alive(surge_server_proc *sp)
+{
+    if (sp->pid <= 0) {
+        return 0;
+    }
+    int wstatus;
+    pid_t r = waitpid(sp->pid, &wstatus, WNOHANG);
+    if (r == sp->pid) {
+        record_exit(sp, wstatus);
+        return 0;
+    }
+    return 1;
+}
+
+/* Wait up to seconds for the child to exit; 1 if it did. */
+static int
+wait_exit(surge_server_proc *sp, double seconds)
+{
+    double end = now_s() + seconds;
+    for (;;) {
+        if (!surge_server_proc_alive(sp)) {
+            return 1;
+        }
+        if (now_s() >= end) {
+            return 0;
+        }
+        surge_deploy_sleep(0.02);
+    }
+}
+
+int
+surge_server_proc_wait(surge_server_proc *sp, double wait_s, double grace_s)
+{
+    if (sp->pid <= 0) {
+        return 0;
+    }
+    if (wait_exit(sp, wait_s)) {
+        return 0;
+    }
+    pid_t sid = sp->pid;
+    surge_kill_session(sid, SIGTERM);
+    if (!wait_exit(sp, grace_s)) {
+        surge_kill_session(sid, SIGKILL);
+        wait_exit(sp, 10.0);
+    }
+    return 1;
+}
+
+int
+surge_server_proc_start(surge_server_proc *sp, char *const *argv,
+                        const char *token, const char *json_path,
+                        const char *log_path, double timeout_s,
+                        volatile sig_atomic_t *stop, char *err, size_t errcap)
+{
+    memset(sp, 0, sizeof *sp);
+    if (unlink(json_path) != 0 && errno != ENOENT) {
+        int e = errno;
+        snprintf(err, errcap, "%s: %s", json_path, strerror(e));
+        return -e;
+    }
+    /* The environment: ours, SURGE_TOKEN replaced. */
+    size_t n = 0;
+    while (environ[n] != NULL) {
+        n++;
+    }
+    char **env = calloc(n + 2, sizeof *env);
+    char *tokvar = NULL;
+    size_t toklen = strlen(token) + sizeof "SURGE_TOKEN=";
+    tokvar = malloc(toklen);
+    if (env == NULL || tokvar == NULL) {
+        free(env);
+        free(tokvar);
+        return -ENOMEM;
+    }
+    snprintf(tokvar, toklen, "SURGE_TOKEN=%s", token);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(environ[i], "SURGE_TOKEN=", 12) != 0) {
+            env[o++] = environ[i];
+        }
+    }
+    env[o++] = tokvar;
+    env[o] = NULL;
+    int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (logfd < 0) {
+        int e = errno;
+        free(env);
+        free(tokvar);
+        snprintf(err, errcap, "%s: %s", log_path, strerror(e));
+        return -e;
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        free(env);
+        free(tokvar);
+        close(logfd);
+        snprintf(err, errcap, "fork: %s", strerror(e));
+        return -e;
+    }
+    if (pid == 0) {
+        setsid();
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) {
+            _exit(127);
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGPIPE, SIG_DFL);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0) {
+            dup2(devnull, 0);
+        }
+        dup2(logfd, 1);
+        dup2(logfd, 2);
+        execve(argv[0], argv, env);
+        _exit(127);
+    }
+    free(env);
+    free(tokvar);
+    close(logfd);
+    sp->pid = pid;
+    sp->started_at = now_s();
+
+    double end = sp->started_at + timeout_s;
+    for (;;) {
+        long jpid = -1;
+        int rc = surge_server_proc_read_endpoint(json_path, sp->endpoint,
+                                                 sizeof sp->endpoint, &jpid);
+        if (rc == 0 && (jpid < 0 || jpid == (long)pid)) {
+            return 0;
+        }
+        if (rc == SURGE_EPROTO) {
+            snprintf(err, errcap, "%s: not a valid server.json", json_path);
+            surge_server_proc_wait(sp, 0, 2.0);
+            return SURGE_EPROTO;
+        }
+        if (!surge_server_proc_alive(sp)) {
+            if (sp->signal != 0) {
+                snprintf(err, errcap,
+                         "the server was killed by signal %d "
+                         "before writing server.json (see %s)",
+                         sp->signal, log_path);
+            } else {
+                snprintf(err, errcap,
+                         "the server exited with status %d "
+                         "before writing server.json (see %s)",
+                         sp->exit_code, log_path);
+            }
+            return SURGE_ENOSERVER;
+        }
+        if (stop != NULL && *stop) {
+            surge_server_proc_wait(sp, 0, 2.0);
+            snprintf(err, errcap, "interrupted while the server started");
+            return -EINTR;
+        }
+        if (now_s() >= end) {
+            surge_server_proc_wait(sp, 0, 2.0);
+            snprintf(err, errcap,
+                     "the server wrote no %s within %g s (see "
+                     "%s)",
+                     json_path, timeout_s, log_path);
+            return SURGE_ETIMEDOUT;
+        }
+        surge_deploy_sleep(0.02);
+    }
+}
