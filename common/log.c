@@ -16,9 +16,9 @@
 
 #include "common/log.h"
 
-static surge_log_cb log_handler;   /* NULL: default stderr handler */
+static surge_log_cb log_handler; /* NULL: default stderr handler */
 static void *log_handler_arg;
-static atomic_int log_level = -1;  /* -1: not read from environment yet */
+static atomic_int log_level = -1; /* -1: not read from environment yet */
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -71,9 +71,9 @@ default_handler(int level, const char *component, const char *message)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-    int n = snprintf(line, sizeof line, "%s.%03ldZ %s %s %s\n", stamp,
-                     ts.tv_nsec / 1000000L, level_names[level], component,
-                     message);
+    int n =
+        snprintf(line, sizeof line, "%s.%03ldZ %s %s %s\n", stamp,
+                 ts.tv_nsec / 1000000L, level_names[level], component, message);
     if (n < 0) {
         return;
     }

@@ -35,11 +35,11 @@ int surge_log_level_parse(const char *name);
 void surge_log(int level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define SURGE_LOG(level, component, ...)                                     \
-    do {                                                                     \
-        if ((level) <= surge_log_get_level()) {                              \
-            surge_log((level), (component), __VA_ARGS__);                    \
-        }                                                                    \
+#define SURGE_LOG(level, component, ...)                                       \
+    do {                                                                       \
+        if ((level) <= surge_log_get_level()) {                                \
+            surge_log((level), (component), __VA_ARGS__);                      \
+        }                                                                      \
     } while (0)
 
 #endif /* SURGE_COMMON_LOG_H */

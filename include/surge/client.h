@@ -47,10 +47,7 @@ typedef struct surge_client surge_client;
 
 /* Element types the client accepts. The wire always carries float32: float64
  * input is rounded to nearest float32 before it is sent. */
-typedef enum surge_dtype {
-    SURGE_FLOAT32 = 1,
-    SURGE_FLOAT64 = 2
-} surge_dtype;
+typedef enum surge_dtype { SURGE_FLOAT32 = 1, SURGE_FLOAT64 = 2 } surge_dtype;
 
 /* surge_field - one field this rank holds a slice of. The field is a flat
  * array of global_size elements; this rank owns [offset, offset + count).
@@ -68,35 +65,37 @@ typedef struct surge_field {
  * with surge_client_options_init(), then override fields. Pointers are
  * borrowed: they must stay valid only during surge_client_open(). */
 typedef struct surge_client_options {
-    const char *endpoint;   /* ZeroMQ endpoint, e.g. "tcp://127.0.0.1:5555" */
-    const char *token;      /* study token proving the client belongs */
-    int64_t sim_id;         /* simulation id, >= 0 */
-    int32_t rank;           /* this rank, 0..nranks-1 */
-    int32_t nranks;         /* ranks of this simulation, >= 1 */
-    const double *params;   /* parameter values of this simulation */
-    size_t nparams;         /* number of params, 0..64 */
+    const char *endpoint; /* ZeroMQ endpoint, e.g. "tcp://127.0.0.1:5555" */
+    const char *token;    /* study token proving the client belongs */
+    int64_t sim_id;       /* simulation id, >= 0 */
+    int32_t rank;         /* this rank, 0..nranks-1 */
+    int32_t nranks;       /* ranks of this simulation, >= 1 */
+    const double *params; /* parameter values of this simulation */
+    size_t nparams;       /* number of params, 0..64 */
     const surge_field *fields; /* fields this rank sends, 1..64 */
     size_t nfields;
-    int timeout_ms;         /* bound on every blocking call; default 30000 */
-    size_t coalesce_bytes;  /* slices smaller than this are packed into one
-                               message of up to this many payload bytes, to
-                               cut ZeroMQ's per-message cost; 0 disables;
-                               default 262144 */
-    int flush_ms;           /* a packed message waits at most this long
-                               before the next send or close flushes it;
-                               default 100 */
-    uint64_t sndhwm_bytes;  /* bytes queued towards the server before sends
-                               block (backpressure); default 64 MiB */
+    int timeout_ms;        /* bound on every blocking call; default 30000 */
+    size_t coalesce_bytes; /* slices smaller than this are packed into one
+                              message of up to this many payload bytes, to
+                              cut ZeroMQ's per-message cost; 0 disables;
+                              default 262144 */
+    int flush_ms;          /* a packed message waits at most this long
+                              before the next send or close flushes it;
+                              default 100 */
+    uint64_t sndhwm_bytes; /* bytes queued towards the server before sends
+                              block (backpressure); default 64 MiB */
 } surge_client_options;
 
 /* surge_client_options_init - fill *opts with defaults, then with what the
  * environment provides: SURGE_ENDPOINT, SURGE_TOKEN, SURGE_SIM_ID,
- * SURGE_PARAMS (comma-separated numbers), SURGE_TIMEOUT_MS, and the rank
+ * SURGE_PARAMS (comma-separated numbers), SURGE_TIMEOUT_MS,
+ * SURGE_COALESCE_BYTES, SURGE_FLUSH_MS, SURGE_SNDHWM_BYTES, and the rank
  * and size from OMPI_COMM_WORLD_RANK/SIZE, PMIX_RANK or SLURM_PROCID/NTASKS
- * when set. The params array it points to is owned by the library (static
- * per thread) and valid until the next call from this thread. Returns 0, or
- * SURGE_ECONFIG when an environment variable is malformed (the variable is
- * then named by surge_client_options_error()). */
+ * when set (the first of these launchers found wins). Parsing is strict:
+ * no trailing junk, no overflow, values in range. The params array it points to
+ * is owned by the library (static per thread) and valid until the next call
+ * from this thread. Returns 0, or SURGE_ECONFIG when an environment variable is
+ * malformed (the variable is then named by surge_client_options_error()). */
 SURGE_API int surge_client_options_init(surge_client_options *opts);
 
 /* surge_client_options_error - the detail of the last options_init failure
@@ -108,7 +107,10 @@ SURGE_API const char *surge_client_options_error(void);
  * closed with surge_client_close(). On failure *out is untouched and the
  * return says why: SURGE_ENOSERVER (nobody answered), SURGE_EREJECTED or
  * SURGE_ETOKEN (the server said no; surge_client_open_error() has the
- * server's reason), SURGE_ECONFIG (bad options), -ENOMEM. */
+ * server's reason), SURGE_ECONFIG or SURGE_EBOUNDS (bad options, named in
+ * the detail), SURGE_ELIMIT (a slice larger than the server accepts in one
+ * message), SURGE_EPROTO (the peer is not a surge server of this protocol
+ * version), -ENOMEM. */
 SURGE_API int surge_client_open(surge_client **out,
                                 const surge_client_options *opts);
 
@@ -117,26 +119,42 @@ SURGE_API int surge_client_open(surge_client **out,
  * token". Never NULL. */
 SURGE_API const char *surge_client_open_error(void);
 
+/* surge_client_close_error - the detail of the last surge_client_close
+ * failure on this thread (the client is gone by then), e.g. "the surge
+ * server at tcp://... confirmed 10 of the 12 slices this client sent".
+ * Never NULL; "" after a successful close. */
+SURGE_API const char *surge_client_close_error(void);
+
 /* surge_client_send - send this rank's slice of one field for one step.
  * data holds `count` elements (the declared count) of the given dtype; it
  * is copied or sent before the call returns, so the caller may reuse it.
  * Steps are non-negative; `time` is the simulated time (it becomes an input
  * of the sample). Blocks at most timeout_ms when the server applies
- * backpressure; returns SURGE_ETIMEDOUT then. Returns SURGE_EFIELD for an
- * undeclared field, SURGE_EDUPLICATE when this field was already sent for
- * this step, SURGE_EDTYPE for a bad dtype. */
+ * backpressure; returns SURGE_ETIMEDOUT then (nothing of this slice was
+ * sent: the call may be repeated). Returns SURGE_EFIELD for an undeclared
+ * field, SURGE_EDUPLICATE when this field was already sent for this step
+ * (among the last 32 steps of the field; the server catches older
+ * repeats), SURGE_EDTYPE for a bad dtype, -EINVAL for a negative step, a
+ * non-finite time or NULL data, and SURGE_EREJECTED/SURGE_ETOKEN when the
+ * server has rejected this client meanwhile (last_error has its reason;
+ * every later call returns the same). A field whose slice on this rank is
+ * empty (count 0) sends nothing. */
 SURGE_API int surge_client_send(surge_client *c, const char *field,
                                 int64_t step, double time, const void *data,
                                 surge_dtype dtype);
 
-/* surge_client_flush - send any packed slices now. */
+/* surge_client_flush - send any packed slices now. Returns 0,
+ * SURGE_ETIMEDOUT (they stay packed; a later flush or close retries) or
+ * the client's failure. */
 SURGE_API int surge_client_flush(surge_client *c);
 
 /* surge_client_close - flush, send bye, wait at most timeout_ms for the
  * server to confirm it received every slice, then free the client and set
  * *c to NULL (also on error). Returns 0 when the server confirmed every
  * slice, SURGE_ETIMEDOUT when it did not answer, SURGE_EPROTO when its count
- * differs. surge_client_close(NULL) and a NULL *c are no-ops. */
+ * differs, the rejection code when the server had rejected this client;
+ * surge_client_close_error() has the detail. The whole close takes at most
+ * timeout_ms. surge_client_close(NULL) and a NULL *c are no-ops. */
 SURGE_API int surge_client_close(surge_client **c);
 
 /* surge_client_abort - free the client without bye (the server will count
