@@ -84,6 +84,15 @@ sleep_ms(long ms)
     }
 }
 
+/* libsurge's detail for a failed call already says what happened in full
+ * ("no surge server answered at tcp://... within 1000 ms"); fall back to
+ * the code's text when there is none. */
+static const char *
+detail(int rc, const char *text)
+{
+    return text != NULL && text[0] != '\0' ? text : surge_strerror(rc);
+}
+
 /* 1 when every rank passes ok != 0. */
 static int
 all_ok(int ok)
@@ -365,11 +374,9 @@ main(int argc, char **argv)
             rc = surge_client_open(&client, &opts);
         }
         if (rc < 0) {
-            log_line("error",
-                     "cannot open the surge client (endpoint %s): "
-                     "%s: %s",
+            log_line("error", "cannot open the surge client (endpoint %s): %s",
                      opts.endpoint != NULL ? opts.endpoint : "(none)",
-                     surge_strerror(rc), surge_client_open_error());
+                     detail(rc, surge_client_open_error()));
         }
     }
     if (rc == 0 && cfg.checksums_path != NULL) {
@@ -442,8 +449,8 @@ main(int argc, char **argv)
             rc = surge_client_send(client, "temperature", n, t,
                                    heat2d_owned(&grid), SURGE_FLOAT64);
             if (rc < 0) {
-                log_line("error", "send of step %ld failed: %s: %s", n,
-                         surge_strerror(rc), surge_client_last_error(client));
+                log_line("error", "send of step %ld failed: %s", n,
+                         detail(rc, surge_client_last_error(client)));
                 ok = 0;
             }
         }

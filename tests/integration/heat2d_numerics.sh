@@ -152,7 +152,7 @@ check_py() {
     diag "$(cat "$tmp/py")"
 }
 
-tap_plan 31
+tap_plan 32
 
 # 1. Decomposition: 1 and 3 ranks (25 rows: blocks of 9, 8, 8) give the
 # same field. The matrix-vector product is bitwise the same on any rank
@@ -286,6 +286,17 @@ if [ "$rc" -eq 124 ] && [ "$steps" = "1 " ]; then
     ok "--hang-at-step 2 hangs after step 1"
 else
     not_ok "--hang-at-step 2 (exit $rc, steps '$steps')"
+fi
+
+# A slow solver: 4 steps with --step-delay-ms 250 take at least 1 s.
+start=$(date +%s%N)
+run 1 --params 1,2,3,4,5 --nx 8 --ny 8 --steps 4 --step-delay-ms 250
+rc=$?
+ms=$((($(date +%s%N) - start) / 1000000))
+if [ "$rc" -eq 0 ] && [ "$ms" -ge 1000 ]; then
+    ok "--step-delay-ms 250 x 4 steps took $ms ms (>= 1000)"
+else
+    not_ok "--step-delay-ms 250 x 4 steps (exit $rc, $ms ms)"
 fi
 
 tap_done
