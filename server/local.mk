@@ -5,10 +5,28 @@ server_surge_SOURCES = server/surge.c server/commands.h
 # Subcommands from other folders add their library here, before common.
 server_surge_LDADD = \
 	deploy/libsurge_deploy.la \
+	server/libsurge_server.la \
 	server/libsurge_monitor.la \
 	clients/libsurge.la \
 	common/libsurge_common.la \
 	$(ZMQ_LIBS) $(UV_LIBS) $(MSGPACK_LIBS) $(JANSSON_LIBS) $(GSL_LIBS) \
+	$(PTHREAD_LIBS) -lm
+
+# The server library (`surge serve`): options, I/O loop, sessions and
+# assembly, stores, consumer slot. Unit tests: tests/unit/server/local.mk.
+noinst_LTLIBRARIES += server/libsurge_server.la
+server_libsurge_server_la_SOURCES = \
+	server/options.h server/options.c \
+	server/counters.h server/counters.c \
+	server/u64map.h server/u64map.c \
+	server/store.h server/store.c \
+	server/consumer.h server/consumer.c \
+	server/ingest.h server/ingest.c \
+	server/server.h server/server.c \
+	server/serve.c
+server_libsurge_server_la_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS) $(UV_CFLAGS) \
+	$(JANSSON_CFLAGS)
+server_libsurge_server_la_LIBADD = $(ZMQ_LIBS) $(UV_LIBS) $(JANSSON_LIBS) \
 	$(PTHREAD_LIBS) -lm
 
 # Monitoring (HTTP, metrics, dashboard, surge top): server/monitor.mk.

@@ -1,1 +1,28 @@
-# tests/unit/server/local.mk: unit tests of server/.
+# tests/unit/server/local.mk: unit tests of server/ (the ingest side; the
+# monitoring tests are registered in server/monitor.mk). One cmocka binary
+# per module; server_test.h holds the shared message builders.
+SERVER_UNIT_TESTS = \
+	tests/unit/server/test_sessions \
+	tests/unit/server/test_assembler \
+	tests/unit/server/test_store \
+	tests/unit/server/test_options
+check_PROGRAMS += $(SERVER_UNIT_TESTS)
+TESTS += $(SERVER_UNIT_TESTS)
+SERVER_UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+SERVER_UNIT_LDADD = server/libsurge_server.la common/libsurge_common.la \
+	$(ZMQ_LIBS) $(UV_LIBS) $(JANSSON_LIBS) $(MSGPACK_LIBS) $(CMOCKA_LIBS) \
+	$(PTHREAD_LIBS) -lm
+tests_unit_server_test_sessions_SOURCES = tests/unit/server/test_sessions.c \
+	tests/unit/server/server_test.h
+tests_unit_server_test_sessions_CFLAGS = $(SERVER_UNIT_CFLAGS)
+tests_unit_server_test_sessions_LDADD = $(SERVER_UNIT_LDADD)
+tests_unit_server_test_assembler_SOURCES = \
+	tests/unit/server/test_assembler.c tests/unit/server/server_test.h
+tests_unit_server_test_assembler_CFLAGS = $(SERVER_UNIT_CFLAGS)
+tests_unit_server_test_assembler_LDADD = $(SERVER_UNIT_LDADD)
+tests_unit_server_test_store_SOURCES = tests/unit/server/test_store.c
+tests_unit_server_test_store_CFLAGS = $(SERVER_UNIT_CFLAGS)
+tests_unit_server_test_store_LDADD = $(SERVER_UNIT_LDADD)
+tests_unit_server_test_options_SOURCES = tests/unit/server/test_options.c
+tests_unit_server_test_options_CFLAGS = $(SERVER_UNIT_CFLAGS)
+tests_unit_server_test_options_LDADD = $(SERVER_UNIT_LDADD)

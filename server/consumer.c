@@ -1,0 +1,113 @@
+/*
+ * server/consumer.c - the consumer table and the "discard" consumer.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <surge/error.h>
+
+#include "common/log.h"
+#include "server/consumer.h"
+
+struct discard {
+    uint32_t batch;           /* samples per batch */
+    double delay_ms;          /* sleep per batch */
+    _Atomic uint64_t batches; /* written by the consumer thread */
+    _Atomic uint64_t samples;
+};
+
+static int
+discard_create(void **state, const surge_server_options *o)
+{
+    struct discard *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        return -ENOMEM;
+    }
+    d->batch = o->batch_size;
+    d->delay_ms = o->consumer_delay_ms;
+    *state = d;
+    return 0;
+}
+
+static int
+discard_run(void *state, const surge_consumer_ctx *ctx)
+{
+    struct discard *d = state;
+    uint32_t nin;
+    uint64_t nout;
+    int rc;
+    do {
+        rc = surge_store_wait_shape(ctx->train, 500, &nin, &nout);
+    } while (rc == SURGE_ETIMEDOUT);
+    if (rc == SURGE_ECLOSED) {
+        return 0;
+    }
+    /* One allocation for the whole run: a trainer gathers into the same
+     * kind of buffers. */
+    float *in = malloc((size_t)d->batch * nin * sizeof *in);
+    float *out = malloc((size_t)d->batch * nout * sizeof *out);
+    if (in == NULL || out == NULL) {
+        free(in);
+        free(out);
+        return -ENOMEM;
+    }
+    for (;;) {
+        rc = surge_store_get_batch(ctx->train, d->batch, in, out, NULL, NULL,
+                                   500);
+        if (rc == SURGE_ETIMEDOUT) {
+            continue;
+        }
+        if (rc < 0) {
+            break;
+        }
+        atomic_fetch_add(&d->batches, 1);
+        atomic_fetch_add(&d->samples, (uint64_t)rc);
+        if (d->delay_ms > 0) {
+            struct timespec ts;
+            ts.tv_sec = (time_t)(d->delay_ms / 1000.0);
+            ts.tv_nsec = (long)((d->delay_ms - ts.tv_sec * 1000.0) * 1e6);
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+            }
+        }
+    }
+    free(in);
+    free(out);
+    return rc == SURGE_ECLOSED ? 0 : rc;
+}
+
+static void
+discard_stats(void *state, surge_consumer_stats *out)
+{
+    struct discard *d = state;
+    out->batches = atomic_load(&d->batches);
+    out->samples = atomic_load(&d->samples);
+}
+
+static void
+discard_destroy(void *state)
+{
+    free(state);
+}
+
+const surge_consumer_ops surge_consumer_discard = {
+    "discard", discard_create, discard_run, discard_stats, discard_destroy};
+
+static const surge_consumer_ops *const consumers[] = {
+    &surge_consumer_discard,
+};
+
+const surge_consumer_ops *
+surge_consumer_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof consumers / sizeof consumers[0]; i++) {
+        if (strcmp(consumers[i]->name, name) == 0) {
+            return consumers[i];
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,62 @@
+/*
+ * server/consumer.h - the consumer slot of the server: what drains the
+ * training store (the trainer, later) behind one table of operations.
+ *
+ * DESIGN. The server starts one consumer thread before its loop runs and
+ * calls ops->run on it. run takes batches from ctx->train with
+ * surge_store_get_batch() (and may read ctx->validation with
+ * surge_store_read()) until the store returns SURGE_ECLOSED: that happens
+ * when reception has ended and the store is drained, or at once when the
+ * server stops (surge_store_stop). The server learns that run returned
+ * and finishes. The sample shape is known only after the first hello:
+ * wait for it with surge_store_wait_shape() (it returns SURGE_ECLOSED if
+ * the server stops before any simulation came).
+ *
+ * A trainer plugs in by providing its own surge_consumer_ops (create from
+ * the server options, run, stats, destroy) and adding it to the table in
+ * consumer.c; --consumer NAME picks it.
+ *
+ * Threads: create and destroy run on the main thread, run on the consumer
+ * thread, stats on the I/O thread while run is running (so what stats
+ * reads must be atomic or locked).
+ */
+#ifndef SURGE_SERVER_CONSUMER_H
+#define SURGE_SERVER_CONSUMER_H
+
+#include <stdint.h>
+
+#include "server/options.h"
+#include "server/store.h"
+
+typedef struct surge_consumer_ctx {
+    surge_store *train;      /* stream store: take batches */
+    surge_store *validation; /* keep store: read samples; may be NULL */
+    const surge_server_options *opts;
+} surge_consumer_ctx;
+
+typedef struct surge_consumer_stats {
+    uint64_t batches; /* batches consumed */
+    uint64_t samples; /* samples consumed */
+} surge_consumer_stats;
+
+typedef struct surge_consumer_ops {
+    const char *name;
+    /* create - allocate the consumer's state into *state. 0 or <0. */
+    int (*create)(void **state, const surge_server_options *o);
+    /* run - consume until the training store says SURGE_ECLOSED. Returns 0
+     * or a negative code (logged; the server then stops). */
+    int (*run)(void *state, const surge_consumer_ctx *ctx);
+    /* stats - what has been consumed so far (any thread). */
+    void (*stats)(void *state, surge_consumer_stats *out);
+    /* destroy - free state (NULL is a no-op). */
+    void (*destroy)(void *state);
+} surge_consumer_ops;
+
+/* surge_consumer_find - the consumer called name, or NULL. */
+const surge_consumer_ops *surge_consumer_find(const char *name);
+
+/* The "discard" consumer: takes batches of opts->batch_size, counts them,
+ * optionally sleeps opts->consumer_delay_ms per batch (a slow trainer). */
+extern const surge_consumer_ops surge_consumer_discard;
+
+#endif /* SURGE_SERVER_CONSUMER_H */

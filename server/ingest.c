@@ -1,0 +1,1505 @@
+/*
+ * server/ingest.c - sessions, validation and assembly (see ingest.h).
+ *
+ * DESIGN. Three tables, all u64maps:
+ *   - peers: hash of the routing id -> chain of struct peer (one session
+ *     per connection that said hello and has not said bye);
+ *   - sims: simulation id -> struct sim (kept for the whole run, so that
+ *     steps assembled before a retry stay refused);
+ *   - per sim: step -> struct partial (steps being assembled), and the sets
+ *     of steps assembled and steps dropped.
+ * Partial steps also sit on one list in creation order, the eviction order
+ * when assembly memory runs out. Blocks (struct partial + output vector +
+ * bitmap) are recycled through a free list; all blocks together stay under
+ * max_partial_bytes.
+ *
+ * No locks: one thread (the I/O thread) owns all of this.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <surge/client.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "server/ingest.h"
+#include "server/u64map.h"
+
+#define COMPONENT "server"
+#define MAX_RID 255
+#define REJECTED_CAP 4096 /* peers remembered as already told "hello" */
+#define LOG_BURST 5       /* lines per reason before rate limiting */
+#define LOG_PERIOD_NS (UINT64_C(10) * 1000000000u)
+
+enum sim_state {
+    SIM_OPEN = 0, /* accepting hellos and data */
+    SIM_FINISHED, /* all ranks said bye */
+    SIM_FAILED,   /* the launcher said so */
+    SIM_TIMED_OUT /* silent past the timeout */
+};
+
+static const char *const sim_state_names[] = {"open", "finished", "failed",
+                                              "timed out"};
+
+struct peer;
+
+struct sim {
+    int64_t id;
+    enum sim_state state;
+    int declared;     /* the first hello fixed the fields below */
+    int validation;   /* held out */
+    uint32_t attempt; /* 0, then +1 per SIM_RETRY */
+    uint32_t nranks;
+    uint32_t nparams;
+    uint32_t nfields;
+    double *params;                    /* (nparams) */
+    char (*names)[SURGE_MAX_NAME + 1]; /* (nfields) */
+    uint64_t *global;                  /* (nfields) elements per field */
+    uint64_t *base;      /* (nfields) position in the output vector */
+    uint64_t nout;       /* floats per output vector */
+    uint64_t *slice_off; /* (nranks, nfields), joined ranks only */
+    uint64_t *slice_cnt; /* (nranks, nfields) */
+    uint64_t *covered;   /* (nfields) elements claimed by joined ranks */
+    uint8_t *joined;     /* (nranks) */
+    uint8_t *said_bye;   /* (nranks) */
+    uint64_t *accepted;  /* (nranks) slices accepted this attempt */
+    struct peer **peers; /* (nranks) current session of each rank */
+    uint32_t njoined;
+    uint32_t nbye;
+    uint64_t expected;  /* slices per step, valid once all joined */
+    size_t block_bytes; /* bytes of one partial block of this sim */
+    uint64_t last_activity_ns;
+    surge_u64map partials;  /* step -> struct partial */
+    surge_u64map assembled; /* step -> (void *)1 */
+    surge_u64map dropped;   /* step -> (void *)1: evicted this attempt */
+};
+
+struct peer {
+    uint64_t hash; /* of the routing id */
+    uint8_t rid_len;
+    uint8_t rid[MAX_RID];
+    struct sim *sim;
+    uint32_t rank;
+    struct peer *next; /* same hash bucket */
+};
+
+struct partial {
+    struct sim *sim;
+    int64_t step;
+    double time;           /* simulated time of the first slice */
+    uint64_t received;     /* slices copied */
+    struct partial *older; /* creation-order list (in use only) */
+    struct partial *newer;
+    struct partial *next_free; /* pool and pending list link */
+    size_t block_bytes;        /* size of this allocation */
+    float *out;                /* (nout) */
+    uint64_t *bits;            /* (nranks * nfields) bits */
+};
+
+struct surge_ingest {
+    const surge_server_options *o;
+    surge_store *train;
+    surge_store *validation;
+    FILE *checksum_log;
+    surge_counters c;
+    surge_u64map peers;    /* rid hash -> struct peer chain */
+    surge_u64map sims;     /* sim id -> struct sim */
+    struct sim **sim_list; /* (nsims) for iteration */
+    size_t nsims, sim_cap;
+    surge_u64map told;      /* rid hash -> 1: unknown peers answered */
+    struct partial *oldest; /* creation-order list of partials in use */
+    struct partial *newest;
+    struct partial *pool;         /* free blocks */
+    struct partial *pending_head; /* assembled, waiting for store space */
+    struct partial *pending_tail;
+    uint64_t partial_bytes; /* all blocks: in use, pending, pooled */
+    int end_requested;
+    int shutdown_requested;
+    uint64_t now_ns;                   /* clock of the message being handled */
+    surge_ratelimit rl[4];             /* per log class */
+    float inbuf[SURGE_MAX_PARAMS + 1]; /* input vector being put */
+    surge_msg msg;                     /* the header being handled */
+};
+
+/* ------------------------------------------------------------ logging */
+
+enum log_class { LC_MSG, LC_SLICE, LC_STEP, LC_SESSION };
+
+static void drop_log(surge_ingest *ing, enum log_class cls, const char *fmt,
+                     ...) __attribute__((format(printf, 3, 4)));
+
+/* Log at most LOG_BURST lines per class and period; a line says how many
+ * were left out before it. */
+static void
+drop_log(surge_ingest *ing, enum log_class cls, const char *fmt, ...)
+{
+    if (SURGE_LOG_WARN > surge_log_get_level()) {
+        return;
+    }
+    uint64_t skipped = 0;
+    if (!surge_ratelimit_allow(&ing->rl[cls], ing->now_ns, &skipped)) {
+        return;
+    }
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (skipped > 0) {
+        surge_log(SURGE_LOG_WARN, COMPONENT,
+                  "%s (%" PRIu64 " similar lines not logged)", line, skipped);
+    } else {
+        surge_log(SURGE_LOG_WARN, COMPONENT, "%s", line);
+    }
+}
+
+/* ------------------------------------------------------------ replies */
+
+static void set_reject(surge_msg *reply, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+set_reject(surge_msg *reply, int code, const char *fmt, ...)
+{
+    memset(reply, 0, sizeof *reply);
+    reply->type = SURGE_MSG_REJECT;
+    reply->u.reject.code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reply->u.reject.reason, sizeof reply->u.reject.reason, fmt, ap);
+    va_end(ap);
+}
+
+static void set_control_reply(surge_msg *reply, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+set_control_reply(surge_msg *reply, int code, const char *fmt, ...)
+{
+    memset(reply, 0, sizeof *reply);
+    reply->type = SURGE_MSG_CONTROL_REPLY;
+    reply->u.control_reply.code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reply->u.control_reply.message,
+              sizeof reply->u.control_reply.message, fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------ peers */
+
+static uint64_t
+rid_hash(const void *rid, size_t len)
+{
+    /* FNV-1a then the mixer: routing ids are short. */
+    uint64_t h = UINT64_C(1469598103934665603);
+    const unsigned char *p = rid;
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ p[i]) * UINT64_C(1099511628211);
+    }
+    return surge_u64map_mix(h ^ len);
+}
+
+static struct peer *
+peer_find(surge_ingest *ing, const void *rid, size_t len, uint64_t h)
+{
+    struct peer *p = surge_u64map_get(&ing->peers, h);
+    for (; p != NULL; p = p->next) {
+        if (p->rid_len == len && memcmp(p->rid, rid, len) == 0) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static int
+peer_add(surge_ingest *ing, const void *rid, size_t len, uint64_t h,
+         struct sim *sim, uint32_t rank, struct peer **out)
+{
+    struct peer *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        return -ENOMEM;
+    }
+    p->hash = h;
+    p->rid_len = (uint8_t)len;
+    memcpy(p->rid, rid, len);
+    p->sim = sim;
+    p->rank = rank;
+    p->next = surge_u64map_get(&ing->peers, h);
+    if (surge_u64map_put(&ing->peers, h, p) < 0) {
+        free(p);
+        return -ENOMEM;
+    }
+    *out = p;
+    return 0;
+}
+
+static void
+peer_remove(surge_ingest *ing, struct peer *p)
+{
+    struct peer *head = surge_u64map_get(&ing->peers, p->hash);
+    if (head == p) {
+        if (p->next != NULL) {
+            (void)surge_u64map_put(&ing->peers, p->hash, p->next);
+        } else {
+            (void)surge_u64map_del(&ing->peers, p->hash);
+        }
+    } else {
+        for (struct peer *q = head; q != NULL; q = q->next) {
+            if (q->next == p) {
+                q->next = p->next;
+                break;
+            }
+        }
+    }
+    if (p->sim != NULL && p->sim->peers[p->rank] == p) {
+        p->sim->peers[p->rank] = NULL;
+    }
+    free(p);
+}
+
+/* ------------------------------------------------------------ blocks */
+
+static size_t
+block_size(uint64_t nout, uint64_t nbits)
+{
+    size_t head = (sizeof(struct partial) + 63) / 64 * 64;
+    size_t outb = (size_t)nout * sizeof(float);
+    outb = (outb + 7) / 8 * 8;
+    return head + outb + (size_t)((nbits + 63) / 64) * 8;
+}
+
+static void
+list_unlink(surge_ingest *ing, struct partial *p)
+{
+    if (p->older != NULL) {
+        p->older->newer = p->newer;
+    } else {
+        ing->oldest = p->newer;
+    }
+    if (p->newer != NULL) {
+        p->newer->older = p->older;
+    } else {
+        ing->newest = p->older;
+    }
+    p->older = p->newer = NULL;
+}
+
+static void
+block_release(surge_ingest *ing, struct partial *p)
+{
+    p->sim = NULL;
+    p->next_free = ing->pool;
+    ing->pool = p;
+}
+
+/* Drop one partial step that is in use, counting it under reason. */
+static void
+partial_drop(surge_ingest *ing, struct partial *p, enum surge_step_drop why)
+{
+    struct sim *s = p->sim;
+    (void)surge_u64map_del(&s->partials, (uint64_t)p->step);
+    if (why == SURGE_TDROP_ASSEMBLY_MEMORY) {
+        /* Remember it: later slices of this step cannot complete it. */
+        (void)surge_u64map_put(&s->dropped, (uint64_t)p->step, (void *)1);
+    }
+    list_unlink(ing, p);
+    ing->c.steps.dropped[why]++;
+    ing->c.steps.in_progress--;
+    block_release(ing, p);
+}
+
+/* A block of `bytes` for a new partial step, within the memory bound:
+ * reuse a pooled block of that size, else free pooled blocks, else evict
+ * the oldest partial steps. NULL when nothing more can be freed. */
+static struct partial *
+block_get(surge_ingest *ing, size_t bytes)
+{
+    for (;;) {
+        struct partial **pp = &ing->pool;
+        while (*pp != NULL && (*pp)->block_bytes != bytes) {
+            pp = &(*pp)->next_free;
+        }
+        if (*pp != NULL) {
+            struct partial *p = *pp;
+            *pp = p->next_free;
+            p->next_free = NULL;
+            return p;
+        }
+        if (ing->partial_bytes + bytes <= ing->o->max_partial_bytes) {
+            struct partial *p = malloc(bytes);
+            if (p == NULL) {
+                return NULL;
+            }
+            p->block_bytes = bytes;
+            p->next_free = NULL;
+            ing->partial_bytes += bytes;
+            return p;
+        }
+        if (ing->pool != NULL) {
+            struct partial *p = ing->pool;
+            ing->pool = p->next_free;
+            ing->partial_bytes -= p->block_bytes;
+            free(p);
+            continue;
+        }
+        if (ing->oldest == NULL) {
+            return NULL;
+        }
+        struct partial *victim = ing->oldest;
+        drop_log(ing, LC_STEP,
+                 "assembly memory full (%" PRIu64
+                 " bytes): dropping partial step %" PRId64 " of sim %" PRId64
+                 " (%" PRIu64 "/%" PRIu64 " slices)",
+                 ing->o->max_partial_bytes, victim->step, victim->sim->id,
+                 victim->received, victim->sim->expected);
+        partial_drop(ing, victim, SURGE_TDROP_ASSEMBLY_MEMORY);
+    }
+}
+
+/* ------------------------------------------------------------ sims */
+
+static void
+sim_free(struct sim *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    free(s->params);
+    free(s->names);
+    free(s->global);
+    free(s->base);
+    free(s->slice_off);
+    free(s->slice_cnt);
+    free(s->covered);
+    free(s->joined);
+    free(s->said_bye);
+    free(s->accepted);
+    free(s->peers);
+    surge_u64map_fini(&s->partials);
+    surge_u64map_fini(&s->assembled);
+    surge_u64map_fini(&s->dropped);
+    free(s);
+}
+
+/* Forget the declaration (for a retry) but keep the assembled set. */
+static void
+sim_undeclare(struct sim *s)
+{
+    free(s->params);
+    free(s->names);
+    free(s->global);
+    free(s->base);
+    free(s->slice_off);
+    free(s->slice_cnt);
+    free(s->covered);
+    free(s->joined);
+    free(s->said_bye);
+    free(s->accepted);
+    free(s->peers);
+    s->params = NULL;
+    s->names = NULL;
+    s->global = s->base = s->slice_off = s->slice_cnt = s->covered = NULL;
+    s->joined = s->said_bye = NULL;
+    s->accepted = NULL;
+    s->peers = NULL;
+    s->declared = 0;
+    s->njoined = s->nbye = 0;
+    s->expected = 0;
+}
+
+static int
+sim_declare(struct sim *s, const surge_msg_hello *h)
+{
+    uint32_t nr = h->nranks, nf = h->nfields;
+    s->nranks = nr;
+    s->nparams = h->nparams;
+    s->nfields = nf;
+    s->params = calloc(h->nparams > 0 ? h->nparams : 1, sizeof *s->params);
+    s->names = calloc(nf, sizeof *s->names);
+    s->global = calloc(nf, sizeof *s->global);
+    s->base = calloc(nf, sizeof *s->base);
+    s->covered = calloc(nf, sizeof *s->covered);
+    s->slice_off = calloc((size_t)nr * nf, sizeof *s->slice_off);
+    s->slice_cnt = calloc((size_t)nr * nf, sizeof *s->slice_cnt);
+    s->joined = calloc(nr, 1);
+    s->said_bye = calloc(nr, 1);
+    s->accepted = calloc(nr, sizeof *s->accepted);
+    s->peers = calloc(nr, sizeof *s->peers);
+    if (s->params == NULL || s->names == NULL || s->global == NULL ||
+        s->base == NULL || s->covered == NULL || s->slice_off == NULL ||
+        s->slice_cnt == NULL || s->joined == NULL || s->said_bye == NULL ||
+        s->accepted == NULL || s->peers == NULL) {
+        sim_undeclare(s);
+        return -ENOMEM;
+    }
+    memcpy(s->params, h->params, h->nparams * sizeof *s->params);
+    uint64_t pos = 0;
+    for (uint32_t f = 0; f < nf; f++) {
+        memcpy(s->names[f], h->fields[f].name, sizeof s->names[f]);
+        s->global[f] = h->fields[f].global_size;
+        s->base[f] = pos;
+        pos += h->fields[f].global_size;
+    }
+    s->nout = pos;
+    s->block_bytes = block_size(pos, (uint64_t)nr * nf);
+    s->declared = 1;
+    return 0;
+}
+
+static struct sim *
+sim_get_or_create(surge_ingest *ing, int64_t id)
+{
+    struct sim *s = surge_u64map_get(&ing->sims, (uint64_t)id);
+    if (s != NULL) {
+        return s;
+    }
+    if (ing->nsims == ing->sim_cap) {
+        size_t ncap = ing->sim_cap == 0 ? 16 : ing->sim_cap * 2;
+        struct sim **nl = realloc(ing->sim_list, ncap * sizeof *nl);
+        if (nl == NULL) {
+            return NULL;
+        }
+        ing->sim_list = nl;
+        ing->sim_cap = ncap;
+    }
+    s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        return NULL;
+    }
+    s->id = id;
+    s->validation = surge_server_is_validation(ing->o, id);
+    surge_u64map_init(&s->partials);
+    surge_u64map_init(&s->assembled);
+    surge_u64map_init(&s->dropped);
+    if (surge_u64map_put(&ing->sims, (uint64_t)id, s) < 0) {
+        sim_free(s);
+        return NULL;
+    }
+    ing->sim_list[ing->nsims++] = s;
+    return s;
+}
+
+/* Drop all partial steps of s under reason why. */
+static void
+sim_drop_partials(surge_ingest *ing, struct sim *s, enum surge_step_drop why)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < s->partials.cap; i++) {
+        struct partial *p = s->partials.vals[i];
+        if (p == NULL) {
+            continue;
+        }
+        list_unlink(ing, p);
+        ing->c.steps.dropped[why]++;
+        ing->c.steps.in_progress--;
+        block_release(ing, p);
+        n++;
+    }
+    /* Clear the table in place (keep its storage for reuse). */
+    for (size_t i = 0; i < s->partials.cap; i++) {
+        s->partials.vals[i] = NULL;
+    }
+    s->partials.len = 0;
+    if (n > 0) {
+        drop_log(ing, LC_STEP,
+                 "sim %" PRId64 ": dropped %" PRIu64 " incomplete step(s) (%s)",
+                 s->id, n, surge_step_drop_name((int)why));
+    }
+}
+
+static void
+sim_end_sessions(surge_ingest *ing, struct sim *s)
+{
+    if (!s->declared) {
+        return;
+    }
+    for (uint32_t r = 0; r < s->nranks; r++) {
+        if (s->peers[r] != NULL) {
+            peer_remove(ing, s->peers[r]);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ samples */
+
+static void
+pending_push(surge_ingest *ing, struct partial *p)
+{
+    p->next_free = NULL;
+    if (ing->pending_tail != NULL) {
+        ing->pending_tail->next_free = p;
+    } else {
+        ing->pending_head = p;
+    }
+    ing->pending_tail = p;
+    ing->c.samples.pending++;
+}
+
+/* Put one assembled sample. 0 when it went (or was dropped with a
+ * counted reason); -EAGAIN when the training store is full. */
+static int
+sample_put(surge_ingest *ing, struct partial *p)
+{
+    struct sim *s = p->sim;
+    for (uint32_t i = 0; i < s->nparams; i++) {
+        ing->inbuf[i] = (float)s->params[i];
+    }
+    ing->inbuf[s->nparams] = (float)p->time;
+    surge_store *st = s->validation ? ing->validation : ing->train;
+    int rc = st != NULL
+                 ? surge_store_try_put(st, s->id, p->step, ing->inbuf, p->out)
+                 : SURGE_ESTATE;
+    if (rc == -EAGAIN) {
+        return rc;
+    }
+    if (rc == 0) {
+        if (s->validation) {
+            ing->c.samples.validation++;
+        } else {
+            ing->c.samples.train++;
+        }
+    } else if (rc == -ENOSPC) {
+        ing->c.samples.dropped[SURGE_PDROP_VALIDATION_FULL]++;
+        drop_log(ing, LC_STEP,
+                 "validation store full: sample of sim %" PRId64
+                 " step %" PRId64 " dropped",
+                 s->id, p->step);
+    } else {
+        ing->c.samples.dropped[SURGE_PDROP_SERVER_STOP]++;
+    }
+    return 0;
+}
+
+static void
+partial_complete(surge_ingest *ing, struct partial *p)
+{
+    struct sim *s = p->sim;
+    (void)surge_u64map_del(&s->partials, (uint64_t)p->step);
+    list_unlink(ing, p);
+    ing->c.steps.in_progress--;
+    ing->c.steps.assembled++;
+    if (surge_u64map_put(&s->assembled, (uint64_t)p->step, (void *)1) < 0) {
+        /* Out of memory for the set: the step could be accepted again
+         * after a retry. Say so rather than hide it. */
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "out of memory recording sim %" PRId64 " step %" PRId64,
+                  s->id, p->step);
+    }
+    if (ing->checksum_log != NULL) {
+        uint64_t sum = surge_checksum_f32(p->out, 0, s->nout);
+        fprintf(ing->checksum_log, "%" PRId64 " %" PRId64 " %" PRIu64 "\n",
+                s->id, p->step, sum);
+    }
+    if (ing->pending_head == NULL && sample_put(ing, p) == 0) {
+        block_release(ing, p);
+        return;
+    }
+    pending_push(ing, p);
+}
+
+int
+surge_ingest_flush(surge_ingest *ing)
+{
+    while (ing->pending_head != NULL) {
+        struct partial *p = ing->pending_head;
+        if (sample_put(ing, p) == -EAGAIN) {
+            return -EAGAIN;
+        }
+        ing->pending_head = p->next_free;
+        if (ing->pending_head == NULL) {
+            ing->pending_tail = NULL;
+        }
+        ing->c.samples.pending--;
+        block_release(ing, p);
+    }
+    return 0;
+}
+
+int
+surge_ingest_has_pending(const surge_ingest *ing)
+{
+    return ing->pending_head != NULL;
+}
+
+/* ------------------------------------------------------------ hello */
+
+static int
+token_ok(const surge_ingest *ing, const char *token)
+{
+    const char *want = ing->o->token;
+    if (want[0] == '\0') {
+        return 1;
+    }
+    /* Compare every byte so timing says nothing about the prefix. */
+    size_t lw = strlen(want), lt = strnlen(token, SURGE_MAX_TOKEN + 1);
+    unsigned diff = (unsigned)(lw ^ lt);
+    for (size_t i = 0; i < lw; i++) {
+        diff |= (unsigned)(unsigned char)want[i] ^
+                (unsigned)(unsigned char)(i < lt ? token[i] : 0);
+    }
+    return diff == 0;
+}
+
+/* Check h against the declaration of s; fills reply on mismatch. */
+static int
+hello_matches(const struct sim *s, const surge_msg_hello *h, surge_msg *reply)
+{
+    if (h->nranks != s->nranks) {
+        set_reject(reply, SURGE_ECONFIG,
+                   "sim %" PRId64 ": %u ranks declared, rank 0's hello said "
+                   "%u",
+                   s->id, h->nranks, s->nranks);
+        return -1;
+    }
+    if (h->nparams != s->nparams ||
+        memcmp(h->params, s->params, s->nparams * sizeof(double)) != 0) {
+        set_reject(reply, SURGE_ECONFIG,
+                   "sim %" PRId64 ": parameter values differ from those of "
+                   "the ranks already joined",
+                   s->id);
+        return -1;
+    }
+    if (h->nfields != s->nfields) {
+        set_reject(reply, SURGE_EFIELD,
+                   "sim %" PRId64 ": %u fields declared, the ranks already "
+                   "joined declared %u",
+                   s->id, h->nfields, s->nfields);
+        return -1;
+    }
+    for (uint32_t f = 0; f < s->nfields; f++) {
+        if (strcmp(h->fields[f].name, s->names[f]) != 0) {
+            set_reject(reply, SURGE_EFIELD,
+                       "field %u is '%s', the ranks already joined declared "
+                       "'%s'",
+                       f, h->fields[f].name, s->names[f]);
+            return -1;
+        }
+        if (h->fields[f].global_size != s->global[f]) {
+            set_reject(reply, SURGE_EFIELD,
+                       "field '%s' global size %" PRIu64
+                       " differs from the ranks already joined's %" PRIu64,
+                       s->names[f], h->fields[f].global_size, s->global[f]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Slices of rank h->rank must not overlap those of joined ranks, and with
+ * the last rank they must tile every field. */
+static int
+hello_tiles(const struct sim *s, const surge_msg_hello *h, surge_msg *reply)
+{
+    int last = s->njoined + 1 == s->nranks;
+    for (uint32_t f = 0; f < s->nfields; f++) {
+        uint64_t a = h->fields[f].offset, n = h->fields[f].count;
+        if (a > s->global[f] || n > s->global[f] - a) {
+            set_reject(reply, SURGE_EBOUNDS,
+                       "field '%s': slice [%" PRIu64 ", %" PRIu64
+                       ") is outside its %" PRIu64 " elements",
+                       s->names[f], a, a + n, s->global[f]);
+            return -1;
+        }
+        if (n > 0) {
+            for (uint32_t r = 0; r < s->nranks; r++) {
+                if (!s->joined[r]) {
+                    continue;
+                }
+                uint64_t b = s->slice_off[(size_t)r * s->nfields + f];
+                uint64_t m = s->slice_cnt[(size_t)r * s->nfields + f];
+                if (m > 0 && a < b + m && b < a + n) {
+                    set_reject(reply, SURGE_EBOUNDS,
+                               "field '%s': slice [%" PRIu64 ", %" PRIu64
+                               ") of rank %u overlaps rank %u's [%" PRIu64
+                               ", %" PRIu64 ")",
+                               s->names[f], a, a + n, h->rank, r, b, b + m);
+                    return -1;
+                }
+            }
+        }
+        if (last && s->covered[f] + n != s->global[f]) {
+            set_reject(reply, SURGE_EBOUNDS,
+                       "field '%s': the slices of all %u ranks cover %" PRIu64
+                       " of its %" PRIu64 " elements",
+                       s->names[f], s->nranks, s->covered[f] + n, s->global[f]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Validate a first hello's declaration on its own and against the stores
+ * and the assembly memory. */
+static int
+hello_declaration_ok(surge_ingest *ing, const surge_msg_hello *h,
+                     int validation, surge_msg *reply)
+{
+    uint64_t nout = 0;
+    for (uint32_t f = 0; f < h->nfields; f++) {
+        if (h->fields[f].global_size == 0 ||
+            h->fields[f].global_size > SURGE_MAX_FIELD_ELEMS) {
+            set_reject(reply, SURGE_ELIMIT,
+                       "field '%s': global size %" PRIu64
+                       " is outside 1..%" PRIu64,
+                       h->fields[f].name, h->fields[f].global_size,
+                       (uint64_t)SURGE_MAX_FIELD_ELEMS);
+            return -1;
+        }
+        for (uint32_t g = 0; g < f; g++) {
+            if (strcmp(h->fields[f].name, h->fields[g].name) == 0) {
+                set_reject(reply, SURGE_EFIELD, "field '%s' declared twice",
+                           h->fields[f].name);
+                return -1;
+            }
+        }
+        nout += h->fields[f].global_size;
+    }
+    size_t bytes = block_size(nout, (uint64_t)h->nranks * h->nfields);
+    if (bytes > ing->o->max_partial_bytes) {
+        set_reject(reply, SURGE_ELIMIT,
+                   "one sample needs %zu bytes of assembly memory, more than "
+                   "the server's --max-partial-bytes %" PRIu64,
+                   bytes, ing->o->max_partial_bytes);
+        return -1;
+    }
+    surge_store *st = validation ? ing->validation : ing->train;
+    if (st == NULL) {
+        set_reject(reply, SURGE_ESTATE, "server has no store for this sim");
+        return -1;
+    }
+    int rc = surge_store_set_shape(st, h->nparams + 1, nout);
+    if (rc == SURGE_ECONFIG) {
+        uint32_t nin = 0;
+        uint64_t nouts = 0;
+        (void)surge_store_shape(st, &nin, &nouts);
+        set_reject(reply, SURGE_ECONFIG,
+                   "sample shape (%u parameters, %" PRIu64
+                   " output values) differs from the study's (%u, %" PRIu64 ")",
+                   h->nparams, nout, nin - 1, nouts);
+        return -1;
+    }
+    if (rc == SURGE_ELIMIT) {
+        set_reject(reply, SURGE_ELIMIT,
+                   "one sample (%" PRIu64
+                   " bytes) does not fit in the server's %s store",
+                   ((uint64_t)h->nparams + 1 + nout) * 4,
+                   validation ? "validation" : "training");
+        return -1;
+    }
+    if (rc < 0) {
+        set_reject(reply, rc, "server cannot allocate its store: %s",
+                   surge_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+/* After the last rank joined, steps whose slices all came (possible when a
+ * rank owns nothing) are complete. */
+static void
+complete_ready(surge_ingest *ing, struct sim *s)
+{
+    for (size_t i = 0; i < s->partials.cap; i++) {
+        struct partial *p = s->partials.vals[i];
+        if (p != NULL && p->received == s->expected) {
+            partial_complete(ing, p);
+            i = (size_t)-1; /* the table changed: rescan */
+        }
+    }
+}
+
+static int
+handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
+             const surge_msg_hello *m, surge_msg *reply)
+{
+    surge_counters *c = &ing->c;
+    struct sim *s = NULL;
+    if (!token_ok(ing, m->token)) {
+        set_reject(reply, SURGE_ETOKEN, "wrong study token");
+        goto rejected;
+    }
+    if (m->dtype != SURGE_WIRE_F32) {
+        set_reject(reply, SURGE_EDTYPE,
+                   "element type %u not allowed (protocol v1 carries "
+                   "float32 only)",
+                   m->dtype);
+        goto rejected;
+    }
+    if (m->nranks == 0 || m->rank >= m->nranks || m->nfields == 0 ||
+        m->nfields > SURGE_MAX_FIELDS || m->nparams > SURGE_MAX_PARAMS) {
+        set_reject(reply, SURGE_EPROTO,
+                   "rank %u of %u ranks, %u fields, %u parameters: out of "
+                   "range",
+                   m->rank, m->nranks, m->nfields, m->nparams);
+        goto rejected;
+    }
+    struct peer *p = peer_find(ing, rid, rid_len, h);
+    if (p != NULL) {
+        set_reject(reply, SURGE_EDUPLICATE,
+                   "this connection already said hello as rank %u of sim "
+                   "%" PRId64,
+                   p->rank, p->sim->id);
+        goto rejected;
+    }
+    s = sim_get_or_create(ing, m->sim);
+    if (s == NULL) {
+        set_reject(reply, -ENOMEM, "server out of memory");
+        goto rejected;
+    }
+    if (s->state != SIM_OPEN) {
+        set_reject(reply, SURGE_ESTATE,
+                   "sim %" PRId64 " has %s; a rerun needs SIM_RETRY from "
+                   "the launcher first",
+                   s->id, sim_state_names[s->state]);
+        goto rejected;
+    }
+    int first = !s->declared;
+    if (first) {
+        if (hello_declaration_ok(ing, m, s->validation, reply) < 0) {
+            goto rejected;
+        }
+        if (sim_declare(s, m) < 0) {
+            set_reject(reply, -ENOMEM, "server out of memory");
+            goto rejected;
+        }
+    } else {
+        if (hello_matches(s, m, reply) < 0) {
+            goto rejected;
+        }
+        if (s->joined[m->rank]) {
+            set_reject(reply, SURGE_EDUPLICATE,
+                       "rank %u of sim %" PRId64 " already joined", m->rank,
+                       s->id);
+            goto rejected;
+        }
+    }
+    if (hello_tiles(s, m, reply) < 0) {
+        goto rejected_undeclare;
+    }
+    if (peer_add(ing, rid, rid_len, h, s, m->rank, &p) < 0) {
+        set_reject(reply, -ENOMEM, "server out of memory");
+        goto rejected_undeclare;
+    }
+    s->peers[m->rank] = p;
+    s->joined[m->rank] = 1;
+    s->njoined++;
+    for (uint32_t f = 0; f < s->nfields; f++) {
+        size_t k = (size_t)m->rank * s->nfields + f;
+        s->slice_off[k] = m->fields[f].offset;
+        s->slice_cnt[k] = m->fields[f].count;
+        s->covered[f] += m->fields[f].count;
+    }
+    s->last_activity_ns = ing->now_ns;
+    c->sims.hello++;
+    c->messages.handled++;
+    if (s->njoined == s->nranks) {
+        uint64_t e = 0;
+        for (size_t k = 0; k < (size_t)s->nranks * s->nfields; k++) {
+            e += s->slice_cnt[k] > 0;
+        }
+        s->expected = e;
+        c->sims.joined++;
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                  "sim %" PRId64 ": all %u ranks joined (%u fields, %" PRIu64
+                  " values per sample%s)",
+                  s->id, s->nranks, s->nfields, s->nout,
+                  s->validation ? ", validation" : "");
+        complete_ready(ing, s);
+    }
+    memset(reply, 0, sizeof *reply);
+    reply->type = SURGE_MSG_WELCOME;
+    reply->u.welcome.sim = m->sim;
+    reply->u.welcome.rank = m->rank;
+    reply->u.welcome.max_payload_bytes = ing->o->max_message_bytes;
+    return 1;
+
+rejected_undeclare:
+    if (first) {
+        sim_undeclare(s);
+    }
+rejected:
+    c->sims.rejected++;
+    c->messages.dropped[SURGE_MDROP_HELLO_REJECTED]++;
+    drop_log(ing, LC_SESSION, "hello of sim %" PRId64 " rank %u rejected: %s",
+             m->sim, m->rank, reply->u.reject.reason);
+    return 1;
+}
+
+/* ------------------------------------------------------------ data */
+
+static void
+drop_data_msg(surge_ingest *ing, const surge_msg_data *d,
+              enum surge_msg_drop why)
+{
+    ing->c.messages.dropped[why]++;
+    ing->c.slices.dropped[SURGE_SDROP_MESSAGE_DROPPED] += d->nitems;
+}
+
+static struct partial *
+partial_new(surge_ingest *ing, struct sim *s, int64_t step, double t)
+{
+    struct partial *p = block_get(ing, s->block_bytes);
+    if (p == NULL) {
+        return NULL;
+    }
+    size_t head = (sizeof(struct partial) + 63) / 64 * 64;
+    size_t outb = ((size_t)s->nout * sizeof(float) + 7) / 8 * 8;
+    size_t bytes = p->block_bytes;
+    memset(p, 0, sizeof *p);
+    p->block_bytes = bytes;
+    p->out = (float *)((unsigned char *)p + head);
+    p->bits = (uint64_t *)((unsigned char *)p + head + outb);
+    memset(p->bits, 0,
+           (size_t)(((uint64_t)s->nranks * s->nfields + 63) / 64) * 8);
+    p->sim = s;
+    p->step = step;
+    p->time = t;
+    if (surge_u64map_put(&s->partials, (uint64_t)step, p) < 0) {
+        block_release(ing, p);
+        return NULL;
+    }
+    p->older = ing->newest;
+    if (ing->newest != NULL) {
+        ing->newest->newer = p;
+    } else {
+        ing->oldest = p;
+    }
+    ing->newest = p;
+    ing->c.steps.started++;
+    ing->c.steps.in_progress++;
+    return p;
+}
+
+static int
+handle_data(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
+            const surge_msg_data *d, const void *payload, size_t payload_len,
+            unsigned nframes, surge_msg *reply)
+{
+    surge_counters *c = &ing->c;
+    c->slices.received += d->nitems;
+    if (nframes != 1) {
+        drop_data_msg(ing, d, SURGE_MDROP_BAD_FRAMES);
+        drop_log(ing, LC_MSG,
+                 "data message with %u payload frames (1 expected) dropped",
+                 nframes);
+        return 0;
+    }
+    struct peer *p = peer_find(ing, rid, rid_len, h);
+    if (p == NULL) {
+        drop_data_msg(ing, d, SURGE_MDROP_UNKNOWN_SESSION);
+        drop_log(ing, LC_MSG,
+                 "data for sim %" PRId64 " rank %u from a peer without a "
+                 "session dropped",
+                 d->sim, d->rank);
+        /* Answer once per peer, so a client that lost its session learns
+         * why, without a reply per message. */
+        if (surge_u64map_get(&ing->told, h) != NULL) {
+            return 0;
+        }
+        if (ing->told.len >= REJECTED_CAP) {
+            surge_u64map_fini(&ing->told);
+        }
+        (void)surge_u64map_put(&ing->told, h, (void *)1);
+        set_reject(reply, SURGE_ESTATE, "send hello first");
+        return 1;
+    }
+    struct sim *s = p->sim;
+    if (d->sim != s->id || d->rank != p->rank) {
+        drop_data_msg(ing, d, SURGE_MDROP_SESSION_MISMATCH);
+        drop_log(ing, LC_MSG,
+                 "data for sim %" PRId64 " rank %u on the session of sim "
+                 "%" PRId64 " rank %u dropped",
+                 d->sim, d->rank, s->id, p->rank);
+        return 0;
+    }
+    s->last_activity_ns = ing->now_ns;
+    if (d->dtype != SURGE_WIRE_F32) {
+        drop_data_msg(ing, d, SURGE_MDROP_BAD_DTYPE);
+        drop_log(ing, LC_MSG,
+                 "sim %" PRId64 " rank %u: element type %u dropped", s->id,
+                 p->rank, d->dtype);
+        return 0;
+    }
+    uint64_t want = 0;
+    if (d->nitems == 0 || d->nitems > SURGE_MAX_ITEMS ||
+        surge_proto_payload_bytes(d, &want) < 0 || want != payload_len) {
+        drop_data_msg(ing, d, SURGE_MDROP_BAD_PAYLOAD_SIZE);
+        drop_log(ing, LC_MSG,
+                 "sim %" PRId64 " rank %u: payload of %zu bytes, the items "
+                 "need %" PRIu64 ": dropped",
+                 s->id, p->rank, payload_len, want);
+        return 0;
+    }
+    for (uint32_t i = 0; i < d->nitems; i++) {
+        const surge_data_item *it = &d->items[i];
+        if (it->field >= s->nfields) {
+            drop_data_msg(ing, d, SURGE_MDROP_BAD_FIELD);
+            drop_log(ing, LC_MSG,
+                     "sim %" PRId64 " rank %u: field index %u of %u "
+                     "declared: dropped",
+                     s->id, p->rank, it->field, s->nfields);
+            return 0;
+        }
+        size_t k = (size_t)p->rank * s->nfields + it->field;
+        if (it->offset != s->slice_off[k] || it->count != s->slice_cnt[k] ||
+            it->count == 0 || it->step < 0) {
+            drop_data_msg(ing, d, SURGE_MDROP_BAD_SLICE);
+            drop_log(ing, LC_MSG,
+                     "sim %" PRId64 " rank %u field '%s' step %" PRId64
+                     ": slice [%" PRIu64 ", +%" PRIu64
+                     ") differs from the declared [%" PRIu64 ", +%" PRIu64
+                     "): dropped",
+                     s->id, p->rank, s->names[it->field], it->step, it->offset,
+                     it->count, s->slice_off[k], s->slice_cnt[k]);
+            return 0;
+        }
+    }
+    c->messages.handled++;
+    const unsigned char *src = payload;
+    for (uint32_t i = 0; i < d->nitems; i++) {
+        const surge_data_item *it = &d->items[i];
+        const unsigned char *data = src;
+        src += it->count * sizeof(float);
+        uint64_t step = (uint64_t)it->step;
+        if (surge_u64map_get(&s->assembled, step) != NULL) {
+            c->slices.dropped[SURGE_SDROP_STEP_ASSEMBLED]++;
+            continue;
+        }
+        if (surge_u64map_get(&s->dropped, step) != NULL) {
+            c->slices.dropped[SURGE_SDROP_STEP_DROPPED]++;
+            continue;
+        }
+        struct partial *pt = surge_u64map_get(&s->partials, step);
+        if (pt == NULL) {
+            pt = partial_new(ing, s, it->step, it->time);
+            if (pt == NULL) {
+                c->slices.dropped[SURGE_SDROP_ASSEMBLY_MEMORY]++;
+                drop_log(ing, LC_SLICE,
+                         "sim %" PRId64 " step %" PRId64
+                         ": no assembly memory, slice dropped",
+                         s->id, it->step);
+                continue;
+            }
+        }
+        uint64_t bit = (uint64_t)p->rank * s->nfields + it->field;
+        uint64_t mask = UINT64_C(1) << (bit % 64);
+        if (pt->bits[bit / 64] & mask) {
+            c->slices.dropped[SURGE_SDROP_DUPLICATE]++;
+            drop_log(ing, LC_SLICE,
+                     "sim %" PRId64 " rank %u field '%s' step %" PRId64
+                     ": duplicate slice dropped",
+                     s->id, p->rank, s->names[it->field], it->step);
+            continue;
+        }
+        memcpy(pt->out + s->base[it->field] + it->offset, data,
+               (size_t)it->count * sizeof(float));
+        pt->bits[bit / 64] |= mask;
+        pt->received++;
+        c->slices.accepted++;
+        c->slices.bytes += it->count * sizeof(float);
+        s->accepted[p->rank]++;
+        if (s->njoined == s->nranks && pt->received == s->expected) {
+            partial_complete(ing, pt);
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ bye */
+
+static int
+handle_bye(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
+           const surge_msg_bye *b, surge_msg *reply)
+{
+    surge_counters *c = &ing->c;
+    struct peer *p = peer_find(ing, rid, rid_len, h);
+    if (p == NULL) {
+        c->messages.dropped[SURGE_MDROP_UNKNOWN_SESSION]++;
+        drop_log(ing, LC_MSG,
+                 "bye for sim %" PRId64 " rank %u from a peer without a "
+                 "session",
+                 b->sim, b->rank);
+        set_reject(reply, SURGE_ESTATE, "send hello first");
+        return 1;
+    }
+    struct sim *s = p->sim;
+    if (b->sim != s->id || b->rank != p->rank) {
+        c->messages.dropped[SURGE_MDROP_SESSION_MISMATCH]++;
+        set_reject(reply, SURGE_ESTATE,
+                   "bye for sim %" PRId64 " rank %u on the session of sim "
+                   "%" PRId64 " rank %u",
+                   b->sim, b->rank, s->id, p->rank);
+        return 1;
+    }
+    c->messages.handled++;
+    c->sims.bye++;
+    s->last_activity_ns = ing->now_ns;
+    uint32_t rank = p->rank;
+    memset(reply, 0, sizeof *reply);
+    reply->type = SURGE_MSG_BYE_ACK;
+    reply->u.bye_ack.sim = s->id;
+    reply->u.bye_ack.rank = rank;
+    reply->u.bye_ack.slices = s->accepted[rank];
+    if (b->slices != s->accepted[rank]) {
+        drop_log(ing, LC_SESSION,
+                 "sim %" PRId64 " rank %u says it sent %" PRIu64
+                 " slices, %" PRIu64 " were accepted",
+                 s->id, rank, b->slices, s->accepted[rank]);
+    }
+    peer_remove(ing, p);
+    if (!s->said_bye[rank]) {
+        s->said_bye[rank] = 1;
+        s->nbye++;
+    }
+    if (s->nbye == s->nranks) {
+        s->state = SIM_FINISHED;
+        c->sims.finished++;
+        sim_drop_partials(ing, s, SURGE_TDROP_SIM_FINISHED);
+        s->dropped.len = 0;
+        surge_u64map_fini(&s->dropped);
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "sim %" PRId64 ": finished",
+                  s->id);
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------ control */
+
+static void
+sim_fail(surge_ingest *ing, struct sim *s, enum sim_state state,
+         enum surge_step_drop why)
+{
+    s->state = state;
+    sim_drop_partials(ing, s, why);
+    sim_end_sessions(ing, s);
+}
+
+static int
+handle_control(surge_ingest *ing, const surge_msg_control *m, surge_msg *reply)
+{
+    surge_counters *c = &ing->c;
+    if (!token_ok(ing, m->token)) {
+        c->messages.dropped[SURGE_MDROP_CONTROL_REJECTED]++;
+        drop_log(ing, LC_SESSION, "control request with a wrong token");
+        set_control_reply(reply, SURGE_ETOKEN, "wrong study token");
+        return 1;
+    }
+    struct sim *s = NULL;
+    switch (m->op) {
+    case SURGE_CTL_PING:
+        set_control_reply(
+            reply, 0,
+            "pong messages=%" PRIu64 " slices=%" PRIu64 " assembled=%" PRIu64
+            " train=%" PRIu64 " validation=%" PRIu64 " partial=%" PRIu64
+            " active_sims=%" PRIu64,
+            c->messages.received, c->slices.accepted, c->steps.assembled,
+            c->samples.train, c->samples.validation, c->steps.in_progress,
+            surge_ingest_active_sims(ing));
+        break;
+    case SURGE_CTL_SIM_FAILED:
+    case SURGE_CTL_SIM_RETRY:
+        if (m->sim < 0) {
+            c->messages.dropped[SURGE_MDROP_CONTROL_REJECTED]++;
+            set_control_reply(reply, SURGE_EPROTO, "simulation id missing");
+            return 1;
+        }
+        s = surge_u64map_get(&ing->sims, (uint64_t)m->sim);
+        if (m->op == SURGE_CTL_SIM_FAILED) {
+            if (s != NULL && s->state == SIM_OPEN) {
+                sim_fail(ing, s, SIM_FAILED, SURGE_TDROP_SIM_FAILED);
+                c->sims.failed++;
+            }
+            SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                      "sim %" PRId64 ": failed (launcher)", m->sim);
+            set_control_reply(reply, 0, "sim %" PRId64 " marked failed",
+                              m->sim);
+        } else {
+            if (s != NULL) {
+                if (s->state == SIM_OPEN) {
+                    sim_drop_partials(ing, s, SURGE_TDROP_SIM_RETRY);
+                    sim_end_sessions(ing, s);
+                }
+                sim_undeclare(s);
+                surge_u64map_fini(&s->dropped);
+                s->state = SIM_OPEN;
+                s->attempt++;
+                s->last_activity_ns = ing->now_ns;
+                c->sims.retried++;
+            }
+            SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                      "sim %" PRId64 ": retry allowed", m->sim);
+            set_control_reply(reply, 0, "sim %" PRId64 " may say hello again",
+                              m->sim);
+        }
+        break;
+    case SURGE_CTL_END_RECEPTION:
+        ing->end_requested = 1;
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "end of reception requested");
+        set_control_reply(reply, 0, "end of reception");
+        break;
+    case SURGE_CTL_SHUTDOWN:
+        ing->shutdown_requested = 1;
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "shutdown requested");
+        set_control_reply(reply, 0, "shutting down");
+        break;
+    default:
+        c->messages.dropped[SURGE_MDROP_CONTROL_REJECTED]++;
+        set_control_reply(reply, SURGE_EPROTO, "unknown control op %u", m->op);
+        return 1;
+    }
+    c->messages.handled++;
+    c->io.control_ok++;
+    return 1;
+}
+
+/* ------------------------------------------------------------ entry */
+
+int
+surge_ingest_handle_msg(surge_ingest *ing, const void *rid, size_t rid_len,
+                        const surge_msg *m, const void *payload,
+                        size_t payload_len, unsigned nframes, uint64_t now,
+                        surge_msg *reply)
+{
+    surge_counters *c = &ing->c;
+    ing->now_ns = now;
+    if (rid_len > MAX_RID) {
+        rid_len = MAX_RID; /* ZeroMQ caps routing ids at 255 bytes */
+    }
+    uint64_t h = rid_hash(rid, rid_len);
+    if (m->type != SURGE_MSG_DATA && nframes != 0) {
+        c->messages.dropped[SURGE_MDROP_BAD_FRAMES]++;
+        drop_log(ing, LC_MSG, "%s message with %u payload frames dropped",
+                 surge_proto_type_name(m->type), nframes);
+        return 0;
+    }
+    switch (m->type) {
+    case SURGE_MSG_HELLO:
+        c->messages.hello++;
+        return handle_hello(ing, rid, rid_len, h, &m->u.hello, reply);
+    case SURGE_MSG_DATA:
+        c->messages.data++;
+        return handle_data(ing, rid, rid_len, h, &m->u.data, payload,
+                           payload_len, nframes, reply);
+    case SURGE_MSG_BYE:
+        c->messages.bye++;
+        return handle_bye(ing, rid, rid_len, h, &m->u.bye, reply);
+    case SURGE_MSG_CONTROL:
+        c->messages.control++;
+        return handle_control(ing, &m->u.control, reply);
+    default:
+        c->messages.dropped[SURGE_MDROP_UNEXPECTED_TYPE]++;
+        drop_log(ing, LC_MSG, "unexpected '%s' message from a peer dropped",
+                 surge_proto_type_name(m->type));
+        return 0;
+    }
+}
+
+int
+surge_ingest_handle_raw(surge_ingest *ing, const void *rid, size_t rid_len,
+                        const void *hdr, size_t hdr_len, const void *payload,
+                        size_t payload_len, unsigned nframes,
+                        uint64_t total_bytes, uint64_t now, surge_msg *reply)
+{
+    surge_counters *c = &ing->c;
+    ing->now_ns = now;
+    c->messages.received++;
+    c->messages.bytes += total_bytes;
+    if (hdr == NULL) {
+        c->messages.dropped[SURGE_MDROP_BAD_FRAMES]++;
+        drop_log(ing, LC_MSG, "message without a header frame dropped");
+        return 0;
+    }
+    if (hdr_len > SURGE_MAX_HEADER_BYTES) {
+        c->messages.dropped[SURGE_MDROP_HEADER_TOO_LARGE]++;
+        drop_log(ing, LC_MSG, "header of %zu bytes (limit %d) dropped", hdr_len,
+                 SURGE_MAX_HEADER_BYTES);
+        return 0;
+    }
+    /* The decoded struct is large (a hello holds 64 fields): one per
+     * ingest object, off the stack and out of the hot path's allocator. */
+    surge_msg *m = &ing->msg;
+    const char *why = NULL;
+    int rc = surge_proto_decode(hdr, hdr_len, m, &why);
+    if (rc == SURGE_EVERSION) {
+        c->messages.dropped[SURGE_MDROP_BAD_VERSION]++;
+        drop_log(ing, LC_MSG, "message of another protocol version dropped");
+        uint64_t h = rid_hash(rid, rid_len > MAX_RID ? MAX_RID : rid_len);
+        if (surge_u64map_get(&ing->told, h) == NULL) {
+            if (ing->told.len >= REJECTED_CAP) {
+                surge_u64map_fini(&ing->told);
+            }
+            (void)surge_u64map_put(&ing->told, h, (void *)1);
+            set_reject(reply, SURGE_EVERSION,
+                       "this server speaks surge protocol version %d",
+                       SURGE_PROTOCOL_VERSION);
+            return 1;
+        }
+        return 0;
+    }
+    if (rc < 0) {
+        c->messages.dropped[SURGE_MDROP_BAD_HEADER]++;
+        drop_log(ing, LC_MSG, "malformed header dropped: %s",
+                 why != NULL ? why : surge_strerror(rc));
+        return 0;
+    }
+    return surge_ingest_handle_msg(ing, rid, rid_len, m, payload, payload_len,
+                                   nframes, now, reply);
+}
+
+/* ------------------------------------------------------------ lifetime */
+
+int
+surge_ingest_create(surge_ingest **out, const surge_server_options *o,
+                    surge_store *train, surge_store *validation,
+                    FILE *checksum_log)
+{
+    surge_ingest *ing = calloc(1, sizeof *ing);
+    if (ing == NULL) {
+        return -ENOMEM;
+    }
+    ing->o = o;
+    ing->train = train;
+    ing->validation = validation;
+    ing->checksum_log = checksum_log;
+    surge_u64map_init(&ing->peers);
+    surge_u64map_init(&ing->sims);
+    surge_u64map_init(&ing->told);
+    for (size_t i = 0; i < sizeof ing->rl / sizeof ing->rl[0]; i++) {
+        surge_ratelimit_init(&ing->rl[i], LOG_BURST, LOG_PERIOD_NS);
+    }
+    *out = ing;
+    return 0;
+}
+
+void
+surge_ingest_stop(surge_ingest *ing)
+{
+    for (size_t i = 0; i < ing->nsims; i++) {
+        sim_drop_partials(ing, ing->sim_list[i], SURGE_TDROP_SERVER_STOP);
+    }
+    while (ing->pending_head != NULL) {
+        struct partial *p = ing->pending_head;
+        ing->pending_head = p->next_free;
+        ing->c.samples.pending--;
+        ing->c.samples.dropped[SURGE_PDROP_SERVER_STOP]++;
+        block_release(ing, p);
+    }
+    ing->pending_tail = NULL;
+}
+
+void
+surge_ingest_destroy(surge_ingest **ingp)
+{
+    if (ingp == NULL || *ingp == NULL) {
+        return;
+    }
+    surge_ingest *ing = *ingp;
+    /* Free partial blocks: in use, pending and pooled. */
+    for (struct partial *p = ing->oldest; p != NULL;) {
+        struct partial *n = p->newer;
+        free(p);
+        p = n;
+    }
+    for (struct partial *p = ing->pending_head; p != NULL;) {
+        struct partial *n = p->next_free;
+        free(p);
+        p = n;
+    }
+    for (struct partial *p = ing->pool; p != NULL;) {
+        struct partial *n = p->next_free;
+        free(p);
+        p = n;
+    }
+    for (size_t i = 0; i < ing->peers.cap; i++) {
+        struct peer *p = ing->peers.vals[i];
+        while (p != NULL) {
+            struct peer *n = p->next;
+            free(p);
+            p = n;
+        }
+    }
+    for (size_t i = 0; i < ing->nsims; i++) {
+        sim_free(ing->sim_list[i]);
+    }
+    free(ing->sim_list);
+    surge_u64map_fini(&ing->peers);
+    surge_u64map_fini(&ing->sims);
+    surge_u64map_fini(&ing->told);
+    free(ing);
+    *ingp = NULL;
+}
+
+void
+surge_ingest_tick(surge_ingest *ing, uint64_t now)
+{
+    ing->now_ns = now;
+    if (ing->o->sim_timeout_s <= 0) {
+        return;
+    }
+    uint64_t limit = (uint64_t)(ing->o->sim_timeout_s * 1e9);
+    for (size_t i = 0; i < ing->nsims; i++) {
+        struct sim *s = ing->sim_list[i];
+        if (s->state != SIM_OPEN || !s->declared ||
+            now - s->last_activity_ns < limit) {
+            continue;
+        }
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                  "sim %" PRId64 ": nothing received for %.1f s, failing it",
+                  s->id, ing->o->sim_timeout_s);
+        sim_fail(ing, s, SIM_TIMED_OUT, SURGE_TDROP_SIM_TIMEOUT);
+        ing->c.sims.timed_out++;
+    }
+}
+
+uint64_t
+surge_ingest_active_sims(const surge_ingest *ing)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < ing->nsims; i++) {
+        const struct sim *s = ing->sim_list[i];
+        n += s->state == SIM_OPEN && s->declared;
+    }
+    return n;
+}
+
+int
+surge_ingest_all_done(const surge_ingest *ing)
+{
+    return surge_ingest_active_sims(ing) == 0 && ing->pending_head == NULL;
+}
+
+int
+surge_ingest_end_requested(const surge_ingest *ing)
+{
+    return ing->end_requested;
+}
+
+int
+surge_ingest_shutdown_requested(const surge_ingest *ing)
+{
+    return ing->shutdown_requested;
+}
+
+surge_counters *
+surge_ingest_counters(surge_ingest *ing)
+{
+    return &ing->c;
+}
+
+size_t
+surge_ingest_block_bytes(uint64_t nout, uint64_t nslices)
+{
+    return block_size(nout, nslices);
+}
+
+uint64_t
+surge_ingest_partial_bytes(const surge_ingest *ing)
+{
+    return ing->partial_bytes;
+}

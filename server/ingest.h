@@ -1,0 +1,120 @@
+/*
+ * server/ingest.h - the server's protocol logic, without sockets: sessions,
+ * validation of every message, assembly of slices into samples, and the
+ * hand-off of complete samples to the stores.
+ *
+ * DESIGN. The I/O thread (server/server.c) receives a multipart message,
+ * gives its frames to surge_ingest_handle_raw() and sends back the reply
+ * the call fills in, if any. Everything that needs session state lives
+ * here, so the unit tests drive the whole protocol without a network.
+ *
+ * Sessions. A peer (ZeroMQ routing id) says hello for one (simulation,
+ * rank). The first accepted hello of a simulation fixes its declaration
+ * (ranks, parameters, fields and their global sizes); the others must
+ * match it. Slices of different ranks must not overlap, and once all
+ * ranks have joined they must tile every field exactly. A simulation ends
+ * when all its ranks said bye (finished), when the launcher reports it
+ * failed, or when it is silent past the timeout; SIM_RETRY reopens it for
+ * new hellos while steps already assembled stay refused (never trained on
+ * twice).
+ *
+ * Assembly. Per (simulation, step) a partial sample: the output vector
+ * (fields concatenated, float32) and a bitmap of (rank, field) slices
+ * received. Blocks come from a pool and are reused, so the hot path does
+ * not allocate once the working set is known. All blocks together (in use,
+ * pending, pooled) stay under max_partial_bytes: a new step that would
+ * exceed it evicts the oldest partial step ("assembly_memory"), and later
+ * slices of an evicted step are dropped as "step_dropped".
+ *
+ * Hand-off. A complete step becomes a sample: input = parameters + time,
+ * output = the vector. It goes to the validation store when its simulation
+ * is held out, else to the training store. When the training store is full
+ * the sample stays pending (in its block) and surge_ingest_has_pending()
+ * tells the I/O thread to stop reading until surge_ingest_flush() succeeds.
+ *
+ * Threads: an ingest object is used by one thread (the I/O thread). The
+ * stores it puts into are thread-safe.
+ */
+#ifndef SURGE_SERVER_INGEST_H
+#define SURGE_SERVER_INGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/protocol.h"
+#include "server/counters.h"
+#include "server/options.h"
+#include "server/store.h"
+
+typedef struct surge_ingest surge_ingest;
+
+/* surge_ingest_create - protocol state for options o (borrowed; must
+ * outlive the object) putting samples into train and validation (borrowed;
+ * validation may be NULL when nothing is held out). checksum_log, when not
+ * NULL, receives one "sim step checksum" line per assembled sample
+ * (borrowed). 0 or -ENOMEM; *out untouched on failure. */
+int surge_ingest_create(surge_ingest **out, const surge_server_options *o,
+                        surge_store *train, surge_store *validation,
+                        FILE *checksum_log);
+/* surge_ingest_destroy - free everything (partial steps are not counted;
+ * call surge_ingest_stop first for the counts). Sets *ing to NULL. */
+void surge_ingest_destroy(surge_ingest **ing);
+
+/* surge_ingest_handle_raw - one received message: the routing id of the
+ * sender, the header frame, the first payload frame (NULL when none),
+ * the number of payload frames and the message's total size in bytes.
+ * Counts it, decodes and handles it. When a reply must go back to the
+ * sender, fills *reply and returns 1; returns 0 otherwise. Never fails:
+ * everything wrong is counted and logged (rate-limited). now_ns is a
+ * monotonic clock. */
+int surge_ingest_handle_raw(surge_ingest *ing, const void *rid, size_t rid_len,
+                            const void *hdr, size_t hdr_len,
+                            const void *payload, size_t payload_len,
+                            unsigned npayload_frames, uint64_t total_bytes,
+                            uint64_t now_ns, surge_msg *reply);
+
+/* surge_ingest_handle_msg - the same for an already decoded header (the
+ * caller has counted the message as received). */
+int surge_ingest_handle_msg(surge_ingest *ing, const void *rid, size_t rid_len,
+                            const surge_msg *m, const void *payload,
+                            size_t payload_len, unsigned npayload_frames,
+                            uint64_t now_ns, surge_msg *reply);
+
+/* surge_ingest_flush - try to put pending samples into the store. 0 when
+ * none is left, -EAGAIN when the store is still full. */
+int surge_ingest_flush(surge_ingest *ing);
+/* surge_ingest_has_pending - 1 while assembled samples wait for space. */
+int surge_ingest_has_pending(const surge_ingest *ing);
+
+/* surge_ingest_tick - fail simulations silent for longer than the
+ * timeout (their partial steps are dropped as "sim_timeout"). */
+void surge_ingest_tick(surge_ingest *ing, uint64_t now_ns);
+
+/* surge_ingest_stop - the server is stopping: drop every partial step and
+ * every pending sample ("server_stop"). */
+void surge_ingest_stop(surge_ingest *ing);
+
+/* surge_ingest_all_done - 1 when every simulation that said hello has
+ * finished, failed or timed out, and no sample is pending. */
+int surge_ingest_all_done(const surge_ingest *ing);
+/* surge_ingest_active_sims - simulations still open. */
+uint64_t surge_ingest_active_sims(const surge_ingest *ing);
+
+/* Requests a control message made; the I/O thread reads and acts on them. */
+int surge_ingest_end_requested(const surge_ingest *ing);
+int surge_ingest_shutdown_requested(const surge_ingest *ing);
+
+/* surge_ingest_counters - the counters (owned by ing; the I/O thread adds
+ * its socket-level counts to the io group). */
+surge_counters *surge_ingest_counters(surge_ingest *ing);
+
+/* surge_ingest_block_bytes - assembly memory one partial step takes for
+ * a sample of nout output floats from nslices (ranks x fields) slices. */
+size_t surge_ingest_block_bytes(uint64_t nout, uint64_t nslices);
+
+/* surge_ingest_partial_bytes - bytes of assembly memory held now (blocks
+ * in use, pending and pooled). */
+uint64_t surge_ingest_partial_bytes(const surge_ingest *ing);
+
+#endif /* SURGE_SERVER_INGEST_H */

@@ -1,0 +1,482 @@
+/*
+ * server/options.c - defaults, flag table, strict parsing and --help of
+ * `surge serve` (see options.h).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "server/options.h"
+
+#define KIB (UINT64_C(1) << 10)
+#define MIB (UINT64_C(1) << 20)
+#define GIB (UINT64_C(1) << 30)
+
+void
+surge_server_options_init(surge_server_options *o)
+{
+    memset(o, 0, sizeof *o);
+    snprintf(o->bind, sizeof o->bind, "%s", "tcp://127.0.0.1:*");
+    o->max_message_bytes = 64 * MIB;
+    o->rcvhwm_bytes = 64 * MIB;
+    o->max_partial_bytes = 256 * MIB;
+    o->sim_timeout_s = 600.0;
+    snprintf(o->policy, sizeof o->policy, "%s", "fifo");
+    o->store_bytes = 256 * MIB;
+    o->validation_bytes = 64 * MIB;
+    o->validation_every = 0;
+    snprintf(o->consumer, sizeof o->consumer, "%s", "discard");
+    o->batch_size = 64;
+    snprintf(o->output_dir, sizeof o->output_dir, "%s", ".");
+    o->stop_timeout_s = 10.0;
+    o->log_level = SURGE_LOG_INFO;
+    const char *tok = getenv("SURGE_TOKEN");
+    if (tok != NULL && strlen(tok) <= SURGE_MAX_TOKEN) {
+        snprintf(o->token, sizeof o->token, "%s", tok);
+    }
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* A size: decimal digits, optionally followed by K, M or G (powers of
+ * 1024, "KiB" and "KB" spellings too), at most max. */
+static int
+parse_size(const char *s, uint64_t max, int sizes, uint64_t *out)
+{
+    char digits[32];
+    size_t n = strspn(s, "0123456789");
+    if (n == 0 || n >= sizeof digits) {
+        return -1;
+    }
+    memcpy(digits, s, n);
+    digits[n] = '\0';
+    uint64_t v;
+    if (surge_parse_uint64(digits, &v) < 0) {
+        return -1;
+    }
+    const char *end = s + n;
+    uint64_t mult = 1;
+    if (sizes && *end != '\0') {
+        switch (*end) {
+        case 'K':
+        case 'k':
+            mult = KIB;
+            break;
+        case 'M':
+        case 'm':
+            mult = MIB;
+            break;
+        case 'G':
+        case 'g':
+            mult = GIB;
+            break;
+        default:
+            return -1;
+        }
+        end++;
+        if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0) {
+            end += strlen(end);
+        }
+    }
+    if (*end != '\0' || v > max / mult) {
+        return -1;
+    }
+    *out = v * mult;
+    return 0;
+}
+
+static int
+parse_double(const char *s, double min, double max, double *out)
+{
+    double v;
+    if (surge_parse_double(s, &v) < 0 || v < min || v > max) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+read_token_file(surge_server_options *o, const char *path, char *err,
+                size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        set_err(err, errlen, "--token-file: cannot open '%s': %s", path,
+                strerror(errno));
+        return SURGE_ECONFIG;
+    }
+    char buf[SURGE_MAX_TOKEN + 3];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    int rerr = ferror(f);
+    fclose(f);
+    if (rerr) {
+        set_err(err, errlen, "--token-file: cannot read '%s'", path);
+        return SURGE_ECONFIG;
+    }
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
+        buf[--n] = '\0';
+    }
+    if (n == 0 || n > SURGE_MAX_TOKEN || strlen(buf) != n) {
+        set_err(err, errlen,
+                "--token-file: '%s' must hold one token of 1..%d bytes", path,
+                SURGE_MAX_TOKEN);
+        return SURGE_ECONFIG;
+    }
+    memcpy(o->token, buf, n + 1);
+    return 0;
+}
+
+static int
+parse_sim_list(surge_server_options *o, const char *s, char *err, size_t errlen)
+{
+    char buf[4096];
+    if (strlen(s) >= sizeof buf) {
+        set_err(err, errlen, "--validation-sims: list too long");
+        return SURGE_ECONFIG;
+    }
+    snprintf(buf, sizeof buf, "%s", s);
+    o->nvalidation_sims = 0;
+    char *p = buf;
+    for (;;) {
+        char *comma = strchr(p, ',');
+        if (comma != NULL) {
+            *comma = '\0';
+        }
+        int64_t v;
+        if (surge_parse_int64(p, &v) < 0 || v < 0) {
+            set_err(err, errlen,
+                    "--validation-sims: '%s' is not a simulation id", p);
+            return SURGE_ECONFIG;
+        }
+        if (o->nvalidation_sims == SURGE_SERVER_MAX_VALIDATION_SIMS) {
+            set_err(err, errlen, "--validation-sims: more than %d ids",
+                    SURGE_SERVER_MAX_VALIDATION_SIMS);
+            return SURGE_ECONFIG;
+        }
+        o->validation_sims[o->nvalidation_sims++] = v;
+        if (comma == NULL) {
+            break;
+        }
+        p = comma + 1;
+    }
+    return 0;
+}
+
+enum opt_kind { K_STR, K_SIZE, K_U32, K_SECONDS, K_MS, K_SPECIAL };
+
+struct flag {
+    const char *name;
+    const char *arg;
+    enum opt_kind kind;
+    size_t off; /* offsetof the field */
+    size_t len; /* capacity for K_STR */
+    const char *help;
+};
+
+#define F(field) offsetof(surge_server_options, field)
+#define S(field) sizeof(((surge_server_options *)0)->field)
+
+static const struct flag flags[] = {
+    {"bind", "ENDPOINT", K_STR, F(bind), S(bind),
+     "ZeroMQ endpoint to listen on (default tcp://127.0.0.1:*, a free "
+     "port). A non-loopback address needs a study token."},
+    {"token-file", "FILE", K_SPECIAL, 0, 0,
+     "read the study token from FILE (default: $SURGE_TOKEN; without one "
+     "tokens are not checked)"},
+    {"output-dir", "DIR", K_STR, F(output_dir), S(output_dir),
+     "write server.json (endpoint, pid) and server-stats.json here "
+     "(default .)"},
+    {"checksum-log", "FILE", K_STR, F(checksum_log), S(checksum_log),
+     "append 'sim step checksum' for every assembled sample (checksum of "
+     "surge_checksum_f32 over the output vector, decimal)"},
+    {"max-message-bytes", "SIZE", K_SIZE, F(max_message_bytes), 0,
+     "largest message frame accepted; bigger ones close the connection "
+     "(default 64M)"},
+    {"rcvhwm-bytes", "SIZE", K_SIZE, F(rcvhwm_bytes), 0,
+     "receive queue per client connection before its sends block "
+     "(default 64M)"},
+    {"max-partial-bytes", "SIZE", K_SIZE, F(max_partial_bytes), 0,
+     "memory for partially assembled steps; when full the oldest partial "
+     "step is dropped (default 256M)"},
+    {"sim-timeout", "SECONDS", K_SECONDS, F(sim_timeout_s), 0,
+     "a simulation that sends nothing this long is failed and its partial "
+     "steps dropped; 0 = never (default 600)"},
+    {"policy", "NAME", K_STR, F(policy), S(policy),
+     "training store policy: fifo (default fifo)"},
+    {"store-bytes", "SIZE", K_SIZE, F(store_bytes), 0,
+     "training store capacity; a full store stops reading (backpressure) "
+     "(default 256M)"},
+    {"validation-bytes", "SIZE", K_SIZE, F(validation_bytes), 0,
+     "validation store capacity (default 64M)"},
+    {"validation-every", "N", K_U32, F(validation_every), 0,
+     "hold out simulations with id % N == N-1 for validation; 0 = none "
+     "(default 0)"},
+    {"validation-sims", "LIST", K_SPECIAL, 0, 0,
+     "comma-separated simulation ids also held out for validation"},
+    {"consumer", "NAME", K_STR, F(consumer), S(consumer),
+     "what drains the training store: discard (count and drop batches) "
+     "(default discard)"},
+    {"batch-size", "N", K_U32, F(batch_size), 0,
+     "samples per consumer batch (default 64)"},
+    {"consumer-delay-ms", "MS", K_MS, F(consumer_delay_ms), 0,
+     "discard consumer: sleep this long per batch, to emulate a slow "
+     "trainer (default 0)"},
+    {"stop-timeout", "SECONDS", K_SECONDS, F(stop_timeout_s), 0,
+     "after a stop, wait at most this long for the consumer to drain "
+     "(default 10)"},
+    {"exit-idle", "SECONDS", K_SECONDS, F(exit_idle_s), 0,
+     "exit when no simulation is active and nothing arrived for this long; "
+     "0 = never (default 0)"},
+    {"log-level", "LEVEL", K_SPECIAL, 0, 0,
+     "error, warn, info or debug (default info or $SURGE_LOG_LEVEL)"},
+};
+
+void
+surge_server_options_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: surge serve [options]\n\n"
+            "Run the surge server: receive simulation fields from libsurge "
+            "clients,\nassemble them into samples and feed the store. Stops "
+            "on SIGINT/SIGTERM,\nSHUTDOWN, or END_RECEPTION once every "
+            "simulation finished.\n\noptions:\n");
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        char lhs[64];
+        snprintf(lhs, sizeof lhs, "--%s %s", flags[i].name, flags[i].arg);
+        fprintf(out, "  %-28s %s\n", lhs, flags[i].help);
+    }
+    fprintf(out, "  %-28s %s\n", "--help", "show this text");
+    fprintf(out, "\nenvironment: SURGE_TOKEN (study token), SURGE_LOG_LEVEL\n");
+}
+
+static int
+apply(surge_server_options *o, const struct flag *f, const char *v, char *err,
+      size_t errlen)
+{
+    char *base = (char *)o;
+    uint64_t u;
+    double d;
+    switch (f->kind) {
+    case K_STR:
+        if (strlen(v) >= f->len || *v == '\0') {
+            set_err(err, errlen, "--%s: value must have 1..%zu bytes", f->name,
+                    f->len - 1);
+            return SURGE_ECONFIG;
+        }
+        snprintf(base + f->off, f->len, "%s", v);
+        return 0;
+    case K_SIZE:
+        if (parse_size(v, UINT64_MAX, 1, &u) < 0) {
+            set_err(err, errlen,
+                    "--%s: '%s' is not a size (bytes, or with K, M, G)",
+                    f->name, v);
+            return SURGE_ECONFIG;
+        }
+        memcpy(base + f->off, &u, sizeof u);
+        return 0;
+    case K_U32: {
+        if (parse_size(v, UINT32_MAX, 0, &u) < 0) {
+            set_err(err, errlen, "--%s: '%s' is not an integer 0..%u", f->name,
+                    v, UINT32_MAX);
+            return SURGE_ECONFIG;
+        }
+        uint32_t u32 = (uint32_t)u;
+        memcpy(base + f->off, &u32, sizeof u32);
+        return 0;
+    }
+    case K_SECONDS:
+    case K_MS:
+        if (parse_double(v, 0.0, 1e9, &d) < 0) {
+            set_err(err, errlen, "--%s: '%s' is not a number >= 0", f->name, v);
+            return SURGE_ECONFIG;
+        }
+        memcpy(base + f->off, &d, sizeof d);
+        return 0;
+    case K_SPECIAL:
+        if (strcmp(f->name, "token-file") == 0) {
+            return read_token_file(o, v, err, errlen);
+        }
+        if (strcmp(f->name, "validation-sims") == 0) {
+            return parse_sim_list(o, v, err, errlen);
+        }
+        if (strcmp(f->name, "log-level") == 0) {
+            int lvl = surge_log_level_parse(v);
+            if (lvl < 0) {
+                set_err(err, errlen,
+                        "--log-level: '%s' is not error, warn, info or "
+                        "debug",
+                        v);
+                return SURGE_ECONFIG;
+            }
+            o->log_level = lvl;
+            return 0;
+        }
+        break;
+    }
+    set_err(err, errlen, "--%s: internal error", f->name);
+    return SURGE_EINTERNAL;
+}
+
+int
+surge_server_options_parse(surge_server_options *o, int argc, char **argv,
+                           char *err, size_t errlen)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            return 1;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            set_err(err, errlen, "unexpected argument '%s'", a);
+            return SURGE_ECONFIG;
+        }
+        const char *name = a + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq != NULL ? (size_t)(eq - name) : strlen(name);
+        const struct flag *f = NULL;
+        for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++) {
+            if (strlen(flags[k].name) == nlen &&
+                strncmp(flags[k].name, name, nlen) == 0) {
+                f = &flags[k];
+                break;
+            }
+        }
+        if (f == NULL) {
+            set_err(err, errlen, "unknown option '--%.*s' (see --help)",
+                    (int)(nlen > 64 ? 64 : nlen), name);
+            return SURGE_ECONFIG;
+        }
+        const char *v;
+        if (eq != NULL) {
+            v = eq + 1;
+        } else if (i + 1 < argc) {
+            v = argv[++i];
+        } else {
+            set_err(err, errlen, "--%s needs a value (%s)", f->name, f->arg);
+            return SURGE_ECONFIG;
+        }
+        int rc = apply(o, f, v, err, errlen);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return surge_server_options_check(o, err, errlen);
+}
+
+int
+surge_server_endpoint_is_local(const char *ep)
+{
+    if (strncmp(ep, "ipc://", 6) == 0 || strncmp(ep, "inproc://", 9) == 0) {
+        return 1;
+    }
+    if (strncmp(ep, "tcp://", 6) != 0) {
+        return 0;
+    }
+    const char *h = ep + 6;
+    if (strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 ||
+        strncmp(h, "[::1]:", 6) == 0) {
+        return 1;
+    }
+    return 0;
+}
+
+int
+surge_server_options_check(const surge_server_options *o, char *err,
+                           size_t errlen)
+{
+    if (strncmp(o->bind, "tcp://", 6) != 0 &&
+        strncmp(o->bind, "ipc://", 6) != 0 &&
+        strncmp(o->bind, "inproc://", 9) != 0) {
+        set_err(err, errlen,
+                "--bind: '%s' is not a tcp://, ipc:// or inproc:// endpoint",
+                o->bind);
+        return SURGE_ECONFIG;
+    }
+    if (!surge_server_endpoint_is_local(o->bind) && o->token[0] == '\0') {
+        set_err(err, errlen,
+                "--bind: '%s' accepts peers from other machines; give a "
+                "study token (SURGE_TOKEN or --token-file) first",
+                o->bind);
+        return SURGE_ECONFIG;
+    }
+    if (o->max_message_bytes < 4096 ||
+        o->max_message_bytes > SURGE_MAX_PAYLOAD_BYTES) {
+        set_err(err, errlen, "--max-message-bytes: must be 4K..2G, got %llu",
+                (unsigned long long)o->max_message_bytes);
+        return SURGE_ECONFIG;
+    }
+    if (o->rcvhwm_bytes < 64 * KIB) {
+        set_err(err, errlen, "--rcvhwm-bytes: must be at least 64K");
+        return SURGE_ECONFIG;
+    }
+    if (o->max_partial_bytes < 4096) {
+        set_err(err, errlen, "--max-partial-bytes: must be at least 4K");
+        return SURGE_ECONFIG;
+    }
+    if (strcmp(o->policy, "fifo") != 0) {
+        set_err(err, errlen, "--policy: unknown policy '%s' (fifo)", o->policy);
+        return SURGE_ECONFIG;
+    }
+    if (o->store_bytes < 4096) {
+        set_err(err, errlen, "--store-bytes: must be at least 4K");
+        return SURGE_ECONFIG;
+    }
+    if (strcmp(o->consumer, "discard") != 0) {
+        set_err(err, errlen, "--consumer: unknown consumer '%s' (discard)",
+                o->consumer);
+        return SURGE_ECONFIG;
+    }
+    if (o->batch_size == 0 || o->batch_size > 65536) {
+        set_err(err, errlen, "--batch-size: must be 1..65536");
+        return SURGE_ECONFIG;
+    }
+    if (o->validation_every == 1) {
+        set_err(err, errlen,
+                "--validation-every: 1 would hold out every simulation; use "
+                "0 (none) or N >= 2");
+        return SURGE_ECONFIG;
+    }
+    if (o->output_dir[0] == '\0') {
+        set_err(err, errlen, "--output-dir: must not be empty");
+        return SURGE_ECONFIG;
+    }
+    return 0;
+}
+
+int
+surge_server_is_validation(const surge_server_options *o, int64_t sim)
+{
+    if (o->validation_every > 0 && sim >= 0 &&
+        sim % o->validation_every == o->validation_every - 1) {
+        return 1;
+    }
+    for (size_t i = 0; i < o->nvalidation_sims; i++) {
+        if (o->validation_sims[i] == sim) {
+            return 1;
+        }
+    }
+    return 0;
+}

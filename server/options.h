@@ -1,0 +1,93 @@
+/*
+ * server/options.h - every setting of `surge serve` in one struct, with
+ * defaults, strict command-line parsing and the --help text.
+ *
+ * DESIGN. One struct so that the flags, the launcher's study file
+ * (deploy/study.h fills the same struct) and later the monitoring code all
+ * speak about the same settings. surge_server_options_init() gives the
+ * defaults; surge_server_options_parse() applies flags on top;
+ * surge_server_options_check() validates the combination (call it after
+ * filling the struct from anywhere else). The flag table in options.c is the
+ * single list of options: parsing and --help are generated from it.
+ *
+ * Threads: none. Errors: SURGE_ECONFIG with the offending flag or value
+ * named in the caller's err buffer.
+ */
+#ifndef SURGE_SERVER_OPTIONS_H
+#define SURGE_SERVER_OPTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/protocol.h"
+
+#define SURGE_SERVER_MAX_PATH 1024
+#define SURGE_SERVER_MAX_VALIDATION_SIMS 256
+#define SURGE_SERVER_MAX_NAME 32
+
+typedef struct surge_server_options {
+    /* Network. */
+    char bind[256];                  /* ZeroMQ endpoint; "tcp://127.0.0.1:*" */
+    char token[SURGE_MAX_TOKEN + 1]; /* study token; "" = not checked
+                                        (then only loopback/ipc binds) */
+    uint64_t max_message_bytes;      /* largest frame accepted (ZMQ_MAXMSGSIZE)
+                                        and announced in welcome; bytes */
+    uint64_t rcvhwm_bytes;           /* receive queue per connection, bytes; the
+                                        HWM in messages is this / 256 KiB (the
+                                        client's default packed message size) */
+    /* Assembly. */
+    uint64_t max_partial_bytes; /* memory for partial steps, bytes */
+    double sim_timeout_s;       /* a sim silent this long is failed; 0 =
+                                   never */
+    /* Stores and consumer. */
+    char policy[SURGE_SERVER_MAX_NAME]; /* training store policy: "fifo" */
+    uint64_t store_bytes;               /* training store capacity, bytes */
+    uint64_t validation_bytes;          /* validation store capacity, bytes */
+    uint32_t validation_every; /* sims with sim % N == N-1 are held out;
+                                  0 = none */
+    size_t nvalidation_sims;   /* entries of validation_sims */
+    int64_t validation_sims[SURGE_SERVER_MAX_VALIDATION_SIMS]; /* held-out
+                                  sim ids, in addition to the rule */
+    char consumer[SURGE_SERVER_MAX_NAME]; /* "discard" (trainer later) */
+    uint32_t batch_size;                  /* samples per consumer batch */
+    double consumer_delay_ms; /* sleep per batch in the discard consumer
+                                 (to test backpressure); 0 = none */
+    /* Files and lifetime. */
+    char output_dir[SURGE_SERVER_MAX_PATH];   /* server.json, stats */
+    char checksum_log[SURGE_SERVER_MAX_PATH]; /* "sim step checksum"
+                                                 lines; "" = off */
+    double stop_timeout_s; /* bound on finishing after a stop */
+    double exit_idle_s;    /* exit after this long with no sim and no
+                              message; 0 = never (for tests) */
+    int log_level;         /* SURGE_LOG_* */
+} surge_server_options;
+
+/* surge_server_options_init - the defaults, plus SURGE_TOKEN from the
+ * environment when set. */
+void surge_server_options_init(surge_server_options *o);
+
+/* surge_server_options_parse - apply argv[1..argc-1] (argv[0] is the
+ * command name). Flags are `--name VALUE` or `--name=VALUE`; sizes accept
+ * K, M, G suffixes (powers of 1024). Returns 0, 1 when --help was asked
+ * (the caller prints surge_server_options_usage), or SURGE_ECONFIG with a
+ * message naming the flag in err. Calls surge_server_options_check(). */
+int surge_server_options_parse(surge_server_options *o, int argc, char **argv,
+                               char *err, size_t errlen);
+
+/* surge_server_options_check - validate values and combinations (for a
+ * struct filled by other means, e.g. a study file). 0 or SURGE_ECONFIG. */
+int surge_server_options_check(const surge_server_options *o, char *err,
+                               size_t errlen);
+
+/* surge_server_options_usage - the --help text, every flag documented. */
+void surge_server_options_usage(FILE *out);
+
+/* surge_server_is_validation - 1 when simulation sim is held out. */
+int surge_server_is_validation(const surge_server_options *o, int64_t sim);
+
+/* surge_server_endpoint_is_local - 1 when a bind endpoint only accepts
+ * peers of this machine (tcp on 127.0.0.0/8, localhost, ::1; ipc; inproc). */
+int surge_server_endpoint_is_local(const char *endpoint);
+
+#endif /* SURGE_SERVER_OPTIONS_H */

@@ -1,0 +1,55 @@
+/*
+ * server/serve.c - `surge serve`: parse the options, tune the allocator,
+ * run the server, map the outcome to an exit status.
+ */
+#include "config.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <surge/error.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "server/commands.h"
+#include "server/options.h"
+#include "server/server.h"
+
+int
+surge_serve_main(int argc, char **argv)
+{
+    /* One struct for every setting; a study file fills the same one. */
+    static surge_server_options opts;
+    char err[512] = "";
+    surge_server_options_init(&opts);
+    int rc = surge_server_options_parse(&opts, argc, argv, err, sizeof err);
+    if (rc == 1) {
+        surge_server_options_usage(stdout);
+        return 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "surge serve: %s\n", err);
+        return 2;
+    }
+    surge_log_set_level(opts.log_level);
+    /* Keep glibc from returning freed memory to the kernel: page faults
+     * are the bottleneck on these machines (PERF-NOTES: 2-4x in ZeroMQ). */
+    (void)surge_malloc_tune();
+    /* A client that vanishes must not kill the server through SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+
+    surge_server *srv = NULL;
+    rc = surge_server_create(&srv, &opts);
+    if (rc < 0) {
+        fprintf(stderr, "surge serve: cannot start: %s\n", surge_strerror(rc));
+        return 1;
+    }
+    rc = surge_server_run(srv);
+    surge_server_destroy(&srv);
+    if (rc < 0) {
+        fprintf(stderr, "surge serve: %s\n", surge_strerror(rc));
+        return 1;
+    }
+    return 0;
+}

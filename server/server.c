@@ -1,0 +1,891 @@
+/*
+ * server/server.c - the I/O thread: libuv loop, ZeroMQ ROUTER and monitor,
+ * backpressure, stop sequence, server.json and server-stats.json (see
+ * server.h).
+ *
+ * Lock order: this file takes no lock. The stores lock internally (leaf
+ * locks); the consumer thread touches only the stores, its own state and
+ * the uv_async handle.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <uv.h>
+#include <zmq.h>
+
+#include "common/log.h"
+#include "common/protocol.h"
+#include "common/util.h"
+#include "server/consumer.h"
+#include "server/ingest.h"
+#include "server/server.h"
+#include "server/store.h"
+
+#define COMPONENT "server"
+#define PACKED_MSG_BYTES (256 * 1024) /* client's default packed message */
+#define TICK_MS 200
+#define RETRY_MS 1
+#define REPLY_CAP (SURGE_MAX_HEADER_BYTES)
+
+enum phase {
+    PHASE_RUNNING = 0, /* reading */
+    PHASE_DRAINING,    /* stopped reading; consumer drains the store */
+    PHASE_CLOSING      /* handles closing; the loop is about to end */
+};
+
+struct surge_server {
+    const surge_server_options *o;
+    char endpoint[256]; /* bound endpoint, port resolved */
+    void *zctx;         /* ZeroMQ context */
+    void *router;       /* clients talk to this */
+    void *mon;          /* PAIR receiving the ROUTER's events */
+    uv_loop_t loop;
+    uv_poll_t poll_router; /* on the ROUTER's ZMQ_FD */
+    uv_poll_t poll_mon;    /* on the monitor PAIR's ZMQ_FD */
+    uv_timer_t tick;       /* timeouts, end condition */
+    uv_timer_t retry;      /* store-full retry while paused */
+    uv_timer_t stop_timer; /* bounds the drain after a stop */
+    uv_signal_t sigint, sigterm;
+    uv_async_t wake;       /* consumer -> loop */
+    int handles_open;      /* the uv handles above are initialized */
+    int reading;           /* poll_router is active */
+    uint64_t paused_at_ns; /* when reading stopped for backpressure */
+    enum phase phase;
+    int stop_reason_end; /* stopping after END_RECEPTION */
+    surge_store *train;
+    surge_store *validation; /* NULL when nothing is held out */
+    surge_ingest *ing;
+    FILE *checksum; /* --checksum-log, or NULL */
+    const surge_consumer_ops *cops;
+    void *cstate;
+    surge_consumer_ctx cctx;
+    pthread_t cthread;
+    int cthread_started;
+    atomic_int consumer_done; /* set by the consumer thread */
+    int consumer_rc;          /* written by the consumer thread before
+                                 consumer_done */
+    uint64_t start_ns;
+    uint64_t last_msg_ns; /* last message received */
+    uint64_t last_log_ns; /* last periodic progress line */
+    unsigned char reply_buf[REPLY_CAP];
+    surge_msg reply; /* reply being encoded */
+};
+
+static void begin_stop(surge_server *srv, int end_of_reception);
+static void on_retry(uv_timer_t *t);
+static void drain_router(surge_server *srv);
+
+/* ------------------------------------------------------------ replies */
+
+static void
+send_reply(surge_server *srv, const void *rid, size_t rid_len)
+{
+    surge_counters *c = surge_ingest_counters(srv->ing);
+    int n =
+        surge_proto_encode(&srv->reply, srv->reply_buf, sizeof srv->reply_buf);
+    if (n <= 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "cannot encode a '%s' reply: %s",
+                  surge_proto_type_name(srv->reply.type), surge_strerror(n));
+        c->io.replies_dropped++;
+        return;
+    }
+    if (zmq_send(srv->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(srv->router, srv->reply_buf, (size_t)n, ZMQ_DONTWAIT) < 0) {
+        /* EHOSTUNREACH: the peer is gone (ROUTER_MANDATORY); EAGAIN: its
+         * queue is full. Never wait for a peer. */
+        c->io.replies_dropped++;
+        return;
+    }
+    c->io.replies_sent++;
+}
+
+/* ------------------------------------------------------------ reading */
+
+/* Receive and handle one message. 1 when one was handled, 0 when none
+ * was waiting (EAGAIN) or the socket failed. */
+static int
+recv_one(surge_server *srv)
+{
+    zmq_msg_t rid, hdr, payload, extra;
+    zmq_msg_init(&rid);
+    if (zmq_msg_recv(&rid, srv->router, ZMQ_DONTWAIT) < 0) {
+        int e = zmq_errno();
+        zmq_msg_close(&rid);
+        if (e != EAGAIN && e != EINTR) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "receive failed: %s",
+                      zmq_strerror(e));
+        }
+        return e == EINTR ? 1 : 0;
+    }
+    uint64_t total = zmq_msg_size(&rid);
+    int have_hdr = 0, have_payload = 0;
+    unsigned npayload = 0;
+    zmq_msg_init(&hdr);
+    zmq_msg_init(&payload);
+    if (zmq_msg_more(&rid) && zmq_msg_recv(&hdr, srv->router, 0) >= 0) {
+        have_hdr = 1;
+        total += zmq_msg_size(&hdr);
+        /* Whole multipart messages are delivered atomically, so the other
+         * frames are already here: these receives do not block. */
+        int more = zmq_msg_more(&hdr);
+        while (more) {
+            zmq_msg_t *dst = &payload;
+            if (have_payload) {
+                zmq_msg_init(&extra);
+                dst = &extra;
+            }
+            if (zmq_msg_recv(dst, srv->router, 0) < 0) {
+                if (dst == &extra) {
+                    zmq_msg_close(&extra);
+                }
+                break;
+            }
+            npayload++;
+            total += zmq_msg_size(dst);
+            more = zmq_msg_more(dst);
+            if (dst == &extra) {
+                zmq_msg_close(&extra);
+            } else {
+                have_payload = 1;
+            }
+        }
+    }
+    uint64_t t = surge_now_ns();
+    srv->last_msg_ns = t;
+    int r = surge_ingest_handle_raw(
+        srv->ing, zmq_msg_data(&rid), zmq_msg_size(&rid),
+        have_hdr ? zmq_msg_data(&hdr) : NULL, have_hdr ? zmq_msg_size(&hdr) : 0,
+        have_payload ? zmq_msg_data(&payload) : NULL,
+        have_payload ? zmq_msg_size(&payload) : 0, npayload, total, t,
+        &srv->reply);
+    if (r == 1) {
+        send_reply(srv, zmq_msg_data(&rid), zmq_msg_size(&rid));
+    }
+    zmq_msg_close(&payload);
+    zmq_msg_close(&hdr);
+    zmq_msg_close(&rid);
+    return 1;
+}
+
+static void
+pause_reading(surge_server *srv)
+{
+    if (!srv->reading) {
+        return;
+    }
+    uv_poll_stop(&srv->poll_router);
+    srv->reading = 0;
+    srv->paused_at_ns = surge_now_ns();
+    surge_ingest_counters(srv->ing)->io.read_pauses++;
+    uv_timer_start(&srv->retry, on_retry, RETRY_MS, RETRY_MS);
+}
+
+static void on_router(uv_poll_t *h, int status, int events);
+
+static void
+resume_reading(surge_server *srv)
+{
+    if (srv->reading || srv->phase != PHASE_RUNNING) {
+        return;
+    }
+    uv_timer_stop(&srv->retry);
+    surge_ingest_counters(srv->ing)->io.read_paused_ns +=
+        surge_now_ns() - srv->paused_at_ns;
+    srv->reading = 1;
+    uv_poll_start(&srv->poll_router, UV_READABLE, on_router);
+    /* Edge-triggered: messages that came while paused raised no new edge. */
+    drain_router(srv);
+}
+
+static void
+check_requests(surge_server *srv)
+{
+    if (srv->phase != PHASE_RUNNING) {
+        return;
+    }
+    if (surge_ingest_shutdown_requested(srv->ing)) {
+        begin_stop(srv, 0);
+    } else if (surge_ingest_end_requested(srv->ing) &&
+               surge_ingest_all_done(srv->ing)) {
+        begin_stop(srv, 1);
+    }
+}
+
+static void
+drain_router(surge_server *srv)
+{
+    while (srv->reading) {
+        if (surge_ingest_has_pending(srv->ing)) {
+            pause_reading(srv);
+            break;
+        }
+        if (recv_one(srv)) {
+            continue;
+        }
+        /* EAGAIN. ZMQ_EVENTS both tells whether more came in the meantime
+         * and re-arms the edge-triggered ZMQ_FD. */
+        int ev = 0;
+        size_t len = sizeof ev;
+        if (zmq_getsockopt(srv->router, ZMQ_EVENTS, &ev, &len) != 0 ||
+            !(ev & ZMQ_POLLIN)) {
+            break;
+        }
+    }
+    check_requests(srv);
+}
+
+static void
+on_router(uv_poll_t *h, int status, int events)
+{
+    surge_server *srv = h->data;
+    (void)status;
+    (void)events;
+    drain_router(srv);
+}
+
+static void
+try_flush(surge_server *srv)
+{
+    if (surge_ingest_flush(srv->ing) == 0) {
+        resume_reading(srv);
+    }
+}
+
+static void
+on_retry(uv_timer_t *t)
+{
+    try_flush(t->data);
+}
+
+/* ------------------------------------------------------------ monitor */
+
+static void
+drain_monitor(surge_server *srv)
+{
+    surge_counters *c = surge_ingest_counters(srv->ing);
+    for (;;) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, srv->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            int e = 0;
+            size_t len = sizeof e;
+            if (zmq_getsockopt(srv->mon, ZMQ_EVENTS, &e, &len) == 0 &&
+                (e & ZMQ_POLLIN)) {
+                continue;
+            }
+            return;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= 6) {
+            memcpy(&event, zmq_msg_data(&ev), sizeof event);
+        }
+        if (zmq_msg_more(&ev)) {
+            zmq_msg_init(&addr);
+            (void)zmq_msg_recv(&addr, srv->mon, 0);
+            zmq_msg_close(&addr);
+        }
+        zmq_msg_close(&ev);
+        switch (event) {
+        case ZMQ_EVENT_ACCEPTED:
+            c->io.accepted++;
+            break;
+        case ZMQ_EVENT_DISCONNECTED:
+            c->io.disconnected++;
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+            c->io.handshake_failed++;
+            SURGE_LOG(SURGE_LOG_DEBUG, COMPONENT,
+                      "a connection failed the ZeroMQ handshake");
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void
+on_monitor(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    drain_monitor(h->data);
+}
+
+/* ------------------------------------------------------------ stopping */
+
+static void
+on_close(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void
+close_handles(surge_server *srv)
+{
+    if (srv->phase == PHASE_CLOSING) {
+        return;
+    }
+    srv->phase = PHASE_CLOSING;
+    uv_handle_t *hs[] = {
+        (uv_handle_t *)&srv->poll_router, (uv_handle_t *)&srv->poll_mon,
+        (uv_handle_t *)&srv->tick,        (uv_handle_t *)&srv->retry,
+        (uv_handle_t *)&srv->stop_timer,  (uv_handle_t *)&srv->sigint,
+        (uv_handle_t *)&srv->sigterm,     (uv_handle_t *)&srv->wake};
+    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
+        if (!uv_is_closing(hs[i])) {
+            uv_close(hs[i], on_close);
+        }
+    }
+}
+
+static void
+on_stop_timeout(uv_timer_t *t)
+{
+    surge_server *srv = t->data;
+    SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+              "consumer did not drain the store within %.1f s; stopping it",
+              srv->o->stop_timeout_s);
+    surge_store_stop(srv->train);
+    if (srv->validation != NULL) {
+        surge_store_stop(srv->validation);
+    }
+}
+
+static void
+begin_stop(surge_server *srv, int end_of_reception)
+{
+    if (srv->phase != PHASE_RUNNING) {
+        return;
+    }
+    srv->phase = PHASE_DRAINING;
+    srv->stop_reason_end = end_of_reception;
+    if (srv->reading) {
+        uv_poll_stop(&srv->poll_router);
+        srv->reading = 0;
+    } else {
+        uv_timer_stop(&srv->retry);
+        surge_ingest_counters(srv->ing)->io.read_paused_ns +=
+            surge_now_ns() - srv->paused_at_ns;
+    }
+    /* Whatever is not assembled now never will be. */
+    surge_ingest_stop(srv->ing);
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "stopping (%s): draining the store",
+              end_of_reception ? "end of reception" : "stop requested");
+    surge_store_end_reception(srv->train);
+    if (srv->validation != NULL) {
+        surge_store_end_reception(srv->validation);
+    }
+    uv_timer_start(&srv->stop_timer, on_stop_timeout,
+                   (uint64_t)(srv->o->stop_timeout_s * 1000.0), 0);
+    if (atomic_load(&srv->consumer_done)) {
+        close_handles(srv);
+    }
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+    surge_server *srv = h->data;
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "signal %d received", signum);
+    if (srv->phase == PHASE_DRAINING) {
+        /* A second signal: do not wait for the consumer any more. */
+        on_stop_timeout(&srv->stop_timer);
+        return;
+    }
+    begin_stop(srv, 0);
+}
+
+static void
+on_wake(uv_async_t *h)
+{
+    surge_server *srv = h->data;
+    if (!srv->reading && srv->phase == PHASE_RUNNING) {
+        try_flush(srv);
+    }
+    if (atomic_load(&srv->consumer_done)) {
+        if (srv->phase == PHASE_RUNNING) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                      "consumer stopped (%s); stopping the server",
+                      surge_strerror(srv->consumer_rc));
+            begin_stop(srv, 0);
+        }
+        if (srv->phase == PHASE_DRAINING) {
+            close_handles(srv);
+        }
+    }
+}
+
+static void
+log_progress(surge_server *srv, uint64_t t)
+{
+    const surge_counters *c = surge_ingest_counters(srv->ing);
+    surge_store_stats st;
+    surge_store_get_stats(srv->train, &st);
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "messages %" PRIu64 ", slices %" PRIu64 ", samples %" PRIu64
+              " (+%" PRIu64 " validation), partial %" PRIu64 ", store %" PRIu64
+              "/%" PRIu64 ", consumed %" PRIu64 ", active sims %" PRIu64,
+              c->messages.received, c->slices.accepted, c->samples.train,
+              c->samples.validation, c->steps.in_progress, st.occupancy,
+              st.capacity, st.taken, surge_ingest_active_sims(srv->ing));
+    srv->last_log_ns = t;
+}
+
+static void
+on_tick(uv_timer_t *t)
+{
+    surge_server *srv = t->data;
+    uint64_t now = surge_now_ns();
+    if (srv->phase != PHASE_RUNNING) {
+        return;
+    }
+    surge_ingest_tick(srv->ing, now);
+    if (srv->checksum != NULL) {
+        fflush(srv->checksum);
+    }
+    if (now - srv->last_log_ns > UINT64_C(10) * 1000000000u) {
+        log_progress(srv, now);
+    }
+    if (srv->o->exit_idle_s > 0 && surge_ingest_active_sims(srv->ing) == 0 &&
+        surge_ingest_all_done(srv->ing) &&
+        now - srv->last_msg_ns > (uint64_t)(srv->o->exit_idle_s * 1e9)) {
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                  "idle for %.1f s with no active simulation: exiting",
+                  srv->o->exit_idle_s);
+        begin_stop(srv, 1);
+        return;
+    }
+    check_requests(srv);
+}
+
+/* ------------------------------------------------------------ consumer */
+
+static void
+space_cb(void *arg)
+{
+    surge_server *srv = arg;
+    uv_async_send(&srv->wake);
+}
+
+static void *
+consumer_main(void *arg)
+{
+    surge_server *srv = arg;
+    int rc = srv->cops->run(srv->cstate, &srv->cctx);
+    srv->consumer_rc = rc;
+    atomic_store(&srv->consumer_done, 1);
+    uv_async_send(&srv->wake);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ files */
+
+static int
+write_json(const surge_server_options *o, const char *name, json_t *j)
+{
+    char path[SURGE_SERVER_MAX_PATH + 64];
+    snprintf(path, sizeof path, "%s/%s", o->output_dir, name);
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (text == NULL) {
+        return -ENOMEM;
+    }
+    size_t len = strlen(text);
+    char *withnl = realloc(text, len + 2);
+    if (withnl == NULL) {
+        free(text);
+        return -ENOMEM;
+    }
+    withnl[len] = '\n';
+    withnl[len + 1] = '\0';
+    int rc = surge_write_file_atomic(path, withnl, len + 1);
+    free(withnl);
+    if (rc < 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "cannot write %s: %s", path,
+                  surge_strerror(rc));
+    }
+    return rc;
+}
+
+static json_t *
+reasons_json(const uint64_t *v, int n, const char *(*name)(int))
+{
+    json_t *o = json_object();
+    for (int i = 0; i < n; i++) {
+        json_object_set_new(o, name(i), json_integer((json_int_t)v[i]));
+    }
+    return o;
+}
+
+#define JI(x) json_integer((json_int_t)(x))
+
+static json_t *
+store_json(surge_store *s)
+{
+    surge_store_stats st;
+    surge_store_get_stats(s, &st);
+    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:f}", "puts", JI(st.puts),
+                     "put_refused", JI(st.put_refused), "taken", JI(st.taken),
+                     "batches", JI(st.batches), "occupancy", JI(st.occupancy),
+                     "capacity", JI(st.capacity), "bytes", JI(st.bytes),
+                     "consumer_wait_s", st.consumer_wait_ns / 1e9);
+}
+
+static int
+write_stats(surge_server *srv)
+{
+    const surge_counters *c = surge_ingest_counters(srv->ing);
+    surge_consumer_stats cs = {0, 0};
+    srv->cops->stats(srv->cstate, &cs);
+    const char *bad = NULL;
+    int consistent = surge_counters_check(c, &bad) == 0;
+    if (!consistent) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "counts do not add up: %s", bad);
+    }
+    json_t *j = json_object();
+    json_object_set_new(j, "endpoint", json_string(srv->endpoint));
+    json_object_set_new(j, "pid", JI(getpid()));
+    json_object_set_new(j, "wall_s",
+                        json_real((surge_now_ns() - srv->start_ns) / 1e9));
+    json_object_set_new(
+        j, "stop_reason",
+        json_string(srv->stop_reason_end ? "end_of_reception" : "stop"));
+    json_object_set_new(j, "counts_add_up", json_boolean(consistent));
+    json_object_set_new(
+        j, "messages",
+        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "received",
+                  JI(c->messages.received), "bytes", JI(c->messages.bytes),
+                  "handled", JI(c->messages.handled), "hello",
+                  JI(c->messages.hello), "data", JI(c->messages.data), "bye",
+                  JI(c->messages.bye), "control", JI(c->messages.control),
+                  "dropped",
+                  reasons_json(c->messages.dropped, SURGE_MDROP__COUNT,
+                               surge_msg_drop_name)));
+    json_object_set_new(
+        j, "slices",
+        json_pack("{s:o,s:o,s:o,s:o}", "received", JI(c->slices.received),
+                  "accepted", JI(c->slices.accepted), "bytes",
+                  JI(c->slices.bytes), "dropped",
+                  reasons_json(c->slices.dropped, SURGE_SDROP__COUNT,
+                               surge_slice_drop_name)));
+    json_object_set_new(
+        j, "steps",
+        json_pack("{s:o,s:o,s:o,s:o}", "started", JI(c->steps.started),
+                  "assembled", JI(c->steps.assembled), "in_progress",
+                  JI(c->steps.in_progress), "dropped",
+                  reasons_json(c->steps.dropped, SURGE_TDROP__COUNT,
+                               surge_step_drop_name)));
+    json_object_set_new(
+        j, "samples",
+        json_pack("{s:o,s:o,s:o,s:o}", "train", JI(c->samples.train),
+                  "validation", JI(c->samples.validation), "pending",
+                  JI(c->samples.pending), "dropped",
+                  reasons_json(c->samples.dropped, SURGE_PDROP__COUNT,
+                               surge_sample_drop_name)));
+    json_object_set_new(
+        j, "sims",
+        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "hello",
+                  JI(c->sims.hello), "rejected", JI(c->sims.rejected), "joined",
+                  JI(c->sims.joined), "finished", JI(c->sims.finished),
+                  "failed", JI(c->sims.failed), "timed_out",
+                  JI(c->sims.timed_out), "retried", JI(c->sims.retried), "bye",
+                  JI(c->sims.bye)));
+    json_object_set_new(
+        j, "io",
+        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:f}", "accepted",
+                  JI(c->io.accepted), "disconnected", JI(c->io.disconnected),
+                  "handshake_failed", JI(c->io.handshake_failed),
+                  "replies_sent", JI(c->io.replies_sent), "replies_dropped",
+                  JI(c->io.replies_dropped), "control_ok", JI(c->io.control_ok),
+                  "read_pauses", JI(c->io.read_pauses), "read_paused_s",
+                  c->io.read_paused_ns / 1e9));
+    json_object_set_new(j, "store", store_json(srv->train));
+    if (srv->validation != NULL) {
+        json_object_set_new(j, "validation_store", store_json(srv->validation));
+    }
+    json_object_set_new(j, "consumer",
+                        json_pack("{s:s,s:o,s:o}", "name", srv->cops->name,
+                                  "batches", JI(cs.batches), "samples",
+                                  JI(cs.samples)));
+    int rc = write_json(srv->o, "server-stats.json", j);
+    json_decref(j);
+    return rc;
+}
+
+/* ------------------------------------------------------------ setup */
+
+static int
+zmq_setup(surge_server *srv)
+{
+    const surge_server_options *o = srv->o;
+    srv->zctx = zmq_ctx_new();
+    if (srv->zctx == NULL) {
+        return -ENOMEM;
+    }
+    srv->router = zmq_socket(srv->zctx, ZMQ_ROUTER);
+    if (srv->router == NULL) {
+        return -ENOMEM;
+    }
+    int64_t maxmsg = (int64_t)o->max_message_bytes;
+    uint64_t hwm64 = o->rcvhwm_bytes / PACKED_MSG_BYTES;
+    int hwm = hwm64 < 16 ? 16 : hwm64 > 1000000 ? 1000000 : (int)hwm64;
+    int one = 1, zero = 0, hb_ivl = 2000, hb_timeout = 10000;
+    int sndhwm = 1000; /* replies are small */
+    if (zmq_setsockopt(srv->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
+        zmq_setsockopt(srv->router, ZMQ_RCVHWM, &hwm, sizeof hwm) ||
+        zmq_setsockopt(srv->router, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm) ||
+        zmq_setsockopt(srv->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) ||
+        zmq_setsockopt(srv->router, ZMQ_LINGER, &zero, sizeof zero) ||
+        zmq_setsockopt(srv->router, ZMQ_HEARTBEAT_IVL, &hb_ivl,
+                       sizeof hb_ivl) ||
+        zmq_setsockopt(srv->router, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout,
+                       sizeof hb_timeout)) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "socket options: %s",
+                  zmq_strerror(zmq_errno()));
+        return SURGE_EINTERNAL;
+    }
+    /* The monitor must exist before bind so no accept goes unseen. */
+    char monep[64];
+    snprintf(monep, sizeof monep, "inproc://surge-monitor-%p", (void *)srv);
+    if (zmq_socket_monitor(srv->router, monep,
+                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "socket monitor: %s",
+                  zmq_strerror(zmq_errno()));
+        return SURGE_EINTERNAL;
+    }
+    srv->mon = zmq_socket(srv->zctx, ZMQ_PAIR);
+    if (srv->mon == NULL ||
+        zmq_setsockopt(srv->mon, ZMQ_LINGER, &zero, sizeof zero) ||
+        zmq_connect(srv->mon, monep) != 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "monitor socket: %s",
+                  zmq_strerror(zmq_errno()));
+        return SURGE_EINTERNAL;
+    }
+    if (zmq_bind(srv->router, o->bind) != 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "cannot bind %s: %s", o->bind,
+                  zmq_strerror(zmq_errno()));
+        return SURGE_ECONFIG;
+    }
+    size_t len = sizeof srv->endpoint;
+    if (zmq_getsockopt(srv->router, ZMQ_LAST_ENDPOINT, srv->endpoint, &len) !=
+        0) {
+        snprintf(srv->endpoint, sizeof srv->endpoint, "%s", o->bind);
+    }
+    return 0;
+}
+
+int
+surge_server_create(surge_server **out, const surge_server_options *o)
+{
+    int rc;
+    surge_server *srv = calloc(1, sizeof *srv);
+    if (srv == NULL) {
+        return -ENOMEM;
+    }
+    srv->o = o;
+    srv->cops = surge_consumer_find(o->consumer);
+    if (srv->cops == NULL) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "unknown consumer '%s'",
+                  o->consumer);
+        rc = SURGE_ECONFIG;
+        goto fail;
+    }
+    struct stat sb;
+    if (stat(o->output_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        if (mkdir(o->output_dir, 0755) != 0 && errno != EEXIST) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                      "output folder '%s' cannot be created: %s", o->output_dir,
+                      strerror(errno));
+            rc = SURGE_ECONFIG;
+            goto fail;
+        }
+    }
+    surge_store_config sc = {"train", SURGE_STORE_STREAM, o->store_bytes};
+    rc = surge_store_create(&srv->train, &sc);
+    if (rc < 0) {
+        goto fail;
+    }
+    if (o->validation_every > 0 || o->nvalidation_sims > 0) {
+        surge_store_config vc = {"validation", SURGE_STORE_KEEP,
+                                 o->validation_bytes};
+        rc = surge_store_create(&srv->validation, &vc);
+        if (rc < 0) {
+            goto fail;
+        }
+    }
+    if (o->checksum_log[0] != '\0') {
+        srv->checksum = fopen(o->checksum_log, "a");
+        if (srv->checksum == NULL) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                      "--checksum-log: cannot open '%s': %s", o->checksum_log,
+                      strerror(errno));
+            rc = SURGE_ECONFIG;
+            goto fail;
+        }
+    }
+    rc = surge_ingest_create(&srv->ing, o, srv->train, srv->validation,
+                             srv->checksum);
+    if (rc < 0) {
+        goto fail;
+    }
+    rc = srv->cops->create(&srv->cstate, o);
+    if (rc < 0) {
+        goto fail;
+    }
+    srv->cctx.train = srv->train;
+    srv->cctx.validation = srv->validation;
+    srv->cctx.opts = o;
+    rc = zmq_setup(srv);
+    if (rc < 0) {
+        goto fail;
+    }
+    *out = srv;
+    return 0;
+
+fail:
+    surge_server_destroy(&srv);
+    return rc;
+}
+
+const char *
+surge_server_endpoint(const surge_server *srv)
+{
+    return srv->endpoint;
+}
+
+static int
+init_handles(surge_server *srv)
+{
+    int fd_router, fd_mon;
+    size_t len = sizeof fd_router;
+    if (zmq_getsockopt(srv->router, ZMQ_FD, &fd_router, &len) != 0) {
+        return SURGE_EINTERNAL;
+    }
+    len = sizeof fd_mon;
+    if (zmq_getsockopt(srv->mon, ZMQ_FD, &fd_mon, &len) != 0) {
+        return SURGE_EINTERNAL;
+    }
+    if (uv_loop_init(&srv->loop) != 0) {
+        return -ENOMEM;
+    }
+    uv_poll_init(&srv->loop, &srv->poll_router, fd_router);
+    uv_poll_init(&srv->loop, &srv->poll_mon, fd_mon);
+    uv_timer_init(&srv->loop, &srv->tick);
+    uv_timer_init(&srv->loop, &srv->retry);
+    uv_timer_init(&srv->loop, &srv->stop_timer);
+    uv_signal_init(&srv->loop, &srv->sigint);
+    uv_signal_init(&srv->loop, &srv->sigterm);
+    uv_async_init(&srv->loop, &srv->wake, on_wake);
+    srv->poll_router.data = srv->poll_mon.data = srv;
+    srv->tick.data = srv->retry.data = srv->stop_timer.data = srv;
+    srv->sigint.data = srv->sigterm.data = srv;
+    srv->wake.data = srv;
+    srv->handles_open = 1;
+    uv_poll_start(&srv->poll_mon, UV_READABLE, on_monitor);
+    uv_poll_start(&srv->poll_router, UV_READABLE, on_router);
+    srv->reading = 1;
+    uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
+    uv_signal_start(&srv->sigint, on_signal, SIGINT);
+    uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+    return 0;
+}
+
+int
+surge_server_run(surge_server *srv)
+{
+    srv->start_ns = srv->last_msg_ns = srv->last_log_ns = surge_now_ns();
+    json_t *info = json_pack("{s:s,s:o,s:s}", "endpoint", srv->endpoint, "pid",
+                             JI(getpid()), "bind", srv->o->bind);
+    int rc = write_json(srv->o, "server.json", info);
+    json_decref(info);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = init_handles(srv);
+    if (rc < 0) {
+        return rc;
+    }
+    surge_store_set_space_cb(srv->train, space_cb, srv);
+    if (pthread_create(&srv->cthread, NULL, consumer_main, srv) != 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "cannot start the consumer thread");
+        close_handles(srv);
+        uv_run(&srv->loop, UV_RUN_DEFAULT);
+        return -EAGAIN;
+    }
+    srv->cthread_started = 1;
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "listening on %s (pid %ld, consumer %s, policy %s)",
+              srv->endpoint, (long)getpid(), srv->cops->name, srv->o->policy);
+    /* The monitor may have queued events before the poll started. */
+    drain_monitor(srv);
+    drain_router(srv);
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    pthread_join(srv->cthread, NULL);
+    srv->cthread_started = 0;
+    drain_monitor(srv);
+    if (srv->checksum != NULL) {
+        fflush(srv->checksum);
+    }
+    log_progress(srv, surge_now_ns());
+    rc = write_stats(srv);
+    if (rc == 0 && srv->consumer_rc < 0) {
+        rc = srv->consumer_rc;
+    }
+    return rc;
+}
+
+void
+surge_server_destroy(surge_server **srvp)
+{
+    if (srvp == NULL || *srvp == NULL) {
+        return;
+    }
+    surge_server *srv = *srvp;
+    if (srv->cthread_started) {
+        surge_store_stop(srv->train);
+        pthread_join(srv->cthread, NULL);
+    }
+    if (srv->handles_open) {
+        close_handles(srv);
+        uv_run(&srv->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&srv->loop);
+    }
+    if (srv->mon != NULL) {
+        zmq_close(srv->mon);
+    }
+    if (srv->router != NULL) {
+        zmq_socket_monitor(srv->router, NULL, 0);
+        zmq_close(srv->router);
+    }
+    if (srv->zctx != NULL) {
+        zmq_ctx_term(srv->zctx);
+    }
+    if (srv->cops != NULL && srv->cstate != NULL) {
+        srv->cops->destroy(srv->cstate);
+    }
+    surge_ingest_destroy(&srv->ing);
+    if (srv->checksum != NULL) {
+        fclose(srv->checksum);
+    }
+    surge_store_destroy(&srv->validation);
+    surge_store_destroy(&srv->train);
+    free(srv);
+    *srvp = NULL;
+}

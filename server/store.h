@@ -1,0 +1,113 @@
+/*
+ * server/store.h - the server's sample stores: where assembled samples go
+ * and where the consumer (the trainer slot) takes them from.
+ *
+ * DESIGN. This is the one boundary between ingest and training. The I/O
+ * thread puts with surge_store_try_put(), which never blocks: when the store
+ * is full it returns -EAGAIN and the I/O thread stops reading its socket
+ * until a consumer frees space (backpressure, never loss). Consumers take
+ * batches with surge_store_get_batch(), which blocks with a timeout. Two
+ * kinds: a "stream" store (the training store: each sample is taken once,
+ * oldest first) and a "keep" store (the validation store: samples stay and
+ * are read by index; a full keep store refuses puts with -ENOSPC).
+ *
+ * Sample shape: every sample of a study has the same input size nin
+ * (parameters + time) and output size nout (the fields concatenated). The
+ * shape is fixed by the first surge_store_set_shape() call (the first
+ * simulation's hello); memory (capacity bytes) is allocated and pre-faulted
+ * then, once.
+ *
+ * Threads: one producer thread (the I/O thread) and any number of consumer
+ * threads. Lock order: the store's one mutex is a leaf (no other lock is
+ * taken while holding it; the space callback runs without it).
+ */
+#ifndef SURGE_SERVER_STORE_H
+#define SURGE_SERVER_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct surge_store surge_store;
+
+enum surge_store_kind {
+    SURGE_STORE_STREAM = 0, /* fifo: each sample taken once */
+    SURGE_STORE_KEEP = 1    /* validation: samples stay, read by index */
+};
+
+typedef struct surge_store_config {
+    const char *name; /* for logs and stats ("train", ...) */
+    enum surge_store_kind kind;
+    uint64_t capacity_bytes; /* bytes of sample slots */
+} surge_store_config;
+
+typedef struct surge_store_stats {
+    uint64_t puts;             /* samples stored */
+    uint64_t put_refused;      /* try_put calls refused (full) */
+    uint64_t taken;            /* samples handed to consumers */
+    uint64_t batches;          /* get_batch calls that returned samples */
+    uint64_t occupancy;        /* samples held now */
+    uint64_t capacity;         /* slots (0 before the shape is set) */
+    uint64_t bytes;            /* bytes held now (occupancy * slot bytes) */
+    uint64_t consumer_wait_ns; /* time consumers blocked on an empty store */
+    int ended;                 /* end of reception was signalled */
+} surge_store_stats;
+
+/* surge_store_create - a store with no shape yet. 0, -EINVAL, -ENOMEM. */
+int surge_store_create(surge_store **out, const surge_store_config *cfg);
+/* surge_store_destroy - free everything; no thread may use it any more.
+ * Sets *s to NULL; NULL is a no-op. */
+void surge_store_destroy(surge_store **s);
+
+/* surge_store_set_shape - fix the sample shape and allocate the slots
+ * (first call), or check a later shape against it. Returns 0,
+ * SURGE_ECONFIG (shape differs from the first one), SURGE_ELIMIT (one
+ * sample is larger than the capacity) or -ENOMEM. Producer thread. */
+int surge_store_set_shape(surge_store *s, uint32_t nin, uint64_t nout);
+/* surge_store_shape - 1 and the shape when set, else 0. Any thread. */
+int surge_store_shape(surge_store *s, uint32_t *nin, uint64_t *nout);
+
+/* surge_store_try_put - copy one sample in (in: (nin), out: (nout)).
+ * Never blocks. 0; -EAGAIN when a stream store is full (retry later);
+ * -ENOSPC when a keep store is full (it never frees space); SURGE_ESTATE
+ * when no shape is set; SURGE_ECLOSED after end of reception/stop. */
+int surge_store_try_put(surge_store *s, int64_t sim, int64_t step,
+                        const float *in, const float *out);
+
+/* surge_store_get_batch - take up to max samples (oldest first) from a
+ * stream store into in (max, nin), out (max, nout), sims and steps (max;
+ * either may be NULL). Waits at most timeout_ms for at least one. Returns
+ * the number taken (> 0), SURGE_ETIMEDOUT, SURGE_ECLOSED when reception
+ * ended and the store is empty (or it was stopped), SURGE_ESTATE on a keep
+ * store or before the shape is set. Consumer threads. */
+int surge_store_get_batch(surge_store *s, uint32_t max, float *in, float *out,
+                          int64_t *sims, int64_t *steps, int timeout_ms);
+
+/* surge_store_read - copy sample i (0..occupancy-1) of a keep store.
+ * 0, -ERANGE, SURGE_ESTATE. Any thread. */
+int surge_store_read(surge_store *s, uint64_t i, float *in, float *out,
+                     int64_t *sim, int64_t *step);
+
+/* surge_store_wait_shape - block up to timeout_ms until the shape is set.
+ * 0 (shape in *nin, *nout), SURGE_ETIMEDOUT, SURGE_ECLOSED (ended or
+ * stopped without any sample shape). Consumer threads. */
+int surge_store_wait_shape(surge_store *s, int timeout_ms, uint32_t *nin,
+                           uint64_t *nout);
+
+/* surge_store_end_reception - no more puts will come: consumers drain what
+ * is left, then get SURGE_ECLOSED. Any thread. */
+void surge_store_end_reception(surge_store *s);
+/* surge_store_stop - wake every waiter; from now on gets return
+ * SURGE_ECLOSED at once even if samples remain (they are counted as
+ * occupancy in the stats). Any thread. */
+void surge_store_stop(surge_store *s);
+
+/* surge_store_set_space_cb - cb(arg) is called by a consumer, with no lock
+ * held, after it took samples from a store that had refused a put; the
+ * server passes a function that calls uv_async_send. Set before threads
+ * start. */
+void surge_store_set_space_cb(surge_store *s, void (*cb)(void *), void *arg);
+
+/* surge_store_get_stats - a consistent snapshot. Any thread. */
+void surge_store_get_stats(surge_store *s, surge_store_stats *out);
+
+#endif /* SURGE_SERVER_STORE_H */

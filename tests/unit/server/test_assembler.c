@@ -1,0 +1,453 @@
+/*
+ * tests/unit/server/test_assembler.c - assembly of slices into samples
+ * (server/ingest.c): vectors laid out as declared, completion only when
+ * every slice came, bounded assembly memory with eviction of the oldest
+ * partial step, duplicates, coalesced messages, backpressure through a
+ * full store, validation routing, the checksum log. Counts add up after
+ * every test.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <surge/client.h>
+
+#include "common/log.h"
+#include "server_test.h"
+
+struct fixture {
+    surge_server_options o;
+    surge_store *train;
+    surge_store *valid;
+    surge_ingest *ing;
+    FILE *log;
+    char *logbuf;
+    size_t loglen;
+};
+
+static const double P[3] = {0.25, 2.0, -1.0};
+/* Two ranks, two fields: "a" has 6 elements (rank 0: 4, rank 1: 2), "b"
+ * has 3 (rank 0 owns none, rank 1 all). Output vector: a[0..5] b[0..2]. */
+static const struct tfield R0[2] = {{"a", 6, 0, 4}, {"b", 3, 0, 0}};
+static const struct tfield R1[2] = {{"a", 6, 4, 2}, {"b", 3, 0, 3}};
+#define NOUT 9
+#define NIN 4
+
+static int
+make(void **state, uint64_t store_bytes, uint64_t partial_bytes,
+     uint32_t validation_every)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    if (f == NULL) {
+        return -1;
+    }
+    surge_server_options_init(&f->o);
+    f->o.token[0] = '\0';
+    f->o.store_bytes = store_bytes;
+    f->o.max_partial_bytes = partial_bytes;
+    f->o.validation_every = validation_every;
+    f->o.log_level = 0;
+    surge_store_config sc = {"train", SURGE_STORE_STREAM, store_bytes};
+    surge_store_config vc = {"validation", SURGE_STORE_KEEP, 1 << 16};
+    f->log = open_memstream(&f->logbuf, &f->loglen);
+    if (f->log == NULL || surge_store_create(&f->train, &sc) != 0 ||
+        surge_store_create(&f->valid, &vc) != 0 ||
+        surge_ingest_create(&f->ing, &f->o, f->train, f->valid, f->log) != 0) {
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int
+setup(void **state)
+{
+    return make(state, 1 << 20, 1 << 20, 0);
+}
+
+static int
+teardown(void **state)
+{
+    struct fixture *f = *state;
+    surge_ingest_stop(f->ing);
+    int ok = counts_add_up(f->ing);
+    surge_ingest_destroy(&f->ing);
+    surge_store_destroy(&f->train);
+    surge_store_destroy(&f->valid);
+    fclose(f->log);
+    free(f->logbuf);
+    free(f);
+    return ok ? 0 : -1;
+}
+
+static void
+join_both(struct fixture *f, int64_t sim)
+{
+    char r0[16], r1[16];
+    snprintf(r0, sizeof r0, "s%" PRId64 "r0", sim);
+    snprintf(r1, sizeof r1, "s%" PRId64 "r1", sim);
+    assert_int_equal(say_hello(f->ing, r0, "", sim, 0, 2, P, 3, R0, 2),
+                     SURGE_MSG_WELCOME);
+    assert_int_equal(say_hello(f->ing, r1, "", sim, 1, 2, P, 3, R1, 2),
+                     SURGE_MSG_WELCOME);
+}
+
+/* Values of step s: a = 10s + i, b = 100 + 10s + i. */
+static void
+send_step(struct fixture *f, int64_t sim, int64_t step, int which)
+{
+    char r0[16], r1[16];
+    snprintf(r0, sizeof r0, "s%" PRId64 "r0", sim);
+    snprintf(r1, sizeof r1, "s%" PRId64 "r1", sim);
+    float a0[4], a1[2], b1[3];
+    for (int i = 0; i < 4; i++) {
+        a0[i] = (float)(10 * step + i);
+    }
+    for (int i = 0; i < 2; i++) {
+        a1[i] = (float)(10 * step + 4 + i);
+    }
+    for (int i = 0; i < 3; i++) {
+        b1[i] = (float)(100 + 10 * step + i);
+    }
+    double t = 0.5 * (double)step;
+    if (which & 1) {
+        send_slice(f->ing, r0, sim, 0, step, t, 0, 0, 4, a0);
+    }
+    if (which & 2) {
+        send_slice(f->ing, r1, sim, 1, step, t, 0, 4, 2, a1);
+    }
+    if (which & 4) {
+        send_slice(f->ing, r1, sim, 1, step, t, 1, 0, 3, b1);
+    }
+}
+
+static void
+check_sample(const float *in, const float *out, int64_t step)
+{
+    for (int i = 0; i < 3; i++) {
+        assert_true(in[i] == (float)P[i]);
+    }
+    assert_true(in[3] == (float)(0.5 * (double)step));
+    for (int i = 0; i < 6; i++) {
+        assert_true(out[i] == (float)(10 * step + i));
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_true(out[6 + i] == (float)(100 + 10 * step + i));
+    }
+}
+
+static void
+assembles_only_when_complete(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    join_both(f, 2);
+    send_step(f, 2, 7, 1 | 4);
+    assert_int_equal(c->steps.assembled, 0);
+    assert_int_equal(c->steps.in_progress, 1);
+    send_step(f, 2, 7, 2);
+    assert_int_equal(c->steps.assembled, 1);
+    assert_int_equal(c->steps.in_progress, 0);
+    assert_int_equal(c->samples.train, 1);
+    float in[NIN], out[NOUT];
+    int64_t sim, step;
+    assert_int_equal(
+        surge_store_get_batch(f->train, 4, in, out, &sim, &step, 0), 1);
+    assert_int_equal(sim, 2);
+    assert_int_equal(step, 7);
+    check_sample(in, out, 7);
+    assert_int_equal(c->slices.accepted, 3);
+    assert_int_equal(c->slices.bytes, (4 + 2 + 3) * 4);
+}
+
+static void
+data_before_all_joined(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    /* Rank 1 joins and sends everything it owns before rank 0 joins. */
+    assert_int_equal(say_hello(f->ing, "s1r1", "", 1, 1, 2, P, 3, R1, 2),
+                     SURGE_MSG_WELCOME);
+    send_step(f, 1, 0, 2 | 4);
+    assert_int_equal(c->steps.in_progress, 1);
+    assert_int_equal(say_hello(f->ing, "s1r0", "", 1, 0, 2, P, 3, R0, 2),
+                     SURGE_MSG_WELCOME);
+    send_step(f, 1, 0, 1);
+    assert_int_equal(c->steps.assembled, 1);
+}
+
+static void
+rank_owning_nothing_completes_on_join(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    /* Rank 1 owns nothing at all: its join completes rank 0's steps. */
+    const struct tfield all[1] = {{"u", 4, 0, 4}};
+    const struct tfield none[1] = {{"u", 4, 4, 0}};
+    assert_int_equal(say_hello(f->ing, "x0", "", 6, 0, 2, P, 3, all, 1),
+                     SURGE_MSG_WELCOME);
+    float v[4] = {1, 2, 3, 4};
+    send_slice(f->ing, "x0", 6, 0, 0, 0.0, 0, 0, 4, v);
+    send_slice(f->ing, "x0", 6, 0, 1, 0.0, 0, 0, 4, v);
+    assert_int_equal(c->steps.assembled, 0);
+    assert_int_equal(say_hello(f->ing, "x1", "", 6, 1, 2, P, 3, none, 1),
+                     SURGE_MSG_WELCOME);
+    assert_int_equal(c->steps.assembled, 2);
+}
+
+static void
+duplicate_slice_dropped(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    join_both(f, 2);
+    send_step(f, 2, 0, 1);
+    send_step(f, 2, 0, 1);
+    assert_int_equal(c->slices.dropped[SURGE_SDROP_DUPLICATE], 1);
+    send_step(f, 2, 0, 2 | 4);
+    assert_int_equal(c->steps.assembled, 1);
+    /* A slice of an assembled step is refused too. */
+    send_step(f, 2, 0, 1);
+    assert_int_equal(c->slices.dropped[SURGE_SDROP_STEP_ASSEMBLED], 1);
+}
+
+static void
+coalesced_items_in_one_message(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    join_both(f, 2);
+    /* Rank 1 packs fields a and b of steps 3 and 4 into one message. */
+    memset(&tmsg, 0, sizeof tmsg);
+    tmsg.type = SURGE_MSG_DATA;
+    surge_msg_data *d = &tmsg.u.data;
+    d->sim = 2;
+    d->rank = 1;
+    d->dtype = SURGE_WIRE_F32;
+    d->nitems = 4;
+    float payload[10];
+    int k = 0;
+    for (int s = 3; s <= 4; s++) {
+        surge_data_item *a = &d->items[(s - 3) * 2];
+        surge_data_item *b = &d->items[(s - 3) * 2 + 1];
+        a->step = b->step = s;
+        a->time = b->time = 0.5 * s;
+        a->field = 0;
+        a->offset = 4;
+        a->count = 2;
+        b->field = 1;
+        b->offset = 0;
+        b->count = 3;
+        payload[k++] = (float)(10 * s + 4);
+        payload[k++] = (float)(10 * s + 5);
+        for (int i = 0; i < 3; i++) {
+            payload[k++] = (float)(100 + 10 * s + i);
+        }
+    }
+    surge_ingest_counters(f->ing)->messages.received++;
+    assert_int_equal(surge_ingest_handle_msg(f->ing, RID("s2r1"), &tmsg,
+                                             payload, sizeof payload, 1, 5,
+                                             &treply),
+                     0);
+    assert_int_equal(c->slices.accepted, 4);
+    send_step(f, 2, 3, 1);
+    send_step(f, 2, 4, 1);
+    assert_int_equal(c->steps.assembled, 2);
+    float in[2 * NIN], out[2 * NOUT];
+    int64_t steps[2];
+    assert_int_equal(
+        surge_store_get_batch(f->train, 2, in, out, NULL, steps, 0), 2);
+    assert_int_equal(steps[0], 3);
+    assert_int_equal(steps[1], 4);
+    check_sample(in, out, 3);
+    check_sample(in + NIN, out + NOUT, 4);
+}
+
+static int
+setup_small_memory(void **state)
+{
+    /* Room for exactly two partial blocks of this shape. */
+    return make(state, 1 << 20, 2 * surge_ingest_block_bytes(NOUT, 4), 0);
+}
+
+static void
+memory_bound_evicts_oldest(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    join_both(f, 2);
+    send_step(f, 2, 0, 1);
+    send_step(f, 2, 1, 1);
+    assert_int_equal(c->steps.in_progress, 2);
+    assert_true(surge_ingest_partial_bytes(f->ing) <= f->o.max_partial_bytes);
+    send_step(f, 2, 2, 1); /* needs a third block: step 0 goes */
+    assert_int_equal(c->steps.dropped[SURGE_TDROP_ASSEMBLY_MEMORY], 1);
+    assert_int_equal(c->steps.in_progress, 2);
+    assert_true(surge_ingest_partial_bytes(f->ing) <= f->o.max_partial_bytes);
+    /* Later slices of the evicted step cannot complete it. */
+    send_step(f, 2, 0, 2 | 4);
+    assert_int_equal(c->slices.dropped[SURGE_SDROP_STEP_DROPPED], 2);
+    /* The others still complete, and their blocks are reused. */
+    send_step(f, 2, 1, 2 | 4);
+    send_step(f, 2, 2, 2 | 4);
+    assert_int_equal(c->steps.assembled, 2);
+    for (int s = 10; s < 20; s++) {
+        send_step(f, 2, s, 1 | 2 | 4);
+    }
+    assert_int_equal(c->steps.assembled, 12);
+    assert_true(surge_ingest_partial_bytes(f->ing) <= f->o.max_partial_bytes);
+}
+
+static int
+setup_small_store(void **state)
+{
+    /* A store of two slots: (16 + 13 floats * 4 = 68 -> 128 bytes). */
+    return make(state, 256, 1 << 20, 0);
+}
+
+static void
+full_store_keeps_samples_pending(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    join_both(f, 2);
+    send_step(f, 2, 0, 7);
+    send_step(f, 2, 1, 7);
+    assert_false(surge_ingest_has_pending(f->ing));
+    send_step(f, 2, 2, 7);
+    assert_true(surge_ingest_has_pending(f->ing));
+    assert_int_equal(c->samples.pending, 1);
+    assert_int_equal(surge_ingest_flush(f->ing), -EAGAIN);
+    float in[NIN], out[NOUT];
+    int64_t step;
+    assert_int_equal(
+        surge_store_get_batch(f->train, 1, in, out, NULL, &step, 0), 1);
+    assert_int_equal(step, 0);
+    assert_int_equal(surge_ingest_flush(f->ing), 0);
+    assert_false(surge_ingest_has_pending(f->ing));
+    assert_int_equal(c->samples.train, 3);
+    /* Order is kept through the pending queue. */
+    assert_int_equal(
+        surge_store_get_batch(f->train, 1, in, out, NULL, &step, 0), 1);
+    assert_int_equal(step, 1);
+    assert_int_equal(
+        surge_store_get_batch(f->train, 1, in, out, NULL, &step, 0), 1);
+    assert_int_equal(step, 2);
+    check_sample(in, out, 2);
+    /* Stop with a sample pending: counted as dropped at stop. */
+    send_step(f, 2, 3, 7);
+    send_step(f, 2, 4, 7);
+    send_step(f, 2, 5, 7);
+    assert_true(surge_ingest_has_pending(f->ing));
+    surge_ingest_stop(f->ing);
+    assert_int_equal(c->samples.dropped[SURGE_PDROP_SERVER_STOP], 1);
+}
+
+static int
+setup_validation(void **state)
+{
+    return make(state, 1 << 20, 1 << 20, 2);
+}
+
+static void
+validation_sims_held_out(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    join_both(f, 0);
+    join_both(f, 1); /* 1 % 2 == 1: held out */
+    send_step(f, 0, 0, 7);
+    send_step(f, 1, 0, 7);
+    send_step(f, 1, 1, 7);
+    assert_int_equal(c->samples.train, 1);
+    assert_int_equal(c->samples.validation, 2);
+    surge_store_stats st;
+    surge_store_get_stats(f->valid, &st);
+    assert_int_equal(st.occupancy, 2);
+    float in[NIN], out[NOUT];
+    int64_t sim, step;
+    assert_int_equal(surge_store_read(f->valid, 1, in, out, &sim, &step), 0);
+    assert_int_equal(sim, 1);
+    assert_int_equal(step, 1);
+    check_sample(in, out, 1);
+}
+
+static void
+checksum_log_matches_client_sums(void **state)
+{
+    struct fixture *f = *state;
+    join_both(f, 2);
+    send_step(f, 2, 5, 7);
+    fflush(f->log);
+    /* What the two ranks would compute for their own slices, summed. */
+    float a0[4], a1[2], b1[3];
+    for (int i = 0; i < 4; i++) {
+        a0[i] = (float)(50 + i);
+    }
+    for (int i = 0; i < 2; i++) {
+        a1[i] = (float)(54 + i);
+    }
+    for (int i = 0; i < 3; i++) {
+        b1[i] = (float)(150 + i);
+    }
+    uint64_t want = surge_checksum_f32(a0, 0, 4) +
+                    surge_checksum_f32(a1, 4, 2) + surge_checksum_f32(b1, 6, 3);
+    char line[128];
+    snprintf(line, sizeof line, "2 5 %" PRIu64 "\n", want);
+    assert_string_equal(f->logbuf, line);
+}
+
+static void
+sim_failed_drops_partials(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    join_both(f, 2);
+    send_step(f, 2, 0, 7);
+    send_step(f, 2, 1, 1);
+    send_step(f, 2, 2, 2);
+    assert_int_equal(control(f->ing, "", SURGE_CTL_SIM_FAILED, 2), 0);
+    assert_int_equal(c->steps.dropped[SURGE_TDROP_SIM_FAILED], 2);
+    assert_int_equal(c->steps.in_progress, 0);
+    assert_int_equal(c->steps.assembled, 1);
+    assert_true(surge_ingest_all_done(f->ing));
+}
+
+int
+main(void)
+{
+    /* Rejections are logged as warnings; keep the test output readable. */
+    surge_log_set_level(SURGE_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(assembles_only_when_complete, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(data_before_all_joined, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(rank_owning_nothing_completes_on_join,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(duplicate_slice_dropped, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(coalesced_items_in_one_message, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(memory_bound_evicts_oldest,
+                                        setup_small_memory, teardown),
+        cmocka_unit_test_setup_teardown(full_store_keeps_samples_pending,
+                                        setup_small_store, teardown),
+        cmocka_unit_test_setup_teardown(validation_sims_held_out,
+                                        setup_validation, teardown),
+        cmocka_unit_test_setup_teardown(checksum_log_matches_client_sums, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(sim_failed_drops_partials, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests_name("server_assembler", tests, NULL, NULL);
+}

@@ -1,0 +1,174 @@
+/*
+ * tests/unit/server/test_options.c - `surge serve` options: defaults,
+ * strict parsing with the flag named in every error, sizes, the token
+ * rules for non-loopback binds, validation sims.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <surge/error.h>
+
+#include "server/options.h"
+
+static char err[512];
+
+static int
+parse(surge_server_options *o, int argc, char **argv)
+{
+    err[0] = '\0';
+    surge_server_options_init(o);
+    o->token[0] = '\0';
+    return surge_server_options_parse(o, argc, argv, err, sizeof err);
+}
+
+#define ARGV(...) ((char *[]){"serve", __VA_ARGS__, NULL})
+#define ARGC(...)                                                              \
+    ((int)(sizeof((char *[]){"serve", __VA_ARGS__}) / sizeof(char *)))
+#define PARSE(o, ...) parse((o), ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
+
+static void
+defaults(void **state)
+{
+    (void)state;
+    surge_server_options o;
+    char *argv[] = {"serve", NULL};
+    assert_int_equal(parse(&o, 1, argv), 0);
+    assert_string_equal(o.bind, "tcp://127.0.0.1:*");
+    assert_string_equal(o.policy, "fifo");
+    assert_string_equal(o.consumer, "discard");
+    assert_int_equal(o.max_partial_bytes, 256u << 20);
+    assert_string_equal(o.output_dir, ".");
+}
+
+static void
+values_and_sizes(void **state)
+{
+    (void)state;
+    surge_server_options o;
+    assert_int_equal(PARSE(&o, "--max-partial-bytes", "64M", "--store-bytes=2G",
+                           "--batch-size", "32", "--sim-timeout", "2.5",
+                           "--validation-every", "5", "--validation-sims",
+                           "3,17", "--checksum-log", "/tmp/x"),
+                     0);
+    assert_int_equal(o.max_partial_bytes, 64u << 20);
+    assert_int_equal(o.store_bytes, UINT64_C(2) << 30);
+    assert_int_equal(o.batch_size, 32);
+    assert_true(o.sim_timeout_s == 2.5);
+    assert_string_equal(o.checksum_log, "/tmp/x");
+    assert_true(surge_server_is_validation(&o, 4));
+    assert_true(surge_server_is_validation(&o, 9));
+    assert_true(surge_server_is_validation(&o, 3));
+    assert_true(surge_server_is_validation(&o, 17));
+    assert_false(surge_server_is_validation(&o, 0));
+    assert_false(surge_server_is_validation(&o, 5));
+    assert_int_equal(PARSE(&o, "--store-bytes", "1KiB"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--store-bytes"));
+    assert_int_equal(PARSE(&o, "--store-bytes", "4KiB"), 0);
+    assert_int_equal(o.store_bytes, 4096);
+}
+
+static void
+errors_name_the_flag(void **state)
+{
+    (void)state;
+    surge_server_options o;
+    assert_int_equal(PARSE(&o, "--bogus", "1"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "unknown option '--bogus'"));
+    assert_int_equal(PARSE(&o, "--batch-size"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--batch-size needs a value"));
+    assert_int_equal(PARSE(&o, "--batch-size", "12x"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--batch-size: '12x'"));
+    assert_int_equal(PARSE(&o, "--batch-size", "-1"), SURGE_ECONFIG);
+    assert_int_equal(PARSE(&o, "--batch-size", "0"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--batch-size"));
+    assert_int_equal(PARSE(&o, "--sim-timeout", "nan"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--sim-timeout"));
+    assert_int_equal(PARSE(&o, "--max-partial-bytes", "10Q"), SURGE_ECONFIG);
+    assert_int_equal(PARSE(&o, "--policy", "lifo"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--policy: unknown policy 'lifo'"));
+    assert_int_equal(PARSE(&o, "--consumer", "x"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--consumer"));
+    assert_int_equal(PARSE(&o, "--log-level", "loud"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--log-level"));
+    assert_int_equal(PARSE(&o, "--validation-sims", "1,x"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "'x' is not a simulation id"));
+    assert_int_equal(PARSE(&o, "--validation-every", "1"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--validation-every"));
+    assert_int_equal(PARSE(&o, "stray"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "unexpected argument 'stray'"));
+    assert_int_equal(PARSE(&o, "--help"), 1);
+}
+
+static void
+bind_needs_token_off_loopback(void **state)
+{
+    (void)state;
+    surge_server_options o;
+    assert_int_equal(PARSE(&o, "--bind", "tcp://0.0.0.0:5555"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "study token"));
+    assert_int_equal(PARSE(&o, "--bind", "udp://x"), SURGE_ECONFIG);
+    assert_int_equal(PARSE(&o, "--bind", "ipc:///tmp/s"), 0);
+    assert_int_equal(PARSE(&o, "--bind", "tcp://127.0.0.1:9"), 0);
+    assert_int_equal(PARSE(&o, "--bind", "tcp://localhost:9"), 0);
+    char path[] = "/tmp/surge-token-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "s3cret\n", 7), 7);
+    close(fd);
+    assert_int_equal(
+        PARSE(&o, "--token-file", path, "--bind", "tcp://0.0.0.0:5555"), 0);
+    assert_string_equal(o.token, "s3cret");
+    fd = open(path, O_WRONLY | O_TRUNC);
+    close(fd);
+    assert_int_equal(PARSE(&o, "--token-file", path), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--token-file"));
+    unlink(path);
+    assert_int_equal(PARSE(&o, "--token-file", path), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "cannot open"));
+}
+
+static void
+usage_lists_every_flag(void **state)
+{
+    (void)state;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    surge_server_options_usage(f);
+    fclose(f);
+    const char *flags[] = {
+        "--bind",         "--token-file",        "--output-dir",
+        "--checksum-log", "--max-partial-bytes", "--sim-timeout",
+        "--policy",       "--store-bytes",       "--validation-every",
+        "--consumer",     "--batch-size",        "--stop-timeout",
+        "--help"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        assert_non_null(strstr(buf, flags[i]));
+    }
+    free(buf);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(defaults),
+        cmocka_unit_test(values_and_sizes),
+        cmocka_unit_test(errors_name_the_flag),
+        cmocka_unit_test(bind_needs_token_off_loopback),
+        cmocka_unit_test(usage_lists_every_flag),
+    };
+    return cmocka_run_group_tests_name("server_options", tests, NULL, NULL);
+}

@@ -1,0 +1,481 @@
+/*
+ * tests/unit/server/test_sessions.c - the server's sessions and message
+ * validation (server/ingest.c): hello rules and their reject reasons, data
+ * checks before any copy, bye, control, retry; raw frames through the real
+ * msgpack codec. Every test ends by checking that the counts add up.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/log.h"
+#include "server_test.h"
+
+struct fixture {
+    surge_server_options o;
+    surge_store *train;
+    surge_ingest *ing;
+};
+
+static const double P[2] = {1.5, -2.0};
+/* Field "u" of 8 elements, split in halves over 2 ranks. */
+static const struct tfield U0[1] = {{"u", 8, 0, 4}};
+static const struct tfield U1[1] = {{"u", 8, 4, 4}};
+
+static int
+setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    if (f == NULL) {
+        return -1;
+    }
+    surge_server_options_init(&f->o);
+    snprintf(f->o.token, sizeof f->o.token, "%s", "secret");
+    f->o.store_bytes = 1 << 20;
+    f->o.sim_timeout_s = 5;
+    f->o.log_level = 0;
+    surge_store_config sc = {"train", SURGE_STORE_STREAM, f->o.store_bytes};
+    if (surge_store_create(&f->train, &sc) != 0 ||
+        surge_ingest_create(&f->ing, &f->o, f->train, NULL, NULL) != 0) {
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fixture *f = *state;
+    surge_ingest_stop(f->ing);
+    int ok = counts_add_up(f->ing);
+    surge_ingest_destroy(&f->ing);
+    surge_store_destroy(&f->train);
+    free(f);
+    return ok ? 0 : -1;
+}
+
+static void
+hello_welcome(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_WELCOME);
+    assert_int_equal(treply.u.welcome.sim, 3);
+    assert_int_equal(treply.u.welcome.rank, 0);
+    assert_int_equal(treply.u.welcome.max_payload_bytes,
+                     f->o.max_message_bytes);
+    assert_int_equal(surge_ingest_active_sims(f->ing), 1);
+    assert_int_equal(surge_ingest_counters(f->ing)->sims.hello, 1);
+}
+
+static void
+hello_wrong_token(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(say_hello(f->ing, "a", "guess", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_REJECT);
+    assert_int_equal(treply.u.reject.code, SURGE_ETOKEN);
+    assert_string_equal(treply.u.reject.reason, "wrong study token");
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_HELLO_REJECTED], 1);
+    assert_int_equal(surge_ingest_active_sims(f->ing), 0);
+}
+
+static void
+hello_rank_out_of_range(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 2, 2, P, 2, U0, 1),
+                     SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason, "rank 2 of 2"));
+}
+
+static void
+hello_global_size_differs(void **state)
+{
+    struct fixture *f = *state;
+    const struct tfield other[1] = {{"u", 10, 4, 4}};
+    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_WELCOME);
+    assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, P, 2, other, 1),
+                     SURGE_MSG_REJECT);
+    assert_int_equal(treply.u.reject.code, SURGE_EFIELD);
+    assert_non_null(
+        strstr(treply.u.reject.reason, "field 'u' global size 10 differs"));
+}
+
+static void
+hello_other_mismatches(void **state)
+{
+    struct fixture *f = *state;
+    const double q[2] = {1.5, 7.0};
+    const struct tfield v1[1] = {{"v", 8, 4, 4}};
+    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_WELCOME);
+    assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 3, P, 2, U1, 1),
+                     SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason, "ranks"));
+    assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, q, 2, U1, 1),
+                     SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason, "parameter values"));
+    assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, P, 2, v1, 1),
+                     SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason, "field 0 is 'v'"));
+    /* The right one still gets in after the rejects. */
+    assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, P, 2, U1, 1),
+                     SURGE_MSG_WELCOME);
+}
+
+static void
+hello_duplicate_rank_and_connection(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_WELCOME);
+    assert_int_equal(say_hello(f->ing, "z", "secret", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_REJECT);
+    assert_int_equal(treply.u.reject.code, SURGE_EDUPLICATE);
+    assert_non_null(strstr(treply.u.reject.reason, "already joined"));
+    assert_int_equal(say_hello(f->ing, "a", "secret", 4, 0, 1, P, 2, U0, 1),
+                     SURGE_MSG_REJECT);
+    assert_int_equal(treply.u.reject.code, SURGE_EDUPLICATE);
+    assert_non_null(strstr(treply.u.reject.reason, "already said hello"));
+}
+
+static void
+hello_slices_overlap(void **state)
+{
+    struct fixture *f = *state;
+    const struct tfield over[1] = {{"u", 8, 3, 5}};
+    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_WELCOME);
+    assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, P, 2, over, 1),
+                     SURGE_MSG_REJECT);
+    assert_int_equal(treply.u.reject.code, SURGE_EBOUNDS);
+    assert_non_null(strstr(treply.u.reject.reason,
+                           "slice [3, 8) of rank 1 overlaps rank 0's [0, 4)"));
+}
+
+static void
+hello_slices_leave_gap(void **state)
+{
+    struct fixture *f = *state;
+    const struct tfield gap[1] = {{"u", 8, 5, 3}};
+    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_WELCOME);
+    assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, P, 2, gap, 1),
+                     SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason,
+                           "the slices of all 2 ranks cover 7 of its 8"));
+    /* A one-rank sim must cover everything at once. */
+    assert_int_equal(say_hello(f->ing, "c", "secret", 9, 0, 1, P, 2, U0, 1),
+                     SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason, "cover 4 of its 8"));
+    /* The rejected first hello left no declaration behind. */
+    const struct tfield whole[1] = {{"u", 8, 0, 8}};
+    assert_int_equal(say_hello(f->ing, "c", "secret", 9, 0, 1, P, 2, whole, 1),
+                     SURGE_MSG_WELCOME);
+}
+
+static void
+hello_duplicate_field_and_dtype(void **state)
+{
+    struct fixture *f = *state;
+    const struct tfield twice[2] = {{"u", 8, 0, 8}, {"u", 8, 0, 8}};
+    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 1, P, 2, twice, 2),
+                     SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason, "declared twice"));
+    make_hello(&tmsg, "secret", 3, 0, 1, P, 2, U0, 1);
+    tmsg.u.hello.dtype = 7;
+    surge_ingest_counters(f->ing)->messages.received++;
+    assert_int_equal(surge_ingest_handle_msg(f->ing, RID("a"), &tmsg, NULL, 0,
+                                             0, 1, &treply),
+                     1);
+    assert_int_equal(treply.u.reject.code, SURGE_EDTYPE);
+}
+
+static void
+hello_sample_too_big(void **state)
+{
+    struct fixture *f = *state;
+    f->o.max_partial_bytes = 4096;
+    const struct tfield big[1] = {{"u", 4096, 0, 4096}};
+    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 1, P, 2, big, 1),
+                     SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason, "--max-partial-bytes"));
+    /* A sample that does not fit the store is refused by name too. */
+    f->o.max_partial_bytes = 64 << 20;
+    const struct tfield huge[1] = {{"u", 1 << 20, 0, 1 << 20}};
+    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 1, P, 2, huge, 1),
+                     SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason, "training store"));
+}
+
+static void
+hello_shape_must_match_study(void **state)
+{
+    struct fixture *f = *state;
+    const struct tfield a[1] = {{"u", 8, 0, 8}};
+    const struct tfield b[1] = {{"u", 9, 0, 9}};
+    assert_int_equal(say_hello(f->ing, "a", "secret", 1, 0, 1, P, 2, a, 1),
+                     SURGE_MSG_WELCOME);
+    assert_int_equal(say_hello(f->ing, "b", "secret", 2, 0, 1, P, 2, b, 1),
+                     SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason, "sample shape"));
+}
+
+static void
+data_without_hello(void **state)
+{
+    struct fixture *f = *state;
+    float v[4] = {1, 2, 3, 4};
+    assert_int_equal(send_slice(f->ing, "x", 3, 0, 0, 0.0, 0, 0, 4, v), 1);
+    assert_int_equal(treply.type, SURGE_MSG_REJECT);
+    assert_string_equal(treply.u.reject.reason, "send hello first");
+    /* Only one reject per peer. */
+    assert_int_equal(send_slice(f->ing, "x", 3, 0, 1, 0.0, 0, 0, 4, v), 0);
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_UNKNOWN_SESSION], 2);
+    assert_int_equal(c->slices.dropped[SURGE_SDROP_MESSAGE_DROPPED], 2);
+    assert_int_equal(c->slices.accepted, 0);
+}
+
+static void
+data_checked_before_copy(void **state)
+{
+    struct fixture *f = *state;
+    float v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_WELCOME);
+    /* Payload one float short, one float long. */
+    send_slice_ex(f->ing, "a", 3, 0, 0, 0.0, 0, 0, 4, v, 12, 1);
+    send_slice_ex(f->ing, "a", 3, 0, 0, 0.0, 0, 0, 4, v, 20, 1);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_BAD_PAYLOAD_SIZE], 2);
+    /* Unknown field index. */
+    send_slice(f->ing, "a", 3, 0, 0, 0.0, 1, 0, 4, v);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_BAD_FIELD], 1);
+    /* Offset/count other than the declared slice (rank 1's half). */
+    send_slice(f->ing, "a", 3, 0, 0, 0.0, 0, 4, 4, v);
+    send_slice(f->ing, "a", 3, 0, 0, 0.0, 0, 0, 3, v);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_BAD_SLICE], 2);
+    /* Another sim or rank than the session's. */
+    send_slice(f->ing, "a", 4, 0, 0, 0.0, 0, 0, 4, v);
+    send_slice(f->ing, "a", 3, 1, 0, 0.0, 0, 0, 4, v);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_SESSION_MISMATCH], 2);
+    /* Wrong element type. */
+    memset(&tmsg, 0, sizeof tmsg);
+    tmsg.type = SURGE_MSG_DATA;
+    tmsg.u.data.sim = 3;
+    tmsg.u.data.dtype = 9;
+    tmsg.u.data.nitems = 1;
+    tmsg.u.data.items[0].count = 4;
+    surge_ingest_counters(f->ing)->messages.received++;
+    surge_ingest_handle_msg(f->ing, RID("a"), &tmsg, v, 16, 1, 1, &treply);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_BAD_DTYPE], 1);
+    /* Two payload frames. */
+    send_slice(f->ing, "a", 3, 0, 0, 0.0, 0, 0, 4, v);
+    tmsg.u.data.items[0].step = 1;
+    surge_ingest_counters(f->ing)->messages.received++;
+    surge_ingest_handle_msg(f->ing, RID("a"), &tmsg, v, 16, 2, 1, &treply);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_BAD_FRAMES], 1);
+    /* Nothing bad reached a partial step; the one good slice did. */
+    assert_int_equal(c->slices.accepted, 1);
+    assert_int_equal(c->steps.started, 1);
+}
+
+static void
+bye_acks_accepted_slices(void **state)
+{
+    struct fixture *f = *state;
+    float v[4] = {1, 2, 3, 4};
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_WELCOME);
+    assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, P, 2, U1, 1),
+                     SURGE_MSG_WELCOME);
+    for (int s = 0; s < 3; s++) {
+        send_slice(f->ing, "a", 3, 0, s, s * 0.1, 0, 0, 4, v);
+        send_slice(f->ing, "b", 3, 1, s, s * 0.1, 0, 4, 4, v);
+    }
+    send_slice(f->ing, "a", 3, 0, 3, 0.3, 0, 0, 4, v); /* rank 1 never */
+    assert_int_equal(say_bye(f->ing, "a", 3, 0, 4), SURGE_MSG_BYE_ACK);
+    assert_int_equal(treply.u.bye_ack.slices, 4);
+    assert_int_equal(surge_ingest_active_sims(f->ing), 1);
+    assert_int_equal(say_bye(f->ing, "b", 3, 1, 3), SURGE_MSG_BYE_ACK);
+    assert_int_equal(treply.u.bye_ack.slices, 3);
+    assert_int_equal(surge_ingest_active_sims(f->ing), 0);
+    assert_true(surge_ingest_all_done(f->ing));
+    assert_int_equal(c->sims.finished, 1);
+    assert_int_equal(c->steps.assembled, 3);
+    assert_int_equal(c->steps.dropped[SURGE_TDROP_SIM_FINISHED], 1);
+    /* After bye the session is gone. */
+    assert_int_equal(say_bye(f->ing, "a", 3, 0, 4), SURGE_MSG_REJECT);
+    /* A finished sim refuses new hellos until the launcher allows a retry. */
+    assert_int_equal(say_hello(f->ing, "c", "secret", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason, "SIM_RETRY"));
+}
+
+static void
+control_token_and_ping(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(control(f->ing, "nope", SURGE_CTL_PING, -1), SURGE_ETOKEN);
+    assert_string_equal(treply.u.control_reply.message, "wrong study token");
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_PING, -1), 0);
+    assert_non_null(strstr(treply.u.control_reply.message, "assembled=0"));
+    assert_int_equal(control(f->ing, "secret", 99, -1), SURGE_EPROTO);
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_SIM_FAILED, -1),
+                     SURGE_EPROTO);
+    assert_false(surge_ingest_end_requested(f->ing));
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_END_RECEPTION, -1), 0);
+    assert_true(surge_ingest_end_requested(f->ing));
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_SHUTDOWN, -1), 0);
+    assert_true(surge_ingest_shutdown_requested(f->ing));
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_CONTROL_REJECTED], 3);
+}
+
+static void
+retry_refuses_assembled_steps(void **state)
+{
+    struct fixture *f = *state;
+    float v[4] = {1, 2, 3, 4};
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    assert_int_equal(say_hello(f->ing, "a", "secret", 5, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_WELCOME);
+    assert_int_equal(say_hello(f->ing, "b", "secret", 5, 1, 2, P, 2, U1, 1),
+                     SURGE_MSG_WELCOME);
+    send_slice(f->ing, "a", 5, 0, 0, 0.0, 0, 0, 4, v);
+    send_slice(f->ing, "b", 5, 1, 0, 0.0, 0, 4, 4, v);
+    send_slice(f->ing, "a", 5, 0, 1, 0.1, 0, 0, 4, v); /* then it dies */
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_SIM_FAILED, 5), 0);
+    assert_int_equal(c->steps.dropped[SURGE_TDROP_SIM_FAILED], 1);
+    /* The dead ranks' sessions are gone. */
+    send_slice(f->ing, "b", 5, 1, 1, 0.1, 0, 4, 4, v);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_UNKNOWN_SESSION], 1);
+    assert_int_equal(say_hello(f->ing, "a2", "secret", 5, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_REJECT);
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_SIM_RETRY, 5), 0);
+    assert_int_equal(say_hello(f->ing, "a2", "secret", 5, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_WELCOME);
+    assert_int_equal(say_hello(f->ing, "b2", "secret", 5, 1, 2, P, 2, U1, 1),
+                     SURGE_MSG_WELCOME);
+    for (int s = 0; s < 2; s++) {
+        send_slice(f->ing, "a2", 5, 0, s, s * 0.1, 0, 0, 4, v);
+        send_slice(f->ing, "b2", 5, 1, s, s * 0.1, 0, 4, 4, v);
+    }
+    assert_int_equal(c->slices.dropped[SURGE_SDROP_STEP_ASSEMBLED], 2);
+    assert_int_equal(c->steps.assembled, 2); /* step 0 once, step 1 once */
+    assert_int_equal(c->sims.retried, 1);
+    assert_int_equal(c->sims.failed, 1);
+}
+
+static void
+timeout_fails_silent_sim(void **state)
+{
+    struct fixture *f = *state;
+    float v[4] = {1, 2, 3, 4};
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_WELCOME);
+    send_slice_ex(f->ing, "a", 3, 0, 0, 0.0, 0, 0, 4, v, 16, 2000000000);
+    surge_ingest_tick(f->ing, 6000000000); /* 4 s later: alive */
+    assert_int_equal(surge_ingest_active_sims(f->ing), 1);
+    surge_ingest_tick(f->ing, 7000000001); /* 5 s later: failed */
+    assert_int_equal(surge_ingest_active_sims(f->ing), 0);
+    assert_int_equal(c->sims.timed_out, 1);
+    assert_int_equal(c->steps.dropped[SURGE_TDROP_SIM_TIMEOUT], 1);
+}
+
+static void
+raw_frames_through_codec(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    unsigned char buf[SURGE_MAX_HEADER_BYTES + 16];
+    /* Not msgpack at all. */
+    memset(buf, 0xc1, 64);
+    assert_int_equal(surge_ingest_handle_raw(f->ing, RID("r"), buf, 64, NULL, 0,
+                                             0, 70, 1, &treply),
+                     0);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_BAD_HEADER], 1);
+    /* Too large before decoding. */
+    assert_int_equal(surge_ingest_handle_raw(f->ing, RID("r"), buf,
+                                             SURGE_MAX_HEADER_BYTES + 1, NULL,
+                                             0, 0, 70, 1, &treply),
+                     0);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_HEADER_TOO_LARGE], 1);
+    /* No header frame. */
+    surge_ingest_handle_raw(f->ing, RID("r"), NULL, 0, NULL, 0, 0, 5, 1,
+                            &treply);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_BAD_FRAMES], 1);
+    /* A real hello, encoded then truncated, then whole. */
+    make_hello(&tmsg, "secret", 8, 0, 1, P, 2, U0, 1);
+    tmsg.u.hello.fields[0].global_size = 4;
+    int n = surge_proto_encode(&tmsg, buf, sizeof buf);
+    assert_true(n > 0);
+    assert_int_equal(surge_ingest_handle_raw(f->ing, RID("r"), buf,
+                                             (size_t)n - 3, NULL, 0, 0, 70, 1,
+                                             &treply),
+                     0);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_BAD_HEADER], 2);
+    assert_int_equal(surge_ingest_handle_raw(f->ing, RID("r"), buf, (size_t)n,
+                                             NULL, 0, 0, 70, 1, &treply),
+                     1);
+    assert_int_equal(treply.type, SURGE_MSG_WELCOME);
+    /* A hello with a payload frame is malformed. */
+    assert_int_equal(surge_ingest_handle_raw(f->ing, RID("q"), buf, (size_t)n,
+                                             buf, 4, 1, 70, 1, &treply),
+                     0);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_BAD_FRAMES], 2);
+    /* A server-to-client type sent to the server. */
+    memset(&tmsg, 0, sizeof tmsg);
+    tmsg.type = SURGE_MSG_WELCOME;
+    tmsg.u.welcome.max_payload_bytes = 1024;
+    n = surge_proto_encode(&tmsg, buf, sizeof buf);
+    assert_true(n > 0);
+    surge_ingest_handle_raw(f->ing, RID("r"), buf, (size_t)n, NULL, 0, 0, 9, 1,
+                            &treply);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_UNEXPECTED_TYPE], 1);
+    assert_int_equal(c->messages.received, 7);
+}
+
+int
+main(void)
+{
+    /* Rejections are logged as warnings; keep the test output readable. */
+    surge_log_set_level(SURGE_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+        T(hello_welcome),
+        T(hello_wrong_token),
+        T(hello_rank_out_of_range),
+        T(hello_global_size_differs),
+        T(hello_other_mismatches),
+        T(hello_duplicate_rank_and_connection),
+        T(hello_slices_overlap),
+        T(hello_slices_leave_gap),
+        T(hello_duplicate_field_and_dtype),
+        T(hello_sample_too_big),
+        T(hello_shape_must_match_study),
+        T(data_without_hello),
+        T(data_checked_before_copy),
+        T(bye_acks_accepted_slices),
+        T(control_token_and_ping),
+        T(retry_refuses_assembled_steps),
+        T(timeout_fails_silent_sim),
+        T(raw_frames_through_codec),
+#undef T
+    };
+    return cmocka_run_group_tests_name("server_sessions", tests, NULL, NULL);
+}
