@@ -5,7 +5,8 @@
 noinst_LTLIBRARIES += server/libsurge_monitor.la
 server_libsurge_monitor_la_SOURCES = \
 	server/http.h server/http.c \
-	server/metrics.h server/metrics.c
+	server/metrics.h server/metrics.c \
+	server/top.c
 nodist_server_libsurge_monitor_la_SOURCES = server/dashboard_html.c
 server_libsurge_monitor_la_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) \
 	$(JANSSON_CFLAGS) $(PNG_CFLAGS)
@@ -35,3 +36,11 @@ tests_unit_server_test_http_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) \
 tests_unit_server_test_http_LDADD = server/libsurge_monitor.la \
 	common/libsurge_common.la $(JANSSON_LIBS) $(UV_LIBS) $(CMOCKA_LIBS) \
 	$(PTHREAD_LIBS)
+
+# The monitoring layer alone in a process (deterministic values), for the
+# HTTP-level integration tests.
+check_PROGRAMS += tests/integration/monitor_feed
+tests_integration_monitor_feed_SOURCES = tests/integration/monitor_feed.c
+tests_integration_monitor_feed_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS)
+tests_integration_monitor_feed_LDADD = server/libsurge_monitor.la \
+	common/libsurge_common.la $(UV_LIBS) -lm
