@@ -10,3 +10,5 @@ common_libsurge_common_la_SOURCES = \
 	common/util.h common/util.c
 common_libsurge_common_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
 common_libsurge_common_la_LIBADD = $(MSGPACK_LIBS) -lm
+# The wire protocol spec that this codec implements.
+EXTRA_DIST += docs/protocol.md
