@@ -48,7 +48,8 @@ void surge_huge_free(void *p, size_t bytes);
  * (mallopt M_MMAP_THRESHOLD = 32 MiB, M_TRIM_THRESHOLD = 1 GiB): freeing
  * and re-faulting message buffers costs 2-4x in ZeroMQ here. Programs call
  * it once at start-up, before threads; libraries never do (it changes the
- * whole process). Returns 0, or -EINVAL when mallopt refused. */
+ * whole process). Returns 0, or -EINVAL when mallopt refused (as under
+ * AddressSanitizer, whose allocator replaces glibc's). */
 int surge_malloc_tune(void);
 
 /* surge_ratelimit - at most `burst` events per `interval_ns`, for log lines

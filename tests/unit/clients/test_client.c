@@ -133,7 +133,15 @@ fake_handle(fake *f, zmq_msg_t *frames, int nframes)
             f->bad++;
             return;
         }
-        const float *v = zmq_msg_data(&frames[2]);
+        /* ZeroMQ gives no alignment guarantee for received data (small
+         * messages share its receive buffer): copy before reading floats. */
+        float *copy = malloc(want > 0 ? want : 1);
+        if (copy == NULL) {
+            f->bad++;
+            return;
+        }
+        memcpy(copy, zmq_msg_data(&frames[2]), want);
+        const float *v = copy;
         for (uint32_t i = 0; i < m.u.data.nitems && f->nrec < MAX_REC; i++) {
             const surge_data_item *it = &m.u.data.items[i];
             rec *x = &f->recs[f->nrec++];
@@ -146,6 +154,7 @@ fake_handle(fake *f, zmq_msg_t *frames, int nframes)
             x->msg = f->ndata;
             v += it->count;
         }
+        free(copy);
         f->ndata++;
         f->payload_bytes += want;
         if (f->reject_after_data > 0 && f->ndata == f->reject_after_data) {

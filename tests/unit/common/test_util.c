@@ -148,7 +148,12 @@ static void
 test_malloc_tune(void **state)
 {
     (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+    /* ASan replaces glibc's allocator: its mallopt accepts nothing. */
+    assert_int_equal(surge_malloc_tune(), -EINVAL);
+#else
     assert_int_equal(surge_malloc_tune(), 0);
+#endif
     void *p = malloc((size_t)8 << 20);
     assert_non_null(p);
     free(p);
