@@ -244,6 +244,7 @@ meta_arch(struct meta_list *l, const surge_trainer *t, const char *format)
     meta_add(l, "surge.out_norm",
              c->out_norm == SURGE_OUTNORM_GLOBAL ? "global" : "element");
     meta_add_num(l, "surge.steps", (unsigned long long)t->step);
+    meta_add_num(l, "surge.batch_size", (unsigned long long)c->batch_size);
 }
 
 /* Host pointers to the parameters and optimizer state (copies for a
@@ -732,6 +733,7 @@ struct surge_model {
     void *ctx;       /* cpu backend context */
     struct mlp mlp;  /* parameters + workspace (batch rows) */
     int out_n;       /* 1 or n_outputs */
+    int batch;       /* rows per forward pass (workspace) */
     float *norm;     /* one allocation for the six arrays below */
     float *in_mean;  /* (n_inputs) */
     float *in_std;   /* (n_inputs) */
@@ -743,7 +745,9 @@ struct surge_model {
     json_t *root;    /* the whole header (owned) */
 };
 
-#define MODEL_BATCH 256
+/* Rows per forward pass: the trainer's batch_size from the file (so the
+ * products have the same shapes and the results the same bits), capped. */
+#define MODEL_BATCH_MAX 4096
 
 int
 surge_model_load(const char *path, surge_model **out, char *err, size_t errlen)
@@ -769,6 +773,15 @@ surge_model_load(const char *path, surge_model **out, char *err, size_t errlen)
         goto fail_model;
     }
     int nin = m->info.n_inputs;
+    long long batch = 256;
+    if (st_meta(&f, "surge.batch_size") != NULL &&
+        parse_i64(st_meta(&f, "surge.batch_size"), 1, SURGE_TRAINER_MAX_BATCH,
+                  &batch) != 0) {
+        rc = SURGE_EPROTO;
+        seterr(err, errlen, "%s: surge.batch_size is not a valid size", path);
+        goto fail_model;
+    }
+    m->batch = batch < MODEL_BATCH_MAX ? (int)batch : MODEL_BATCH_MAX;
     m->out_n = out_norm == SURGE_OUTNORM_GLOBAL ? 1 : m->info.n_outputs;
     m->norm = calloc(3 * (size_t)nin + 3 * (size_t)m->out_n, sizeof(float));
     if (m->norm == NULL) {
@@ -826,7 +839,7 @@ surge_model_load(const char *path, surge_model **out, char *err, size_t errlen)
     }
     rc =
         mlp_init(&m->mlp, ops, m->ctx, nin, m->info.n_outputs, m->info.n_layers,
-                 m->info.layers, m->info.activation, MODEL_BATCH);
+                 m->info.layers, m->info.activation, m->batch);
     if (rc != 0) {
         seterr(err, errlen, "%s: out of memory for the model", path);
         goto fail_ctx;
@@ -891,9 +904,9 @@ surge_model_predict(surge_model *m, const float *x, long rows, float *y)
     }
     const struct surge_backend_ops *ops = &surge_backend_cpu;
     size_t nin = (size_t)m->info.n_inputs, nout = (size_t)m->info.n_outputs;
-    for (long off = 0; off < rows; off += MODEL_BATCH) {
+    for (long off = 0; off < rows; off += m->batch) {
         long left = rows - off;
-        int n = left < MODEL_BATCH ? (int)left : MODEL_BATCH;
+        int n = left < m->batch ? (int)left : m->batch;
         /* The same ops, in the same order, as the trainer's predict. */
         ops->affine(m->ctx, n, (int)nin, x + (size_t)off * nin, m->in_mean,
                     m->in_scale, 1, 0, m->mlp.xn);

@@ -409,9 +409,11 @@ surge_trainer_step(surge_trainer *t, const float *x, const float *y,
         return -EINVAL;
     }
     if (!t->out_frozen) {
-        int rc = surge_trainer_observe_outputs(t, y, rows);
-        if (rc < 0) {
-            return rc;
+        if (t->out_seen == 0) {
+            int rc = surge_trainer_observe_outputs(t, y, rows);
+            if (rc < 0) {
+                return rc;
+            }
         }
         surge_trainer_freeze_outputs(t);
     }

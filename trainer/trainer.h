@@ -205,9 +205,11 @@ int surge_trainer_observe_outputs(surge_trainer *t, const float *y, long rows);
 
 /* surge_trainer_freeze_outputs - freeze the output statistics now with what
  * has been observed (e.g. reception ended early). With nothing observed,
- * mean 0 and std 1. Idempotent. surge_trainer_step freezes implicitly: if
- * the statistics are not frozen yet, the first step observes its batch's
- * targets and freezes. */
+ * mean 0 and std 1. Idempotent. surge_trainer_step freezes implicitly: a
+ * step with the statistics not frozen yet freezes them with what was
+ * observed so far, or, when nothing was, with its own batch's targets. So
+ * the intended use is: observe the first out_norm_samples samples as they
+ * arrive, start stepping once they are there. */
 void surge_trainer_freeze_outputs(surge_trainer *t);
 
 /* surge_trainer_set_output_norm - set frozen output statistics directly:
@@ -359,9 +361,10 @@ const struct surge_model_info *surge_model_get_info(const surge_model *m);
 const char *surge_model_meta(const surge_model *m, const char *key);
 
 /* surge_model_predict - y (rows, n_outputs) = model(x (rows, n_inputs)) in
- * physical units; the same arithmetic as surge_trainer_predict (bit-equal on
- * the same machine and thread count). Uses an internal workspace: one call
- * at a time per model. -EINVAL on rows < 1 or NULL, -ENOMEM. */
+ * physical units; the same arithmetic as surge_trainer_predict, in chunks of
+ * the trainer's batch_size (capped at 4096), so bit-equal to it on the same
+ * machine and thread count. Uses an internal workspace: one call at a time
+ * per model. -EINVAL on rows < 1 or NULL. */
 int surge_model_predict(surge_model *m, const float *x, long rows, float *y);
 
 #ifdef __cplusplus

@@ -9,3 +9,9 @@ tests_unit_trainer_test_gradients_SOURCES = \
 	tests/unit/trainer/test_gradients.c
 tests_unit_trainer_test_gradients_CFLAGS = $(trainer_test_cflags)
 tests_unit_trainer_test_gradients_LDADD = $(trainer_test_ldadd)
+
+check_PROGRAMS += tests/unit/trainer/test_trainer
+TESTS += tests/unit/trainer/test_trainer
+tests_unit_trainer_test_trainer_SOURCES = tests/unit/trainer/test_trainer.c
+tests_unit_trainer_test_trainer_CFLAGS = $(trainer_test_cflags)
+tests_unit_trainer_test_trainer_LDADD = $(trainer_test_ldadd)
