@@ -12,7 +12,12 @@ solvers_heat2d_surge_heat2d_SOURCES = \
 solvers_heat2d_surge_heat2d_CFLAGS = $(AM_CFLAGS) $(MPI_CFLAGS)
 solvers_heat2d_surge_heat2d_LDADD = clients/libsurge.la $(MPI_LIBS) -lm
 
-TESTS += tests/integration/heat2d_numerics.sh
+# heat2d_numerics: --no-surge, NumPy references. heat2d_surge: against a
+# real `surge serve`, per-step checksums of solver and server compared.
+TESTS += \
+	tests/integration/heat2d_numerics.sh \
+	tests/integration/heat2d_surge.sh
 EXTRA_DIST += \
 	solvers/heat2d/README.md \
-	tests/integration/heat2d_numerics.sh
+	tests/integration/heat2d_numerics.sh \
+	tests/integration/heat2d_surge.sh
