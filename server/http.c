@@ -66,6 +66,9 @@ struct surge_http {
     struct conn *conns;            /* open connections (list) */
     struct surge_http_stats stats; /* counters */
     http_parser_settings settings; /* parser callbacks (shared) */
+    surge_counter *by_class[3];    /* requests answered 2xx/4xx/5xx, in
+                                      the registry (NULL if absent) */
+    surge_histogram *duration;     /* time to build a response */
 };
 
 struct conn {
@@ -579,8 +582,18 @@ on_message_complete(http_parser *p)
     struct conn *c = p->data;
     struct response r = {0};
     int keep_alive = http_should_keep_alive(p) && !p->upgrade;
+    uint64_t t0 = uv_hrtime();
     route(c, &r);
+    int status = r.status;
     respond(c, &r, p->method == HTTP_HEAD, keep_alive);
+    surge_histogram_observe(c->srv->duration,
+                            (double)(uv_hrtime() - t0) * 1e-9);
+    if (status >= 200 && status < 600 && status / 100 != 3) {
+        surge_counter_add(c->srv->by_class[status < 300   ? 0
+                                           : status < 500 ? 1
+                                                          : 2],
+                          1);
+    }
     c->in_request = 0;
     c->request_bytes = 0;
     c->header_bytes = 0;
@@ -880,6 +893,29 @@ is_loopback(const struct sockaddr_storage *ss)
     return 0;
 }
 
+/* The server's own metrics, owned by the registry (so they outlive the
+ * server). A second server on the same registry finds the names taken
+ * (-EEXIST) and runs without them. */
+static void
+register_metrics(surge_http *srv)
+{
+    static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001,
+                                    0.0025, 0.005,   0.01,   0.05};
+    static const char *const classes[3] = {"code=\"2xx\"", "code=\"4xx\"",
+                                           "code=\"5xx\""};
+    for (int i = 0; i < 3; i++) {
+        (void)surge_metrics_counter(srv->metrics, "surge_http_requests_total",
+                                    classes[i],
+                                    "Monitoring HTTP requests answered, by "
+                                    "status class",
+                                    &srv->by_class[i]);
+    }
+    (void)surge_metrics_histogram(
+        srv->metrics, "surge_http_request_duration_seconds", NULL,
+        "Time to build a monitoring HTTP response", bounds,
+        sizeof bounds / sizeof bounds[0], &srv->duration);
+}
+
 static void
 on_srv_handle_closed(uv_handle_t *h)
 {
@@ -1011,6 +1047,7 @@ surge_http_create(uv_loop_t *loop, const struct surge_http_config *cfg_in,
     }
     srv->sampler.data = srv;
     srv->handles = 2;
+    register_metrics(srv);
     /* One point right away so the first status has a row to show. */
     surge_metrics_sample(metrics, (double)uv_hrtime() * 1e-9, wall_now());
     uv_timer_start(&srv->sampler, on_sample, cfg.sample_interval_ms,

@@ -785,6 +785,34 @@ surge_metrics_set_info(surge_metrics *m, const char *key, const char *value)
     return 0;
 }
 
+/* Reservoir occupancy in [0, 1]: samples over sample slots when both are
+ * known (exact), else bytes over the configured capacity in bytes. */
+static double
+occupancy(surge_metrics *m)
+{
+    double n = family_value(m, "surge_reservoir_samples", NULL);
+    double cap_n = family_value(m, "surge_reservoir_capacity_samples", NULL);
+    if (cap_n > 0.0 && !isnan(n)) {
+        return n / cap_n;
+    }
+    double bytes = family_value(m, "surge_reservoir_bytes", NULL);
+    double cap = family_value(m, "surge_reservoir_capacity_bytes", NULL);
+    return cap > 0.0 ? bytes / cap : NAN;
+}
+
+/* Samples lost for good: assembled ones that entered no store plus partial
+ * steps dropped before completion. NaN when neither family exists. */
+static double
+dropped(surge_metrics *m)
+{
+    double a = family_value(m, "surge_samples_dropped_total", NULL);
+    double b = family_value(m, "surge_steps_dropped_total", NULL);
+    if (isnan(a)) {
+        return b;
+    }
+    return isnan(b) ? a : a + b;
+}
+
 /* ------------------------------------------------------------ series */
 
 void
@@ -812,9 +840,7 @@ surge_metrics_sample(surge_metrics *m, double now_s, double wall_s)
     p->v[1] = rate[R_BYTES] / 1e6;
     p->v[2] = rate[R_BATCHES];
     p->v[3] = rate[R_TRAINED];
-    double bytes = family_value(m, "surge_reservoir_bytes", NULL);
-    double cap = family_value(m, "surge_reservoir_capacity_bytes", NULL);
-    p->v[4] = cap > 0.0 ? bytes / cap : NAN;
+    p->v[4] = occupancy(m);
     double rsum;
     double rcount = family_value(m, "surge_sample_reuse", &rsum);
     p->v[5] = rcount > 0.0 ? rsum / rcount : NAN;
@@ -1180,8 +1206,7 @@ surge_metrics_render_status(surge_metrics *m, double now_s, char **out,
              jnum(family_value(m, "surge_samples_received_total", NULL)), &err);
         jset(ingest, "bytes",
              jnum(family_value(m, "surge_bytes_received_total", NULL)), &err);
-        jset(ingest, "dropped",
-             jnum(family_value(m, "surge_samples_dropped_total", NULL)), &err);
+        jset(ingest, "dropped", jnum(dropped(m)), &err);
     }
 
     json_t *res = json_object();
@@ -1195,7 +1220,7 @@ surge_metrics_render_status(surge_metrics *m, double now_s, char **out,
              jnum(family_value(m, "surge_reservoir_samples", NULL)), &err);
         jset(res, "bytes", jnum(bytes), &err);
         jset(res, "capacity_bytes", jnum(cap), &err);
-        jset(res, "occupancy", jnum(cap > 0.0 ? bytes / cap : NAN), &err);
+        jset(res, "occupancy", jnum(occupancy(m)), &err);
         jset(res, "reuse_mean", jnum(rcount > 0.0 ? rsum / rcount : NAN), &err);
     }
 

@@ -36,8 +36,10 @@
  * families (a missing family gives null in JSON, never an error):
  *   surge_samples_received_total          counter  complete samples in
  *   surge_bytes_received_total            counter  payload bytes in
- *   surge_samples_dropped_total{reason}   counter  dropped samples/messages
+ *   surge_samples_dropped_total{reason}   counter  assembled samples lost
+ *   surge_steps_dropped_total{reason}     counter  partial steps lost
  *   surge_reservoir_samples               gauge    samples held
+ *   surge_reservoir_capacity_samples      gauge    sample slots
  *   surge_reservoir_bytes                 gauge    bytes held
  *   surge_reservoir_capacity_bytes        gauge    configured capacity
  *   surge_reservoir_producer_wait_seconds_total  counter  time puts waited
@@ -218,7 +220,8 @@ int surge_metrics_preview_png(surge_metrics *m, int which, unsigned char **out,
  * null rates). The HTTP server calls it from a uv_timer. The columns, in
  * order (docs/monitoring.md):
  *   samples_in_per_s, mb_in_per_s, batches_per_s, samples_trained_per_s,
- *   occupancy (reservoir bytes / capacity), reuse (mean times used),
+ *   occupancy (reservoir samples / slots, else bytes / capacity bytes),
+ *   reuse (mean times used),
  *   producer_wait (seconds waited per second), trainer_wait (same),
  *   loss, validation_loss
  */

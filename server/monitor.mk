@@ -6,7 +6,8 @@ noinst_LTLIBRARIES += server/libsurge_monitor.la
 server_libsurge_monitor_la_SOURCES = \
 	server/http.h server/http.c \
 	server/metrics.h server/metrics.c \
-	server/top.c
+	server/top.c \
+	server/monitor.h server/monitor.c
 nodist_server_libsurge_monitor_la_SOURCES = server/dashboard_html.c
 server_libsurge_monitor_la_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) \
 	$(JANSSON_CFLAGS) $(PNG_CFLAGS)

@@ -36,6 +36,7 @@ surge_server_options_init(surge_server_options *o)
     snprintf(o->consumer, sizeof o->consumer, "%s", "discard");
     o->batch_size = 64;
     snprintf(o->output_dir, sizeof o->output_dir, "%s", ".");
+    snprintf(o->http, sizeof o->http, "%s", "127.0.0.1:0");
     o->stop_timeout_s = 10.0;
     o->log_level = SURGE_LOG_INFO;
     const char *tok = getenv("SURGE_TOKEN");
@@ -244,6 +245,10 @@ static const struct flag flags[] = {
     {"consumer-delay-ms", "MS", K_MS, F(consumer_delay_ms), 0,
      "discard consumer: sleep this long per batch, to emulate a slow "
      "trainer (default 0)"},
+    {"http", "ADDR", K_STR, F(http), S(http),
+     "monitoring HTTP server (dashboard, /metrics, /api/v1): HOST:PORT, "
+     "PORT or off; a non-loopback HOST needs the study token; its address "
+     "goes to server.json as \"http\" (default 127.0.0.1:0, a free port)"},
     {"stop-timeout", "SECONDS", K_SECONDS, F(stop_timeout_s), 0,
      "after a stop, wait at most this long for the consumer to drain "
      "(default 10)"},

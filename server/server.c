@@ -29,6 +29,7 @@
 #include "common/util.h"
 #include "server/consumer.h"
 #include "server/ingest.h"
+#include "server/monitor.h"
 #include "server/server.h"
 #include "server/store.h"
 
@@ -79,7 +80,9 @@ struct surge_server {
     uint64_t last_msg_ns; /* last message received */
     uint64_t last_log_ns; /* last periodic progress line */
     unsigned char reply_buf[REPLY_CAP];
-    surge_msg reply; /* reply being encoded */
+    surge_msg reply;        /* reply being encoded */
+    surge_monitor *monitor; /* HTTP monitoring (server/monitor.h); NULL
+                               with --http off */
 };
 
 static void begin_stop(surge_server *srv, int end_of_reception);
@@ -340,6 +343,9 @@ close_handles(surge_server *srv)
         return;
     }
     srv->phase = PHASE_CLOSING;
+    /* Its handles close with ours; the registry goes now (nothing renders
+     * any more). */
+    surge_monitor_destroy(&srv->monitor);
     uv_handle_t *hs[] = {
         (uv_handle_t *)&srv->poll_router, (uv_handle_t *)&srv->poll_mon,
         (uv_handle_t *)&srv->tick,        (uv_handle_t *)&srv->retry,
@@ -806,18 +812,58 @@ init_handles(surge_server *srv)
     return 0;
 }
 
+/* The monitoring HTTP server on our loop, with the server's metrics. */
+static int
+start_monitor(surge_server *srv)
+{
+    int rc = surge_monitor_create(&srv->loop, srv->o->http, srv->o->token,
+                                  &srv->monitor);
+    if (rc < 0 || srv->monitor == NULL) {
+        return rc;
+    }
+    struct surge_monitor_server src = {.counters =
+                                           surge_ingest_counters(srv->ing),
+                                       .train = srv->train,
+                                       .validation = srv->validation,
+                                       .store_bytes = srv->o->store_bytes,
+                                       .consumer = srv->cops,
+                                       .consumer_state = srv->cstate};
+    surge_metrics *m = surge_monitor_metrics(srv->monitor);
+    rc = surge_monitor_add_server(srv->monitor, &src);
+    if (rc == 0) {
+        rc = surge_metrics_set_info(m, "endpoint", srv->endpoint);
+    }
+    if (rc == 0) {
+        rc = surge_metrics_set_info(m, "policy", srv->o->policy);
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "dashboard and metrics at %s",
+              surge_monitor_url(srv->monitor));
+    return 0;
+}
+
 int
 surge_server_run(surge_server *srv)
 {
     srv->start_ns = srv->last_msg_ns = srv->last_log_ns = surge_now_ns();
-    json_t *info = json_pack("{s:s,s:o,s:s}", "endpoint", srv->endpoint, "pid",
-                             JI(getpid()), "bind", srv->o->bind);
-    int rc = write_json(srv->o, "server.json", info);
-    json_decref(info);
+    int rc = init_handles(srv);
     if (rc < 0) {
         return rc;
     }
-    rc = init_handles(srv);
+    rc = start_monitor(srv);
+    if (rc < 0) {
+        return rc; /* destroy closes the handles */
+    }
+    json_t *info = json_pack("{s:s,s:o,s:s}", "endpoint", srv->endpoint, "pid",
+                             JI(getpid()), "bind", srv->o->bind);
+    if (info != NULL && srv->monitor != NULL) {
+        json_object_set_new(info, "http",
+                            json_string(surge_monitor_url(srv->monitor)));
+    }
+    rc = write_json(srv->o, "server.json", info);
+    json_decref(info);
     if (rc < 0) {
         return rc;
     }
