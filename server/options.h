@@ -54,8 +54,8 @@ typedef struct surge_server_options {
     double consumer_delay_ms; /* sleep per batch in the discard consumer
                                  (to test backpressure); 0 = none */
     /* Monitoring (server/monitor.h). */
-    char http[128];            /* dashboard, /metrics, /api/v1: "HOST:PORT",
-                                  "PORT" or "off"; "127.0.0.1:0" */
+    char http[128]; /* dashboard, /metrics, /api/v1: "HOST:PORT",
+                       "PORT" or "off"; "127.0.0.1:0" */
     /* Files and lifetime. */
     char output_dir[SURGE_SERVER_MAX_PATH];   /* server.json, stats */
     char checksum_log[SURGE_SERVER_MAX_PATH]; /* "sim step checksum"
