@@ -4,6 +4,7 @@
 # (common is not folded in, so a program linking both gets one copy).
 noinst_LTLIBRARIES += reservoir/libsurge_reservoir.la
 reservoir_libsurge_reservoir_la_SOURCES = \
-	reservoir/reservoir.h reservoir/reservoir.c
+	reservoir/reservoir.h reservoir/reservoir_internal.h \
+	reservoir/reservoir.c
 reservoir_libsurge_reservoir_la_CFLAGS = $(AM_CFLAGS)
 reservoir_libsurge_reservoir_la_LIBADD = $(PTHREAD_LIBS) -lm
