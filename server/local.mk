@@ -29,5 +29,18 @@ server_libsurge_server_la_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS) $(UV_CFLAGS) \
 server_libsurge_server_la_LIBADD = $(ZMQ_LIBS) $(UV_LIBS) $(JANSSON_LIBS) \
 	$(PTHREAD_LIBS) -lm
 
+# Fault tests of `surge serve` with real processes, and their two helper
+# programs: a libsurge client rank, and a raw ZeroMQ peer that sends what a
+# correct client never would.
+check_PROGRAMS += tests/integration/server_client tests/integration/server_peer
+tests_integration_server_client_SOURCES = tests/integration/server_client.c
+tests_integration_server_client_LDADD = clients/libsurge.la
+tests_integration_server_peer_SOURCES = tests/integration/server_peer.c
+tests_integration_server_peer_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS)
+tests_integration_server_peer_LDADD = common/libsurge_common.la $(ZMQ_LIBS) \
+	$(MSGPACK_LIBS) -lm
+TESTS += tests/integration/server_faults.sh
+EXTRA_DIST += tests/integration/server_faults.sh
+
 # Monitoring (HTTP, metrics, dashboard, surge top): server/monitor.mk.
 include %reldir%/monitor.mk
