@@ -1,1 +1,15 @@
-# bench/trainer/local.mk
+# bench/trainer/local.mk: `make bench-trainer` times the trainer on the
+# reference MLP (6-1024-1024-1024-4096, batch 256, Adam) against the sgemm
+# bound of the same shapes and against PyTorch (as users run it and with
+# malloc tuned), with 1 and 2 threads; it ends with one JSON line.
+noinst_PROGRAMS += bench/trainer/bench-trainer
+bench_trainer_bench_trainer_SOURCES = bench/trainer/bench-trainer.c
+bench_trainer_bench_trainer_CFLAGS = $(AM_CFLAGS) $(BLAS_CFLAGS)
+bench_trainer_bench_trainer_LDADD = trainer/libsurge_trainer.la \
+	common/libsurge_common.la $(BLAS_LIBS) $(JANSSON_LIBS) -lm
+EXTRA_DIST += bench/trainer/bench_torch.py
+
+BENCH_TARGETS += bench-trainer
+bench-trainer: bench/trainer/bench-trainer
+	./bench/trainer/bench-trainer --python '$(DEBIAN_PYTHON)' \
+		--script '$(srcdir)/bench/trainer/bench_torch.py'

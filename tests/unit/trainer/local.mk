@@ -15,3 +15,13 @@ TESTS += tests/unit/trainer/test_trainer
 tests_unit_trainer_test_trainer_SOURCES = tests/unit/trainer/test_trainer.c
 tests_unit_trainer_test_trainer_CFLAGS = $(trainer_test_cflags)
 tests_unit_trainer_test_trainer_LDADD = $(trainer_test_ldadd)
+
+# Integration: a model file from the C trainer, loaded in PyTorch.
+check_PROGRAMS += tests/integration/trainer_torch_gen
+tests_integration_trainer_torch_gen_SOURCES = \
+	tests/integration/trainer_torch_gen.c
+tests_integration_trainer_torch_gen_CFLAGS = $(AM_CFLAGS)
+tests_integration_trainer_torch_gen_LDADD = $(trainer_test_ldadd)
+TESTS += tests/integration/trainer_torch.sh
+EXTRA_DIST += tests/integration/trainer_torch.sh \
+	tests/integration/trainer_torch.py docs/model-file.md docs/trainer.md

@@ -1,0 +1,373 @@
+/*
+ * bench/trainer/bench-trainer.c - `make bench-trainer`: the surge trainer
+ * against the matrix-product bound and against PyTorch, in the same run.
+ *
+ * Model: the reference surrogate MLP 6 -> 1024 -> 1024 -> 1024 -> 4096
+ * (ReLU), batch 256, Adam (lr 1e-3), MSE, data already in memory (4,096
+ * random samples, batches taken in order). For 1 and 2 threads:
+ *   bound   : the 11 cblas_sgemm calls of one training step, same shapes
+ *             and transposes, timed alone (forward 4, dW 4, dX 3): the
+ *             matrix-product bound of a step;
+ *   surge   : surge_trainer_step on the same model;
+ *   adam    : the fused Adam pass alone (part of surge's step);
+ *   torch   : the same model in Debian's PyTorch (bench_torch.py), as a
+ *             user runs it, and with glibc kept from trimming memory
+ *             (MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_), both with
+ *             torch.set_num_threads and OPENBLAS_NUM_THREADS /
+ *             OMP_NUM_THREADS set to the thread count.
+ * Each figure is the median of several steps (after warm-up steps); the
+ * environment is left as CI has it (OPENBLAS_CORETYPE untouched). Prints a
+ * table, then one JSON line with the figures and the ratios.
+ *
+ * Usage: bench-trainer [--python PATH] [--script bench_torch.py]
+ *                      [--steps N] [--threads "1 2"] [--no-torch]
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "common/util.h"
+#include "trainer/backend.h"
+#include "trainer/mlp.h"
+#include "trainer/trainer.h"
+
+#define B 256
+#define NIN 6
+#define NOUT 4096
+#define NDATA 4096
+#define WARMUP 3
+#define MAX_STEPS 101
+
+static const int hidden[3] = {1024, 1024, 1024};
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+static double
+median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static double
+now_s(void)
+{
+    return (double)surge_now_ns() * 1e-9;
+}
+
+/* FLOPs of one training step: forward and dW for every layer, dX for all
+ * but the first (2 FLOPs per multiply-add). */
+static double
+step_flops(void)
+{
+    int w[5] = {NIN, hidden[0], hidden[1], hidden[2], NOUT};
+    double f = 0.0;
+    for (int k = 0; k < 4; k++) {
+        double mac = (double)B * w[k] * w[k + 1];
+        f += 2.0 * mac * (k > 0 ? 3.0 : 2.0);
+    }
+    return f;
+}
+
+/* The matrix-product bound: the step's sgemm calls alone. */
+static double
+bench_sgemm(int threads, int steps)
+{
+    int w[5] = {NIN, hidden[0], hidden[1], hidden[2], NOUT};
+    size_t maxw = NOUT;
+    float *a = surge_huge_alloc((size_t)B * maxw * sizeof(float));
+    float *d = surge_huge_alloc((size_t)B * maxw * sizeof(float));
+    float *o = surge_huge_alloc((size_t)B * maxw * sizeof(float));
+    float *wt = surge_huge_alloc(maxw * 1024 * sizeof(float));
+    float *g = surge_huge_alloc(maxw * 1024 * sizeof(float));
+    double t[MAX_STEPS];
+    if (a == NULL || d == NULL || o == NULL || wt == NULL || g == NULL) {
+        fprintf(stderr, "bench-trainer: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < B * maxw; i++) {
+        a[i] = d[i] = 0.001f * (float)(i % 1000);
+    }
+    for (size_t i = 0; i < maxw * 1024; i++) {
+        wt[i] = 0.001f * (float)(i % 997);
+    }
+    openblas_set_num_threads(threads);
+    for (int s = 0; s < WARMUP + steps; s++) {
+        double t0 = now_s();
+        for (int k = 0; k < 4; k++) { /* forward: (B,in) x (out,in)^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, w[k + 1],
+                        w[k], 1.0f, a, w[k], wt, w[k], 0.0f, o, w[k + 1]);
+        }
+        for (int k = 3; k >= 0; k--) {
+            /* dW (out,in) = dz^T x in */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w[k + 1], w[k],
+                        B, 1.0f, d, w[k + 1], a, w[k], 0.0f, g, w[k]);
+            if (k > 0) { /* dX (B,in) = dz x W */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, w[k],
+                            w[k + 1], 1.0f, d, w[k + 1], wt, w[k], 0.0f, o,
+                            w[k]);
+            }
+        }
+        if (s >= WARMUP) {
+            t[s - WARMUP] = now_s() - t0;
+        }
+    }
+    surge_huge_free(a, (size_t)B * maxw * sizeof(float));
+    surge_huge_free(d, (size_t)B * maxw * sizeof(float));
+    surge_huge_free(o, (size_t)B * maxw * sizeof(float));
+    surge_huge_free(wt, maxw * 1024 * sizeof(float));
+    surge_huge_free(g, maxw * 1024 * sizeof(float));
+    return median(t, steps);
+}
+
+struct surge_result {
+    double step_s;   /* median step */
+    double adam_s;   /* median of the Adam pass alone */
+    double loss0;    /* first loss */
+    double loss_end; /* last loss */
+};
+
+static void
+bench_surge(int threads, int steps, const float *x, const float *y,
+            struct surge_result *r)
+{
+    struct surge_trainer_config c;
+    surge_trainer_config_defaults(&c);
+    c.n_inputs = NIN;
+    c.n_outputs = NOUT;
+    c.n_layers = 3;
+    memcpy(c.layers, hidden, sizeof hidden);
+    c.batch_size = B;
+    c.threads = threads;
+    c.out_norm_samples = NDATA;
+    surge_trainer *t = NULL;
+    char err[256];
+    if (surge_trainer_create(&c, &t, err, sizeof err) != 0) {
+        fprintf(stderr, "bench-trainer: %s\n", err);
+        exit(1);
+    }
+    (void)surge_trainer_observe_outputs(t, y, NDATA);
+    double ts[MAX_STEPS];
+    struct surge_trainer_step_info info;
+    for (int s = 0; s < WARMUP + steps; s++) {
+        int off = (s * B) % NDATA;
+        double t0 = now_s();
+        int rc =
+            surge_trainer_step(t, x + (size_t)off * NIN, y + (size_t)off * NOUT,
+                               NULL, B, NULL, &info);
+        double dt = now_s() - t0;
+        if (rc != 0) {
+            fprintf(stderr, "bench-trainer: step failed: %d\n", rc);
+            exit(1);
+        }
+        if (s == 0) {
+            r->loss0 = info.loss;
+        }
+        if (s >= WARMUP) {
+            ts[s - WARMUP] = dt;
+        }
+    }
+    r->step_s = median(ts, steps);
+    r->loss_end = info.loss;
+    surge_trainer_destroy(&t);
+
+    /* The Adam pass alone, over the same number of parameters. */
+    size_t np = mlp_count_params(NIN, NOUT, 3, hidden);
+    size_t bytes = 4 * np * sizeof(float);
+    float *mem = surge_huge_alloc(bytes);
+    if (mem == NULL) {
+        exit(1);
+    }
+    struct surge_opt_step st = {.kind = SURGE_OPT_ADAM,
+                                .lr = 1e-3f,
+                                .beta1 = 0.9f,
+                                .beta2 = 0.999f,
+                                .eps = 1e-8f,
+                                .step_size = 1e-2f,
+                                .inv_bc2_sqrt = 31.6f,
+                                .decay = 1.0f,
+                                .grad_scale = 1.0f};
+    for (int s = 0; s < WARMUP + steps; s++) {
+        double t0 = now_s();
+        (void)surge_backend_cpu.opt_update(NULL, &st, mem, mem + np,
+                                           mem + 2 * np, mem + 3 * np, np);
+        if (s >= WARMUP) {
+            ts[s - WARMUP] = now_s() - t0;
+        }
+    }
+    r->adam_s = median(ts, steps);
+    surge_huge_free(mem, bytes);
+}
+
+/* Run bench_torch.py; it prints "median_step_s X" and "loss_end Y". */
+static double
+bench_torch(const char *python, const char *script, int threads, int tuned,
+            int steps)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "env OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d %s "
+             "'%s' '%s' --threads %d --steps %d --warmup %d 2>&1",
+             threads, threads,
+             tuned ? "MALLOC_MMAP_THRESHOLD_=33554432 "
+                     "MALLOC_TRIM_THRESHOLD_=1073741824"
+                   : "",
+             python, script, threads, steps, WARMUP);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL) {
+        return NAN;
+    }
+    char line[512];
+    double med = NAN;
+    while (fgets(line, sizeof line, p) != NULL) {
+        char *v = NULL;
+        if (strncmp(line, "median_step_s ", 14) == 0) {
+            med = strtod(line + 14, &v);
+        } else if (strncmp(line, "skip ", 5) == 0 ||
+                   strstr(line, "Error") != NULL) {
+            fprintf(stderr, "torch: %s", line);
+        }
+    }
+    int st = pclose(p);
+    return st == 0 ? med : NAN;
+}
+
+static void
+json_num(FILE *f, const char *key, double v, int last)
+{
+    if (isfinite(v)) {
+        fprintf(f, "\"%s\": %.6g%s", key, v, last ? "" : ", ");
+    } else {
+        fprintf(f, "\"%s\": null%s", key, last ? "" : ", ");
+    }
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *python = "/usr/bin/python3";
+    const char *script = "bench/trainer/bench_torch.py";
+    int steps = 15, torch = 1;
+    int threads[2] = {1, 2}, nthreads = 2;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--python") == 0 && i + 1 < argc) {
+            python = argv[++i];
+        } else if (strcmp(argv[i], "--script") == 0 && i + 1 < argc) {
+            script = argv[++i];
+        } else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) {
+            int64_t v;
+            if (surge_parse_int64(argv[++i], &v) != 0 || v < 1 ||
+                v > MAX_STEPS - WARMUP) {
+                fprintf(stderr, "bench-trainer: --steps: 1..%d\n",
+                        MAX_STEPS - WARMUP);
+                return 2;
+            }
+            steps = (int)v;
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            int64_t v;
+            if (surge_parse_int64(argv[++i], &v) != 0 || v < 1 || v > 64) {
+                fprintf(stderr, "bench-trainer: --threads: 1..64\n");
+                return 2;
+            }
+            threads[0] = (int)v;
+            nthreads = 1;
+        } else if (strcmp(argv[i], "--no-torch") == 0) {
+            torch = 0;
+        } else {
+            fprintf(stderr,
+                    "usage: bench-trainer [--python PATH] [--script PY] "
+                    "[--steps N] [--threads N] [--no-torch]\n");
+            return 2;
+        }
+    }
+    const char *ct = getenv("OPENBLAS_CORETYPE");
+    printf("# trainer benchmark: MLP 6-1024-1024-1024-4096 relu, batch %d, "
+           "Adam, data in memory; OPENBLAS_CORETYPE=%s; medians of %d steps\n",
+           B, ct != NULL ? ct : "(unset)", steps);
+
+    float *x = malloc(sizeof(float) * NDATA * NIN);
+    float *y = surge_huge_alloc(sizeof(float) * NDATA * NOUT);
+    if (x == NULL || y == NULL) {
+        return 1;
+    }
+    uint64_t s = 1;
+    for (size_t i = 0; i < (size_t)NDATA * NIN; i++) {
+        x[i] = mlp_rand_sym(&s);
+    }
+    /* Smooth fields of the inputs, so the loss can go down. */
+    for (int r = 0; r < NDATA; r++) {
+        for (int j = 0; j < NOUT; j++) {
+            float u = (float)(j % 64) / 64.0f, v = (float)(j / 64) / 64.0f;
+            y[(size_t)r * NOUT + j] =
+                300.0f + 10.0f * x[r * NIN] * sinf(3.0f * u + x[r * NIN + 1]) +
+                5.0f * x[r * NIN + 2] * v;
+        }
+    }
+    double flops = step_flops();
+    double res[2][6]; /* bound, surge, adam, torch, torch tuned, (unused) */
+    for (int k = 0; k < nthreads; k++) {
+        int th = threads[k];
+        struct surge_result sr;
+        res[k][0] = bench_sgemm(th, steps);
+        bench_surge(th, steps, x, y, &sr);
+        res[k][1] = sr.step_s;
+        res[k][2] = sr.adam_s;
+        res[k][3] = torch ? bench_torch(python, script, th, 0, steps) : NAN;
+        res[k][4] = torch ? bench_torch(python, script, th, 1, steps) : NAN;
+        fprintf(stderr, "# %d thread(s): surge loss %.4g -> %.4g\n", th,
+                sr.loss0, sr.loss_end);
+    }
+
+    printf("%-8s %-26s %12s %12s %10s\n", "threads", "what", "ms/step",
+           "samples/s", "GFLOP/s");
+    const char *names[5] = {"sgemm bound (11 products)", "surge step",
+                            "  of which Adam pass", "pytorch (as users run)",
+                            "pytorch (malloc tuned)"};
+    for (int k = 0; k < nthreads; k++) {
+        for (int i = 0; i < 5; i++) {
+            double t = res[k][i];
+            if (i == 2) {
+                printf("%-8d %-26s %12.2f %12s %10s\n", threads[k], names[i],
+                       1e3 * t, "", "");
+                continue;
+            }
+            printf("%-8d %-26s %12.2f %12.0f %10.1f\n", threads[k], names[i],
+                   1e3 * t, B / t, flops / t * 1e-9);
+        }
+    }
+    printf("{\"bench\": \"trainer\", \"model\": \"6-1024-1024-1024-4096\", "
+           "\"batch\": %d, \"gflop_per_step\": %.4g, ",
+           B, flops * 1e-9);
+    for (int k = 0; k < nthreads; k++) {
+        char key[64];
+        int th = threads[k];
+        double bound = res[k][0], sur = res[k][1];
+#define KEY(fmt) (snprintf(key, sizeof key, fmt, th), key)
+        json_num(stdout, KEY("t%d_bound_samples_s"), B / bound, 0);
+        json_num(stdout, KEY("t%d_surge_samples_s"), B / sur, 0);
+        json_num(stdout, KEY("t%d_surge_gflops"), flops / sur * 1e-9, 0);
+        json_num(stdout, KEY("t%d_adam_ms"), 1e3 * res[k][2], 0);
+        json_num(stdout, KEY("t%d_torch_samples_s"), B / res[k][3], 0);
+        json_num(stdout, KEY("t%d_torch_tuned_samples_s"), B / res[k][4], 0);
+        json_num(stdout, KEY("t%d_ratio_vs_bound"), bound / sur, 0);
+        json_num(stdout, KEY("t%d_ratio_vs_torch"), res[k][3] / sur, 0);
+        json_num(stdout, KEY("t%d_ratio_vs_torch_tuned"), res[k][4] / sur,
+                 k == nthreads - 1);
+#undef KEY
+    }
+    printf("}\n");
+    free(x);
+    surge_huge_free(y, sizeof(float) * NDATA * NOUT);
+    return 0;
+}

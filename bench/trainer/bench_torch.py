@@ -1,0 +1,66 @@
+"""bench/trainer/bench_torch.py - the peer of bench-trainer: the same MLP
+(6 -> 1024 -> 1024 -> 1024 -> 4096, ReLU), batch 256, Adam (lr 1e-3), MSE,
+data already in memory, in PyTorch as a user writes it.
+
+Run by bench-trainer with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set (and,
+for the tuned run, MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_).
+Prints "median_step_s X" (median of --steps steps after --warmup) and
+"loss_end Y"; "skip REASON" and exit 0 when torch is missing.
+"""
+import argparse
+import math
+import statistics
+import sys
+import time
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--threads", type=int, default=1)
+parser.add_argument("--steps", type=int, default=15)
+parser.add_argument("--warmup", type=int, default=3)
+args = parser.parse_args()
+
+try:
+    import torch
+    from torch import nn
+except ImportError as e:  # pragma: no cover
+    print("skip torch not available: %s" % e)
+    sys.exit(0)
+
+torch.set_num_threads(args.threads)
+torch.manual_seed(0)
+B, NIN, NOUT, NDATA = 256, 6, 4096, 4096
+
+x = torch.rand(NDATA, NIN) * 2 - 1
+u = (torch.arange(NOUT) % 64).float() / 64
+v = (torch.arange(NOUT) // 64).float() / 64
+y = (300 + 10 * x[:, :1] * torch.sin(3 * u + x[:, 1:2])
+     + 5 * x[:, 2:3] * v)
+# The model sees normalised outputs, as surge's does.
+y = (y - y.mean()) / y.std()
+
+model = nn.Sequential(
+    nn.Linear(NIN, 1024), nn.ReLU(),
+    nn.Linear(1024, 1024), nn.ReLU(),
+    nn.Linear(1024, 1024), nn.ReLU(),
+    nn.Linear(1024, NOUT),
+)
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+loss_fn = nn.MSELoss()
+
+times = []
+loss = None
+for s in range(args.warmup + args.steps):
+    off = (s * B) % NDATA
+    xb, yb = x[off:off + B], y[off:off + B]
+    t0 = time.perf_counter()
+    opt.zero_grad()
+    loss = loss_fn(model(xb), yb)
+    loss.backward()
+    opt.step()
+    dt = time.perf_counter() - t0
+    if s >= args.warmup:
+        times.append(dt)
+
+print("median_step_s %.6f" % statistics.median(times))
+print("loss_end %.6g" % float(loss))
+sys.exit(0 if math.isfinite(float(loss)) else 1)
