@@ -169,8 +169,11 @@ struct surge_reservoir {
     double producer_wait_s, consumer_wait_s;
     uint64_t rate_overrides;
     uint64_t prio_updates, prio_ignored;
-    bool ended;  /* end_reception called */
-    bool closed; /* shutdown called */
+    surge_reservoir_notify_cb notify_cb; /* see set_notify */
+    void *notify_arg;
+    bool producer_refused; /* a put timed out since the last notify */
+    bool ended;            /* end_reception called */
+    bool closed;           /* shutdown called */
 };
 
 /* ---------------------------------------------------------------- utils */
@@ -1097,9 +1100,10 @@ consumer_starved(const surge_reservoir *r)
     return r->cfg.max_uses > 0 && r->uses_left_total < r->cfg.max_batch;
 }
 
-/* Rate limiter, producer side: may one more sample be put? */
+/* Rate limiter, producer side: may one more sample be put? count: this
+ * is the real decision (count an override), not a look. */
 static bool
-rate_put_ok(surge_reservoir *r)
+rate_put_ok(surge_reservoir *r, bool count)
 {
     double spi = r->cfg.rate.samples_per_insert;
     if (spi <= 0.0) {
@@ -1110,7 +1114,7 @@ rate_put_ok(surge_reservoir *r)
         return true;
     }
     if (consumer_starved(r)) {
-        r->rate_overrides++;
+        r->rate_overrides += count;
         return true;
     }
     return false;
@@ -1182,13 +1186,14 @@ surge_reservoir_put(surge_reservoir *r, const float *input, const float *output,
             rc = SURGE_ESTATE;
             break;
         }
-        if (room_for_put(r) && rate_put_ok(r)) {
+        if (room_for_put(r) && rate_put_ok(r, true)) {
             break;
         }
         if (waiter_wait(&w, &r->cv_put, &r->mu) != 0) {
             /* One last look: the condition may have turned true just as
              * the deadline passed. */
-            if (!r->closed && !r->ended && room_for_put(r) && rate_put_ok(r)) {
+            if (!r->closed && !r->ended && room_for_put(r) &&
+                rate_put_ok(r, true)) {
                 break;
             }
             rc = r->closed ? SURGE_ECLOSED
@@ -1199,6 +1204,9 @@ surge_reservoir_put(surge_reservoir *r, const float *input, const float *output,
     if (w.t0 != 0) {
         r->producer_waits++;
         r->producer_wait_s += waiter_elapsed(&w);
+    }
+    if (rc == SURGE_ETIMEDOUT) {
+        r->producer_refused = true;
     }
     if (rc != 0) {
         pthread_mutex_unlock(&r->mu);
@@ -1593,7 +1601,19 @@ surge_reservoir_get_batch(surge_reservoir *r, size_t B, float *inputs,
     if (r->ended && r->npresent == 0) {
         pthread_cond_broadcast(&r->cv_get);
     }
+    /* A producer that was turned away can put again: tell it once. */
+    surge_reservoir_notify_cb cb = NULL;
+    void *cb_arg = NULL;
+    if (r->producer_refused && r->notify_cb != NULL && !r->ended &&
+        !r->closed && room_for_put(r) && rate_put_ok(r, false)) {
+        r->producer_refused = false;
+        cb = r->notify_cb;
+        cb_arg = r->notify_arg;
+    }
     pthread_mutex_unlock(&r->mu);
+    if (cb != NULL) {
+        cb(cb_arg);
+    }
     if (rows != stack_rows) {
         free(rows);
     }
@@ -1655,6 +1675,16 @@ surge_reservoir_set_beta(surge_reservoir *r, double beta)
     r->beta = beta;
     pthread_mutex_unlock(&r->mu);
     return 0;
+}
+
+void
+surge_reservoir_set_notify(surge_reservoir *r, surge_reservoir_notify_cb cb,
+                           void *arg)
+{
+    pthread_mutex_lock(&r->mu);
+    r->notify_cb = cb;
+    r->notify_arg = arg;
+    pthread_mutex_unlock(&r->mu);
 }
 
 /* ------------------------------------------------------- end, shutdown */

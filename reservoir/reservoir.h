@@ -289,6 +289,19 @@ long surge_reservoir_update_priorities(surge_reservoir *r,
  * outside [0, 1], SURGE_ESTATE when prioritized sampling is off. */
 int surge_reservoir_set_beta(surge_reservoir *r, double beta);
 
+/* surge_reservoir_set_notify - for a producer that must not block (an
+ * event loop putting with timeout_ms = 0): after one of its puts failed
+ * with SURGE_ETIMEDOUT, cb(arg) is called once, as soon as a put would
+ * succeed again (a batch made room or moved the rate limiter). It is called
+ * from the consuming thread, at the end of get_batch, without the
+ * reservoir's lock: it must be quick and not block (uv_async_send is the
+ * intended use); it may call into r. Edge-triggered: one call per episode
+ * of refused puts; not called after end of reception or shutdown. cb NULL
+ * turns it off. */
+typedef void (*surge_reservoir_notify_cb)(void *arg);
+void surge_reservoir_set_notify(surge_reservoir *r,
+                                surge_reservoir_notify_cb cb, void *arg);
+
 /* surge_reservoir_end_reception - no more samples will come: later puts
  * return SURGE_ESTATE, waiting puts return SURGE_ESTATE, and consumers drain
  * what is left (see the top of this file), then get 0. Idempotent. */

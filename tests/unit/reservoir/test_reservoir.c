@@ -1378,6 +1378,41 @@ test_timeouts(void **state)
     surge_reservoir_destroy(&r);
 }
 
+static void
+count_cb(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+/* An event-loop producer puts with timeout 0 and learns from the notify
+ * callback when to try again: once per episode of refused puts. */
+static void
+test_notify(void **state)
+{
+    (void)state;
+    surge_reservoir_config c = cfg_for(SURGE_RESERVOIR_FIFO, 4, 2);
+    surge_reservoir *r = make(&c);
+    int calls = 0;
+    surge_reservoir_set_notify(r, count_cb, &calls);
+    for (uint64_t i = 0; i < 4; i++) {
+        assert_int_equal(put(r, i, 0, 0), 0);
+    }
+    assert_int_equal(get(r, 2, NULL, NULL, 0), 2);
+    assert_int_equal(calls, 0); /* nobody was refused */
+    assert_int_equal(put(r, 4, 0, 0), 0);
+    assert_int_equal(put(r, 5, 0, 0), 0);
+    assert_int_equal(put(r, 6, 0, 0), SURGE_ETIMEDOUT);
+    assert_int_equal(put(r, 6, 0, 0), SURGE_ETIMEDOUT);
+    assert_int_equal(calls, 0);
+    assert_int_equal(get(r, 2, NULL, NULL, 0), 2);
+    assert_int_equal(calls, 1);
+    assert_int_equal(put(r, 6, 0, 0), 0);
+    assert_int_equal(get(r, 2, NULL, NULL, 0), 2);
+    assert_int_equal(calls, 1); /* edge-triggered */
+    surge_reservoir_set_notify(r, NULL, NULL);
+    surge_reservoir_destroy(&r);
+}
+
 /* --------------------------------------------------------------- stats */
 
 static void
@@ -1691,6 +1726,7 @@ main(void)
         cmocka_unit_test(test_shutdown_wakes_waiters),
         cmocka_unit_test(test_end_reception_wakes_waiters),
         cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_notify),
         cmocka_unit_test(test_stats),
         cmocka_unit_test(test_shapes),
         cmocka_unit_test(test_big_batch_stream_copy),
