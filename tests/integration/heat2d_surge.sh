@@ -16,6 +16,12 @@ MPIRUN="${MPIRUN:-mpirun}"
 [ -x "$BIN" ] || skip_all "surge-heat2d is not built"
 [ -x "$SURGE" ] || skip_all "the surge server is not built"
 
+# Under --enable-sanitizers: Open MPI's allocations are suppressed by
+# library name (tests/lsan.supp), which needs full stacks; the fast unwinder
+# stops at frames without frame pointers and leaves "<unknown module>".
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
+export ASAN_OPTIONS
+
 tmp=$(mktemp -d)
 server_pid=
 cleanup() {
