@@ -8,3 +8,5 @@ reservoir_libsurge_reservoir_la_SOURCES = \
 	reservoir/reservoir.c
 reservoir_libsurge_reservoir_la_CFLAGS = $(AM_CFLAGS)
 reservoir_libsurge_reservoir_la_LIBADD = $(PTHREAD_LIBS) -lm
+
+EXTRA_DIST += docs/reservoir.md
