@@ -25,6 +25,7 @@
 
 #include <stdint.h>
 
+#include "server/metrics.h"
 #include "server/options.h"
 #include "server/store.h"
 
@@ -32,6 +33,11 @@ typedef struct surge_consumer_ctx {
     surge_store *train;      /* stream store: take batches */
     surge_store *validation; /* keep store: read samples; may be NULL */
     const surge_server_options *opts;
+    surge_metrics *metrics; /* the monitoring registry, NULL with --http
+                               off: a trainer registers its metrics here
+                               (surge_trainer_loss, ... in metrics.h) and
+                               posts the field preview; thread-safe;
+                               valid until run returns */
 } surge_consumer_ctx;
 
 typedef struct surge_consumer_stats {

@@ -142,6 +142,8 @@ struct surge_metrics {
     struct info infos[INFO_MAX];   /* "info" in the status JSON */
     size_t n_infos;                /* used */
 
+    pthread_mutex_t lock;          /* guards everything above: entries,
+                                      ring, runs, infos (see the top) */
     pthread_mutex_t preview_lock;  /* guards the preview_* fields below */
     float *preview_truth;          /* (ny, nx), under preview_lock */
     float *preview_pred;           /* (ny, nx), under preview_lock */
@@ -276,13 +278,12 @@ find_family(const surge_metrics *m, const char *name)
     return SIZE_MAX;
 }
 
-/* Validates and appends an entry; returns it through *out. */
+/* Fills a new entry's identity after validating it. */
 static int
-add_entry(surge_metrics *m, const char *name, const char *labels,
-          const char *help, enum mtype type, enum mkind kind,
-          struct entry **out)
+init_entry(struct entry *e, const char *name, const char *labels,
+           const char *help, enum mtype type, enum mkind kind)
 {
-    if (m == NULL || !valid_name(name) || !valid_help(help)) {
+    if (!valid_name(name) || !valid_help(help)) {
         return -EINVAL;
     }
     if (labels == NULL) {
@@ -291,43 +292,59 @@ add_entry(surge_metrics *m, const char *name, const char *labels,
     if (!valid_labels(labels)) {
         return -EINVAL;
     }
-    size_t fam = find_family(m, name);
-    if (fam != SIZE_MAX) {
-        if (m->entries[fam].type != type) {
-            return -EINVAL;
-        }
-        for (size_t i = fam; i < m->n_entries; i++) {
-            if (m->entries[i].family == fam &&
-                strcmp(m->entries[i].labels, labels) == 0) {
-                return -EEXIST;
-            }
-        }
-    }
-    if (m->n_entries == SURGE_METRICS_MAX) {
-        return -ENOSPC;
-    }
-    if (m->n_entries == m->cap_entries) {
-        size_t cap = m->cap_entries == 0 ? 32 : m->cap_entries * 2;
-        if (cap > SURGE_METRICS_MAX) {
-            cap = SURGE_METRICS_MAX;
-        }
-        struct entry *e = realloc(m->entries, cap * sizeof *e);
-        if (e == NULL) {
-            return -ENOMEM;
-        }
-        m->entries = e;
-        m->cap_entries = cap;
-    }
-    struct entry *e = &m->entries[m->n_entries];
     memset(e, 0, sizeof *e);
     snprintf(e->name, sizeof e->name, "%s", name);
     snprintf(e->labels, sizeof e->labels, "%s", labels);
     snprintf(e->help, sizeof e->help, "%s", help != NULL ? help : "");
     e->type = type;
     e->kind = kind;
-    e->family = fam != SIZE_MAX ? fam : m->n_entries;
-    *out = e;
     return 0;
+}
+
+/* Appends a filled entry under the registry lock: checks its family's type,
+ * duplicates and the capacity. On failure nothing changed and the caller
+ * still owns e's handles. */
+static int
+commit(surge_metrics *m, struct entry *e)
+{
+    int rc = 0;
+    pthread_mutex_lock(&m->lock);
+    size_t fam = find_family(m, e->name);
+    if (fam != SIZE_MAX) {
+        if (m->entries[fam].type != e->type) {
+            rc = -EINVAL;
+            goto out;
+        }
+        for (size_t i = fam; i < m->n_entries; i++) {
+            if (m->entries[i].family == fam &&
+                strcmp(m->entries[i].labels, e->labels) == 0) {
+                rc = -EEXIST;
+                goto out;
+            }
+        }
+    }
+    if (m->n_entries == SURGE_METRICS_MAX) {
+        rc = -ENOSPC;
+        goto out;
+    }
+    if (m->n_entries == m->cap_entries) {
+        size_t cap = m->cap_entries == 0 ? 32 : m->cap_entries * 2;
+        if (cap > SURGE_METRICS_MAX) {
+            cap = SURGE_METRICS_MAX;
+        }
+        struct entry *grown = realloc(m->entries, cap * sizeof *grown);
+        if (grown == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        m->entries = grown;
+        m->cap_entries = cap;
+    }
+    e->family = fam != SIZE_MAX ? fam : m->n_entries;
+    m->entries[m->n_entries++] = *e;
+out:
+    pthread_mutex_unlock(&m->lock);
+    return rc;
 }
 
 /* ------------------------------------------------------- create/destroy */
@@ -353,7 +370,11 @@ surge_metrics_create(size_t series_points, surge_metrics **out)
     if (m->runs == NULL) {
         goto fail_ring;
     }
+    if (pthread_mutex_init(&m->lock, NULL) != 0) {
+        goto fail_runs;
+    }
     if (pthread_mutex_init(&m->preview_lock, NULL) != 0) {
+        pthread_mutex_destroy(&m->lock);
         goto fail_runs;
     }
     m->ring_cap = series_points;
@@ -388,6 +409,7 @@ surge_metrics_destroy(surge_metrics **mp)
     free(m->ring);
     free(m->runs);
     pthread_mutex_destroy(&m->preview_lock);
+    pthread_mutex_destroy(&m->lock);
     free(m->preview_truth);
     free(m->preview_pred);
     free(m->png[0]);
@@ -403,17 +425,16 @@ surge_metrics_counter_ref(surge_metrics *m, const char *name,
                           const char *labels, const char *help,
                           const uint64_t *value)
 {
-    struct entry *e;
-    if (value == NULL) {
+    struct entry e;
+    if (m == NULL || value == NULL) {
         return -EINVAL;
     }
-    int rc = add_entry(m, name, labels, help, T_COUNTER, K_REF, &e);
+    int rc = init_entry(&e, name, labels, help, T_COUNTER, K_REF);
     if (rc < 0) {
         return rc;
     }
-    e->ref = value;
-    m->n_entries++;
-    return 0;
+    e.ref = value;
+    return commit(m, &e);
 }
 
 int
@@ -421,37 +442,40 @@ surge_metrics_counter_ref_atomic(surge_metrics *m, const char *name,
                                  const char *labels, const char *help,
                                  const _Atomic uint64_t *value)
 {
-    struct entry *e;
-    if (value == NULL) {
+    struct entry e;
+    if (m == NULL || value == NULL) {
         return -EINVAL;
     }
-    int rc = add_entry(m, name, labels, help, T_COUNTER, K_AREF, &e);
+    int rc = init_entry(&e, name, labels, help, T_COUNTER, K_AREF);
     if (rc < 0) {
         return rc;
     }
-    e->aref = value;
-    m->n_entries++;
-    return 0;
+    e.aref = value;
+    return commit(m, &e);
 }
 
 int
 surge_metrics_counter(surge_metrics *m, const char *name, const char *labels,
                       const char *help, surge_counter **out)
 {
-    struct entry *e;
-    if (out == NULL) {
+    struct entry e;
+    if (m == NULL || out == NULL) {
         return -EINVAL;
     }
-    int rc = add_entry(m, name, labels, help, T_COUNTER, K_COUNTER, &e);
+    int rc = init_entry(&e, name, labels, help, T_COUNTER, K_COUNTER);
     if (rc < 0) {
         return rc;
     }
-    e->counter = calloc(1, sizeof *e->counter);
-    if (e->counter == NULL) {
+    e.counter = calloc(1, sizeof *e.counter);
+    if (e.counter == NULL) {
         return -ENOMEM;
     }
-    m->n_entries++;
-    *out = e->counter;
+    rc = commit(m, &e);
+    if (rc < 0) {
+        free(e.counter);
+        return rc;
+    }
+    *out = e.counter;
     return 0;
 }
 
@@ -459,21 +483,25 @@ int
 surge_metrics_gauge(surge_metrics *m, const char *name, const char *labels,
                     const char *help, surge_gauge **out)
 {
-    struct entry *e;
-    if (out == NULL) {
+    struct entry e;
+    if (m == NULL || out == NULL) {
         return -EINVAL;
     }
-    int rc = add_entry(m, name, labels, help, T_GAUGE, K_GAUGE, &e);
+    int rc = init_entry(&e, name, labels, help, T_GAUGE, K_GAUGE);
     if (rc < 0) {
         return rc;
     }
-    e->gauge = calloc(1, sizeof *e->gauge);
-    if (e->gauge == NULL) {
+    e.gauge = calloc(1, sizeof *e.gauge);
+    if (e.gauge == NULL) {
         return -ENOMEM;
     }
-    atomic_store(&e->gauge->bits, dbits(NAN));
-    m->n_entries++;
-    *out = e->gauge;
+    atomic_store(&e.gauge->bits, dbits(NAN));
+    rc = commit(m, &e);
+    if (rc < 0) {
+        free(e.gauge);
+        return rc;
+    }
+    *out = e.gauge;
     return 0;
 }
 
@@ -481,18 +509,17 @@ static int
 add_fn(surge_metrics *m, const char *name, const char *labels, const char *help,
        enum mtype type, surge_metrics_value_cb fn, void *arg)
 {
-    struct entry *e;
-    if (fn == NULL) {
+    struct entry e;
+    if (m == NULL || fn == NULL) {
         return -EINVAL;
     }
-    int rc = add_entry(m, name, labels, help, type, K_FN, &e);
+    int rc = init_entry(&e, name, labels, help, type, K_FN);
     if (rc < 0) {
         return rc;
     }
-    e->fn = fn;
-    e->arg = arg;
-    m->n_entries++;
-    return 0;
+    e.fn = fn;
+    e.arg = arg;
+    return commit(m, &e);
 }
 
 int
@@ -531,29 +558,45 @@ new_hist(const double *bounds, size_t n, surge_histogram **out)
     return 0;
 }
 
+static int
+add_hist(surge_metrics *m, const char *name, const char *labels,
+         const char *help, const double *bounds, size_t n, enum mkind kind,
+         surge_metrics_hist_cb fill, void *arg, surge_histogram **out)
+{
+    struct entry e;
+    if (m == NULL) {
+        return -EINVAL;
+    }
+    int rc = init_entry(&e, name, labels, help, T_HISTOGRAM, kind);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = new_hist(bounds, n, &e.hist);
+    if (rc < 0) {
+        return rc;
+    }
+    e.hist_fn = fill;
+    e.arg = arg;
+    rc = commit(m, &e);
+    if (rc < 0) {
+        free(e.hist);
+        return rc;
+    }
+    if (out != NULL) {
+        *out = e.hist;
+    }
+    return 0;
+}
+
 int
 surge_metrics_histogram(surge_metrics *m, const char *name, const char *labels,
                         const char *help, const double *bounds, size_t n,
                         surge_histogram **out)
 {
-    struct entry *e;
-    surge_histogram *h;
     if (out == NULL) {
         return -EINVAL;
     }
-    int rc = new_hist(bounds, n, &h);
-    if (rc < 0) {
-        return rc;
-    }
-    rc = add_entry(m, name, labels, help, T_HISTOGRAM, K_HIST, &e);
-    if (rc < 0) {
-        free(h);
-        return rc;
-    }
-    e->hist = h;
-    m->n_entries++;
-    *out = h;
-    return 0;
+    return add_hist(m, name, labels, help, bounds, n, K_HIST, NULL, NULL, out);
 }
 
 int
@@ -562,25 +605,11 @@ surge_metrics_histogram_fn(surge_metrics *m, const char *name,
                            const double *bounds, size_t n,
                            surge_metrics_hist_cb fill, void *arg)
 {
-    struct entry *e;
-    surge_histogram *h;
     if (fill == NULL) {
         return -EINVAL;
     }
-    int rc = new_hist(bounds, n, &h);
-    if (rc < 0) {
-        return rc;
-    }
-    rc = add_entry(m, name, labels, help, T_HISTOGRAM, K_HIST_FN, &e);
-    if (rc < 0) {
-        free(h);
-        return rc;
-    }
-    e->hist = h;
-    e->hist_fn = fill;
-    e->arg = arg;
-    m->n_entries++;
-    return 0;
+    return add_hist(m, name, labels, help, bounds, n, K_HIST_FN, fill, arg,
+                    NULL);
 }
 
 void
@@ -748,15 +777,20 @@ surge_metrics_value(surge_metrics *m, const char *name)
     if (m == NULL || name == NULL) {
         return NAN;
     }
-    return family_value(m, name, NULL);
+    pthread_mutex_lock(&m->lock);
+    double v = family_value(m, name, NULL);
+    pthread_mutex_unlock(&m->lock);
+    return v;
 }
 
 void
 surge_metrics_set_runs_cb(surge_metrics *m, surge_metrics_runs_cb cb, void *arg)
 {
     if (m != NULL) {
+        pthread_mutex_lock(&m->lock);
         m->runs_cb = cb;
         m->runs_arg = arg;
+        pthread_mutex_unlock(&m->lock);
     }
 }
 
@@ -769,6 +803,7 @@ surge_metrics_set_info(surge_metrics *m, const char *key, const char *value)
         return -EINVAL;
     }
     size_t i;
+    pthread_mutex_lock(&m->lock);
     for (i = 0; i < m->n_infos; i++) {
         if (strcmp(m->infos[i].key, key) == 0) {
             break;
@@ -776,12 +811,14 @@ surge_metrics_set_info(surge_metrics *m, const char *key, const char *value)
     }
     if (i == m->n_infos) {
         if (m->n_infos == INFO_MAX) {
+            pthread_mutex_unlock(&m->lock);
             return -ENOSPC;
         }
         m->n_infos++;
     }
     snprintf(m->infos[i].key, sizeof m->infos[i].key, "%s", key);
     snprintf(m->infos[i].value, sizeof m->infos[i].value, "%s", value);
+    pthread_mutex_unlock(&m->lock);
     return 0;
 }
 
@@ -823,6 +860,7 @@ surge_metrics_sample(surge_metrics *m, double now_s, double wall_s)
     }
     double cur[R_COUNT];
     double rate[R_COUNT];
+    pthread_mutex_lock(&m->lock);
     double dt = m->prev_mono >= 0.0 ? now_s - m->prev_mono : -1.0;
     for (int r = 0; r < R_COUNT; r++) {
         cur[r] = family_value(m, rate_family[r], NULL);
@@ -857,6 +895,7 @@ surge_metrics_sample(surge_metrics *m, double now_s, double wall_s)
         m->prev_mono = now_s;
         memcpy(m->prev, cur, sizeof cur);
     }
+    pthread_mutex_unlock(&m->lock);
 }
 
 static const struct point *
@@ -867,19 +906,37 @@ ring_at(const surge_metrics *m, size_t i)
     return &m->ring[(start + i) % m->ring_cap];
 }
 
-double
-surge_metrics_series_last(surge_metrics *m, size_t i)
+static double
+last_locked(const surge_metrics *m, size_t i)
 {
-    if (m == NULL || i >= SURGE_METRICS_SERIES || m->ring_count == 0) {
+    if (i >= SURGE_METRICS_SERIES || m->ring_count == 0) {
         return NAN;
     }
     return ring_at(m, m->ring_count - 1)->v[i];
 }
 
+double
+surge_metrics_series_last(surge_metrics *m, size_t i)
+{
+    if (m == NULL) {
+        return NAN;
+    }
+    pthread_mutex_lock(&m->lock);
+    double v = last_locked(m, i);
+    pthread_mutex_unlock(&m->lock);
+    return v;
+}
+
 size_t
 surge_metrics_series_count(surge_metrics *m)
 {
-    return m != NULL ? m->ring_count : 0;
+    if (m == NULL) {
+        return 0;
+    }
+    pthread_mutex_lock(&m->lock);
+    size_t n = m->ring_count;
+    pthread_mutex_unlock(&m->lock);
+    return n;
 }
 
 /* ------------------------------------------------------- text buffers */
@@ -1010,8 +1067,8 @@ put_hist(struct buf *b, const struct entry *e)
     bput(b, "\n%s_count%s%s%s %" PRIu64 "\n", e->name, lo, e->labels, lc, cum);
 }
 
-int
-surge_metrics_render_prometheus(surge_metrics *m, char **out, size_t *len)
+static int
+render_prometheus_locked(surge_metrics *m, char **out, size_t *len)
 {
     static const char *const tname[] = {"counter", "gauge", "histogram"};
     struct buf b = {0};
@@ -1051,6 +1108,18 @@ surge_metrics_render_prometheus(surge_metrics *m, char **out, size_t *len)
         }
     }
     return bfinish(&b, out, len);
+}
+
+int
+surge_metrics_render_prometheus(surge_metrics *m, char **out, size_t *len)
+{
+    if (m == NULL || out == NULL) {
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&m->lock);
+    int rc = render_prometheus_locked(m, out, len);
+    pthread_mutex_unlock(&m->lock);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ JSON */
@@ -1170,9 +1239,8 @@ metrics_json(surge_metrics *m, int *err)
     return o;
 }
 
-int
-surge_metrics_render_status(surge_metrics *m, double now_s, char **out,
-                            size_t *len)
+static int
+render_status_locked(surge_metrics *m, double now_s, char **out, size_t *len)
 {
     int err = 0;
     if (m == NULL || out == NULL) {
@@ -1195,8 +1263,8 @@ surge_metrics_render_status(surge_metrics *m, double now_s, char **out,
     json_t *rates = json_object();
     jset(root, "rates", rates, &err);
     for (size_t i = 0; rates != NULL && i < SURGE_METRICS_SERIES; i++) {
-        jset(rates, surge_metrics_series_names[i],
-             jnum(surge_metrics_series_last(m, i)), &err);
+        jset(rates, surge_metrics_series_names[i], jnum(last_locked(m, i)),
+             &err);
     }
 
     json_t *ingest = json_object();
@@ -1245,8 +1313,20 @@ surge_metrics_render_status(surge_metrics *m, double now_s, char **out,
 }
 
 int
-surge_metrics_render_series(surge_metrics *m, double last_s, char **out,
+surge_metrics_render_status(surge_metrics *m, double now_s, char **out,
                             size_t *len)
+{
+    if (m == NULL || out == NULL) {
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&m->lock);
+    int rc = render_status_locked(m, now_s, out, len);
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+static int
+render_series_locked(surge_metrics *m, double last_s, char **out, size_t *len)
 {
     int err = 0;
     if (m == NULL || out == NULL) {
@@ -1288,6 +1368,19 @@ surge_metrics_render_series(surge_metrics *m, double last_s, char **out,
         }
     }
     return jfinish(root, err, out, len);
+}
+
+int
+surge_metrics_render_series(surge_metrics *m, double last_s, char **out,
+                            size_t *len)
+{
+    if (m == NULL || out == NULL) {
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&m->lock);
+    int rc = render_series_locked(m, last_s, out, len);
+    pthread_mutex_unlock(&m->lock);
+    return rc;
 }
 
 /* -------------------------------------------------------------- preview */
@@ -1522,8 +1615,8 @@ out:
     return rc;
 }
 
-int
-surge_metrics_render_preview(surge_metrics *m, char **out, size_t *len)
+static int
+render_preview_locked(surge_metrics *m, char **out, size_t *len)
 {
     int err = 0;
     if (m == NULL || out == NULL) {
@@ -1550,8 +1643,20 @@ surge_metrics_render_preview(surge_metrics *m, char **out, size_t *len)
 }
 
 int
-surge_metrics_preview_png(surge_metrics *m, int which, unsigned char **out,
-                          size_t *len)
+surge_metrics_render_preview(surge_metrics *m, char **out, size_t *len)
+{
+    if (m == NULL || out == NULL) {
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&m->lock);
+    int rc = render_preview_locked(m, out, len);
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+static int
+preview_png_locked(surge_metrics *m, int which, unsigned char **out,
+                   size_t *len)
 {
     if (m == NULL || out == NULL || len == NULL || which < 0 || which > 1) {
         return -EINVAL;
@@ -1568,4 +1673,17 @@ surge_metrics_preview_png(surge_metrics *m, int which, unsigned char **out,
     *out = copy;
     *len = m->png_len[which];
     return 0;
+}
+
+int
+surge_metrics_preview_png(surge_metrics *m, int which, unsigned char **out,
+                          size_t *len)
+{
+    if (m == NULL || out == NULL || len == NULL || which < 0 || which > 1) {
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&m->lock);
+    int rc = preview_png_locked(m, which, out, len);
+    pthread_mutex_unlock(&m->lock);
+    return rc;
 }

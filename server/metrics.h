@@ -17,10 +17,16 @@
  * Values that must be computed (the reservoir's occupancy under its lock) are
  * registered as callbacks run by the rendering thread.
  *
- * Threads: registration, sampling and rendering happen on one thread (the
- * I/O thread that owns the libuv loop), or before that thread starts. The
- * handle updates (surge_counter_add, surge_gauge_set,
- * surge_histogram_observe) and surge_metrics_set_preview() are thread-safe.
+ * Threads: every call is thread-safe. Registration, set_info, the runs
+ * callback, sampling and rendering take the registry's lock (rendering holds
+ * it for the length of one render, well under a millisecond for a few
+ * hundred entries); the handle updates (surge_counter_add, surge_gauge_set,
+ * surge_histogram_observe) are lock-free atomics; surge_metrics_set_preview
+ * takes only a leaf lock of its own (after the registry lock when a
+ * preview is rendered). Lock order: the registry lock is taken
+ * before whatever locks the value callbacks take, so a callback must never
+ * call into the registry. Plain counters registered with
+ * surge_metrics_counter_ref must be written by the rendering thread only.
  *
  * Typical server code:
  *

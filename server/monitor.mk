@@ -30,7 +30,7 @@ tests_unit_server_test_metrics_SOURCES = tests/unit/server/test_metrics.c
 tests_unit_server_test_metrics_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) \
 	$(JANSSON_CFLAGS) $(UV_CFLAGS)
 tests_unit_server_test_metrics_LDADD = server/libsurge_monitor.la \
-	common/libsurge_common.la $(JANSSON_LIBS) $(CMOCKA_LIBS)
+	common/libsurge_common.la $(JANSSON_LIBS) $(CMOCKA_LIBS) $(PTHREAD_LIBS)
 tests_unit_server_test_http_SOURCES = tests/unit/server/test_http.c
 tests_unit_server_test_http_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) \
 	$(JANSSON_CFLAGS) $(UV_CFLAGS)

@@ -829,6 +829,7 @@ start_monitor(surge_server *srv)
                                        .consumer = srv->cops,
                                        .consumer_state = srv->cstate};
     surge_metrics *m = surge_monitor_metrics(srv->monitor);
+    srv->cctx.metrics = m; /* the consumer thread starts after this */
     rc = surge_monitor_add_server(srv->monitor, &src);
     if (rc == 0) {
         rc = surge_metrics_set_info(m, "endpoint", srv->endpoint);

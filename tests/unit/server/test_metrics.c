@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -450,6 +451,50 @@ test_preview(void **state)
     free(png);
 }
 
+/* Another thread registers metrics and moves handles while this one
+ * renders: every render stays well-formed, and all entries end up there. */
+static void *
+registrar(void *arg)
+{
+    surge_metrics *m = arg;
+    char name[48];
+    for (int i = 0; i < 200; i++) {
+        surge_gauge *g = NULL;
+        snprintf(name, sizeof name, "surge_thread_gauge_%d", i);
+        if (surge_metrics_gauge(m, name, NULL, "g", &g) != 0) {
+            return (void *)1;
+        }
+        surge_gauge_set(g, i);
+        surge_metrics_set_info(m, "i", name);
+    }
+    return NULL;
+}
+
+static void
+test_concurrent_registration(void **state)
+{
+    surge_metrics *m = *state;
+    pthread_t th;
+    void *ret = (void *)2;
+    assert_int_equal(pthread_create(&th, NULL, registrar, m), 0);
+    for (int i = 0; i < 200; i++) {
+        char *s = NULL;
+        size_t len;
+        assert_int_equal(surge_metrics_render_prometheus(m, &s, &len), 0);
+        free(s);
+        assert_int_equal(surge_metrics_render_status(m, 1.0, &s, &len), 0);
+        json_error_t jerr;
+        json_t *root = json_loads(s, 0, &jerr);
+        assert_non_null(root);
+        json_decref(root);
+        free(s);
+        surge_metrics_sample(m, (double)i, (double)i);
+    }
+    assert_int_equal(pthread_join(th, &ret), 0);
+    assert_null(ret);
+    assert_true(surge_metrics_value(m, "surge_thread_gauge_199") == 199.0);
+}
+
 int
 main(void)
 {
@@ -462,6 +507,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_status_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_preview, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_registration, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("server/metrics", tests, NULL, NULL);
 }
