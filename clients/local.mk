@@ -13,4 +13,3 @@ clients_libsurge_la_LDFLAGS = $(AM_LDFLAGS) -version-info 0:0:0 \
 surgeinclude_HEADERS += include/surge/client.h include/surge/error.h \
 	include/surge/client_mpi.h
 pkgconfig_DATA += clients/surge.pc
-EXTRA_DIST += clients/surge.pc.in
