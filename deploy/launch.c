@@ -35,6 +35,7 @@
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -81,7 +82,7 @@ struct run {
     int64_t sim;        /* run id = simulation id */
     const double *x;    /* (nparams) its parameter values */
     int state;          /* enum run_state */
-    int64_t attempt;    /* current or last attempt, from 0 */
+    int64_t attempt;    /* current or last attempt, from 1 */
     int64_t failures;   /* attempts that failed */
     uint64_t job;       /* scheduler handle while RUNNING */
     double started;     /* monotonic s, current attempt */
@@ -184,6 +185,54 @@ find_bindir(struct launch *L)
     if (len >= 6 && strcmp(L->bindir + len - 6, "/.libs") == 0) {
         L->bindir[len - 6] = '\0';
     }
+}
+
+/* A bare program name (no '/') as the solver: look next to the surge
+ * program first (an installed tree), then in the build tree's solvers/
+ * folders (bindir/../solvers/X/NAME), else leave it to PATH. This is what
+ * lets "surge-heat2d" work both from a build folder and once installed. */
+static int
+resolve_program(const struct launch *L, surge_strv *argv)
+{
+    char cand[MAX_PATH], solvers[MAX_PATH];
+    const char *name = argv->v[0];
+    struct stat st;
+    if (strchr(name, '/') != NULL || strlen(name) > 255) {
+        return 0;
+    }
+    snprintf(cand, sizeof cand, "%s/%s", L->bindir, name);
+    if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) &&
+        access(cand, X_OK) == 0) {
+        goto found;
+    }
+    snprintf(solvers, sizeof solvers, "%.3500s/../solvers", L->bindir);
+    DIR *d = opendir(solvers);
+    if (d == NULL) {
+        return 0;
+    }
+    struct dirent *e;
+    bool hit = false;
+    while (!hit && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        snprintf(cand, sizeof cand, "%.3500s/%.255s/%s", solvers, e->d_name,
+                 name);
+        hit = stat(cand, &st) == 0 && S_ISREG(st.st_mode) &&
+              access(cand, X_OK) == 0;
+    }
+    closedir(d);
+    if (!hit) {
+        return 0;
+    }
+found:;
+    char *copy = strdup(cand);
+    if (copy == NULL) {
+        return -ENOMEM;
+    }
+    free(argv->v[0]);
+    argv->v[0] = copy;
+    return 0;
 }
 
 static int
@@ -408,6 +457,9 @@ submit(struct launch *L, struct run *r)
     surge_expand_ctx ctx = {r->sim, r->attempt, r->x, rdir, L->out, L->bindir};
     rc = surge_study_expand_command(s, &ctx, &solver, err, sizeof err);
     if (rc == 0) {
+        rc = resolve_program(L, &solver);
+    }
+    if (rc == 0) {
         rc = L->ops->wrap(L->sched, solver.v, s->ranks, &argv);
     }
     if (rc != 0) {
@@ -509,7 +561,7 @@ run_ended(struct launch *L, struct run *r, const surge_job_status *st,
     /* The server drops the run's incomplete steps; a retry may then say
      * hello again while the steps already assembled stay refused. */
     control(L, SURGE_CTL_SIM_FAILED, r->sim, NULL, 0);
-    if (r->attempt < L->s->retries && st != NULL) {
+    if (r->attempt <= L->s->retries && st != NULL) {
         control(L, SURGE_CTL_SIM_RETRY, r->sim, NULL, 0);
         r->attempt++;
         r->state = RUN_QUEUED;
@@ -521,7 +573,7 @@ run_ended(struct launch *L, struct run *r, const surge_job_status *st,
         SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
                   "sim %lld: failed for good "
                   "after %lld attempt(s): %s",
-                  (long long)r->sim, (long long)r->attempt + 1, r->why);
+                  (long long)r->sim, (long long)r->attempt, r->why);
     }
 }
 
@@ -760,7 +812,7 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
             json_array_append_new(
                 failed,
                 json_pack("{s:I,s:I,s:s,s:s}", "sim", (json_int_t)r->sim,
-                          "attempts", (json_int_t)(r->attempt + 1), "state",
+                          "attempts", (json_int_t)r->attempt, "state",
                           r->state == RUN_FAILED ? "failed" : "cancelled",
                           "reason", r->why));
         }
@@ -1035,6 +1087,7 @@ prepare(struct launch *L, const char *outdir_override)
     }
     for (size_t i = 0; i < L->nruns; i++) {
         L->runs[i].sim = (int64_t)i;
+        L->runs[i].attempt = 1;
         L->runs[i].x = L->x + i * s->nparams;
     }
     return 0;
@@ -1049,9 +1102,12 @@ dry_run(struct launch *L)
         char rdir[MAX_PATH];
         surge_strv solver = {NULL, 0}, argv = {NULL, 0};
         run_dir(L, r->sim, rdir, sizeof rdir);
-        surge_expand_ctx ctx = {r->sim, 0, r->x, rdir, L->out, L->bindir};
+        surge_expand_ctx ctx = {r->sim, 1, r->x, rdir, L->out, L->bindir};
         int rc =
             surge_study_expand_command(L->s, &ctx, &solver, err, sizeof err);
+        if (rc == 0) {
+            rc = resolve_program(L, &solver);
+        }
         if (rc == 0) {
             rc = L->ops->wrap(L->sched, solver.v, L->s->ranks, &argv);
         }

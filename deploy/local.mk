@@ -9,9 +9,15 @@ deploy_libsurge_deploy_la_SOURCES = \
 	deploy/sampler.h deploy/sampler.c \
 	deploy/control.h deploy/control.c \
 	deploy/scheduler.h deploy/sched_local.c \
+	deploy/scheduler_slurm.h deploy/scheduler_slurm.c \
 	deploy/server_proc.h deploy/server_proc.c \
 	deploy/launch.h deploy/launch.c
 deploy_libsurge_deploy_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(GSL_CFLAGS) $(ZMQ_CFLAGS)
 deploy_libsurge_deploy_la_LIBADD = common/libsurge_common.la \
 	$(JANSSON_LIBS) $(GSL_LIBS) $(ZMQ_LIBS)
+
+# Integration tests of the launcher (real mpirun, real server).
+TESTS += tests/integration/e2e_study.sh
+EXTRA_DIST += tests/integration/e2e_study.sh docs/configuration.md \
+	solvers/heat2d/study.json

@@ -31,6 +31,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "deploy/scheduler.h"
+#include "deploy/scheduler_slurm.h"
 #include "deploy/util.h"
 
 extern char **environ;
@@ -488,6 +489,8 @@ surge_scheduler_find(int kind)
     switch (kind) {
     case SURGE_SCHEDULER_LOCAL:
         return &surge_sched_local_ops;
+    case SURGE_SCHEDULER_SLURM:
+        return &surge_sched_slurm_ops;
     default:
         return NULL;
     }

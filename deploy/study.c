@@ -338,6 +338,10 @@ surge_scheduler_kind_name(int kind)
 static void
 fmt_num(char *buf, size_t cap, double v)
 {
+    if (v == floor(v) && fabs(v) < 1e15) {
+        snprintf(buf, cap, "%.0f", v);
+        return;
+    }
     snprintf(buf, cap, "%.17g", v);
     /* Shortest form that reads back: try fewer digits first. */
     for (int prec = 1; prec <= 17; prec++) {

@@ -198,7 +198,7 @@ const char *const *surge_study_key_paths(size_t *n);
 /* Values the command placeholders expand to for one attempt of one run. */
 typedef struct surge_expand_ctx {
     int64_t sim;            /* {sim} */
-    int64_t attempt;        /* {attempt}, from 0 */
+    int64_t attempt;        /* {attempt}, from 1 */
     const double *values;   /* {<parameter name>}: nparams values */
     const char *run_dir;    /* {run_dir} */
     const char *output_dir; /* {output_dir} */

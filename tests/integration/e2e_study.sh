@@ -1,0 +1,149 @@
+#!/bin/sh
+# tests/integration/e2e_study.sh - a whole study through `surge launch`:
+# 4 heat2d runs x 2 MPI ranks (real mpirun) streaming to a real `surge
+# serve` on 127.0.0.1. Every step of every run must arrive exactly once and
+# bit-identical: for each (sim, step) the ranks' --checksums lines add up
+# (mod 2^64) to the server's --checksum-log line for the assembled sample,
+# and summary.json's counts add up (received = assembled = train +
+# validation, nothing dropped, every run ok).
+. "$SURGE_SRCDIR/tests/tap.sh"
+
+SURGE="$SURGE_BUILDDIR/server/surge"
+HEAT="$SURGE_BUILDDIR/solvers/heat2d/surge-heat2d"
+PY="${DEBIAN_PYTHON:-/usr/bin/python3}"
+MPIRUN="${MPIRUN:-mpirun}"
+[ -x "$SURGE" ] || skip_all "surge is not built"
+[ -x "$HEAT" ] || skip_all "surge-heat2d is not built"
+[ -x "$PY" ] || skip_all "no python3 at $PY"
+
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
+export ASAN_OPTIONS
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+RUNS=4
+RANKS=2
+STEPS=12
+cat >"$tmp/study.json" <<EOF
+{
+  "study": {"name": "e2e", "seed": 7, "output_dir": "$tmp/out"},
+  "parameters": [
+    {"name": "initial", "min": 0, "max": 100},
+    {"name": "left", "min": 0, "max": 100},
+    {"name": "right", "min": 0, "max": 100},
+    {"name": "bottom", "min": 0, "max": 100},
+    {"name": "top", "min": 0, "max": 100}
+  ],
+  "sampler": {"kind": "uniform", "runs": $RUNS},
+  "solver": {
+    "command": ["$HEAT", "--nx", "16", "--ny", "12", "--steps", "$STEPS",
+                "--checksums", "{output_dir}/solver-checksums.txt"],
+    "ranks": $RANKS,
+    "timeout_s": 60,
+    "retries": 0
+  },
+  "scheduler": {"mpirun": "$MPIRUN", "max_concurrent": 2},
+  "server": {"checksum_log": true},
+  "reservoir": {"policy": "fifo", "capacity_bytes": "16MiB"}
+}
+EOF
+
+tap_plan 9
+
+timeout 180 "$SURGE" launch --quiet "$tmp/study.json" >"$tmp/stdout" \
+    2>"$tmp/stderr"
+rc=$?
+if [ "$rc" -eq 0 ]; then
+    ok "surge launch exits 0"
+else
+    not_ok "surge launch exits 0 (got $rc)"
+    sed 's/^/# /' "$tmp/stderr" | tail -30
+    for f in "$tmp"/out/server.log "$tmp"/out/runs/*/attempt-*.log; do
+        [ -f "$f" ] && { diag "$f:"; tail -5 "$f" | sed 's/^/#   /'; }
+    done
+fi
+check "the table names the summary" grep -q "summary.json" "$tmp/stdout"
+check "parameters.csv has a header and $RUNS rows" \
+    test "$(wc -l <"$tmp/out/parameters.csv")" -eq $((RUNS + 1))
+
+cat >"$tmp/check.py" <<'PYEOF'
+import json, sys
+out, runs, ranks, steps = sys.argv[1], *map(int, sys.argv[2:5])
+M = 1 << 64
+want = set((s, t) for s in range(runs) for t in range(1, steps + 1))
+
+def fail(msg):
+    print(msg)
+    sys.exit(1)
+
+what = sys.argv[5]
+if what == "server-once":
+    seen = {}
+    for line in open(f"{out}/checksums.log"):
+        sim, step, ck = line.split()
+        key = (int(sim), int(step))
+        seen[key] = seen.get(key, 0) + 1
+    if set(seen) != want:
+        fail(f"server samples {sorted(set(seen) ^ want)[:5]} missing/extra")
+    dup = [k for k, n in seen.items() if n != 1]
+    if dup:
+        fail(f"samples assembled more than once: {dup[:5]}")
+elif what == "bit-identical":
+    solver = {}
+    lines = {}
+    for line in open(f"{out}/solver-checksums.txt"):
+        sim, rank, step, ck = line.split()
+        key = (int(sim), int(step))
+        solver[key] = (solver.get(key, 0) + int(ck)) % M
+        lines[key] = lines.get(key, 0) + 1
+    if set(lines) != want or any(n != ranks for n in lines.values()):
+        fail("solver checksum lines: not one per rank and step")
+    bad = 0
+    for line in open(f"{out}/checksums.log"):
+        sim, step, ck = line.split()
+        value = int(ck) if ck.isdigit() else int(ck, 16)
+        if solver[(int(sim), int(step))] != value:
+            bad += 1
+    if bad:
+        fail(f"{bad} samples differ from what the ranks sent")
+elif what == "summary":
+    s = json.load(open(f"{out}/summary.json"))
+    n = runs * steps
+    smp = s["samples"]
+    checks = {
+        "counts_add_up": s["counts_add_up"] is True,
+        "runs ok": s["runs"]["ok"] == runs and s["runs"]["failed"] == 0,
+        "received": smp["received"] == n,
+        "assembled": smp["assembled"] == n,
+        "train+validation": smp["train"] + smp["validation"] == n,
+        "consumed+in_store": smp["consumed"] + smp["in_store"] == smp["train"],
+        "dropped": smp["dropped"] == 0,
+        "slices": s["slices"]["accepted"] == n * ranks,
+        "attempts": s["runs"]["attempts"] == runs,
+    }
+    badk = [k for k, v in checks.items() if not v]
+    if badk:
+        fail(f"summary.json: {badk}: {json.dumps(s)[:600]}")
+PYEOF
+
+for what in server-once bit-identical summary; do
+    if msg=$("$PY" "$tmp/check.py" "$tmp/out" $RUNS $RANKS $STEPS $what 2>&1)
+    then
+        ok "$what"
+    else
+        not_ok "$what"
+        diag "$msg"
+    fi
+done
+
+# The token never appears on a command line: the server got it by env.
+check "server.log exists" test -s "$tmp/out/server.log"
+check "each run has its attempt log" \
+    test "$(ls "$tmp"/out/runs/*/attempt-1.log | wc -l)" -eq $RUNS
+# Nothing the study started is left: no process has our folder in its
+# command line (runs and the server are gone).
+left=$(ps -eo pid=,args= | grep -F "$tmp" | grep -v grep | grep -cv "ps -eo")
+check "no process left behind ($left)" test "$left" -eq 0
+
+tap_done
