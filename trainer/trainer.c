@@ -363,6 +363,12 @@ surge_trainer_freeze_outputs(surge_trainer *t)
 }
 
 int
+surge_trainer_outputs_frozen(const surge_trainer *t)
+{
+    return t->out_frozen;
+}
+
+int
 surge_trainer_set_output_norm(surge_trainer *t, const float *mean,
                               const float *std, int n)
 {

@@ -212,6 +212,11 @@ int surge_trainer_observe_outputs(surge_trainer *t, const float *y, long rows);
  * arrive, start stepping once they are there. */
 void surge_trainer_freeze_outputs(surge_trainer *t);
 
+/* surge_trainer_outputs_frozen - 1 once the output statistics are frozen
+ * (observed out_norm_samples rows, freeze, a step, set_output_norm, or a
+ * checkpoint that had them frozen), else 0. */
+int surge_trainer_outputs_frozen(const surge_trainer *t);
+
 /* surge_trainer_set_output_norm - set frozen output statistics directly:
  * mean, std are (n) with n = 1 (global) or n_outputs (element), std > 0. */
 int surge_trainer_set_output_norm(surge_trainer *t, const float *mean,

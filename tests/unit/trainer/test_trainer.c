@@ -265,7 +265,9 @@ test_output_norm_global(void **state)
     /* Rows 1-4 set the stats; row 5 comes after the freeze. */
     float y[5 * 3] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 100, 100, 100};
     assert_int_equal(surge_trainer_observe_outputs(t, y, 1), 0);
+    assert_int_equal(surge_trainer_outputs_frozen(t), 0);
     assert_int_equal(surge_trainer_observe_outputs(t, y + 3, 4), 1);
+    assert_int_equal(surge_trainer_outputs_frozen(t), 1);
     /* mean of 1..12 = 6.5, population std = sqrt(143 / 12). */
     assert_near(t->out_mean[0], 6.5, 1e-6);
     assert_near(t->out_std[0], sqrt(143.0 / 12.0), 1e-6);
