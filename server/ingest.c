@@ -774,7 +774,7 @@ hello_declaration_ok(surge_ingest *ing, const surge_msg_hello *h,
         return -1;
     }
     int rc = surge_store_set_shape(st, h->nparams + 1, nout);
-    if (rc == SURGE_ECONFIG) {
+    if (rc == SURGE_EFIELD) {
         uint32_t nin = 0;
         uint64_t nouts = 0;
         (void)surge_store_shape(st, &nin, &nouts);
@@ -790,6 +790,15 @@ hello_declaration_ok(surge_ingest *ing, const surge_msg_hello *h,
                    " bytes) does not fit in the server's %s store",
                    ((uint64_t)h->nparams + 1 + nout) * 4,
                    validation ? "validation" : "training");
+        return -1;
+    }
+    if (rc == SURGE_ECONFIG) {
+        set_reject(reply, SURGE_ECONFIG, "server's %s store refuses: %s",
+                   validation ? "validation" : "training",
+                   surge_store_error(st));
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "%s store: %s",
+                  validation ? "validation" : "training",
+                  surge_store_error(st));
         return -1;
     }
     if (rc < 0) {

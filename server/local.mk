@@ -7,6 +7,7 @@ server_surge_LDADD = \
 	deploy/libsurge_deploy.la \
 	server/libsurge_server.la \
 	server/libsurge_monitor.la \
+	reservoir/libsurge_reservoir.la \
 	clients/libsurge.la \
 	common/libsurge_common.la \
 	$(ZMQ_LIBS) $(UV_LIBS) $(MSGPACK_LIBS) $(JANSSON_LIBS) $(GSL_LIBS) \
@@ -39,8 +40,10 @@ tests_integration_server_peer_SOURCES = tests/integration/server_peer.c
 tests_integration_server_peer_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS)
 tests_integration_server_peer_LDADD = common/libsurge_common.la $(ZMQ_LIBS) \
 	$(MSGPACK_LIBS) -lm
-TESTS += tests/integration/server_faults.sh
-EXTRA_DIST += tests/integration/server_faults.sh
+TESTS += tests/integration/server_faults.sh \
+	tests/integration/server_backpressure.sh
+EXTRA_DIST += tests/integration/server_faults.sh \
+	tests/integration/server_backpressure.sh
 
 # Monitoring (HTTP, metrics, dashboard, surge top): server/monitor.mk.
 include %reldir%/monitor.mk

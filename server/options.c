@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -31,6 +32,7 @@ surge_server_options_init(surge_server_options *o)
     o->sim_timeout_s = 600.0;
     snprintf(o->policy, sizeof o->policy, "%s", "fifo");
     o->store_bytes = 256 * MIB;
+    surge_reservoir_config_init(&o->reservoir);
     o->validation_bytes = 64 * MIB;
     o->validation_every = 0;
     snprintf(o->consumer, sizeof o->consumer, "%s", "discard");
@@ -186,7 +188,19 @@ parse_sim_list(surge_server_options *o, const char *s, char *err, size_t errlen)
     return 0;
 }
 
-enum opt_kind { K_STR, K_SIZE, K_U32, K_SECONDS, K_MS, K_SPECIAL };
+enum opt_kind {
+    K_STR,      /* char[len] */
+    K_SIZE,     /* uint64_t bytes, K/M/G suffixes */
+    K_U32,      /* uint32_t */
+    K_UNSIGNED, /* unsigned */
+    K_SIZET,    /* size_t count */
+    K_U64,      /* uint64_t count */
+    K_SECONDS,  /* double >= 0 */
+    K_MS,       /* double >= 0 */
+    K_REAL,     /* double, any finite value */
+    K_BOOL,     /* bool: true/false/1/0/yes/no */
+    K_SPECIAL   /* handled by name in apply() */
+};
 
 struct flag {
     const char *name;
@@ -226,10 +240,41 @@ static const struct flag flags[] = {
      "a simulation that sends nothing this long is failed and its partial "
      "steps dropped; 0 = never (default 600)"},
     {"policy", "NAME", K_STR, F(policy), S(policy),
-     "training store policy: fifo (default fifo)"},
+     "training store policy: fifo (oldest first, each used once), firo "
+     "(random, each used --epochs times) or reservoir (watermark, with "
+     "replacement, evicts used samples) (default fifo)"},
     {"store-bytes", "SIZE", K_SIZE, F(store_bytes), 0,
-     "training store capacity; a full store stops reading (backpressure) "
-     "(default 256M)"},
+     "training store (reservoir) capacity; when the policy makes a put "
+     "wait, the server stops reading (backpressure) (default 256M)"},
+    {"watermark", "N", K_SIZET, F(reservoir.watermark), 0,
+     "samples present before the first batch (policy reservoir: default "
+     "the batch size; fifo/firo: at least a batch)"},
+    {"seed", "N", K_U64, F(reservoir.seed), 0,
+     "seed of the store's random draws (default 1)"},
+    {"epochs", "N", K_UNSIGNED, F(reservoir.epochs), 0,
+     "policy firo: times each sample is used (default 1)"},
+    {"max-uses", "N", K_UNSIGNED, F(reservoir.max_uses), 0,
+     "policy reservoir: remove a sample after N uses; 0 = no cap "
+     "(default 0)"},
+    {"samples-per-insert", "X", K_REAL, F(reservoir.rate.samples_per_insert), 0,
+     "policy reservoir: rate limiter target of rows served per sample put; "
+     "0 = off (default 0)"},
+    {"rate-min-diff", "X", K_REAL, F(reservoir.rate.min_diff), 0,
+     "rate limiter: a batch waits while puts*spi - served - B < X"},
+    {"rate-max-diff", "X", K_REAL, F(reservoir.rate.max_diff), 0,
+     "rate limiter: a put waits while (puts+1)*spi - served > X"},
+    {"balance-sims", "BOOL", K_BOOL, F(reservoir.balance_sims), 0,
+     "firo/reservoir: spread each batch over the simulations present "
+     "(default false)"},
+    {"prioritized", "BOOL", K_BOOL, F(reservoir.prioritized.enabled), 0,
+     "firo/reservoir: loss-prioritized draws (the trainer reports losses) "
+     "(default false)"},
+    {"priority-alpha", "X", K_REAL, F(reservoir.prioritized.alpha), 0,
+     "prioritized: exponent on priorities, in [0, 1] (default 0.6)"},
+    {"priority-beta", "X", K_REAL, F(reservoir.prioritized.beta), 0,
+     "prioritized: importance weight exponent, in [0, 1] (default 0.4)"},
+    {"priority-epsilon", "X", K_REAL, F(reservoir.prioritized.epsilon), 0,
+     "prioritized: added to each loss, > 0 (default 1e-6)"},
     {"validation-bytes", "SIZE", K_SIZE, F(validation_bytes), 0,
      "validation store capacity (default 64M)"},
     {"validation-every", "N", K_U32, F(validation_every), 0,
@@ -310,6 +355,51 @@ apply(surge_server_options *o, const struct flag *f, const char *v, char *err,
         }
         uint32_t u32 = (uint32_t)u;
         memcpy(base + f->off, &u32, sizeof u32);
+        return 0;
+    }
+    case K_UNSIGNED:
+    case K_SIZET:
+    case K_U64: {
+        uint64_t max = f->kind == K_UNSIGNED ? UINT32_MAX
+                       : f->kind == K_SIZET  ? SIZE_MAX
+                                             : UINT64_MAX;
+        if (parse_size(v, max, 0, &u) < 0) {
+            set_err(err, errlen, "--%s: '%s' is not an integer >= 0", f->name,
+                    v);
+            return SURGE_ECONFIG;
+        }
+        if (f->kind == K_UNSIGNED) {
+            unsigned x = (unsigned)u;
+            memcpy(base + f->off, &x, sizeof x);
+        } else if (f->kind == K_SIZET) {
+            size_t x = (size_t)u;
+            memcpy(base + f->off, &x, sizeof x);
+        } else {
+            memcpy(base + f->off, &u, sizeof u);
+        }
+        return 0;
+    }
+    case K_REAL:
+        if (surge_parse_double(v, &d) < 0) {
+            set_err(err, errlen, "--%s: '%s' is not a finite number", f->name,
+                    v);
+            return SURGE_ECONFIG;
+        }
+        memcpy(base + f->off, &d, sizeof d);
+        return 0;
+    case K_BOOL: {
+        bool b;
+        if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 ||
+            strcmp(v, "yes") == 0) {
+            b = true;
+        } else if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0 ||
+                   strcmp(v, "no") == 0) {
+            b = false;
+        } else {
+            set_err(err, errlen, "--%s: '%s' is not true or false", f->name, v);
+            return SURGE_ECONFIG;
+        }
+        memcpy(base + f->off, &b, sizeof b);
         return 0;
     }
     case K_SECONDS:
@@ -441,10 +531,6 @@ surge_server_options_check(const surge_server_options *o, char *err,
         set_err(err, errlen, "--max-partial-bytes: must be at least 4K");
         return SURGE_ECONFIG;
     }
-    if (strcmp(o->policy, "fifo") != 0) {
-        set_err(err, errlen, "--policy: unknown policy '%s' (fifo)", o->policy);
-        return SURGE_ECONFIG;
-    }
     if (o->store_bytes < 4096) {
         set_err(err, errlen, "--store-bytes: must be at least 4K");
         return SURGE_ECONFIG;
@@ -468,6 +554,38 @@ surge_server_options_check(const surge_server_options *o, char *err,
         set_err(err, errlen, "--output-dir: must not be empty");
         return SURGE_ECONFIG;
     }
+    surge_reservoir_config rc;
+    if (surge_server_reservoir_config(o, &rc) < 0) {
+        set_err(err, errlen,
+                "--policy: unknown policy '%s' (fifo, firo or reservoir)",
+                o->policy);
+        return SURGE_ECONFIG;
+    }
+    /* The sample shape comes with the first hello; check the options that
+     * do not depend on it now, with the smallest shape, so a bad flag is
+     * named at start-up rather than at the first client. */
+    rc.input_dim = 1;
+    rc.output_dim = 1;
+    char rerr[256];
+    if (surge_reservoir_config_check(&rc, rerr, sizeof rerr) < 0) {
+        set_err(err, errlen, "store options: %s", rerr);
+        return SURGE_ECONFIG;
+    }
+    return 0;
+}
+
+int
+surge_server_reservoir_config(const surge_server_options *o,
+                              surge_reservoir_config *out)
+{
+    *out = o->reservoir;
+    if (surge_reservoir_policy_parse(o->policy, &out->policy) < 0) {
+        return SURGE_ECONFIG;
+    }
+    out->capacity_bytes = (size_t)o->store_bytes;
+    out->max_batch = o->batch_size;
+    out->input_dim = 0;
+    out->output_dim = 0;
     return 0;
 }
 

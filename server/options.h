@@ -21,6 +21,7 @@
 #include <stdio.h>
 
 #include "common/protocol.h"
+#include "reservoir/reservoir.h"
 
 #define SURGE_SERVER_MAX_PATH 1024
 #define SURGE_SERVER_MAX_VALIDATION_SIMS 256
@@ -41,8 +42,16 @@ typedef struct surge_server_options {
     double sim_timeout_s;       /* a sim silent this long is failed; 0 =
                                    never */
     /* Stores and consumer. */
-    char policy[SURGE_SERVER_MAX_NAME]; /* training store policy: "fifo" */
+    char policy[SURGE_SERVER_MAX_NAME]; /* training store policy: "fifo",
+                                           "firo" or "reservoir" */
     uint64_t store_bytes;               /* training store capacity, bytes */
+    surge_reservoir_config reservoir;   /* the other reservoir options
+                                           (watermark, seed, epochs,
+                                           max_uses, rate, balance_sims,
+                                           prioritized); its policy,
+                                           capacity_bytes, dims and
+                                           max_batch are not read: see
+                                           surge_server_reservoir_config */
     uint64_t validation_bytes;          /* validation store capacity, bytes */
     uint32_t validation_every; /* sims with sim % N == N-1 are held out;
                                   0 = none */
@@ -85,6 +94,14 @@ int surge_server_options_check(const surge_server_options *o, char *err,
 
 /* surge_server_options_usage - the --help text, every flag documented. */
 void surge_server_options_usage(FILE *out);
+
+/* surge_server_reservoir_config - the training store's reservoir
+ * configuration: o->reservoir with policy from o->policy, capacity_bytes =
+ * o->store_bytes and max_batch = o->batch_size; input_dim and output_dim
+ * stay 0 (the first hello sets them). 0, or SURGE_ECONFIG for an unknown
+ * policy name. */
+int surge_server_reservoir_config(const surge_server_options *o,
+                                  surge_reservoir_config *out);
 
 /* surge_server_is_validation - 1 when simulation sim is held out. */
 int surge_server_is_validation(const surge_server_options *o, int64_t sim);

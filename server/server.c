@@ -543,11 +543,32 @@ store_json(surge_store *s)
 {
     surge_store_stats st;
     surge_store_get_stats(s, &st);
-    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:f}", "puts", JI(st.puts),
-                     "put_refused", JI(st.put_refused), "taken", JI(st.taken),
-                     "batches", JI(st.batches), "occupancy", JI(st.occupancy),
-                     "capacity", JI(st.capacity), "bytes", JI(st.bytes),
-                     "consumer_wait_s", st.consumer_wait_ns / 1e9);
+    json_t *j =
+        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:f}", "puts",
+                  JI(st.puts), "put_refused", JI(st.put_refused), "taken",
+                  JI(st.taken), "batches", JI(st.batches), "occupancy",
+                  JI(st.occupancy), "capacity", JI(st.capacity), "bytes",
+                  JI(st.bytes), "evicted", JI(st.evicted), "retired",
+                  JI(st.retired), "consumer_wait_s", st.consumer_wait_ns / 1e9);
+    surge_reservoir *r = surge_store_reservoir(s);
+    if (j != NULL && r != NULL) {
+        /* The reservoir's own view: policy, reuse, who waited. */
+        surge_reservoir_stats rs;
+        surge_reservoir_get_stats(r, &rs);
+        json_t *removed = json_array();
+        for (int i = 0; i < SURGE_RESERVOIR_USES_BUCKETS; i++) {
+            json_array_append_new(removed, JI(rs.uses_removed[i]));
+        }
+        json_object_set_new(
+            j, "reservoir",
+            json_pack("{s:s,s:o,s:o,s:f,s:o,s:o}", "policy",
+                      surge_reservoir_policy_name(rs.policy), "uses_removed",
+                      removed, "producer_waits", JI(rs.producer_waits),
+                      "served_age_mean_puts", rs.served_age_mean_puts,
+                      "distinct_sims", JI(rs.distinct_sims), "rate_overrides",
+                      JI(rs.rate_overrides)));
+    }
+    return j;
 }
 
 static int
@@ -722,14 +743,21 @@ surge_server_create(surge_server **out, const surge_server_options *o)
             goto fail;
         }
     }
-    surge_store_config sc = {"train", SURGE_STORE_STREAM, o->store_bytes};
+    /* The training store is the reservoir, with the study's policy. */
+    surge_reservoir_config rcfg;
+    rc = surge_server_reservoir_config(o, &rcfg);
+    if (rc < 0) {
+        goto fail;
+    }
+    surge_store_config sc = {"train", SURGE_STORE_STREAM, o->store_bytes,
+                             &rcfg};
     rc = surge_store_create(&srv->train, &sc);
     if (rc < 0) {
         goto fail;
     }
     if (o->validation_every > 0 || o->nvalidation_sims > 0) {
         surge_store_config vc = {"validation", SURGE_STORE_KEEP,
-                                 o->validation_bytes};
+                                 o->validation_bytes, NULL};
         rc = surge_store_create(&srv->validation, &vc);
         if (rc < 0) {
             goto fail;

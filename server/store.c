@@ -1,48 +1,59 @@
 /*
- * server/store.c - the bounded sample stores of the server (see store.h):
- * a ring of fixed-size slots allocated once, pre-faulted with huge pages
- * where the kernel allows (page faults are slow on these machines).
+ * server/store.c - the server's sample stores (see store.h): the training
+ * store is the reservoir library with the study's policy; the validation
+ * store is a bounded ring of fixed-size slots that keeps its samples. Both
+ * allocate their memory once, pre-faulted with huge pages where the kernel
+ * allows (surge_huge_alloc: page faults are slow on these machines).
  *
- * Lock order: s->mu only (a leaf lock). The space callback is called after
- * unlocking.
+ * Lock order: s->mu, then the reservoir's own lock (only through
+ * surge_reservoir_* calls made while holding s->info_mu, never s->mu). The
+ * ring is guarded by s->mu; the reservoir pointer is set once under s->mu
+ * and never changes after. The space callback runs with no lock held.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 
 #include <surge/error.h>
 
+#include "common/protocol.h"
+#include "common/util.h"
 #include "server/store.h"
 
 #define SLOT_ALIGN 64
 
 struct surge_store {
-    char name[32];              /* for logs */
-    enum surge_store_kind kind; /* stream or keep */
-    uint64_t capacity_bytes;    /* configured capacity */
-    pthread_mutex_t mu;         /* guards everything below */
-    pthread_cond_t cv;          /* signalled on put, shape, end, stop */
-    int has_shape;              /* set once */
-    uint32_t nin;               /* floats per sample input */
-    uint64_t nout;              /* floats per sample output */
-    size_t slot_bytes;          /* header + (nin + nout) floats, aligned */
-    uint64_t nslots;            /* slots in the ring */
-    unsigned char *mem;         /* (nslots, slot_bytes), mmap'ed */
-    size_t mem_bytes;           /* mapping size */
-    uint64_t head;              /* index of the oldest sample (mod nslots) */
-    uint64_t count;             /* samples held */
-    int ended;                  /* end of reception */
-    int stopped;                /* stop: gets return ECLOSED at once */
-    int producer_refused;       /* a put was refused since the last take */
-    uint64_t puts, put_refused, taken, batches; /* counters */
-    uint64_t consumer_wait_ns; /* time spent waiting in get_batch */
-    void (*space_cb)(void *);  /* set before threads start */
+    char name[32];               /* for logs */
+    enum surge_store_kind kind;  /* stream (reservoir) or keep (ring) */
+    uint64_t capacity_bytes;     /* keep: ring bytes */
+    surge_reservoir_config rcfg; /* stream: the reservoir's configuration */
+    char err[256];               /* last set_shape failure (producer) */
+    pthread_mutex_t mu;          /* guards the fields below */
+    pthread_cond_t cv;           /* shape set, end, stop */
+    int has_shape;               /* set once */
+    uint32_t nin;                /* floats per sample input */
+    uint64_t nout;               /* floats per sample output */
+    surge_reservoir *res;        /* stream: set with the shape */
+    size_t slot_bytes;           /* keep: header + (nin + nout) floats */
+    uint64_t nslots;             /* keep: slots in the ring */
+    unsigned char *mem;          /* keep: (nslots, slot_bytes) */
+    size_t mem_bytes;            /* keep: bytes of mem */
+    uint64_t count;              /* keep: samples held */
+    int ended;                   /* end of reception */
+    int stopped;                 /* stop: gets return ECLOSED at once */
+    uint64_t puts, put_refused;  /* keep counters */
+    uint64_t refused;            /* stream: puts refused (policy) */
+    pthread_mutex_t info_mu;     /* guards info (one consumer at a time
+                                    asks for sims/steps) */
+    surge_batch_info *info;      /* stream: (max_batch) row descriptions */
+    atomic_int producer_refused; /* a put was refused since the last take */
+    void (*space_cb)(void *);    /* set before threads start */
     void *space_arg;
 };
 
@@ -51,18 +62,10 @@ struct slot_head {
     int64_t step;
 };
 
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 int
 surge_store_create(surge_store **out, const surge_store_config *cfg)
 {
-    if (out == NULL || cfg == NULL || cfg->capacity_bytes == 0) {
+    if (out == NULL || cfg == NULL) {
         return -EINVAL;
     }
     surge_store *s = calloc(1, sizeof *s);
@@ -73,11 +76,25 @@ surge_store_create(surge_store **out, const surge_store_config *cfg)
              cfg->name != NULL ? cfg->name : "store");
     s->kind = cfg->kind;
     s->capacity_bytes = cfg->capacity_bytes;
+    if (cfg->reservoir != NULL) {
+        s->rcfg = *cfg->reservoir;
+    } else {
+        surge_reservoir_config_init(&s->rcfg);
+        s->rcfg.policy = SURGE_RESERVOIR_FIFO;
+        s->rcfg.capacity_bytes = (size_t)cfg->capacity_bytes;
+    }
+    if (s->kind == SURGE_STORE_KEEP && s->capacity_bytes == 0) {
+        free(s);
+        return -EINVAL;
+    }
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
         goto fail_mutex;
+    }
+    if (pthread_mutex_init(&s->info_mu, NULL) != 0) {
+        goto fail_info;
     }
     if (pthread_cond_init(&s->cv, &ca) != 0) {
         goto fail_cond;
@@ -87,6 +104,8 @@ surge_store_create(surge_store **out, const surge_store_config *cfg)
     return 0;
 
 fail_cond:
+    pthread_mutex_destroy(&s->info_mu);
+fail_info:
     pthread_mutex_destroy(&s->mu);
 fail_mutex:
     pthread_condattr_destroy(&ca);
@@ -101,10 +120,13 @@ surge_store_destroy(surge_store **sp)
         return;
     }
     surge_store *s = *sp;
+    surge_reservoir_destroy(&s->res);
     if (s->mem != NULL) {
-        munmap(s->mem, s->mem_bytes);
+        surge_huge_free(s->mem, s->mem_bytes);
     }
+    free(s->info);
     pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->info_mu);
     pthread_mutex_destroy(&s->mu);
     free(s);
     *sp = NULL;
@@ -117,51 +139,126 @@ surge_store_set_space_cb(surge_store *s, void (*cb)(void *), void *arg)
     s->space_arg = arg;
 }
 
+const char *
+surge_store_error(const surge_store *s)
+{
+    return s->err;
+}
+
+surge_reservoir *
+surge_store_reservoir(surge_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    surge_reservoir *r = s->res;
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
 static unsigned char *
 slot(const surge_store *s, uint64_t i)
 {
     return s->mem + (size_t)(i % s->nslots) * s->slot_bytes;
 }
 
-int
-surge_store_set_shape(surge_store *s, uint32_t nin, uint64_t nout)
+/* Allocate the stream store's reservoir for shape (nin, nout). */
+static int
+shape_stream(surge_store *s, uint32_t nin, uint64_t nout)
 {
-    pthread_mutex_lock(&s->mu);
-    if (s->has_shape) {
-        int same = s->nin == nin && s->nout == nout;
-        pthread_mutex_unlock(&s->mu);
-        return same ? 0 : SURGE_ECONFIG;
-    }
-    pthread_mutex_unlock(&s->mu);
-
-    /* Only the producer sets the shape, so allocating unlocked is safe:
-     * consumers see has_shape only once everything is in place. */
-    if (nout == 0 || nout > (UINT64_MAX / 8) || nin > (1u << 20)) {
+    surge_reservoir_config c = s->rcfg;
+    c.input_dim = nin;
+    c.output_dim = (size_t)nout;
+    uint64_t slotb = ((uint64_t)nin + nout) * 4;
+    slotb = (slotb + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN;
+    if (slotb > c.capacity_bytes) {
+        snprintf(s->err, sizeof s->err,
+                 "a sample of %llu bytes does not fit in %zu bytes",
+                 (unsigned long long)slotb, c.capacity_bytes);
         return SURGE_ELIMIT;
     }
+    surge_batch_info *info =
+        calloc(c.max_batch > 0 ? c.max_batch : 1, sizeof *info);
+    if (info == NULL) {
+        return -ENOMEM;
+    }
+    surge_reservoir *r = NULL;
+    int rc = surge_reservoir_create(&r, &c, s->err, sizeof s->err);
+    if (rc < 0) {
+        free(info);
+        return rc;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->res = r;
+    s->info = info;
+    int stopped = s->stopped, ended = s->ended;
+    pthread_mutex_unlock(&s->mu);
+    /* An end or stop that came before the shape applies to it too. */
+    if (ended) {
+        surge_reservoir_end_reception(r);
+    }
+    if (stopped) {
+        surge_reservoir_shutdown(r);
+    }
+    return 0;
+}
+
+/* Allocate the keep store's ring for shape (nin, nout). */
+static int
+shape_keep(surge_store *s, uint32_t nin, uint64_t nout)
+{
     uint64_t raw = sizeof(struct slot_head) + ((uint64_t)nin + nout) * 4;
     uint64_t sb = (raw + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN;
     uint64_t nslots = s->capacity_bytes / sb;
     if (nslots == 0) {
+        snprintf(s->err, sizeof s->err,
+                 "a sample of %llu bytes does not fit in %llu bytes",
+                 (unsigned long long)sb, (unsigned long long)s->capacity_bytes);
         return SURGE_ELIMIT;
     }
     size_t bytes = (size_t)(nslots * sb);
-    void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) {
+    unsigned char *mem = surge_huge_alloc(bytes);
+    if (mem == NULL) {
         return -ENOMEM;
     }
-#ifdef MADV_HUGEPAGE
-    (void)madvise(mem, bytes, MADV_HUGEPAGE);
-#endif
-    /* Pre-fault now rather than on the hot path. */
-    memset(mem, 0, bytes);
-
     pthread_mutex_lock(&s->mu);
     s->mem = mem;
     s->mem_bytes = bytes;
     s->slot_bytes = (size_t)sb;
     s->nslots = nslots;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+int
+surge_store_set_shape(surge_store *s, uint32_t nin, uint64_t nout)
+{
+    s->err[0] = '\0';
+    pthread_mutex_lock(&s->mu);
+    if (s->has_shape) {
+        int same = s->nin == nin && s->nout == nout;
+        pthread_mutex_unlock(&s->mu);
+        if (!same) {
+            snprintf(s->err, sizeof s->err,
+                     "shape (%u, %llu) differs from the first (%u, %llu)", nin,
+                     (unsigned long long)nout, s->nin,
+                     (unsigned long long)s->nout);
+        }
+        return same ? 0 : SURGE_EFIELD;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (nout == 0 ||
+        nout > (uint64_t)SURGE_MAX_FIELDS * SURGE_MAX_FIELD_ELEMS ||
+        nin > (1u << 20)) {
+        snprintf(s->err, sizeof s->err, "sample shape out of range");
+        return SURGE_ELIMIT;
+    }
+    /* Only the producer sets the shape, so allocating unlocked is safe:
+     * consumers see has_shape only once everything is in place. */
+    int rc = s->kind == SURGE_STORE_STREAM ? shape_stream(s, nin, nout)
+                                           : shape_keep(s, nin, nout);
+    if (rc < 0) {
+        return rc;
+    }
+    pthread_mutex_lock(&s->mu);
     s->nin = nin;
     s->nout = nout;
     s->has_shape = 1;
@@ -183,38 +280,62 @@ surge_store_shape(surge_store *s, uint32_t *nin, uint64_t *nout)
     return has;
 }
 
-int
-surge_store_try_put(surge_store *s, int64_t sim, int64_t step, const float *in,
-                    const float *out)
+static int
+put_keep(surge_store *s, int64_t sim, int64_t step, const float *in,
+         const float *out)
 {
     pthread_mutex_lock(&s->mu);
     int rc = 0;
-    if (!s->has_shape) {
-        rc = SURGE_ESTATE;
-    } else if (s->ended || s->stopped) {
+    if (s->ended || s->stopped) {
         rc = SURGE_ECLOSED;
     } else if (s->count == s->nslots) {
-        rc = s->kind == SURGE_STORE_KEEP ? -ENOSPC : -EAGAIN;
+        rc = -ENOSPC;
         s->put_refused++;
-        s->producer_refused = 1;
     }
     if (rc != 0) {
         pthread_mutex_unlock(&s->mu);
         return rc;
     }
-    /* Copy while holding the lock: consumers only touch slots that are
-     * counted, and this slot is not counted yet, but the ring indices must
-     * not move under us. The copy is a memcpy of one sample. */
-    unsigned char *p = slot(s, s->head + s->count);
+    unsigned char *p = slot(s, s->count);
     struct slot_head h = {sim, step};
     memcpy(p, &h, sizeof h);
     memcpy(p + sizeof h, in, (size_t)s->nin * 4);
     memcpy(p + sizeof h + (size_t)s->nin * 4, out, (size_t)s->nout * 4);
     s->count++;
     s->puts++;
-    pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     return 0;
+}
+
+int
+surge_store_try_put(surge_store *s, int64_t sim, int64_t step, const float *in,
+                    const float *out)
+{
+    pthread_mutex_lock(&s->mu);
+    int has = s->has_shape;
+    surge_reservoir *r = s->res;
+    pthread_mutex_unlock(&s->mu);
+    if (!has) {
+        return SURGE_ESTATE;
+    }
+    if (s->kind == SURGE_STORE_KEEP) {
+        return put_keep(s, sim, step, in, out);
+    }
+    surge_sample_meta meta = {(uint64_t)sim, (uint64_t)step, 0};
+    int rc = surge_reservoir_put(r, in, out, &meta, 0);
+    if (rc == SURGE_ETIMEDOUT) {
+        /* Count under the lock-free flag first, so a consumer that takes
+         * a batch right now sees it and wakes the producer. */
+        atomic_store(&s->producer_refused, 1);
+        pthread_mutex_lock(&s->mu);
+        s->refused++;
+        pthread_mutex_unlock(&s->mu);
+        return -EAGAIN;
+    }
+    if (rc == SURGE_ESTATE) {
+        return SURGE_ECLOSED;
+    }
+    return rc;
 }
 
 static void
@@ -236,58 +357,40 @@ surge_store_get_batch(surge_store *s, uint32_t max, float *in, float *out,
     if (max == 0) {
         return -EINVAL;
     }
-    struct timespec dl;
-    deadline_after(&dl, timeout_ms < 0 ? 0 : timeout_ms);
     pthread_mutex_lock(&s->mu);
-    if (s->kind != SURGE_STORE_STREAM) {
-        pthread_mutex_unlock(&s->mu);
-        return SURGE_ESTATE;
-    }
-    uint64_t t0 = now_ns();
-    while (!s->stopped && s->count == 0 && !s->ended) {
-        if (pthread_cond_timedwait(&s->cv, &s->mu, &dl) == ETIMEDOUT) {
-            break;
-        }
-    }
-    s->consumer_wait_ns += now_ns() - t0;
-    if (s->stopped || (s->count == 0 && s->ended)) {
-        pthread_mutex_unlock(&s->mu);
-        return SURGE_ECLOSED;
-    }
-    if (s->count == 0) {
-        pthread_mutex_unlock(&s->mu);
-        return SURGE_ETIMEDOUT;
-    }
-    uint32_t n = s->count < max ? (uint32_t)s->count : max;
-    for (uint32_t i = 0; i < n; i++) {
-        const unsigned char *p = slot(s, s->head + i);
-        struct slot_head h;
-        memcpy(&h, p, sizeof h);
-        if (sims != NULL) {
-            sims[i] = h.sim;
-        }
-        if (steps != NULL) {
-            steps[i] = h.step;
-        }
-        if (in != NULL) {
-            memcpy(in + (size_t)i * s->nin, p + sizeof h, (size_t)s->nin * 4);
-        }
-        if (out != NULL) {
-            memcpy(out + (size_t)i * s->nout, p + sizeof h + s->nin * 4,
-                   (size_t)s->nout * 4);
-        }
-    }
-    s->head = (s->head + n) % s->nslots;
-    s->count -= n;
-    s->taken += n;
-    s->batches++;
-    int notify = s->producer_refused;
-    s->producer_refused = 0;
-    void (*cb)(void *) = s->space_cb;
-    void *arg = s->space_arg;
+    int has = s->has_shape, stopped = s->stopped;
+    surge_reservoir *r = s->res;
     pthread_mutex_unlock(&s->mu);
-    if (notify && cb != NULL) {
-        cb(arg);
+    if (s->kind != SURGE_STORE_STREAM || !has) {
+        return stopped ? SURGE_ECLOSED : SURGE_ESTATE;
+    }
+    if (max > s->rcfg.max_batch) {
+        return -EINVAL;
+    }
+    long n;
+    if (sims != NULL || steps != NULL) {
+        pthread_mutex_lock(&s->info_mu);
+        n = surge_reservoir_get_batch(r, max, in, out, s->info, timeout_ms);
+        for (long i = 0; i < n; i++) {
+            if (sims != NULL) {
+                sims[i] = (int64_t)s->info[i].sim;
+            }
+            if (steps != NULL) {
+                steps[i] = (int64_t)s->info[i].step;
+            }
+        }
+        pthread_mutex_unlock(&s->info_mu);
+    } else {
+        n = surge_reservoir_get_batch(r, max, in, out, NULL, timeout_ms);
+    }
+    if (n == 0) {
+        return SURGE_ECLOSED; /* reception ended and nothing is left */
+    }
+    if (n < 0) {
+        return (int)n;
+    }
+    if (atomic_exchange(&s->producer_refused, 0) && s->space_cb != NULL) {
+        s->space_cb(s->space_arg);
     }
     return (int)n;
 }
@@ -305,7 +408,7 @@ surge_store_read(surge_store *s, uint64_t i, float *in, float *out,
         pthread_mutex_unlock(&s->mu);
         return -ERANGE;
     }
-    const unsigned char *p = slot(s, s->head + i);
+    const unsigned char *p = slot(s, i);
     struct slot_head h;
     memcpy(&h, p, sizeof h);
     if (sim != NULL) {
@@ -355,8 +458,12 @@ surge_store_end_reception(surge_store *s)
 {
     pthread_mutex_lock(&s->mu);
     s->ended = 1;
+    surge_reservoir *r = s->res;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    if (r != NULL) {
+        surge_reservoir_end_reception(r);
+    }
 }
 
 void
@@ -365,22 +472,41 @@ surge_store_stop(surge_store *s)
     pthread_mutex_lock(&s->mu);
     s->stopped = 1;
     s->ended = 1;
+    surge_reservoir *r = s->res;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    if (r != NULL) {
+        surge_reservoir_shutdown(r);
+    }
 }
 
 void
 surge_store_get_stats(surge_store *s, surge_store_stats *o)
 {
+    memset(o, 0, sizeof *o);
     pthread_mutex_lock(&s->mu);
-    o->puts = s->puts;
-    o->put_refused = s->put_refused;
-    o->taken = s->taken;
-    o->batches = s->batches;
-    o->occupancy = s->count;
-    o->capacity = s->nslots;
-    o->bytes = s->count * s->slot_bytes;
-    o->consumer_wait_ns = s->consumer_wait_ns;
+    surge_reservoir *r = s->res;
     o->ended = s->ended;
+    if (s->kind == SURGE_STORE_KEEP) {
+        o->puts = s->puts;
+        o->put_refused = s->put_refused;
+        o->occupancy = s->count;
+        o->capacity = s->nslots;
+        o->bytes = s->count * s->slot_bytes;
+    }
+    o->put_refused += s->refused;
     pthread_mutex_unlock(&s->mu);
+    if (r != NULL) {
+        surge_reservoir_stats st;
+        surge_reservoir_get_stats(r, &st);
+        o->puts = st.puts;
+        o->taken = st.gets;
+        o->batches = st.batches;
+        o->occupancy = st.occupancy_samples;
+        o->capacity = st.capacity_samples;
+        o->bytes = st.occupancy_bytes;
+        o->evicted = st.evictions;
+        o->retired = st.retired;
+        o->consumer_wait_ns = (uint64_t)(st.consumer_wait_s * 1e9);
+    }
 }

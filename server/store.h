@@ -3,13 +3,19 @@
  * and where the consumer (the trainer slot) takes them from.
  *
  * DESIGN. This is the one boundary between ingest and training. The I/O
- * thread puts with surge_store_try_put(), which never blocks: when the store
- * is full it returns -EAGAIN and the I/O thread stops reading its socket
- * until a consumer frees space (backpressure, never loss). Consumers take
- * batches with surge_store_get_batch(), which blocks with a timeout. Two
- * kinds: a "stream" store (the training store: each sample is taken once,
- * oldest first) and a "keep" store (the validation store: samples stay and
- * are read by index; a full keep store refuses puts with -ENOSPC).
+ * thread puts with surge_store_try_put(), which never blocks: when the
+ * store's policy makes a put wait it returns -EAGAIN and the I/O thread
+ * stops reading its socket until a consumer frees space (backpressure, never
+ * loss). Consumers take batches with surge_store_get_batch(), which blocks
+ * with a timeout. Two kinds:
+ *   - a "stream" store, the training store: the reservoir library
+ *     (reservoir/reservoir.h) with the policy and options of the server's
+ *     options (fifo, firo, reservoir; watermark, rate limiter, ...);
+ *     consumers that need more than batches (per-row info, priorities) use
+ *     surge_store_reservoir() directly;
+ *   - a "keep" store, the validation store: a bounded ring whose samples
+ *     stay and are read by index; a full keep store refuses puts with
+ *     -ENOSPC (the server counts them as dropped, "validation_full").
  *
  * Sample shape: every sample of a study has the same input size nin
  * (parameters + time) and output size nout (the fields concatenated). The
@@ -27,28 +33,40 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "reservoir/reservoir.h"
+
 typedef struct surge_store surge_store;
 
 enum surge_store_kind {
-    SURGE_STORE_STREAM = 0, /* fifo: each sample taken once */
+    SURGE_STORE_STREAM = 0, /* the reservoir, with a policy */
     SURGE_STORE_KEEP = 1    /* validation: samples stay, read by index */
 };
 
 typedef struct surge_store_config {
     const char *name; /* for logs and stats ("train", ...) */
     enum surge_store_kind kind;
-    uint64_t capacity_bytes; /* bytes of sample slots */
+    uint64_t capacity_bytes; /* keep store: bytes of sample slots (a stream
+                                store takes reservoir->capacity_bytes) */
+    const surge_reservoir_config *reservoir; /* stream store: policy and
+                                options, copied; NULL = fifo defaults with
+                                capacity_bytes. input_dim and output_dim
+                                are set by surge_store_set_shape(). */
 } surge_store_config;
 
 typedef struct surge_store_stats {
     uint64_t puts;             /* samples stored */
-    uint64_t put_refused;      /* try_put calls refused (full) */
-    uint64_t taken;            /* samples handed to consumers */
+    uint64_t put_refused;      /* try_put calls refused (the policy said
+                                  wait, or full) */
+    uint64_t taken;            /* rows handed to consumers (a sample served
+                                  twice counts twice) */
     uint64_t batches;          /* get_batch calls that returned samples */
     uint64_t occupancy;        /* samples held now */
     uint64_t capacity;         /* slots (0 before the shape is set) */
-    uint64_t bytes;            /* bytes held now (occupancy * slot bytes) */
-    uint64_t consumer_wait_ns; /* time consumers blocked on an empty store */
+    uint64_t bytes;            /* bytes held now */
+    uint64_t evicted;          /* stream: used samples removed for room */
+    uint64_t retired;          /* stream: removed after their last allowed
+                                  use; puts = occupancy + evicted + retired */
+    uint64_t consumer_wait_ns; /* time consumers blocked */
     int ended;                 /* end of reception was signalled */
 } surge_store_stats;
 
@@ -58,27 +76,41 @@ int surge_store_create(surge_store **out, const surge_store_config *cfg);
  * Sets *s to NULL; NULL is a no-op. */
 void surge_store_destroy(surge_store **s);
 
-/* surge_store_set_shape - fix the sample shape and allocate the slots
- * (first call), or check a later shape against it. Returns 0,
- * SURGE_ECONFIG (shape differs from the first one), SURGE_ELIMIT (one
- * sample is larger than the capacity) or -ENOMEM. Producer thread. */
+/* surge_store_set_shape - fix the sample shape and allocate the slots (the
+ * reservoir for a stream store) on the first call, or check a later shape
+ * against it. Returns 0; SURGE_EFIELD (shape differs from the first one);
+ * SURGE_ELIMIT (one sample is larger than the capacity); SURGE_ECONFIG (the
+ * reservoir refused its configuration for this shape:
+ * surge_store_error() says which option and why); -ENOMEM. Producer
+ * thread. */
 int surge_store_set_shape(surge_store *s, uint32_t nin, uint64_t nout);
+/* surge_store_error - the detail of the last set_shape failure ("" when
+ * none). Producer thread. */
+const char *surge_store_error(const surge_store *s);
+/* surge_store_reservoir - the reservoir of a stream store once its shape
+ * is set, else NULL (keep store: always NULL). For consumers that need
+ * surge_reservoir_get_batch's per-row info or priority updates; the store
+ * keeps ownership. Any thread. */
+surge_reservoir *surge_store_reservoir(surge_store *s);
 /* surge_store_shape - 1 and the shape when set, else 0. Any thread. */
 int surge_store_shape(surge_store *s, uint32_t *nin, uint64_t *nout);
 
 /* surge_store_try_put - copy one sample in (in: (nin), out: (nout)).
- * Never blocks. 0; -EAGAIN when a stream store is full (retry later);
+ * Never blocks. 0; -EAGAIN when the stream store's policy makes the put
+ * wait (full with nothing evictable, or the rate limiter; retry later);
  * -ENOSPC when a keep store is full (it never frees space); SURGE_ESTATE
  * when no shape is set; SURGE_ECLOSED after end of reception/stop. */
 int surge_store_try_put(surge_store *s, int64_t sim, int64_t step,
                         const float *in, const float *out);
 
-/* surge_store_get_batch - take up to max samples (oldest first) from a
- * stream store into in (max, nin), out (max, nout), sims and steps (max;
- * either may be NULL). Waits at most timeout_ms for at least one. Returns
- * the number taken (> 0), SURGE_ETIMEDOUT, SURGE_ECLOSED when reception
- * ended and the store is empty (or it was stopped), SURGE_ESTATE on a keep
- * store or before the shape is set. Consumer threads. */
+/* surge_store_get_batch - a batch of max rows chosen by the policy (max <=
+ * the reservoir's max_batch; fewer only while draining after end of
+ * reception) from a stream store into in (max, nin), out (max, nout), sims
+ * and steps (max; either may be NULL). Waits at most timeout_ms. Returns the
+ * number of rows (> 0), SURGE_ETIMEDOUT, SURGE_ECLOSED when reception ended
+ * and the policy has nothing left to serve (or the store was stopped),
+ * SURGE_ESTATE on a keep store or before the shape is set, -EINVAL for a
+ * bad max. Consumer threads. */
 int surge_store_get_batch(surge_store *s, uint32_t max, float *in, float *out,
                           int64_t *sims, int64_t *steps, int timeout_ms);
 

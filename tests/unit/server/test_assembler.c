@@ -56,8 +56,14 @@ make(void **state, uint64_t store_bytes, uint64_t partial_bytes,
     f->o.max_partial_bytes = partial_bytes;
     f->o.validation_every = validation_every;
     f->o.log_level = 0;
-    surge_store_config sc = {"train", SURGE_STORE_STREAM, store_bytes};
-    surge_store_config vc = {"validation", SURGE_STORE_KEEP, 1 << 16};
+    /* The server's training store: the reservoir, policy fifo. */
+    static surge_reservoir_config rc;
+    surge_reservoir_config_init(&rc);
+    rc.policy = SURGE_RESERVOIR_FIFO;
+    rc.capacity_bytes = store_bytes;
+    rc.max_batch = 2;
+    surge_store_config sc = {"train", SURGE_STORE_STREAM, 0, &rc};
+    surge_store_config vc = {"validation", SURGE_STORE_KEEP, 1 << 16, NULL};
     f->log = open_memstream(&f->logbuf, &f->loglen);
     if (f->log == NULL || surge_store_create(&f->train, &sc) != 0 ||
         surge_store_create(&f->valid, &vc) != 0 ||
@@ -161,7 +167,7 @@ assembles_only_when_complete(void **state)
     float in[NIN], out[NOUT];
     int64_t sim, step;
     assert_int_equal(
-        surge_store_get_batch(f->train, 4, in, out, &sim, &step, 0), 1);
+        surge_store_get_batch(f->train, 1, in, out, &sim, &step, 0), 1);
     assert_int_equal(sim, 2);
     assert_int_equal(step, 7);
     check_sample(in, out, 7);
@@ -310,8 +316,8 @@ memory_bound_evicts_oldest(void **state)
 static int
 setup_small_store(void **state)
 {
-    /* A store of two slots: (16 + 13 floats * 4 = 68 -> 128 bytes). */
-    return make(state, 256, 1 << 20, 0);
+    /* A store of two slots: 13 floats, 52 bytes -> 64-byte slots. */
+    return make(state, 128, 1 << 20, 0);
 }
 
 static void

@@ -111,6 +111,44 @@ errors_name_the_flag(void **state)
 }
 
 static void
+reservoir_options(void **state)
+{
+    (void)state;
+    surge_server_options o;
+    assert_int_equal(PARSE(&o, "--policy", "reservoir", "--watermark", "10",
+                           "--seed", "7", "--max-uses", "3", "--balance-sims",
+                           "true", "--samples-per-insert", "2",
+                           "--rate-min-diff", "-100", "--rate-max-diff", "100"),
+                     0);
+    surge_reservoir_config rc;
+    assert_int_equal(surge_server_reservoir_config(&o, &rc), 0);
+    assert_int_equal(rc.policy, SURGE_RESERVOIR_RESERVOIR);
+    assert_int_equal(rc.watermark, 10);
+    assert_int_equal(rc.seed, 7);
+    assert_int_equal(rc.max_uses, 3);
+    assert_true(rc.balance_sims);
+    assert_true(rc.rate.samples_per_insert == 2.0);
+    assert_true(rc.rate.min_diff == -100.0);
+    assert_int_equal(rc.capacity_bytes, o.store_bytes);
+    assert_int_equal(rc.max_batch, o.batch_size);
+    assert_int_equal(PARSE(&o, "--policy", "firo", "--epochs", "3"), 0);
+    /* Combinations the reservoir refuses are named by its option key. */
+    assert_int_equal(PARSE(&o, "--epochs", "2"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "reservoir.epochs"));
+    assert_int_equal(PARSE(&o, "--policy", "fifo", "--balance-sims", "1"),
+                     SURGE_ECONFIG);
+    assert_non_null(strstr(err, "reservoir.balance_sims"));
+    assert_int_equal(PARSE(&o, "--policy", "reservoir", "--prioritized", "yes",
+                           "--priority-alpha", "2"),
+                     SURGE_ECONFIG);
+    assert_non_null(strstr(err, "reservoir.prioritized.alpha"));
+    assert_int_equal(PARSE(&o, "--balance-sims", "maybe"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--balance-sims: 'maybe'"));
+    assert_int_equal(PARSE(&o, "--samples-per-insert", "inf"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--samples-per-insert"));
+}
+
+static void
 bind_needs_token_off_loopback(void **state)
 {
     (void)state;
@@ -167,6 +205,7 @@ main(void)
         cmocka_unit_test(defaults),
         cmocka_unit_test(values_and_sizes),
         cmocka_unit_test(errors_name_the_flag),
+        cmocka_unit_test(reservoir_options),
         cmocka_unit_test(bind_needs_token_off_loopback),
         cmocka_unit_test(usage_lists_every_flag),
     };

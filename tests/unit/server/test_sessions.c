@@ -41,7 +41,8 @@ setup(void **state)
     f->o.store_bytes = 1 << 20;
     f->o.sim_timeout_s = 5;
     f->o.log_level = 0;
-    surge_store_config sc = {"train", SURGE_STORE_STREAM, f->o.store_bytes};
+    surge_store_config sc = {"train", SURGE_STORE_STREAM, f->o.store_bytes,
+                             NULL};
     if (surge_store_create(&f->train, &sc) != 0 ||
         surge_ingest_create(&f->ing, &f->o, f->train, NULL, NULL) != 0) {
         return -1;

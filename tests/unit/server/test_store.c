@@ -21,7 +21,23 @@
 
 #include "server/store.h"
 
-/* Shape 2 in, 5 out: a slot is 16 + 28 = 44 -> 64 bytes. */
+/* A stream store of `bytes` with policy p and batches of at most B. */
+static surge_store *
+stream(enum surge_reservoir_policy p, size_t bytes, size_t B)
+{
+    static surge_reservoir_config rc;
+    surge_reservoir_config_init(&rc);
+    rc.policy = p;
+    rc.capacity_bytes = bytes;
+    rc.max_batch = B;
+    surge_store_config c = {"t", SURGE_STORE_STREAM, 0, &rc};
+    surge_store *s = NULL;
+    assert_int_equal(surge_store_create(&s, &c), 0);
+    return s;
+}
+
+/* Shape 2 in, 5 out: 28 bytes, a 64-byte slot (keep store: 16 bytes of
+ * sim and step + 28, also 64). */
 #define NIN 2
 #define NOUT 5
 
@@ -40,9 +56,7 @@ static void
 fifo_order_and_full(void **state)
 {
     (void)state;
-    surge_store *s = NULL;
-    surge_store_config c = {"t", SURGE_STORE_STREAM, 3 * 64};
-    assert_int_equal(surge_store_create(&s, &c), 0);
+    surge_store *s = stream(SURGE_RESERVOIR_FIFO, 3 * 64, 2);
     float in[NIN], out[NOUT];
     fill(in, out, 0);
     assert_int_equal(surge_store_try_put(s, 0, 0, in, out), SURGE_ESTATE);
@@ -67,12 +81,20 @@ fifo_order_and_full(void **state)
     assert_int_equal(st.occupancy, 3);
     assert_int_equal(st.put_refused, 1);
     assert_int_equal(st.puts, 5);
-    /* Empty wait times out; end of reception drains, then closes. */
+    /* End of reception: no more puts; the rest drains, then closes. */
     surge_store_end_reception(s);
     assert_int_equal(surge_store_try_put(s, 1, 5, in, out), SURGE_ECLOSED);
-    assert_int_equal(surge_store_get_batch(s, 8, bin, bout, NULL, NULL, 0), 3);
+    assert_int_equal(surge_store_get_batch(s, 8, bin, bout, NULL, NULL, 0),
+                     -EINVAL); /* more than max_batch */
+    assert_int_equal(surge_store_get_batch(s, 2, bin, bout, NULL, steps, 0), 2);
+    assert_int_equal(steps[0], 2);
+    /* Draining after the end: a short batch, then closed. */
+    assert_int_equal(surge_store_get_batch(s, 2, bin, bout, NULL, steps, 0), 1);
+    assert_int_equal(steps[0], 4);
     assert_int_equal(surge_store_get_batch(s, 2, bin, bout, NULL, NULL, 10),
                      SURGE_ECLOSED);
+    surge_store_get_stats(s, &st);
+    assert_int_equal(st.puts, st.occupancy + st.evicted + st.retired);
     surge_store_destroy(&s);
     assert_null(s);
 }
@@ -81,9 +103,7 @@ static void
 timeout_and_stop(void **state)
 {
     (void)state;
-    surge_store *s = NULL;
-    surge_store_config c = {"t", SURGE_STORE_STREAM, 4096};
-    assert_int_equal(surge_store_create(&s, &c), 0);
+    surge_store *s = stream(SURGE_RESERVOIR_FIFO, 4096, 1);
     uint32_t nin;
     uint64_t nout;
     assert_int_equal(surge_store_wait_shape(s, 10, &nin, &nout),
@@ -105,13 +125,20 @@ static void
 shape_rules(void **state)
 {
     (void)state;
-    surge_store *s = NULL;
-    surge_store_config c = {"t", SURGE_STORE_STREAM, 128};
-    assert_int_equal(surge_store_create(&s, &c), 0);
+    surge_store *s = stream(SURGE_RESERVOIR_FIFO, 128, 1);
     assert_int_equal(surge_store_set_shape(s, 1, 1000), SURGE_ELIMIT);
+    assert_non_null(strstr(surge_store_error(s), "does not fit"));
+    assert_null(surge_store_reservoir(s));
     assert_int_equal(surge_store_set_shape(s, NIN, NOUT), 0);
+    assert_non_null(surge_store_reservoir(s));
     assert_int_equal(surge_store_set_shape(s, NIN, NOUT), 0);
-    assert_int_equal(surge_store_set_shape(s, NIN, NOUT + 1), SURGE_ECONFIG);
+    assert_int_equal(surge_store_set_shape(s, NIN, NOUT + 1), SURGE_EFIELD);
+    surge_store_destroy(&s);
+    /* The reservoir's own rules, named by its option: fifo needs room for
+     * a whole batch. */
+    s = stream(SURGE_RESERVOIR_FIFO, 128, 4);
+    assert_int_equal(surge_store_set_shape(s, NIN, NOUT), SURGE_ECONFIG);
+    assert_non_null(strstr(surge_store_error(s), "reservoir.capacity_bytes"));
     surge_store_destroy(&s);
     surge_store_destroy(NULL);
 }
@@ -121,7 +148,7 @@ keep_store(void **state)
 {
     (void)state;
     surge_store *s = NULL;
-    surge_store_config c = {"v", SURGE_STORE_KEEP, 2 * 64};
+    surge_store_config c = {"v", SURGE_STORE_KEEP, 2 * 64, NULL};
     assert_int_equal(surge_store_create(&s, &c), 0);
     assert_int_equal(surge_store_set_shape(s, NIN, NOUT), 0);
     float in[NIN], out[NOUT];
@@ -154,9 +181,7 @@ static void
 space_callback_after_refusal(void **state)
 {
     (void)state;
-    surge_store *s = NULL;
-    surge_store_config c = {"t", SURGE_STORE_STREAM, 64};
-    assert_int_equal(surge_store_create(&s, &c), 0);
+    surge_store *s = stream(SURGE_RESERVOIR_FIFO, 64, 1);
     surge_store_set_space_cb(s, on_space, NULL);
     assert_int_equal(surge_store_set_shape(s, NIN, NOUT), 0);
     float in[NIN], out[NOUT];
@@ -202,9 +227,7 @@ static void
 producer_consumer_threads(void **state)
 {
     (void)state;
-    surge_store *s = NULL;
-    surge_store_config c = {"t", SURGE_STORE_STREAM, 16 * 64};
-    assert_int_equal(surge_store_create(&s, &c), 0);
+    surge_store *s = stream(SURGE_RESERVOIR_FIFO, 16 * 64, 8);
     assert_int_equal(surge_store_set_shape(s, NIN, NOUT), 0);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, consumer, s), 0);
@@ -233,6 +256,43 @@ producer_consumer_threads(void **state)
     surge_store_destroy(&s);
 }
 
+/* Policy reservoir: a put into a store full of unseen samples is refused
+ * (never evicts unseen data); once samples were used, a put evicts one. */
+static void
+reservoir_policy_backpressure(void **state)
+{
+    (void)state;
+    surge_store *s = stream(SURGE_RESERVOIR_RESERVOIR, 4 * 64, 2);
+    assert_int_equal(surge_store_set_shape(s, NIN, NOUT), 0);
+    float in[2 * NIN], out[2 * NOUT];
+    fill(in, out, 0);
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(surge_store_try_put(s, k % 2, k, in, out), 0);
+    }
+    assert_int_equal(surge_store_try_put(s, 0, 4, in, out), -EAGAIN);
+    int64_t sims[2];
+    assert_int_equal(surge_store_get_batch(s, 2, in, out, sims, NULL, 0), 2);
+    assert_true(sims[0] == 0 || sims[0] == 1);
+    assert_int_equal(surge_store_try_put(s, 0, 4, in, out), 0);
+    surge_store_stats st;
+    surge_store_get_stats(s, &st);
+    assert_int_equal(st.evicted, 1);
+    assert_int_equal(st.put_refused, 1);
+    assert_int_equal(st.puts, st.occupancy + st.evicted + st.retired);
+    /* After the end, every sample left is served once more, then none. */
+    surge_store_end_reception(s);
+    int served = 0, n;
+    while ((n = surge_store_get_batch(s, 2, in, out, NULL, NULL, 0)) > 0) {
+        served += n;
+    }
+    assert_int_equal(n, SURGE_ECLOSED);
+    assert_int_equal(served, 4);
+    surge_store_get_stats(s, &st);
+    assert_int_equal(st.occupancy, 0);
+    assert_int_equal(st.puts, st.evicted + st.retired);
+    surge_store_destroy(&s);
+}
+
 int
 main(void)
 {
@@ -243,6 +303,7 @@ main(void)
         cmocka_unit_test(keep_store),
         cmocka_unit_test(space_callback_after_refusal),
         cmocka_unit_test(producer_consumer_threads),
+        cmocka_unit_test(reservoir_policy_backpressure),
     };
     return cmocka_run_group_tests_name("server_store", tests, NULL, NULL);
 }
