@@ -10,9 +10,14 @@
  * fancy indexing (Debian's python3-numpy, `pool[idx]` on a pool of the same
  * size, the same row indices; only the gather is timed), plus NumPy's best
  * case `np.take(..., out=)` for information. Each figure is the median of
- * several repetitions, the repetitions of both C variants interleaved so
- * that machine noise hits both alike. Then put+get operations per second
- * with tiny samples, per policy.
+ * several repetitions; the repetitions of the three variants interleave
+ * (reservoir, memcpy, NumPy, reservoir, ...: NumPy runs as a worker process
+ * driven through a pipe) so that the machine's noise hits them alike, and
+ * the ratios are medians of per-repetition ratios. Then put+get operations
+ * per second with tiny samples, per policy.
+ *
+ * Memory: a 1 GiB pool here and one in NumPy, plus a batch on each side (up
+ * to 1 GiB for 256 rows of 4 MiB): about 4 GiB at the peak.
  *
  * Prints a table and ends with exactly one JSON line. Targets (issue 3):
  * >= 0.8 of the memcpy gather for samples of 256 KiB and more, and >= 2x
@@ -28,6 +33,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -47,6 +54,7 @@ struct result {
     double res_gbs, memcpy_gbs; /* medians */
     double numpy_gbs, numpy_take_gbs;
     double ratio_memcpy; /* median of per-repetition ratios */
+    double ratio_numpy;  /* median of per-repetition ratios */
 };
 
 static int
@@ -69,58 +77,112 @@ seconds(void)
     return (double)surge_now_ns() * 1e-9;
 }
 
-/* Run the NumPy side for one sample size; parse its lines into res. */
+/* The NumPy worker: a child process speaking gather_numpy.py's protocol. */
+struct py {
+    pid_t pid;  /* 0 when not running */
+    FILE *to;   /* its stdin */
+    FILE *from; /* its stdout */
+};
+
 static int
-run_numpy(const char *python, const char *script, size_t nrows,
-          size_t row_floats, int reps, const char *paths[NBATCH],
-          struct result *res)
+py_start(struct py *p, const char *python, const char *script)
 {
-    char cmd[4096];
-    int len = snprintf(cmd, sizeof(cmd), "'%s' '%s' %zu %zu %d", python, script,
-                       nrows, row_floats, reps);
-    for (int b = 0; b < NBATCH && len > 0 && (size_t)len < sizeof(cmd); b++) {
-        len += snprintf(cmd + len, sizeof(cmd) - (size_t)len, " %zu '%s'",
-                        BATCHES[b], paths[b]);
-    }
-    if (len <= 0 || (size_t)len >= sizeof(cmd)) {
-        return -ENAMETOOLONG;
-    }
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
+    int a[2], b[2];
+    if (pipe(a) != 0) {
         return -errno;
     }
-    char line[512];
-    int got = 0;
-    while (fgets(line, sizeof(line), p) != NULL) {
-        size_t batch;
-        double fancy, take;
-        if (sscanf(line, "numpy %zu %lf %lf", &batch, &fancy, &take) == 3) {
-            for (int b = 0; b < NBATCH; b++) {
-                if (res[b].batch == batch) {
-                    res[b].numpy_gbs = fancy;
-                    res[b].numpy_take_gbs = take;
-                    got++;
-                }
-            }
-        } else {
-            fprintf(stderr, "numpy: %s", line);
-        }
+    if (pipe(b) != 0) {
+        int e = errno;
+        close(a[0]);
+        close(a[1]);
+        return -e;
     }
-    int st = pclose(p);
-    return (st == 0 && got == NBATCH) ? 0 : -EIO;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(a[0]);
+        close(a[1]);
+        close(b[0]);
+        close(b[1]);
+        return -e;
+    }
+    if (pid == 0) {
+        dup2(a[0], 0);
+        dup2(b[1], 1);
+        close(a[0]);
+        close(a[1]);
+        close(b[0]);
+        close(b[1]);
+        execl(python, python, script, (char *)NULL);
+        _exit(127);
+    }
+    close(a[0]);
+    close(b[1]);
+    p->pid = pid;
+    p->to = fdopen(a[1], "w");
+    p->from = fdopen(b[0], "r");
+    if (p->to == NULL || p->from == NULL) {
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static void
+py_stop(struct py *p)
+{
+    if (p->pid <= 0) {
+        return;
+    }
+    fprintf(p->to, "quit\n");
+    fclose(p->to);
+    fclose(p->from);
+    waitpid(p->pid, NULL, 0);
+    p->pid = 0;
+}
+
+/* Send one command line, read one reply line into reply[len]. A worker
+ * that does not answer is stopped (the comparison is then missing). */
+static int
+py_cmd(struct py *p, const char *cmd, char *reply, size_t len)
+{
+    if (p->pid <= 0) {
+        return -ESRCH;
+    }
+    if (fprintf(p->to, "%s\n", cmd) < 0 || fflush(p->to) != 0 ||
+        fgets(reply, (int)len, p->from) == NULL) {
+        fprintf(stderr, "bench-reservoir: the NumPy worker died\n");
+        py_stop(p);
+        return -EPIPE;
+    }
+    return strncmp(reply, "error", 5) == 0 ? -EINVAL : 0;
+}
+
+/* Write n row indices to a new temporary file; its name into path. */
+static int
+write_rows(char *path, size_t len, const uint32_t *rows, size_t n)
+{
+    snprintf(path, len, "/tmp/surge-bench-rows-XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        path[0] = '\0';
+        return -errno;
+    }
+    size_t want = n * sizeof(uint32_t);
+    ssize_t w = write(fd, rows, want);
+    close(fd);
+    return (w >= 0 && (size_t)w == want) ? 0 : -EIO;
 }
 
 /* Gather figures for one sample size: fills res[NBATCH]. */
 static int
-bench_size(size_t sample_bytes, size_t pool_bytes, int reps, const char *python,
-           const char *script, struct result *res)
+bench_size(size_t sample_bytes, size_t pool_bytes, int reps, struct py *py,
+           struct result *res)
 {
     const size_t out_dim = sample_bytes / sizeof(float) - IN_DIM;
     const size_t in_bytes = IN_DIM * sizeof(float);
     const size_t out_bytes = out_dim * sizeof(float);
     const size_t bmax = BATCHES[NBATCH - 1];
     const double target_bytes = 256.0 * (1 << 20); /* per repetition */
-    int rc = -ENOMEM;
 
     surge_reservoir_config cfg;
     surge_reservoir_config_init(&cfg);
@@ -133,7 +195,7 @@ bench_size(size_t sample_bytes, size_t pool_bytes, int reps, const char *python,
     char err[256];
     surge_reservoir *r = NULL;
     double t0 = seconds();
-    rc = surge_reservoir_create(&r, &cfg, err, sizeof(err));
+    int rc = surge_reservoir_create(&r, &cfg, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "bench-reservoir: %s\n", err);
         return rc;
@@ -146,14 +208,15 @@ bench_size(size_t sample_bytes, size_t pool_bytes, int reps, const char *python,
     float *in = NULL, *out = NULL, *sample = NULL;
     uint32_t *rows = NULL;
     surge_batch_info *info = NULL;
-    const char *paths[NBATCH] = {NULL, NULL};
-    char pathbuf[NBATCH][64];
+    char path[64] = "";
+    char line[256];
     size_t in_alloc = bmax * in_bytes, out_alloc = bmax * out_bytes;
     in = surge_huge_alloc(in_alloc);
     out = surge_huge_alloc(out_alloc);
     sample = malloc(sample_bytes);
     info = malloc(bmax * sizeof(*info));
     if (in == NULL || out == NULL || sample == NULL || info == NULL) {
+        rc = -ENOMEM;
         goto out;
     }
 
@@ -178,6 +241,11 @@ bench_size(size_t sample_bytes, size_t pool_bytes, int reps, const char *python,
 
     size_t slot_bytes;
     const uint8_t *pool = surge_reservoir_pool_(r, &slot_bytes);
+    if (py->pid > 0) {
+        snprintf(line, sizeof(line), "pool %zu %zu", nslots,
+                 sample_bytes / sizeof(float));
+        (void)py_cmd(py, line, line, sizeof(line));
+    }
 
     for (int b = 0; b < NBATCH; b++) {
         size_t B = BATCHES[b];
@@ -193,7 +261,10 @@ bench_size(size_t sample_bytes, size_t pool_bytes, int reps, const char *python,
             goto out;
         }
         double g_res[MAX_REPS], g_cpy[MAX_REPS], ratio[MAX_REPS];
-        /* One warm-up repetition (not counted), then reps. */
+        double g_np[MAX_REPS], g_take[MAX_REPS], ratio_np[MAX_REPS];
+        bool have_np = false;
+        /* One warm-up repetition (not counted), then reps, each one
+         * reservoir, memcpy, NumPy in turn. */
         for (int rep = -1; rep < reps; rep++) {
             t0 = seconds();
             for (size_t k = 0; k < K; k++) {
@@ -209,6 +280,8 @@ bench_size(size_t sample_bytes, size_t pool_bytes, int reps, const char *python,
             }
             double t_res = seconds() - t0;
 
+            /* The bare limit: the same rows, the same pool, the same
+             * destination arrays, nothing else. */
             uint8_t *in8 = (uint8_t *)in, *out8 = (uint8_t *)out;
             t0 = seconds();
             for (size_t k = 0; k < K; k++) {
@@ -220,56 +293,53 @@ bench_size(size_t sample_bytes, size_t pool_bytes, int reps, const char *python,
                 }
             }
             double t_cpy = seconds() - t0;
-            if (rep >= 0) {
-                g_res[rep] = (double)K * bytes_batch / t_res * 1e-9;
-                g_cpy[rep] = (double)K * bytes_batch / t_cpy * 1e-9;
-                ratio[rep] = t_cpy / t_res;
+            if (rep < 0) {
+                /* The warm-up's rows become NumPy's rows. */
+                have_np = py->pid > 0 &&
+                          write_rows(path, sizeof(path), rows, K * B) == 0;
+                if (have_np) {
+                    snprintf(line, sizeof(line), "rows %zu %s", B, path);
+                    have_np = py_cmd(py, line, line, sizeof(line)) == 0;
+                }
+                continue;
             }
+            g_res[rep] = (double)K * bytes_batch / t_res * 1e-9;
+            g_cpy[rep] = (double)K * bytes_batch / t_cpy * 1e-9;
+            ratio[rep] = t_cpy / t_res;
+            g_np[rep] = g_take[rep] = ratio_np[rep] = 0.0;
+            if (have_np) {
+                snprintf(line, sizeof(line), "rep %zu", B);
+                if (py_cmd(py, line, line, sizeof(line)) != 0 ||
+                    sscanf(line, "%lf %lf", &g_np[rep], &g_take[rep]) != 2 ||
+                    !(g_np[rep] > 0.0)) {
+                    fprintf(stderr, "bench-reservoir: NumPy worker: %s\n",
+                            line);
+                    have_np = false;
+                    rc = -EIO;
+                } else {
+                    ratio_np[rep] = g_res[rep] / g_np[rep];
+                }
+            }
+        }
+        if (path[0] != '\0') {
+            unlink(path);
+            path[0] = '\0';
         }
         res[b].sample_bytes = sample_bytes;
         res[b].batch = B;
         res[b].res_gbs = median(g_res, reps);
         res[b].memcpy_gbs = median(g_cpy, reps);
         res[b].ratio_memcpy = median(ratio, reps);
-
-        /* The rows of the last repetition go to NumPy. */
-        snprintf(pathbuf[b], sizeof(pathbuf[b]),
-                 "/tmp/surge-bench-rows-XXXXXX");
-        int fd = mkstemp(pathbuf[b]);
-        if (fd < 0) {
-            rc = -errno;
-            goto out;
-        }
-        paths[b] = pathbuf[b];
-        size_t want = K * B * sizeof(uint32_t);
-        ssize_t w = write(fd, rows, want);
-        close(fd);
-        if (w < 0 || (size_t)w != want) {
-            rc = -EIO;
-            goto out;
-        }
-    }
-    /* Give the memory back before NumPy builds its own pool. */
-    surge_reservoir_destroy(&r);
-    surge_huge_free(in, in_alloc);
-    surge_huge_free(out, out_alloc);
-    in = out = NULL;
-    rc = 0;
-    if (python != NULL && python[0] != '\0') {
-        int nrc = run_numpy(python, script, nslots,
-                            sample_bytes / sizeof(float), reps, paths, res);
-        if (nrc != 0) {
-            fprintf(stderr, "bench-reservoir: the NumPy side failed (%s)\n",
-                    surge_strerror(nrc));
-            rc = nrc;
+        if (have_np) {
+            res[b].numpy_gbs = median(g_np, reps);
+            res[b].numpy_take_gbs = median(g_take, reps);
+            res[b].ratio_numpy = median(ratio_np, reps);
         }
     }
 
 out:
-    for (int b = 0; b < NBATCH; b++) {
-        if (paths[b] != NULL) {
-            unlink(paths[b]);
-        }
+    if (path[0] != '\0') {
+        unlink(path);
     }
     free(rows);
     free(info);
@@ -401,15 +471,23 @@ main(int argc, char **argv)
     struct result res[NSIZES][NBATCH];
     memset(res, 0, sizeof(res));
     int failed = 0;
+    struct py py = {0, NULL, NULL};
+    if (python != NULL && py_start(&py, python, script) != 0) {
+        fprintf(stderr, "bench-reservoir: cannot start %s\n", python);
+        failed = 1;
+    }
     for (int s = 0; s < NSIZES; s++) {
-        size_t pool = pool_mib << 20;
-        /* At least max_batch samples would be nice but the reservoir
-         * policy draws with replacement: any pool of >= 1 sample works. */
-        int rc = bench_size(SIZES[s], pool, reps, python, script, res[s]);
+        /* The reservoir policy draws with replacement: a pool of 4 MiB
+         * samples holding fewer than 256 still serves batches of 256. */
+        int rc = bench_size(SIZES[s], pool_mib << 20, reps, &py, res[s]);
         if (rc != 0) {
             failed = 1;
         }
     }
+    if (python != NULL && py.pid <= 0) {
+        failed = 1; /* the NumPy side died: no comparison */
+    }
+    py_stop(&py);
 
     struct ops_case ops[] = {
         {"fifo", SURGE_RESERVOIR_FIFO, false, false, 1, 0, 0},
@@ -435,7 +513,7 @@ main(int argc, char **argv)
     for (int s = 0; s < NSIZES; s++) {
         for (int b = 0; b < NBATCH; b++) {
             struct result *x = &res[s][b];
-            double xnp = x->numpy_gbs > 0 ? x->res_gbs / x->numpy_gbs : 0;
+            double xnp = x->ratio_numpy;
             printf("%5zuKiB %5zu | %10.2f %10.2f %6.3f | %10.2f %10.2f "
                    "%6.2f\n",
                    x->sample_bytes >> 10, x->batch, x->res_gbs, x->memcpy_gbs,
@@ -476,8 +554,7 @@ main(int argc, char **argv)
                    "\"ratio_numpy\":%.3f}",
                    (s || b) ? "," : "", x->sample_bytes >> 10, x->batch,
                    x->res_gbs, x->memcpy_gbs, x->ratio_memcpy, x->numpy_gbs,
-                   x->numpy_take_gbs,
-                   x->numpy_gbs > 0 ? x->res_gbs / x->numpy_gbs : 0.0);
+                   x->numpy_take_gbs, x->ratio_numpy);
         }
     }
     printf("],\"ops\":{");

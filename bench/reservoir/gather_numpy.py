@@ -1,51 +1,70 @@
 """NumPy side of bench-reservoir: the batch gather a Python trainer does.
 
-usage: gather_numpy.py NROWS ROW_FLOATS REPS (BATCH ROWS_FILE)...
+A worker driven line by line on stdin by bench-reservoir, so that its
+repetitions interleave with the C ones (the machine's noise then hits both
+alike). Commands, each answered with one line on stdout:
 
-Builds a float32 pool of NROWS x ROW_FLOATS (the reservoir's pool size),
-touches it once (not timed), then for each batch size gathers the rows
-listed in ROWS_FILE (uint32, BATCH per batch, the very rows the C side
-gathered) REPS times and prints, per batch size, one line
-    numpy BATCH FANCY_GBS TAKE_OUT_GBS
-with the median GB/s of `pool[idx]` (fancy indexing, as a user writes it:
-a new array per batch) and of `np.take(pool, idx, axis=0, out=buf)` (NumPy's
-best case, no allocation). Only the gathers are timed.
+    pool NROWS ROW_FLOATS   build a float32 pool NROWS x ROW_FLOATS and
+                            touch it (not timed)                -> ok
+    rows BATCH PATH         load the row indices (uint32, BATCH per batch,
+                            the rows the C side gathered)       -> ok
+    rep BATCH               gather every batch of those rows once with
+                            `pool[idx]` (fancy indexing as a user writes it:
+                            a new array per batch), then with
+                            `np.take(pool, idx, axis=0, out=buf)` (NumPy's
+                            best case)             -> "FANCY_GBS TAKE_GBS"
+    quit
+Only the gathers are timed.
 """
-import statistics
 import sys
 import time
 
 import numpy as np
 
 
-def main(argv):
-    nrows, row, reps = int(argv[1]), int(argv[2]), int(argv[3])
-    pool = np.empty((nrows, row), dtype=np.float32)
-    pool.fill(1.0)  # fault the pool in before timing
-    specs = argv[4:]
-    for k in range(0, len(specs), 2):
-        batch, path = int(specs[k]), specs[k + 1]
-        idx = np.fromfile(path, dtype=np.uint32).astype(np.intp)
-        idx = idx.reshape(-1, batch)
-        nbytes = idx.size * row * 4
-        fancy, take = [], []
-        buf = np.empty((batch, row), dtype=np.float32)
-        for rep in range(reps + 1):  # the first is a warm-up
+def main():
+    pool = None
+    idx = {}
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "pool":
+            pool = None
+            idx.clear()
+            pool = np.empty((int(cmd[1]), int(cmd[2])), dtype=np.float32)
+            pool.fill(1.0)  # fault the pool in before timing
+            reply = "ok"
+        elif cmd[0] == "rows":
+            batch = int(cmd[1])
+            rows = np.fromfile(cmd[2], dtype=np.uint32).astype(np.intp)
+            idx[batch] = rows.reshape(-1, batch)
+            reply = "ok"
+        elif cmd[0] == "rep":
+            batch = int(cmd[1])
+            ix = idx[batch]
+            nbytes = ix.size * pool.shape[1] * 4
             t0 = time.perf_counter()
-            for b in range(idx.shape[0]):
-                x = pool[idx[b]]
+            for b in range(ix.shape[0]):
+                x = pool[ix[b]]
             t1 = time.perf_counter()
             del x
-            for b in range(idx.shape[0]):
-                np.take(pool, idx[b], axis=0, out=buf)
+            buf = np.empty((batch, pool.shape[1]), dtype=np.float32)
             t2 = time.perf_counter()
-            if rep > 0:
-                fancy.append(nbytes / (t1 - t0) * 1e-9)
-                take.append(nbytes / (t2 - t1) * 1e-9)
-        print("numpy %d %.4f %.4f" % (batch, statistics.median(fancy),
-                                      statistics.median(take)), flush=True)
+            for b in range(ix.shape[0]):
+                np.take(pool, ix[b], axis=0, out=buf)
+            t3 = time.perf_counter()
+            del buf
+            reply = "%.4f %.4f" % (nbytes / (t1 - t0) * 1e-9,
+                                   nbytes / (t3 - t2) * 1e-9)
+        elif cmd[0] == "quit":
+            break
+        else:
+            reply = "error unknown command"
+        sys.stdout.write(reply + "\n")
+        sys.stdout.flush()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())
