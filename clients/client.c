@@ -850,11 +850,12 @@ surge_client_options_init(surge_client_options *opts)
             (rc = env_int(rank_vars[i][1], 1, SURGE_MAX_RANKS, &n, &sset))) {
             return rc;
         }
+        /* PMIX_RANK comes without a size: nranks stays as it is, and
+         * open() names the mismatch unless the caller sets it (e.g. with
+         * surge_client_options_set_comm). */
         opts->rank = (int32_t)r;
         if (sset) {
             opts->nranks = (int32_t)n;
-        } else if (opts->nranks <= r) {
-            opts->nranks = (int32_t)r + 1; /* corrected by the caller */
         }
         if (sset && r >= n) {
             return options_fail("%s: rank %lld is not below %s=%lld",

@@ -91,11 +91,13 @@ typedef struct surge_client_options {
  * SURGE_PARAMS (comma-separated numbers), SURGE_TIMEOUT_MS,
  * SURGE_COALESCE_BYTES, SURGE_FLUSH_MS, SURGE_SNDHWM_BYTES, and the rank
  * and size from OMPI_COMM_WORLD_RANK/SIZE, PMIX_RANK or SLURM_PROCID/NTASKS
- * when set (the first of these launchers found wins). Parsing is strict:
- * no trailing junk, no overflow, values in range. The params array it points to
- * is owned by the library (static per thread) and valid until the next call
- * from this thread. Returns 0, or SURGE_ECONFIG when an environment variable is
- * malformed (the variable is then named by surge_client_options_error()). */
+ * when set (the first of these launchers found wins; PMIX_RANK gives no
+ * size, so set nranks yourself then, e.g. surge_client_options_set_comm).
+ * Parsing is strict: no trailing junk, no overflow, values in range. The params
+ * array it points to is owned by the library (static per thread) and valid
+ * until the next call from this thread. Returns 0, or SURGE_ECONFIG when an
+ * environment variable is malformed (the variable is then named by
+ * surge_client_options_error()). */
 SURGE_API int surge_client_options_init(surge_client_options *opts);
 
 /* surge_client_options_error - the detail of the last options_init failure

@@ -477,6 +477,11 @@ test_env_parsing(void **state)
     assert_int_equal(o.rank, 3);
     assert_int_equal(o.nranks, 8);
     clear_env();
+    setenv("PMIX_RANK", "2", 1); /* a rank without a size */
+    assert_int_equal(surge_client_options_init(&o), 0);
+    assert_int_equal(o.rank, 2);
+    assert_int_equal(o.nranks, 1);
+    clear_env();
     setenv("SURGE_PARAMS", "", 1);
     assert_int_equal(surge_client_options_init(&o), 0);
     assert_int_equal(o.nparams, 0);
