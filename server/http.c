@@ -46,11 +46,13 @@
 #include "common/log.h"
 #include "server/http.h"
 
-#define IN_CAP 16384  /* input buffer per connection */
-#define FIELD_CAP 32  /* header names we care about are short */
-#define AUTH_CAP 512  /* Authorization header value */
-#define TOKEN_MAX 256 /* study token */
-#define HEAD_CAP 512  /* response status line + headers */
+#define IN_CAP 16384          /* input buffer per connection */
+#define FIELD_CAP 32          /* header names we care about are short */
+#define AUTH_CAP 512          /* Authorization header value */
+#define TOKEN_MAX 256         /* study token */
+#define HEAD_CAP 512          /* response status line + headers */
+#define LINGER_MS 1000        /* discard input this long after an error */
+#define LINGER_CAP (1u << 20) /* ... or this many bytes */
 
 struct surge_http {
     uv_loop_t *loop;               /* borrowed */
@@ -80,6 +82,11 @@ struct conn {
     int handles;              /* open handles of this conn (0..2) */
     int closing;              /* close started */
     int close_after;          /* close once writes drain */
+    int linger;               /* after an error answer: discard input for
+                                 a while before closing (see finish) */
+    int shut;                 /* uv_shutdown started */
+    size_t discarded;         /* input bytes discarded while lingering */
+    uv_shutdown_t shut_req;   /* the write side's FIN */
     int blocked;              /* reading stopped for backpressure */
     int reading;              /* uv_read_start active */
     int in_request;           /* a request has started */
@@ -118,6 +125,7 @@ struct response {
 
 static void conn_close(struct conn *c);
 static void conn_process(struct conn *c);
+static void finish(struct conn *c);
 
 /* ------------------------------------------------------------ helpers */
 
@@ -375,7 +383,7 @@ on_write(uv_write_t *req, int status)
         return;
     }
     if (c->close_after && c->pending == 0) {
-        conn_close(c);
+        finish(c);
         return;
     }
     if (c->blocked && c->pending <= c->srv->cfg.max_pending_write_bytes) {
@@ -460,8 +468,10 @@ respond_error(struct conn *c, int status, const char *msg)
     json_error(&r, status, msg);
     respond(c, &r, 0, 0);
     c->close_after = 1;
-    if (c->pending == 0) {
-        conn_close(c);
+    c->linger = 1;
+    c->in_len = 0;
+    if (!c->closing && c->pending == 0) {
+        finish(c);
     }
 }
 
@@ -645,7 +655,9 @@ static void
 on_timer(uv_timer_t *t)
 {
     struct conn *c = t->data;
-    if (c->in_request && c->pending == 0) {
+    if (c->linger) {
+        conn_close(c);
+    } else if (c->in_request && c->pending == 0) {
         respond_error(c, 408, "request not completed in time");
     } else {
         conn_close(c);
@@ -731,7 +743,14 @@ conn_process(struct conn *c)
     if (c->close_after) {
         c->in_len = 0;
         if (c->pending == 0) {
-            conn_close(c);
+            finish(c);
+        } else if (c->linger) {
+            /* Keep reading (and discarding) so that a client still
+             * sending does not stall before it reads our answer. */
+            if (!c->reading &&
+                uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) {
+                c->reading = 1;
+            }
         } else if (c->reading) {
             uv_read_stop((uv_stream_t *)&c->tcp);
             c->reading = 0;
@@ -757,6 +776,15 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct conn *c = s->data;
     (void)buf;
+    if (c->linger) {
+        /* Answered with an error: drop whatever still comes, up to a cap,
+         * until the peer closes or the linger timer fires. */
+        c->in_len = 0;
+        if (n < 0 || (c->discarded += (size_t)n) > LINGER_CAP) {
+            conn_close(c);
+        }
+        return;
+    }
     if (n == UV_EOF) {
         /* The peer finished sending (it may have half-closed after its
          * request): let queued responses drain, then close. */
@@ -777,6 +805,51 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     c->in_len += (size_t)n;
     conn_process(c);
+}
+
+static void
+on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->data;
+    if (status < 0 && !c->closing) {
+        conn_close(c);
+    }
+}
+
+/* All responses are written and the connection must end. After an error
+ * answer the client may still be sending the rest of a request we refused
+ * (a huge header or body): closing now, with its bytes unread, would make
+ * the kernel send a reset that can destroy our answer before the client
+ * reads it. So, like other servers' "lingering close", send FIN, read and
+ * discard for up to LINGER_MS or LINGER_CAP bytes, then close. */
+static void
+finish(struct conn *c)
+{
+    if (c->closing) {
+        return;
+    }
+    if (!c->linger) {
+        conn_close(c);
+        return;
+    }
+    if (c->shut) {
+        return;
+    }
+    c->shut = 1;
+    c->in_request = 0;
+    c->shut_req.data = c;
+    if (uv_shutdown(&c->shut_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        conn_close(c);
+        return;
+    }
+    arm_timer(c, LINGER_MS);
+    if (!c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) {
+            c->reading = 1;
+        } else {
+            conn_close(c);
+        }
+    }
 }
 
 /* Answers 503 without allocating a connection and closes. */

@@ -45,3 +45,13 @@ tests_integration_monitor_feed_SOURCES = tests/integration/monitor_feed.c
 tests_integration_monitor_feed_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS)
 tests_integration_monitor_feed_LDADD = server/libsurge_monitor.la \
 	common/libsurge_common.la $(UV_LIBS) -lm
+
+# Integration tests: a real `surge serve` fed by heat2d runs (mpirun), with
+# promtool, tmux and headless Chromium; each skips cleanly without its tool.
+# The dashboard screenshot lands in tests/integration/artifacts/.
+MONITOR_TESTS = \
+	tests/integration/monitor_http.sh \
+	tests/integration/monitor_top.sh \
+	tests/integration/monitor_dashboard.sh
+TESTS += $(MONITOR_TESTS)
+EXTRA_DIST += $(MONITOR_TESTS) tests/integration/monitor_common.sh

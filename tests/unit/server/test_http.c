@@ -436,6 +436,24 @@ test_bad_requests(void **state)
     assert_int_equal(one(f, req, r), 431);
     assert_serving(f);
 
+    /* A client that keeps sending a huge header after the server refused
+     * it still reads the 431 (lingering close, no reset). */
+    {
+        size_t huge = 300 * 1024;
+        char *h = malloc(huge + 64);
+        assert_non_null(h);
+        int n = snprintf(h, 64, "GET / HTTP/1.1\r\nX-Huge: ");
+        memset(h + n, 'h', huge);
+        memcpy(h + n + huge, "\r\n\r\n", 5);
+        int fd = dial(f->port);
+        send_str(fd, h);
+        assert_int_equal(read_responses(fd, r, 1, 0, &eof), 1);
+        assert_int_equal(r->statuses[0], 431);
+        assert_true(closed_by_peer(fd));
+        close(fd);
+        free(h);
+    }
+
     /* A target over max_url_bytes (256): 414. */
     memset(big, 'u', 600);
     big[600] = '\0';
