@@ -27,6 +27,12 @@ for b in "$SURGE" "$HEAT" "$CLIENT" "$PEER"; do
     [ -x "$b" ] || skip_all "$b is not built"
 done
 
+# Under --enable-sanitizers: Open MPI's allocations are suppressed by
+# library name (tests/lsan.supp), which needs full stacks; the fast unwinder
+# stops at frames without frame pointers and leaves "<unknown module>".
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
+export ASAN_OPTIONS
+
 tmp=$(mktemp -d)
 spid=
 cleanup() {
