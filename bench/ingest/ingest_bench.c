@@ -21,7 +21,7 @@
  * are CLOCK_MONOTONIC, one per machine, so processes can compare them.
  * Each field size gets its own server (the first simulation fixes the
  * sample shape) and one untimed warm-up run each way. Each configuration
- * is then repeated (--reps, default 5; alternating surge and bare) and
+ * is then repeated (--reps, default 7; alternating surge and bare) and
  * the medians are reported, with their ratio, then one JSON line.
  *
  * Usage: ingest_bench --surge PATH/TO/surge [--reps N] [--scale X]
@@ -485,7 +485,7 @@ read_endpoint(const char *path, char *ep, size_t cap)
 }
 
 static int
-start_server(void)
+start_server(uint64_t field_bytes)
 {
     char tmpl[] = "/tmp/surge-bench-ingest-XXXXXX";
     if (mkdtemp(tmpl) == NULL) {
@@ -505,9 +505,18 @@ start_server(void)
             dup2(fd, 2);
             close(fd);
         }
+        /* The store must hold a few batches of the largest samples; the
+         * discard consumer drains it in batches of 16. */
+        char store[32];
+        uint64_t sb = field_bytes * 48 + ((uint64_t)1 << 20);
+        if (sb < ((uint64_t)256 << 20)) {
+            sb = (uint64_t)256 << 20;
+        }
+        snprintf(store, sizeof store, "%llu", (unsigned long long)sb);
         execl(surge_path, surge_path, "serve", "--bind", "tcp://127.0.0.1:*",
               "--output-dir", server_dir, "--log-level", "warn",
-              "--sim-timeout", "0", (char *)NULL);
+              "--sim-timeout", "0", "--store-bytes", store, "--batch-size",
+              "16", (char *)NULL);
         _exit(127);
     }
     server_pid = pid;
@@ -629,7 +638,7 @@ main(int argc, char **argv)
 {
     uint64_t sizes[MAX_SIZES] = {16384, 65536, 1 << 20, 8 << 20};
     uint64_t senders[MAX_SIZES] = {1, 4};
-    int nsizes = 4, nsend = 2, reps = 5;
+    int nsizes = 4, nsend = 2, reps = 7;
     double scale = 1.0;
 
     for (int i = 1; i < argc; i++) {
@@ -699,7 +708,7 @@ main(int argc, char **argv)
         }
         /* A server fixes the sample shape with its first simulation: one
          * server per field size. */
-        if (start_server() != 0) {
+        if (start_server(bytes) != 0) {
             fprintf(stderr,
                     "ingest_bench: cannot start '%s serve' (log in %s)\n",
                     surge_path, server_dir);
