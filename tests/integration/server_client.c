@@ -109,8 +109,9 @@ main(int argc, char **argv)
     for (long s = 0; s < steps; s++) {
         if (s == hang) {
             surge_client_flush(c);
-            fprintf(stderr, "server_client: rank %ld hangs after %ld steps\n",
-                    rank, s);
+            fprintf(stderr,
+                    "server_client: rank %ld hangs after %ld steps (pid %ld)\n",
+                    rank, s, (long)getpid());
             sleep(120);
             return 1;
         }

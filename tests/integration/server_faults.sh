@@ -130,12 +130,20 @@ while ! grep -q hangs "$tmp/r1.out" && [ $i -lt 100 ]; do
     sleep 0.1
     i=$((i + 1))
 done
-kill -KILL "$r1"
-wait "$r1" 2>/dev/null
+# Kill the client itself (r1 is the pid of its `timeout`).
+victim=$(sed -n 's/.*hangs after .* (pid \([0-9]*\)).*/\1/p' "$tmp/r1.out")
+echo "$r0 $r1 $victim" >"$tmp/pids"
+kill -KILL "$victim"
+wait "$r1"
+rc1=$?
 wait "$r0"
 rc0=$?
-check "rank 1 killed with SIGKILL mid-run; rank 0 finished (rc $rc0)" \
-    [ $rc0 -eq 0 ]
+msg="rank 1 (pid $victim) killed with SIGKILL mid-run (rc $rc1); rank 0 finished (rc $rc0)"
+if [ -n "$victim" ] && [ $rc0 -eq 0 ] && [ $rc1 -eq 137 ]; then
+    ok "$msg"
+else
+    not_ok "$msg"
+fi
 
 # 6. A malformed ZeroMQ peer (sim 7) while heat2d runs (sim 4).
 SURGE_SIM_ID=4 SURGE_PARAMS=2,1,0,0,0 timeout 60 "$MPIRUN" --oversubscribe \
