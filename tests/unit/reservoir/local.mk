@@ -9,8 +9,10 @@ tests_unit_reservoir_test_reservoir_LDADD = reservoir/libsurge_reservoir.la \
 
 # The producer/consumer stress test runs under ThreadSanitizer: the
 # reservoir's sources are compiled into it with -fsanitize=thread. TSan
-# cannot be combined with ASan, so a --enable-sanitizers build skips it.
+# cannot be combined with ASan, so a --enable-sanitizers build skips it,
+# and a TSan binary does not run under valgrind (--enable-valgrind).
 if !WITH_SANITIZERS
+if !WITH_VALGRIND
 check_PROGRAMS += tests/unit/reservoir/test_reservoir_stress
 TESTS += tests/unit/reservoir/test_reservoir_stress
 tests_unit_reservoir_test_reservoir_stress_SOURCES = \
@@ -22,4 +24,5 @@ tests_unit_reservoir_test_reservoir_stress_LDFLAGS = $(AM_LDFLAGS) \
 	-fsanitize=thread
 tests_unit_reservoir_test_reservoir_stress_LDADD = $(CMOCKA_LIBS) \
 	$(PTHREAD_LIBS) -lm
+endif
 endif
