@@ -75,6 +75,10 @@
  * stay in cache for the trainer that reads them next. */
 #define STREAM_MIN_BATCH_BYTES ((size_t)8 << 20)
 
+/* Exact sums of 64-bit values over up to 2^32 samples (for mean ages
+ * without a scan). */
+__extension__ typedef __int128 i128;
+
 enum slot_state {
     SLOT_FREE = 0,    /* in free_stack */
     SLOT_WRITING = 1, /* reserved by a put that is copying into it */
@@ -94,6 +98,8 @@ struct slot {
     uint32_t pos;        /* index in active[] or in its sim's slots[] */
     uint32_t pos_evict;  /* index in evictable[], NONE when absent */
     uint32_t sim_entry;  /* index in sims[] while WRITING or PRESENT */
+    uint32_t older;      /* put-order list of PRESENT samples: previous */
+    uint32_t newer;      /* ... and next (NONE at the ends) */
     uint8_t state;       /* enum slot_state */
 };
 
@@ -157,6 +163,9 @@ struct surge_reservoir {
                           during the batch in progress */
 
     uint32_t npresent;        /* PRESENT samples */
+    uint32_t oldest, newest;  /* ends of the put-order list, NONE if empty */
+    i128 sum_put_index;       /* over PRESENT samples, exact */
+    i128 sum_arrival_ns;      /* over PRESENT samples, exact */
     uint32_t nwriting;        /* WRITING samples */
     uint64_t uses_left_total; /* max_uses: sum of (max_uses - uses) */
     uint64_t rng[4];          /* xoshiro256** state */
@@ -735,12 +744,50 @@ ds_remove(surge_reservoir *r, uint32_t s)
     }
 }
 
+/* Put-order list and age sums: a sample becomes PRESENT (appended: it is
+ * the newest) or leaves. They make the age stats O(1). */
+static void
+age_link(surge_reservoir *r, uint32_t s)
+{
+    struct slot *sl = &r->slots[s];
+    sl->older = r->newest;
+    sl->newer = NONE;
+    if (r->newest != NONE) {
+        r->slots[r->newest].newer = s;
+    } else {
+        r->oldest = s;
+    }
+    r->newest = s;
+    r->sum_put_index += (i128)sl->put_index;
+    r->sum_arrival_ns += (i128)sl->arrival_ns;
+}
+
+static void
+age_unlink(surge_reservoir *r, uint32_t s)
+{
+    struct slot *sl = &r->slots[s];
+    if (sl->older != NONE) {
+        r->slots[sl->older].newer = sl->newer;
+    } else {
+        r->oldest = sl->newer;
+    }
+    if (sl->newer != NONE) {
+        r->slots[sl->newer].older = sl->older;
+    } else {
+        r->newest = sl->older;
+    }
+    sl->older = sl->newer = NONE;
+    r->sum_put_index -= (i128)sl->put_index;
+    r->sum_arrival_ns -= (i128)sl->arrival_ns;
+}
+
 /* Remove PRESENT sample s: evicted (a put takes its slot) or retired
  * (used up; freed when its last pin goes). */
 static void
 remove_sample(surge_reservoir *r, uint32_t s, bool evicted)
 {
     struct slot *sl = &r->slots[s];
+    age_unlink(r, s);
     evict_remove(r, s);
     ds_remove(r, s);
     r->npresent--;
@@ -827,6 +874,7 @@ reset_state(surge_reservoir *r)
         sl->pos = NONE;
         sl->pos_evict = NONE;
         sl->sim_entry = NONE;
+        sl->older = sl->newer = NONE;
         struct sim_entry *se = &r->sims[i];
         se->count = 0;
         se->pending = 0;
@@ -853,6 +901,9 @@ reset_state(surge_reservoir *r)
     r->taken_n = 0;
     r->npresent = 0;
     r->nwriting = 0;
+    r->oldest = r->newest = NONE;
+    r->sum_put_index = 0;
+    r->sum_arrival_ns = 0;
     r->uses_left_total = 0;
     uint64_t seed = r->cfg.seed;
     for (int i = 0; i < 4; i++) {
@@ -1269,6 +1320,7 @@ surge_reservoir_put(surge_reservoir *r, const float *input, const float *output,
     r->npresent++;
     r->puts++;
     sl->put_index = r->puts;
+    age_link(r, s);
     r->uses_present[0]++;
     r->uses_left_total += r->cfg.max_uses;
     pthread_cond_broadcast(&r->cv_get);
@@ -1731,30 +1783,14 @@ surge_reservoir_get_stats(surge_reservoir *r, surge_reservoir_stats *st)
     st->retired = r->retired;
     memcpy(st->uses_present, r->uses_present, sizeof(st->uses_present));
     memcpy(st->uses_removed, r->uses_removed, sizeof(st->uses_removed));
-    double sum_puts = 0.0, sum_s = 0.0, max_s = 0.0;
-    uint64_t max_puts = 0;
-    for (uint32_t s = 0; s < r->nslots; s++) {
-        const struct slot *sl = &r->slots[s];
-        if (sl->state != SLOT_PRESENT) {
-            continue;
-        }
-        uint64_t ap = r->puts - sl->put_index;
-        double as = (double)(now - sl->arrival_ns) * 1e-9;
-        sum_puts += (double)ap;
-        sum_s += as;
-        if (ap > max_puts) {
-            max_puts = ap;
-        }
-        if (as > max_s) {
-            max_s = as;
-        }
-    }
     if (r->npresent > 0) {
-        st->age_mean_puts = sum_puts / r->npresent;
-        st->age_mean_s = sum_s / r->npresent;
+        double n = (double)r->npresent;
+        st->age_mean_puts = (double)r->puts - (double)r->sum_put_index / n;
+        st->age_mean_s = ((double)now - (double)r->sum_arrival_ns / n) * 1e-9;
+        const struct slot *old = &r->slots[r->oldest];
+        st->age_max_puts = r->puts - old->put_index;
+        st->age_max_s = (double)(now - old->arrival_ns) * 1e-9;
     }
-    st->age_max_puts = max_puts;
-    st->age_max_s = max_s;
     st->served_age_mean_puts =
         r->gets > 0 ? r->served_age_sum / (double)r->gets : 0.0;
     st->distinct_sims = r->nlive;
@@ -1907,6 +1943,46 @@ surge_reservoir_save(surge_reservoir *r, surge_reservoir_write_cb cb, void *arg)
     return rc;
 }
 
+struct age_key {
+    uint64_t put_index;
+    uint32_t slot;
+};
+
+static int
+cmp_age_key(const void *a, const void *b)
+{
+    uint64_t x = ((const struct age_key *)a)->put_index;
+    uint64_t y = ((const struct age_key *)b)->put_index;
+    return (x > y) - (x < y);
+}
+
+/* After a load: the put-order list of the samples restored. */
+static int
+link_by_put_index(surge_reservoir *r)
+{
+    if (r->npresent == 0) {
+        return 0;
+    }
+    struct age_key *k = malloc((size_t)r->npresent * sizeof(*k));
+    if (k == NULL) {
+        return -ENOMEM;
+    }
+    uint32_t n = 0;
+    for (uint32_t s = 0; s < r->nslots; s++) {
+        if (r->slots[s].state == SLOT_PRESENT) {
+            k[n].put_index = r->slots[s].put_index;
+            k[n].slot = s;
+            n++;
+        }
+    }
+    qsort(k, n, sizeof(*k), cmp_age_key);
+    for (uint32_t i = 0; i < n; i++) {
+        age_link(r, k[i].slot);
+    }
+    free(k);
+    return 0;
+}
+
 /* The body of load, under the lock; on error the caller resets r. */
 static int
 load_locked(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
@@ -2010,6 +2086,11 @@ load_locked(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
         if (r->cfg.max_uses > 0) {
             r->uses_left_total += r->cfg.max_uses - sl->uses;
         }
+    }
+    rc = link_by_put_index(r);
+    if (rc != 0) {
+        set_err(err, errlen, "reservoir checkpoint: out of memory");
+        return rc;
     }
     uint64_t nev;
     rc = cb(arg, &nev, sizeof(nev));

@@ -191,10 +191,12 @@ typedef struct surge_reservoir_stats {
     uint64_t uses_removed[SURGE_RESERVOIR_USES_BUCKETS]; /* samples that left
                                   (evicted or retired), by times used */
     double age_mean_puts;        /* present samples: mean puts since theirs */
-    uint64_t age_max_puts;       /* oldest present sample, in puts */
+    uint64_t age_max_puts;       /* oldest present sample (first put of
+                                    those present), in puts */
     double age_mean_s;           /* present samples: mean seconds since
                                     arrival */
-    double age_max_s;            /* oldest present sample, in seconds */
+    double age_max_s;            /* the same sample, seconds since its
+                                    arrival */
     double served_age_mean_puts; /* mean age in puts of the rows served so
                                     far (freshness of training data) */
     size_t distinct_sims;        /* distinct simulation ids present */
@@ -312,9 +314,8 @@ void surge_reservoir_end_reception(surge_reservoir *r);
  * stay in memory (stats and save still work) until destroy. Idempotent. */
 void surge_reservoir_shutdown(surge_reservoir *r);
 
-/* surge_reservoir_get_stats - fill *st with one consistent snapshot. Takes
- * the lock for O(capacity_samples) (the age scan): call it on a timer, not
- * per batch. */
+/* surge_reservoir_get_stats - fill *st with one consistent snapshot, O(1)
+ * under the lock (ages come from running sums and a put-order list). */
 void surge_reservoir_get_stats(surge_reservoir *r, surge_reservoir_stats *st);
 
 /* Checkpoint / resume. The reservoir does no I/O itself: save streams its

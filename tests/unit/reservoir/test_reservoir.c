@@ -1473,6 +1473,24 @@ test_stats(void **state)
     }
     assert_true(fabs(st.served_age_mean_puts - want / 4) < 1e-9);
 
+    /* Ages follow removals: FIFO drops the oldest first. */
+    surge_reservoir_config cf = cfg_for(SURGE_RESERVOIR_FIFO, 8, 2);
+    surge_reservoir *rf = make(&cf);
+    for (uint64_t i = 0; i < 6; i++) {
+        assert_int_equal(put(rf, i, 0, 0), 0);
+    }
+    assert_int_equal(get(rf, 2, NULL, NULL, 0), 2);
+    st = stats(rf);
+    assert_int_equal(st.age_max_puts, 3); /* id 2, put 3 of 6 */
+    assert_true(fabs(st.age_mean_puts - 1.5) < 1e-9);
+    assert_int_equal(get(rf, 2, NULL, NULL, 0), 2);
+    assert_int_equal(get(rf, 2, NULL, NULL, 0), 2);
+    st = stats(rf);
+    assert_int_equal(st.occupancy_samples, 0);
+    assert_int_equal(st.age_max_puts, 0);
+    assert_true(st.age_mean_puts == 0.0);
+    surge_reservoir_destroy(&rf);
+
     /* A sample used 20 times lands in the last bucket. */
     surge_reservoir_config c1 = cfg_for(SURGE_RESERVOIR_RESERVOIR, 4, 4);
     c1.watermark = 1;
@@ -1640,6 +1658,8 @@ test_save_load(void **state)
         assert_int_equal(sa.gets, sb.gets);
         assert_int_equal(sa.retired, sb.retired);
         assert_int_equal(sa.distinct_sims, sb.distinct_sims);
+        assert_int_equal(sa.age_max_puts, sb.age_max_puts);
+        assert_true(fabs(sa.age_mean_puts - sb.age_mean_puts) < 1e-9);
         assert_memory_equal(sa.uses_present, sb.uses_present,
                             sizeof(sa.uses_present));
         /* Both continue identically: same draws, same content. */
