@@ -660,14 +660,14 @@ test_flush_ms(void **state)
     fake_start(f);
     surge_client_options o;
     base_options(&o, f->ep);
-    o.flush_ms = 50;
+    o.flush_ms = 250; /* generous: the machine may stall between calls */
     surge_client *c = NULL;
     assert_int_equal(surge_client_open(&c, &o), 0);
     assert_int_equal(surge_client_send(c, "probe", 0, 0, probe, SURGE_FLOAT64),
                      0);
     assert_int_equal(surge_client_send(c, "probe", 1, 0, probe, SURGE_FLOAT64),
                      0);
-    usleep(80000);
+    usleep(400000);
     assert_int_equal(surge_client_send(c, "probe", 2, 0, probe, SURGE_FLOAT64),
                      0);
     surge_client_stats st;
@@ -850,7 +850,7 @@ test_reject_midstream(void **state)
     assert_int_equal(
         surge_client_send(c, "temperature", 0, 0, tf, SURGE_FLOAT32), 0);
     int rc = 0;
-    for (int s = 1; s < 200 && rc == 0; s++) {
+    for (int s = 1; s < 2500 && rc == 0; s++) {
         rc = surge_client_send(c, "temperature", s, 0, tf, SURGE_FLOAT32);
         usleep(2000);
     }
