@@ -37,6 +37,7 @@
 #define PACKED_MSG_BYTES (256 * 1024) /* client's default packed message */
 #define TICK_MS 200
 #define RETRY_MS 1
+#define DRAIN_BUDGET 1024 /* messages per turn of the loop */
 #define REPLY_CAP (SURGE_MAX_HEADER_BYTES)
 
 enum phase {
@@ -57,6 +58,7 @@ struct surge_server {
     uv_timer_t tick;       /* timeouts, end condition */
     uv_timer_t retry;      /* store-full retry while paused */
     uv_timer_t stop_timer; /* bounds the drain after a stop */
+    uv_timer_t more;       /* continues a drain cut short by its budget */
     uv_signal_t sigint, sigterm;
     uv_async_t wake;       /* consumer -> loop */
     int handles_open;      /* the uv handles above are initialized */
@@ -226,14 +228,31 @@ check_requests(surge_server *srv)
 }
 
 static void
+on_more(uv_timer_t *t)
+{
+    drain_router(t->data);
+}
+
+/* Read until EAGAIN (ZMQ_FD is edge-triggered: a drain that stops early
+ * gets no new wake-up), but at most DRAIN_BUDGET messages per turn of the
+ * loop: a client that sends faster than we read must not starve the
+ * timers, signals and HTTP requests. The rest is read on the next turn
+ * (a zero-delay timer), so the socket is still drained fully. */
+static void
 drain_router(surge_server *srv)
 {
+    unsigned budget = DRAIN_BUDGET;
     while (srv->reading) {
         if (surge_ingest_has_pending(srv->ing)) {
             pause_reading(srv);
             break;
         }
+        if (budget == 0) {
+            uv_timer_start(&srv->more, on_more, 0, 0);
+            break;
+        }
         if (recv_one(srv)) {
+            budget--;
             continue;
         }
         /* EAGAIN. ZMQ_EVENTS both tells whether more came in the meantime
@@ -350,7 +369,8 @@ close_handles(surge_server *srv)
         (uv_handle_t *)&srv->poll_router, (uv_handle_t *)&srv->poll_mon,
         (uv_handle_t *)&srv->tick,        (uv_handle_t *)&srv->retry,
         (uv_handle_t *)&srv->stop_timer,  (uv_handle_t *)&srv->sigint,
-        (uv_handle_t *)&srv->sigterm,     (uv_handle_t *)&srv->wake};
+        (uv_handle_t *)&srv->sigterm,     (uv_handle_t *)&srv->wake,
+        (uv_handle_t *)&srv->more};
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
         if (!uv_is_closing(hs[i])) {
             uv_close(hs[i], on_close);
@@ -823,11 +843,13 @@ init_handles(surge_server *srv)
     uv_timer_init(&srv->loop, &srv->tick);
     uv_timer_init(&srv->loop, &srv->retry);
     uv_timer_init(&srv->loop, &srv->stop_timer);
+    uv_timer_init(&srv->loop, &srv->more);
     uv_signal_init(&srv->loop, &srv->sigint);
     uv_signal_init(&srv->loop, &srv->sigterm);
     uv_async_init(&srv->loop, &srv->wake, on_wake);
     srv->poll_router.data = srv->poll_mon.data = srv;
     srv->tick.data = srv->retry.data = srv->stop_timer.data = srv;
+    srv->more.data = srv;
     srv->sigint.data = srv->sigterm.data = srv;
     srv->wake.data = srv;
     srv->handles_open = 1;
