@@ -1,0 +1,517 @@
+/*
+ * bench/monitoring/monitor_bench.c - `make bench-monitoring`: what does
+ * live monitoring cost the ingest path?
+ *
+ * DESIGN. The same ingest run is timed two ways in the same process tree,
+ * alternating, --reps times each (after one untimed warm-up each):
+ *   - off: `surge serve --http off` (no HTTP server, no sampling timer);
+ *   - dashboard: `surge serve` with its monitoring HTTP server on, and a
+ *     poller process making exactly the requests the dashboard page makes
+ *     (/api/v1/status and /api/v1/series?last=600 every second,
+ *     /api/v1/preview every two seconds) plus a Prometheus scrape of
+ *     /metrics every second.
+ * A run: a fresh server (discard consumer), one libsurge sender process
+ * (one simulation, one rank, one field of --field-bytes) that connects
+ * first, then on a signal sends --steps steps and closes; the close
+ * returns once the server confirmed every slice, so the time covers the
+ * whole ingest path. Throughput = steps / (last close - release). After the
+ * run the server's server-stats.json must count every step assembled.
+ * Small fields (16 KiB by default) make the run bound by per-message work
+ * on the server's I/O thread: the thread that also serves HTTP, so this is
+ * where monitoring would show.
+ *
+ * Prints a table, the medians and their relative difference, then one JSON
+ * line; exits 1 when the difference is 2% or more (the target) or a run
+ * failed.
+ *
+ * Usage: monitor_bench --surge PATH [--reps N] [--steps N]
+ *        [--field-bytes N]
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include <surge/client.h>
+
+#include "common/util.h"
+#include "server/http.h"
+
+#define MAX_REPS 31
+#define TIMEOUT_MS 120000
+#define LIMIT 0.02
+
+struct result {
+    uint64_t start_ns; /* sender released */
+    uint64_t end_ns;   /* close returned */
+    uint64_t count;    /* steps sent */
+    int rc;            /* 0 or an error code */
+    char err[200];     /* what failed */
+};
+
+struct server {
+    pid_t pid;          /* surge serve */
+    char dir[256];      /* its output folder */
+    char endpoint[256]; /* ZeroMQ endpoint */
+    char http[128];     /* monitoring URL, "" when off */
+};
+
+static const char *surge_path;
+static volatile sig_atomic_t poller_stop;
+
+static int
+write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            return -1;
+        }
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int
+read_all(int fd, void *p, size_t n)
+{
+    char *c = p;
+    while (n > 0) {
+        ssize_t r = read(fd, c, n);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            return -1;
+        }
+        c += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- server */
+
+static int
+start_server(struct server *s, int http_on)
+{
+    snprintf(s->dir, sizeof s->dir, "/tmp/surge-monbench-XXXXXX");
+    if (mkdtemp(s->dir) == NULL) {
+        fprintf(stderr, "monitor_bench: mkdtemp: %s\n", strerror(errno));
+        return -1;
+    }
+    s->pid = fork();
+    if (s->pid < 0) {
+        return -1;
+    }
+    if (s->pid == 0) {
+        char log[300];
+        snprintf(log, sizeof log, "%s/serve.log", s->dir);
+        FILE *f = freopen(log, "w", stderr);
+        (void)f;
+        execl(surge_path, surge_path, "serve", "--bind", "tcp://127.0.0.1:*",
+              "--output-dir", s->dir, "--log-level", "warn", "--sim-timeout",
+              "0", "--http", http_on ? "127.0.0.1:0" : "off", (char *)NULL);
+        _exit(127);
+    }
+    char path[300];
+    snprintf(path, sizeof path, "%s/server.json", s->dir);
+    for (int i = 0; i < 200; i++) {
+        json_error_t jerr;
+        json_t *j = json_load_file(path, 0, &jerr);
+        if (j != NULL) {
+            const char *ep = json_string_value(json_object_get(j, "endpoint"));
+            const char *h = json_string_value(json_object_get(j, "http"));
+            snprintf(s->endpoint, sizeof s->endpoint, "%s", ep ? ep : "");
+            snprintf(s->http, sizeof s->http, "%s", h ? h : "");
+            json_decref(j);
+            if (s->endpoint[0] != '\0' && (!http_on || s->http[0] != '\0')) {
+                return 0;
+            }
+            break;
+        }
+        usleep(50 * 1000);
+    }
+    fprintf(stderr, "monitor_bench: the server did not start (see %s)\n",
+            s->dir);
+    return -1;
+}
+
+/* Stops the server; returns the steps it assembled (from its stats file)
+ * or -1, and the CPU time it used (user + system, seconds) in *cpu_s. */
+static int64_t
+stop_server(struct server *s, double *cpu_s)
+{
+    int64_t assembled = -1;
+    struct rusage ru;
+    int status;
+    kill(s->pid, SIGTERM);
+    memset(&ru, 0, sizeof ru);
+    wait4(s->pid, &status, 0, &ru);
+    *cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+             (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+    char path[300];
+    snprintf(path, sizeof path, "%s/server-stats.json", s->dir);
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    if (j != NULL) {
+        json_t *a = json_object_get(json_object_get(j, "steps"), "assembled");
+        if (json_is_integer(a)) {
+            assembled = json_integer_value(a);
+        }
+        json_decref(j);
+    }
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "%s/server.json", s->dir);
+    unlink(cmd);
+    unlink(path);
+    snprintf(cmd, sizeof cmd, "%s/serve.log", s->dir);
+    unlink(cmd);
+    rmdir(s->dir);
+    return assembled;
+}
+
+/* ------------------------------------------------------------- poller */
+
+static void
+on_term(int sig)
+{
+    (void)sig;
+    poller_stop = 1;
+}
+
+/* What the dashboard asks for, on its schedule, plus a /metrics scrape. */
+static void
+poller(int res_fd, const char *base)
+{
+    static const char *const every_s[] = {
+        "/api/v1/status", "/api/v1/series?last=600", "/metrics"};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_term;
+    sigaction(SIGTERM, &sa, NULL);
+    uint64_t ok = 0, failed = 0, bytes = 0;
+    char url[256];
+    for (unsigned tick = 0; !poller_stop; tick++) {
+        uint64_t t0 = surge_now_ns();
+        for (size_t i = 0; i < 4; i++) {
+            const char *path = i < 3 ? every_s[i] : "/api/v1/preview";
+            if (i == 3 && tick % 2 != 0) {
+                continue;
+            }
+            struct surge_http_response r;
+            snprintf(url, sizeof url, "%s%s", base, path);
+            if (surge_http_get(url, NULL, 5000, 16u << 20, &r) == 0) {
+                ok += r.status == 200 || (i == 3 && r.status == 404);
+                failed += !(r.status == 200 || (i == 3 && r.status == 404));
+                bytes += r.body_len;
+                surge_http_response_fini(&r);
+            } else {
+                failed++;
+            }
+        }
+        uint64_t spent = surge_now_ns() - t0;
+        if (spent < 1000000000ull && !poller_stop) {
+            usleep((useconds_t)((1000000000ull - spent) / 1000));
+        }
+    }
+    uint64_t out[3] = {ok, failed, bytes};
+    write_all(res_fd, out, sizeof out);
+}
+
+/* ------------------------------------------------------------- sender */
+
+static void
+sender(int res_fd, int go_fd, const char *endpoint, uint64_t n, uint64_t steps)
+{
+    struct result r;
+    memset(&r, 0, sizeof r);
+    float *v = malloc(n * sizeof *v);
+    surge_client_options o;
+    surge_field f = {"u", n, 0, n};
+    surge_client *c = NULL;
+    for (uint64_t i = 0; v != NULL && i < n; i++) {
+        v[i] = (float)(i % 1000) * 0.001f;
+    }
+    surge_client_options_init(&o);
+    o.endpoint = endpoint;
+    o.sim_id = 1;
+    o.rank = 0;
+    o.nranks = 1;
+    o.fields = &f;
+    o.nfields = 1;
+    o.timeout_ms = TIMEOUT_MS;
+    r.rc = v == NULL ? -ENOMEM : surge_client_open(&c, &o);
+    if (r.rc != 0) {
+        snprintf(r.err, sizeof r.err, "open: %s", surge_client_open_error());
+    }
+    char ready = 'R';
+    write_all(res_fd, &ready, 1);
+    char go;
+    read_all(go_fd, &go, 1);
+    r.start_ns = surge_now_ns();
+    for (uint64_t s = 0; r.rc == 0 && s < steps; s++) {
+        r.rc =
+            surge_client_send(c, "u", (int64_t)s, (double)s, v, SURGE_FLOAT32);
+        if (r.rc != 0) {
+            snprintf(r.err, sizeof r.err, "send: %s",
+                     surge_client_last_error(c));
+        } else {
+            r.count++;
+        }
+    }
+    if (c != NULL) {
+        int rc = surge_client_close(&c);
+        if (r.rc == 0 && rc != 0) {
+            r.rc = rc;
+            snprintf(r.err, sizeof r.err, "close: %s",
+                     surge_client_close_error());
+        }
+    }
+    r.end_ns = surge_now_ns();
+    write_all(res_fd, &r, sizeof r);
+    free(v);
+}
+
+/* ------------------------------------------------------------- a run */
+
+struct run {
+    double rate;        /* steps/s */
+    uint64_t polls_ok;  /* poller requests answered */
+    uint64_t polls_bad; /* poller requests failed */
+    double seconds;     /* timed part */
+    double cpu_us;      /* server CPU time per step, microseconds */
+};
+
+static int
+one_run(int http_on, uint64_t n, uint64_t steps, struct run *out)
+{
+    struct server s;
+    int res[2], go[2], pres[2] = {-1, -1};
+    pid_t spid = -1, ppid = -1;
+    struct result r;
+    int rc = -1;
+
+    memset(out, 0, sizeof *out);
+    memset(&r, 0, sizeof r);
+    if (start_server(&s, http_on) < 0) {
+        return -1;
+    }
+    if (pipe(res) != 0 || pipe(go) != 0) {
+        goto out_server;
+    }
+    if (http_on) {
+        if (pipe(pres) != 0) {
+            goto out_server;
+        }
+        ppid = fork();
+        if (ppid == 0) {
+            close(pres[0]);
+            poller(pres[1], s.http);
+            _exit(0);
+        }
+        close(pres[1]);
+    }
+    spid = fork();
+    if (spid == 0) {
+        close(res[0]);
+        close(go[1]);
+        sender(res[1], go[0], s.endpoint, n, steps);
+        _exit(0);
+    }
+    close(res[1]);
+    close(go[0]);
+    char ready;
+    if (read_all(res[0], &ready, 1) != 0) {
+        goto out_children;
+    }
+    /* Let the poller's first round land before the clock starts. */
+    usleep(300 * 1000);
+    char g = 'G';
+    write_all(go[1], &g, 1);
+    if (read_all(res[0], &r, sizeof r) != 0) {
+        goto out_children;
+    }
+    if (r.rc != 0) {
+        fprintf(stderr, "monitor_bench: sender failed: %s\n", r.err);
+        goto out_children;
+    }
+    out->seconds = (double)(r.end_ns - r.start_ns) * 1e-9;
+    out->rate = (double)r.count / out->seconds;
+    rc = 0;
+out_children:
+    close(go[1]);
+    close(res[0]);
+    if (spid > 0) {
+        waitpid(spid, NULL, 0);
+    }
+    if (ppid > 0) {
+        uint64_t pr[3] = {0, 0, 0};
+        kill(ppid, SIGTERM);
+        if (read_all(pres[0], pr, sizeof pr) == 0) {
+            out->polls_ok = pr[0];
+            out->polls_bad = pr[1];
+        }
+        close(pres[0]);
+        waitpid(ppid, NULL, 0);
+    }
+out_server:;
+    double cpu_s = 0;
+    int64_t assembled = stop_server(&s, &cpu_s);
+    out->cpu_us = cpu_s * 1e6 / (double)steps;
+    if (rc == 0 && assembled != (int64_t)steps) {
+        fprintf(stderr,
+                "monitor_bench: the server assembled %lld of %llu steps\n",
+                (long long)assembled, (unsigned long long)steps);
+        rc = -1;
+    }
+    return rc;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double
+median(const double *v, int n)
+{
+    double s[MAX_REPS];
+    memcpy(s, v, (size_t)n * sizeof *v);
+    qsort(s, (size_t)n, sizeof *s, cmp_double);
+    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+
+static int
+parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    uint64_t v;
+    if (surge_parse_uint64(s, &v) != 0 || v < lo || v > hi) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    uint64_t reps = 5, steps = 400000, field_bytes = 16384;
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(argv[i], "--surge") == 0 && v != NULL) {
+            surge_path = v;
+        } else if (strcmp(argv[i], "--reps") == 0 && v != NULL &&
+                   parse_u64(v, 1, MAX_REPS, &reps) == 0) {
+        } else if (strcmp(argv[i], "--steps") == 0 && v != NULL &&
+                   parse_u64(v, 100, 100000000, &steps) == 0) {
+        } else if (strcmp(argv[i], "--field-bytes") == 0 && v != NULL &&
+                   parse_u64(v, 4, 64u << 20, &field_bytes) == 0 &&
+                   field_bytes % 4 == 0) {
+        } else {
+            fprintf(stderr,
+                    "usage: monitor_bench --surge PATH [--reps 1..%d] "
+                    "[--steps N] [--field-bytes N (multiple of 4)]\n",
+                    MAX_REPS);
+            return 2;
+        }
+        i++;
+    }
+    if (surge_path == NULL) {
+        fprintf(stderr, "monitor_bench: --surge PATH is required\n");
+        return 2;
+    }
+    surge_malloc_tune();
+    signal(SIGPIPE, SIG_IGN);
+    uint64_t n = field_bytes / 4;
+    struct run warm;
+    printf("monitor_bench: %llu steps of %llu-byte fields, 1 sender, "
+           "%llu reps per mode (alternating)\n",
+           (unsigned long long)steps, (unsigned long long)field_bytes,
+           (unsigned long long)reps);
+    if (one_run(0, n, steps / 4, &warm) != 0 ||
+        one_run(1, n, steps / 4, &warm) != 0) {
+        fprintf(stderr, "monitor_bench: warm-up failed\n");
+        return 1;
+    }
+    double off[MAX_REPS], on[MAX_REPS], ratio[MAX_REPS];
+    double cpu_off[MAX_REPS], cpu_on[MAX_REPS];
+    uint64_t polls = 0, polls_bad = 0;
+    double on_seconds = 0;
+    printf("%4s  %14s  %14s  %8s  %12s  %12s  %6s\n", "rep", "http off /s",
+           "dashboard /s", "ratio", "cpu off us", "cpu dash us", "polls");
+    for (uint64_t r = 0; r < reps; r++) {
+        struct run a, b;
+        int first_on = r % 2;
+        if (one_run(first_on, n, steps, first_on ? &b : &a) != 0 ||
+            one_run(!first_on, n, steps, first_on ? &a : &b) != 0) {
+            fprintf(stderr, "monitor_bench: run %llu failed\n",
+                    (unsigned long long)r);
+            return 1;
+        }
+        off[r] = a.rate;
+        on[r] = b.rate;
+        ratio[r] = b.rate / a.rate;
+        cpu_off[r] = a.cpu_us;
+        cpu_on[r] = b.cpu_us;
+        polls += b.polls_ok;
+        polls_bad += b.polls_bad;
+        on_seconds += b.seconds;
+        printf("%4llu  %14.0f  %14.0f  %8.4f  %12.2f  %12.2f  %6llu\n",
+               (unsigned long long)r, a.rate, b.rate, ratio[r], a.cpu_us,
+               b.cpu_us, (unsigned long long)b.polls_ok);
+    }
+    /* The difference is judged on the median of the per-pair ratios: the
+     * two runs of a pair are back to back, so slow drifts of the machine
+     * cancel. The median throughputs are reported as well. */
+    double m_off = median(off, (int)reps), m_on = median(on, (int)reps);
+    double diff = 1.0 - median(ratio, (int)reps);
+    double c_off = median(cpu_off, (int)reps);
+    double c_on = median(cpu_on, (int)reps);
+    int ok = diff < LIMIT && polls_bad == 0 && polls > 0;
+    double load[1] = {0};
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (getloadavg(load, 1) == 1 && ncpu > 0 && load[0] > (double)ncpu) {
+        printf("note: load average %.1f on %ld CPUs: other processes share "
+               "the machine and the figures are noisy\n",
+               load[0], ncpu);
+    }
+    printf("median  %14.0f  %14.0f  %8.4f  %12.2f  %12.2f\n", m_off, m_on,
+           1.0 - diff, c_off, c_on);
+    printf("throughput with the dashboard polled vs http off: %+.2f%% "
+           "(median of paired ratios; limit -%.0f%%): %s\n",
+           -100 * diff, 100 * LIMIT, ok ? "ok" : "FAIL");
+    printf("{\"bench\":\"monitoring\",\"field_bytes\":%llu,\"steps\":%llu,"
+           "\"reps\":%llu,\"samples_per_s_http_off\":%.0f,"
+           "\"samples_per_s_dashboard\":%.0f,\"difference\":%.4f,"
+           "\"server_cpu_us_per_sample_http_off\":%.3f,"
+           "\"server_cpu_us_per_sample_dashboard\":%.3f,"
+           "\"limit\":%.2f,\"dashboard_requests\":%llu,"
+           "\"dashboard_requests_failed\":%llu,"
+           "\"requests_per_s\":%.2f,\"ok\":%s}\n",
+           (unsigned long long)field_bytes, (unsigned long long)steps,
+           (unsigned long long)reps, m_off, m_on, diff, c_off, c_on, LIMIT,
+           (unsigned long long)polls, (unsigned long long)polls_bad,
+           on_seconds > 0 ? (double)polls / on_seconds : 0.0,
+           ok ? "true" : "false");
+    return ok ? 0 : 1;
+}
