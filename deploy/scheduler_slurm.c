@@ -1141,6 +1141,12 @@ job_ended(struct slurm *sl, struct sjob *j, int cls, const char *reason)
 static void
 job_vanished(struct slurm *sl, struct sjob *j)
 {
+    if (j->cancelled) {
+        /* Slurm forgets a pending array task at once when it is cancelled
+         * (squeue and scontrol no longer know it): nothing ran. */
+        job_done(j, -1, SIGTERM);
+        return;
+    }
     char *argv[] = {"sacct", "-n",     "-P", "-X",
                     "-j",    j->jobid, "-o", "JobID,State,ExitCode",
                     NULL};
@@ -1182,7 +1188,8 @@ job_vanished(struct slurm *sl, struct sjob *j)
     }
     SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
               "sim %lld attempt %lld: Slurm job %s disappeared from squeue "
-              "without an exit status (%s)",
+              "without an exit status (cancelled while pending, or purged "
+              "after MinJobAge; %s)",
               (long long)j->sim, (long long)j->attempt, j->jobid,
               rc == 0 && res.exit_code == 0 ? "sacct does not list it" : why);
     note_in_log(j, "the Slurm job disappeared without an exit status");
@@ -1453,6 +1460,52 @@ slurm_wrap(void *state, char *const *solver_argv, int64_t ranks,
     }
     for (size_t i = 0; rc == 0 && solver_argv[i] != NULL; i++) {
         rc = surge_strv_push(&v, solver_argv[i]);
+    }
+    if (rc != 0) {
+        surge_strv_free(&v);
+        return rc;
+    }
+    surge_strv_free(out);
+    *out = v;
+    return 0;
+}
+
+int
+surge_slurm_wrap_server(void *state, char *const *server_argv, surge_strv *out)
+{
+    struct slurm *sl = state;
+    const surge_study *s = sl->s;
+    surge_strv v = {NULL, 0};
+    char buf[256];
+    int rc = 0;
+    if (!sl->steps_mode) {
+        rc = surge_strv_push(&v, "srun");
+        rc = rc ? rc : surge_strv_push(&v, "--ntasks=1");
+        snprintf(buf, sizeof buf, "--job-name=%s-server", sl->job_name);
+        rc = rc ? rc : surge_strv_push(&v, buf);
+        if (rc == 0 && s->tr_threads > 0) {
+            snprintf(buf, sizeof buf, "--cpus-per-task=%lld",
+                     (long long)s->tr_threads);
+            rc = surge_strv_push(&v, buf);
+        }
+        if (rc == 0 && s->slurm_partition[0] != '\0') {
+            snprintf(buf, sizeof buf, "--partition=%s", s->slurm_partition);
+            rc = surge_strv_push(&v, buf);
+        }
+        if (rc == 0 && s->slurm_account[0] != '\0') {
+            snprintf(buf, sizeof buf, "--account=%s", s->slurm_account);
+            rc = surge_strv_push(&v, buf);
+        }
+        if (rc == 0 && s->slurm_time_limit[0] != '\0') {
+            snprintf(buf, sizeof buf, "--time=%s", s->slurm_time_limit);
+            rc = surge_strv_push(&v, buf);
+        }
+        /* Ctrl-C reaches srun only through the launcher, which sends
+         * SIGTERM; make SIGINT end the job too rather than print status. */
+        rc = rc ? rc : surge_strv_push(&v, "--quit-on-interrupt");
+    }
+    for (size_t i = 0; rc == 0 && server_argv[i] != NULL; i++) {
+        rc = surge_strv_push(&v, server_argv[i]);
     }
     if (rc != 0) {
         surge_strv_free(&v);

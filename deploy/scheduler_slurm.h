@@ -31,6 +31,21 @@ extern const surge_scheduler_ops surge_sched_slurm_ops;
 #define SURGE_SLURM_MAX_JOBID 64       /* "1234567_89" and then some */
 #define SURGE_SLURM_CMD_TIMEOUT_S 30.0 /* default for one Slurm command */
 
+/* surge_slurm_wrap_server - the argv that runs the server (server_argv,
+ * e.g. "surge serve ...") as a Slurm job of its own: "srun --ntasks=1
+ * --job-name=<study job name>-server [--cpus-per-task=trainer.threads]
+ * [--partition --account --time from scheduler.slurm] --quit-on-interrupt
+ * server_argv...". srun stays in the foreground as the launcher's child,
+ * so the launcher supervises it like a local server process: srun exits
+ * with the server's status, and SIGTERM to srun cancels the job. The
+ * server writes server.json (with its own endpoint) into the output
+ * folder, which must be shared with the compute nodes. Inside an
+ * allocation (steps mode) the server runs on the launcher's node and argv
+ * is copied unchanged. state is the slurm scheduler's; *out (caller frees
+ * with surge_strv_free) replaces what it held. 0 or -ENOMEM. */
+int surge_slurm_wrap_server(void *state, char *const *server_argv,
+                            surge_strv *out);
+
 /* ------------------------------------------------------------ commands */
 
 /* The result of one external command. */

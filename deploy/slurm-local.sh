@@ -394,6 +394,15 @@ EOF
 # ---------------------------------------------------------------- start
 
 start_munged() {
+    # munged refuses a socket that not everybody can reach: each folder
+    # above it must be searchable by all (mktemp -d makes mode 0700).
+    local d=$MUNGE_DIR
+    while [[ $d == /?* ]]; do
+        d=${d%/*}
+        [[ -z $d ]] && break
+        [[ $(stat -c %A "$d") == ?????????[xt] ]] ||
+            die "munged needs $d to be searchable by all (chmod o+x '$d')"
+    done
     if [[ ! -s $MUNGE_DIR/munge.key ]]; then
         mungekey -c -k "$MUNGE_DIR/munge.key" >&2 ||
             dd if=/dev/urandom of="$MUNGE_DIR/munge.key" bs=1024 count=1 2>/dev/null
