@@ -21,7 +21,7 @@ server/dashboard_html.c: server/dashboard.html server/embed.sh
 	$(SHELL) $(srcdir)/server/embed.sh surge_dashboard_html \
 		$(srcdir)/server/dashboard.html > $@-t && mv -f $@-t $@
 CLEANFILES += server/dashboard_html.c
-EXTRA_DIST += server/dashboard.html server/embed.sh
+EXTRA_DIST += server/dashboard.html server/embed.sh docs/monitoring.md
 
 # Unit tests (cmocka, one binary per module).
 check_PROGRAMS += tests/unit/server/test_metrics tests/unit/server/test_http
