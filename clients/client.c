@@ -58,6 +58,11 @@
 #define RECENT_STEPS 32    /* steps remembered per field */
 #define MAX_INCOMING 65536 /* largest message we accept */
 #define POOL_CACHE_CAP ((size_t)1 << 30)
+/* ZMTP heartbeats: a server that vanished without a TCP reset (a dead
+ * host) is noticed within seconds, so sends block and time out instead of
+ * queueing towards nobody. */
+#define HEARTBEAT_IVL_MS 2000
+#define HEARTBEAT_TIMEOUT_MS 10000
 
 /* ------------------------------------------------------------ errors */
 
@@ -1108,6 +1113,8 @@ surge_client_open(surge_client **out, const surge_client_options *o)
         set_sockopt_int(c, ZMQ_RCVHWM, 64) != 0 ||
         set_sockopt_int(c, ZMQ_SNDTIMEO, o->timeout_ms) != 0 ||
         set_sockopt_int(c, ZMQ_RCVTIMEO, o->timeout_ms) != 0 ||
+        set_sockopt_int(c, ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS) != 0 ||
+        set_sockopt_int(c, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS) != 0 ||
         zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
         zmq_setsockopt(c->sock, ZMQ_ROUTING_ID, id, sizeof id) != 0) {
         rc = open_fail(SURGE_EINTERNAL, "cannot set ZeroMQ options: %s",
