@@ -565,9 +565,9 @@ run_ended(struct launch *L, struct run *r, const surge_job_status *st,
         control(L, SURGE_CTL_SIM_RETRY, r->sim, NULL, 0);
         r->attempt++;
         r->state = RUN_QUEUED;
-        SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "sim %lld: retry %lld of %lld",
-                  (long long)r->sim, (long long)r->attempt,
-                  (long long)L->s->retries);
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                  "sim %lld: retrying, attempt %lld of %lld", (long long)r->sim,
+                  (long long)r->attempt, (long long)L->s->retries + 1);
     } else {
         r->state = RUN_FAILED;
         SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,

@@ -18,6 +18,13 @@ deploy_libsurge_deploy_la_LIBADD = common/libsurge_common.la \
 	$(JANSSON_LIBS) $(GSL_LIBS) $(ZMQ_LIBS)
 
 # Integration tests of the launcher (real mpirun, real server).
-TESTS += tests/integration/e2e_study.sh
-EXTRA_DIST += tests/integration/e2e_study.sh docs/configuration.md \
+TESTS += tests/integration/e2e_study.sh \
+	tests/integration/launch_faults.sh \
+	tests/integration/launch_interrupt.sh \
+	tests/integration/launch_server_restart.sh
+EXTRA_DIST += tests/integration/e2e_study.sh \
+	tests/integration/launch_faults.sh \
+	tests/integration/launch_interrupt.sh \
+	tests/integration/launch_server_restart.sh \
+	docs/configuration.md \
 	solvers/heat2d/study.json

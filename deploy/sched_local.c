@@ -364,10 +364,15 @@ reap(struct local_job *j, int wstatus)
         j->exit_code = -1;
         j->signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
     }
-    /* The leader is gone; whatever it left in its session goes too. */
+    /* The leader is gone; whatever it left in its session goes too, and
+     * the job counts as ended only once they are gone (bounded wait: a
+     * SIGKILLed process disappears as soon as the kernel tears it down). */
     if (surge_kill_session(j->pid, SIGKILL) > 0) {
         SURGE_LOG(SURGE_LOG_DEBUG, "launch",
                   "killed processes left behind in session %d", (int)j->pid);
+        for (int i = 0; i < 200 && surge_session_alive(j->pid) > 0; i++) {
+            surge_deploy_sleep(0.01);
+        }
     }
 }
 

@@ -69,7 +69,11 @@ record_exit(surge_server_proc *sp, int wstatus)
         sp->signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
     }
     /* Anything the server left in its session goes with it. */
-    surge_kill_session(sp->pid, SIGKILL);
+    if (surge_kill_session(sp->pid, SIGKILL) > 0) {
+        for (int i = 0; i < 200 && surge_session_alive(sp->pid) > 0; i++) {
+            surge_deploy_sleep(0.01);
+        }
+    }
     sp->pid = 0;
 }
 
