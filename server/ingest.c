@@ -33,7 +33,10 @@
 #define COMPONENT "server"
 #define MAX_RID 255
 #define REJECTED_CAP 4096 /* peers remembered as already told "hello" */
-#define LOG_BURST 5       /* lines per reason before rate limiting */
+#define MAX_SLICES                                                             \
+    (1u << 20)      /* ranks x fields of one simulation: bounds                \
+                       the per-sim tables a hello allocates */
+#define LOG_BURST 5 /* lines per reason before rate limiting */
 #define LOG_PERIOD_NS (UINT64_C(10) * 1000000000u)
 
 enum sim_state {
@@ -516,7 +519,7 @@ sim_drop_partials(surge_ingest *ing, struct sim *s, enum surge_step_drop why)
 static void
 sim_end_sessions(surge_ingest *ing, struct sim *s)
 {
-    if (!s->declared) {
+    if (!s->declared || s->peers == NULL) {
         return;
     }
     for (uint32_t r = 0; r < s->nranks; r++) {
@@ -524,6 +527,26 @@ sim_end_sessions(surge_ingest *ing, struct sim *s)
             peer_remove(ing, s->peers[r]);
         }
     }
+}
+
+/* A simulation that ended keeps what its pending samples and a retry
+ * need (parameters, fields, the assembled steps) and frees its per-rank
+ * tables, which may be large (ranks x fields). */
+static void
+sim_release_ranks(struct sim *s)
+{
+    free(s->slice_off);
+    free(s->slice_cnt);
+    free(s->covered);
+    free(s->joined);
+    free(s->said_bye);
+    free(s->accepted);
+    free(s->peers);
+    s->slice_off = s->slice_cnt = s->covered = NULL;
+    s->joined = s->said_bye = NULL;
+    s->accepted = NULL;
+    s->peers = NULL;
+    surge_u64map_fini(&s->dropped);
 }
 
 /* ------------------------------------------------------------ samples */
@@ -848,6 +871,13 @@ handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
                    m->rank, m->nranks, m->nfields, m->nparams);
         goto rejected;
     }
+    if ((uint64_t)m->nranks * m->nfields > MAX_SLICES) {
+        set_reject(reply, SURGE_ELIMIT,
+                   "%u ranks x %u fields is more than the %u slices per "
+                   "sample this server assembles",
+                   m->nranks, m->nfields, MAX_SLICES);
+        goto rejected;
+    }
     struct peer *p = peer_find(ing, rid, rid_len, h);
     if (p != NULL) {
         set_reject(reply, SURGE_EDUPLICATE,
@@ -1170,8 +1200,7 @@ handle_bye(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
         s->state = SIM_FINISHED;
         c->sims.finished++;
         sim_drop_partials(ing, s, SURGE_TDROP_SIM_FINISHED);
-        s->dropped.len = 0;
-        surge_u64map_fini(&s->dropped);
+        sim_release_ranks(s);
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "sim %" PRId64 ": finished",
                   s->id);
     }
@@ -1187,6 +1216,7 @@ sim_fail(surge_ingest *ing, struct sim *s, enum sim_state state,
     s->state = state;
     sim_drop_partials(ing, s, why);
     sim_end_sessions(ing, s);
+    sim_release_ranks(s);
 }
 
 static int

@@ -325,6 +325,8 @@ full_store_keeps_samples_pending(void **state)
 {
     struct fixture *f = *state;
     const surge_counters *c = surge_ingest_counters(f->ing);
+    float in2[2 * NIN], out2[2 * NOUT];
+    int64_t steps2[2];
     join_both(f, 2);
     send_step(f, 2, 0, 7);
     send_step(f, 2, 1, 7);
@@ -349,10 +351,29 @@ full_store_keeps_samples_pending(void **state)
         surge_store_get_batch(f->train, 1, in, out, NULL, &step, 0), 1);
     assert_int_equal(step, 2);
     check_sample(in, out, 2);
-    /* Stop with a sample pending: counted as dropped at stop. */
-    send_step(f, 2, 3, 7);
-    send_step(f, 2, 4, 7);
-    send_step(f, 2, 5, 7);
+    /* The sim ends while its last sample waits for room: the sample still
+     * goes in whole once there is room. */
+    send_step(f, 2, 6, 7);
+    send_step(f, 2, 7, 7);
+    send_step(f, 2, 8, 7);
+    assert_true(surge_ingest_has_pending(f->ing));
+    assert_int_equal(say_bye(f->ing, "s2r0", 2, 0, 6), SURGE_MSG_BYE_ACK);
+    assert_int_equal(say_bye(f->ing, "s2r1", 2, 1, 12), SURGE_MSG_BYE_ACK);
+    assert_int_equal(surge_ingest_active_sims(f->ing), 0);
+    assert_false(surge_ingest_all_done(f->ing)); /* a sample is pending */
+    assert_int_equal(
+        surge_store_get_batch(f->train, 2, in2, out2, NULL, steps2, 0), 2);
+    assert_int_equal(surge_ingest_flush(f->ing), 0);
+    assert_true(surge_ingest_all_done(f->ing));
+    assert_int_equal(
+        surge_store_get_batch(f->train, 1, in, out, NULL, &step, 0), 1);
+    assert_int_equal(step, 8);
+    check_sample(in, out, 8);
+    /* A new sim; stop with a sample pending: counted as dropped at stop. */
+    join_both(f, 3);
+    send_step(f, 3, 3, 7);
+    send_step(f, 3, 4, 7);
+    send_step(f, 3, 5, 7);
     assert_true(surge_ingest_has_pending(f->ing));
     surge_ingest_stop(f->ing);
     assert_int_equal(c->samples.dropped[SURGE_PDROP_SERVER_STOP], 1);

@@ -97,6 +97,13 @@ hello_rank_out_of_range(void **state)
     assert_int_equal(say_hello(f->ing, "a", "secret", 3, 2, 2, P, 2, U0, 1),
                      SURGE_MSG_REJECT);
     assert_non_null(strstr(treply.u.reject.reason, "rank 2 of 2"));
+    /* Ranks x fields is bounded before the tables are allocated. */
+    const struct tfield many[64] = {{"u", 8, 0, 0}};
+    assert_int_equal(
+        say_hello(f->ing, "a", "secret", 3, 0, 65536, P, 2, many, 64),
+        SURGE_MSG_REJECT);
+    assert_int_equal(treply.u.reject.code, SURGE_ELIMIT);
+    assert_non_null(strstr(treply.u.reject.reason, "65536 ranks x 64"));
 }
 
 static void
