@@ -59,6 +59,7 @@
 #include "deploy/scheduler.h"
 #include "deploy/server_proc.h"
 #include "deploy/study.h"
+#include "deploy/study_config.h"
 #include "deploy/util.h"
 
 #define COMPONENT "launch"
@@ -1055,6 +1056,11 @@ prepare(struct launch *L, const char *outdir_override)
     rc = surge_deploy_mkdir_p(runs);
     if (rc != 0) {
         fprintf(stderr, "surge launch: %s: %s\n", runs, strerror(-rc));
+        return 2;
+    }
+    rc = surge_study_check_components(s, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "surge launch: %s\n", err);
         return 2;
     }
     rc = surge_sampler_generate(s, &L->x, &L->nruns, err, sizeof err);

@@ -6,6 +6,7 @@ noinst_LTLIBRARIES += deploy/libsurge_deploy.la
 deploy_libsurge_deploy_la_SOURCES = \
 	deploy/util.h deploy/util.c \
 	deploy/study.h deploy/study.c \
+	deploy/study_config.h deploy/study_config.c \
 	deploy/sampler.h deploy/sampler.c \
 	deploy/control.h deploy/control.c \
 	deploy/scheduler.h deploy/sched_local.c \
@@ -14,7 +15,8 @@ deploy_libsurge_deploy_la_SOURCES = \
 	deploy/launch.h deploy/launch.c
 deploy_libsurge_deploy_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(GSL_CFLAGS) $(ZMQ_CFLAGS)
-deploy_libsurge_deploy_la_LIBADD = common/libsurge_common.la \
+deploy_libsurge_deploy_la_LIBADD = reservoir/libsurge_reservoir.la \
+	trainer/libsurge_trainer.la common/libsurge_common.la \
 	$(JANSSON_LIBS) $(GSL_LIBS) $(ZMQ_LIBS)
 
 # Integration tests of the launcher (real mpirun, real server).

@@ -176,8 +176,6 @@ static const struct key keys[] = {
      NULL},
     {"reservoir.prioritized.epsilon", T_NUM, O(res_prio_epsilon), 0, "1e-06", 0,
      0, NOMAX | F_MIN_EXCL, NULL},
-    {"reservoir.huge_pages", T_BOOL, O(res_huge_pages), 0, "true", 0, 0, 0,
-     NULL},
     /* trainer (trainer/trainer.h names and defaults), then the loop */
     {"trainer.enabled", T_BOOL, O(tr_enabled), 0, "false", 0, 0, 0, NULL},
     {"trainer.layers", T_INTV, O(tr_layers), O(tr_nlayers), "[256, 256, 256]",

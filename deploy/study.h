@@ -130,7 +130,6 @@ typedef struct surge_study {
     double res_prio_alpha;
     double res_prio_beta;
     double res_prio_epsilon;
-    int res_huge_pages;
 
     /* trainer: the keys of trainer/trainer.h's surge_trainer_config (same
      * names, flat), then the server's training-loop keys. Enum values are

@@ -7,8 +7,11 @@ DEPLOY_UNIT_TESTS = \
 check_PROGRAMS += $(DEPLOY_UNIT_TESTS)
 TESTS += $(DEPLOY_UNIT_TESTS)
 DEPLOY_UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
-DEPLOY_UNIT_LDADD = deploy/libsurge_deploy.la common/libsurge_common.la \
-	$(JANSSON_LIBS) $(GSL_LIBS) $(ZMQ_LIBS) $(MSGPACK_LIBS) $(CMOCKA_LIBS) -lm
+DEPLOY_UNIT_LDADD = deploy/libsurge_deploy.la \
+	reservoir/libsurge_reservoir.la trainer/libsurge_trainer.la \
+	common/libsurge_common.la \
+	$(JANSSON_LIBS) $(GSL_LIBS) $(ZMQ_LIBS) $(MSGPACK_LIBS) $(BLAS_LIBS) \
+	$(PTHREAD_LIBS) $(CMOCKA_LIBS) -lm
 tests_unit_deploy_test_study_SOURCES = tests/unit/deploy/test_study.c
 tests_unit_deploy_test_study_CFLAGS = $(DEPLOY_UNIT_CFLAGS) \
 	-DSURGE_TOP_SRCDIR='"$(abs_top_srcdir)"'
