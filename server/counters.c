@@ -15,8 +15,8 @@ static const char *const msg_drop_names[SURGE_MDROP__COUNT] = {
     "bad_slice"};
 
 static const char *const slice_drop_names[SURGE_SDROP__COUNT] = {
-    "message_dropped", "duplicate",    "step_assembled",
-    "sim_inactive",    "step_dropped", "assembly_memory"};
+    "message_dropped", "duplicate", "step_assembled", "step_dropped",
+    "assembly_memory"};
 
 static const char *const step_drop_names[SURGE_TDROP__COUNT] = {
     "assembly_memory", "sim_failed",  "sim_retry",

@@ -48,7 +48,6 @@ enum surge_slice_drop {
     SURGE_SDROP_MESSAGE_DROPPED, /* its message was dropped whole */
     SURGE_SDROP_DUPLICATE,       /* this slice of this step already came */
     SURGE_SDROP_STEP_ASSEMBLED,  /* the step was assembled already (retry) */
-    SURGE_SDROP_SIM_INACTIVE,    /* the sim failed, timed out or finished */
     SURGE_SDROP_STEP_DROPPED,    /* the step's partial sample was dropped */
     SURGE_SDROP_ASSEMBLY_MEMORY, /* no assembly memory could be freed */
     SURGE_SDROP__COUNT
