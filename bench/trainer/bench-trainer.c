@@ -8,7 +8,9 @@
  *   bound   : the 11 cblas_sgemm calls of one training step, same shapes
  *             and transposes, timed alone (forward 4, dW 4, dX 3): the
  *             matrix-product bound of a step;
- *   surge   : surge_trainer_step on the same model;
+ *   surge   : surge_trainer_step on the same model, its steps alternating
+ *             with the bound's so that both see the same (shared, noisy)
+ *             machine;
  *   adam    : the fused Adam pass alone (part of surge's step);
  *   torch   : the same model in Debian's PyTorch (bench_torch.py), as a
  *             user runs it, and with glibc kept from trimming memory
@@ -80,64 +82,78 @@ step_flops(void)
     return f;
 }
 
-/* The matrix-product bound: the step's sgemm calls alone. */
-static double
-bench_sgemm(int threads, int steps)
+/* The matrix-product bound: the step's sgemm calls alone, on buffers of
+ * their own (same shapes and transposes as the trainer's). */
+struct bound {
+    float *a, *d, *o, *wt, *g;
+    size_t act_bytes, w_bytes;
+};
+
+static void
+bound_init(struct bound *b)
 {
-    int w[5] = {NIN, hidden[0], hidden[1], hidden[2], NOUT};
-    size_t maxw = NOUT;
-    float *a = surge_huge_alloc((size_t)B * maxw * sizeof(float));
-    float *d = surge_huge_alloc((size_t)B * maxw * sizeof(float));
-    float *o = surge_huge_alloc((size_t)B * maxw * sizeof(float));
-    float *wt = surge_huge_alloc(maxw * 1024 * sizeof(float));
-    float *g = surge_huge_alloc(maxw * 1024 * sizeof(float));
-    double t[MAX_STEPS];
-    if (a == NULL || d == NULL || o == NULL || wt == NULL || g == NULL) {
+    b->act_bytes = (size_t)B * NOUT * sizeof(float);
+    b->w_bytes = (size_t)NOUT * 1024 * sizeof(float);
+    b->a = surge_huge_alloc(b->act_bytes);
+    b->d = surge_huge_alloc(b->act_bytes);
+    b->o = surge_huge_alloc(b->act_bytes);
+    b->wt = surge_huge_alloc(b->w_bytes);
+    b->g = surge_huge_alloc(b->w_bytes);
+    if (b->a == NULL || b->d == NULL || b->o == NULL || b->wt == NULL ||
+        b->g == NULL) {
         fprintf(stderr, "bench-trainer: out of memory\n");
         exit(1);
     }
-    for (size_t i = 0; i < B * maxw; i++) {
-        a[i] = d[i] = 0.001f * (float)(i % 1000);
+    for (size_t i = 0; i < (size_t)B * NOUT; i++) {
+        b->a[i] = b->d[i] = 0.001f * (float)(i % 1000);
     }
-    for (size_t i = 0; i < maxw * 1024; i++) {
-        wt[i] = 0.001f * (float)(i % 997);
+    for (size_t i = 0; i < (size_t)NOUT * 1024; i++) {
+        b->wt[i] = 0.001f * (float)(i % 997);
     }
-    openblas_set_num_threads(threads);
-    for (int s = 0; s < WARMUP + steps; s++) {
-        double t0 = now_s();
-        for (int k = 0; k < 4; k++) { /* forward: (B,in) x (out,in)^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, w[k + 1],
-                        w[k], 1.0f, a, w[k], wt, w[k], 0.0f, o, w[k + 1]);
-        }
-        for (int k = 3; k >= 0; k--) {
-            /* dW (out,in) = dz^T x in */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w[k + 1], w[k],
-                        B, 1.0f, d, w[k + 1], a, w[k], 0.0f, g, w[k]);
-            if (k > 0) { /* dX (B,in) = dz x W */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, w[k],
-                            w[k + 1], 1.0f, d, w[k + 1], wt, w[k], 0.0f, o,
-                            w[k]);
-            }
-        }
-        if (s >= WARMUP) {
-            t[s - WARMUP] = now_s() - t0;
+}
+
+static void
+bound_fini(struct bound *b)
+{
+    surge_huge_free(b->a, b->act_bytes);
+    surge_huge_free(b->d, b->act_bytes);
+    surge_huge_free(b->o, b->act_bytes);
+    surge_huge_free(b->wt, b->w_bytes);
+    surge_huge_free(b->g, b->w_bytes);
+}
+
+static double
+bound_step(struct bound *b)
+{
+    int w[5] = {NIN, hidden[0], hidden[1], hidden[2], NOUT};
+    double t0 = now_s();
+    for (int k = 0; k < 4; k++) { /* forward: (B,in) x (out,in)^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, w[k + 1], w[k],
+                    1.0f, b->a, w[k], b->wt, w[k], 0.0f, b->o, w[k + 1]);
+    }
+    for (int k = 3; k >= 0; k--) {
+        /* dW (out,in) = dz^T x in */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w[k + 1], w[k], B,
+                    1.0f, b->d, w[k + 1], b->a, w[k], 0.0f, b->g, w[k]);
+        if (k > 0) { /* dX (B,in) = dz x W */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, w[k],
+                        w[k + 1], 1.0f, b->d, w[k + 1], b->wt, w[k], 0.0f, b->o,
+                        w[k]);
         }
     }
-    surge_huge_free(a, (size_t)B * maxw * sizeof(float));
-    surge_huge_free(d, (size_t)B * maxw * sizeof(float));
-    surge_huge_free(o, (size_t)B * maxw * sizeof(float));
-    surge_huge_free(wt, maxw * 1024 * sizeof(float));
-    surge_huge_free(g, maxw * 1024 * sizeof(float));
-    return median(t, steps);
+    return now_s() - t0;
 }
 
 struct surge_result {
+    double bound_s;  /* median of the sgemm calls alone */
     double step_s;   /* median step */
     double adam_s;   /* median of the Adam pass alone */
     double loss0;    /* first loss */
     double loss_end; /* last loss */
 };
 
+/* Bound and surge steps alternate, so both see the same machine (it is
+ * shared and noisy: PERF-NOTES). */
 static void
 bench_surge(int threads, int steps, const float *x, const float *y,
             struct surge_result *r)
@@ -149,7 +165,7 @@ bench_surge(int threads, int steps, const float *x, const float *y,
     c.n_layers = 3;
     memcpy(c.layers, hidden, sizeof hidden);
     c.batch_size = B;
-    c.threads = threads;
+    c.threads = threads; /* sets OpenBLAS's threads for the bound too */
     c.out_norm_samples = NDATA;
     surge_trainer *t = NULL;
     char err[256];
@@ -157,11 +173,14 @@ bench_surge(int threads, int steps, const float *x, const float *y,
         fprintf(stderr, "bench-trainer: %s\n", err);
         exit(1);
     }
+    struct bound bd;
+    bound_init(&bd);
     (void)surge_trainer_observe_outputs(t, y, NDATA);
-    double ts[MAX_STEPS];
+    double ts[MAX_STEPS], tb[MAX_STEPS];
     struct surge_trainer_step_info info;
     for (int s = 0; s < WARMUP + steps; s++) {
         int off = (s * B) % NDATA;
+        double dtb = bound_step(&bd);
         double t0 = now_s();
         int rc =
             surge_trainer_step(t, x + (size_t)off * NIN, y + (size_t)off * NOUT,
@@ -176,10 +195,13 @@ bench_surge(int threads, int steps, const float *x, const float *y,
         }
         if (s >= WARMUP) {
             ts[s - WARMUP] = dt;
+            tb[s - WARMUP] = dtb;
         }
     }
     r->step_s = median(ts, steps);
+    r->bound_s = median(tb, steps);
     r->loss_end = info.loss;
+    bound_fini(&bd);
     surge_trainer_destroy(&t);
 
     /* The Adam pass alone, over the same number of parameters. */
@@ -318,9 +340,9 @@ main(int argc, char **argv)
     double res[2][6]; /* bound, surge, adam, torch, torch tuned, (unused) */
     for (int k = 0; k < nthreads; k++) {
         int th = threads[k];
-        struct surge_result sr;
-        res[k][0] = bench_sgemm(th, steps);
+        struct surge_result sr = {0};
         bench_surge(th, steps, x, y, &sr);
+        res[k][0] = sr.bound_s;
         res[k][1] = sr.step_s;
         res[k][2] = sr.adam_s;
         res[k][3] = torch ? bench_torch(python, script, th, 0, steps) : NAN;
