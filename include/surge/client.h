@@ -93,11 +93,13 @@ typedef struct surge_client_options {
  * and size from OMPI_COMM_WORLD_RANK/SIZE, PMIX_RANK or SLURM_PROCID/NTASKS
  * when set (the first of these launchers found wins; PMIX_RANK gives no
  * size, so set nranks yourself then, e.g. surge_client_options_set_comm).
- * Parsing is strict: no trailing junk, no overflow, values in range. The params
- * array it points to is owned by the library (static per thread) and valid
- * until the next call from this thread. Returns 0, or SURGE_ECONFIG when an
- * environment variable is malformed (the variable is then named by
- * surge_client_options_error()). */
+ * Parsing is strict: no trailing junk, no overflow, values in range.
+ * Defaults without environment: no endpoint, token "", sim 0, rank 0 of
+ * 1, no params. The endpoint, token and params it points to are copies
+ * owned by the library (static per thread), valid until the next call from
+ * this thread. Returns 0, or SURGE_ECONFIG when an environment variable is
+ * malformed (the variable is then named by surge_client_options_error()).
+ */
 SURGE_API int surge_client_options_init(surge_client_options *opts);
 
 /* surge_client_options_error - the detail of the last options_init failure
