@@ -55,3 +55,5 @@ MONITOR_TESTS = \
 	tests/integration/monitor_dashboard.sh
 TESTS += $(MONITOR_TESTS)
 EXTRA_DIST += $(MONITOR_TESTS) tests/integration/monitor_common.sh
+CLEANFILES += tests/integration/artifacts/dashboard.png \
+	tests/integration/artifacts/dashboard-feed.png
