@@ -173,6 +173,46 @@ write_rows(char *path, size_t len, const uint32_t *rows, size_t n)
     return (w >= 0 && (size_t)w == want) ? 0 : -EIO;
 }
 
+/* K batches of B through get_batch; their slots into rows (K, B).
+ * Returns seconds, or -1 on an error. */
+static double
+gather_reservoir(surge_reservoir *r, uint32_t *rows, size_t K, size_t B,
+                 float *in, float *out, surge_batch_info *info)
+{
+    double t0 = seconds();
+    for (size_t k = 0; k < K; k++) {
+        long n = surge_reservoir_get_batch(r, B, in, out, info, 0);
+        if (n != (long)B) {
+            fprintf(stderr, "bench-reservoir: get_batch: %ld\n", n);
+            return -1.0;
+        }
+        for (size_t i = 0; i < B; i++) {
+            rows[k * B + i] = info[i].slot;
+        }
+    }
+    return seconds() - t0;
+}
+
+/* The bare limit: the same rows from the same pool into the same arrays,
+ * one memcpy per part of each row, nothing else. Returns seconds. */
+static double
+gather_memcpy(const uint8_t *pool, size_t slot_bytes, const uint32_t *rows,
+              size_t K, size_t B, float *in, size_t in_bytes, float *out,
+              size_t out_bytes)
+{
+    uint8_t *in8 = (uint8_t *)in, *out8 = (uint8_t *)out;
+    double t0 = seconds();
+    for (size_t k = 0; k < K; k++) {
+        const uint32_t *rk = rows + k * B;
+        for (size_t i = 0; i < B; i++) {
+            const uint8_t *src = pool + (size_t)rk[i] * slot_bytes;
+            memcpy(in8 + i * in_bytes, src, in_bytes);
+            memcpy(out8 + i * out_bytes, src + in_bytes, out_bytes);
+        }
+    }
+    return seconds() - t0;
+}
+
 /* Gather figures for one sample size: fills res[NBATCH]. */
 static int
 bench_size(size_t sample_bytes, size_t pool_bytes, int reps, struct py *py,
@@ -266,33 +306,23 @@ bench_size(size_t sample_bytes, size_t pool_bytes, int reps, struct py *py,
         /* One warm-up repetition (not counted), then reps, each one
          * reservoir, memcpy, NumPy in turn. */
         for (int rep = -1; rep < reps; rep++) {
-            t0 = seconds();
-            for (size_t k = 0; k < K; k++) {
-                long n = surge_reservoir_get_batch(r, B, in, out, info, 0);
-                if (n != (long)B) {
-                    fprintf(stderr, "bench-reservoir: get_batch: %ld\n", n);
-                    rc = -EIO;
-                    goto out;
-                }
-                for (size_t i = 0; i < B; i++) {
-                    rows[k * B + i] = info[i].slot;
-                }
+            /* Alternate which C variant goes first (odd repetitions copy
+             * the previous repetition's rows first), so neither always
+             * pays for following the other. */
+            double t_res, t_cpy;
+            if (rep % 2 != 0 && rep > 0) {
+                t_cpy = gather_memcpy(pool, slot_bytes, rows, K, B, in,
+                                      in_bytes, out, out_bytes);
+                t_res = gather_reservoir(r, rows, K, B, in, out, info);
+            } else {
+                t_res = gather_reservoir(r, rows, K, B, in, out, info);
+                t_cpy = gather_memcpy(pool, slot_bytes, rows, K, B, in,
+                                      in_bytes, out, out_bytes);
             }
-            double t_res = seconds() - t0;
-
-            /* The bare limit: the same rows, the same pool, the same
-             * destination arrays, nothing else. */
-            uint8_t *in8 = (uint8_t *)in, *out8 = (uint8_t *)out;
-            t0 = seconds();
-            for (size_t k = 0; k < K; k++) {
-                const uint32_t *rk = rows + k * B;
-                for (size_t i = 0; i < B; i++) {
-                    const uint8_t *src = pool + (size_t)rk[i] * slot_bytes;
-                    memcpy(in8 + i * in_bytes, src, in_bytes);
-                    memcpy(out8 + i * out_bytes, src + in_bytes, out_bytes);
-                }
+            if (t_res < 0) {
+                rc = -EIO;
+                goto out;
             }
-            double t_cpy = seconds() - t0;
             if (rep < 0) {
                 /* The warm-up's rows become NumPy's rows. */
                 have_np = py->pid > 0 &&
