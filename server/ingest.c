@@ -70,7 +70,10 @@ struct sim {
     uint64_t *covered;   /* (nfields) elements claimed by joined ranks */
     uint8_t *joined;     /* (nranks) */
     uint8_t *said_bye;   /* (nranks) */
-    uint64_t *accepted;  /* (nranks) slices accepted this attempt */
+    uint64_t *accepted;  /* (nranks) slices of this attempt that are safe:
+                            copied, or refused because their step was
+                            assembled before (a retry resending it);
+                            what bye_ack reports */
     struct peer **peers; /* (nranks) current session of each rank */
     uint32_t njoined;
     uint32_t nbye;
@@ -1107,7 +1110,10 @@ handle_data(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
         src += it->count * sizeof(float);
         uint64_t step = (uint64_t)it->step;
         if (surge_u64map_get(&s->assembled, step) != NULL) {
+            /* Not lost: the step is in the store already. The rank's bye
+             * count includes it, so its close succeeds after a retry. */
             c->slices.dropped[SURGE_SDROP_STEP_ASSEMBLED]++;
+            s->accepted[p->rank]++;
             continue;
         }
         if (surge_u64map_get(&s->dropped, step) != NULL) {

@@ -384,6 +384,10 @@ retry_refuses_assembled_steps(void **state)
     }
     assert_int_equal(c->slices.dropped[SURGE_SDROP_STEP_ASSEMBLED], 2);
     assert_int_equal(c->steps.assembled, 2); /* step 0 once, step 1 once */
+    /* The refused repeats are not lost: bye_ack counts them, so the
+     * retried client's close succeeds. */
+    assert_int_equal(say_bye(f->ing, "a2", 5, 0, 2), SURGE_MSG_BYE_ACK);
+    assert_int_equal(treply.u.bye_ack.slices, 2);
     assert_int_equal(c->sims.retried, 1);
     assert_int_equal(c->sims.failed, 1);
 }
