@@ -24,6 +24,7 @@
 
 #include "common/util.h"
 #include "deploy/scheduler_slurm.h"
+#include "deploy/study.h"
 #include "surge/error.h"
 
 static double
@@ -319,6 +320,69 @@ test_job_script(void **unused)
     rmdir(dir);
 }
 
+static void
+strv_equal(const surge_strv *v, const char *const *want)
+{
+    size_t n = 0;
+    while (want[n] != NULL) {
+        n++;
+    }
+    assert_int_equal(v->n, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(v->v[i], want[i]);
+    }
+    assert_null(v->v[n]);
+}
+
+/* Inside an allocation (SLURM_JOB_ID set) create() needs no Slurm: runs
+ * become srun steps and the server stays a plain child process. */
+static void
+test_wrap_inside_allocation(void **unused)
+{
+    const char *text =
+        "{\"study\": {\"name\": \"w\"},"
+        " \"parameters\": [{\"name\": \"a\", \"min\": 0, \"max\": 1}],"
+        " \"sampler\": {\"runs\": 2},"
+        " \"solver\": {\"command\": \"heat --x {a}\", \"ranks\": 3},"
+        " \"scheduler\": {\"kind\": \"slurm\","
+        "   \"slurm\": {\"mpi\": \"pmix_v4\"}}}";
+    surge_study *s = NULL;
+    char err[256];
+    assert_int_equal(
+        surge_study_parse(&s, text, "<test>", "/tmp", err, sizeof err), 0);
+    assert_int_equal(setenv("SLURM_JOB_ID", "4242", 1), 0);
+    const surge_scheduler_ops *ops = &surge_sched_slurm_ops;
+    void *st = NULL;
+    assert_int_equal(ops->create(&st, s, err, sizeof err), 0);
+    unsetenv("SLURM_JOB_ID");
+    assert_non_null(st);
+
+    char *solver[] = {"heat", "--x", "0.5", NULL};
+    surge_strv out = {NULL, 0};
+    assert_int_equal(ops->wrap(st, solver, 3, &out), 0);
+    const char *want[] = {"srun",
+                          "--mpi=pmix_v4",
+                          "--ntasks=3",
+                          "--kill-on-bad-exit=1",
+                          "--job-name=w-steps",
+                          "heat",
+                          "--x",
+                          "0.5",
+                          NULL};
+    strv_equal(&out, want);
+
+    char *server[] = {"/bin/surge", "serve", "--output-dir", "/o", NULL};
+    assert_int_equal(surge_slurm_wrap_server(st, server, &out), 0);
+    const char *want_server[] = {"/bin/surge", "serve", "--output-dir", "/o",
+                                 NULL};
+    strv_equal(&out, want_server);
+    surge_strv_free(&out);
+
+    ops->destroy(&st);
+    assert_null(st);
+    surge_study_destroy(&s);
+}
+
 int
 main(void)
 {
@@ -332,6 +396,7 @@ main(void)
         cmocka_unit_test(test_state_class),
         cmocka_unit_test(test_shell_quote),
         cmocka_unit_test(test_job_script),
+        cmocka_unit_test(test_wrap_inside_allocation),
     };
     return cmocka_run_group_tests_name("scheduler_slurm", tests, NULL, NULL);
 }
