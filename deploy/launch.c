@@ -39,6 +39,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -61,6 +62,7 @@
 #include "deploy/study.h"
 #include "deploy/study_config.h"
 #include "deploy/util.h"
+#include "server/http.h"
 
 #define COMPONENT "launch"
 #define TICK_S 0.05    /* loop period */
@@ -89,6 +91,8 @@ struct run {
     double started;     /* monotonic s, current attempt */
     double last_active; /* monotonic s of the last sign of life */
     long long log_size; /* log bytes seen at last_active */
+    double server_seen; /* monotonic s the server last heard from this
+                           sim (its /api/v1/status), -1: never */
     int timed_out;      /* current attempt killed for silence */
     int server_lost;    /* current attempt cancelled: server died */
     char why[600];      /* last failure, for the summary */
@@ -129,6 +133,13 @@ struct launch {
     double t0;          /* study start, monotonic s */
     double t_runs_done; /* when the last run ended */
     int64_t attempts;   /* jobs started */
+    /* From the server's monitoring endpoint (/api/v1/status), the same
+     * numbers `surge top` and the dashboard show. */
+    int status_ok;        /* the last GET succeeded */
+    int status_has_runs;  /* it lists runs with last_seen_s */
+    double status_rate;   /* rates.samples_in_per_s, -1 unknown */
+    int64_t trainer_step; /* trainer.step, -1 unknown */
+    double trainer_loss;  /* trainer.loss, NAN unknown */
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -501,6 +512,7 @@ submit(struct launch *L, struct run *r)
     r->started = now_s();
     r->last_active = r->started;
     r->log_size = 0;
+    r->server_seen = -1;
     r->timed_out = 0;
     r->server_lost = 0;
     SURGE_LOG(SURGE_LOG_DEBUG, COMPONENT, "sim %lld attempt %lld started",
@@ -618,12 +630,21 @@ check_silence(struct launch *L, bool slices_moved)
         if (r->state != RUN_RUNNING || r->timed_out) {
             continue;
         }
-        log_path(L, r, log, sizeof log);
-        long long size = file_size(log);
-        if (size != r->log_size || slices_moved) {
-            r->log_size = size;
-            r->last_active = now;
-            continue;
+        if (L->status_ok && L->status_has_runs) {
+            /* The server says when it last heard from the simulation:
+             * exactly "sends nothing for its timeout". */
+            r->last_active =
+                r->server_seen > r->started ? r->server_seen : r->started;
+        } else {
+            /* Without the monitoring endpoint: any output in the run's log,
+             * or any slice arriving at all, counts as a sign of life. */
+            log_path(L, r, log, sizeof log);
+            long long size = file_size(log);
+            if (size != r->log_size || slices_moved) {
+                r->log_size = size;
+                r->last_active = now;
+                continue;
+            }
         }
         if (now - r->last_active > L->s->timeout_s) {
             SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
@@ -651,6 +672,7 @@ restart_server(struct launch *L, const char *why)
     if (L->pong.valid) {
         L->lost_assembled += L->pong.assembled;
     }
+    L->status_ok = 0;
     memset(&L->pong, 0, sizeof L->pong);
     memset(&L->pong_prev, 0, sizeof L->pong_prev);
     for (size_t i = 0; i < L->nruns; i++) {
@@ -678,6 +700,73 @@ restart_server(struct launch *L, const char *why)
     SURGE_LOG(SURGE_LOG_WARN, COMPONENT, "server restarted (%d of %lld)",
               L->restarts, (long long)L->s->server_restarts);
     return 0;
+}
+
+static double
+jnum(json_t *o, const char *key, double dflt)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? json_number_value(v) : dflt;
+}
+
+/* GET /api/v1/status from the server's monitoring endpoint: ingest rate,
+ * trainer progress, and when each simulation was last heard from (for the
+ * silence timeout). Bounded by server.ping_timeout_s; a failure only means
+ * the older numbers stay. */
+static void
+fetch_status(struct launch *L)
+{
+    char url[SURGE_SERVER_PROC_MAX_ENDPOINT + 32];
+    struct surge_http_response resp;
+    if (L->server.http[0] == '\0') {
+        L->status_ok = 0;
+        return;
+    }
+    snprintf(url, sizeof url, "%s/api/v1/status", L->server.http);
+    memset(&resp, 0, sizeof resp);
+    int rc =
+        surge_http_get(url, L->token, (int)(L->s->server_ping_timeout_s * 1000),
+                       STATS_MAX_BYTES, &resp);
+    if (rc != 0 || resp.status != 200) {
+        if (L->status_ok) {
+            SURGE_LOG(SURGE_LOG_DEBUG, COMPONENT, "%s: %s (HTTP %d)", url,
+                      rc != 0 ? surge_strerror(rc) : "not ok", resp.status);
+        }
+        L->status_ok = 0;
+        surge_http_response_fini(&resp);
+        return;
+    }
+    json_error_t jerr;
+    json_t *st = json_loads(resp.body, 0, &jerr);
+    surge_http_response_fini(&resp);
+    if (!json_is_object(st)) {
+        json_decref(st);
+        L->status_ok = 0;
+        return;
+    }
+    double now = now_s();
+    L->status_ok = 1;
+    L->status_rate = jnum(json_object_get(st, "rates"), "samples_in_per_s", -1);
+    json_t *tr = json_object_get(st, "trainer");
+    L->trainer_step = (int64_t)jnum(tr, "step", -1);
+    L->trainer_loss = jnum(tr, "loss", NAN);
+    json_t *runs = json_object_get(st, "runs");
+    L->status_has_runs = json_is_array(runs);
+    size_t i;
+    json_t *o;
+    json_array_foreach(runs, i, o)
+    {
+        double sim = jnum(o, "sim", -1);
+        double seen = jnum(o, "last_seen_s", -1);
+        if (sim < 0 || sim >= (double)L->nruns || seen < 0) {
+            continue;
+        }
+        struct run *r = &L->runs[(size_t)sim];
+        if (r->state == RUN_RUNNING && now - seen > r->server_seen) {
+            r->server_seen = now - seen;
+        }
+    }
+    json_decref(st);
 }
 
 /* PING at the interval; returns whether the slice counter moved. */
@@ -723,6 +812,7 @@ check_server(struct launch *L)
     }
     L->pong_prev = p;
     L->pong_prev_t = now;
+    fetch_status(L);
     return moved;
 }
 
@@ -736,13 +826,29 @@ progress(struct launch *L, bool force)
         return;
     }
     L->next_progress = now + (L->tty ? 0.5 : L->s->progress_interval_s);
-    char line[256];
+    char line[320], eta[32] = "", train[64] = "";
+    int done = count_state(L, RUN_OK), failed = count_state(L, RUN_FAILED);
+    int left = (int)L->nruns - done - failed - count_state(L, RUN_CANCELLED);
+    if (done + failed > 0 && left > 0) {
+        double t = (now - L->t0) / (double)(done + failed) * (double)left;
+        snprintf(eta, sizeof eta, " | ETA %.0fs", t);
+    }
+    if (L->status_ok && L->trainer_step >= 0) {
+        if (isfinite(L->trainer_loss)) {
+            snprintf(train, sizeof train, " | step %" PRId64 " loss %.4g",
+                     L->trainer_step, L->trainer_loss);
+        } else {
+            snprintf(train, sizeof train, " | step %" PRId64, L->trainer_step);
+        }
+    }
+    double rate =
+        L->status_ok && L->status_rate >= 0 ? L->status_rate : L->rate;
     snprintf(line, sizeof line,
              "[%6.1fs] runs: %d done, %d running, %d queued, %d failed | "
-             "samples: %" PRIu64 " (%.1f/s)",
-             now - L->t0, count_state(L, RUN_OK), count_state(L, RUN_RUNNING),
-             count_state(L, RUN_QUEUED), count_state(L, RUN_FAILED),
-             L->pong.assembled + L->lost_assembled, L->rate);
+             "samples: %" PRIu64 " (%.1f/s)%s%s",
+             now - L->t0, done, count_state(L, RUN_RUNNING),
+             count_state(L, RUN_QUEUED), failed,
+             L->pong.assembled + L->lost_assembled, rate, train, eta);
     if (L->tty) {
         fprintf(stderr, "\r\033[K%s", line);
         L->progress_drawn = 1;
@@ -1153,6 +1259,9 @@ surge_launch_main(int argc, char **argv)
     int dry = 0, quiet = 0, status = 0;
     char err[1024];
     memset(&L, 0, sizeof L);
+    L.trainer_step = -1;
+    L.trainer_loss = NAN;
+    L.status_rate = -1;
 
     int rc = parse_args(argc, argv, &study_path, &outdir, &dry, &quiet);
     if (rc != 0) {

@@ -14,7 +14,7 @@ deploy_libsurge_deploy_la_SOURCES = \
 	deploy/server_proc.h deploy/server_proc.c \
 	deploy/launch.h deploy/launch.c
 deploy_libsurge_deploy_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
-	$(GSL_CFLAGS) $(ZMQ_CFLAGS)
+	$(GSL_CFLAGS) $(ZMQ_CFLAGS) $(UV_CFLAGS)
 deploy_libsurge_deploy_la_LIBADD = reservoir/libsurge_reservoir.la \
 	trainer/libsurge_trainer.la common/libsurge_common.la \
 	$(JANSSON_LIBS) $(GSL_LIBS) $(ZMQ_LIBS)

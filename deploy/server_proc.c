@@ -30,7 +30,7 @@ now_s(void)
 
 int
 surge_server_proc_read_endpoint(const char *json_path, char *endpoint,
-                                size_t cap, long *pid)
+                                char *http, size_t cap, long *pid)
 {
     char *text = NULL;
     size_t len = 0;
@@ -52,6 +52,11 @@ surge_server_proc_read_endpoint(const char *json_path, char *endpoint,
         json_string_length(ep) < cap) {
         snprintf(endpoint, cap, "%s", json_string_value(ep));
         *pid = json_is_integer(jp) ? (long)json_integer_value(jp) : -1;
+        json_t *jh = json_object_get(root, "http");
+        http[0] = '\0';
+        if (json_is_string(jh) && json_string_length(jh) < cap) {
+            snprintf(http, cap, "%s", json_string_value(jh));
+        }
         rc = 0;
     }
     json_decref(root);
@@ -209,8 +214,8 @@ surge_server_proc_start(surge_server_proc *sp, char *const *argv,
     double end = sp->started_at + timeout_s;
     for (;;) {
         long jpid = -1;
-        int rc = surge_server_proc_read_endpoint(json_path, sp->endpoint,
-                                                 sizeof sp->endpoint, &jpid);
+        int rc = surge_server_proc_read_endpoint(
+            json_path, sp->endpoint, sp->http, sizeof sp->endpoint, &jpid);
         if (rc == 0 && (jpid < 0 || jpid == (long)pid)) {
             return 0;
         }

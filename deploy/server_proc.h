@@ -24,6 +24,8 @@
 typedef struct surge_server_proc {
     pid_t pid; /* child (session leader); 0: not running */
     char endpoint[SURGE_SERVER_PROC_MAX_ENDPOINT]; /* from server.json */
+    char http[SURGE_SERVER_PROC_MAX_ENDPOINT];     /* monitoring URL from
+                                                      server.json, "" if none */
     int exit_code;     /* once exited: status, -1 if signaled */
     int signal;        /* once exited: signal that ended it */
     double started_at; /* monotonic seconds */
@@ -55,10 +57,11 @@ int surge_server_proc_wait(surge_server_proc *sp, double wait_s,
                            double grace_s);
 
 /* surge_server_proc_read_endpoint - parse a server.json ({"endpoint": str,
- * "pid": int}) into endpoint (cap bytes) and *pid. 0, -ENOENT (no file
- * yet), SURGE_EPROTO (not valid: the file is written atomically, so this
- * is a real error). */
+ * "pid": int, "http": str (optional)}) into endpoint and http (cap bytes
+ * each; http "" when absent) and *pid. 0, -ENOENT (no file yet),
+ * SURGE_EPROTO (not valid: the file is written atomically, so this is a
+ * real error). */
 int surge_server_proc_read_endpoint(const char *json_path, char *endpoint,
-                                    size_t cap, long *pid);
+                                    char *http, size_t cap, long *pid);
 
 #endif /* SURGE_DEPLOY_SERVER_PROC_H */
