@@ -724,7 +724,9 @@ test_reservoir_uniform_chi_square(void **state)
 
 /* FIRO draws are uniform too: K = 20 samples that stay (epochs large),
  * 4000 batches of B = 5 distinct samples; chi-square on how often each is
- * drawn, 19 dof, critical value 43.82 at significance 0.001. */
+ * drawn, 19 dof, critical value 43.82 at significance 0.001. (Drawing
+ * without replacement within a batch shrinks the statistic by about
+ * (K - B) / (K - 1), so the test is conservative.) */
 static void
 test_firo_uniform_chi_square(void **state)
 {
