@@ -5,7 +5,8 @@ SERVER_UNIT_TESTS = \
 	tests/unit/server/test_sessions \
 	tests/unit/server/test_assembler \
 	tests/unit/server/test_store \
-	tests/unit/server/test_options
+	tests/unit/server/test_options \
+	tests/unit/server/test_u64map
 check_PROGRAMS += $(SERVER_UNIT_TESTS)
 TESTS += $(SERVER_UNIT_TESTS)
 SERVER_UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
@@ -27,3 +28,6 @@ tests_unit_server_test_store_LDADD = $(SERVER_UNIT_LDADD)
 tests_unit_server_test_options_SOURCES = tests/unit/server/test_options.c
 tests_unit_server_test_options_CFLAGS = $(SERVER_UNIT_CFLAGS)
 tests_unit_server_test_options_LDADD = $(SERVER_UNIT_LDADD)
+tests_unit_server_test_u64map_SOURCES = tests/unit/server/test_u64map.c
+tests_unit_server_test_u64map_CFLAGS = $(SERVER_UNIT_CFLAGS)
+tests_unit_server_test_u64map_LDADD = $(SERVER_UNIT_LDADD)
