@@ -358,6 +358,12 @@ start_server(struct launch *L, char *err, size_t errcap)
             rc = surge_strv_push(&argv, (str));                                \
         }                                                                      \
     } while (0)
+#define PUSH_REAL(flag, v)                                                     \
+    do {                                                                       \
+        snprintf(buf, sizeof buf, "%.17g", (double)(v));                       \
+        PUSH(flag);                                                            \
+        PUSH(buf);                                                             \
+    } while (0)
 #define PUSH_U64(flag, v)                                                      \
     do {                                                                       \
         snprintf(buf, sizeof buf, "%" PRIu64, (uint64_t)(v));                  \
@@ -376,6 +382,28 @@ start_server(struct launch *L, char *err, size_t errcap)
          : s->res_policy == 1 ? "firo"
                               : "reservoir");
     PUSH_U64("--store-bytes", s->res_capacity_bytes);
+    /* Every reservoir option, defaults included, so that the server runs
+     * exactly the effective study (study.resolved.json). */
+    PUSH_U64("--watermark", s->res_watermark);
+    PUSH_U64("--seed", s->res_seed);
+    PUSH_U64("--epochs", s->res_epochs);
+    PUSH_U64("--max-uses", s->res_max_uses);
+    PUSH_REAL("--samples-per-insert", s->res_rate_spi);
+    PUSH_REAL("--rate-min-diff", s->res_rate_min_diff);
+    PUSH_REAL("--rate-max-diff", s->res_rate_max_diff);
+    PUSH("--balance-sims");
+    PUSH(s->res_balance_sims ? "true" : "false");
+    PUSH("--prioritized");
+    PUSH(s->res_prio_enabled ? "true" : "false");
+    PUSH_REAL("--priority-alpha", s->res_prio_alpha);
+    PUSH_REAL("--priority-beta", s->res_prio_beta);
+    PUSH_REAL("--priority-epsilon", s->res_prio_epsilon);
+    if (s->tr_enabled) {
+        /* The server's consumer that trains; the trainer's settings are
+         * in study.resolved.json ("trainer"). */
+        PUSH("--consumer");
+        PUSH("trainer");
+    }
     PUSH_U64("--validation-bytes", s->server_validation_bytes);
     PUSH_U64("--validation-every", s->server_validation_every);
     PUSH_U64("--batch-size", s->tr_batch_size);
@@ -389,6 +417,7 @@ start_server(struct launch *L, char *err, size_t errcap)
     }
 #undef PUSH
 #undef PUSH_U64
+#undef PUSH_REAL
     if (rc != 0) {
         surge_strv_free(&argv);
         return rc;
