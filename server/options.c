@@ -304,6 +304,36 @@ static const struct flag flags[] = {
      "error, warn, info or debug (default info or $SURGE_LOG_LEVEL)"},
 };
 
+/* Print text wrapped at 79 columns, continuation lines indented by
+ * indent spaces; the first line starts at column `col`. */
+static void
+print_wrapped(FILE *out, const char *text, int col, int indent)
+{
+    const char *p = text;
+    while (*p != '\0') {
+        int room = 79 - col;
+        size_t n = strlen(p);
+        if ((int)n > room) {
+            n = (size_t)room;
+            while (n > 0 && p[n] != ' ') {
+                n--;
+            }
+            if (n == 0) {
+                n = strcspn(p, " ");
+            }
+        }
+        fprintf(out, "%.*s\n", (int)n, p);
+        p += n;
+        while (*p == ' ') {
+            p++;
+        }
+        if (*p != '\0') {
+            fprintf(out, "%*s", indent, "");
+            col = indent;
+        }
+    }
+}
+
 void
 surge_server_options_usage(FILE *out)
 {
@@ -316,9 +346,10 @@ surge_server_options_usage(FILE *out)
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         char lhs[64];
         snprintf(lhs, sizeof lhs, "--%s %s", flags[i].name, flags[i].arg);
-        fprintf(out, "  %-28s %s\n", lhs, flags[i].help);
+        fprintf(out, "  %-27s ", lhs);
+        print_wrapped(out, flags[i].help, 30, 30);
     }
-    fprintf(out, "  %-28s %s\n", "--help", "show this text");
+    fprintf(out, "  %-27s %s\n", "--help", "show this text");
     fprintf(out, "\nenvironment: SURGE_TOKEN (study token), SURGE_LOG_LEVEL\n");
 }
 
