@@ -40,6 +40,7 @@
 #include <netinet/in.h>
 
 #include <http_parser.h>
+#include <jansson.h>
 
 #include <surge/error.h>
 
@@ -1466,6 +1467,56 @@ out:
         surge_http_response_fini(resp);
     }
     return rc;
+}
+
+static double
+jget(json_t *root, const char *obj, const char *key)
+{
+    json_t *v = json_object_get(json_object_get(root, obj), key);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+int
+surge_http_get_status(const char *base_url, const char *token, int timeout_ms,
+                      struct surge_status_summary *out)
+{
+    char url[1024];
+    struct surge_http_response r;
+    json_error_t jerr;
+    if (base_url == NULL || out == NULL) {
+        return -EINVAL;
+    }
+    size_t n = strlen(base_url);
+    while (n > 0 && base_url[n - 1] == '/') {
+        n--;
+    }
+    if ((size_t)snprintf(url, sizeof url, "%.*s/api/v1/status", (int)n,
+                         base_url) >= sizeof url) {
+        return SURGE_ECONFIG;
+    }
+    int rc = surge_http_get(url, token, timeout_ms, 16u << 20, &r);
+    if (rc < 0) {
+        return rc;
+    }
+    json_t *root =
+        r.status == 200 ? json_loadb(r.body, r.body_len, 0, &jerr) : NULL;
+    surge_http_response_fini(&r);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return SURGE_EPROTO;
+    }
+    out->samples = jget(root, "ingest", "samples");
+    out->dropped = jget(root, "ingest", "dropped");
+    out->samples_in_per_s = jget(root, "rates", "samples_in_per_s");
+    out->mb_in_per_s = jget(root, "rates", "mb_in_per_s");
+    out->batches_per_s = jget(root, "rates", "batches_per_s");
+    out->samples_trained_per_s = jget(root, "rates", "samples_trained_per_s");
+    out->occupancy = jget(root, "reservoir", "occupancy");
+    out->step = jget(root, "trainer", "step");
+    out->loss = jget(root, "trainer", "loss");
+    out->validation_loss = jget(root, "trainer", "validation_loss");
+    json_decref(root);
+    return 0;
 }
 
 void

@@ -114,6 +114,29 @@ int surge_http_get(const char *url, const char *token, int timeout_ms,
                    size_t max_body, struct surge_http_response *resp);
 void surge_http_response_fini(struct surge_http_response *resp);
 
+/*
+ * surge_http_get_status - GET base_url/api/v1/status (base_url is the
+ * "http" of server.json) and pick out the numbers a progress line shows,
+ * so that `surge launch`, `surge top` and the dashboard print the same
+ * figures. Unknown values are NaN. Same errors as surge_http_get, plus
+ * SURGE_EPROTO when the answer is not a status (other status code, not
+ * JSON). Any thread.
+ */
+struct surge_status_summary {
+    double samples;               /* ingest.samples: assembled */
+    double dropped;               /* ingest.dropped: lost for good */
+    double samples_in_per_s;      /* rates.samples_in_per_s */
+    double mb_in_per_s;           /* rates.mb_in_per_s */
+    double batches_per_s;         /* rates.batches_per_s */
+    double samples_trained_per_s; /* rates.samples_trained_per_s */
+    double occupancy;             /* reservoir.occupancy, 0..1 */
+    double step;                  /* trainer.step */
+    double loss;                  /* trainer.loss */
+    double validation_loss;       /* trainer.validation_loss */
+};
+int surge_http_get_status(const char *base_url, const char *token,
+                          int timeout_ms, struct surge_status_summary *out);
+
 /* The dashboard page, embedded at build time from server/dashboard.html
  * (generated server/dashboard_html.c). */
 extern const unsigned char surge_dashboard_html[];

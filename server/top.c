@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -335,7 +337,8 @@ usage(FILE *out)
             "  --endpoint URL   the server's monitoring address,\n"
             "                   e.g. http://127.0.0.1:8080\n"
             "  DIR, --dir DIR   a study's output folder: reads the address\n"
-            "                   from DIR/server.json (key \"http\")\n"
+            "                   from DIR/server.json (key \"http\"), or from\n"
+            "                   the newest DIR/*/server.json (latest study)\n"
             "  --token TOKEN    study token (default: $SURGE_TOKEN), needed\n"
             "                   when the server is bound to a public address\n"
             "  --interval S     refresh period in seconds (default 1)\n"
@@ -345,15 +348,56 @@ usage(FILE *out)
             "Keys: q quits (Ctrl-C too).\n");
 }
 
-/* Reads DIR/server.json's "http" key into base. */
+/* The newest server.json among DIR/server.json and DIR/ * /server.json (a
+ * folder of studies: the latest one), into path. 0, or -1 when none. */
+static int
+find_server_json(const char *dir, char *path, size_t cap)
+{
+    struct stat st;
+    time_t best = 0;
+    int found = 0;
+    char cand[1024];
+    if ((size_t)snprintf(cand, sizeof cand, "%s/server.json", dir) <
+            sizeof cand &&
+        stat(cand, &st) == 0) {
+        snprintf(path, cap, "%s", cand);
+        return 0;
+    }
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return -1;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        if ((size_t)snprintf(cand, sizeof cand, "%s/%s/server.json", dir,
+                             e->d_name) >= sizeof cand ||
+            stat(cand, &st) != 0 || !S_ISREG(st.st_mode)) {
+            continue;
+        }
+        if (!found || st.st_mtime > best) {
+            best = st.st_mtime;
+            found = 1;
+            snprintf(path, cap, "%s", cand);
+        }
+    }
+    closedir(d);
+    return found ? 0 : -1;
+}
+
+/* Reads the "http" key of DIR's (latest) server.json into base. */
 static int
 from_dir(const char *dir, char *base, size_t cap)
 {
     char path[1024];
     json_error_t jerr;
-    if ((size_t)snprintf(path, sizeof path, "%s/server.json", dir) >=
-        sizeof path) {
-        fprintf(stderr, "surge top: folder name too long\n");
+    if (find_server_json(dir, path, sizeof path) < 0) {
+        fprintf(stderr,
+                "surge top: no server.json in %s or its subfolders (is a "
+                "server running with this output folder?)\n",
+                dir);
         return -1;
     }
     json_t *root = json_load_file(path, 0, &jerr);
