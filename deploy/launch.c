@@ -72,6 +72,9 @@
     3072 /* output folder path; derived paths fit                              \
             in MAX_PATH */
 #define STATS_MAX_BYTES (16u << 20)
+/* The trainer's checkpoint in the output folder; a restarted server is
+ * given it with --resume. */
+#define CHECKPOINT_FILE "checkpoint.safetensors"
 
 enum run_state {
     RUN_QUEUED = 0,
@@ -410,6 +413,14 @@ start_server(struct launch *L, char *err, size_t errcap)
     if (s->server_checksum_log) {
         snprintf(buf, sizeof buf, "%s/checksums.log", L->out);
         PUSH("--checksum-log");
+        PUSH(buf);
+    }
+    /* A restart continues from the trainer's last checkpoint when the
+     * server left one (written atomically, so it is whole or absent). */
+    snprintf(buf, sizeof buf, "%s/" CHECKPOINT_FILE, L->out);
+    if (L->restarts > 0 && access(buf, R_OK) == 0) {
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "resuming from %s", buf);
+        PUSH("--resume");
         PUSH(buf);
     }
     for (size_t i = 0; i < s->server_args.n; i++) {
