@@ -2,8 +2,11 @@
 # tests/integration/trainer_torch.sh - a model file written by the C trainer
 # loads in PyTorch with the lines docs/model-file.md shows, and predicts what
 # the C forward pass predicts (tolerance: max abs error <= 2e-6 x the
-# largest output; see trainer_torch.py). Skips when Debian's python3 has
-# no torch or numpy.
+# largest output); and PyTorch's own optimizers (Adam, AdamW, SGD with
+# momentum, clip_grad_norm_), started from the C trainer's initial weights
+# on the same batches, end where the C trainer ends (max abs parameter
+# difference <= 1e-4). See trainer_torch.py. Skips when Debian's python3
+# has no torch or numpy.
 . "$SURGE_SRCDIR/tests/tap.sh"
 
 PY=${DEBIAN_PYTHON:-/usr/bin/python3}
@@ -19,7 +22,7 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
-tap_plan 4
+tap_plan 7
 
 # The loading code in the doc is the code this test runs.
 sed -n '/^# --- begin docs\/model-file.md ---$/,/^# --- end docs\/model-file.md ---$/p' \
@@ -33,22 +36,26 @@ else
     not_ok "docs/model-file.md shows the loading code this test runs"
 fi
 
-for case in "relu global" "gelu element" "tanh element"; do
+# Each case: activation, output normalisation, optimizer, gradient clip.
+for case in "relu global adam 0" "gelu element adamw 0" "tanh element sgd 0.5"; do
     set -- $case
-    d="$tmp/$1-$2"
+    name="$1/$2/$3/clip=$4"
+    d="$tmp/$1-$2-$3"
     mkdir -p "$d"
-    if ! dims=$(timeout 60 "$GEN" "$d" "$1" "$2" 2>"$d/gen.err"); then
+    if ! dims=$(timeout 60 "$GEN" "$d" "$1" "$2" "$3" "$4" 2>"$d/gen.err"); then
         sed 's/^/# /' "$d/gen.err"
-        not_ok "$1/$2: C trainer writes model, inputs, predictions"
+        not_ok "$name: PyTorch predicts as the C model (C trainer failed)"
+        not_ok "$name: PyTorch's optimizer takes the C trainer's steps (C trainer failed)"
         continue
     fi
-    set -- $1 $2 $dims
-    if out=$(timeout 120 "$PY" "$SCRIPT" "$d" "$3" "$4" "$5" 2>&1); then
-        diag "$out"
-        ok "$1/$2 output normalisation: PyTorch predicts as the C model"
-    else
-        printf '%s\n' "$out" | sed 's/^/# /'
-        not_ok "$1/$2 output normalisation: PyTorch predicts as the C model"
-    fi
+    for mode in predict train; do
+        if out=$(timeout 120 "$PY" "$SCRIPT" "$mode" "$d" $dims "$3" "$4" 2>&1); then
+            diag "$out"
+            ok "$name: $mode matches PyTorch"
+        else
+            printf '%s\n' "$out" | sed 's/^/# /'
+            not_ok "$name: $mode matches PyTorch"
+        fi
+    done
 done
 tap_done

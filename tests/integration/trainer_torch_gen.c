@@ -4,9 +4,14 @@
  * safetensors, plus inputs and the C predictions of the model loaded back
  * from the file (surge_model_predict, the code surge predict uses).
  *
- * Usage: trainer_torch_gen DIR ACTIVATION OUT_NORM
- * Writes DIR/model.safetensors, DIR/x.f32 (N, n_inputs) and DIR/y.f32
- * (N, n_outputs), raw little-endian float32, and prints "N n_in n_out".
+ * Usage: trainer_torch_gen DIR ACTIVATION OUT_NORM OPTIMIZER CLIP
+ * Trains STEPS steps (lr 1e-2; adamw with weight_decay 0.01, sgd with
+ * momentum 0.9; gradient clipping at CLIP, 0 = off) on batches of B rows
+ * at offsets (s * B) % (N - B). Writes DIR/model0.safetensors (before the
+ * first step, normalisation frozen), DIR/model.safetensors (after),
+ * DIR/x.f32 (N, n_inputs), DIR/ytrain.f32 (N, n_outputs) the training
+ * targets and DIR/y.f32 (N, n_outputs) the C predictions of the final
+ * model, raw little-endian float32, and prints "N n_in n_out B STEPS".
  */
 #include "config.h"
 
@@ -21,6 +26,7 @@
 #define NOUT 20
 #define N 100
 #define B 32
+#define STEPS 60
 
 static uint64_t rng = 12345;
 
@@ -49,8 +55,10 @@ write_f32(const char *dir, const char *name, const float *v, size_t n)
 int
 main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s DIR relu|gelu|tanh global|element\n",
+    if (argc != 6) {
+        fprintf(stderr,
+                "usage: %s DIR relu|gelu|tanh global|element adam|adamw|sgd "
+                "CLIP\n",
                 argv[0]);
         return 2;
     }
@@ -69,6 +77,15 @@ main(int argc, char **argv)
     c.out_norm = strcmp(argv[3], "element") == 0 ? SURGE_OUTNORM_ELEMENT
                                                  : SURGE_OUTNORM_GLOBAL;
     c.out_norm_samples = N;
+    c.optimizer = surge_trainer_optimizer_parse(argv[4]);
+    c.weight_decay = c.optimizer == SURGE_OPT_ADAMW ? 0.01 : 0.0;
+    c.momentum = 0.9;
+    char *end = NULL;
+    c.grad_clip = strtod(argv[5], &end);
+    if (end == argv[5] || *end != '\0') {
+        fprintf(stderr, "bad CLIP '%s'\n", argv[5]);
+        return 2;
+    }
     surge_trainer *t = NULL;
     if (surge_trainer_create(&c, &t, err, sizeof err) != 0) {
         fprintf(stderr, "create: %s\n", err);
@@ -93,7 +110,13 @@ main(int argc, char **argv)
         return 1;
     }
     (void)surge_trainer_observe_outputs(t, y, N);
-    for (int s = 0; s < 60; s++) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model0.safetensors", argv[1]);
+    if (surge_trainer_save_model(t, path, NULL) != 0) {
+        fprintf(stderr, "save failed\n");
+        return 1;
+    }
+    for (int s = 0; s < STEPS; s++) {
         int off = (s * B) % (N - B);
         if (surge_trainer_step(t, x + off * NIN, y + off * NOUT, NULL, B, NULL,
                                NULL) != 0) {
@@ -101,7 +124,6 @@ main(int argc, char **argv)
             return 1;
         }
     }
-    char path[1024];
     snprintf(path, sizeof path, "%s/model.safetensors", argv[1]);
     const char *meta[] = {"input_names", "a,b,time", NULL};
     if (surge_trainer_save_model(t, path, meta) != 0) {
@@ -121,9 +143,10 @@ main(int argc, char **argv)
     }
     surge_model_destroy(&m);
     if (write_f32(argv[1], "x.f32", x, N * NIN) != 0 ||
+        write_f32(argv[1], "ytrain.f32", y, N * NOUT) != 0 ||
         write_f32(argv[1], "y.f32", yc, N * NOUT) != 0) {
         return 1;
     }
-    printf("%d %d %d\n", N, NIN, NOUT);
+    printf("%d %d %d %d %d\n", N, NIN, NOUT, B, STEPS);
     return 0;
 }
