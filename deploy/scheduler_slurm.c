@@ -1470,6 +1470,28 @@ slurm_wrap(void *state, char *const *solver_argv, int64_t ranks,
     return 0;
 }
 
+/* The full path of program name found in PATH (executable), into out. */
+static int
+find_in_path(const char *name, char *out, size_t cap)
+{
+    const char *path = getenv("PATH");
+    if (path == NULL || path[0] == '\0') {
+        path = "/usr/local/bin:/usr/bin:/bin";
+    }
+    while (*path != '\0') {
+        size_t n = strcspn(path, ":");
+        int w = snprintf(out, cap, "%.*s/%s", (int)n, path, name);
+        if (n > 0 && w > 0 && (size_t)w < cap && access(out, X_OK) == 0) {
+            return 0;
+        }
+        path += n;
+        if (*path == ':') {
+            path++;
+        }
+    }
+    return -ENOENT;
+}
+
 int
 surge_slurm_wrap_server(void *state, char *const *server_argv, surge_strv *out)
 {
@@ -1479,7 +1501,11 @@ surge_slurm_wrap_server(void *state, char *const *server_argv, surge_strv *out)
     char buf[256];
     int rc = 0;
     if (!sl->steps_mode) {
-        rc = surge_strv_push(&v, "srun");
+        /* The server is started with execve (no PATH search): give srun's
+         * full path. */
+        char srun[MAX_PATH];
+        rc = find_in_path("srun", srun, sizeof srun);
+        rc = rc ? rc : surge_strv_push(&v, srun);
         rc = rc ? rc : surge_strv_push(&v, "--ntasks=1");
         snprintf(buf, sizeof buf, "--job-name=%s-server", sl->job_name);
         rc = rc ? rc : surge_strv_push(&v, buf);

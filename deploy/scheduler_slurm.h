@@ -41,8 +41,10 @@ extern const surge_scheduler_ops surge_sched_slurm_ops;
  * server writes server.json (with its own endpoint) into the output
  * folder, which must be shared with the compute nodes. Inside an
  * allocation (steps mode) the server runs on the launcher's node and argv
- * is copied unchanged. state is the slurm scheduler's; *out (caller frees
- * with surge_strv_free) replaces what it held. 0 or -ENOMEM. */
+ * is copied unchanged. argv[0] is srun's full path (found in PATH), for
+ * callers that execve. state is the slurm scheduler's; *out (caller frees
+ * with surge_strv_free) replaces what it held. 0, -ENOENT (no srun in
+ * PATH) or -ENOMEM. */
 int surge_slurm_wrap_server(void *state, char *const *server_argv,
                             surge_strv *out);
 
