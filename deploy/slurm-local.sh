@@ -92,8 +92,9 @@ BASE=${BASE%/}
     die "SLURM_LOCAL_PORTS must be auto or fixed, not '$PORTS'"
 [[ $TIMEOUT =~ ^[1-9][0-9]{0,3}$ ]] || die "SLURM_LOCAL_TIMEOUT must be 1..9999 seconds"
 for p in CTLD_PORT SLURMD_PORT DBD_PORT DB_PORT; do
-    [[ ${!p} =~ ^[1-9][0-9]{2,4}$ ]] && ((${!p} <= 65535 - NODES)) ||
+    if ! [[ ${!p} =~ ^[1-9][0-9]{2,4}$ ]] || ((${!p} > 65535 - NODES)); then
         die "SLURM_LOCAL_$p must be a TCP port number, not '${!p}'"
+    fi
 done
 
 CONF=$BASE/etc/slurm.conf
@@ -202,10 +203,10 @@ take_lock() {
 # TCP ports something listens on (state 0A), from /proc: no ss or netstat
 # needed, and no gawk (Debian's awk is mawk, without strtonum).
 listening_ports() {
-    local f sl local_addr rem st rest
+    local f local_addr st rest
     for f in /proc/net/tcp /proc/net/tcp6; do
         [[ -r $f ]] || continue
-        while read -r sl local_addr rem st rest; do
+        while read -r _ local_addr _ st rest; do
             [[ $st != 0A ]] || echo $((16#${local_addr##*:}))
         done < "$f"
     done | sort -un
@@ -273,8 +274,10 @@ cmd_install() {
     # A policy-rc.d, if present, keeps the packages' init scripts from
     # starting the system daemons; those would use /etc and Slurm's default
     # ports, not ours, so they would not interfere anyway.
+    local pkgs
+    read -r -a pkgs <<<"$(packages)"
     local apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q
-               --no-install-recommends $(packages))
+               --no-install-recommends "${pkgs[@]}")
     if ! timeout 900 "${apt[@]}" >&2; then
         log "install failed; running apt-get update and retrying"
         timeout 600 apt-get update -q >&2

@@ -118,7 +118,7 @@ launch_pid=$!
 
 # The first array task: which run it is comes from the dispatcher script
 # ("0) exec /bin/bash '<run dir>/slurm-job-1.sh' ;;").
-victim= sim= job=
+victim='' sim='' job=''
 for _ in $(seq 1 300); do
     if [ -z "$sim" ] && [ -f "$tmp/out/runs/slurm-array-1.sh" ]; then
         sim=$(sed -n "s|^0) exec /bin/bash '$tmp/out/runs/\([0-9]*\)/.*|\1|p" \
