@@ -58,6 +58,7 @@
 #include "deploy/launch.h"
 #include "deploy/sampler.h"
 #include "deploy/scheduler.h"
+#include "deploy/scheduler_slurm.h"
 #include "deploy/server_proc.h"
 #include "deploy/study.h"
 #include "deploy/study_config.h"
@@ -429,6 +430,22 @@ start_server(struct launch *L, char *err, size_t errcap)
 #undef PUSH
 #undef PUSH_U64
 #undef PUSH_REAL
+    if (rc == 0 && L->ops == &surge_sched_slurm_ops && s->slurm_server_as_job) {
+        /* The server as a Slurm job of its own: srun stays in the
+         * foreground as our child, so it is supervised like a local
+         * process, and SIGTERM to it cancels the job. */
+        surge_strv wrapped = {NULL, 0};
+        rc = surge_slurm_wrap_server(L->sched, argv.v, &wrapped);
+        if (rc != 0) {
+            snprintf(err, errcap, "scheduler.slurm.server_as_job: %s",
+                     rc == -ENOENT ? "srun not found in PATH"
+                                   : surge_strerror(rc));
+            surge_strv_free(&argv);
+            return rc;
+        }
+        surge_strv_free(&argv);
+        argv = wrapped;
+    }
     if (rc != 0) {
         surge_strv_free(&argv);
         return rc;

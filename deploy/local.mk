@@ -23,10 +23,12 @@ deploy_libsurge_deploy_la_LIBADD = reservoir/libsurge_reservoir.la \
 TESTS += tests/integration/e2e_study.sh \
 	tests/integration/launch_faults.sh \
 	tests/integration/launch_interrupt.sh \
-	tests/integration/launch_server_restart.sh
+	tests/integration/launch_server_restart.sh \
+	tests/integration/launch_slurm_server.sh
 EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_faults.sh \
 	tests/integration/launch_interrupt.sh \
 	tests/integration/launch_server_restart.sh \
+	tests/integration/launch_slurm_server.sh \
 	docs/configuration.md \
 	solvers/heat2d/study.json

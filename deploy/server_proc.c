@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "deploy/scheduler.h"
 #include "deploy/server_proc.h"
@@ -216,7 +217,16 @@ surge_server_proc_start(surge_server_proc *sp, char *const *argv,
         long jpid = -1;
         int rc = surge_server_proc_read_endpoint(
             json_path, sp->endpoint, sp->http, sizeof sp->endpoint, &jpid);
-        if (rc == 0 && (jpid < 0 || jpid == (long)pid)) {
+        /* The file was removed before the start, so any server.json is
+         * this server's. Its pid is ours unless the command wraps the
+         * server (srun runs it as a Slurm job, maybe on another node). */
+        if (rc == 0) {
+            if (jpid != (long)pid) {
+                SURGE_LOG(SURGE_LOG_DEBUG, "launch",
+                          "server.json names pid %ld (the child is %d): a "
+                          "wrapped server",
+                          jpid, (int)pid);
+            }
             return 0;
         }
         if (rc == SURGE_EPROTO) {

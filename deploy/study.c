@@ -124,6 +124,8 @@ static const struct key keys[] = {
      "32", 0, 0, NOMAX, NULL},
     {"scheduler.slurm.poll_interval_s", T_NUM, O(slurm_poll_interval_s), 0, "2",
      0, 3600, F_MIN_EXCL, NULL},
+    {"scheduler.slurm.server_as_job", T_BOOL, O(slurm_server_as_job), 0,
+     "false", 0, 0, 0, NULL},
     /* server */
     {"server.bind", T_STR, O(server_bind), 0, "\"tcp://127.0.0.1:*\"", 0, 0,
      F_NONEMPTY, NULL},

@@ -96,6 +96,7 @@ typedef struct surge_study {
     char *slurm_mpi;               /* srun --mpi= value */
     int64_t slurm_array_threshold; /* job array from this many runs */
     double slurm_poll_interval_s;
+    int slurm_server_as_job; /* the server as a Slurm job (srun) */
 
     /* server */
     char *server_bind;             /* ZeroMQ endpoint to bind */

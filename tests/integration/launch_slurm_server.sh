@@ -1,0 +1,97 @@
+#!/bin/bash
+# tests/integration/launch_slurm_server.sh - scheduler "slurm" with
+# scheduler.slurm.server_as_job: the server itself runs as a Slurm job
+# (srun in the foreground, supervised by the launcher) next to the runs'
+# jobs, on a real single-machine Slurm that this test starts with
+# deploy/slurm-local.sh (free ports, its own folder) and stops on exit.
+# Checks: the study completes with every run ok and the counts adding up,
+# Slurm ran a job "<name>-server" that COMPLETED, and neither jobs nor
+# processes are left. Skips without root or the Slurm packages.
+. "$SURGE_SRCDIR/tests/tap.sh"
+
+SURGE="$SURGE_BUILDDIR/server/surge"
+HEAT="$SURGE_BUILDDIR/solvers/heat2d/surge-heat2d"
+SLURM_LOCAL="$SURGE_SRCDIR/deploy/slurm-local.sh"
+PY="${DEBIAN_PYTHON:-/usr/bin/python3}"
+
+[ "$(id -u)" -eq 0 ] || skip_all "needs root (the local Slurm daemons run as root)"
+for cmd in munged slurmctld slurmd sbatch squeue scancel scontrol srun; do
+    command -v "$cmd" >/dev/null 2>&1 ||
+        skip_all "$cmd not installed (deploy/slurm-local.sh install)"
+done
+[ -x "$SURGE" ] || skip_all "surge is not built"
+[ -x "$HEAT" ] || skip_all "surge-heat2d is not built"
+[ -x "$PY" ] || skip_all "no python3 at $PY"
+
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
+export ASAN_OPTIONS
+
+tmp=$(mktemp -d /tmp/surge-slurm-server.XXXXXX)
+chmod 755 "$tmp" # munged wants every folder above its socket searchable
+export SLURM_LOCAL_DIR="$tmp/slurm" SLURM_LOCAL_PORTS=auto SLURM_LOCAL_CPUS=8
+cleanup() {
+    timeout 120 bash "$SLURM_LOCAL" stop >/dev/null 2>&1
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+tap_plan 6
+
+if env=$(timeout 120 bash "$SLURM_LOCAL" start 2>"$tmp/slurm-start.log"); then
+    eval "$env"
+    ok "local Slurm started"
+else
+    not_ok "local Slurm started"
+    sed 's/^/# /' "$tmp/slurm-start.log" | tail -30
+    tap_done
+fi
+
+cat >"$tmp/study.json" <<EOF
+{
+  "study": {"name": "slurm-server", "output_dir": "$tmp/out"},
+  "parameters": [
+    {"name": "initial", "min": 0, "max": 100},
+    {"name": "left", "min": 0, "max": 100},
+    {"name": "right", "min": 0, "max": 100},
+    {"name": "bottom", "min": 0, "max": 100},
+    {"name": "top", "min": 0, "max": 100}
+  ],
+  "sampler": {"runs": 3},
+  "solver": {"command": ["$HEAT", "--nx", "16", "--ny", "8", "--steps", "20"],
+             "ranks": 2, "retries": 0},
+  "scheduler": {"kind": "slurm", "max_concurrent": 3,
+                "slurm": {"time_limit": "5:00", "poll_interval_s": 0.5,
+                          "array_threshold": 0, "server_as_job": true}},
+  "server": {"start_timeout_s": 60},
+  "reservoir": {"policy": "fifo", "capacity_bytes": "16MiB"}
+}
+EOF
+
+timeout 300 "$SURGE" launch --quiet "$tmp/study.json" >"$tmp/stdout" \
+    2>"$tmp/stderr"
+rc=$?
+check "surge launch exits 0 (got $rc)" test "$rc" -eq 0
+[ "$rc" -eq 0 ] || sed 's/^/# /' "$tmp/stderr" | tail -20
+
+if "$PY" - "$tmp/out/summary.json" <<'PYEOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+ok = (s["counts_add_up"] and s["runs"]["ok"] == 3
+      and s["samples"]["assembled"] == 3 * 20)
+sys.exit(0 if ok else 1)
+PYEOF
+then
+    ok "summary.json: 3 runs ok, 60 samples, counts add up"
+else
+    not_ok "summary.json: 3 runs ok, 60 samples, counts add up"
+fi
+state=$(squeue -h -t all -o '%j %T' | awk '$1 ~ /-server$/ {print $2}')
+check "the server ran as a Slurm job that COMPLETED ($state)" \
+    test "$state" = COMPLETED
+left=$(squeue -h -t PENDING,RUNNING,COMPLETING | wc -l)
+check "no job left in the queue ($left)" test "$left" -eq 0
+n=$(ps -eo args= | grep -F "$tmp/out" | grep -cv grep)
+check "no process left behind ($n)" test "$n" -eq 0
+
+tap_done
