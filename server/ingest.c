@@ -1548,3 +1548,30 @@ surge_ingest_partial_bytes(const surge_ingest *ing)
 {
     return ing->partial_bytes;
 }
+
+int
+surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
+                  size_t cap, uint64_t now_ns)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ing->nsims && n < cap; i++) {
+        const struct sim *s = ing->sim_list[i];
+        struct surge_run_info *r = &out[n++];
+        const char *state = s->state == SIM_FINISHED    ? "done"
+                            : s->state == SIM_FAILED    ? "failed"
+                            : s->state == SIM_TIMED_OUT ? "timed_out"
+                            : s->attempt > 0            ? "retrying"
+                                                        : "running";
+        memset(r, 0, sizeof *r);
+        r->sim = s->id;
+        snprintf(r->state, sizeof r->state, "%s", state);
+        r->ranks = (int)s->nranks;
+        r->ranks_done = (int)s->nbye;
+        r->steps = s->assembled.len;
+        r->dropped = s->dropped.len;
+        r->last_seen_s = now_ns >= s->last_activity_ns
+                             ? (double)(now_ns - s->last_activity_ns) * 1e-9
+                             : 0.0;
+    }
+    return (int)n;
+}

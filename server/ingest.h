@@ -44,6 +44,7 @@
 
 #include "common/protocol.h"
 #include "server/counters.h"
+#include "server/metrics.h"
 #include "server/options.h"
 #include "server/store.h"
 
@@ -116,5 +117,15 @@ size_t surge_ingest_block_bytes(uint64_t nout, uint64_t nslices);
 /* surge_ingest_partial_bytes - bytes of assembly memory held now (blocks
  * in use, pending and pooled). */
 uint64_t surge_ingest_partial_bytes(const surge_ingest *ing);
+
+/* surge_ingest_runs - per-simulation progress for monitoring (the runs
+ * table of the dashboard and `surge top`): fills up to cap records in
+ * hello order and returns how many. state is "running", "retrying" (open
+ * again after SIM_RETRY), "done", "failed" or "timed_out"; steps counts
+ * the steps assembled, dropped the partial steps dropped in this attempt;
+ * steps_expected is 0 (only the launcher knows it). now_ns is the
+ * monotonic clock. I/O thread. */
+int surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
+                      size_t cap, uint64_t now_ns);
 
 #endif /* SURGE_SERVER_INGEST_H */

@@ -862,6 +862,14 @@ init_handles(surge_server *srv)
     return 0;
 }
 
+/* The runs table of the dashboard and `surge top` (I/O thread). */
+static int
+runs_cb(void *arg, struct surge_run_info *runs, size_t cap)
+{
+    surge_server *srv = arg;
+    return surge_ingest_runs(srv->ing, runs, cap, surge_now_ns());
+}
+
 /* The monitoring HTTP server on our loop, with the server's metrics. */
 static int
 start_monitor(surge_server *srv)
@@ -880,6 +888,7 @@ start_monitor(surge_server *srv)
                                        .consumer_state = srv->cstate};
     surge_metrics *m = surge_monitor_metrics(srv->monitor);
     srv->cctx.metrics = m; /* the consumer thread starts after this */
+    surge_metrics_set_runs_cb(m, runs_cb, srv);
     rc = surge_monitor_add_server(srv->monitor, &src);
     if (rc == 0) {
         rc = surge_metrics_set_info(m, "endpoint", srv->endpoint);

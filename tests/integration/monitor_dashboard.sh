@@ -61,7 +61,12 @@ imgs = dict(re.findall(r'<img id="([^"]+)"[^>]*data-loaded="(\d)"', dom))
 polls = re.search(r'data-polls="(\d+)"', dom)
 print("polls %s; points %s; images %s" % (polls.group(1) if polls else "?",
                                            pts, imgs))
-bad = [c for c in sys.argv[2:] if c != "IMAGES" and int(pts.get(c, 0)) <= 0]
+rows = len(re.findall(r'<td class="state-[a-z_]+">', dom))
+print("runs table rows: %d" % rows)
+bad = [c for c in sys.argv[2:] if c not in ("IMAGES", "RUNS") and
+       int(pts.get(c, 0)) <= 0]
+if "RUNS" in sys.argv[2:] and rows == 0:
+    bad.append("runs table")
 if "IMAGES" in sys.argv[2:]:
     bad += [i for i in ("img-truth", "img-pred") if imgs.get(i) != "1"]
 if bad:
@@ -91,8 +96,8 @@ sleep 3 # a few series points with rates
 
 chrome "$http_url/" "$tmp/dom.html" dump
 INGEST_CHARTS="chart-samples chart-mb chart-batches chart-occupancy chart-reuse chart-wait"
-dom_check "$tmp/dom.html" $INGEST_CHARTS >"$tmp/dom.txt" 2>&1
-check "ingest, trainer throughput, occupancy, reuse and wait charts drew points" \
+dom_check "$tmp/dom.html" $INGEST_CHARTS RUNS >"$tmp/dom.txt" 2>&1
+check "ingest, trainer throughput, occupancy, reuse and wait charts drew points; runs table filled" \
     test $? -eq 0
 while read -r l; do diag "$l"; done <"$tmp/dom.txt"
 
@@ -130,7 +135,7 @@ done
 sleep 2
 feed_url="http://127.0.0.1:$(cat "$tmp/feed.port")"
 chrome "$feed_url/" "$tmp/feed-dom.html" dump
-dom_check "$tmp/feed-dom.html" $INGEST_CHARTS chart-loss IMAGES \
+dom_check "$tmp/feed-dom.html" $INGEST_CHARTS chart-loss IMAGES RUNS \
     >"$tmp/feed.txt" 2>&1
 check "monitor_feed: every chart, the loss curves and both preview images" \
     test $? -eq 0

@@ -123,9 +123,13 @@ print("status ingest.samples = %s, dropped = %s" % (st["ingest"]["samples"],
                                                     st["ingest"]["dropped"]))
 bad += st["ingest"]["samples"] != 50 or st["ingest"]["dropped"] != 0
 bad += st["metrics"]["surge_samples_received_total"] != 50
+runs = sorted((r["sim"], r["state"], r["steps"], r["ranks"], r["ranks_done"],
+               r["dropped"]) for r in st["runs"])
+print("runs %s" % runs)
+bad += runs != [(0, "done", 30, 2, 2, 0), (1, "done", 20, 2, 2, 0)]
 sys.exit(1 if bad else 0)
 EOF
-check "metric values match the known study (50 samples, 100 slices, no drops)" \
+check "metric values and the runs table match the known study (2 runs done, 50 samples, 100 slices, no drops)" \
     test $? -eq 0
 while read -r l; do diag "$l"; done <"$tmp/values.txt"
 http_get /metrics "$tmp/metrics-last.txt"

@@ -11,7 +11,7 @@ SOCK="surge-top-test-$$"
 MON_CLEANUP_EXTRA='tmux -L "$SOCK" kill-server 2>/dev/null'
 TM() { tmux -L "$SOCK" "$@"; }
 
-tap_plan 7
+tap_plan 8
 
 if mon_start_server; then
     ok "server started; dashboard at $http_url"
@@ -91,6 +91,13 @@ recv=$(sed -n 's/.*received \([0-9,]*\).*/\1/p' "$tmp/screen.txt" | tr -d ,)
 api=$(status_value ingest.samples | sed 's/\.0$//')
 check "after the run: top's 'received' ($recv) equals the API's ($api) and the 250 steps sent" \
     test "$recv" = "$api" -a "$api" = 250
+if grep -q "runs *1 *running 0 *done 1" "$tmp/screen.txt" &&
+    grep -Eq "^ +0 +done +2/2 +250 " "$tmp/screen.txt"; then
+    ok "top's runs table: sim 0 done, 2/2 ranks, 250 steps"
+else
+    not_ok "top's runs table"
+    diag "$(cat "$tmp/screen.txt")"
+fi
 
 TM send-keys -t top1 q
 sleep 1
