@@ -3,7 +3,8 @@
 # key, so it is told where the sources are.
 DEPLOY_UNIT_TESTS = \
 	tests/unit/deploy/test_study \
-	tests/unit/deploy/test_sampler
+	tests/unit/deploy/test_sampler \
+	tests/unit/deploy/test_sched_local
 check_PROGRAMS += $(DEPLOY_UNIT_TESTS)
 TESTS += $(DEPLOY_UNIT_TESTS)
 DEPLOY_UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
@@ -27,3 +28,7 @@ tests_unit_deploy_test_scheduler_slurm_SOURCES = \
 	tests/unit/deploy/test_scheduler_slurm.c
 tests_unit_deploy_test_scheduler_slurm_CFLAGS = $(DEPLOY_UNIT_CFLAGS)
 tests_unit_deploy_test_scheduler_slurm_LDADD = $(DEPLOY_UNIT_LDADD)
+tests_unit_deploy_test_sched_local_SOURCES = \
+	tests/unit/deploy/test_sched_local.c
+tests_unit_deploy_test_sched_local_CFLAGS = $(DEPLOY_UNIT_CFLAGS)
+tests_unit_deploy_test_sched_local_LDADD = $(DEPLOY_UNIT_LDADD)
