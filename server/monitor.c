@@ -218,17 +218,87 @@ train_consumer_wait(void *arg)
     return (double)st.consumer_wait_ns * 1e-9;
 }
 
-/* The stream store hands each sample out exactly once: every sample that
- * left was used once. (A reservoir policy with reuse fills this from its
- * times-used histogram instead.) */
+/* The reservoir's own statistics (policy, reuse, ages); 0, or -1 before
+ * the sample shape is known (no reservoir yet). */
+static int
+res_stats(surge_store *s, surge_reservoir_stats *st)
+{
+    surge_reservoir *r = surge_store_reservoir(s);
+    if (r == NULL) {
+        return -1;
+    }
+    surge_reservoir_get_stats(r, st);
+    return 0;
+}
+
+/* Times each sample had been used when it left the reservoir (evicted or
+ * retired): bucket i of the reservoir's histogram is "used i times", its
+ * last bucket "REUSE_LAST or more" (counted as REUSE_LAST in the sum, so
+ * the mean is a lower bound when that bucket is not empty). */
+#define REUSE_LAST (SURGE_RESERVOIR_USES_BUCKETS - 1)
 static int
 train_reuse(void *arg, uint64_t *counts, double *sum)
 {
+    surge_reservoir_stats st;
+    if (res_stats(arg, &st) < 0) {
+        return -1;
+    }
+    *sum = 0.0;
+    for (int i = 0; i <= REUSE_LAST; i++) {
+        counts[i] = st.uses_removed[i];
+        *sum += (double)i * (double)st.uses_removed[i];
+    }
+    return 0;
+}
+
+static double
+res_age_mean(void *arg)
+{
+    surge_reservoir_stats st;
+    if (res_stats(arg, &st) < 0 || st.occupancy_samples == 0) {
+        return NAN;
+    }
+    return st.age_mean_s;
+}
+
+static double
+res_age_max(void *arg)
+{
+    surge_reservoir_stats st;
+    if (res_stats(arg, &st) < 0 || st.occupancy_samples == 0) {
+        return NAN;
+    }
+    return st.age_max_s;
+}
+
+static double
+res_distinct_sims(void *arg)
+{
+    surge_reservoir_stats st;
+    return res_stats(arg, &st) < 0 ? NAN : (double)st.distinct_sims;
+}
+
+static double
+res_rows_served(void *arg)
+{
+    surge_reservoir_stats st;
+    return res_stats(arg, &st) < 0 ? 0.0 : (double)st.gets;
+}
+
+static double
+train_evicted(void *arg)
+{
     surge_store_stats st;
     surge_store_get_stats(arg, &st);
-    counts[0] = st.taken;
-    *sum = (double)st.taken;
-    return 0;
+    return (double)st.evicted;
+}
+
+static double
+train_retired(void *arg)
+{
+    surge_store_stats st;
+    surge_store_get_stats(arg, &st);
+    return (double)st.retired;
 }
 
 static double
@@ -310,7 +380,10 @@ int
 surge_monitor_add_server(surge_monitor *mon,
                          const struct surge_monitor_server *src)
 {
-    static const double reuse_bounds[] = {1, 2, 3, 5, 10, 20, 50};
+    double reuse_bounds[REUSE_LAST];
+    for (int i = 0; i < REUSE_LAST; i++) {
+        reuse_bounds[i] = i; /* le="0" never used, le="1" once, ... */
+    }
     if (mon == NULL) {
         return 0;
     }
@@ -418,13 +491,33 @@ surge_monitor_add_server(surge_monitor *mon,
         counter_fn(&r, "surge_reservoir_puts_total",
                    "Samples put into the training store", train_puts,
                    src->train);
+        counter_fn(&r, "surge_reservoir_evictions_total",
+                   "Used samples removed to make room", train_evicted,
+                   src->train);
+        counter_fn(&r, "surge_reservoir_retired_total",
+                   "Samples removed after their last allowed use",
+                   train_retired, src->train);
+        counter_fn(&r, "surge_reservoir_rows_served_total",
+                   "Rows served in batches (a sample served twice counts "
+                   "twice)",
+                   res_rows_served, src->train);
+        gauge_fn(&r, "surge_reservoir_sample_age_seconds",
+                 "Mean time since the samples present arrived", res_age_mean,
+                 src->train);
+        gauge_fn(&r, "surge_reservoir_sample_age_max_seconds",
+                 "Time since the oldest sample present arrived", res_age_max,
+                 src->train);
+        gauge_fn(&r, "surge_reservoir_distinct_sims",
+                 "Distinct simulations among the samples present",
+                 res_distinct_sims, src->train);
         counter_fn(&r, "surge_trainer_wait_seconds_total",
                    "Time the consumer waited on an empty training store",
                    train_consumer_wait, src->train);
         if (r.rc == 0) {
             r.rc = surge_metrics_histogram_fn(
                 mon->metrics, "surge_sample_reuse", NULL,
-                "Times each sample was used when it left the store",
+                "Times each sample had been used when it left the "
+                "reservoir",
                 reuse_bounds, sizeof reuse_bounds / sizeof reuse_bounds[0],
                 train_reuse, src->train);
         }
