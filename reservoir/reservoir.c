@@ -10,7 +10,8 @@
  * copies out of slots: no allocation on the hot path (balance_sims alone
  * grows a per-simulation index array now and then, amortized O(1)).
  *
- * Slot life: FREE -> WRITING (reserved by a put, filled outside the lock)
+ * Slot life: FREE -> WRITING (reserved by put or put_begin, filled outside
+ * the lock; put_abort, or a commit after shutdown, takes it back to FREE)
  * -> PRESENT (drawable) -> RETIRED (its last allowed use was served but a
  * consumer is still copying it) -> FREE. A RESERVOIR eviction takes a
  * PRESENT slot with uses > 0 and pins == 0 straight back to WRITING. A
@@ -1214,12 +1215,42 @@ data_ready(const surge_reservoir *r, size_t B)
 
 /* ---------------------------------------------------------------- put */
 
-int
-surge_reservoir_put(surge_reservoir *r, const float *input, const float *output,
-                    const surge_sample_meta *meta, int timeout_ms)
+/* A reservation ends without a sample (abort, or commit after shutdown):
+ * the WRITING slot goes back to the free list. Lock held. */
+static void
+release_reservation(surge_reservoir *r, uint32_t s)
 {
-    if ((input == NULL && r->in_bytes > 0) ||
-        (output == NULL && r->out_bytes > 0)) {
+    struct slot *sl = &r->slots[s];
+    uint32_t e = sl->sim_entry;
+    struct sim_entry *se = &r->sims[e];
+    se->pending--;
+    if (se->count == 0 && se->pending == 0) {
+        sim_drop(r, e);
+    }
+    sl->sim_entry = NONE;
+    sl->state = SLOT_FREE;
+    r->free_stack[r->nfree++] = s;
+    r->nwriting--;
+    /* Room for a producer, a lower count for the rate limiter, and maybe
+     * the last reservation a draining consumer was waiting for. */
+    pthread_cond_broadcast(&r->cv_put);
+    pthread_cond_broadcast(&r->cv_get);
+}
+
+/* Does ps name a reservation of r that is still open? Lock held. */
+static bool
+reservation_open(const surge_reservoir *r, const surge_reservoir_slot *ps)
+{
+    return ps != NULL && ps->slot < r->nslots &&
+           r->slots[ps->slot].state == SLOT_WRITING &&
+           r->slots[ps->slot].generation == ps->generation;
+}
+
+int
+surge_reservoir_put_begin(surge_reservoir *r, const surge_sample_meta *meta,
+                          int timeout_ms, surge_reservoir_slot *ps)
+{
+    if (ps == NULL) {
         return -EINVAL;
     }
     uint64_t sim = meta != NULL ? meta->sim : 0;
@@ -1294,22 +1325,47 @@ surge_reservoir_put(surge_reservoir *r, const float *input, const float *output,
     sl->sim_entry = e;
     r->sims[e].pending++;
     r->nwriting++;
+    uint32_t gen = sl->generation;
     pthread_mutex_unlock(&r->mu);
 
-    /* The copy runs unlocked: nobody else touches a WRITING slot. */
+    /* The caller fills the slot unlocked: nobody else touches a WRITING
+     * slot (it is never drawn, evicted, saved or handed out again). */
     uint8_t *dst = r->pool + (size_t)s * r->slot_bytes;
-    if (r->in_bytes > 0) {
-        memcpy(dst, input, r->in_bytes);
+    ps->input = r->in_bytes > 0 ? (float *)dst : NULL;
+    ps->output = r->out_bytes > 0 ? (float *)(dst + r->in_bytes) : NULL;
+    ps->slot = s;
+    ps->generation = gen;
+    if (meta != NULL) {
+        ps->meta = *meta;
+    } else {
+        ps->meta = (surge_sample_meta){0, 0, 0};
     }
-    if (r->out_bytes > 0) {
-        memcpy(dst + r->in_bytes, output, r->out_bytes);
-    }
-    int64_t arrival =
-        meta != NULL && meta->arrival_ns != 0 ? meta->arrival_ns : now_ns();
+    return 0;
+}
 
+int
+surge_reservoir_put_commit(surge_reservoir *r, surge_reservoir_slot *ps)
+{
+    int64_t arrival =
+        ps != NULL && ps->meta.arrival_ns != 0 ? ps->meta.arrival_ns : now_ns();
     pthread_mutex_lock(&r->mu);
-    sl->sim = sim;
-    sl->step = meta != NULL ? meta->step : 0;
+    if (!reservation_open(r, ps)) {
+        pthread_mutex_unlock(&r->mu);
+        return -EINVAL;
+    }
+    uint32_t s = ps->slot;
+    ps->slot = NONE;
+    ps->input = ps->output = NULL;
+    if (r->closed) {
+        /* Shut down while reserved: nothing is stored, as for a put
+         * waiting at that moment. */
+        release_reservation(r, s);
+        pthread_mutex_unlock(&r->mu);
+        return SURGE_ECLOSED;
+    }
+    struct slot *sl = &r->slots[s];
+    sl->sim = ps->meta.sim;
+    sl->step = ps->meta.step;
     sl->arrival_ns = arrival;
     sl->uses = 0;
     sl->pins = 0;
@@ -1326,6 +1382,42 @@ surge_reservoir_put(surge_reservoir *r, const float *input, const float *output,
     pthread_cond_broadcast(&r->cv_get);
     pthread_mutex_unlock(&r->mu);
     return 0;
+}
+
+void
+surge_reservoir_put_abort(surge_reservoir *r, surge_reservoir_slot *ps)
+{
+    pthread_mutex_lock(&r->mu);
+    if (reservation_open(r, ps)) {
+        release_reservation(r, ps->slot);
+    }
+    if (ps != NULL) {
+        ps->slot = NONE;
+        ps->input = ps->output = NULL;
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+int
+surge_reservoir_put(surge_reservoir *r, const float *input, const float *output,
+                    const surge_sample_meta *meta, int timeout_ms)
+{
+    if ((input == NULL && r->in_bytes > 0) ||
+        (output == NULL && r->out_bytes > 0)) {
+        return -EINVAL;
+    }
+    surge_reservoir_slot slot;
+    int rc = surge_reservoir_put_begin(r, meta, timeout_ms, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    if (r->in_bytes > 0) {
+        memcpy(slot.input, input, r->in_bytes);
+    }
+    if (r->out_bytes > 0) {
+        memcpy(slot.output, output, r->out_bytes);
+    }
+    return surge_reservoir_put_commit(r, &slot);
 }
 
 /* ------------------------------------------------------------ batches */

@@ -256,6 +256,57 @@ int surge_reservoir_put(surge_reservoir *r, const float *input,
                         const float *output, const surge_sample_meta *meta,
                         int timeout_ms);
 
+/* A slot reserved by surge_reservoir_put_begin(): the caller writes the
+ * sample in place, then ends the reservation with exactly one
+ * surge_reservoir_put_commit() or surge_reservoir_put_abort(). Caller
+ * storage; the pointers stay valid until that call. */
+typedef struct surge_reservoir_slot {
+    float *input;           /* (input_dim) floats of the slot; NULL when
+                               input_dim is 0 */
+    float *output;          /* (output_dim) floats of the slot; NULL when
+                               output_dim is 0 */
+    surge_sample_meta meta; /* as given to put_begin; the caller may still
+                               change step and arrival_ns before commit
+                               (not sim: it is counted at begin) */
+    uint32_t slot;          /* internal: the slot id */
+    uint32_t generation;    /* internal: the slot's generation at begin */
+} surge_reservoir_slot;
+
+/* surge_reservoir_put_begin - the zero-extra-copy put: reserve a slot with
+ * the same rules, waiting and errors as surge_reservoir_put() (policy,
+ * eviction of a used sample, rate limiter, timeout_ms, SURGE_ETIMEDOUT /
+ * SURGE_ECLOSED / SURGE_ESTATE, -ENOMEM with balance_sims) and fill *slot
+ * with pointers into the pool, so the producer can assemble the sample
+ * there (e.g. straight from a network buffer) instead of copying it from
+ * its own buffer. The slot's content is undefined until written; the
+ * caller must write all of input and output before commit. -EINVAL when
+ * slot is NULL. On error *slot is untouched and nothing is reserved.
+ * While reserved, the slot is neither drawable nor evictable, it counts
+ * as a put for the rate limiter, it is not saved, and a draining reservoir
+ * is not finished (consumers wait for it): do not keep a reservation for
+ * long, and never wait for a consumer while holding one (with every slot
+ * reserved no batch can ever be served). Any thread may commit or abort;
+ * destroy discards a reservation still open. */
+int surge_reservoir_put_begin(surge_reservoir *r, const surge_sample_meta *meta,
+                              int timeout_ms, surge_reservoir_slot *slot);
+
+/* surge_reservoir_put_commit - the sample written into *slot becomes
+ * present (drawable), exactly as if surge_reservoir_put() had copied it
+ * (meta taken from slot->meta; arrival_ns 0 is stamped now). It also
+ * succeeds after end of reception (the put began before). Returns 0;
+ * SURGE_ECLOSED when the reservoir was shut down meanwhile: nothing is
+ * stored and the slot is freed; -EINVAL when *slot is not an open
+ * reservation of r (already committed or aborted). Either way the
+ * reservation is over and slot->input/output are set to NULL. */
+int surge_reservoir_put_commit(surge_reservoir *r, surge_reservoir_slot *slot);
+
+/* surge_reservoir_put_abort - end the reservation without storing: the
+ * slot is free again (a sample evicted to make room for it stays gone:
+ * it had been used) and waiting producers and consumers are woken. A
+ * no-op when *slot is not an open reservation (so calling it after a
+ * failed commit is safe). */
+void surge_reservoir_put_abort(surge_reservoir *r, surge_reservoir_slot *slot);
+
 /* surge_reservoir_get_batch - serve up to B rows (1 <= B <= max_batch)
  * chosen by the policy, copied into inputs (B, input_dim) and outputs
  * (B, output_dim), row-major and contiguous, and describe each row in

@@ -1359,6 +1359,206 @@ test_end_reception_wakes_waiters(void **state)
     surge_reservoir_destroy(&r);
 }
 
+/* ------------------------------------------------- in-place (reserved) put */
+
+/* Reserve, fill in place, commit: the same sample as put would store. */
+static int
+put_in_place(surge_reservoir *r, uint64_t id, uint64_t sim)
+{
+    surge_reservoir_slot slot;
+    surge_sample_meta m = {.sim = sim, .step = 0, .arrival_ns = 0};
+    int rc = surge_reservoir_put_begin(r, &m, 0, &slot);
+    if (rc != 0) {
+        return rc;
+    }
+    fill(id, slot.input, slot.output);
+    slot.meta.step = id; /* step may still change before commit */
+    return surge_reservoir_put_commit(r, &slot);
+}
+
+static void
+test_put_begin_commit(void **state)
+{
+    (void)state;
+    surge_reservoir_config c = cfg_for(SURGE_RESERVOIR_FIFO, 8, 4);
+    surge_reservoir *r = make(&c);
+    /* Interleaved with plain puts, in put order. */
+    for (uint64_t i = 0; i < 8; i++) {
+        int rc = i % 2 == 0 ? put_in_place(r, i, 3) : put(r, i, 3, 0);
+        assert_int_equal(rc, 0);
+    }
+    assert_int_equal(put_in_place(r, 8, 3), SURGE_ETIMEDOUT); /* full */
+    surge_reservoir_stats st = stats(r);
+    assert_int_equal(st.puts, 8);
+    assert_int_equal(st.occupancy_samples, 8);
+    uint64_t ids[4];
+    surge_batch_info info[4];
+    assert_int_equal(get(r, 4, ids, info, 0), 4);
+    for (uint64_t i = 0; i < 4; i++) {
+        assert_int_equal(ids[i], i);
+        assert_int_equal(info[i].sim, 3);
+    }
+    /* A reserved slot is not drawable: 4 present + 1 reserved, B = 4. */
+    surge_reservoir_slot slot;
+    assert_int_equal(surge_reservoir_put_begin(r, NULL, 0, &slot), 0);
+    assert_non_null(slot.input);
+    assert_non_null(slot.output);
+    assert_int_equal(stats(r).occupancy_samples, 4);
+    assert_int_equal(get(r, 4, ids, NULL, 0), 4);
+    assert_int_equal(get(r, 4, ids, NULL, 0), SURGE_ETIMEDOUT);
+    fill(100, slot.input, slot.output);
+    slot.meta.step = 100;
+    assert_int_equal(surge_reservoir_put_commit(r, &slot), 0);
+    assert_null(slot.output);
+    /* The reservation is over: a second commit or an abort is refused or
+     * ignored, and nothing changes. */
+    assert_int_equal(surge_reservoir_put_commit(r, &slot), -EINVAL);
+    surge_reservoir_put_abort(r, &slot);
+    assert_int_equal(surge_reservoir_put_begin(r, NULL, 0, NULL), -EINVAL);
+    surge_reservoir_end_reception(r);
+    assert_int_equal(get(r, 4, ids, info, 0), 1);
+    assert_int_equal(ids[0], 100);
+    assert_int_equal(info[0].sim, 0); /* meta NULL: sim 0 */
+    assert_int_equal(get(r, 4, ids, NULL, 0), 0);
+    st = stats(r);
+    assert_int_equal(st.puts, 9);
+    assert_int_equal(st.puts, st.occupancy_samples + st.evictions + st.retired);
+    surge_reservoir_destroy(&r);
+}
+
+static void
+test_put_abort(void **state)
+{
+    (void)state;
+    /* fifo: an aborted reservation frees its slot and stores nothing. */
+    surge_reservoir_config c = cfg_for(SURGE_RESERVOIR_FIFO, 4, 4);
+    surge_reservoir *r = make(&c);
+    surge_reservoir_slot s[4];
+    for (int i = 0; i < 4; i++) {
+        surge_sample_meta m = {.sim = (uint64_t)i, .step = 0};
+        assert_int_equal(surge_reservoir_put_begin(r, &m, 0, &s[i]), 0);
+    }
+    surge_reservoir_slot extra;
+    assert_int_equal(surge_reservoir_put_begin(r, NULL, 0, &extra),
+                     SURGE_ETIMEDOUT);
+    assert_int_equal(put(r, 9, 0, 0), SURGE_ETIMEDOUT);
+    for (int i = 0; i < 4; i++) {
+        surge_reservoir_put_abort(r, &s[i]);
+        assert_null(s[i].input);
+        surge_reservoir_put_abort(r, &s[i]); /* no-op */
+        assert_int_equal(surge_reservoir_put_commit(r, &s[i]), -EINVAL);
+    }
+    surge_reservoir_stats st = stats(r);
+    assert_int_equal(st.puts, 0);
+    assert_int_equal(st.occupancy_samples, 0);
+    assert_int_equal(st.distinct_sims, 0);
+    for (uint64_t i = 0; i < 4; i++) {
+        assert_int_equal(put_in_place(r, i, 1), 0);
+    }
+    uint64_t ids[4];
+    assert_int_equal(get(r, 4, ids, NULL, 0), 4);
+    for (uint64_t i = 0; i < 4; i++) {
+        assert_int_equal(ids[i], i);
+    }
+    surge_reservoir_destroy(&r);
+
+    /* reservoir: a reservation may evict a used sample; aborting it leaves
+     * that sample gone (it was used) and the slot free; nothing unseen is
+     * ever removed; counts add up. */
+    c = cfg_for(SURGE_RESERVOIR_RESERVOIR, 4, 2);
+    r = make(&c);
+    for (uint64_t i = 0; i < 4; i++) {
+        assert_int_equal(put(r, i, 0, 0), 0);
+    }
+    assert_int_equal(surge_reservoir_put_begin(r, NULL, 0, &extra),
+                     SURGE_ETIMEDOUT); /* full, nothing used */
+    assert_int_equal(get(r, 2, NULL, NULL, 0), 2);
+    assert_int_equal(surge_reservoir_put_begin(r, NULL, 0, &extra), 0);
+    st = stats(r);
+    assert_int_equal(st.evictions, 1);
+    assert_int_equal(st.occupancy_samples, 3);
+    surge_reservoir_put_abort(r, &extra);
+    st = stats(r);
+    assert_int_equal(st.puts, 4);
+    assert_int_equal(st.occupancy_samples, 3);
+    assert_int_equal(st.uses_removed[0], 0);
+    assert_int_equal(st.puts, st.occupancy_samples + st.evictions + st.retired);
+    assert_int_equal(put_in_place(r, 10, 0), 0); /* the free slot */
+    assert_int_equal(stats(r).evictions, 1);
+    surge_reservoir_destroy(&r);
+}
+
+static void *
+drain_main(void *arg)
+{
+    struct blocked *b = arg;
+    float in[IN_DIM * 4], out[OUT_DIM * 4];
+    b->rc = surge_reservoir_get_batch(b->r, 4, in, out, NULL, 5000);
+    return NULL;
+}
+
+static void
+test_put_reserved_end_and_shutdown(void **state)
+{
+    (void)state;
+    /* End of reception while a slot is reserved: the reservoir is not
+     * finished until the reservation ends; commit still stores it and a
+     * draining consumer gets it. */
+    surge_reservoir_config c = cfg_for(SURGE_RESERVOIR_FIFO, 4, 4);
+    surge_reservoir *r = make(&c);
+    surge_reservoir_slot slot;
+    surge_sample_meta m = {.sim = 2, .step = 7};
+    assert_int_equal(surge_reservoir_put_begin(r, &m, 0, &slot), 0);
+    surge_reservoir_end_reception(r);
+    assert_false(stats(r).finished);
+    assert_int_equal(get(r, 4, NULL, NULL, 0), SURGE_ETIMEDOUT);
+    struct blocked g = {r, 0, 0};
+    pthread_t tg;
+    assert_int_equal(pthread_create(&tg, NULL, drain_main, &g), 0);
+    usleep(30000);
+    fill(7, slot.input, slot.output);
+    assert_int_equal(surge_reservoir_put_commit(r, &slot), 0);
+    pthread_join(tg, NULL);
+    assert_int_equal(g.rc, 1);
+    assert_int_equal(get(r, 4, NULL, NULL, 0), 0);
+    assert_true(stats(r).finished);
+    surge_reservoir_destroy(&r);
+
+    /* ... and an abort then finishes it, waking the waiting consumer. */
+    r = make(&c);
+    assert_int_equal(surge_reservoir_put_begin(r, &m, 0, &slot), 0);
+    surge_reservoir_end_reception(r);
+    g = (struct blocked){r, 0, 0};
+    assert_int_equal(pthread_create(&tg, NULL, drain_main, &g), 0);
+    usleep(30000);
+    surge_reservoir_put_abort(r, &slot);
+    pthread_join(tg, NULL);
+    assert_int_equal(g.rc, 0);
+    assert_int_equal(stats(r).puts, 0);
+    surge_reservoir_destroy(&r);
+
+    /* Shutdown while reserved: commit stores nothing and says so. */
+    r = make(&c);
+    assert_int_equal(put(r, 1, 0, 0), 0);
+    assert_int_equal(surge_reservoir_put_begin(r, &m, 0, &slot), 0);
+    surge_reservoir_shutdown(r);
+    fill(7, slot.input, slot.output); /* still writable until it ends */
+    assert_int_equal(surge_reservoir_put_commit(r, &slot), SURGE_ECLOSED);
+    surge_reservoir_put_abort(r, &slot); /* safe after a failed commit */
+    assert_int_equal(surge_reservoir_put_begin(r, &m, 0, &slot), SURGE_ECLOSED);
+    surge_reservoir_stats st = stats(r);
+    assert_int_equal(st.puts, 1);
+    assert_int_equal(st.occupancy_samples, 1);
+    surge_reservoir_destroy(&r);
+
+    /* destroy discards a reservation still open. */
+    r = make(&c);
+    assert_int_equal(surge_reservoir_put_begin(r, &m, 0, &slot), 0);
+    surge_reservoir_shutdown(r);
+    surge_reservoir_destroy(&r);
+    assert_null(r);
+}
+
 static void
 test_timeouts(void **state)
 {
@@ -1753,6 +1953,9 @@ main(void)
         cmocka_unit_test(test_shapes),
         cmocka_unit_test(test_big_batch_stream_copy),
         cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_put_begin_commit),
+        cmocka_unit_test(test_put_abort),
+        cmocka_unit_test(test_put_reserved_end_and_shutdown),
     };
     return cmocka_run_group_tests_name("reservoir", tests, NULL, NULL);
 }

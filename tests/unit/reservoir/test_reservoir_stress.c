@@ -3,7 +3,9 @@
  * consumers, every policy, real threads. Built with -fsanitize=thread and
  * the reservoir's sources compiled in (tests/unit/reservoir/local.mk), so
  * ThreadSanitizer sees every access of the library, including the copies
- * made outside its lock.
+ * made outside its lock. The producer mixes surge_reservoir_put with the
+ * in-place put (put_begin, fill the slot, commit), and aborts some
+ * reservations after writing garbage into them.
  *
  * Each row is checked against the sample it claims to be (content is a
  * function of the id), so a torn copy or a slot overwritten while pinned
@@ -63,9 +65,28 @@ producer_main(void *arg)
     struct shared *sh = arg;
     float in[IN_DIM], out[OUT_DIM];
     for (uint64_t id = 0; id < NSAMPLES;) {
-        fill(id, in, out);
         surge_sample_meta m = {.sim = id % 7, .step = id, .arrival_ns = 0};
-        int rc = surge_reservoir_put(sh->r, in, out, &m, 50);
+        int rc;
+        if (id % 3 == 0) {
+            fill(id, in, out);
+            rc = surge_reservoir_put(sh->r, in, out, &m, 50);
+        } else {
+            /* The in-place put: fill the reserved slot without the lock
+             * while consumers copy other slots; every 5th reservation is
+             * first written with garbage and aborted (a slot a consumer
+             * must never see), then tried again. */
+            surge_reservoir_slot slot;
+            rc = surge_reservoir_put_begin(sh->r, &m, 50, &slot);
+            if (rc == 0 && id % 5 == 0) {
+                fill(id + NSAMPLES, slot.input, slot.output);
+                surge_reservoir_put_abort(sh->r, &slot);
+                rc = surge_reservoir_put_begin(sh->r, &m, 50, &slot);
+            }
+            if (rc == 0) {
+                fill(id, slot.input, slot.output);
+                rc = surge_reservoir_put_commit(sh->r, &slot);
+            }
+        }
         if (rc == SURGE_ETIMEDOUT) {
             continue; /* backpressure: retry, nothing lost */
         }
