@@ -52,7 +52,7 @@ cat >"$tmp/study.json" <<EOF
     {"name": "top", "min": 0, "max": 100}
   ],
   "sampler": {"kind": "lhs", "runs": 4},
-  "solver": {"command": ["$tmp/solver.sh"], "ranks": 2, "timeout_s": 3,
+  "solver": {"command": ["$tmp/solver.sh"], "ranks": 2, "timeout_s": 10,
              "retries": 2},
   "scheduler": {"mpirun": "$MPIRUN", "max_concurrent": 2,
                 "kill_grace_s": 2},
