@@ -1198,7 +1198,21 @@ prepare(struct launch *L, const char *outdir_override)
     int rc;
     const surge_study *s = L->s;
     const char *outdir = outdir_override ? outdir_override : s->output_dir;
+    /* Everything that can be refused is checked before anything is
+     * written. */
+    rc = surge_study_check_components(s, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "surge launch: %s\n", err);
+        return 2;
+    }
     char abs[PATH_MAX];
+    err[0] = '\0';
+    rc = surge_sampler_generate(s, &L->x, &L->nruns, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "surge launch: %s\n",
+                err[0] != '\0' ? err : surge_strerror(rc));
+        return 2;
+    }
     rc = surge_deploy_mkdir_p(outdir);
     if (rc == 0 && realpath(outdir, abs) == NULL) {
         rc = -errno;
@@ -1219,17 +1233,6 @@ prepare(struct launch *L, const char *outdir_override)
     rc = surge_deploy_mkdir_p(runs);
     if (rc != 0) {
         fprintf(stderr, "surge launch: %s: %s\n", runs, strerror(-rc));
-        return 2;
-    }
-    rc = surge_study_check_components(s, err, sizeof err);
-    if (rc != 0) {
-        fprintf(stderr, "surge launch: %s\n", err);
-        return 2;
-    }
-    rc = surge_sampler_generate(s, &L->x, &L->nruns, err, sizeof err);
-    if (rc != 0) {
-        fprintf(stderr, "surge launch: %s\n",
-                rc == SURGE_ECONFIG ? err : surge_strerror(rc));
         return 2;
     }
     char path[MAX_PATH];
