@@ -1018,6 +1018,81 @@ partial_new(surge_ingest *ing, struct sim *s, int64_t step, double t)
     return p;
 }
 
+/* A step that one message carries whole (a one-rank simulation, every
+ * field, items i.. of d, no partial block yet) goes straight from the
+ * message into a slot reserved in the training store: one copy instead of
+ * two (message -> block -> store). Returns the number of items it used (the
+ * step's fields, their payload bytes in *used_bytes), or 0 when the step
+ * takes the block path instead: several ranks, fields spread over several
+ * items or messages, a validation simulation, samples already pending
+ * (they go first, in order), or no slot now (the block path then keeps the
+ * sample pending and reading pauses: backpressure as before). The slot is
+ * reserved and committed within this call, never across a turn of the
+ * loop: see "Assembly" in docs/architecture.md. */
+static uint32_t
+step_direct(surge_ingest *ing, struct sim *s, const struct peer *p,
+            const surge_msg_data *d, uint32_t i, const unsigned char *data,
+            size_t *used_bytes)
+{
+    if (s->nranks != 1 || s->njoined != 1 || s->validation ||
+        ing->train == NULL || ing->pending_head != NULL || s->nfields > 64 ||
+        d->nitems - i < s->nfields) {
+        return 0;
+    }
+    const surge_data_item *first = &d->items[i];
+    uint64_t fields = 0;
+    size_t bytes = 0;
+    for (uint32_t j = 0; j < s->nfields; j++) {
+        const surge_data_item *it = &d->items[i + j];
+        uint64_t bit = UINT64_C(1) << it->field;
+        if (it->step != first->step || (fields & bit) != 0) {
+            return 0;
+        }
+        fields |= bit;
+        bytes += (size_t)it->count * sizeof(float);
+    }
+    surge_reservoir_slot slot;
+    if (surge_store_put_begin(ing->train, s->id, first->step, &slot) != 0) {
+        return 0;
+    }
+    for (uint32_t k = 0; k < s->nparams; k++) {
+        slot.input[k] = (float)s->params[k];
+    }
+    slot.input[s->nparams] = (float)first->time;
+    const unsigned char *src = data;
+    for (uint32_t j = 0; j < s->nfields; j++) {
+        const surge_data_item *it = &d->items[i + j];
+        size_t n = (size_t)it->count * sizeof(float);
+        memcpy(slot.output + s->base[it->field] + it->offset, src, n);
+        src += n;
+    }
+    surge_counters *c = &ing->c;
+    c->steps.started++;
+    c->steps.assembled++;
+    c->slices.accepted += s->nfields;
+    c->slices.bytes += bytes;
+    s->accepted[p->rank] += s->nfields;
+    if (surge_u64map_put(&s->assembled, (uint64_t)first->step, (void *)1) < 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "out of memory recording sim %" PRId64 " step %" PRId64,
+                  s->id, first->step);
+    }
+    if (ing->checksum_log != NULL) {
+        /* Before the commit: once committed, a consumer may take the slot
+         * and a later put overwrite it. */
+        uint64_t sum = surge_checksum_f32(slot.output, 0, s->nout);
+        fprintf(ing->checksum_log, "%" PRId64 " %" PRId64 " %" PRIu64 "\n",
+                s->id, first->step, sum);
+    }
+    if (surge_store_put_commit(ing->train, &slot) == 0) {
+        c->samples.train++;
+    } else {
+        c->samples.dropped[SURGE_PDROP_SERVER_STOP]++;
+    }
+    *used_bytes = bytes;
+    return s->nfields;
+}
+
 static int
 handle_data(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
             const surge_msg_data *d, const void *payload, size_t payload_len,
@@ -1122,6 +1197,13 @@ handle_data(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
         }
         struct partial *pt = surge_u64map_get(&s->partials, step);
         if (pt == NULL) {
+            size_t used = 0;
+            uint32_t n = step_direct(ing, s, p, d, i, data, &used);
+            if (n > 0) {
+                i += n - 1;
+                src = data + used;
+                continue;
+            }
             pt = partial_new(ing, s, it->step, it->time);
             if (pt == NULL) {
                 c->slices.dropped[SURGE_SDROP_ASSEMBLY_MEMORY]++;

@@ -307,6 +307,25 @@ put_keep(surge_store *s, int64_t sim, int64_t step, const float *in,
     return 0;
 }
 
+/* A stream store's answer to a put (or put_begin) with no wait. */
+static int
+stream_rc(surge_store *s, int rc)
+{
+    if (rc == SURGE_ETIMEDOUT) {
+        /* Count under the lock-free flag first, so a consumer that takes
+         * a batch right now sees it and wakes the producer. */
+        atomic_store(&s->producer_refused, 1);
+        pthread_mutex_lock(&s->mu);
+        s->refused++;
+        pthread_mutex_unlock(&s->mu);
+        return -EAGAIN;
+    }
+    if (rc == SURGE_ESTATE) {
+        return SURGE_ECLOSED;
+    }
+    return rc;
+}
+
 int
 surge_store_try_put(surge_store *s, int64_t sim, int64_t step, const float *in,
                     const float *out)
@@ -322,20 +341,38 @@ surge_store_try_put(surge_store *s, int64_t sim, int64_t step, const float *in,
         return put_keep(s, sim, step, in, out);
     }
     surge_sample_meta meta = {(uint64_t)sim, (uint64_t)step, 0};
-    int rc = surge_reservoir_put(r, in, out, &meta, 0);
-    if (rc == SURGE_ETIMEDOUT) {
-        /* Count under the lock-free flag first, so a consumer that takes
-         * a batch right now sees it and wakes the producer. */
-        atomic_store(&s->producer_refused, 1);
-        pthread_mutex_lock(&s->mu);
-        s->refused++;
-        pthread_mutex_unlock(&s->mu);
-        return -EAGAIN;
+    return stream_rc(s, surge_reservoir_put(r, in, out, &meta, 0));
+}
+
+int
+surge_store_put_begin(surge_store *s, int64_t sim, int64_t step,
+                      surge_reservoir_slot *slot)
+{
+    pthread_mutex_lock(&s->mu);
+    int has = s->has_shape;
+    surge_reservoir *r = s->res;
+    pthread_mutex_unlock(&s->mu);
+    if (!has) {
+        return SURGE_ESTATE;
     }
-    if (rc == SURGE_ESTATE) {
-        return SURGE_ECLOSED;
+    if (s->kind != SURGE_STORE_STREAM) {
+        return -ENOTSUP;
     }
-    return rc;
+    surge_sample_meta meta = {(uint64_t)sim, (uint64_t)step, 0};
+    return stream_rc(s, surge_reservoir_put_begin(r, &meta, 0, slot));
+}
+
+int
+surge_store_put_commit(surge_store *s, surge_reservoir_slot *slot)
+{
+    /* The reservoir was set with the shape, before any begin succeeded. */
+    return surge_reservoir_put_commit(s->res, slot);
+}
+
+void
+surge_store_put_abort(surge_store *s, surge_reservoir_slot *slot)
+{
+    surge_reservoir_put_abort(s->res, slot);
 }
 
 static void

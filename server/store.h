@@ -103,6 +103,25 @@ int surge_store_shape(surge_store *s, uint32_t *nin, uint64_t *nout);
 int surge_store_try_put(surge_store *s, int64_t sim, int64_t step,
                         const float *in, const float *out);
 
+/* surge_store_put_begin - the in-place put of a stream store (no extra
+ * copy): reserve a slot without waiting and fill *slot with where the
+ * producer writes the sample (slot->input: (nin) floats, slot->output:
+ * (nout) floats), then end it with exactly one surge_store_put_commit() or
+ * surge_store_put_abort(), without returning to the event loop in between
+ * (a reservation held while reading pauses could starve the consumer: see
+ * docs/architecture.md). Returns what try_put would: 0; -EAGAIN (counted
+ * as refused; the space callback fires when room comes); SURGE_ESTATE (no
+ * shape); SURGE_ECLOSED; and -ENOTSUP on a keep store (use try_put).
+ * Producer thread. */
+int surge_store_put_begin(surge_store *s, int64_t sim, int64_t step,
+                          surge_reservoir_slot *slot);
+/* surge_store_put_commit - store the sample written into *slot: 0;
+ * SURGE_ECLOSED when the store was stopped meanwhile (nothing stored);
+ * -EINVAL when *slot is not an open reservation. */
+int surge_store_put_commit(surge_store *s, surge_reservoir_slot *slot);
+/* surge_store_put_abort - give the reserved slot back, nothing stored. */
+void surge_store_put_abort(surge_store *s, surge_reservoir_slot *slot);
+
 /* surge_store_get_batch - a batch of max rows chosen by the policy (max <=
  * the reservoir's max_batch; fewer only while draining after end of
  * reception) from a stream store into in (max, nin), out (max, nout), sims

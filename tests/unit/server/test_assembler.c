@@ -3,8 +3,9 @@
  * (server/ingest.c): vectors laid out as declared, completion only when
  * every slice came, bounded assembly memory with eviction of the oldest
  * partial step, duplicates, coalesced messages, backpressure through a
- * full store, validation routing, the checksum log. Counts add up after
- * every test.
+ * full store, validation routing, the checksum log, and a message that
+ * carries a whole step going straight into a store slot. Counts add up
+ * after every test.
  */
 #include "config.h"
 
@@ -449,6 +450,116 @@ sim_failed_drops_partials(void **state)
     assert_true(surge_ingest_all_done(f->ing));
 }
 
+/* One rank owning both fields: a whole step fits in one message. */
+static const struct tfield SOLO[2] = {{"a", 6, 0, 6}, {"b", 3, 0, 3}};
+
+/* Step `step` of a one-rank sim, fields a then b; as one message with two
+ * items (whole) or as two messages. Values as send_step. */
+static void
+send_solo(struct fixture *f, int64_t sim, int64_t step, int whole)
+{
+    char rid[16];
+    snprintf(rid, sizeof rid, "s%" PRId64 "r0", sim);
+    float payload[NOUT];
+    for (int i = 0; i < 6; i++) {
+        payload[i] = (float)(10 * step + i);
+    }
+    for (int i = 0; i < 3; i++) {
+        payload[6 + i] = (float)(100 + 10 * step + i);
+    }
+    double t = 0.5 * (double)step;
+    if (!whole) {
+        send_slice(f->ing, rid, sim, 0, step, t, 0, 0, 6, payload);
+        send_slice(f->ing, rid, sim, 0, step, t, 1, 0, 3, payload + 6);
+        return;
+    }
+    memset(&tmsg, 0, sizeof tmsg);
+    tmsg.type = SURGE_MSG_DATA;
+    surge_msg_data *d = &tmsg.u.data;
+    d->sim = sim;
+    d->rank = 0;
+    d->dtype = SURGE_WIRE_F32;
+    d->nitems = 2;
+    /* b first: the items of a whole step may come in any field order. */
+    d->items[0] = (surge_data_item){
+        .step = step, .time = t, .field = 1, .offset = 0, .count = 3};
+    d->items[1] = (surge_data_item){
+        .step = step, .time = t, .field = 0, .offset = 0, .count = 6};
+    float wire[NOUT];
+    memcpy(wire, payload + 6, 3 * sizeof(float));
+    memcpy(wire + 3, payload, 6 * sizeof(float));
+    surge_ingest_counters(f->ing)->messages.received++;
+    assert_int_equal(surge_ingest_handle_msg(f->ing, RID(rid), &tmsg, wire,
+                                             sizeof wire, 1, 5, &treply),
+                     0);
+}
+
+/* A message that carries a whole step (one rank, every field) is put
+ * straight into a reserved store slot: no partial block is used, the
+ * sample, the checksum log and the counts are those of the block path, and
+ * a full store still turns it into a pending sample (backpressure). */
+static void
+whole_step_goes_straight_to_the_store(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    assert_int_equal(say_hello(f->ing, "s4r0", "", 4, 0, 1, P, 3, SOLO, 2),
+                     SURGE_MSG_WELCOME);
+    send_solo(f, 4, 0, 1);
+    assert_int_equal(c->steps.assembled, 1);
+    assert_int_equal(c->steps.started, 1);
+    assert_int_equal(c->slices.accepted, 2);
+    assert_int_equal(c->samples.train, 1);
+    assert_int_equal(surge_ingest_partial_bytes(f->ing), 0); /* no block */
+    send_solo(f, 4, 1, 0); /* two messages: the block path */
+    assert_int_equal(c->steps.assembled, 2);
+    assert_true(surge_ingest_partial_bytes(f->ing) > 0);
+    /* The store (two slots) is full: the next whole step waits pending. */
+    send_solo(f, 4, 2, 1);
+    assert_int_equal(c->steps.assembled, 3);
+    assert_true(surge_ingest_has_pending(f->ing));
+    /* While a sample is pending, later ones queue behind it in order. */
+    send_solo(f, 4, 3, 1);
+    assert_int_equal(c->samples.pending, 2);
+    /* A repeat of an assembled step is refused and counted for bye. */
+    send_solo(f, 4, 0, 1);
+    assert_int_equal(c->slices.dropped[SURGE_SDROP_STEP_ASSEMBLED], 2);
+    float in[2 * NIN], out[2 * NOUT];
+    int64_t steps[2];
+    for (int64_t want = 0; want < 4; want += 2) {
+        assert_int_equal(
+            surge_store_get_batch(f->train, 2, in, out, NULL, steps, 0), 2);
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(steps[i], want + i);
+            check_sample(in + i * NIN, out + i * NOUT, want + i);
+        }
+        surge_ingest_flush(f->ing);
+    }
+    assert_false(surge_ingest_has_pending(f->ing));
+    assert_int_equal(c->samples.train, 4);
+    /* bye_ack counts the 8 slices stored plus the 2 refused repeats. */
+    assert_int_equal(say_bye(f->ing, "s4r0", 4, 0, 10), SURGE_MSG_BYE_ACK);
+    assert_int_equal(treply.u.bye_ack.slices, 10);
+    /* One checksum line per step, the same as the block path's. */
+    fflush(f->log);
+    float a[6], b[3];
+    char want[512] = "";
+    size_t len = 0;
+    for (int64_t st = 0; st < 4; st++) {
+        for (int i = 0; i < 6; i++) {
+            a[i] = (float)(10 * st + i);
+        }
+        for (int i = 0; i < 3; i++) {
+            b[i] = (float)(100 + 10 * st + i);
+        }
+        uint64_t sum =
+            surge_checksum_f32(a, 0, 6) + surge_checksum_f32(b, 6, 3);
+        len += (size_t)snprintf(want + len, sizeof want - len,
+                                "4 %" PRId64 " %" PRIu64 "\n", st, sum);
+    }
+    assert_string_equal(f->logbuf, want);
+}
+
 int
 main(void)
 {
@@ -473,6 +584,8 @@ main(void)
                                         setup_validation, teardown),
         cmocka_unit_test_setup_teardown(checksum_log_matches_client_sums, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(whole_step_goes_straight_to_the_store,
+                                        setup_small_store, teardown),
         cmocka_unit_test_setup_teardown(sim_failed_drops_partials, setup,
                                         teardown),
     };
