@@ -960,6 +960,17 @@ jsum(json_t *obj)
     return sum;
 }
 
+/* Slices the clients said they sent (the sum of their bye counts), when
+ * the server reports it as slices.sent_by_clients; null otherwise. A run
+ * that died sends no bye, so this covers the runs that closed cleanly. */
+static json_t *
+sent_slices(json_t *stats)
+{
+    json_t *v =
+        json_object_get(json_object_get(stats, "slices"), "sent_by_clients");
+    return json_is_integer(v) ? v : json_null();
+}
+
 static int
 write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
               int *counts_ok)
@@ -1049,7 +1060,7 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
         json_object_set_new(
             j, "slices",
             json_pack(
-                "{s:I,s:I,s:I,s:O}", "received",
+                "{s:O,s:I,s:I,s:I,s:O}", "sent", sent_slices(stats), "received",
                 (json_int_t)jget(stats, "slices.received"), "accepted",
                 (json_int_t)jget(stats, "slices.accepted"), "bytes",
                 (json_int_t)bytes, "dropped",
