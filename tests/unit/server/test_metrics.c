@@ -296,8 +296,8 @@ test_series_rates_and_ring(void **state)
     assert_int_equal(json_integer_value(json_object_get(root, "points")), 4);
     json_t *t = json_object_get(root, "t");
     assert_int_equal(json_array_size(t), 4);
-    assert_true(json_real_value(json_array_get(t, 0)) == 1004.0);
-    assert_true(json_real_value(json_array_get(t, 3)) == 1007.0);
+    assert_true(json_number_value(json_array_get(t, 0)) == 1004.0);
+    assert_true(json_number_value(json_array_get(t, 3)) == 1007.0);
     json_t *series = json_object_get(root, "series");
     for (size_t i = 0; i < SURGE_METRICS_SERIES; i++) {
         json_t *col = json_object_get(series, surge_metrics_series_names[i]);
@@ -308,6 +308,18 @@ test_series_rates_and_ring(void **state)
         json_array_get(json_object_get(series, "batches_per_s"), 0)));
     json_decref(root);
     free(s);
+
+    /* Unix times keep their milliseconds. */
+    surge_metrics_sample(m, 108.0, 1795925526.125);
+    assert_int_equal(surge_metrics_render_series(m, 0, &s, &len), 0);
+    root = json_loads(s, 0, &jerr);
+    assert_non_null(root);
+    t = json_object_get(root, "t");
+    assert_true(json_number_value(json_array_get(t, 3)) == 1795925526.125);
+    json_decref(root);
+    free(s);
+    surge_metrics_sample(m, 109.0, 1795925527.0);
+    surge_metrics_sample(m, 110.0, 1795925528.0);
 
     /* ?last=1.5 keeps points within 1.5 s of the newest. */
     assert_int_equal(surge_metrics_render_series(m, 1.5, &s, &len), 0);
