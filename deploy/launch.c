@@ -134,9 +134,11 @@ struct launch {
     int quiet;
     int tty; /* progress line redrawn in place */
     int progress_drawn;
-    double t0;          /* study start, monotonic s */
-    double t_runs_done; /* when the last run ended */
-    int64_t attempts;   /* jobs started */
+    double t0;           /* study start, monotonic s */
+    double t_runs_done;  /* when the last run ended */
+    int64_t attempts;    /* jobs started */
+    time_t started_wall; /* study start, wall clock: older files in the
+                            output folder belong to an earlier study */
     /* From the server's monitoring endpoint (/api/v1/status), the same
      * numbers `surge top` and the dashboard show. */
     int status_ok;        /* the last GET succeeded */
@@ -419,7 +421,9 @@ start_server(struct launch *L, char *err, size_t errcap)
     /* A restart continues from the trainer's last checkpoint when the
      * server left one (written atomically, so it is whole or absent). */
     snprintf(buf, sizeof buf, "%s/" CHECKPOINT_FILE, L->out);
-    if (L->restarts > 0 && access(buf, R_OK) == 0) {
+    struct stat ck;
+    if (L->restarts > 0 && stat(buf, &ck) == 0 &&
+        ck.st_mtime >= L->started_wall) {
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "resuming from %s", buf);
         PUSH("--resume");
         PUSH(buf);
@@ -925,6 +929,33 @@ progress_clear(struct launch *L)
     }
 }
 
+/* On a terminal: clear the progress line, write the event, and let the
+ * next tick draw the progress line again below it. One line per event, in
+ * the format of common/log.c's default handler. */
+static struct launch *log_launch;
+
+static void
+tty_log(int level, const char *component, const char *message, void *arg)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    struct timespec ts;
+    struct tm tm;
+    char stamp[32];
+    (void)arg;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (log_launch != NULL) {
+        progress_clear(log_launch);
+    }
+    fprintf(stderr, "%s.%03ldZ %s %s %s\n", stamp, ts.tv_nsec / 1000000L,
+            level >= 0 && level < 4 ? names[level] : "?", component, message);
+    fflush(stderr);
+    if (log_launch != NULL) {
+        log_launch->next_progress = 0;
+    }
+}
+
 /* ------------------------------------------------------------ summary */
 
 static uint64_t
@@ -1246,6 +1277,18 @@ prepare(struct launch *L, const char *outdir_override)
         fprintf(stderr, "surge launch: %s: %s\n", runs, strerror(-rc));
         return 2;
     }
+    /* What an earlier study left in this folder would be mistaken for this
+     * one's results (the checksum log is appended to). */
+    static const char *const stale[] = {"server.json", "server-stats.json",
+                                        "summary.json", "checksums.log"};
+    for (size_t i = 0; i < sizeof stale / sizeof stale[0]; i++) {
+        char p[MAX_PATH];
+        snprintf(p, sizeof p, "%s/%s", L->out, stale[i]);
+        if (unlink(p) != 0 && errno != ENOENT) {
+            fprintf(stderr, "surge launch: %s: %s\n", p, strerror(errno));
+            return 1;
+        }
+    }
     char path[MAX_PATH];
     snprintf(path, sizeof path, "%s/parameters.csv", L->out);
     rc = surge_sampler_write_csv(s, L->x, L->nruns, path);
@@ -1382,7 +1425,13 @@ surge_launch_main(int argc, char **argv)
 
     L.quiet = quiet;
     L.tty = isatty(STDERR_FILENO);
+    if (L.tty && !quiet) {
+        /* Log lines must not land on top of the live progress line. */
+        log_launch = &L;
+        surge_log_set_handler(tty_log, NULL);
+    }
     L.t0 = now_s();
+    L.started_wall = time(NULL);
     int64_t k = concurrency(L.s);
     SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
               "study %s: %zu runs x %lld ranks, %lld at once, output %s",
@@ -1517,6 +1566,10 @@ out_sched:
     free(L.runs);
     free(L.x);
 out_study:
+    if (log_launch != NULL) {
+        surge_log_set_handler(NULL, NULL);
+        log_launch = NULL;
+    }
     surge_study_destroy(&L.s);
     return status;
 }
