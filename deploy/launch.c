@@ -327,7 +327,9 @@ control(struct launch *L, int op, int64_t sim, char *msg, size_t cap)
 {
     int32_t code = 0;
     char buf[SURGE_MAX_REASON + 1];
-    if (L->ctl == NULL) {
+    if (L->ctl == NULL || !surge_server_proc_alive(&L->server)) {
+        /* No waiting for a dead server's answer; check_server() restarts
+         * it on the next tick. */
         return SURGE_ENOSERVER;
     }
     int rc = surge_control_call(L->ctl, op, sim,
