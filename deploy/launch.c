@@ -490,6 +490,7 @@ start_server(struct launch *L, char *err, size_t errcap)
             snprintf(err, errcap, "the server at %s did not answer PING: %s",
                      L->server.endpoint, surge_strerror(rc));
         } else {
+            surge_deploy_sleep(0.05);
             continue;
         }
         surge_control_destroy(&L->ctl);
