@@ -4,7 +4,9 @@
  *
  * Model: the reference surrogate MLP 6 -> 1024 -> 1024 -> 1024 -> 4096
  * (ReLU), batch 256, Adam (lr 1e-3), MSE, data already in memory (4,096
- * random samples, batches taken in order). For 1 and 2 threads:
+ * samples); each step draws a random minibatch, gathered into batch
+ * buffers as the server's reservoir does (PyTorch: x[idx], y[idx]), and
+ * the gather is part of the timed step. For 1 and 2 threads:
  *   bound   : the 11 cblas_sgemm calls of one training step, same shapes
  *             and transposes, timed alone (forward 4, dW 4, dX 3): the
  *             matrix-product bound of a step;
@@ -21,7 +23,7 @@
  * environment is left as CI has it (OPENBLAS_CORETYPE untouched). Prints a
  * table, then one JSON line with the figures and the ratios.
  *
- * Usage: bench-trainer [--python PATH] [--script bench_torch.py]
+ * Usage: bench-trainer [--python PATH] [--script bench_torch.py] [--rounds R]
  *                      [--steps N] [--threads "1 2"] [--no-torch]
  */
 #include "config.h"
@@ -144,12 +146,32 @@ bound_step(struct bound *b)
     return now_s() - t0;
 }
 
+/* Step times pooled over rounds; medians are taken at the end. */
+struct pool {
+    double v[MAX_STEPS];
+    int n;
+};
+
+static void
+pool_add(struct pool *p, double v)
+{
+    if (p->n < MAX_STEPS) {
+        p->v[p->n++] = v;
+    }
+}
+
+static double
+pool_median(struct pool *p)
+{
+    return p->n > 0 ? median(p->v, p->n) : NAN;
+}
+
 struct surge_result {
-    double bound_s;  /* median of the sgemm calls alone */
-    double step_s;   /* median step */
-    double adam_s;   /* median of the Adam pass alone */
-    double loss0;    /* first loss */
-    double loss_end; /* last loss */
+    struct pool bound; /* the sgemm calls alone */
+    struct pool step;  /* surge steps */
+    struct pool adam;  /* the Adam pass alone */
+    double loss0;      /* first loss of the last round */
+    double loss_end;   /* last loss of the last round */
 };
 
 /* Bound and surge steps alternate, so both see the same machine (it is
@@ -176,15 +198,25 @@ bench_surge(int threads, int steps, const float *x, const float *y,
     struct bound bd;
     bound_init(&bd);
     (void)surge_trainer_observe_outputs(t, y, NDATA);
-    double ts[MAX_STEPS], tb[MAX_STEPS];
+    size_t bx_bytes = sizeof(float) * B * NIN;
+    size_t by_bytes = sizeof(float) * B * NOUT;
+    float *bx = surge_trainer_host_alloc(t, bx_bytes);
+    float *by = surge_trainer_host_alloc(t, by_bytes);
+    if (bx == NULL || by == NULL) {
+        fprintf(stderr, "bench-trainer: out of memory\n");
+        exit(1);
+    }
+    uint64_t rs = 7;
     struct surge_trainer_step_info info;
     for (int s = 0; s < WARMUP + steps; s++) {
-        int off = (s * B) % NDATA;
         double dtb = bound_step(&bd);
         double t0 = now_s();
-        int rc =
-            surge_trainer_step(t, x + (size_t)off * NIN, y + (size_t)off * NOUT,
-                               NULL, B, NULL, &info);
+        for (int row = 0; row < B; row++) { /* a random minibatch */
+            size_t i = (size_t)(mlp_rand_next(&rs) % NDATA);
+            memcpy(bx + (size_t)row * NIN, x + i * NIN, NIN * sizeof(float));
+            memcpy(by + (size_t)row * NOUT, y + i * NOUT, NOUT * sizeof(float));
+        }
+        int rc = surge_trainer_step(t, bx, by, NULL, B, NULL, &info);
         double dt = now_s() - t0;
         if (rc != 0) {
             fprintf(stderr, "bench-trainer: step failed: %d\n", rc);
@@ -194,14 +226,14 @@ bench_surge(int threads, int steps, const float *x, const float *y,
             r->loss0 = info.loss;
         }
         if (s >= WARMUP) {
-            ts[s - WARMUP] = dt;
-            tb[s - WARMUP] = dtb;
+            pool_add(&r->step, dt);
+            pool_add(&r->bound, dtb);
         }
     }
-    r->step_s = median(ts, steps);
-    r->bound_s = median(tb, steps);
     r->loss_end = info.loss;
     bound_fini(&bd);
+    surge_trainer_host_free(t, bx, bx_bytes);
+    surge_trainer_host_free(t, by, by_bytes);
     surge_trainer_destroy(&t);
 
     /* The Adam pass alone, over the same number of parameters. */
@@ -225,17 +257,17 @@ bench_surge(int threads, int steps, const float *x, const float *y,
         (void)surge_backend_cpu.opt_update(NULL, &st, mem, mem + np,
                                            mem + 2 * np, mem + 3 * np, np);
         if (s >= WARMUP) {
-            ts[s - WARMUP] = now_s() - t0;
+            pool_add(&r->adam, now_s() - t0);
         }
     }
-    r->adam_s = median(ts, steps);
     surge_huge_free(mem, bytes);
 }
 
-/* Run bench_torch.py; it prints "median_step_s X" and "loss_end Y". */
-static double
+/* Run bench_torch.py; it prints "step_s T1 T2 ..." (the measured steps),
+ * "median_step_s X" and "loss_end Y"; the step times join the pool. */
+static void
 bench_torch(const char *python, const char *script, int threads, int tuned,
-            int steps)
+            int steps, struct pool *out)
 {
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
@@ -248,21 +280,32 @@ bench_torch(const char *python, const char *script, int threads, int tuned,
              python, script, threads, steps, WARMUP);
     FILE *p = popen(cmd, "r");
     if (p == NULL) {
-        return NAN;
+        return;
     }
-    char line[512];
-    double med = NAN;
+    char line[4096];
+    struct pool got = {.n = 0};
     while (fgets(line, sizeof line, p) != NULL) {
-        char *v = NULL;
-        if (strncmp(line, "median_step_s ", 14) == 0) {
-            med = strtod(line + 14, &v);
+        if (strncmp(line, "step_s ", 7) == 0) {
+            char *c = line + 7;
+            for (;;) {
+                char *end = NULL;
+                double v = strtod(c, &end);
+                if (end == c || !isfinite(v) || v <= 0.0) {
+                    break;
+                }
+                pool_add(&got, v);
+                c = end;
+            }
         } else if (strncmp(line, "skip ", 5) == 0 ||
                    strstr(line, "Error") != NULL) {
             fprintf(stderr, "torch: %s", line);
         }
     }
-    int st = pclose(p);
-    return st == 0 ? med : NAN;
+    if (pclose(p) == 0) {
+        for (int i = 0; i < got.n; i++) {
+            pool_add(out, got.v[i]);
+        }
+    }
 }
 
 static void
@@ -280,7 +323,7 @@ main(int argc, char **argv)
 {
     const char *python = "/usr/bin/python3";
     const char *script = "bench/trainer/bench_torch.py";
-    int steps = 15, torch = 1;
+    int steps = 7, rounds = 3, torch = 1;
     int threads[2] = {1, 2}, nthreads = 2;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--python") == 0 && i + 1 < argc) {
@@ -296,6 +339,13 @@ main(int argc, char **argv)
                 return 2;
             }
             steps = (int)v;
+        } else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
+            int64_t v;
+            if (surge_parse_int64(argv[++i], &v) != 0 || v < 1 || v > 10) {
+                fprintf(stderr, "bench-trainer: --rounds: 1..10\n");
+                return 2;
+            }
+            rounds = (int)v;
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             int64_t v;
             if (surge_parse_int64(argv[++i], &v) != 0 || v < 1 || v > 64) {
@@ -309,14 +359,21 @@ main(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: bench-trainer [--python PATH] [--script PY] "
-                    "[--steps N] [--threads N] [--no-torch]\n");
+                    "[--steps N] [--rounds R] [--threads N] [--no-torch]\n");
             return 2;
         }
     }
+    if (steps * rounds > MAX_STEPS) {
+        fprintf(stderr, "bench-trainer: steps x rounds must be <= %d\n",
+                MAX_STEPS);
+        return 2;
+    }
     const char *ct = getenv("OPENBLAS_CORETYPE");
     printf("# trainer benchmark: MLP 6-1024-1024-1024-4096 relu, batch %d, "
-           "Adam, data in memory; OPENBLAS_CORETYPE=%s; medians of %d steps\n",
-           B, ct != NULL ? ct : "(unset)", steps);
+           "Adam, data in memory; OPENBLAS_CORETYPE=%s; medians of %d "
+           "steps (%d rounds of %d, each round: surge, PyTorch, PyTorch "
+           "tuned)\n",
+           B, ct != NULL ? ct : "(unset)", steps * rounds, rounds, steps);
 
     float *x = malloc(sizeof(float) * NDATA * NIN);
     float *y = surge_huge_alloc(sizeof(float) * NDATA * NOUT);
@@ -338,15 +395,26 @@ main(int argc, char **argv)
     }
     double flops = step_flops();
     double res[2][6]; /* bound, surge, adam, torch, torch tuned, (unused) */
+    static struct surge_result sr;
+    static struct pool pt, ptt;
     for (int k = 0; k < nthreads; k++) {
         int th = threads[k];
-        struct surge_result sr = {0};
-        bench_surge(th, steps, x, y, &sr);
-        res[k][0] = sr.bound_s;
-        res[k][1] = sr.step_s;
-        res[k][2] = sr.adam_s;
-        res[k][3] = torch ? bench_torch(python, script, th, 0, steps) : NAN;
-        res[k][4] = torch ? bench_torch(python, script, th, 1, steps) : NAN;
+        memset(&sr, 0, sizeof sr);
+        memset(&pt, 0, sizeof pt);
+        memset(&ptt, 0, sizeof ptt);
+        /* Rounds interleave the contenders: the machine's load moves. */
+        for (int round = 0; round < rounds; round++) {
+            bench_surge(th, steps, x, y, &sr);
+            if (torch) {
+                bench_torch(python, script, th, 0, steps, &pt);
+                bench_torch(python, script, th, 1, steps, &ptt);
+            }
+        }
+        res[k][0] = pool_median(&sr.bound);
+        res[k][1] = pool_median(&sr.step);
+        res[k][2] = pool_median(&sr.adam);
+        res[k][3] = pool_median(&pt);
+        res[k][4] = pool_median(&ptt);
         fprintf(stderr, "# %d thread(s): surge loss %.4g -> %.4g\n", th,
                 sr.loss0, sr.loss_end);
     }

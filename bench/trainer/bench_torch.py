@@ -1,11 +1,14 @@
 """bench/trainer/bench_torch.py - the peer of bench-trainer: the same MLP
 (6 -> 1024 -> 1024 -> 1024 -> 4096, ReLU), batch 256, Adam (lr 1e-3), MSE,
-data already in memory, in PyTorch as a user writes it.
+data already in memory, in PyTorch as a user writes it: each step draws a
+random minibatch (x[idx], y[idx]) and takes one optimizer step; the timed
+step includes the draw, as bench-trainer's does.
 
 Run by bench-trainer with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set (and,
 for the tuned run, MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_).
-Prints "median_step_s X" (median of --steps steps after --warmup) and
-"loss_end Y"; "skip REASON" and exit 0 when torch is missing.
+Prints "step_s T1 T2 ..." (the --steps steps measured after --warmup),
+"median_step_s X" and "loss_end Y"; "skip REASON" and exit 0 when torch is
+missing.
 """
 import argparse
 import math
@@ -50,9 +53,9 @@ loss_fn = nn.MSELoss()
 times = []
 loss = None
 for s in range(args.warmup + args.steps):
-    off = (s * B) % NDATA
-    xb, yb = x[off:off + B], y[off:off + B]
     t0 = time.perf_counter()
+    idx = torch.randint(0, NDATA, (B,))
+    xb, yb = x[idx], y[idx]
     opt.zero_grad()
     loss = loss_fn(model(xb), yb)
     loss.backward()
@@ -61,6 +64,7 @@ for s in range(args.warmup + args.steps):
     if s >= args.warmup:
         times.append(dt)
 
+print("step_s " + " ".join("%.6f" % t for t in times))
 print("median_step_s %.6f" % statistics.median(times))
 print("loss_end %.6g" % float(loss))
 sys.exit(0 if math.isfinite(float(loss)) else 1)
