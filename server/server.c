@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -376,6 +377,12 @@ close_handles(surge_server *srv)
             uv_close(hs[i], on_close);
         }
     }
+    /* Closing a signal's last uv_signal_t restores its default action, so
+     * a second SIGTERM now (timeout(1) signals the child and then its whole
+     * process group; a user may press Ctrl-C twice) would kill us before
+     * server-stats.json is written. We are stopping anyway: ignore them. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
 }
 
 static void

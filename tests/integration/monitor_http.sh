@@ -135,7 +135,9 @@ while read -r l; do diag "$l"; done <"$tmp/values.txt"
 http_get /metrics "$tmp/metrics-last.txt"
 
 mon_stop_server
-check "server stops cleanly on SIGTERM" test $? -eq 0
+rc=$?
+check "server stops cleanly on SIGTERM (exit $rc)" test $rc -eq 0
+[ $rc -eq 0 ] || diag "$(tail -20 "$tmp/serve.log")"
 
 "$PY" - "$tmp/metrics-last.txt" "$tmp/out/server-stats.json" \
     >"$tmp/stats.txt" 2>&1 <<'EOF'
