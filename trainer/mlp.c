@@ -247,7 +247,8 @@ mlp_forward(struct mlp *m, const float *xn, int rows)
 }
 
 void
-mlp_backward(struct mlp *m, const float *xn, int rows)
+mlp_backward(struct mlp *m, const float *xn, int rows, mlp_layer_cb done,
+             void *arg)
 {
     int last = m->n_linear - 1;
     const float *dz = m->a[last];
@@ -255,6 +256,11 @@ mlp_backward(struct mlp *m, const float *xn, int rows)
         const float *in = k > 0 ? m->a[k - 1] : xn;
         float *din = k > 0 ? m->d[k & 1] : NULL;
         mlp_linear_backward(m, k, in, dz, rows, din);
+        /* dW_k is final; db_k was final before this iteration (the loss op
+         * or the previous act_bwd); W_k was last read by the din product. */
+        if (done != NULL) {
+            done(arg, k);
+        }
         if (k > 0) {
             /* din holds dL/da[k-1]; turn it into dL/dz[k-1] and db[k-1]. */
             m->ops->act_bwd(m->ctx, m->act, rows, m->lin[k - 1].out,

@@ -81,11 +81,18 @@ int mlp_init_weights(struct mlp *m, uint64_t seed, float *host_tmp);
  * normalised units. Keeps what backward needs. */
 void mlp_forward(struct mlp *m, const float *xn, int rows);
 
+/* mlp_layer_cb - called by mlp_backward once layer k's gradients (dw, db)
+ * are final and its parameters are no longer needed by the pass, so the
+ * caller may update them right away, while they are still in cache. */
+typedef void (*mlp_layer_cb)(void *arg, int k);
+
 /* mlp_backward - given dL/dout in a[n_linear - 1] (B, n_outputs) (it is
  * overwritten) and the last bias gradient already in lin[last].db (the loss
- * op computes both), fill grads for every layer. Needs the state of the
+ * op computes both), fill grads for every layer, last layer first, calling
+ * done(arg, k) (when not NULL) after each. Needs the state of the
  * mlp_forward on the same xn and rows. */
-void mlp_backward(struct mlp *m, const float *xn, int rows);
+void mlp_backward(struct mlp *m, const float *xn, int rows, mlp_layer_cb done,
+                  void *arg);
 
 /* The pieces, in pairs (exposed for the gradient checks). */
 void mlp_linear_forward(struct mlp *m, int k, const float *in, int rows,

@@ -4,8 +4,11 @@
  *
  * DESIGN. A step is: normalise the inputs (one small pass), forward,
  * loss + dL/dout + last bias gradient + per-row losses (one fused pass),
- * backward, then one fused optimizer pass over the flat parameter vector
- * (plus one read pass for the gradient norm, only when clipping is on).
+ * backward, and the fused optimizer pass: without clipping, layer by
+ * layer inside backward as soon as a layer's gradient is final (gradient
+ * and weights are still in cache); with clipping, which needs the global
+ * norm first, one read pass for the norm and one update pass over the flat
+ * parameter vector after backward.
  * Nothing is allocated after surge_trainer_create. Scalars of the update
  * (bias corrections, clip factor, scheduled rate) are computed here in
  * double and rounded once, so every backend applies the same numbers.
@@ -386,6 +389,27 @@ surge_trainer_set_output_norm(surge_trainer *t, const float *mean,
     return trainer_norm_sync(t);
 }
 
+/* The optimizer update of one layer, called by mlp_backward as soon as
+ * that layer's gradients are final. */
+struct layer_update {
+    surge_trainer *t;
+    const struct surge_opt_step *s;
+    double sumsq; /* squared gradient norm, summed over layers */
+};
+
+static void
+update_layer(void *arg, int k)
+{
+    struct layer_update *u = arg;
+    surge_trainer *t = u->t;
+    const struct mlp_linear *l = &t->mlp.lin[k];
+    size_t off = l->offset;
+    size_t n = (size_t)l->out * (size_t)l->in + (size_t)l->out;
+    u->sumsq += t->ops->opt_update(t->ctx, u->s, t->mlp.params + off,
+                                   t->mlp.grads + off, t->opt_m + off,
+                                   t->opt_v != NULL ? t->opt_v + off : NULL, n);
+}
+
 /* Normalise rows of x into the mlp's xn (uploading first when needed). */
 static int
 load_inputs(surge_trainer *t, const float *x, int rows)
@@ -462,25 +486,8 @@ surge_trainer_step(surge_trainer *t, const float *x, const float *y,
                   (unsigned long long)t->step + 1);
         return SURGE_ESTATE;
     }
-    mlp_backward(m, m->xn, rows);
-
     double lr = trainer_lr_at(c, t->step);
     double tt = (double)(t->step + 1);
-    double norm = -1.0;
-    double scale = 1.0;
-    if (c->grad_clip > 0.0) {
-        norm = sqrt(t->ops->sumsq(t->ctx, m->grads, m->n_params));
-        if (!isfinite(norm)) {
-            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
-                      "step %llu: gradient norm is not finite; update "
-                      "skipped",
-                      (unsigned long long)t->step + 1);
-            return SURGE_ESTATE;
-        }
-        if (norm > c->grad_clip) {
-            scale = c->grad_clip / norm;
-        }
-    }
     struct surge_opt_step s = {
         .kind = c->optimizer,
         .lr = (float)lr,
@@ -492,13 +499,33 @@ surge_trainer_step(surge_trainer *t, const float *x, const float *y,
         .step_size = (float)(lr / (1.0 - pow(c->beta1, tt))),
         .inv_bc2_sqrt = (float)(1.0 / sqrt(1.0 - pow(c->beta2, tt))),
         .decay = (float)(1.0 - lr * c->weight_decay),
-        .grad_scale = (float)scale,
+        .grad_scale = 1.0f,
         .first = t->step == 0,
     };
-    double sq = t->ops->opt_update(t->ctx, &s, m->params, m->grads, t->opt_m,
-                                   t->opt_v, m->n_params);
-    if (norm < 0.0) {
-        norm = sqrt(sq);
+    double norm;
+    if (c->grad_clip > 0.0) {
+        /* The clip factor needs every gradient first: backward, one read
+         * pass for the norm, then one update pass over all parameters. */
+        mlp_backward(m, m->xn, rows, NULL, NULL);
+        norm = sqrt(t->ops->sumsq(t->ctx, m->grads, m->n_params));
+        if (!isfinite(norm)) {
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "step %llu: gradient norm is not finite; update "
+                      "skipped",
+                      (unsigned long long)t->step + 1);
+            return SURGE_ESTATE;
+        }
+        if (norm > c->grad_clip) {
+            s.grad_scale = (float)(c->grad_clip / norm);
+        }
+        (void)t->ops->opt_update(t->ctx, &s, m->params, m->grads, t->opt_m,
+                                 t->opt_v, m->n_params);
+    } else {
+        /* Without clipping each layer is updated as soon as its gradient
+         * is final, while gradient and weights are still in cache. */
+        struct layer_update lu = {t, &s, 0.0};
+        mlp_backward(m, m->xn, rows, update_layer, &lu);
+        norm = sqrt(lu.sumsq);
     }
     t->step++;
     if (info != NULL) {

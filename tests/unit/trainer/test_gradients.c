@@ -444,7 +444,7 @@ check_network(int act)
     float *outp = m.a[m.n_linear - 1];
     double loss = ops->mse_fwd_bwd(ctx, B, OUT, outp, t, &zero, &one, 0, NULL,
                                    outp, m.lin[m.n_linear - 1].db, NULL);
-    mlp_backward(&m, m.xn, B);
+    mlp_backward(&m, m.xn, B, NULL, NULL);
 
     double xd[B * IN], td[B * OUT], b0[B * 8], b1[B * 8];
     double *p = malloc(m.n_params * sizeof *p);

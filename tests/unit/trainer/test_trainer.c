@@ -626,15 +626,15 @@ params_of(surge_trainer *t)
 }
 
 static void
-test_bit_identical_twice(void **state)
+check_bit_identical(double clip)
 {
-    (void)state;
     float *x = malloc(sizeof(float) * DET_N * DET_IN);
     float *y = malloc(sizeof(float) * DET_N * DET_OUT);
     assert_true(x != NULL && y != NULL);
     det_data(x, y);
     struct surge_trainer_config c;
     det_config(&c, SURGE_OPT_ADAM);
+    c.grad_clip = clip;
     surge_trainer *a = make(&c), *b = make(&c);
     observe(a, y, 0, 2);
     observe(b, y, 0, 2);
@@ -661,7 +661,17 @@ test_bit_identical_twice(void **state)
 }
 
 static void
-check_resume(int optimizer)
+test_bit_identical_twice(void **state)
+{
+    (void)state;
+    check_bit_identical(1.0); /* clipping: update after backward */
+    check_bit_identical(0.0); /* no clipping: per-layer update */
+}
+
+/* clip > 0 takes the update-after-backward path, clip 0 the per-layer
+ * update inside backward: both must resume bit-identically. */
+static void
+check_resume(int optimizer, double clip)
 {
     float *x = malloc(sizeof(float) * DET_N * DET_IN);
     float *y = malloc(sizeof(float) * DET_N * DET_OUT);
@@ -671,6 +681,7 @@ check_resume(int optimizer)
     path_in(path, sizeof path, "resume.ckpt");
     struct surge_trainer_config c;
     det_config(&c, optimizer);
+    c.grad_clip = clip;
     /* Uninterrupted: 30 steps, with a checkpoint before any step (output
      * statistics still collecting: 32 of 48 samples seen) and one after
      * step 12. */
@@ -730,14 +741,15 @@ static void
 test_resume_adam(void **state)
 {
     (void)state;
-    check_resume(SURGE_OPT_ADAM);
+    check_resume(SURGE_OPT_ADAM, 1.0);
+    check_resume(SURGE_OPT_ADAM, 0.0);
 }
 
 static void
 test_resume_sgd(void **state)
 {
     (void)state;
-    check_resume(SURGE_OPT_SGD);
+    check_resume(SURGE_OPT_SGD, 0.0);
 }
 
 static long
