@@ -34,3 +34,11 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_cli.sh \
 	docs/configuration.md \
 	solvers/heat2d/study.json
+
+# The slurm scheduler: its test starts a single-machine Slurm with
+# deploy/slurm-local.sh (skips without root or the Slurm packages).
+TESTS += tests/integration/slurm_study.sh
+EXTRA_DIST += tests/integration/slurm_study.sh \
+	deploy/slurm-local.sh \
+	docs/slurm.md \
+	solvers/heat2d/study-slurm.json
