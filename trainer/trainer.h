@@ -239,9 +239,14 @@ struct surge_trainer_step_info {
  *            (unweighted, normalised units) for loss-prioritised sampling
  *   info    out, or NULL
  * The caller keeps ownership of every buffer; none is retained. Allocates
- * nothing. Returns 0; -EINVAL for bad rows or NULL x/y; SURGE_ESTATE when
- * the loss is not finite (the update is skipped, weights unchanged, the step
- * counter does not advance: the caller decides whether to stop). */
+ * nothing. Non-finite inputs are not checked here (they make the loss
+ * non-finite). Without clipping, each layer is updated during backward as
+ * soon as its gradient is final; with grad_clip > 0 after it (the norm is
+ * needed first). Returns 0; -EINVAL for bad rows or NULL x/y, or a
+ * non-finite target while the output statistics are being set;
+ * SURGE_ESTATE when the loss (or, with clipping, the gradient norm) is not
+ * finite: the update is skipped, weights unchanged, the step counter does
+ * not advance; the caller decides whether to stop. */
 int surge_trainer_step(surge_trainer *t, const float *x, const float *y,
                        const float *weight, int rows, float *row_loss,
                        struct surge_trainer_step_info *info);
