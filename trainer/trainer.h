@@ -6,11 +6,11 @@
  * a shape comment, forward and backward come in pairs, all parameters live in
  * one allocation, and tests check every gradient against finite differences.
  *
- * MODEL. A multilayer perceptron
- *     x (B, n_inputs) -> [Linear -> act] x n_layers -> Linear -> y (B,
- * n_outputs) with hidden widths layers[0..n_layers-1], act one of relu, gelu
- * (exact, erf-based, as torch.nn.GELU()), tanh. Layer k has weight W_k (out_k,
- * in_k) and bias b_k (out_k), the layout of torch.nn.Linear. Initialisation by
+ * MODEL. A multilayer perceptron from x (B, n_inputs) to y (B, n_outputs):
+ *     [Linear -> act] x n_layers -> Linear
+ * with hidden widths layers[0..n_layers-1], act one of relu, gelu (exact,
+ * erf-based, as torch.nn.GELU()), tanh. Layer k has weight W_k (out_k, in_k)
+ * and bias b_k (out_k), the layout of torch.nn.Linear. Initialisation by
  * fan-in, biases zero: a layer followed by ReLU draws W ~ U(-a, a) with
  * a = sqrt(6 / fan_in) (He/Kaiming uniform: variance 2 / fan_in); a layer
  * followed by gelu or tanh, and the last (linear) layer, use a = sqrt(3 /
@@ -36,7 +36,8 @@
  * i.e. torch.mean(w[:, None] * (yhat_n - y_n) ** 2) in normalised units.
  *
  * OPTIMISERS (g is the gradient after clipping, t the 1-based step, lr the
- * scheduled rate; identical to torch.optim.Adam/AdamW/SGD):
+ * scheduled rate; as torch.optim.Adam/AdamW/SGD, which take the same steps
+ * within float rounding: tests/integration/trainer_torch.sh):
  *   adam : g += wd * p; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
  *          p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
  *   adamw: p *= 1 - lr * wd; then adam's update without the g += wd * p
