@@ -290,6 +290,17 @@ typedef struct surge_reservoir_slot {
 int surge_reservoir_put_begin(surge_reservoir *r, const surge_sample_meta *meta,
                               int timeout_ms, surge_reservoir_slot *slot);
 
+/* surge_reservoir_slot_write - copy n bytes from src to dst, where dst lies
+ * inside a slot reserved by put_begin (slot->input or slot->output and the
+ * bytes after it, up to the slot's end), the way the reservoir writes a
+ * put: with streaming (non-temporal) stores for large copies (>= 256 KiB;
+ * the pool is cold memory that a consumer reads later, so skipping the
+ * read of each destination line is faster), memcpy otherwise. Any other
+ * way to write the slot is fine too; put_commit orders these stores
+ * before the sample becomes visible. The reservation's thread. */
+void surge_reservoir_slot_write(surge_reservoir *r, void *dst, const void *src,
+                                size_t n);
+
 /* surge_reservoir_put_commit - the sample written into *slot becomes
  * present (drawable), exactly as if surge_reservoir_put() had copied it
  * (meta taken from slot->meta; arrival_ns 0 is stamped now). It also
@@ -326,6 +337,30 @@ void surge_reservoir_put_abort(surge_reservoir *r, surge_reservoir_slot *slot);
 long surge_reservoir_get_batch(surge_reservoir *r, size_t B, float *inputs,
                                float *outputs, surge_batch_info *info,
                                int timeout_ms);
+
+/* surge_reservoir_get_batch_view - get_batch without the copy: serve up to
+ * B rows exactly as get_batch would (same policy, waiting, counts, uses,
+ * info and return values), but instead of gathering them, leave them
+ * pinned in the pool and give pointers to them: inputs[i] ((input_dim)
+ * floats) and outputs[i] ((output_dim) floats), for i < n; either array
+ * may be NULL; a pointer is NULL when its dim is 0. slots[B] (required)
+ * receives the rows' slot ids, to pass back. The rows are read-only and
+ * stay valid until surge_reservoir_release_view(r, slots, n), which must
+ * be called exactly once for every n > 0 (also after shutdown). While a
+ * view is held its slots are neither evicted nor freed, so a producer may
+ * wait for them: release soon. For a consumer that reads rows in place
+ * (copies them to a device, or only counts them) and so needs no gather.
+ * -EINVAL when B is 0 or larger than max_batch, or slots is NULL. */
+long surge_reservoir_get_batch_view(surge_reservoir *r, size_t B,
+                                    uint32_t *slots, const float **inputs,
+                                    const float **outputs,
+                                    surge_batch_info *info, int timeout_ms);
+
+/* surge_reservoir_release_view - end a view: unpin the n rows of slots (as
+ * returned by get_batch_view), free those used up and wake producers (and
+ * the notify callback) as the end of a get_batch does. n == 0: no-op. */
+void surge_reservoir_release_view(surge_reservoir *r, const uint32_t *slots,
+                                  size_t n);
 
 /* surge_reservoir_update_priorities - prioritized only: set the priority of
  * each row's sample to (loss[i] + epsilon)^alpha. info and loss are the n

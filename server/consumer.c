@@ -1,5 +1,8 @@
 /*
- * server/consumer.c - the consumer table and the "discard" consumer.
+ * server/consumer.c - the consumer table and the "discard" and "count"
+ * consumers (stand-ins for a trainer that take every batch and count it;
+ * discard gathers each batch into its buffers as a trainer does, count
+ * copies nothing).
  */
 #include "config.h"
 
@@ -16,6 +19,7 @@
 #include "server/consumer.h"
 
 struct discard {
+    int gather;               /* copy each batch out (discard) or not (count) */
     uint32_t batch;           /* samples per batch */
     double delay_ms;          /* sleep per batch */
     _Atomic uint64_t batches; /* written by the consumer thread */
@@ -23,16 +27,29 @@ struct discard {
 };
 
 static int
-discard_create(void **state, const surge_server_options *o)
+create(void **state, const surge_server_options *o, int gather)
 {
     struct discard *d = calloc(1, sizeof *d);
     if (d == NULL) {
         return -ENOMEM;
     }
+    d->gather = gather;
     d->batch = o->batch_size;
     d->delay_ms = o->consumer_delay_ms;
     *state = d;
     return 0;
+}
+
+static int
+discard_create(void **state, const surge_server_options *o)
+{
+    return create(state, o, 1);
+}
+
+static int
+count_create(void **state, const surge_server_options *o)
+{
+    return create(state, o, 0);
 }
 
 static int
@@ -52,18 +69,25 @@ discard_run(void *state, const surge_consumer_ctx *ctx)
      * trainer gathers into the same kind of buffers): a batch of 64
      * samples of 8 MiB is 512 MiB, and first-touch page faults at 4 KiB
      * would cost more than the gather itself on these machines. */
-    size_t in_bytes = (size_t)d->batch * nin * sizeof(float);
-    size_t out_bytes = (size_t)d->batch * nout * sizeof(float);
-    float *in = surge_huge_alloc(in_bytes);
+    size_t in_bytes = d->gather ? (size_t)d->batch * nin * sizeof(float) : 0;
+    size_t out_bytes = d->gather
+                           ? (size_t)d->batch * nout * sizeof(float)
+                           : (size_t)d->batch * sizeof(uint32_t); /* slot ids */
+    float *in = d->gather ? surge_huge_alloc(in_bytes) : NULL;
     float *out = surge_huge_alloc(out_bytes);
-    if (in == NULL || out == NULL) {
+    if ((d->gather && in == NULL) || out == NULL) {
         surge_huge_free(in, in_bytes);
         surge_huge_free(out, out_bytes);
         return -ENOMEM;
     }
     for (;;) {
-        rc = surge_store_get_batch(ctx->train, d->batch, in, out, NULL, NULL,
-                                   500);
+        if (d->gather) {
+            rc = surge_store_get_batch(ctx->train, d->batch, in, out, NULL,
+                                       NULL, 500);
+        } else {
+            rc = surge_store_take_batch(ctx->train, d->batch, (uint32_t *)out,
+                                        500);
+        }
         if (rc == SURGE_ETIMEDOUT) {
             continue;
         }
@@ -99,11 +123,21 @@ discard_destroy(void *state)
     free(state);
 }
 
-const surge_consumer_ops surge_consumer_discard = {
-    "discard", discard_create, discard_run, discard_stats, discard_destroy};
+const surge_consumer_ops surge_consumer_discard = {.name = "discard",
+                                                   .create = discard_create,
+                                                   .run = discard_run,
+                                                   .stats = discard_stats,
+                                                   .destroy = discard_destroy};
+
+const surge_consumer_ops surge_consumer_count = {.name = "count",
+                                                 .create = count_create,
+                                                 .run = discard_run,
+                                                 .stats = discard_stats,
+                                                 .destroy = discard_destroy};
 
 static const surge_consumer_ops *const consumers[] = {
     &surge_consumer_discard,
+    &surge_consumer_count,
 };
 
 const surge_consumer_ops *

@@ -61,8 +61,14 @@ typedef struct surge_consumer_ops {
 /* surge_consumer_find - the consumer called name, or NULL. */
 const surge_consumer_ops *surge_consumer_find(const char *name);
 
-/* The "discard" consumer: takes batches of opts->batch_size, counts them,
- * optionally sleeps opts->consumer_delay_ms per batch (a slow trainer). */
+/* The "discard" consumer: takes batches of opts->batch_size, gathered into
+ * its own buffers (allocated once, pre-faulted) as a trainer would, counts
+ * them, optionally sleeps opts->consumer_delay_ms per batch (a slow
+ * trainer). */
 extern const surge_consumer_ops surge_consumer_discard;
+/* The "count" consumer: the same, but takes each batch with
+ * surge_store_take_batch: the same policy, counts and uses, no copy. It
+ * measures ingest without the trainer's gather. */
+extern const surge_consumer_ops surge_consumer_count;
 
 #endif /* SURGE_SERVER_CONSUMER_H */

@@ -1063,7 +1063,8 @@ step_direct(surge_ingest *ing, struct sim *s, const struct peer *p,
     for (uint32_t j = 0; j < s->nfields; j++) {
         const surge_data_item *it = &d->items[i + j];
         size_t n = (size_t)it->count * sizeof(float);
-        memcpy(slot.output + s->base[it->field] + it->offset, src, n);
+        surge_store_slot_write(
+            ing->train, slot.output + s->base[it->field] + it->offset, src, n);
         src += n;
     }
     surge_counters *c = &ing->c;

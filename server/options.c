@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "server/consumer.h"
 #include "server/options.h"
 
 #define KIB (UINT64_C(1) << 10)
@@ -37,6 +38,9 @@ surge_server_options_init(surge_server_options *o)
     o->validation_every = 0;
     snprintf(o->consumer, sizeof o->consumer, "%s", "discard");
     o->batch_size = 64;
+    o->max_steps = o->max_wall_s = o->steps_after_end = -1;
+    o->eval_every = o->checkpoint_every = o->checkpoint_interval_s = -1;
+    o->progress_interval_s = -1;
     snprintf(o->output_dir, sizeof o->output_dir, "%s", ".");
     snprintf(o->http, sizeof o->http, "%s", "127.0.0.1:0");
     o->stop_timeout_s = 10.0;
@@ -283,8 +287,38 @@ static const struct flag flags[] = {
     {"validation-sims", "LIST", K_SPECIAL, 0, 0,
      "comma-separated simulation ids also held out for validation"},
     {"consumer", "NAME", K_STR, F(consumer), S(consumer),
-     "what drains the training store: discard (count and drop batches) "
-     "(default discard)"},
+     "what drains the training store: discard (gather each batch into "
+     "its buffers, as a trainer does, and drop it) or count (take each "
+     "batch with the same counts but read nothing: no gather) or trainer "
+     "(train the surrogate: docs/trainer.md) (default discard)"},
+    {"study", "FILE", K_STR, F(study), S(study),
+     "trainer: the study file whose \"parameters\" (input ranges) and "
+     "\"trainer\" section configure it (default "
+     "<output-dir>/study.resolved.json when it exists)"},
+    {"resume", "[FILE]", K_SPECIAL, 0, 0,
+     "trainer: continue from this checkpoint (default "
+     "<output-dir>/checkpoint.safetensors): weights, optimizer, "
+     "normalization, step, reservoir, and the steps already assembled"},
+    {"max-steps", "N", K_REAL, F(max_steps), 0,
+     "trainer: stop training after N steps; 0 = no limit (default: "
+     "trainer.max_steps)"},
+    {"max-wall", "SECONDS", K_REAL, F(max_wall_s), 0,
+     "trainer: stop training after this long; 0 = no limit (default: "
+     "trainer.max_wall_s)"},
+    {"steps-after-end", "N", K_REAL, F(steps_after_end), 0,
+     "trainer: stop N steps after reception ended; 0 = when the reservoir "
+     "has served what it holds (default: trainer.steps_after_end)"},
+    {"eval-every", "N", K_REAL, F(eval_every), 0,
+     "trainer: steps between validations (default: trainer.eval_every)"},
+    {"checkpoint-every", "N", K_REAL, F(checkpoint_every), 0,
+     "trainer: steps between checkpoints; 0 = none (default: "
+     "trainer.checkpoint_every)"},
+    {"checkpoint-interval", "SECONDS", K_REAL, F(checkpoint_interval_s), 0,
+     "trainer: seconds between checkpoints; 0 = none (default: "
+     "trainer.checkpoint_interval_s)"},
+    {"progress-interval", "SECONDS", K_REAL, F(progress_interval_s), 0,
+     "trainer: seconds between progress lines (default: "
+     "study.progress_interval_s, else 5)"},
     {"batch-size", "N", K_U32, F(batch_size), 0,
      "samples per consumer batch (default 64)"},
     {"consumer-delay-ms", "MS", K_MS, F(consumer_delay_ms), 0,
@@ -448,6 +482,15 @@ apply(surge_server_options *o, const struct flag *f, const char *v, char *err,
         if (strcmp(f->name, "validation-sims") == 0) {
             return parse_sim_list(o, v, err, errlen);
         }
+        if (strcmp(f->name, "resume") == 0) {
+            o->resume_default = v[0] == '\0';
+            if (strlen(v) >= sizeof o->resume) {
+                set_err(err, errlen, "--resume: path too long");
+                return SURGE_ECONFIG;
+            }
+            snprintf(o->resume, sizeof o->resume, "%s", v);
+            return 0;
+        }
         if (strcmp(f->name, "log-level") == 0) {
             int lvl = surge_log_level_parse(v);
             if (lvl < 0) {
@@ -498,6 +541,9 @@ surge_server_options_parse(surge_server_options *o, int argc, char **argv,
         const char *v;
         if (eq != NULL) {
             v = eq + 1;
+        } else if (strcmp(f->name, "resume") == 0 &&
+                   (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0)) {
+            v = ""; /* --resume alone: the default checkpoint */
         } else if (i + 1 < argc) {
             v = argv[++i];
         } else {
@@ -566,9 +612,35 @@ surge_server_options_check(const surge_server_options *o, char *err,
         set_err(err, errlen, "--store-bytes: must be at least 4K");
         return SURGE_ECONFIG;
     }
-    if (strcmp(o->consumer, "discard") != 0) {
-        set_err(err, errlen, "--consumer: unknown consumer '%s' (discard)",
+    if (surge_consumer_find(o->consumer) == NULL) {
+        set_err(err, errlen,
+                "--consumer: unknown consumer '%s' (discard, count, "
+                "trainer)",
                 o->consumer);
+        return SURGE_ECONFIG;
+    }
+    const struct {
+        const char *flag;
+        double v;
+        int integer;
+    } tr[] = {{"max-steps", o->max_steps, 1},
+              {"max-wall", o->max_wall_s, 0},
+              {"steps-after-end", o->steps_after_end, 1},
+              {"eval-every", o->eval_every, 1},
+              {"checkpoint-every", o->checkpoint_every, 1},
+              {"checkpoint-interval", o->checkpoint_interval_s, 0},
+              {"progress-interval", o->progress_interval_s, 0}};
+    for (size_t i = 0; i < sizeof tr / sizeof tr[0]; i++) {
+        if (tr[i].v != -1 &&
+            (!(tr[i].v >= 0 && tr[i].v <= 1e15) ||
+             (tr[i].integer && tr[i].v != floor(tr[i].v)))) {
+            set_err(err, errlen, "--%s: must be %s >= 0", tr[i].flag,
+                    tr[i].integer ? "an integer" : "a number");
+            return SURGE_ECONFIG;
+        }
+    }
+    if (o->eval_every == 0) {
+        set_err(err, errlen, "--eval-every: must be >= 1");
         return SURGE_ECONFIG;
     }
     if (o->batch_size == 0 || o->batch_size > 65536) {

@@ -370,6 +370,12 @@ surge_store_put_commit(surge_store *s, surge_reservoir_slot *slot)
 }
 
 void
+surge_store_slot_write(surge_store *s, void *dst, const void *src, size_t n)
+{
+    surge_reservoir_slot_write(s->res, dst, src, n);
+}
+
+void
 surge_store_put_abort(surge_store *s, surge_reservoir_slot *slot)
 {
     surge_reservoir_put_abort(s->res, slot);
@@ -426,6 +432,38 @@ surge_store_get_batch(surge_store *s, uint32_t max, float *in, float *out,
     if (n < 0) {
         return (int)n;
     }
+    if (atomic_exchange(&s->producer_refused, 0) && s->space_cb != NULL) {
+        s->space_cb(s->space_arg);
+    }
+    return (int)n;
+}
+
+int
+surge_store_take_batch(surge_store *s, uint32_t max, uint32_t *slots,
+                       int timeout_ms)
+{
+    if (max == 0 || slots == NULL) {
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&s->mu);
+    int has = s->has_shape, stopped = s->stopped;
+    surge_reservoir *r = s->res;
+    pthread_mutex_unlock(&s->mu);
+    if (s->kind != SURGE_STORE_STREAM || !has) {
+        return stopped ? SURGE_ECLOSED : SURGE_ESTATE;
+    }
+    if (max > s->rcfg.max_batch) {
+        return -EINVAL;
+    }
+    long n = surge_reservoir_get_batch_view(r, max, slots, NULL, NULL, NULL,
+                                            timeout_ms);
+    if (n == 0) {
+        return SURGE_ECLOSED; /* reception ended and nothing is left */
+    }
+    if (n < 0) {
+        return (int)n;
+    }
+    surge_reservoir_release_view(r, slots, (size_t)n);
     if (atomic_exchange(&s->producer_refused, 0) && s->space_cb != NULL) {
         s->space_cb(s->space_arg);
     }

@@ -115,6 +115,10 @@ int surge_store_try_put(surge_store *s, int64_t sim, int64_t step,
  * Producer thread. */
 int surge_store_put_begin(surge_store *s, int64_t sim, int64_t step,
                           surge_reservoir_slot *slot);
+/* surge_store_slot_write - copy n bytes into the reserved slot at dst
+ * (surge_reservoir_slot_write: streaming stores for large copies). */
+void surge_store_slot_write(surge_store *s, void *dst, const void *src,
+                            size_t n);
 /* surge_store_put_commit - store the sample written into *slot: 0;
  * SURGE_ECLOSED when the store was stopped meanwhile (nothing stored);
  * -EINVAL when *slot is not an open reservation. */
@@ -132,6 +136,14 @@ void surge_store_put_abort(surge_store *s, surge_reservoir_slot *slot);
  * bad max. Consumer threads. */
 int surge_store_get_batch(surge_store *s, uint32_t max, float *in, float *out,
                           int64_t *sims, int64_t *steps, int timeout_ms);
+
+/* surge_store_take_batch - take a batch exactly as surge_store_get_batch
+ * does (policy, waiting, counts, uses, return values) but copy nothing:
+ * the rows are served and released at once (surge_reservoir_get_batch_view
+ * + release_view). For a consumer that only counts samples; slots is
+ * caller scratch of max entries. Consumer threads. */
+int surge_store_take_batch(surge_store *s, uint32_t max, uint32_t *slots,
+                           int timeout_ms);
 
 /* surge_store_read - copy sample i (0..occupancy-1) of a keep store.
  * 0, -ERANGE, SURGE_ESTATE. Any thread. */

@@ -24,8 +24,13 @@
  * is then repeated (--reps, default 7; alternating surge and bare) and
  * the medians are reported, with their ratio, then one JSON line.
  *
+ * The server's consumer is `discard` (it gathers every batch into its
+ * buffers, as a trainer does); --consumer count takes every batch with the
+ * same counts but copies nothing (no gather): the table header and the
+ * JSON line say which ran.
+ *
  * Usage: ingest_bench --surge PATH/TO/surge [--reps N] [--scale X]
- *        [--sizes 16K,64K,1M,8M] [--senders 1,4]
+ *        [--sizes 16K,64K,1M,8M] [--senders 1,4] [--consumer discard|count]
  */
 #include "config.h"
 
@@ -63,6 +68,7 @@ typedef struct result {
 } result;
 
 static const char *surge_path;
+static const char *consumer = "discard"; /* --consumer of surge serve */
 static int go_write_fd = -1; /* parent's end of the go pipe: children close
                                 it so that the parent's close reads as EOF */
 static char server_dir[256];
@@ -516,7 +522,7 @@ start_server(uint64_t field_bytes)
         execl(surge_path, surge_path, "serve", "--bind", "tcp://127.0.0.1:*",
               "--output-dir", server_dir, "--log-level", "warn",
               "--sim-timeout", "0", "--store-bytes", store, "--batch-size",
-              "16", (char *)NULL);
+              "16", "--consumer", consumer, (char *)NULL);
         _exit(127);
     }
     server_pid = pid;
@@ -646,6 +652,9 @@ main(int argc, char **argv)
         int64_t iv;
         if (strcmp(argv[i], "--surge") == 0 && v) {
             surge_path = v;
+        } else if (strcmp(argv[i], "--consumer") == 0 && v &&
+                   (strcmp(v, "discard") == 0 || strcmp(v, "count") == 0)) {
+            consumer = v;
         } else if (strcmp(argv[i], "--reps") == 0 && v &&
                    surge_parse_int64(v, &iv) == 0 && iv >= 1 &&
                    iv <= MAX_REPS) {
@@ -661,7 +670,8 @@ main(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: ingest_bench --surge PATH [--reps 1..%d] "
-                    "[--scale X] [--sizes 16K,64K,1M,8M] [--senders 1,4]\n"
+                    "[--scale X] [--sizes 16K,64K,1M,8M] [--senders 1,4] "
+                    "[--consumer discard|count]\n"
                     "bad or incomplete argument: %s\n",
                     MAX_REPS, argv[i]);
             return 2;
@@ -681,8 +691,13 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     (void)surge_malloc_tune();
     printf("ingest benchmark: surge serve (tcp://127.0.0.1) vs bare ZeroMQ "
-           "PUSH/PULL, medians of %d runs\n",
-           reps);
+           "PUSH/PULL, medians of %d runs\n"
+           "server consumer: %s\n",
+           reps,
+           strcmp(consumer, "count") == 0
+               ? "count (takes every batch, same counts, no gather)"
+               : "discard (gathers every batch into its buffers, as a "
+                 "trainer does)");
     printf("%-6s %-7s %12s %9s %12s %9s %7s\n", "field", "senders",
            "surge fld/s", "GB/s", "bare msg/s", "GB/s", "ratio");
 
@@ -797,7 +812,9 @@ main(int argc, char **argv)
             met = 0;
         }
     }
-    printf("{\"bench\":\"ingest\",\"reps\":%d,\"results\":[", reps);
+    printf("{\"bench\":\"ingest\",\"consumer\":\"%s\",\"reps\":%d,"
+           "\"results\":[",
+           consumer, reps);
     for (int i = 0; i < nrows; i++) {
         double ratio = rows[i].bare > 0 ? rows[i].surge / rows[i].bare : 0;
         printf("%s{\"field_bytes\":%llu,\"senders\":%d,"

@@ -1488,6 +1488,89 @@ test_put_abort(void **state)
     surge_reservoir_destroy(&r);
 }
 
+static int notified;
+static void
+count_notify(void *arg)
+{
+    (void)arg;
+    notified++;
+}
+
+/* A view serves rows like get_batch (same counts, uses, order) but leaves
+ * them pinned in the pool until released: a pinned slot is neither freed
+ * (fifo: the producer waits) nor evicted (reservoir). */
+static void
+test_batch_view(void **state)
+{
+    (void)state;
+    surge_reservoir_config c = cfg_for(SURGE_RESERVOIR_FIFO, 4, 4);
+    surge_reservoir *r = make(&c);
+    surge_reservoir_set_notify(r, count_notify, NULL);
+    notified = 0;
+    for (uint64_t i = 0; i < 4; i++) {
+        assert_int_equal(put(r, i, 5, 0), 0);
+    }
+    uint32_t slots[4];
+    const float *vin[4], *vout[4];
+    surge_batch_info info[4];
+    assert_int_equal(
+        surge_reservoir_get_batch_view(r, 4, slots, vin, vout, info, 0), 4);
+    for (uint64_t i = 0; i < 4; i++) {
+        uint64_t id;
+        check_row(vin[i], vout[i], &id);
+        assert_int_equal(id, i); /* fifo order */
+        assert_int_equal(info[i].step, i);
+        assert_int_equal(info[i].uses, 1);
+    }
+    surge_reservoir_stats st = stats(r);
+    assert_int_equal(st.gets, 4);
+    assert_int_equal(st.batches, 1);
+    assert_int_equal(st.occupancy_samples, 0);
+    /* Used up but pinned: no room until the view is released. */
+    assert_int_equal(put(r, 10, 5, 0), SURGE_ETIMEDOUT);
+    assert_int_equal(notified, 0);
+    surge_reservoir_release_view(r, slots, 4);
+    assert_int_equal(notified, 1); /* the refused producer is told */
+    surge_reservoir_release_view(r, slots, 0); /* no-op */
+    assert_int_equal(put(r, 10, 5, 0), 0);
+    assert_int_equal(
+        surge_reservoir_get_batch_view(r, 0, slots, NULL, NULL, NULL, 0),
+        -EINVAL);
+    assert_int_equal(
+        surge_reservoir_get_batch_view(r, 1, NULL, NULL, NULL, NULL, 0),
+        -EINVAL);
+    surge_reservoir_end_reception(r);
+    assert_int_equal(
+        surge_reservoir_get_batch_view(r, 4, slots, NULL, vout, NULL, 0), 1);
+    assert_true(vout[0][0] == 80.0f); /* sample 10: out[0] = 8 * id */
+    surge_reservoir_release_view(r, slots, 1);
+    assert_int_equal(
+        surge_reservoir_get_batch_view(r, 4, slots, NULL, NULL, NULL, 0), 0);
+    st = stats(r);
+    assert_int_equal(st.puts, 5);
+    assert_int_equal(st.puts, st.occupancy_samples + st.evictions + st.retired);
+    assert_true(st.finished);
+    surge_reservoir_destroy(&r);
+
+    /* reservoir: a sample held in a view is never evicted. */
+    c = cfg_for(SURGE_RESERVOIR_RESERVOIR, 2, 1);
+    r = make(&c);
+    assert_int_equal(put(r, 0, 0, 0), 0);
+    assert_int_equal(put(r, 1, 0, 0), 0);
+    assert_int_equal(
+        surge_reservoir_get_batch_view(r, 1, slots, vin, vout, info, 0), 1);
+    uint64_t held = info[0].step;
+    /* The only used sample is pinned: nothing evictable, the put waits. */
+    assert_int_equal(put(r, 2, 0, 0), SURGE_ETIMEDOUT);
+    uint64_t id;
+    check_row(vin[0], vout[0], &id);
+    assert_int_equal(id, held);
+    surge_reservoir_release_view(r, slots, 1);
+    assert_int_equal(put(r, 2, 0, 0), 0); /* now it may go */
+    assert_int_equal(stats(r).evictions, 1);
+    surge_reservoir_destroy(&r);
+}
+
 static void *
 drain_main(void *arg)
 {
@@ -1956,6 +2039,7 @@ main(void)
         cmocka_unit_test(test_put_begin_commit),
         cmocka_unit_test(test_put_abort),
         cmocka_unit_test(test_put_reserved_end_and_shutdown),
+        cmocka_unit_test(test_batch_view),
     };
     return cmocka_run_group_tests_name("reservoir", tests, NULL, NULL);
 }

@@ -5,7 +5,8 @@
  * ThreadSanitizer sees every access of the library, including the copies
  * made outside its lock. The producer mixes surge_reservoir_put with the
  * in-place put (put_begin, fill the slot, commit), and aborts some
- * reservations after writing garbage into them.
+ * reservations after writing garbage into them; one consumer copies its
+ * batches, the other reads them in place (get_batch_view).
  *
  * Each row is checked against the sample it claims to be (content is a
  * function of the id), so a torn copy or a slot overwritten while pinned
@@ -43,6 +44,7 @@ struct shared {
 
 struct consumer {
     struct shared *sh;
+    bool view; /* read rows in place (get_batch_view) instead of copies */
     uint64_t rows;
     int bad;
     long last_rc;
@@ -105,9 +107,17 @@ consumer_main(void *arg)
 {
     struct consumer *c = arg;
     float in[BATCH * IN_DIM], out[BATCH * OUT_DIM];
+    const float *vin[BATCH], *vout[BATCH];
+    uint32_t slots[BATCH];
     surge_batch_info info[BATCH];
     for (;;) {
-        long n = surge_reservoir_get_batch(c->sh->r, BATCH, in, out, info, 50);
+        long n;
+        if (c->view) {
+            n = surge_reservoir_get_batch_view(c->sh->r, BATCH, slots, vin,
+                                               vout, info, 50);
+        } else {
+            n = surge_reservoir_get_batch(c->sh->r, BATCH, in, out, info, 50);
+        }
         if (n == SURGE_ETIMEDOUT) {
             continue;
         }
@@ -123,12 +133,19 @@ consumer_main(void *arg)
                 continue;
             }
             fill(id, want_in, want_out);
-            if (memcmp(in + i * IN_DIM, want_in, sizeof(want_in)) != 0 ||
-                memcmp(out + i * OUT_DIM, want_out, sizeof(want_out)) != 0 ||
+            /* A view reads the pinned slot itself: a put overwriting it
+             * now would be a data race TSan reports, or a mismatch. */
+            const float *ri = c->view ? vin[i] : in + i * IN_DIM;
+            const float *ro = c->view ? vout[i] : out + i * OUT_DIM;
+            if (memcmp(ri, want_in, sizeof(want_in)) != 0 ||
+                memcmp(ro, want_out, sizeof(want_out)) != 0 ||
                 info[i].sim != id % 7) {
                 c->bad++;
             }
             c->sh->uses[id]++;
+        }
+        if (c->view) {
+            surge_reservoir_release_view(c->sh->r, slots, (size_t)n);
         }
         if (c->sh->prio) {
             /* A loss per row, as a trainer would report it. */
@@ -174,7 +191,7 @@ run(enum surge_reservoir_policy p, unsigned epochs, bool balance, bool prio,
     struct shared sh = {.r = r, .prio = prio};
     sh.uses = calloc(NSAMPLES, sizeof(*sh.uses));
     assert_non_null(sh.uses);
-    struct consumer c1 = {.sh = &sh}, c2 = {.sh = &sh};
+    struct consumer c1 = {.sh = &sh}, c2 = {.sh = &sh, .view = true};
     pthread_t tp, t1, t2;
     assert_int_equal(pthread_create(&t1, NULL, consumer_main, &c1), 0);
     assert_int_equal(pthread_create(&t2, NULL, consumer_main, &c2), 0);

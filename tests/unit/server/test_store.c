@@ -196,6 +196,52 @@ space_callback_after_refusal(void **state)
     surge_store_destroy(&s);
 }
 
+/* The in-place put and the copy-free take: the same rules and counts as
+ * try_put and get_batch, and the space callback after a refusal. */
+static void
+in_place_put_and_take(void **state)
+{
+    (void)state;
+    surge_store *s = stream(SURGE_RESERVOIR_FIFO, 2 * 64, 2);
+    surge_store_set_space_cb(s, on_space, NULL);
+    space_calls = 0;
+    surge_reservoir_slot slot;
+    uint32_t slots[2];
+    assert_int_equal(surge_store_put_begin(s, 0, 0, &slot), SURGE_ESTATE);
+    assert_int_equal(surge_store_take_batch(s, 1, slots, 0), SURGE_ESTATE);
+    assert_int_equal(surge_store_set_shape(s, NIN, NOUT), 0);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(surge_store_put_begin(s, 3, k, &slot), 0);
+        float in[NIN], out[NOUT];
+        fill(in, out, k);
+        surge_store_slot_write(s, slot.input, in, sizeof in);
+        surge_store_slot_write(s, slot.output, out, sizeof out);
+        assert_int_equal(surge_store_put_commit(s, &slot), 0);
+    }
+    assert_int_equal(surge_store_put_begin(s, 3, 2, &slot), -EAGAIN);
+    float in[2 * NIN], out[2 * NOUT];
+    int64_t steps[2];
+    assert_int_equal(surge_store_get_batch(s, 1, in, out, NULL, steps, 0), 1);
+    assert_int_equal(steps[0], 0);
+    assert_true(out[0] == 0.0f && in[1] == 1.0f);
+    assert_int_equal(space_calls, 1);
+    /* An aborted reservation stores nothing. */
+    assert_int_equal(surge_store_put_begin(s, 3, 2, &slot), 0);
+    surge_store_put_abort(s, &slot);
+    assert_int_equal(surge_store_take_batch(s, 3, slots, 0), -EINVAL);
+    assert_int_equal(surge_store_take_batch(s, 1, slots, 0), 1);
+    assert_int_equal(surge_store_take_batch(s, 1, slots, 0), SURGE_ETIMEDOUT);
+    surge_store_stats st;
+    surge_store_get_stats(s, &st);
+    assert_int_equal(st.puts, 2);
+    assert_int_equal(st.taken, 2);
+    assert_int_equal(st.batches, 2);
+    assert_int_equal(st.occupancy, 0);
+    surge_store_end_reception(s);
+    assert_int_equal(surge_store_take_batch(s, 1, slots, 0), SURGE_ECLOSED);
+    surge_store_destroy(&s);
+}
+
 #define NPUT 20000
 
 static void *
@@ -304,6 +350,7 @@ main(void)
         cmocka_unit_test(space_callback_after_refusal),
         cmocka_unit_test(producer_consumer_threads),
         cmocka_unit_test(reservoir_policy_backpressure),
+        cmocka_unit_test(in_place_put_and_take),
     };
     return cmocka_run_group_tests_name("server_store", tests, NULL, NULL);
 }
