@@ -515,6 +515,12 @@ main(int argc, char **argv)
     double c_off = median(cpu_off, (int)reps);
     double c_on = median(cpu_on, (int)reps);
     double m_busy = median(busy, (int)reps);
+    /* Best of N: noise from other processes only ever slows a run down. */
+    double best_off = 0, best_on = 0;
+    for (uint64_t r = 0; r < reps; r++) {
+        best_off = off[r] > best_off ? off[r] : best_off;
+        best_on = on[r] > best_on ? on[r] : best_on;
+    }
     int ok = diff < LIMIT && polls_bad == 0 && polls > 0;
     double load[1] = {0};
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -525,6 +531,8 @@ main(int argc, char **argv)
     }
     printf("median  %14.0f  %14.0f  %8.4f  %12.2f  %12.2f\n", m_off, m_on,
            1.0 - diff, c_off, c_on);
+    printf("best    %14.0f  %14.0f  %8.4f\n", best_off, best_on,
+           best_on / best_off);
     printf("I/O thread time spent on monitoring requests: %.4f%% of the run "
            "(server's own surge_http_request_duration_seconds)\n",
            100 * m_busy);
@@ -537,12 +545,14 @@ main(int argc, char **argv)
            "\"server_cpu_us_per_sample_http_off\":%.3f,"
            "\"server_cpu_us_per_sample_dashboard\":%.3f,"
            "\"io_thread_share_on_http\":%.6f,"
+           "\"best_ratio\":%.4f,"
            "\"limit\":%.2f,\"dashboard_requests\":%llu,"
            "\"dashboard_requests_failed\":%llu,"
            "\"requests_per_s\":%.2f,\"ok\":%s}\n",
            (unsigned long long)field_bytes, (unsigned long long)steps,
            (unsigned long long)reps, m_off, m_on, diff, c_off, c_on, m_busy,
-           LIMIT, (unsigned long long)polls, (unsigned long long)polls_bad,
+           best_on / best_off, LIMIT, (unsigned long long)polls,
+           (unsigned long long)polls_bad,
            on_seconds > 0 ? (double)polls / on_seconds : 0.0,
            ok ? "true" : "false");
     return ok ? 0 : 1;

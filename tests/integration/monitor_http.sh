@@ -9,7 +9,7 @@
 . "$SURGE_SRCDIR/tests/tap.sh"
 . "$SURGE_SRCDIR/tests/integration/monitor_common.sh"
 
-tap_plan 8
+tap_plan 10
 
 if mon_start_server; then
     ok "server started; dashboard at $http_url"
@@ -169,5 +169,37 @@ sys.exit(1 if bad else 0)
 EOF
 check "the last scrape equals server-stats.json at exit" test $? -eq 0
 while read -r l; do diag "$l"; done <"$tmp/stats.txt"
+
+# --http off: no HTTP server, no "http" in server.json.
+mkdir -p "$tmp/off"
+SURGE_TOKEN=$TOKEN timeout -k 5 60 "$SURGE" serve --output-dir "$tmp/off" \
+    --log-level warn --http off >"$tmp/off.log" 2>&1 &
+off_pid=$!
+i=0
+while [ ! -s "$tmp/off/server.json" ] && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+kill -TERM "$off_pid"
+wait "$off_pid"
+off_rc=$?
+if [ $off_rc -eq 0 ] && [ -n "$(json_get "$tmp/off/server.json" endpoint)" ] &&
+    [ -z "$(json_get "$tmp/off/server.json" http)" ]; then
+    ok "--http off: server.json has an endpoint and no http"
+else
+    not_ok "--http off (exit $off_rc)"
+    diag "$(cat "$tmp/off/server.json" "$tmp/off.log")"
+fi
+
+# A public monitoring address without a study token is refused up front.
+env -u SURGE_TOKEN timeout 30 "$SURGE" serve --output-dir "$tmp/pub" \
+    --log-level warn --http 0.0.0.0:0 >"$tmp/pub.log" 2>&1
+pub_rc=$?
+if [ $pub_rc -ne 0 ] && grep -q "needs the study token" "$tmp/pub.log"; then
+    ok "--http 0.0.0.0:0 without a token: refused (exit $pub_rc), 'needs the study token'"
+else
+    not_ok "--http 0.0.0.0:0 without a token (exit $pub_rc)"
+    diag "$(cat "$tmp/pub.log")"
+fi
 
 tap_done
