@@ -807,6 +807,7 @@ struct slurm {
     double next_query;   /* monotonic s */
     int64_t arrays;      /* job arrays submitted (for names) */
     double last_refresh; /* monotonic s */
+    size_t max_array;    /* tasks per array: Slurm's MaxArraySize */
 };
 
 static struct sjob *
@@ -1045,7 +1046,15 @@ flush_queued(struct slurm *sl)
                     js[n++] = &sl->jobs[i];
                 }
             }
-            submit_array(sl, js, n);
+            /* Slurm refuses arrays beyond MaxArraySize tasks: several. */
+            for (size_t k = 0; k < n; k += sl->max_array) {
+                size_t m = n - k < sl->max_array ? n - k : sl->max_array;
+                if (m >= 2) {
+                    submit_array(sl, js + k, m);
+                } else {
+                    submit_one(sl, js[k]);
+                }
+            }
             free(js);
             sl->next_query = 0;
             return;
@@ -1353,6 +1362,33 @@ refresh(struct slurm *sl)
 
 /* ------------------------------------------------------------ ops */
 
+/* Tasks one job array may have: MaxArraySize from `scontrol show config`
+ * (array indices run from 0 to MaxArraySize - 1), or Slurm's default 1001
+ * when it cannot be read. */
+static size_t
+max_array_size(struct slurm *sl)
+{
+    char *argv[] = {"scontrol", "show", "config", NULL};
+    surge_slurm_cmd_result res;
+    size_t n = 1001;
+    int rc = surge_slurm_cmd_run(argv, sl->cmd_timeout_s, SMALL_OUT_CAP, &res);
+    const char *p = rc == 0 && res.exit_code == 0 && res.out != NULL
+                        ? strstr(res.out, "MaxArraySize")
+                        : NULL;
+    if (p != NULL) {
+        p += strcspn(p, "=");
+        if (*p == '=') {
+            char *end;
+            long v = strtol(p + 1, &end, 10);
+            if (end != p + 1 && v >= 1 && v <= 4000001) {
+                n = (size_t)v;
+            }
+        }
+    }
+    surge_slurm_cmd_result_fini(&res);
+    return n;
+}
+
 static int
 slurm_create(void **state, const surge_study *s, char *err, size_t errcap)
 {
@@ -1416,6 +1452,7 @@ slurm_create(void **state, const surge_study *s, char *err, size_t errcap)
         free(sl);
         return rc;
     }
+    sl->max_array = max_array_size(sl);
     SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "runs are Slurm jobs named %s",
               sl->job_name);
     *state = sl;
