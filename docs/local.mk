@@ -1,2 +1,8 @@
 # docs/local.mk: the documentation that ships in the tarball.
-EXTRA_DIST += docs/architecture.md
+EXTRA_DIST += \
+	docs/architecture.md \
+	docs/configuration.md \
+	docs/model-file.md \
+	docs/monitoring.md \
+	docs/slurm.md \
+	docs/trainer.md
