@@ -1005,12 +1005,16 @@ sent_slices(json_t *stats)
     return json_is_integer(v) ? v : json_null();
 }
 
+static json_t *read_out_json(struct launch *L, const char *name);
+
 static int
 write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
               int *counts_ok)
 {
     const surge_study *s = L->s;
     json_t *j = json_object();
+    /* The trainer's final figures (server/train.c writes trainer.json). */
+    json_t *trainer = s->tr_enabled ? read_out_json(L, "trainer.json") : NULL;
     json_t *runs = json_object();
     json_t *failed = json_array();
     int64_t retried = 0;
@@ -1076,7 +1080,34 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
         /* received = stored/consumed + dropped with a reason: */
         ok = started == assembled + jsum(sd) + in_progress &&
              assembled == train + validation + jsum(pd) + pending &&
-             train == consumed + in_store && in_progress == 0 && pending == 0;
+             in_progress == 0 && pending == 0;
+        if (trainer != NULL) {
+            /* Rows served count a sample each time it is drawn (the
+             * reservoir policy reuses samples), so the trainer reports
+             * distinct samples: each training sample was trained on (used
+             * at least once), discarded (first served after training
+             * stopped) or never served. Across a server restart the
+             * trainer's counts continue from its checkpoint while train
+             * counts this server only: checked with one server. */
+            json_t *tc = json_object_get(trainer, "counts");
+            uint64_t trained = jget(tc, "samples_trained");
+            uint64_t discarded = jget(tc, "samples_discarded");
+            uint64_t unserved = jget(tc, "samples_unserved");
+            json_object_set_new(samples, "trained_on", json_integer(trained));
+            json_object_set_new(samples, "discarded_after_training",
+                                json_integer(discarded));
+            json_object_set_new(samples, "never_served",
+                                json_integer(unserved));
+            json_object_set_new(
+                samples, "identity",
+                json_string("received = trained_on + discarded_after_training"
+                            " + never_served + validation + dropped"));
+            if (L->restarts == 0) {
+                ok = ok && train == trained + discarded + unserved;
+            }
+        } else {
+            ok = ok && train == consumed + in_store;
+        }
         json_t *stats_ok = json_object_get(stats, "counts_add_up");
         if (json_is_boolean(stats_ok) && !json_is_true(stats_ok)) {
             ok = 0;
@@ -1123,6 +1154,9 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
     if (stats != NULL) {
         json_object_set(json_object_get(j, "server"), "stats", stats);
     }
+    if (trainer != NULL) {
+        json_object_set(j, "trainer", trainer);
+    }
     /* Present the keys in reading order: what, how it went, details. */
     static const char *const order[] = {
         "study",           "output_dir",
@@ -1130,7 +1164,8 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
         "counts_add_up",   "runs",
         "samples",         "slices",
         "bytes",           "ingest_samples_per_s",
-        "ingest_mb_per_s", "server"};
+        "ingest_mb_per_s", "trainer",
+        "server"};
     json_t *ordered = json_object();
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         json_t *v = json_object_get(j, order[i]);
@@ -1164,21 +1199,61 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
     } else {
         printf("  samples   unknown (no server-stats.json)\n");
     }
+    if (trainer != NULL) {
+        json_t *v = json_object_get(trainer, "validation");
+        json_t *rel = json_object_get(v, "rel_l2");
+        json_t *rel0 = json_object_get(v, "untrained_rel_l2");
+        json_t *mse = json_object_get(v, "mse");
+        json_t *loss = json_object_get(trainer, "final_loss");
+        json_t *model = json_object_get(trainer, "model");
+        printf("  trainer   %" PRIu64 " steps, %" PRIu64
+               " samples trained on (%" PRIu64 " rows), %.0f samples/s, "
+               "final loss %.4g (%s)\n",
+               jget(trainer, "steps"), jget(trainer, "samples_trained"),
+               jget(trainer, "rows_trained"),
+               json_number_value(json_object_get(trainer, "samples_per_s")),
+               json_is_number(loss) ? json_number_value(loss) : NAN,
+               json_string_value(json_object_get(trainer, "stop_reason"))
+                   ? json_string_value(json_object_get(trainer, "stop_reason"))
+                   : "?");
+        if (json_is_number(rel)) {
+            printf("  validation %" PRIu64 " samples: relative L2 %.4f "
+                   "(untrained %.4f), MSE %.4g\n",
+                   jget(v, "samples"), json_number_value(rel),
+                   json_is_number(rel0) ? json_number_value(rel0) : NAN,
+                   json_is_number(mse) ? json_number_value(mse) : NAN);
+        } else {
+            printf("  validation none (no held-out samples)\n");
+        }
+        printf("  model     %s\n", json_is_string(model)
+                                       ? json_string_value(model)
+                                       : "not written");
+    } else if (s->tr_enabled) {
+        printf("  trainer   no trainer.json (see %s/server.log)\n", L->out);
+    }
     printf("  server    %d restart(s)%s\n", L->restarts,
            L->server_failed ? ", failed" : "");
     printf("  counts    %s\n", ok ? "add up" : "DO NOT add up");
     printf("  summary   %s/summary.json\n", L->out);
     fflush(stdout);
     json_decref(j);
+    json_decref(trainer);
     return rc;
 }
 
 static json_t *
 read_stats(struct launch *L)
 {
+    return read_out_json(L, "server-stats.json");
+}
+
+/* A JSON object file of the output folder, or NULL. */
+static json_t *
+read_out_json(struct launch *L, const char *name)
+{
     char path[MAX_PATH], *text = NULL;
     size_t len;
-    snprintf(path, sizeof path, "%s/server-stats.json", L->out);
+    snprintf(path, sizeof path, "%s/%s", L->out, name);
     if (surge_deploy_read_file(path, STATS_MAX_BYTES, &text, &len) != 0) {
         return NULL;
     }
@@ -1282,8 +1357,9 @@ prepare(struct launch *L, const char *outdir_override)
     }
     /* What an earlier study left in this folder would be mistaken for this
      * one's results (the checksum log is appended to). */
-    static const char *const stale[] = {"server.json", "server-stats.json",
-                                        "summary.json", "checksums.log"};
+    static const char *const stale[] = {"server.json",  "server-stats.json",
+                                        "summary.json", "checksums.log",
+                                        "trainer.json", "model.safetensors"};
     for (size_t i = 0; i < sizeof stale / sizeof stale[0]; i++) {
         char p[MAX_PATH];
         snprintf(p, sizeof p, "%s/%s", L->out, stale[i]);

@@ -223,6 +223,12 @@ static const struct key keys[] = {
      NULL},
     {"trainer.checkpoint_every", T_INT, O(tr_checkpoint_every), 0, "1000", 0, 0,
      NOMAX, NULL},
+    {"trainer.checkpoint_every_s", T_NUM, O(tr_checkpoint_every_s), 0, "0", 0,
+     0, NOMAX, NULL},
+    {"trainer.time_min", T_NUM, O(tr_time_min), 0, "0", 0, 0, F_NO_MIN | NOMAX,
+     NULL},
+    {"trainer.time_max", T_NUM, O(tr_time_max), 0, "0", 0, 0, F_NO_MIN | NOMAX,
+     NULL},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 

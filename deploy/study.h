@@ -158,12 +158,16 @@ typedef struct surge_study {
     int64_t tr_seed;
     int tr_out_norm; /* global 0, element 1 */
     int64_t tr_out_norm_samples;
-    char *tr_backend;            /* "cpu" | "cuda" */
-    int64_t tr_max_steps;        /* 0: no limit */
-    double tr_max_wall_s;        /* 0: no limit */
-    int64_t tr_steps_after_end;  /* steps once reception has ended */
-    int64_t tr_eval_every;       /* steps between validations */
-    int64_t tr_checkpoint_every; /* steps between checkpoints; 0 off */
+    char *tr_backend;                /* "cpu" | "cuda" */
+    int64_t tr_max_steps;            /* 0: no limit */
+    double tr_max_wall_s;            /* 0: no limit */
+    int64_t tr_steps_after_end;      /* steps once reception has ended */
+    int64_t tr_eval_every;           /* steps between validations */
+    int64_t tr_checkpoint_every;     /* steps between checkpoints; 0 off */
+    double tr_checkpoint_every_s;    /* seconds between checkpoints; 0 off */
+    double tr_time_min, tr_time_max; /* simulated time range of the samples
+                                        (input normalization); equal: taken
+                                        from the first samples */
 } surge_study;
 
 /* surge_study_load - read and parse the study file at path (at most 1 MiB).

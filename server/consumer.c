@@ -138,6 +138,7 @@ const surge_consumer_ops surge_consumer_count = {.name = "count",
 static const surge_consumer_ops *const consumers[] = {
     &surge_consumer_discard,
     &surge_consumer_count,
+    &surge_consumer_trainer,
 };
 
 const surge_consumer_ops *

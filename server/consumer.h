@@ -13,8 +13,8 @@
  * the server stops before any simulation came).
  *
  * A trainer plugs in by providing its own surge_consumer_ops (create from
- * the server options, run, stats, destroy) and adding it to the table in
- * consumer.c; --consumer NAME picks it.
+ * the server options, run, stats, destroy, optionally prepare) and adding
+ * it to the table in consumer.c; --consumer NAME picks it.
  *
  * Threads: create and destroy run on the main thread, run on the consumer
  * thread, stats on the I/O thread while run is running (so what stats
@@ -29,6 +29,18 @@
 #include "server/options.h"
 #include "server/store.h"
 
+/* What a consumer's io_call function may read on the I/O thread. */
+typedef struct surge_consumer_io_view {
+    /* export_assembled - cb(cb_arg, sim, step) for every step assembled so
+     * far that reached a store (surge_ingest_export_assembled). */
+    int (*export_assembled)(void *io, int (*cb)(void *, int64_t, int64_t),
+                            void *cb_arg);
+    void *io;
+} surge_consumer_io_view;
+
+typedef int (*surge_consumer_io_fn)(void *arg,
+                                    const surge_consumer_io_view *view);
+
 typedef struct surge_consumer_ctx {
     surge_store *train;      /* stream store: take batches */
     surge_store *validation; /* keep store: read samples; may be NULL */
@@ -38,7 +50,29 @@ typedef struct surge_consumer_ctx {
                                (surge_trainer_loss, ... in metrics.h) and
                                posts the field preview; thread-safe;
                                valid until run returns */
+    /* io_call - run fn(fn_arg, view) on the I/O thread between two
+     * messages: nothing is put into the stores while fn runs, so what fn
+     * reads there and through view is one consistent snapshot (a
+     * checkpoint). Waits at most timeout_ms for fn to start; once started
+     * it waits for fn to end. Returns fn's return, SURGE_ETIMEDOUT (fn did
+     * not run and never will) or SURGE_ECLOSED (the loop is closing).
+     * Consumer thread; one call at a time. */
+    int (*io_call)(void *io, surge_consumer_io_fn fn, void *fn_arg,
+                   int timeout_ms);
+    void *io;
 } surge_consumer_ctx;
+
+/* What a consumer may do before any thread runs (surge serve --resume):
+ * set the store shape and load the reservoir state, and tell ingest which
+ * steps an earlier server already assembled. */
+typedef struct surge_consumer_prep {
+    surge_store *train;      /* shape not set yet */
+    surge_store *validation; /* may be NULL */
+    /* mark_assembled - (sim, step) was assembled by an earlier server:
+     * refuse it when a rerun sends it again. 0 or <0. */
+    int (*mark_assembled)(void *arg, int64_t sim, int64_t step);
+    void *arg;
+} surge_consumer_prep;
 
 typedef struct surge_consumer_stats {
     uint64_t batches; /* batches consumed */
@@ -56,6 +90,10 @@ typedef struct surge_consumer_ops {
     void (*stats)(void *state, surge_consumer_stats *out);
     /* destroy - free state (NULL is a no-op). */
     void (*destroy)(void *state);
+    /* prepare - optional (NULL): called once on the main thread after
+     * create, before the loop and the consumer thread start. 0 or <0
+     * (the server does not start). */
+    int (*prepare)(void *state, const surge_consumer_prep *prep);
 } surge_consumer_ops;
 
 /* surge_consumer_find - the consumer called name, or NULL. */
@@ -70,5 +108,7 @@ extern const surge_consumer_ops surge_consumer_discard;
  * surge_store_take_batch: the same policy, counts and uses, no copy. It
  * measures ingest without the trainer's gather. */
 extern const surge_consumer_ops surge_consumer_count;
+/* The "trainer" consumer (server/train.c): trains the surrogate. */
+extern const surge_consumer_ops surge_consumer_trainer;
 
 #endif /* SURGE_SERVER_CONSUMER_H */

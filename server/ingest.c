@@ -1658,3 +1658,58 @@ surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
     }
     return (int)n;
 }
+
+/* ------------------------------------------------------------ resume */
+
+int
+surge_ingest_preload_assembled(surge_ingest *ing, int64_t sim, int64_t step)
+{
+    if (sim < 0 || step < 0) {
+        return -EINVAL;
+    }
+    struct sim *s = sim_get_or_create(ing, sim);
+    if (s == NULL) {
+        return -ENOMEM;
+    }
+    /* Not silent since boot: the rerun's clock starts now. */
+    if (s->last_activity_ns == 0) {
+        s->last_activity_ns = surge_now_ns();
+    }
+    return surge_u64map_put(&s->assembled, (uint64_t)step, (void *)1);
+}
+
+static int
+step_is_pending(const surge_ingest *ing, const struct sim *s, uint64_t step)
+{
+    for (const struct partial *p = ing->pending_head; p != NULL;
+         p = p->next_free) {
+        if (p->sim == s && (uint64_t)p->step == step) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int
+surge_ingest_export_assembled(const surge_ingest *ing,
+                              int (*cb)(void *arg, int64_t sim, int64_t step),
+                              void *arg)
+{
+    for (size_t i = 0; i < ing->nsims; i++) {
+        const struct sim *s = ing->sim_list[i];
+        for (size_t k = 0; k < s->assembled.cap; k++) {
+            if (s->assembled.vals[k] == NULL) {
+                continue;
+            }
+            uint64_t step = s->assembled.keys[k];
+            if (step_is_pending(ing, s, step)) {
+                continue;
+            }
+            int rc = cb(arg, s->id, (int64_t)step);
+            if (rc < 0) {
+                return rc;
+            }
+        }
+    }
+    return 0;
+}

@@ -128,4 +128,22 @@ uint64_t surge_ingest_partial_bytes(const surge_ingest *ing);
 int surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
                       size_t cap, uint64_t now_ns);
 
+/* surge_ingest_preload_assembled - resume: mark step of simulation sim as
+ * assembled by an earlier server (the record saved in its checkpoint), so
+ * that a rerun resending it is refused like a repeat after a retry and
+ * nothing is trained on twice. Call before the loop runs (the main thread,
+ * no other thread using ing). 0, -EINVAL (negative ids), -ENOMEM. */
+int surge_ingest_preload_assembled(surge_ingest *ing, int64_t sim,
+                                   int64_t step);
+
+/* surge_ingest_export_assembled - call cb(arg, sim, step) for every step
+ * assembled so far that has reached a store (steps still pending for store
+ * space are left out: they are not in the store yet, so a checkpoint taken
+ * now does not hold them). Stops at and returns cb's first negative
+ * return; 0 otherwise. I/O thread (or with the I/O thread parked). */
+int surge_ingest_export_assembled(const surge_ingest *ing,
+                                  int (*cb)(void *arg, int64_t sim,
+                                            int64_t step),
+                                  void *arg);
+
 #endif /* SURGE_SERVER_INGEST_H */

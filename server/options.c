@@ -631,9 +631,8 @@ surge_server_options_check(const surge_server_options *o, char *err,
               {"checkpoint-interval", o->checkpoint_interval_s, 0},
               {"progress-interval", o->progress_interval_s, 0}};
     for (size_t i = 0; i < sizeof tr / sizeof tr[0]; i++) {
-        if (tr[i].v != -1 &&
-            (!(tr[i].v >= 0 && tr[i].v <= 1e15) ||
-             (tr[i].integer && tr[i].v != floor(tr[i].v)))) {
+        if (tr[i].v != -1 && (!(tr[i].v >= 0 && tr[i].v <= 1e15) ||
+                              (tr[i].integer && tr[i].v != floor(tr[i].v)))) {
             set_err(err, errlen, "--%s: must be %s >= 0", tr[i].flag,
                     tr[i].integer ? "an integer" : "a number");
             return SURGE_ECONFIG;

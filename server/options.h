@@ -58,10 +58,28 @@ typedef struct surge_server_options {
     size_t nvalidation_sims;   /* entries of validation_sims */
     int64_t validation_sims[SURGE_SERVER_MAX_VALIDATION_SIMS]; /* held-out
                                   sim ids, in addition to the rule */
-    char consumer[SURGE_SERVER_MAX_NAME]; /* "discard" (trainer later) */
+    char consumer[SURGE_SERVER_MAX_NAME]; /* "discard", "trainer", ... */
     uint32_t batch_size;                  /* samples per consumer batch */
     double consumer_delay_ms; /* sleep per batch in the discard consumer
                                  (to test backpressure); 0 = none */
+    /* The trainer consumer (server/train.c). Numbers: -1 = the study's
+     * trainer key of the same name (docs/configuration.md). */
+    char study[SURGE_SERVER_MAX_PATH];  /* study file: "parameters" (input
+                                           ranges) and "trainer"; "" =
+                                           <output_dir>/study.resolved.json
+                                           when it exists */
+    char resume[SURGE_SERVER_MAX_PATH]; /* checkpoint to resume from; "" =
+                                           none (or, with resume_default,
+                                           <output_dir>/checkpoint.safetensors)
+                                         */
+    int resume_default;                 /* --resume without a file */
+    double max_steps;                   /* stop training after N steps */
+    double max_wall_s;                  /* stop training after S seconds */
+    double steps_after_end;             /* steps once reception ended */
+    double eval_every;                  /* steps between validations */
+    double checkpoint_every;            /* steps between checkpoints */
+    double checkpoint_interval_s;       /* seconds between checkpoints */
+    double progress_interval_s;         /* seconds between progress lines */
     /* Monitoring (server/monitor.h). */
     char http[128]; /* dashboard, /metrics, /api/v1: "HOST:PORT",
                        "PORT" or "off"; "127.0.0.1:0" */

@@ -3,9 +3,10 @@
  * backpressure, stop sequence, server.json and server-stats.json (see
  * server.h).
  *
- * Lock order: this file takes no lock. The stores lock internally (leaf
- * locks); the consumer thread touches only the stores, its own state and
- * the uv_async handle.
+ * Lock order: this file takes one lock, io_mu (a leaf: the consumer's
+ * io_call requests; never held while calling anything else). The stores
+ * lock internally (leaf locks); the consumer thread touches only the
+ * stores, its own state, the uv_async handle and io_mu.
  */
 #include "config.h"
 
@@ -86,9 +87,24 @@ struct surge_server {
     surge_msg reply;        /* reply being encoded */
     surge_monitor *monitor; /* HTTP monitoring (server/monitor.h); NULL
                                with --http off */
+    pthread_mutex_t io_mu;  /* guards io_req and io_closed */
+    pthread_cond_t io_cv;   /* an io_call request ended */
+    struct io_req *io_req;  /* posted by io_call, taken by on_wake */
+    int io_closed;          /* the loop is closing: no more requests */
+    int io_init;            /* io_mu and io_cv are initialized */
+};
+
+/* A consumer's request to run a function on the I/O thread (io_call). */
+struct io_req {
+    surge_consumer_io_fn fn;
+    void *arg;
+    int rc;   /* fn's return */
+    int done; /* fn ran (guarded by io_mu) */
 };
 
 static void begin_stop(surge_server *srv, int end_of_reception);
+static int io_export_assembled(void *io, int (*cb)(void *, int64_t, int64_t),
+                               void *arg);
 static void on_retry(uv_timer_t *t);
 static void drain_router(surge_server *srv);
 
@@ -363,6 +379,11 @@ close_handles(surge_server *srv)
         return;
     }
     srv->phase = PHASE_CLOSING;
+    /* A request posted from now on would never run. */
+    pthread_mutex_lock(&srv->io_mu);
+    srv->io_closed = 1;
+    pthread_cond_broadcast(&srv->io_cv);
+    pthread_mutex_unlock(&srv->io_mu);
     /* Its handles close with ours; the registry goes now (nothing renders
      * any more). */
     surge_monitor_destroy(&srv->monitor);
@@ -442,10 +463,31 @@ on_signal(uv_signal_t *h, int signum)
     begin_stop(srv, 0);
 }
 
+/* Run the consumer's io_call request, if one is posted (I/O thread). */
+static void
+run_io_request(surge_server *srv)
+{
+    pthread_mutex_lock(&srv->io_mu);
+    struct io_req *req = srv->io_req;
+    srv->io_req = NULL; /* taken: io_call now waits for it to end */
+    pthread_mutex_unlock(&srv->io_mu);
+    if (req == NULL) {
+        return;
+    }
+    surge_consumer_io_view view = {io_export_assembled, srv->ing};
+    int rc = req->fn(req->arg, &view);
+    pthread_mutex_lock(&srv->io_mu);
+    req->rc = rc;
+    req->done = 1;
+    pthread_cond_broadcast(&srv->io_cv);
+    pthread_mutex_unlock(&srv->io_mu);
+}
+
 static void
 on_wake(uv_async_t *h)
 {
     surge_server *srv = h->data;
+    run_io_request(srv);
     if (!srv->reading && srv->phase == PHASE_RUNNING) {
         try_flush(srv);
     }
@@ -506,6 +548,63 @@ on_tick(uv_timer_t *t)
 }
 
 /* ------------------------------------------------------------ consumer */
+
+static int
+io_export_assembled(void *io, int (*cb)(void *, int64_t, int64_t), void *arg)
+{
+    return surge_ingest_export_assembled(io, cb, arg);
+}
+
+/* surge_consumer_ctx.io_call (consumer thread). */
+static int
+io_call(void *io, surge_consumer_io_fn fn, void *fn_arg, int timeout_ms)
+{
+    surge_server *srv = io;
+    struct io_req req = {fn, fn_arg, 0, 0};
+    pthread_mutex_lock(&srv->io_mu);
+    if (srv->io_closed || srv->io_req != NULL) {
+        pthread_mutex_unlock(&srv->io_mu);
+        return SURGE_ECLOSED;
+    }
+    srv->io_req = &req;
+    pthread_mutex_unlock(&srv->io_mu);
+    uv_async_send(&srv->wake);
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&srv->io_mu);
+    while (!req.done && srv->io_req == &req && !srv->io_closed) {
+        if (pthread_cond_timedwait(&srv->io_cv, &srv->io_mu, &dl) ==
+            ETIMEDOUT) {
+            break;
+        }
+    }
+    if (!req.done && srv->io_req == &req) {
+        /* Not taken: withdraw it. */
+        srv->io_req = NULL;
+        rc = srv->io_closed ? SURGE_ECLOSED : SURGE_ETIMEDOUT;
+    } else {
+        /* Taken by the I/O thread: it runs to its end. */
+        while (!req.done) {
+            pthread_cond_wait(&srv->io_cv, &srv->io_mu);
+        }
+        rc = req.rc;
+    }
+    pthread_mutex_unlock(&srv->io_mu);
+    return rc;
+}
+
+static int
+mark_assembled(void *arg, int64_t sim, int64_t step)
+{
+    return surge_ingest_preload_assembled(arg, sim, step);
+}
 
 static void
 space_cb(void *arg)
@@ -753,6 +852,21 @@ surge_server_create(surge_server **out, const surge_server_options *o)
         return -ENOMEM;
     }
     srv->o = o;
+    if (pthread_mutex_init(&srv->io_mu, NULL) != 0) {
+        free(srv);
+        return -ENOMEM;
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (pthread_cond_init(&srv->io_cv, &ca) != 0) {
+        pthread_condattr_destroy(&ca);
+        pthread_mutex_destroy(&srv->io_mu);
+        free(srv);
+        return -ENOMEM;
+    }
+    pthread_condattr_destroy(&ca);
+    srv->io_init = 1;
     srv->cops = surge_consumer_find(o->consumer);
     if (srv->cops == NULL) {
         SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "unknown consumer '%s'",
@@ -812,6 +926,18 @@ surge_server_create(surge_server **out, const surge_server_options *o)
     srv->cctx.train = srv->train;
     srv->cctx.validation = srv->validation;
     srv->cctx.opts = o;
+    srv->cctx.io_call = io_call;
+    srv->cctx.io = srv;
+    if (srv->cops->prepare != NULL) {
+        /* Before any thread: e.g. a resumed trainer's reservoir and the
+         * steps the earlier server assembled. */
+        surge_consumer_prep prep = {srv->train, srv->validation, mark_assembled,
+                                    srv->ing};
+        rc = srv->cops->prepare(srv->cstate, &prep);
+        if (rc < 0) {
+            goto fail;
+        }
+    }
     rc = zmq_setup(srv);
     if (rc < 0) {
         goto fail;
@@ -999,6 +1125,10 @@ surge_server_destroy(surge_server **srvp)
     }
     surge_store_destroy(&srv->validation);
     surge_store_destroy(&srv->train);
+    if (srv->io_init) {
+        pthread_cond_destroy(&srv->io_cv);
+        pthread_mutex_destroy(&srv->io_mu);
+    }
     free(srv);
     *srvp = NULL;
 }

@@ -14,7 +14,8 @@ trainer_libsurge_trainer_la_SOURCES = \
 	trainer/config.c \
 	trainer/trainer.c \
 	trainer/safetensors.h trainer/safetensors.c \
-	trainer/model.c
+	trainer/model.c \
+	trainer/peek.c
 trainer_libsurge_trainer_la_CFLAGS = $(AM_CFLAGS) $(BLAS_CFLAGS) \
 	$(JANSSON_CFLAGS) -O3 -fno-math-errno -fopenmp-simd
 trainer_libsurge_trainer_la_LIBADD = common/libsurge_common.la \

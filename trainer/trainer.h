@@ -340,6 +340,16 @@ int surge_trainer_checkpoint_load(surge_trainer *t, const char *path,
                                   void **extra, size_t *extra_len, char *err,
                                   size_t errlen);
 
+/* surge_trainer_checkpoint_peek - read and validate (format, CRC) the
+ * checkpoint at path without a trainer: its n_inputs, n_outputs, steps
+ * and, when extra is not NULL, a malloc'ed copy of its blob in *extra
+ * (caller frees; NULL when empty) and its size in *extra_len. The server
+ * uses it to learn the sample shape and its own state before it creates
+ * the trainer (trainer/peek.c). Errors as surge_trainer_checkpoint_load. */
+int surge_trainer_checkpoint_peek(const char *path, int *n_inputs,
+                                  int *n_outputs, uint64_t *steps, void **extra,
+                                  size_t *extra_len, char *err, size_t errlen);
+
 /* surge_model: a saved model loaded for inference (surge predict). */
 typedef struct surge_model surge_model;
 

@@ -1,0 +1,1581 @@
+/*
+ * server/train.c - the "trainer" consumer: online training of the surrogate
+ * inside `surge serve` (docs/trainer.md, "Training in the server").
+ *
+ * DESIGN. create() reads the settings on the main thread: the study file
+ * (its "parameters" give the input ranges, its "trainer" section the model,
+ * the optimizer and the loop keys) and the serve flags that override the
+ * loop keys. prepare() (main thread, before any other thread) handles
+ * --resume: it reads the checkpoint's server blob, sets the store shape,
+ * loads the reservoir state and marks the steps the earlier server had
+ * assembled, so a rerun that sends them again is refused. run() (consumer
+ * thread) waits for the sample shape, creates the trainer, collects the
+ * output statistics from the first batches (kept and trained on once the
+ * statistics freeze), then steps on batches drawn from the reservoir,
+ * feeds per-row losses back (prioritized sampling), evaluates the held-out
+ * validation samples every eval_every steps, writes checkpoints and a
+ * progress line, and stops training on the first stopping rule. Once
+ * training stopped it keeps taking batches without training (counted as
+ * discarded) until the store says SURGE_ECLOSED, so the solvers are never
+ * blocked by a trainer that is done. Last: the final checkpoint,
+ * <output_dir>/model.safetensors and <output_dir>/trainer.json.
+ *
+ * Checkpoint (<output_dir>/checkpoint.safetensors, the file the launcher
+ * resumes from): the trainer library's checkpoint with this file's blob as
+ * its "extra" tensor. The blob is taken in one snapshot on the I/O thread
+ * (ctx->io_call: nothing is put while it runs; the consumer thread waits,
+ * so the trainer is not stepping either): the reservoir state and the
+ * record of assembled steps describe the same instant as the weights.
+ * Layout (host byte order, little-endian machines):
+ *     "SURGETR1"  magic and version (8 bytes)
+ *     u32 nin, u32 0, u64 nout            sample shape
+ *     u64 len, len bytes of JSON          progress (counters, time range)
+ *     u64 n, n x (i64 sim, i64 step)      steps assembled (record)
+ *     u64 n, n x (i64 sim, i64 step, f32 in[nin], f32 out[nout])
+ *                                         validation samples
+ *     u64 len, len bytes                  surge_reservoir_save stream
+ *
+ * Threads: create, prepare and destroy on the main thread; run on the
+ * consumer thread; stats on the I/O thread (atomics only).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <jansson.h>
+
+#include <surge/error.h>
+
+#include "common/log.h"
+#include "common/protocol.h"
+#include "common/util.h"
+#include "server/consumer.h"
+#include "trainer/trainer.h"
+
+#define COMPONENT "trainer"
+#define BLOB_MAGIC "SURGETR1"
+#define GET_TIMEOUT_MS 200
+#define IO_CALL_TIMEOUT_MS 30000
+#define MAX_NONFINITE 50 /* consecutive skipped steps before giving up */
+#define CKPT_NAME "checkpoint.safetensors"
+#define MODEL_NAME "model.safetensors"
+#define PATH_CAP (SURGE_SERVER_MAX_PATH + 64)
+
+/* A growable byte buffer (checkpoint blob parts). */
+struct buf {
+    unsigned char *p;
+    size_t len, cap;
+};
+
+static int
+buf_put(struct buf *b, const void *src, size_t n)
+{
+    if (n > SIZE_MAX / 2 - b->len) {
+        return -ENOMEM;
+    }
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap < 4096 ? 4096 : b->cap;
+        while (cap < b->len + n) {
+            cap *= 2;
+        }
+        unsigned char *q = realloc(b->p, cap);
+        if (q == NULL) {
+            return -ENOMEM;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, src, n);
+    b->len += n;
+    return 0;
+}
+
+static int
+buf_u64(struct buf *b, uint64_t v)
+{
+    return buf_put(b, &v, sizeof v);
+}
+
+static void
+buf_free(struct buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+/* A bounded reader over a blob. */
+struct rd {
+    const unsigned char *p;
+    size_t len, off;
+};
+
+static int
+rd_get(struct rd *r, void *dst, size_t n)
+{
+    if (n > r->len - r->off) {
+        return SURGE_EPROTO;
+    }
+    if (dst != NULL) {
+        memcpy(dst, r->p + r->off, n);
+    }
+    r->off += n;
+    return 0;
+}
+
+/* What the settings say (main thread; read-only afterwards). */
+struct settings {
+    struct surge_trainer_config tcfg; /* n_inputs/n_outputs set in run */
+    char study[PATH_CAP];             /* "" = none found */
+    int nparams;                      /* 0 = unknown (no study) */
+    double pmin[SURGE_MAX_PARAMS];    /* (nparams) */
+    double pmax[SURGE_MAX_PARAMS];    /* (nparams) */
+    char *pnames;                     /* JSON array text of the names */
+    int have_time;                    /* time_min < time_max given */
+    double time_min, time_max;
+    int64_t max_steps;         /* 0 = none */
+    double max_wall_s;         /* 0 = none */
+    int64_t steps_after_end;   /* 0 = until the reservoir is drained */
+    int64_t eval_every;        /* >= 1 */
+    int64_t checkpoint_every;  /* 0 = none */
+    double checkpoint_every_s; /* 0 = none */
+    double progress_s;         /* > 0 */
+    char out_dir[SURGE_SERVER_MAX_PATH];
+    char ckpt[PATH_CAP];   /* where checkpoints go */
+    char model[PATH_CAP];  /* the final model */
+    char report[PATH_CAP]; /* trainer.json */
+    char resume[PATH_CAP]; /* checkpoint to resume from; "" = none */
+};
+
+/* What a resumed checkpoint carried for run() (prepare -> run). */
+struct resumed {
+    uint32_t nin;
+    uint64_t nout;
+    json_t *progress;    /* the progress JSON (owned) */
+    uint64_t nval;       /* validation samples */
+    float *val_in;       /* (nval, nin) */
+    float *val_out;      /* (nval, nout) */
+    int64_t *val_sim;    /* (nval) */
+    int64_t *val_step;   /* (nval) */
+    uint64_t nrecord;    /* steps marked assembled */
+    uint64_t res_loaded; /* samples in the loaded reservoir */
+};
+
+struct train {
+    struct settings s;
+    struct resumed *res; /* NULL unless --resume */
+    const surge_server_options *o;
+    _Atomic uint64_t batches; /* trained (stats, any thread) */
+    _Atomic uint64_t samples; /* rows trained */
+};
+
+/* ------------------------------------------------------------ settings */
+
+static const char *const loop_keys[] = {
+    "enabled",    "max_steps",        "max_wall_s",         "steps_after_end",
+    "eval_every", "checkpoint_every", "checkpoint_every_s", "time_min",
+    "time_max",
+};
+
+static double
+jnum_or(json_t *o, const char *key, double dflt)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? json_number_value(v) : dflt;
+}
+
+static int
+load_study(struct settings *s, const char *path, double *progress_s, char *err,
+           size_t errlen)
+{
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (root == NULL) {
+        snprintf(err, errlen, "%s:%d:%d: %s", path, je.line, je.column,
+                 je.text);
+        return SURGE_ECONFIG;
+    }
+    int rc = SURGE_ECONFIG;
+    json_t *params = json_object_get(root, "parameters");
+    json_t *names = json_array();
+    if (!json_is_object(root) || !json_is_array(params) ||
+        json_array_size(params) < 1 ||
+        json_array_size(params) > SURGE_MAX_PARAMS || names == NULL) {
+        snprintf(err, errlen,
+                 "%s: parameters: must be an array of 1 to %d "
+                 "objects",
+                 path, SURGE_MAX_PARAMS);
+        goto out;
+    }
+    size_t i;
+    json_t *p;
+    json_array_foreach(params, i, p)
+    {
+        json_t *nm = json_object_get(p, "name");
+        json_t *lo = json_object_get(p, "min");
+        json_t *hi = json_object_get(p, "max");
+        if (!json_is_string(nm) || !json_is_number(lo) || !json_is_number(hi) ||
+            !(json_number_value(hi) > json_number_value(lo))) {
+            snprintf(err, errlen,
+                     "%s: parameters[%zu]: needs a name and min < max", path,
+                     i);
+            goto out;
+        }
+        s->pmin[i] = json_number_value(lo);
+        s->pmax[i] = json_number_value(hi);
+        json_array_append(names, nm);
+    }
+    s->nparams = (int)json_array_size(params);
+    s->pnames = json_dumps(names, JSON_COMPACT);
+    *progress_s = jnum_or(json_object_get(root, "study"), "progress_interval_s",
+                          *progress_s);
+    json_t *tr = json_object_get(root, "trainer");
+    if (tr != NULL && !json_is_object(tr)) {
+        snprintf(err, errlen, "%s: trainer: must be an object", path);
+        goto out;
+    }
+    if (tr != NULL) {
+        s->max_steps = (int64_t)jnum_or(tr, "max_steps", 0);
+        s->max_wall_s = jnum_or(tr, "max_wall_s", 0);
+        s->steps_after_end = (int64_t)jnum_or(tr, "steps_after_end", 0);
+        s->eval_every = (int64_t)jnum_or(tr, "eval_every", 100);
+        s->checkpoint_every = (int64_t)jnum_or(tr, "checkpoint_every", 1000);
+        s->checkpoint_every_s = jnum_or(tr, "checkpoint_every_s", 0);
+        s->time_min = jnum_or(tr, "time_min", 0);
+        s->time_max = jnum_or(tr, "time_max", 0);
+        s->have_time = s->time_max > s->time_min;
+        json_t *model = json_deep_copy(tr);
+        if (model == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        for (size_t k = 0; k < sizeof loop_keys / sizeof loop_keys[0]; k++) {
+            json_object_del(model, loop_keys[k]);
+        }
+        char *text = json_dumps(model, JSON_COMPACT);
+        json_decref(model);
+        if (text == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        int r = surge_trainer_config_from_json(&s->tcfg, text, strlen(text),
+                                               err, errlen);
+        free(text);
+        if (r != 0) {
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    json_decref(names);
+    json_decref(root);
+    return rc;
+}
+
+static int
+file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int
+read_settings(struct settings *s, const surge_server_options *o, char *err,
+              size_t errlen)
+{
+    surge_trainer_config_defaults(&s->tcfg);
+    s->eval_every = 100;
+    s->checkpoint_every = 1000;
+    double progress_s = 5;
+    snprintf(s->out_dir, sizeof s->out_dir, "%s", o->output_dir);
+    snprintf(s->ckpt, sizeof s->ckpt, "%s/" CKPT_NAME, o->output_dir);
+    snprintf(s->model, sizeof s->model, "%s/" MODEL_NAME, o->output_dir);
+    snprintf(s->report, sizeof s->report, "%s/trainer.json", o->output_dir);
+    if (o->study[0] != '\0') {
+        snprintf(s->study, sizeof s->study, "%s", o->study);
+        if (!file_exists(s->study)) {
+            snprintf(err, errlen, "--study: no file '%s'", s->study);
+            return SURGE_ECONFIG;
+        }
+    } else {
+        snprintf(s->study, sizeof s->study, "%s/study.resolved.json",
+                 o->output_dir);
+        if (!file_exists(s->study)) {
+            s->study[0] = '\0';
+        }
+    }
+    if (s->study[0] != '\0') {
+        int rc = load_study(s, s->study, &progress_s, err, errlen);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    /* Flags override the study's loop keys (-1: not given). */
+    if (o->max_steps >= 0) {
+        s->max_steps = (int64_t)o->max_steps;
+    }
+    if (o->max_wall_s >= 0) {
+        s->max_wall_s = o->max_wall_s;
+    }
+    if (o->steps_after_end >= 0) {
+        s->steps_after_end = (int64_t)o->steps_after_end;
+    }
+    if (o->eval_every >= 1) {
+        s->eval_every = (int64_t)o->eval_every;
+    }
+    if (o->checkpoint_every >= 0) {
+        s->checkpoint_every = (int64_t)o->checkpoint_every;
+    }
+    if (o->checkpoint_interval_s >= 0) {
+        s->checkpoint_every_s = o->checkpoint_interval_s;
+    }
+    if (o->progress_interval_s > 0) {
+        progress_s = o->progress_interval_s;
+    }
+    s->progress_s = progress_s > 0 ? progress_s : 5;
+    if (s->eval_every < 1 || s->max_steps < 0 || s->steps_after_end < 0 ||
+        s->checkpoint_every < 0 || !(s->max_wall_s >= 0) ||
+        !(s->checkpoint_every_s >= 0)) {
+        snprintf(err, errlen,
+                 "trainer: loop keys out of range (eval_every "
+                 ">= 1, the others >= 0)");
+        return SURGE_ECONFIG;
+    }
+    if (o->resume[0] != '\0') {
+        snprintf(s->resume, sizeof s->resume, "%s", o->resume);
+    } else if (o->resume_default) {
+        snprintf(s->resume, sizeof s->resume, "%s", s->ckpt);
+    }
+    /* The server's batch is the trainer's batch. */
+    s->tcfg.batch_size = (int)o->batch_size;
+    /* Check the model now, with the real input width when known, so a bad
+     * study is refused at start-up rather than at the first sample. */
+    struct surge_trainer_config c = s->tcfg;
+    c.n_inputs = s->nparams > 0 ? s->nparams + 1 : 1;
+    c.n_outputs = 1;
+    return surge_trainer_config_validate(&c, err, errlen) != 0 ? SURGE_ECONFIG
+                                                               : 0;
+}
+
+/* ------------------------------------------------------------ resume */
+
+static void
+resumed_free(struct resumed *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    json_decref(r->progress);
+    free(r->val_in);
+    free(r->val_out);
+    free(r->val_sim);
+    free(r->val_step);
+    free(r);
+}
+
+struct rd_arg {
+    struct rd *r;
+};
+
+static int
+rd_cb(void *arg, void *dst, size_t n)
+{
+    return rd_get(((struct rd_arg *)arg)->r, dst, n);
+}
+
+/* Parse the blob; set the store shape, load the reservoir, mark steps. */
+static int
+apply_blob(struct train *tr, const surge_consumer_prep *prep,
+           const unsigned char *blob, size_t len, char *err, size_t errlen)
+{
+    struct rd r = {blob, len, 0};
+    char magic[8];
+    uint32_t nin, pad;
+    uint64_t nout, jlen, n;
+    struct resumed *res = calloc(1, sizeof *res);
+    if (res == NULL) {
+        return -ENOMEM;
+    }
+    int rc = SURGE_EPROTO;
+    if (rd_get(&r, magic, 8) != 0 || memcmp(magic, BLOB_MAGIC, 8) != 0) {
+        snprintf(err, errlen,
+                 "not a checkpoint of the server's trainer "
+                 "(no " BLOB_MAGIC " blob)");
+        goto fail;
+    }
+    if (rd_get(&r, &nin, 4) || rd_get(&r, &pad, 4) || rd_get(&r, &nout, 8) ||
+        nin < 1 || nin > SURGE_MAX_PARAMS + 1 || nout < 1 ||
+        nout > SURGE_TRAINER_MAX_WIDTH || rd_get(&r, &jlen, 8) ||
+        jlen > len - r.off) {
+        snprintf(err, errlen, "corrupt server blob (shape)");
+        goto fail;
+    }
+    res->nin = nin;
+    res->nout = nout;
+    json_error_t je;
+    res->progress =
+        json_loadb((const char *)blob + r.off, (size_t)jlen, 0, &je);
+    if (!json_is_object(res->progress)) {
+        snprintf(err, errlen, "corrupt server blob (progress JSON)");
+        goto fail;
+    }
+    r.off += (size_t)jlen;
+    /* The record of assembled steps. */
+    if (rd_get(&r, &n, 8) || n > (len - r.off) / 16) {
+        snprintf(err, errlen, "corrupt server blob (record)");
+        goto fail;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        int64_t ss[2];
+        (void)rd_get(&r, ss, sizeof ss);
+        rc = prep->mark_assembled(prep->arg, ss[0], ss[1]);
+        if (rc < 0) {
+            snprintf(err, errlen,
+                     "cannot restore the record of assembled "
+                     "steps: %s",
+                     surge_strerror(rc));
+            goto fail;
+        }
+    }
+    res->nrecord = n;
+    rc = SURGE_EPROTO;
+    /* Validation samples. */
+    size_t row = 16 + 4 * ((size_t)nin + (size_t)nout);
+    if (rd_get(&r, &n, 8) || n > (len - r.off) / row) {
+        snprintf(err, errlen, "corrupt server blob (validation)");
+        goto fail;
+    }
+    res->nval = n;
+    if (n > 0) {
+        res->val_in = malloc((size_t)n * nin * 4);
+        res->val_out = malloc((size_t)n * (size_t)nout * 4);
+        res->val_sim = malloc((size_t)n * 8);
+        res->val_step = malloc((size_t)n * 8);
+        if (res->val_in == NULL || res->val_out == NULL ||
+            res->val_sim == NULL || res->val_step == NULL) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        for (uint64_t i = 0; i < n; i++) {
+            (void)rd_get(&r, &res->val_sim[i], 8);
+            (void)rd_get(&r, &res->val_step[i], 8);
+            (void)rd_get(&r, res->val_in + i * nin, (size_t)nin * 4);
+            (void)rd_get(&r, res->val_out + i * nout, (size_t)nout * 4);
+        }
+    }
+    /* The reservoir. */
+    uint64_t rlen;
+    if (rd_get(&r, &rlen, 8) || rlen != len - r.off) {
+        snprintf(err, errlen, "corrupt server blob (reservoir length)");
+        goto fail;
+    }
+    rc = surge_store_set_shape(prep->train, nin, nout);
+    if (rc < 0) {
+        snprintf(err, errlen, "training store for shape (%u, %" PRIu64 "): %s",
+                 nin, nout, surge_store_error(prep->train));
+        goto fail;
+    }
+    if (rlen > 0) {
+        surge_reservoir *rv = surge_store_reservoir(prep->train);
+        struct rd rr = {blob + r.off, (size_t)rlen, 0};
+        struct rd_arg ra = {&rr};
+        char why[256] = "";
+        rc = surge_reservoir_load(rv, rd_cb, &ra, why, sizeof why);
+        if (rc < 0) {
+            snprintf(err, errlen, "reservoir state: %s (%s)", why,
+                     surge_strerror(rc));
+            goto fail;
+        }
+        surge_reservoir_stats st;
+        surge_reservoir_get_stats(rv, &st);
+        res->res_loaded = st.occupancy_samples;
+    }
+    tr->res = res;
+    return 0;
+fail:
+    resumed_free(res);
+    return rc;
+}
+
+static int
+train_prepare(void *state, const surge_consumer_prep *prep)
+{
+    struct train *tr = state;
+    if (tr->s.resume[0] == '\0') {
+        return 0;
+    }
+    char err[2048] = "";
+    int nin, nout;
+    uint64_t steps;
+    void *blob = NULL;
+    size_t blen = 0;
+    int rc = surge_trainer_checkpoint_peek(tr->s.resume, &nin, &nout, &steps,
+                                           &blob, &blen, err, sizeof err);
+    if (rc != 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "--resume: %s", err);
+        return rc;
+    }
+    if (blob == NULL) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "--resume: %s: no server state in it (a checkpoint "
+                  "written by surge serve's trainer is needed)",
+                  tr->s.resume);
+        return SURGE_EPROTO;
+    }
+    rc = apply_blob(tr, prep, blob, blen, err, sizeof err);
+    free(blob);
+    if (rc != 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "--resume: %s: %s", tr->s.resume,
+                  err);
+        return rc;
+    }
+    if ((uint64_t)nin != tr->res->nin || (uint64_t)nout != tr->res->nout) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "--resume: %s: model shape differs from its server state",
+                  tr->s.resume);
+        return SURGE_EPROTO;
+    }
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "resuming from %s: step %" PRIu64 ", %" PRIu64
+              " samples back in the reservoir, %" PRIu64
+              " validation samples, %" PRIu64 " steps already assembled",
+              tr->s.resume, steps, tr->res->res_loaded, tr->res->nval,
+              tr->res->nrecord);
+    return 0;
+}
+
+/* ------------------------------------------------------------ run state */
+
+/* Everything run() owns (consumer thread). */
+struct loop {
+    struct train *tr;
+    const surge_consumer_ctx *ctx;
+    surge_trainer *t;
+    surge_reservoir *r;
+    uint32_t nin;
+    uint64_t nout;
+    int B;
+    int prio;
+    float *x, *y, *w, *row_loss; /* (B, nin), (B, nout), (B), (B) */
+    surge_batch_info *info;      /* (B) */
+    /* validation: restored rows first, then the store's 0..nstore-1 */
+    uint64_t nval, val_cap, nrestored, nstore;
+    float *val_in, *val_out; /* (val_cap, nin), (val_cap, nout) */
+    int64_t *val_sim, *val_step;
+    float *pred; /* (nout) preview */
+    /* progress */
+    uint64_t step0;          /* steps when this run started */
+    uint64_t rows;           /* rows trained (all runs) */
+    uint64_t batches;        /* batches trained (all runs) */
+    uint64_t distinct;       /* samples trained on (first use) */
+    uint64_t discarded;      /* samples first served after training
+                                stopped (never trained on) */
+    uint64_t rows_discarded; /* rows served after training stopped */
+    uint64_t nonfinite;      /* steps skipped (non-finite loss) */
+    double prev_wall_s;      /* training time of earlier runs */
+    uint64_t t0_ns;          /* this run's start */
+    int end_seen;            /* reception ended */
+    uint64_t step_at_end;    /* steps when it did */
+    int stopped;             /* training over */
+    const char *stop_reason;
+    double loss, loss_sum; /* last and sum since the last line */
+    uint64_t loss_n;
+    struct surge_trainer_eval_result ev; /* last validation */
+    uint64_t ev_step;                    /* its step; 0 = none yet */
+    int have_ev;
+    uint64_t ckpts; /* checkpoints written */
+    uint64_t last_ckpt_step;
+    uint64_t last_ckpt_ns, last_line_ns, line_rows;
+    float *init_params;      /* (num_params) initial weights */
+    double time_lo, time_hi; /* time range used */
+    const char *time_src;
+    surge_gauge *g_step, *g_loss, *g_vloss, *g_rel;
+};
+
+static double
+elapsed_s(const struct loop *L)
+{
+    return L->prev_wall_s + (surge_now_ns() - L->t0_ns) / 1e9;
+}
+
+/* Read validation samples the store got since the last call. */
+static int
+sync_validation(struct loop *L)
+{
+    surge_store *v = L->ctx->validation;
+    if (v == NULL) {
+        return 0;
+    }
+    surge_store_stats st;
+    surge_store_get_stats(v, &st);
+    uint64_t want = L->nrestored + st.occupancy;
+    if (want <= L->nval) {
+        return 0;
+    }
+    if (want > L->val_cap) {
+        uint64_t cap = L->val_cap < 64 ? 64 : L->val_cap;
+        while (cap < want) {
+            cap *= 2;
+        }
+        float *in = realloc(L->val_in, (size_t)cap * L->nin * 4);
+        if (in == NULL) {
+            return -ENOMEM;
+        }
+        L->val_in = in;
+        float *out = realloc(L->val_out, (size_t)cap * L->nout * 4);
+        if (out == NULL) {
+            return -ENOMEM;
+        }
+        L->val_out = out;
+        int64_t *a = realloc(L->val_sim, (size_t)cap * 8);
+        if (a == NULL) {
+            return -ENOMEM;
+        }
+        L->val_sim = a;
+        int64_t *b = realloc(L->val_step, (size_t)cap * 8);
+        if (b == NULL) {
+            return -ENOMEM;
+        }
+        L->val_step = b;
+        L->val_cap = cap;
+    }
+    while (L->nval < want) {
+        uint64_t i = L->nval - L->nrestored;
+        int rc = surge_store_read(v, i, L->val_in + L->nval * L->nin,
+                                  L->val_out + L->nval * L->nout,
+                                  &L->val_sim[L->nval], &L->val_step[L->nval]);
+        if (rc < 0) {
+            break;
+        }
+        L->nval++;
+        L->nstore = i + 1;
+    }
+    return 0;
+}
+
+/* The preview's shape: a square field, else one row of at most 4096. */
+static void
+preview_shape(uint64_t nout, size_t *ny, size_t *nx)
+{
+    uint64_t s = (uint64_t)sqrt((double)nout);
+    while (s * s > nout) {
+        s--;
+    }
+    while ((s + 1) * (s + 1) <= nout) {
+        s++;
+    }
+    if (s * s == nout && s <= 4096) {
+        *ny = *nx = (size_t)s;
+    } else if (nout <= 4096) {
+        *ny = 1;
+        *nx = (size_t)nout;
+    } else {
+        *ny = *nx = 0;
+    }
+}
+
+static void
+evaluate(struct loop *L)
+{
+    if (sync_validation(L) < 0 || L->nval == 0) {
+        return;
+    }
+    if (surge_trainer_evaluate(L->t, L->val_in, L->val_out, (long)L->nval,
+                               &L->ev) != 0) {
+        return;
+    }
+    L->have_ev = 1;
+    L->ev_step = surge_trainer_steps(L->t);
+    if (L->g_vloss != NULL) {
+        surge_gauge_set(L->g_vloss, L->ev.mse);
+    }
+    if (L->g_rel != NULL) {
+        surge_gauge_set(L->g_rel, L->ev.rel_l2);
+    }
+    size_t ny, nx;
+    preview_shape(L->nout, &ny, &nx);
+    if (L->ctx->metrics != NULL && ny > 0 && L->pred != NULL) {
+        /* The last validation sample: the latest time step seen. */
+        uint64_t i = L->nval - 1;
+        if (surge_trainer_predict(L->t, L->val_in + i * L->nin, 1, L->pred) ==
+            0) {
+            (void)surge_metrics_set_preview(L->ctx->metrics,
+                                            L->val_out + i * L->nout, L->pred,
+                                            ny, nx, L->ev_step);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ checkpoint */
+
+struct snap {
+    struct buf rec; /* (sim, step) pairs */
+    uint64_t nrec;
+    struct buf res;     /* reservoir stream */
+    surge_store *train; /* to save */
+    surge_store *val;
+    uint64_t nval_store; /* validation samples in the store at the snapshot */
+};
+
+static int
+rec_cb(void *arg, int64_t sim, int64_t step)
+{
+    struct snap *s = arg;
+    int64_t ss[2] = {sim, step};
+    s->nrec++;
+    return buf_put(&s->rec, ss, sizeof ss);
+}
+
+static int
+res_write_cb(void *arg, const void *p, size_t n)
+{
+    return buf_put(arg, p, n);
+}
+
+/* On the I/O thread: record, reservoir, validation count at one instant. */
+static int
+snap_fn(void *arg, const surge_consumer_io_view *view)
+{
+    struct snap *s = arg;
+    int rc = view->export_assembled(view->io, rec_cb, s);
+    if (rc < 0) {
+        return rc;
+    }
+    surge_reservoir *r = surge_store_reservoir(s->train);
+    if (r != NULL) {
+        rc = surge_reservoir_save(r, res_write_cb, &s->res);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    if (s->val != NULL) {
+        surge_store_stats st;
+        surge_store_get_stats(s->val, &st);
+        s->nval_store = st.occupancy;
+    }
+    return 0;
+}
+
+static json_t *
+progress_json(const struct loop *L)
+{
+    return json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:s,s:b,s:s}", "rows",
+        (json_int_t)L->rows, "batches", (json_int_t)L->batches, "distinct",
+        (json_int_t)L->distinct, "discarded", (json_int_t)L->discarded,
+        "rows_discarded", (json_int_t)L->rows_discarded, "nonfinite",
+        (json_int_t)L->nonfinite, "wall_s", elapsed_s(L), "time_min",
+        L->time_lo, "time_max", L->time_hi, "time_source", L->time_src,
+        "stopped", L->stopped, "stop_reason",
+        L->stop_reason ? L->stop_reason : "");
+}
+
+static int
+write_checkpoint(struct loop *L)
+{
+    struct snap s = {0};
+    s.train = L->ctx->train;
+    s.val = L->ctx->validation;
+    struct buf b = {0};
+    int rc = sync_validation(L);
+    if (rc == 0) {
+        rc = L->ctx->io_call != NULL
+                 ? L->ctx->io_call(L->ctx->io, snap_fn, &s, IO_CALL_TIMEOUT_MS)
+                 : SURGE_ESTATE;
+    }
+    if (rc == 0) {
+        rc = sync_validation(L);
+    }
+    if (rc < 0) {
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                  "checkpoint at step %" PRIu64 " skipped: no snapshot of "
+                  "the server state (%s)",
+                  surge_trainer_steps(L->t), surge_strerror(rc));
+        goto out;
+    }
+    uint64_t nval = L->nrestored + s.nval_store;
+    if (nval > L->nval) {
+        nval = L->nval;
+    }
+    json_t *pj = progress_json(L);
+    char *ptext = pj != NULL ? json_dumps(pj, JSON_COMPACT) : NULL;
+    json_decref(pj);
+    if (ptext == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    uint32_t nin = L->nin, zero = 0;
+    rc = buf_put(&b, BLOB_MAGIC, 8);
+    rc = rc ? rc : buf_put(&b, &nin, 4);
+    rc = rc ? rc : buf_put(&b, &zero, 4);
+    rc = rc ? rc : buf_u64(&b, L->nout);
+    rc = rc ? rc : buf_u64(&b, strlen(ptext));
+    rc = rc ? rc : buf_put(&b, ptext, strlen(ptext));
+    free(ptext);
+    rc = rc ? rc : buf_u64(&b, s.nrec);
+    rc = rc ? rc : buf_put(&b, s.rec.p, s.rec.len);
+    rc = rc ? rc : buf_u64(&b, nval);
+    for (uint64_t i = 0; i < nval && rc == 0; i++) {
+        rc = buf_put(&b, &L->val_sim[i], 8);
+        rc = rc ? rc : buf_put(&b, &L->val_step[i], 8);
+        rc = rc ? rc : buf_put(&b, L->val_in + i * L->nin, (size_t)L->nin * 4);
+        rc = rc ? rc
+                : buf_put(&b, L->val_out + i * L->nout, (size_t)L->nout * 4);
+    }
+    rc = rc ? rc : buf_u64(&b, s.res.len);
+    rc = rc ? rc : buf_put(&b, s.res.p, s.res.len);
+    if (rc == 0) {
+        rc = surge_trainer_checkpoint_save(L->t, L->tr->s.ckpt, b.p, b.len);
+    }
+    if (rc < 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "checkpoint %s: %s",
+                  L->tr->s.ckpt, surge_strerror(rc));
+        goto out;
+    }
+    L->ckpts++;
+    L->last_ckpt_step = surge_trainer_steps(L->t);
+    SURGE_LOG(SURGE_LOG_DEBUG, COMPONENT,
+              "checkpoint at step %" PRIu64 " (%zu bytes of server state)",
+              L->last_ckpt_step, b.len);
+out:
+    L->last_ckpt_ns = surge_now_ns();
+    buf_free(&s.rec);
+    buf_free(&s.res);
+    buf_free(&b);
+    return rc;
+}
+
+/* ------------------------------------------------------------ the loop */
+
+static void
+progress_line(struct loop *L, uint64_t now)
+{
+    double dt = (now - L->last_line_ns) / 1e9;
+    double rate = dt > 0 ? (L->rows - L->line_rows) / dt : 0;
+    char val[96] = "";
+    if (L->have_ev) {
+        snprintf(val, sizeof val, ", validation rel L2 %.4g (step %" PRIu64 ")",
+                 L->ev.rel_l2, L->ev_step);
+    }
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "step %" PRIu64 ", loss %.4g, %.0f samples/s%s%s",
+              surge_trainer_steps(L->t),
+              L->loss_n > 0 ? L->loss_sum / L->loss_n : L->loss, rate, val,
+              L->stopped ? " (training stopped)" : "");
+    L->loss_sum = 0;
+    L->loss_n = 0;
+    L->last_line_ns = now;
+    L->line_rows = L->rows;
+}
+
+static void
+stop_training(struct loop *L, const char *why)
+{
+    if (L->stopped) {
+        return;
+    }
+    L->stopped = 1;
+    L->stop_reason = why;
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "training stops at step %" PRIu64 ": %s",
+              surge_trainer_steps(L->t), why);
+}
+
+/* The stopping rules, checked after each step and on idle waits. */
+static void
+check_stop(struct loop *L)
+{
+    const struct settings *s = &L->tr->s;
+    uint64_t steps = surge_trainer_steps(L->t);
+    if (!L->end_seen) {
+        surge_store_stats st;
+        surge_store_get_stats(L->ctx->train, &st);
+        if (st.ended) {
+            L->end_seen = 1;
+            L->step_at_end = steps;
+            SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                      "reception ended at step %" PRIu64
+                      ": training on what the reservoir holds",
+                      steps);
+        }
+    }
+    if (s->max_steps > 0 && steps >= (uint64_t)s->max_steps) {
+        stop_training(L, "max_steps");
+    } else if (s->max_wall_s > 0 && elapsed_s(L) >= s->max_wall_s) {
+        stop_training(L, "max_wall_s");
+    } else if (L->end_seen && s->steps_after_end > 0 &&
+               steps - L->step_at_end >= (uint64_t)s->steps_after_end) {
+        stop_training(L, "steps_after_end");
+    }
+}
+
+/* Periodic work: validation, checkpoint, progress line. */
+static void
+periodic(struct loop *L, int stepped)
+{
+    const struct settings *s = &L->tr->s;
+    uint64_t steps = surge_trainer_steps(L->t);
+    uint64_t now = surge_now_ns();
+    if (stepped && steps % (uint64_t)s->eval_every == 0) {
+        evaluate(L);
+    }
+    if (!L->stopped &&
+        ((stepped && s->checkpoint_every > 0 &&
+          steps % (uint64_t)s->checkpoint_every == 0) ||
+         (s->checkpoint_every_s > 0 && steps > L->last_ckpt_step &&
+          (now - L->last_ckpt_ns) / 1e9 >= s->checkpoint_every_s))) {
+        (void)write_checkpoint(L);
+    }
+    if ((now - L->last_line_ns) / 1e9 >= s->progress_s) {
+        progress_line(L, now);
+    }
+}
+
+/* One batch of n rows in L->x/y/info: step, or count it as discarded. */
+static int
+consume(struct loop *L, int n)
+{
+    if (L->stopped) {
+        L->rows_discarded += (uint64_t)n;
+        for (int i = 0; i < n; i++) {
+            L->discarded += L->info[i].uses == 1;
+        }
+        return 0;
+    }
+    if (L->prio) {
+        for (int i = 0; i < n; i++) {
+            L->w[i] = L->info[i].weight;
+        }
+    }
+    struct surge_trainer_step_info si;
+    int rc = surge_trainer_step(L->t, L->x, L->y, L->prio ? L->w : NULL, n,
+                                L->prio ? L->row_loss : NULL, &si);
+    if (rc == SURGE_ESTATE) {
+        /* Non-finite loss: the update was skipped. The rows count as
+         * served (the reservoir used them) but not trained on. */
+        L->nonfinite++;
+        L->rows_discarded += (uint64_t)n;
+        for (int i = 0; i < n; i++) {
+            L->discarded += L->info[i].uses == 1;
+        }
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                  "non-finite loss at step %" PRIu64 ": update skipped",
+                  surge_trainer_steps(L->t));
+        if (L->nonfinite >= MAX_NONFINITE) {
+            stop_training(L, "non_finite_loss");
+        }
+        return 0;
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    if (L->prio) {
+        (void)surge_reservoir_update_priorities(L->r, L->info, L->row_loss,
+                                                (size_t)n);
+    }
+    for (int i = 0; i < n; i++) {
+        L->distinct += L->info[i].uses == 1;
+    }
+    L->rows += (uint64_t)n;
+    L->batches++;
+    L->loss = si.loss;
+    L->loss_sum += si.loss;
+    L->loss_n++;
+    atomic_store(&L->tr->batches, L->batches);
+    atomic_store(&L->tr->samples, L->rows);
+    if (L->g_loss != NULL) {
+        surge_gauge_set(L->g_loss, si.loss);
+    }
+    if (L->g_step != NULL) {
+        surge_gauge_set(L->g_step, (double)si.step);
+    }
+    return 1;
+}
+
+/* Input ranges: the study's parameter ranges and time range; inputs
+ * without one are taken from the samples at hand (rows of x). */
+static int
+set_ranges(struct loop *L, const float *x, long rows)
+{
+    const struct settings *s = &L->tr->s;
+    float *lo = malloc(L->nin * sizeof *lo), *hi = malloc(L->nin * sizeof *hi);
+    if (lo == NULL || hi == NULL) {
+        free(lo);
+        free(hi);
+        return -ENOMEM;
+    }
+    for (uint32_t j = 0; j < L->nin; j++) {
+        lo[j] = INFINITY;
+        hi[j] = -INFINITY;
+        for (long i = 0; i < rows; i++) {
+            float v = x[(size_t)i * L->nin + j];
+            lo[j] = v < lo[j] ? v : lo[j];
+            hi[j] = v > hi[j] ? v : hi[j];
+        }
+        if (!(lo[j] <= hi[j])) {
+            lo[j] = hi[j] = 0;
+        }
+    }
+    for (int j = 0; j < s->nparams && j < (int)L->nin - 1; j++) {
+        lo[j] = (float)s->pmin[j];
+        hi[j] = (float)s->pmax[j];
+    }
+    uint32_t tj = L->nin - 1;
+    if (s->have_time) {
+        lo[tj] = (float)s->time_min;
+        hi[tj] = (float)s->time_max;
+        L->time_src = "study";
+    } else {
+        L->time_src = "samples";
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                  "time range taken from the first %ld samples: [%g, %g] "
+                  "(set trainer.time_min and trainer.time_max)",
+                  rows, lo[tj], hi[tj]);
+    }
+    L->time_lo = lo[tj];
+    L->time_hi = hi[tj];
+    char err[256];
+    int rc = surge_trainer_set_input_range(L->t, lo, hi, err, sizeof err);
+    if (rc != 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "input ranges: %s", err);
+    }
+    free(lo);
+    free(hi);
+    return rc;
+}
+
+/* Take a batch into L->x/y/info. > 0 rows, 0 finished, SURGE_ETIMEDOUT,
+ * SURGE_ECLOSED or another error. */
+static long
+take(struct loop *L, float *x, float *y, surge_batch_info *info)
+{
+    long n = surge_reservoir_get_batch(L->r, (size_t)L->B, x, y, info,
+                                       GET_TIMEOUT_MS);
+    return n;
+}
+
+/* Output statistics from the first out_norm_samples samples: the batches
+ * are kept and trained on once the statistics froze. Returns the batches
+ * kept (in wx/wy/winfo/wn), or a negative code. */
+static int
+warm_up(struct loop *L, float **wx, float **wy, surge_batch_info **winfo,
+        int **wn, int *nb_out, int *finished)
+{
+    long want = surge_trainer_config_get(L->t)->out_norm_samples;
+    /* Rows are packed (a short batch comes only while draining); one
+     * spare batch of room, as seen may stop short of a multiple of B. */
+    int cap = (int)((want + L->B - 1) / L->B);
+    size_t rowsx = (size_t)(cap + 1) * L->B;
+    *wx = malloc(rowsx * L->nin * 4);
+    *wy = malloc(rowsx * L->nout * 4);
+    *winfo = malloc(rowsx * sizeof **winfo);
+    *wn = malloc((size_t)cap * sizeof **wn);
+    if (*wx == NULL || *wy == NULL || *winfo == NULL || *wn == NULL) {
+        return -ENOMEM;
+    }
+    int nb = 0;
+    long seen = 0;
+    *finished = 0;
+    while (nb < cap) {
+        size_t off = (size_t)seen;
+        long n = take(L, *wx + off * L->nin, *wy + off * L->nout, *winfo + off);
+        if (n == SURGE_ETIMEDOUT) {
+            continue;
+        }
+        if (n == 0 || n == SURGE_ECLOSED) {
+            *finished = n == 0 ? 1 : 2;
+            break;
+        }
+        if (n < 0) {
+            return (int)n;
+        }
+        (*wn)[nb++] = (int)n;
+        if (surge_trainer_observe_outputs(L->t, *wy + off * L->nout, n) < 0) {
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "a batch with non-finite outputs is left out of the "
+                      "output statistics");
+        }
+        seen += n;
+        if (seen >= want) {
+            break;
+        }
+    }
+    *nb_out = nb;
+    return 0;
+}
+
+static int
+register_metrics(struct loop *L)
+{
+    surge_metrics *m = L->ctx->metrics;
+    if (m == NULL) {
+        return 0;
+    }
+    int rc = surge_metrics_gauge(m, "surge_trainer_step", NULL,
+                                 "Optimizer step", &L->g_step);
+    if (rc == 0) {
+        rc = surge_metrics_gauge(m, "surge_trainer_loss", NULL,
+                                 "Training loss of the last step "
+                                 "(normalized units)",
+                                 &L->g_loss);
+    }
+    if (rc == 0) {
+        rc = surge_metrics_gauge(m, "surge_trainer_validation_loss", NULL,
+                                 "Validation MSE (normalized units) at the "
+                                 "last evaluation",
+                                 &L->g_vloss);
+    }
+    if (rc == 0) {
+        rc = surge_metrics_gauge(m, "surge_trainer_validation_rel_l2", NULL,
+                                 "Validation relative L2 error (physical "
+                                 "units) at the last evaluation",
+                                 &L->g_rel);
+    }
+    if (rc == 0 && L->tr->s.pnames != NULL) {
+        rc = surge_metrics_set_info(m, "inputs", L->tr->s.pnames);
+    }
+    return rc;
+}
+
+static json_t *
+jreal_or_null(double v, int have)
+{
+    return have && isfinite(v) ? json_real(v) : json_null();
+}
+
+/* trainer.json: the trainer's final figures, for the launcher's summary. */
+static void
+write_report(struct loop *L, const struct surge_trainer_eval_result *untrained,
+             int have_untrained, int model_ok)
+{
+    surge_reservoir_stats rs;
+    memset(&rs, 0, sizeof rs);
+    if (L->r != NULL) {
+        surge_reservoir_get_stats(L->r, &rs);
+    }
+    uint64_t unserved = rs.uses_present[0] + rs.uses_removed[0];
+    uint64_t puts = rs.puts;
+    int add_up = puts == L->distinct + L->discarded + unserved;
+    double wall = L->t0_ns != 0 ? elapsed_s(L) : 0;
+    char model[PATH_CAP * 2];
+    char *abs = realpath(L->tr->s.model, NULL);
+    snprintf(model, sizeof model, "%s", abs != NULL ? abs : L->tr->s.model);
+    free(abs);
+    json_t *val = json_pack(
+        "{s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "samples", (json_int_t)L->nval,
+        "mse", jreal_or_null(L->ev.mse_phys, L->have_ev), "mse_normalized",
+        jreal_or_null(L->ev.mse, L->have_ev), "rel_l2",
+        jreal_or_null(L->ev.rel_l2, L->have_ev), "rel_l2_mean",
+        jreal_or_null(L->ev.rel_l2_mean, L->have_ev), "untrained_mse",
+        jreal_or_null(untrained->mse_phys, have_untrained), "untrained_rel_l2",
+        jreal_or_null(untrained->rel_l2, have_untrained), "step",
+        L->have_ev ? json_integer((json_int_t)L->ev_step) : json_null());
+    json_t *counts = json_pack(
+        "{s:s,s:I,s:I,s:I,s:I,s:b}", "identity",
+        "store_puts = samples_trained + samples_discarded + samples_unserved",
+        "store_puts", (json_int_t)puts, "samples_trained",
+        (json_int_t)L->distinct, "samples_discarded", (json_int_t)L->discarded,
+        "samples_unserved", (json_int_t)unserved, "add_up", add_up);
+    json_t *j = json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:s,s:f,s:o,s:o,s:I,s:o,s:o,"
+        "s:o,s:s}",
+        "steps", (json_int_t)(L->t ? surge_trainer_steps(L->t) : 0),
+        "steps_this_run",
+        (json_int_t)(L->t ? surge_trainer_steps(L->t) - L->step0 : 0),
+        "batches", (json_int_t)L->batches, "rows_trained", (json_int_t)L->rows,
+        "samples_trained", (json_int_t)L->distinct, "samples_discarded",
+        (json_int_t)L->discarded, "rows_discarded",
+        (json_int_t)L->rows_discarded, "nonfinite_steps",
+        (json_int_t)L->nonfinite, "final_loss",
+        jreal_or_null(L->loss, L->batches > 0), "stop_reason",
+        L->stop_reason != NULL ? L->stop_reason : "none", "wall_s", wall,
+        "samples_per_s",
+        wall > 0 ? json_real((double)L->rows / wall) : json_null(),
+        "validation", val, "checkpoints", (json_int_t)L->ckpts, "model",
+        model_ok ? json_string(model) : json_null(), "resumed_from",
+        L->tr->res != NULL ? json_string(L->tr->s.resume) : json_null(),
+        "counts", counts, "time_source",
+        L->time_src != NULL ? L->time_src : "none");
+    if (j == NULL) {
+        return;
+    }
+    json_object_set_new(j, "time_range",
+                        json_pack("[f,f]", L->time_lo, L->time_hi));
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(j);
+    if (text != NULL) {
+        size_t n = strlen(text);
+        char *t2 = realloc(text, n + 2);
+        if (t2 != NULL) {
+            text = t2;
+            text[n] = '\n';
+            text[n + 1] = '\0';
+            int rc = surge_write_file_atomic(L->tr->s.report, text, n + 1);
+            if (rc < 0) {
+                SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "%s: %s", L->tr->s.report,
+                          surge_strerror(rc));
+            }
+        }
+        free(text);
+    }
+}
+
+/* The end of training: last validation, checkpoint, model file. */
+static int
+finish_training(struct loop *L, struct surge_trainer_eval_result *untrained,
+                int *have_untrained)
+{
+    evaluate(L);
+    if (L->nval > 0 && L->init_params != NULL) {
+        size_t np = surge_trainer_num_params(L->t);
+        float *cur = malloc(np * sizeof *cur);
+        if (cur != NULL && surge_trainer_get_params(L->t, cur, np) == 0 &&
+            surge_trainer_set_params(L->t, L->init_params, np) == 0) {
+            *have_untrained =
+                surge_trainer_evaluate(L->t, L->val_in, L->val_out,
+                                       (long)L->nval, untrained) == 0;
+            (void)surge_trainer_set_params(L->t, cur, np);
+        }
+        free(cur);
+    }
+    if (surge_trainer_steps(L->t) > L->last_ckpt_step) {
+        (void)write_checkpoint(L);
+    }
+    char shape[64] = "";
+    size_t ny, nx;
+    preview_shape(L->nout, &ny, &nx);
+    if (ny > 1) {
+        snprintf(shape, sizeof shape, "%zu,%zu", ny, nx);
+    }
+    char vrel[64];
+    snprintf(vrel, sizeof vrel, "%.9g", L->have_ev ? L->ev.rel_l2 : NAN);
+    const char *meta[12];
+    int k = 0;
+    if (shape[0] != '\0') {
+        meta[k++] = "field_shape";
+        meta[k++] = shape;
+    }
+    if (L->tr->s.pnames != NULL) {
+        meta[k++] = "input_names";
+        meta[k++] = L->tr->s.pnames;
+    }
+    meta[k++] = "validation_rel_l2";
+    meta[k++] = vrel;
+    meta[k] = NULL;
+    int rc = surge_trainer_save_model(L->t, L->tr->s.model, meta);
+    if (rc < 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "%s: %s", L->tr->s.model,
+                  surge_strerror(rc));
+        return rc;
+    }
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "model written to %s (step %" PRIu64 ", validation rel L2 %s)",
+              L->tr->s.model, surge_trainer_steps(L->t),
+              L->have_ev ? vrel : "n/a");
+    return 0;
+}
+
+static void
+restore_progress(struct loop *L, json_t *p)
+{
+    L->rows = (uint64_t)json_integer_value(json_object_get(p, "rows"));
+    L->batches = (uint64_t)json_integer_value(json_object_get(p, "batches"));
+    L->distinct = (uint64_t)json_integer_value(json_object_get(p, "distinct"));
+    L->discarded =
+        (uint64_t)json_integer_value(json_object_get(p, "discarded"));
+    L->rows_discarded =
+        (uint64_t)json_integer_value(json_object_get(p, "rows_discarded"));
+    L->nonfinite =
+        (uint64_t)json_integer_value(json_object_get(p, "nonfinite"));
+    L->prev_wall_s = jnum_or(p, "wall_s", 0);
+    if (json_is_true(json_object_get(p, "stopped"))) {
+        L->stopped = 1;
+        L->stop_reason = "resumed_after_stop";
+    }
+}
+
+static int
+train_run(void *state, const surge_consumer_ctx *ctx)
+{
+    struct train *tr = state;
+    struct loop L;
+    memset(&L, 0, sizeof L);
+    L.tr = tr;
+    L.ctx = ctx;
+    float *wx = NULL, *wy = NULL;
+    surge_batch_info *winfo = NULL;
+    int *wn = NULL, nwarm = 0;
+    struct surge_trainer_eval_result untrained;
+    int have_untrained = 0, model_ok = 0;
+    memset(&untrained, 0, sizeof untrained);
+    char err[2048] = "";
+    int rc;
+    do {
+        rc = surge_store_wait_shape(ctx->train, 500, &L.nin, &L.nout);
+    } while (rc == SURGE_ETIMEDOUT);
+    if (rc == SURGE_ECLOSED) {
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                  "no sample arrived: nothing to "
+                  "train");
+        write_report(&L, &untrained, 0, 0);
+        return 0;
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    if (tr->s.nparams > 0 && L.nin != (uint32_t)tr->s.nparams + 1) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "samples have %u inputs but the study %s has %d parameters "
+                  "(+ time = %d)",
+                  L.nin, tr->s.study, tr->s.nparams, tr->s.nparams + 1);
+        rc = SURGE_ECONFIG;
+        goto out;
+    }
+    if (L.nout > SURGE_TRAINER_MAX_WIDTH) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "samples have %" PRIu64 " outputs; the trainer takes at "
+                  "most %d",
+                  L.nout, SURGE_TRAINER_MAX_WIDTH);
+        rc = SURGE_ELIMIT;
+        goto out;
+    }
+    struct surge_trainer_config cfg = tr->s.tcfg;
+    cfg.n_inputs = (int)L.nin;
+    cfg.n_outputs = (int)L.nout;
+    L.B = cfg.batch_size;
+    rc = surge_trainer_create(&cfg, &L.t, err, sizeof err);
+    if (rc != 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "%s", err);
+        goto out;
+    }
+    L.r = surge_store_reservoir(ctx->train);
+    L.prio = tr->o->reservoir.prioritized.enabled;
+    size_t np = surge_trainer_num_params(L.t);
+    L.init_params = malloc(np * sizeof *L.init_params);
+    if (L.init_params != NULL) {
+        (void)surge_trainer_get_params(L.t, L.init_params, np);
+    }
+    L.x = surge_trainer_host_alloc(L.t, (size_t)L.B * L.nin * 4);
+    L.y = surge_trainer_host_alloc(L.t, (size_t)L.B * L.nout * 4);
+    L.w = calloc((size_t)L.B, sizeof *L.w);
+    L.row_loss = calloc((size_t)L.B, sizeof *L.row_loss);
+    L.info = calloc((size_t)L.B, sizeof *L.info);
+    L.pred = malloc((size_t)L.nout * 4);
+    if (L.x == NULL || L.y == NULL || L.w == NULL || L.row_loss == NULL ||
+        L.info == NULL || L.pred == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (register_metrics(&L) < 0) {
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT, "trainer metrics not registered");
+    }
+    L.t0_ns = L.last_ckpt_ns = L.last_line_ns = surge_now_ns();
+    if (tr->res != NULL) {
+        /* Weights, optimizer, normalization (input ranges included) and
+         * step from the checkpoint; validation samples and progress from
+         * its server blob (prepare restored the reservoir). */
+        rc = surge_trainer_checkpoint_load(L.t, tr->s.resume, NULL, NULL, err,
+                                           sizeof err);
+        if (rc != 0) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "--resume: %s", err);
+            goto out;
+        }
+        restore_progress(&L, tr->res->progress);
+        L.time_lo = jnum_or(tr->res->progress, "time_min", 0);
+        L.time_hi = jnum_or(tr->res->progress, "time_max", 0);
+        L.time_src = "checkpoint";
+        uint64_t n = tr->res->nval;
+        if (n > 0) {
+            L.val_in = tr->res->val_in;
+            L.val_out = tr->res->val_out;
+            L.val_sim = tr->res->val_sim;
+            L.val_step = tr->res->val_step;
+            tr->res->val_in = tr->res->val_out = NULL;
+            tr->res->val_sim = tr->res->val_step = NULL;
+            L.nval = L.nrestored = L.val_cap = n;
+        }
+        L.last_ckpt_step = surge_trainer_steps(L.t);
+    }
+    L.step0 = surge_trainer_steps(L.t);
+    int finished = 0;
+    if (!surge_trainer_outputs_frozen(L.t)) {
+        rc = warm_up(&L, &wx, &wy, &winfo, &wn, &nwarm, &finished);
+        if (rc < 0) {
+            goto out;
+        }
+        surge_trainer_freeze_outputs(L.t);
+    }
+    if (tr->res == NULL) {
+        /* Ranges from the study; what it lacks, from the first samples
+         * (the warm-up batches are contiguous: only the last may be
+         * short, while draining). */
+        long rows = 0;
+        for (int i = 0; i < nwarm; i++) {
+            rows += wn[i];
+        }
+        rc = set_ranges(&L, wx, rows);
+        if (rc != 0) {
+            rc = SURGE_ECONFIG;
+            goto out;
+        }
+    }
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "training %u -> %s -> %" PRIu64 " (%zu parameters), batch %d, "
+              "from step %" PRIu64,
+              L.nin, cfg.n_layers > 0 ? "MLP" : "linear", L.nout, np, L.B,
+              L.step0);
+    check_stop(&L);
+    evaluate(&L);
+    /* The warm-up batches, in order. */
+    size_t off = 0;
+    for (int b = 0; b < nwarm; b++) {
+        memcpy(L.x, wx + off * L.nin, (size_t)wn[b] * L.nin * 4);
+        memcpy(L.y, wy + off * L.nout, (size_t)wn[b] * L.nout * 4);
+        memcpy(L.info, winfo + off, (size_t)wn[b] * sizeof *L.info);
+        off += (size_t)wn[b];
+        rc = consume(&L, wn[b]);
+        if (rc < 0) {
+            goto out;
+        }
+        check_stop(&L);
+        periodic(&L, rc > 0);
+    }
+    free(wx);
+    free(wy);
+    free(winfo);
+    free(wn);
+    wx = wy = NULL;
+    winfo = NULL;
+    wn = NULL;
+    int final_done = 0;
+    while (finished == 0) {
+        if (L.stopped && !final_done) {
+            rc = finish_training(&L, &untrained, &have_untrained);
+            model_ok = rc == 0;
+            final_done = 1;
+        }
+        long n = take(&L, L.x, L.y, L.info);
+        if (n == SURGE_ETIMEDOUT) {
+            check_stop(&L);
+            periodic(&L, 0);
+            continue;
+        }
+        if (n == 0) {
+            break; /* reception ended and the reservoir is drained */
+        }
+        if (n < 0) {
+            if (n == SURGE_ECLOSED) {
+                finished = 2;
+                break;
+            }
+            rc = (int)n;
+            goto out;
+        }
+        rc = consume(&L, (int)n);
+        if (rc < 0) {
+            goto out;
+        }
+        check_stop(&L);
+        periodic(&L, rc > 0);
+    }
+    if (!L.stopped) {
+        stop_training(&L, finished == 2 ? "server_stop" : "reservoir_drained");
+    }
+    if (!final_done) {
+        rc = finish_training(&L, &untrained, &have_untrained);
+        model_ok = rc == 0;
+    }
+    progress_line(&L, surge_now_ns());
+    if (L.have_ev) {
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                  "validation: %" PRIu64 " samples, MSE %.6g, relative L2 "
+                  "%.6g (untrained model: %.6g)",
+                  L.nval, L.ev.mse_phys, L.ev.rel_l2,
+                  have_untrained ? untrained.rel_l2 : NAN);
+    }
+    rc = 0;
+out:
+    write_report(&L, &untrained, have_untrained, model_ok);
+    free(wx);
+    free(wy);
+    free(winfo);
+    free(wn);
+    if (L.t != NULL) {
+        surge_trainer_host_free(L.t, L.x, (size_t)L.B * L.nin * 4);
+        surge_trainer_host_free(L.t, L.y, (size_t)L.B * L.nout * 4);
+    }
+    free(L.w);
+    free(L.row_loss);
+    free(L.info);
+    free(L.pred);
+    free(L.init_params);
+    free(L.val_in);
+    free(L.val_out);
+    free(L.val_sim);
+    free(L.val_step);
+    surge_trainer_destroy(&L.t);
+    return rc;
+}
+
+/* ------------------------------------------------------------ ops */
+
+static int
+train_create(void **state, const surge_server_options *o)
+{
+    struct train *tr = calloc(1, sizeof *tr);
+    if (tr == NULL) {
+        return -ENOMEM;
+    }
+    tr->o = o;
+    char err[2048] = "";
+    int rc = read_settings(&tr->s, o, err, sizeof err);
+    if (rc != 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "%s", err);
+        free(tr->s.pnames);
+        free(tr);
+        return rc;
+    }
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "settings from %s: max_steps %" PRId64 ", max_wall_s %g, "
+              "steps_after_end %" PRId64 ", eval_every %" PRId64
+              ", checkpoint_every %" PRId64 " (%g s)",
+              tr->s.study[0] != '\0' ? tr->s.study : "defaults (no study)",
+              tr->s.max_steps, tr->s.max_wall_s, tr->s.steps_after_end,
+              tr->s.eval_every, tr->s.checkpoint_every,
+              tr->s.checkpoint_every_s);
+    *state = tr;
+    return 0;
+}
+
+static void
+train_stats(void *state, surge_consumer_stats *out)
+{
+    struct train *tr = state;
+    out->batches = atomic_load(&tr->batches);
+    out->samples = atomic_load(&tr->samples);
+}
+
+static void
+train_destroy(void *state)
+{
+    struct train *tr = state;
+    if (tr == NULL) {
+        return;
+    }
+    resumed_free(tr->res);
+    free(tr->s.pnames);
+    free(tr);
+}
+
+const surge_consumer_ops surge_consumer_trainer = {
+    "trainer",   train_create,  train_run,
+    train_stats, train_destroy, train_prepare,
+};

@@ -1,0 +1,99 @@
+/*
+ * trainer/peek.c - surge_trainer_checkpoint_peek: what a checkpoint holds,
+ * without a trainer (the server needs the sample shape and its own blob
+ * before it can create one when it resumes).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include <surge/error.h>
+
+#include "common/util.h"
+#include "trainer/safetensors.h"
+#include "trainer/trainer.h"
+
+static int
+meta_int(const struct st_file *f, const char *key, long long max,
+         long long *out)
+{
+    const char *v = st_meta(f, key);
+    int64_t x;
+    if (v == NULL || surge_parse_int64(v, &x) != 0 || x < 0 || x > max) {
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int
+surge_trainer_checkpoint_peek(const char *path, int *n_inputs, int *n_outputs,
+                              uint64_t *steps, void **extra, size_t *extra_len,
+                              char *err, size_t errlen)
+{
+    struct st_file f;
+    int rc = st_read(path, &f, "surge.crc32c", err, errlen);
+    if (rc != 0) {
+        return rc;
+    }
+    const char *fmt = st_meta(&f, "surge.format");
+    long long nin, nout, st;
+    if (fmt == NULL || strcmp(fmt, "surge-checkpoint") != 0) {
+        snprintf(err, errlen, "%s: not a surge checkpoint (surge.format)",
+                 path);
+        rc = SURGE_EPROTO;
+        goto out;
+    }
+    if (meta_int(&f, "surge.n_inputs", SURGE_TRAINER_MAX_WIDTH, &nin) != 0 ||
+        meta_int(&f, "surge.n_outputs", SURGE_TRAINER_MAX_WIDTH, &nout) != 0 ||
+        meta_int(&f, "surge.steps", INT64_MAX, &st) != 0 || nin < 1 ||
+        nout < 1) {
+        snprintf(err, errlen,
+                 "%s: surge.n_inputs, surge.n_outputs or surge.steps missing "
+                 "or out of range",
+                 path);
+        rc = SURGE_EPROTO;
+        goto out;
+    }
+    void *blob = NULL;
+    uint64_t blen = 0;
+    if (st_has(&f, "extra")) {
+        json_t *e = json_object_get((json_t *)f.root, "extra");
+        blen = (uint64_t)json_integer_value(
+            json_array_get(json_object_get(e, "shape"), 0));
+        char why[256];
+        rc = st_get(&f, "extra", ST_U8, 1, &blen, NULL, why, sizeof why);
+        if (rc != 0) {
+            snprintf(err, errlen, "%s: %s", path, why);
+            goto out;
+        }
+        if (extra != NULL && blen > 0) {
+            blob = malloc((size_t)blen);
+            if (blob == NULL) {
+                snprintf(err, errlen, "%s: out of memory", path);
+                rc = -ENOMEM;
+                goto out;
+            }
+            (void)st_get(&f, "extra", ST_U8, 1, &blen, blob, NULL, 0);
+        }
+    }
+    *n_inputs = (int)nin;
+    *n_outputs = (int)nout;
+    if (steps != NULL) {
+        *steps = (uint64_t)st;
+    }
+    if (extra != NULL) {
+        *extra = blob;
+    }
+    if (extra_len != NULL) {
+        *extra_len = (size_t)blen;
+    }
+out:
+    st_close(&f);
+    return rc;
+}
