@@ -84,63 +84,82 @@ step_flops(void)
     return f;
 }
 
-/* The matrix-product bound: the step's sgemm calls alone, on buffers of
- * their own (same shapes and transposes as the trainer's). */
+/* The matrix-product bound: the step's sgemm calls alone, with the same
+ * shapes, transposes and operands as the trainer's (a weight, a gradient
+ * and an activation buffer per layer, two gradient ping-pong buffers), so
+ * caches help it exactly as much as they help the trainer. */
 struct bound {
-    float *a, *d, *o, *wt, *g;
-    size_t act_bytes, w_bytes;
+    float *mem; /* one allocation for everything below */
+    size_t bytes;
+    float *xn;          /* (B, NIN) */
+    float *w[4], *g[4]; /* (out_k, in_k) */
+    float *act[4];      /* (B, out_k) */
+    float *d[2];        /* (B, 1024) */
 };
+
+static const int widths[5] = {NIN, 1024, 1024, 1024, NOUT};
 
 static void
 bound_init(struct bound *b)
 {
-    b->act_bytes = (size_t)B * NOUT * sizeof(float);
-    b->w_bytes = (size_t)NOUT * 1024 * sizeof(float);
-    b->a = surge_huge_alloc(b->act_bytes);
-    b->d = surge_huge_alloc(b->act_bytes);
-    b->o = surge_huge_alloc(b->act_bytes);
-    b->wt = surge_huge_alloc(b->w_bytes);
-    b->g = surge_huge_alloc(b->w_bytes);
-    if (b->a == NULL || b->d == NULL || b->o == NULL || b->wt == NULL ||
-        b->g == NULL) {
+    size_t n = (size_t)B * NIN + 2 * (size_t)B * 1024;
+    for (int k = 0; k < 4; k++) {
+        n += 2 * (size_t)widths[k] * widths[k + 1] + (size_t)B * widths[k + 1];
+    }
+    b->bytes = n * sizeof(float);
+    b->mem = surge_huge_alloc(b->bytes);
+    if (b->mem == NULL) {
         fprintf(stderr, "bench-trainer: out of memory\n");
         exit(1);
     }
-    for (size_t i = 0; i < (size_t)B * NOUT; i++) {
-        b->a[i] = b->d[i] = 0.001f * (float)(i % 1000);
+    float *p = b->mem;
+    b->xn = p;
+    p += (size_t)B * NIN;
+    for (int k = 0; k < 4; k++) {
+        size_t nw = (size_t)widths[k] * widths[k + 1];
+        b->w[k] = p;
+        p += nw;
+        b->g[k] = p;
+        p += nw;
+        b->act[k] = p;
+        p += (size_t)B * widths[k + 1];
     }
-    for (size_t i = 0; i < (size_t)NOUT * 1024; i++) {
-        b->wt[i] = 0.001f * (float)(i % 997);
+    b->d[0] = p;
+    b->d[1] = p + (size_t)B * 1024;
+    for (size_t i = 0; i < n; i++) {
+        b->mem[i] = 0.001f * (float)(i % 997);
     }
 }
 
 static void
 bound_fini(struct bound *b)
 {
-    surge_huge_free(b->a, b->act_bytes);
-    surge_huge_free(b->d, b->act_bytes);
-    surge_huge_free(b->o, b->act_bytes);
-    surge_huge_free(b->wt, b->w_bytes);
-    surge_huge_free(b->g, b->w_bytes);
+    surge_huge_free(b->mem, b->bytes);
 }
 
 static double
 bound_step(struct bound *b)
 {
-    int w[5] = {NIN, hidden[0], hidden[1], hidden[2], NOUT};
+    const int *w = widths;
     double t0 = now_s();
+    const float *in = b->xn;
     for (int k = 0; k < 4; k++) { /* forward: (B,in) x (out,in)^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, w[k + 1], w[k],
-                    1.0f, b->a, w[k], b->wt, w[k], 0.0f, b->o, w[k + 1]);
+                    1.0f, in, w[k], b->w[k], w[k], 0.0f, b->act[k], w[k + 1]);
+        in = b->act[k];
     }
+    const float *dz = b->act[3];
     for (int k = 3; k >= 0; k--) {
+        const float *x = k > 0 ? b->act[k - 1] : b->xn;
         /* dW (out,in) = dz^T x in */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w[k + 1], w[k], B,
-                    1.0f, b->d, w[k + 1], b->a, w[k], 0.0f, b->g, w[k]);
+                    1.0f, dz, w[k + 1], x, w[k], 0.0f, b->g[k], w[k]);
         if (k > 0) { /* dX (B,in) = dz x W */
+            float *din = b->d[k & 1];
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, w[k],
-                        w[k + 1], 1.0f, b->d, w[k + 1], b->wt, w[k], 0.0f, b->o,
+                        w[k + 1], 1.0f, dz, w[k + 1], b->w[k], w[k], 0.0f, din,
                         w[k]);
+            dz = din;
         }
     }
     return now_s() - t0;
