@@ -6,8 +6,9 @@
 #ifndef SURGE_SERVER_COMMANDS_H
 #define SURGE_SERVER_COMMANDS_H
 
-int surge_serve_main(int argc, char **argv);  /* server/serve.c */
-int surge_launch_main(int argc, char **argv); /* deploy/launch.c */
-int surge_top_main(int argc, char **argv);    /* server/top.c */
+int surge_serve_main(int argc, char **argv);   /* server/serve.c */
+int surge_launch_main(int argc, char **argv);  /* deploy/launch.c */
+int surge_top_main(int argc, char **argv);     /* server/top.c */
+int surge_predict_main(int argc, char **argv); /* trainer/predict.c */
 
 #endif /* SURGE_SERVER_COMMANDS_H */

@@ -5,6 +5,7 @@ server_surge_SOURCES = server/surge.c server/commands.h
 # Subcommands from other folders add their library here, before common.
 server_surge_LDADD = \
 	deploy/libsurge_deploy.la \
+	trainer/libsurge_predict.la \
 	server/libsurge_server.la \
 	server/libsurge_monitor.la \
 	reservoir/libsurge_reservoir.la \

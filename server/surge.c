@@ -22,6 +22,7 @@ static const struct command commands[] = {
     {"serve", surge_serve_main, "run the server: ingest, reservoir, trainer"},
     {"launch", surge_launch_main, "run a study: server, solver runs, retries"},
     {"top", surge_top_main, "watch a running server in the terminal"},
+    {"predict", surge_predict_main, "evaluate a trained model: .npy and PNG"},
 };
 
 static void

@@ -20,3 +20,11 @@ trainer_libsurge_trainer_la_CFLAGS = $(AM_CFLAGS) $(BLAS_CFLAGS) \
 	$(JANSSON_CFLAGS) -O3 -fno-math-errno -fopenmp-simd
 trainer_libsurge_trainer_la_LIBADD = common/libsurge_common.la \
 	$(BLAS_LIBS) $(JANSSON_LIBS) -lm
+
+# `surge predict` (trainer/predict.c): the model file to .npy and PNG. A
+# library of its own so that the trainer library needs no libpng.
+noinst_LTLIBRARIES += trainer/libsurge_predict.la
+trainer_libsurge_predict_la_SOURCES = trainer/predict.c
+trainer_libsurge_predict_la_CFLAGS = $(AM_CFLAGS) $(PNG_CFLAGS)
+trainer_libsurge_predict_la_LIBADD = trainer/libsurge_trainer.la \
+	common/libsurge_common.la $(PNG_LIBS) -lm
