@@ -1,16 +1,14 @@
 #!/bin/sh
 # tests/integration/monitor_dashboard.sh - the dashboard in headless
-# Chromium (Debian's chromium) during a real study: `surge serve` fed by
-# heat2d runs. Waits for data, loads the page, lets its scripts poll the
-# API (--virtual-time-budget), then checks in the DOM that every chart drew
-# points and the preview images loaded, and saves a screenshot as a test
-# artifact: $SURGE_BUILDDIR/tests/integration/artifacts/dashboard.png.
-#
-# The loss curves and the field preview come from the trainer. When the
-# server runs without one (status trainer.step is null) those two checks
-# are skipped here, and checked instead on the same page served by
-# monitor_feed (the monitoring layer with a synthetic trainer), whose
-# screenshot is dashboard-feed.png.
+# Chromium (Debian's chromium) during a real study: `surge launch` with the
+# trainer, 4 heat2d runs x 2 MPI ranks, validation held out. Waits for data
+# (samples, trainer steps, a field preview), loads the page, lets its
+# scripts poll the API (--virtual-time-budget), then checks in the DOM that
+# every chart drew points, the runs table is filled and both preview images
+# loaded, and saves a screenshot as a test artifact:
+# $SURGE_BUILDDIR/tests/integration/artifacts/dashboard.png.
+# Then the same checks on monitor_feed (the monitoring layer alone, with
+# deterministic values): dashboard-feed.png.
 . "$SURGE_SRCDIR/tests/tap.sh"
 CHROME=
 for c in chromium chromium-browser google-chrome; do
@@ -75,23 +73,62 @@ sys.exit(1 if bad else 0)
 EOF
 }
 
-if mon_start_server; then
-    ok "server started; dashboard at $http_url"
+# A real study: surge launch runs the server with its trainer and 4 heat2d
+# runs x 2 ranks (two at a time); odd simulations are held out for
+# validation, so the trainer posts validation losses and field previews.
+cat >"$tmp/study.json" <<EOF
+{
+  "study": {"name": "dashboard", "seed": 11, "output_dir": "$tmp/out"},
+  "parameters": [
+    {"name": "initial", "min": 0, "max": 100},
+    {"name": "left", "min": 0, "max": 100},
+    {"name": "right", "min": 0, "max": 100},
+    {"name": "bottom", "min": 0, "max": 100},
+    {"name": "top", "min": 0, "max": 100}
+  ],
+  "sampler": {"kind": "lhs", "runs": 4},
+  "solver": {
+    "command": ["$BIN", "--nx", "16", "--ny", "16", "--steps", "200",
+                "--dt", "0.002", "--step-delay-ms", "15"],
+    "ranks": 2, "timeout_s": 150, "retries": 0
+  },
+  "scheduler": {"mpirun": "$MPIRUN", "max_concurrent": 2},
+  "server": {"validation_every": 2},
+  "reservoir": {"policy": "fifo", "capacity_bytes": "4MiB"},
+  "trainer": {"enabled": true, "layers": [32, 32], "batch_size": 16,
+              "eval_every": 4, "checkpoint_every": 0, "threads": 1,
+              "time_min": 0, "time_max": 0.4, "out_norm_samples": 32}
+}
+EOF
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+    timeout -k 10 300 "$SURGE" launch --quiet "$tmp/study.json" \
+    >"$tmp/launch.out" 2>"$tmp/launch.err" &
+launch_pid=$!
+mon_pids="$launch_pid"
+i=0
+while [ ! -s "$tmp/out/server.json" ] && [ $i -lt 300 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+http_url=$(json_get "$tmp/out/server.json" http)
+if [ -n "$http_url" ]; then
+    ok "surge launch started the server; dashboard at $http_url"
 else
-    not_ok "server started"
-    diag "$(cat "$tmp/serve.log")"
+    not_ok "surge launch started the server (no http in server.json)"
+    diag "$(tail -20 "$tmp/launch.err")"
     tap_done
 fi
 
-# The study streams while the browser watches it.
-(
-    solve 0 2 1,2,3,4,5 --nx 48 --ny 48 --steps 300 --step-delay-ms 15
-    solve 1 2 9,1,5,0,3 --nx 48 --ny 48 --steps 300 --step-delay-ms 15
-) &
-study_pid=$!
-mon_pids="$study_pid"
-wait_status ingest.samples 20 40
-check "the study is streaming (status ingest.samples >= 20)" test $? -eq 0
+# Wait for data: samples in, trainer steps, and a first field preview.
+wait_status ingest.samples 20 120 && wait_status trainer.step 8 120
+n=0
+while [ $n -lt 600 ] && ! http_get /api/v1/preview /dev/null 2>/dev/null; do
+    sleep 0.2
+    n=$((n + 1))
+done
+check "the study is streaming and training (samples, trainer steps, a preview)" \
+    http_get /api/v1/preview "$tmp/preview.json"
+diag "status: $(status_value ingest.samples) samples, trainer step $(status_value trainer.step), loss $(status_value trainer.loss)"
 sleep 3 # a few series points with rates
 
 chrome "$http_url/" "$tmp/dom.html" dump
@@ -100,28 +137,25 @@ dom_check "$tmp/dom.html" $INGEST_CHARTS RUNS >"$tmp/dom.txt" 2>&1
 check "ingest, trainer throughput, occupancy, reuse and wait charts drew points; runs table filled" \
     test $? -eq 0
 while read -r l; do diag "$l"; done <"$tmp/dom.txt"
-
-step=$(status_value trainer.step)
-if [ "$step" = null ]; then
-    ok "loss and validation curves drew points # SKIP surge serve runs without a trainer (consumer $(status_value info.consumer)); checked on monitor_feed below"
-    ok "preview images loaded # SKIP no trainer posts a preview yet; checked on monitor_feed below"
-else
-    dom_check "$tmp/dom.html" chart-loss >"$tmp/dom2.txt" 2>&1
-    check "loss and validation curves drew points" test $? -eq 0
-    dom_check "$tmp/dom.html" IMAGES >"$tmp/dom3.txt" 2>&1
-    check "preview images loaded" test $? -eq 0
-    cat "$tmp/dom2.txt" "$tmp/dom3.txt" | while read -r l; do diag "$l"; done
-fi
+dom_check "$tmp/dom.html" chart-loss >"$tmp/dom2.txt" 2>&1
+check "loss and validation curves drew points" test $? -eq 0
+dom_check "$tmp/dom.html" IMAGES >"$tmp/dom3.txt" 2>&1
+check "preview images (true field, prediction) loaded" test $? -eq 0
 
 rm -f "$ART/dashboard.png"
 chrome "$http_url/" "$ART/dashboard.png" shot
 size=$(wc -c <"$ART/dashboard.png" 2>/dev/null || echo 0)
 check "screenshot saved: $ART/dashboard.png ($size bytes)" test "$size" -gt 20000
 
-wait "$study_pid"
-check "the study completed while the dashboard polled" test $? -eq 0
+wait "$launch_pid"
+launch_rc=$?
 mon_pids=
-mon_stop_server
+runs_ok=$("$PY" -c 'import json, sys
+print(json.load(open(sys.argv[1]))["runs"]["ok"])' "$tmp/out/summary.json" \
+    2>/dev/null)
+check "the study completed while the dashboard polled (4 runs ok; launch exit $launch_rc)" \
+    test "$runs_ok" = 4
+[ "$runs_ok" = 4 ] || diag "$(tail -20 "$tmp/launch.err")"
 
 # The same page on monitor_feed, which has a trainer's metrics and preview.
 "$FEED" "$tmp/feed.port" 60 >"$tmp/feed.log" 2>&1 &
