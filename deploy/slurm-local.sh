@@ -46,8 +46,10 @@
 #                            slurmdbd: also run MariaDB + slurmdbd, private
 #                            to $SLURM_LOCAL_DIR, so that plain sacct works
 #                            (~5 s more to start)              [none]
-#   SLURM_LOCAL_PORTS        "auto": pick free TCP ports at start (what the
-#                            tests use: several clusters may run at once);
+#   SLURM_LOCAL_PORTS        "auto": pick free TCP ports at start, below
+#                            the kernel's ephemeral range, and others if a
+#                            daemon cannot bind (what the tests use: several
+#                            clusters may run at once);
 #                            "fixed": the four ports below     [fixed]
 #   SLURM_LOCAL_CTLD_PORT    slurmctld port                    [16817]
 #   SLURM_LOCAL_SLURMD_PORT  first slurmd port (one per node)  [16818]
@@ -56,6 +58,10 @@
 #   SLURM_LOCAL_TIMEOUT      seconds to wait for daemons/nodes [60]
 #   The fixed defaults sit 10000 above Slurm's own (6817/6818/6819) so that
 #   a system Slurm on the same machine does not collide with this one.
+#
+# Open MPI: a TaskProlog gives each node's tasks their own shared-memory
+# folder (OMPI_MCA_btl_vader_backing_directory), since all nodes, and any
+# other such cluster, share this host (see the comment in the config).
 #
 # Choices that make it work in a VM or container without systemd/cgroups:
 #   ProctrackType=proctrack/linuxproc, TaskPlugin=task/none,
@@ -200,28 +206,33 @@ take_lock() {
     flock -w 300 9 || die "$BASE/lock is held by another slurm-local.sh"
 }
 
-# TCP ports something listens on (state 0A), from /proc: no ss or netstat
-# needed, and no gawk (Debian's awk is mawk, without strtonum).
-listening_ports() {
-    local f local_addr st rest
+# Local TCP ports in use in any state (listening, connected, TIME_WAIT),
+# from /proc: no ss or netstat needed, and no gawk (Debian's awk is mawk,
+# without strtonum).
+used_ports() {
+    local f local_addr rest
     for f in /proc/net/tcp /proc/net/tcp6; do
         [[ -r $f ]] || continue
-        while read -r _ local_addr _ st rest; do
-            [[ $st != 0A ]] || echo $((16#${local_addr##*:}))
+        while read -r _ local_addr rest; do
+            [[ $local_addr != *:* ]] || echo $((16#${local_addr##*:}))
         done < "$f"
     done | sort -un
 }
 
-port_free() { ! grep -qx "$1" <<<"$LISTENING"; }
+port_free() { ! grep -qx "$1" <<<"$USED"; }
 
-# pick_ports: with SLURM_LOCAL_PORTS=auto, reuse the ports of the running
-# cluster (so that "start" stays a no-op) or choose free ones at random in
-# 20000..59999: slurmctld, then NODES consecutive slurmd ports, then dbd
-# and db. Another program may take a port between the choice and the
-# daemon's bind; the daemon then fails to start and says so in its log.
+random_u32() { od -An -N4 -tu4 /dev/urandom | tr -d ' '; }
+
+# pick_ports [new]: with SLURM_LOCAL_PORTS=auto, reuse the ports of the
+# running cluster (so that "start" stays a no-op; not with "new") or choose
+# free ones at random below the kernel's ephemeral range (outgoing
+# connections take ports from that range, and one of them holding our
+# port makes the daemon's bind fail): slurmctld, then NODES consecutive
+# slurmd ports, then dbd and db. Another program may still take a port
+# between the choice and the bind: cmd_start then tries other ports.
 pick_ports() {
     [[ $PORTS == auto ]] || return 0
-    if [[ -r $CONF ]] && all_running; then
+    if [[ ${1:-} != new && -r $CONF ]] && all_running; then
         CTLD_PORT=$(sed -n 's/^SlurmctldPort=//p' "$CONF")
         SLURMD_PORT=$(sed -n 's/^NodeName=.* Port=\([0-9]*\).*/\1/p' "$CONF" | head -1)
         DBD_PORT=$(sed -n 's/^AccountingStoragePort=//p' "$CONF")
@@ -230,12 +241,17 @@ pick_ports() {
         DB_PORT=${DB_PORT:-0}
         [[ -n $CTLD_PORT && -n $SLURMD_PORT ]] && return 0
     fi
-    LISTENING=$(listening_ports)
-    local try base i ok
-    for ((try = 0; try < 100; try++)); do
-        base=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+    local lo=10000 hi=32767 eph try base i ok span=$((NODES + 3))
+    eph=$(cat /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null) || eph=""
+    if [[ $eph =~ ^([0-9]+)[[:space:]]+([0-9]+)$ ]] &&
+       ((BASH_REMATCH[1] - 1 - lo >= 1000)); then
+        hi=$((BASH_REMATCH[1] - 1))
+    fi
+    USED=$(used_ports)
+    for ((try = 0; try < 200; try++)); do
+        base=$((lo + $(random_u32) % (hi - lo - span)))
         ok=1
-        for ((i = 0; i < NODES + 3; i++)); do
+        for ((i = 0; i < span; i++)); do
             port_free $((base + i)) || { ok=0; break; }
         done
         ((ok)) || continue
@@ -245,7 +261,7 @@ pick_ports() {
         DB_PORT=$((base + NODES + 2))
         return 0
     done
-    die "found no free range of $((NODES + 3)) TCP ports"
+    die "found no free range of $span TCP ports in $lo..$hi"
 }
 
 # ---------------------------------------------------------------- install
@@ -326,6 +342,19 @@ StorageLoc=slurm_acct_db
 EOF
 }
 
+# The TaskProlog: slurmstepd runs it before each task and adds the
+# "export NAME=value" lines it prints to the task's environment.
+render_task_prolog() {
+    cat <<EOF
+#!/bin/sh
+# Generated by slurm-local.sh: a shared-memory folder per node (see
+# TaskProlog in slurm.conf).
+dir=$BASE/tmp/\$SLURMD_NODENAME/shm
+mkdir -p "\$dir" 2>/dev/null
+echo "export OMPI_MCA_btl_vader_backing_directory=\$dir"
+EOF
+}
+
 render_config() {
     local mem i n
     mem=$(awk -v n="$NODES" '/^MemTotal:/ {print int($2 / 1024 / n)}' /proc/meminfo)
@@ -353,6 +382,13 @@ SlurmdLogFile=$LOG_DIR/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 PlugStackConfig=$BASE/etc/plugstack.conf
+
+# Open MPI's shared-memory transport names its segments after the host
+# name, the job and the local rank. Nodes of this cluster share one host
+# (so do two such clusters, whose job ids both start at 1): ranks of one
+# job on two "nodes", or jobs of two clusters, would open each other's
+# segments and crash. Each node's tasks get a folder of their own.
+TaskProlog=$BASE/etc/task-prolog.sh
 MailProg=/bin/true
 
 # No cgroups, no systemd: track processes through /proc, no CPU binding
@@ -462,7 +498,7 @@ start_slurmdbd() {
 # deleted, a system slurmctld) listens on one of our ports.
 check_ports() {
     local p i ports=("$CTLD_PORT")
-    LISTENING=$(listening_ports)
+    USED=$(used_ports)
     for ((i = 0; i < NODES; i++)); do ports+=($((SLURMD_PORT + i))); done
     [[ $ACCOUNTING == slurmdbd ]] && ports+=("$DBD_PORT" "$DB_PORT")
     for p in "${ports[@]}"; do
@@ -478,36 +514,41 @@ nodes_idle() {
     ! grep -qvE '^(idle|mix|alloc)$' <<<"$states"
 }
 
-cmd_start() {
-    local new n t0
-    packages_present ||
-        die "Slurm packages missing: run '$0 install' as root (apt-get install $(packages))"
-    pick_ports
-    # Fails early (before stopping anything) if the settings are wrong.
-    new=$(render_config)
-    if all_running && [[ -r $CONF ]] && [[ $(cat "$CONF") == "$new" ]] &&
-       nodes_idle; then
-        log "already running: $(timeout 10 sinfo -h -o '%D node(s) %t')"
-        print_env
-        return 0
-    fi
-    # Partly up, stale or configured differently: stop ours, start afresh.
-    cmd_stop quiet
-    check_ports
-    t0=$SECONDS
+# wait_ctld: wait until slurmctld answers; give up at once when it logged
+# a fatal error (it exits then), else after $TIMEOUT seconds.
+wait_ctld() {
+    local deadline=$((SECONDS + TIMEOUT))
+    until timeout 10 scontrol ping >/dev/null 2>&1; do
+        grep -q 'fatal:' "$LOG_DIR/slurmctld.log" 2>/dev/null && return 1
+        ((SECONDS < deadline)) || return 1
+        sleep 0.5
+    done
+}
 
+# start_daemons: start munged, (MariaDB, slurmdbd,) slurmctld and the
+# slurmd daemons from a fresh state and wait until every node is idle.
+# Returns 2 when a daemon could not bind its port (another process took
+# it: worth another try on other ports), dies on any other failure.
+start_daemons() {
+    local n
     # Fresh state: no jobs from an earlier run (job ids restart at 1, so
     # the job completion log is emptied too). Daemon logs are appended to.
     rm -rf "${BASE:?}"/{state,spool,tmp,run,etc,mysql}
     rm -f "$LOG_DIR/jobcomp.txt"
-    mkdir -p "$BASE/state" "$RUN_DIR" "$LOG_DIR" "$MUNGE_DIR" "$BASE/etc"
+    mkdir -p "$BASE/state" "$RUN_DIR" "$LOG_DIR" "$MUNGE_DIR" "$BASE/etc" ||
+        die "cannot create folders under $BASE"
     for n in "${NODE_NAMES[@]}"; do
-        mkdir -p "$BASE/spool/$n" "$BASE/tmp/$n"
+        mkdir -p "$BASE/spool/$n" "$BASE/tmp/$n" || die "cannot create $BASE/spool/$n"
     done
     # munged wants its socket directory traversable by everyone.
-    chmod 755 "$BASE" "$MUNGE_DIR"
-    printf '%s\n' "$new" > "$CONF"
-    : > "$BASE/etc/plugstack.conf"
+    chmod 755 "$BASE" "$MUNGE_DIR" || die "cannot chmod $BASE"
+    { render_config > "$CONF" && : > "$BASE/etc/plugstack.conf" &&
+      render_task_prolog > "$BASE/etc/task-prolog.sh" &&
+      chmod 755 "$BASE/etc/task-prolog.sh"; } ||
+        die "cannot write $CONF"
+    # Only this attempt's lines decide whether a bind failed.
+    : > "$LOG_DIR/slurmctld.log"
+    for n in "${NODE_NAMES[@]}"; do : > "$LOG_DIR/slurmd-$n.log"; done
 
     log "starting munged"
     start_munged
@@ -521,13 +562,14 @@ cmd_start() {
 
     log "starting slurmctld (port $CTLD_PORT)"
     # -c: start without recovering state (there is none to recover).
-    timeout "$TIMEOUT" slurmctld -c -f "$CONF" \
-        </dev/null >>"$LOG_DIR/slurmctld.out" 2>&1 9>&- ||
-        { show_log_tail "$LOG_DIR/slurmctld.log"; die "slurmctld failed to start"; }
-    wait_for "$TIMEOUT" timeout 10 scontrol ping ||
-        { show_log_tail "$LOG_DIR/slurmctld.log"; die "slurmctld does not answer"; }
+    if ! timeout "$TIMEOUT" slurmctld -c -f "$CONF" \
+            </dev/null >>"$LOG_DIR/slurmctld.out" 2>&1 9>&- ||
+       ! wait_ctld; then
+        show_log_tail "$LOG_DIR/slurmctld.log"
+        grep -q 'Address already in use' "$LOG_DIR/slurmctld.log" && return 2
+        die "slurmctld failed to start"
+    fi
 
-    n=0
     for n in "${NODE_NAMES[@]}"; do
         log "starting slurmd for node $n ($CPUS CPUs)"
         timeout "$TIMEOUT" slurmd -f "$CONF" -N "$n" \
@@ -536,10 +578,44 @@ cmd_start() {
     done
     if ! wait_for "$TIMEOUT" nodes_idle; then
         timeout 10 sinfo -N -l >&2 || true
-        for n in "${NODE_NAMES[@]}"; do show_log_tail "$LOG_DIR/slurmd-$n.log"; done
+        for n in "${NODE_NAMES[@]}"; do
+            show_log_tail "$LOG_DIR/slurmd-$n.log"
+            grep -q 'Address already in use' "$LOG_DIR/slurmd-$n.log" && return 2
+        done
         show_log_tail "$LOG_DIR/slurmctld.log"
         die "nodes not idle after ${TIMEOUT}s"
     fi
+}
+
+cmd_start() {
+    local new t0 try rc
+    packages_present ||
+        die "Slurm packages missing: run '$0 install' as root (apt-get install $(packages))"
+    pick_ports
+    # Fails early (before stopping anything) if the settings are wrong.
+    new=$(render_config)
+    if all_running && [[ -r $CONF ]] && [[ $(cat "$CONF") == "$new" ]] &&
+       nodes_idle; then
+        log "already running: $(timeout 10 sinfo -h -o '%D node(s) %t')"
+        print_env
+        return 0
+    fi
+    t0=$SECONDS
+    for ((try = 1; ; try++)); do
+        # Partly up, stale or configured differently: stop ours, start
+        # afresh.
+        cmd_stop quiet
+        check_ports
+        rc=0
+        start_daemons || rc=$?
+        ((rc == 0)) && break
+        if [[ $PORTS != auto ]] || ((try >= 3)); then
+            cmd_stop quiet
+            die "a daemon could not bind its port (set SLURM_LOCAL_PORTS=auto or other ports)"
+        fi
+        log "a port was taken meanwhile; trying other ports"
+        pick_ports new
+    done
     log "up in $((SECONDS - t0))s: $(timeout 10 sinfo -h -o '%D node(s) %N %t, %c CPUs each')"
     print_env
 }
