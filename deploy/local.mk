@@ -40,5 +40,4 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 TESTS += tests/integration/slurm_study.sh
 EXTRA_DIST += tests/integration/slurm_study.sh \
 	deploy/slurm-local.sh \
-	docs/slurm.md \
 	solvers/heat2d/study-slurm.json
