@@ -37,7 +37,9 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 
 # The slurm scheduler: its test starts a single-machine Slurm with
 # deploy/slurm-local.sh (skips without root or the Slurm packages).
-TESTS += tests/integration/slurm_study.sh
+TESTS += tests/integration/slurm_study.sh \
+	tests/integration/slurm_queue_wait.sh
 EXTRA_DIST += tests/integration/slurm_study.sh \
+	tests/integration/slurm_queue_wait.sh \
 	deploy/slurm-local.sh \
 	solvers/heat2d/study-slurm.json
