@@ -415,6 +415,10 @@ start_server(struct launch *L, char *err, size_t errcap)
     PUSH_U64("--validation-bytes", s->server_validation_bytes);
     PUSH_U64("--validation-every", s->server_validation_every);
     PUSH_U64("--batch-size", s->tr_batch_size);
+    /* The consumer drains the store (and the trainer finishes) after the
+     * end of reception within this; a bit less than our own wait, so the
+     * server ends on its own rather than by our SIGTERM. */
+    PUSH_REAL("--stop-timeout", s->server_stop_timeout_s * 0.8);
     if (s->server_checksum_log) {
         snprintf(buf, sizeof buf, "%s/checksums.log", L->out);
         PUSH("--checksum-log");

@@ -584,7 +584,13 @@ struct loop {
     uint64_t t0_ns;          /* this run's start */
     int end_seen;            /* reception ended */
     uint64_t step_at_end;    /* steps when it did */
-    int stopped;             /* training over */
+    /* steps_after_end: the samples the reservoir held at the end, kept as
+     * it drains them, for the steps left once it is drained */
+    float *tail_x, *tail_y; /* (tail_cap, nin), (tail_cap, nout) */
+    uint64_t tail_n, tail_cap;
+    int tail_phase; /* drawing from the tail now */
+    uint64_t rng;   /* xorshift64 state for the tail draws */
+    int stopped;    /* training over */
     const char *stop_reason;
     double loss, loss_sum; /* last and sum since the last line */
     uint64_t loss_n;
@@ -905,6 +911,23 @@ check_stop(struct loop *L)
                       "reception ended at step %" PRIu64
                       ": training on what the reservoir holds",
                       steps);
+            if (s->steps_after_end > 0 && !L->stopped && L->r != NULL) {
+                surge_reservoir_stats rs;
+                surge_reservoir_get_stats(L->r, &rs);
+                L->tail_cap = rs.occupancy_samples + (uint64_t)L->B;
+                L->tail_x = malloc((size_t)L->tail_cap * L->nin * 4);
+                L->tail_y = malloc((size_t)L->tail_cap * L->nout * 4);
+                if (L->tail_x == NULL || L->tail_y == NULL) {
+                    SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                              "no memory to keep the last %" PRIu64
+                              " samples: training ends with the drain",
+                              L->tail_cap);
+                    free(L->tail_x);
+                    free(L->tail_y);
+                    L->tail_x = L->tail_y = NULL;
+                    L->tail_cap = 0;
+                }
+            }
         }
     }
     if (s->max_steps > 0 && steps >= (uint64_t)s->max_steps) {
@@ -977,12 +1000,21 @@ consume(struct loop *L, int n)
     if (rc < 0) {
         return rc;
     }
-    if (L->prio) {
+    if (L->prio && !L->tail_phase) {
         (void)surge_reservoir_update_priorities(L->r, L->info, L->row_loss,
                                                 (size_t)n);
     }
     for (int i = 0; i < n; i++) {
         L->distinct += L->info[i].uses == 1;
+    }
+    if (L->tail_x != NULL && !L->tail_phase) {
+        uint64_t k = (uint64_t)n;
+        if (k > L->tail_cap - L->tail_n) {
+            k = L->tail_cap - L->tail_n;
+        }
+        memcpy(L->tail_x + L->tail_n * L->nin, L->x, (size_t)k * L->nin * 4);
+        memcpy(L->tail_y + L->tail_n * L->nout, L->y, (size_t)k * L->nout * 4);
+        L->tail_n += k;
     }
     L->rows += (uint64_t)n;
     L->batches++;
@@ -1296,10 +1328,53 @@ restore_progress(struct loop *L, json_t *p)
     L->nonfinite =
         (uint64_t)json_integer_value(json_object_get(p, "nonfinite"));
     L->prev_wall_s = jnum_or(p, "wall_s", 0);
-    if (json_is_true(json_object_get(p, "stopped"))) {
-        L->stopped = 1;
-        L->stop_reason = "resumed_after_stop";
+    /* Whether training had stopped is not restored: the rules are checked
+     * again with this server's settings (a larger max_steps continues). */
+}
+
+/* steps_after_end once the reservoir is drained: batches drawn uniformly
+ * with replacement from the samples it held at the end (kept as it
+ * drained them), until a stopping rule says so or the server stops. */
+static int
+train_tail(struct loop *L)
+{
+    if (L->stopped || L->tail_n == 0 || L->tr->s.steps_after_end <= 0) {
+        return 0;
     }
+    L->tail_phase = 1;
+    L->rng = L->tr->s.tcfg.seed * 0x9E3779B97F4A7C15ull + 1;
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "reservoir drained at step %" PRIu64
+              ": training on until %" PRId64
+              " steps after the end, on the %" PRIu64 " samples it held",
+              surge_trainer_steps(L->t), L->tr->s.steps_after_end, L->tail_n);
+    while (!L->stopped) {
+        surge_reservoir_stats rs;
+        surge_reservoir_get_stats(L->r, &rs);
+        if (rs.closed) {
+            stop_training(L, "server_stop");
+            break;
+        }
+        for (int i = 0; i < L->B; i++) {
+            L->rng ^= L->rng << 13;
+            L->rng ^= L->rng >> 7;
+            L->rng ^= L->rng << 17;
+            uint64_t j = L->rng % L->tail_n;
+            memcpy(L->x + (size_t)i * L->nin, L->tail_x + j * L->nin,
+                   (size_t)L->nin * 4);
+            memcpy(L->y + (size_t)i * L->nout, L->tail_y + j * L->nout,
+                   (size_t)L->nout * 4);
+            L->info[i].uses = 2; /* not a first use */
+            L->info[i].weight = 1;
+        }
+        int rc = consume(L, L->B);
+        if (rc < 0) {
+            return rc;
+        }
+        check_stop(L);
+        periodic(L, rc > 0);
+    }
+    return 0;
 }
 
 static int
@@ -1469,7 +1544,12 @@ train_run(void *state, const surge_consumer_ctx *ctx)
             continue;
         }
         if (n == 0) {
-            break; /* reception ended and the reservoir is drained */
+            /* Reception ended and the reservoir is drained. */
+            rc = train_tail(&L);
+            if (rc < 0) {
+                goto out;
+            }
+            break;
         }
         if (n < 0) {
             if (n == SURGE_ECLOSED) {
@@ -1521,6 +1601,8 @@ out:
     free(L.val_out);
     free(L.val_sim);
     free(L.val_step);
+    free(L.tail_x);
+    free(L.tail_y);
     surge_trainer_destroy(&L.t);
     return rc;
 }
