@@ -672,6 +672,13 @@ poll_runs(struct launch *L, bool stopping)
             r->state = RUN_FAILED;
             continue;
         }
+        if (st.state == SURGE_JOB_PENDING) {
+            /* Waiting in a batch queue is not silence: the solver timeout
+             * counts from the moment the job starts running. */
+            r->started = now_s();
+            r->last_active = r->started;
+            continue;
+        }
         if (st.state != SURGE_JOB_DONE) {
             continue;
         }
@@ -1438,10 +1445,15 @@ dry_run(struct launch *L)
 }
 
 static int64_t
-concurrency(const surge_study *s)
+concurrency(const surge_study *s, size_t nruns)
 {
     if (s->max_concurrent > 0) {
         return s->max_concurrent;
+    }
+    if (s->scheduler == SURGE_SCHEDULER_SLURM) {
+        /* The cluster's queue decides what runs when; the cores of the
+         * machine running `surge launch` (a login node) say nothing. */
+        return nruns > 0 ? (int64_t)nruns : 1;
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int64_t k = cores > 0 ? (int64_t)cores / s->ranks : 1;
@@ -1515,7 +1527,7 @@ surge_launch_main(int argc, char **argv)
     }
     L.t0 = now_s();
     L.started_wall = time(NULL);
-    int64_t k = concurrency(L.s);
+    int64_t k = concurrency(L.s, L.nruns);
     SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
               "study %s: %zu runs x %lld ranks, %lld at once, output %s",
               L.s->name, L.nruns, (long long)L.s->ranks, (long long)k, L.out);
