@@ -48,5 +48,10 @@ TESTS += tests/integration/server_faults.sh \
 EXTRA_DIST += tests/integration/server_faults.sh \
 	tests/integration/server_backpressure.sh
 
+# Online training end to end (surge launch with the trainer, surge predict,
+# PyTorch, surge serve --resume): server/train.c, trainer/predict.c.
+TESTS += tests/integration/train_serve.sh
+EXTRA_DIST += tests/integration/train_serve.sh
+
 # Monitoring (HTTP, metrics, dashboard, surge top): server/monitor.mk.
 include %reldir%/monitor.mk

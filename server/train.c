@@ -1572,6 +1572,15 @@ train_run(void *state, const surge_consumer_ctx *ctx)
     if (!final_done) {
         rc = finish_training(&L, &untrained, &have_untrained);
         model_ok = rc == 0;
+    } else {
+        /* Training stopped early but held-out samples kept coming: the
+         * final figures (and the model file's) are over all of them. */
+        uint64_t before = L.nval;
+        (void)sync_validation(&L);
+        if (L.nval > before || !L.have_ev) {
+            rc = finish_training(&L, &untrained, &have_untrained);
+            model_ok = rc == 0;
+        }
     }
     progress_line(&L, surge_now_ns());
     if (L.have_ev) {
