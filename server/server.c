@@ -10,8 +10,12 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <inttypes.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -780,6 +784,55 @@ write_stats(surge_server *srv)
 
 /* ------------------------------------------------------------ setup */
 
+/* A server bound to every interface (tcp://0.0.0.0:PORT, e.g. on a cluster)
+ * must not advertise 0.0.0.0 in server.json: clients on other nodes would
+ * connect to themselves. Node names of a cluster need not resolve either,
+ * so advertise an address instead: SURGE_ADVERTISE_HOST when set, else the
+ * first IPv4 address of an interface that is up and not loopback. */
+static void
+advertise_reachable_host(char *endpoint, size_t cap)
+{
+    static const char wildcard[] = "tcp://0.0.0.0:";
+    char host[INET_ADDRSTRLEN] = "";
+    if (strncmp(endpoint, wildcard, sizeof wildcard - 1) != 0) {
+        return;
+    }
+    const char *port = endpoint + sizeof wildcard - 1;
+    const char *env = getenv("SURGE_ADVERTISE_HOST");
+    if (env != NULL && env[0] != '\0' && strlen(env) < sizeof host) {
+        snprintf(host, sizeof host, "%s", env);
+    } else {
+        struct ifaddrs *ifs = NULL;
+        if (getifaddrs(&ifs) == 0) {
+            for (struct ifaddrs *i = ifs; i != NULL; i = i->ifa_next) {
+                if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET ||
+                    (i->ifa_flags & IFF_UP) == 0 ||
+                    (i->ifa_flags & IFF_LOOPBACK) != 0) {
+                    continue;
+                }
+                const struct sockaddr_in *sin =
+                    (const struct sockaddr_in *)(const void *)i->ifa_addr;
+                if (inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host) !=
+                    NULL) {
+                    break;
+                }
+                host[0] = '\0';
+            }
+            freeifaddrs(ifs);
+        }
+    }
+    if (host[0] == '\0') {
+        snprintf(host, sizeof host, "127.0.0.1");
+    }
+    char port_copy[16];
+    snprintf(port_copy, sizeof port_copy, "%s", port);
+    snprintf(endpoint, cap, "tcp://%s:%s", host, port_copy);
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "bound to every interface; "
+              "advertising %s",
+              endpoint);
+}
+
 static int
 zmq_setup(surge_server *srv)
 {
@@ -840,6 +893,7 @@ zmq_setup(surge_server *srv)
         0) {
         snprintf(srv->endpoint, sizeof srv->endpoint, "%s", o->bind);
     }
+    advertise_reachable_host(srv->endpoint, sizeof srv->endpoint);
     return 0;
 }
 
