@@ -432,6 +432,18 @@ median(const double *v, int n)
     return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
 }
 
+/* The q-quantile (0..1) of v by linear interpolation. */
+static double
+quantile(const double *v, int n, double q)
+{
+    double s[MAX_REPS];
+    memcpy(s, v, (size_t)n * sizeof *v);
+    qsort(s, (size_t)n, sizeof *s, cmp_double);
+    double x = q * (double)(n - 1);
+    int i = (int)x;
+    return i + 1 < n ? s[i] + (x - i) * (s[i + 1] - s[i]) : s[n - 1];
+}
+
 static int
 parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 {
@@ -522,6 +534,8 @@ main(int argc, char **argv)
     double m_off = median(off, (int)reps), m_on = median(on, (int)reps);
     double diff = (m_off - m_on) / m_off;
     double paired = median(ratio, (int)reps);
+    double q1 = quantile(ratio, (int)reps, 0.25);
+    double q3 = quantile(ratio, (int)reps, 0.75);
     double c_off = median(cpu_off, (int)reps);
     double c_on = median(cpu_on, (int)reps);
     double m_busy = median(busy, (int)reps);
@@ -543,6 +557,9 @@ main(int argc, char **argv)
            paired, c_off, c_on);
     printf("best    %14.0f  %14.0f  %8.4f\n", best_off, best_on,
            best_on / best_off);
+    printf("paired ratios: median %.4f, interquartile range %.4f .. %.4f "
+           "(the run-to-run noise)\n",
+           paired, q1, q3);
     printf("I/O thread time spent on monitoring requests: %.4f%% of the run "
            "(server's own surge_http_request_duration_seconds)\n",
            100 * m_busy);
@@ -555,13 +572,14 @@ main(int argc, char **argv)
            "\"server_cpu_us_per_sample_http_off\":%.3f,"
            "\"server_cpu_us_per_sample_dashboard\":%.3f,"
            "\"io_thread_share_on_http\":%.6f,"
-           "\"paired_ratio_median\":%.4f,\"best_ratio\":%.4f,"
+           "\"paired_ratio_median\":%.4f,\"paired_ratio_q1\":%.4f,"
+           "\"paired_ratio_q3\":%.4f,\"best_ratio\":%.4f,"
            "\"limit\":%.2f,\"dashboard_requests\":%llu,"
            "\"dashboard_requests_failed\":%llu,"
            "\"requests_per_s\":%.2f,\"ok\":%s}\n",
            (unsigned long long)field_bytes, (unsigned long long)steps,
            (unsigned long long)reps, m_off, m_on, diff, c_off, c_on, m_busy,
-           paired, best_on / best_off, LIMIT, (unsigned long long)polls,
+           paired, q1, q3, best_on / best_off, LIMIT, (unsigned long long)polls,
            (unsigned long long)polls_bad,
            on_seconds > 0 ? (double)polls / on_seconds : 0.0,
            ok ? "true" : "false");
