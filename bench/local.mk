@@ -4,3 +4,4 @@ include bench/ingest/local.mk
 include bench/reservoir/local.mk
 include bench/trainer/local.mk
 include bench/monitoring/local.mk
+include bench/online_offline/local.mk

@@ -139,6 +139,7 @@ static const surge_consumer_ops *const consumers[] = {
     &surge_consumer_discard,
     &surge_consumer_count,
     &surge_consumer_trainer,
+    &surge_consumer_writer,
 };
 
 const surge_consumer_ops *

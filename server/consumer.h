@@ -110,5 +110,8 @@ extern const surge_consumer_ops surge_consumer_discard;
 extern const surge_consumer_ops surge_consumer_count;
 /* The "trainer" consumer (server/train.c): trains the surrogate. */
 extern const surge_consumer_ops surge_consumer_trainer;
+/* The "writer" consumer (server/writer.c): appends every sample to
+ * <output_dir>/samples.f32, as an offline pipeline would (benchmarks). */
+extern const surge_consumer_ops surge_consumer_writer;
 
 #endif /* SURGE_SERVER_CONSUMER_H */

@@ -23,7 +23,7 @@ server_libsurge_server_la_SOURCES = \
 	server/u64map.h server/u64map.c \
 	server/store.h server/store.c \
 	server/consumer.h server/consumer.c \
-	server/train.c \
+	server/train.c server/writer.c \
 	server/ingest.h server/ingest.c \
 	server/server.h server/server.c \
 	server/serve.c

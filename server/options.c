@@ -289,8 +289,10 @@ static const struct flag flags[] = {
     {"consumer", "NAME", K_STR, F(consumer), S(consumer),
      "what drains the training store: discard (gather each batch into "
      "its buffers, as a trainer does, and drop it) or count (take each "
-     "batch with the same counts but read nothing: no gather) or trainer "
-     "(train the surrogate: docs/trainer.md) (default discard)"},
+     "batch with the same counts but read nothing: no gather), trainer "
+     "(train the surrogate: docs/trainer.md) or writer (append every "
+     "sample to <output-dir>/samples.f32, as an offline pipeline would) "
+     "(default discard)"},
     {"study", "FILE", K_STR, F(study), S(study),
      "trainer: the study file whose \"parameters\" (input ranges) and "
      "\"trainer\" section configure it (default "
@@ -615,7 +617,7 @@ surge_server_options_check(const surge_server_options *o, char *err,
     if (surge_consumer_find(o->consumer) == NULL) {
         set_err(err, errlen,
                 "--consumer: unknown consumer '%s' (discard, count, "
-                "trainer)",
+                "trainer, writer)",
                 o->consumer);
         return SURGE_ECONFIG;
     }
