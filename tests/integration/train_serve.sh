@@ -24,6 +24,11 @@ DOC="$SURGE_SRCDIR/docs/model-file.md"
 [ -x "$PY" ] || skip_all "no python3 at $PY"
 "$PY" -c 'import numpy' 2>/dev/null || skip_all "no numpy for $PY"
 
+# Full stacks for LeakSanitizer, so tests/lsan.supp can name Open MPI's
+# own leaks (its plugins are unloaded before the report otherwise).
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
+export ASAN_OPTIONS
+
 tmp=$(mktemp -d)
 pids=
 cleanup() {
