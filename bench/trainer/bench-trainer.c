@@ -6,33 +6,43 @@
  * (ReLU), batch 256, Adam (lr 1e-3), MSE, data already in memory (4,096
  * samples); each step draws a random minibatch, gathered into batch
  * buffers as the server's reservoir does (PyTorch: x[idx], y[idx]), and
- * the gather is part of the timed step. For 1 and 2 threads:
- *   bound   : the 11 cblas_sgemm calls of one training step, same shapes
- *             and transposes, timed alone (forward 4, dW 4, dX 3): the
- *             matrix-product bound of a step;
- *   surge   : surge_trainer_step on the same model, its steps alternating
- *             with the bound's so that both see the same (shared, noisy)
- *             machine;
- *   adam    : the fused Adam pass alone (part of surge's step);
- *   torch   : the same model in Debian's PyTorch (bench_torch.py), as a
- *             user runs it, and with glibc kept from trimming memory
- *             (MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_), both with
- *             torch.set_num_threads and OPENBLAS_NUM_THREADS /
- *             OMP_NUM_THREADS set to the thread count.
- * Each figure is the median of several steps (after warm-up steps); the
- * environment is left as CI has it (OPENBLAS_CORETYPE untouched). Prints a
- * table, then one JSON line with the figures and the ratios.
+ * the gather is part of the timed step. For 1 and 2 threads, four
+ * contenders take their steps in turn, step by step, so that all of them
+ * see the same (shared, noisy) machine:
+ *   bound   : the 11 cblas_sgemm calls of one training step, same shapes,
+ *             transposes and per-layer operands (forward 4, dW 4, dX 3):
+ *             the matrix-product bound of a step;
+ *   surge   : surge_trainer_step on the same model;
+ *   torch   : the same model in Debian's PyTorch (bench_torch.py --serve,
+ *             a process that takes one step per request), as a user runs
+ *             it, and
+ *   tuned   : the same with glibc kept from trimming memory
+ *             (MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_);
+ * both PyTorch processes with torch.set_num_threads and
+ * OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set to the thread count. With more
+ * than one thread a pause separates the contenders, so that the worker
+ * threads one leaves spinning (OpenBLAS, OpenMP) do not slow the next.
+ * Then the fused Adam pass alone (part of surge's step). Figures are
+ * medians of --steps steps after 3 warm-up steps each; the environment is
+ * left as CI has it (OPENBLAS_CORETYPE untouched). Prints a table, then one
+ * JSON line with the figures and the ratios.
  *
- * Usage: bench-trainer [--python PATH] [--script bench_torch.py] [--rounds R]
- *                      [--steps N] [--threads "1 2"] [--no-torch]
+ * Usage: bench-trainer [--python PATH] [--script bench_torch.py]
+ *                      [--steps N] [--threads N] [--no-torch]
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
@@ -47,6 +57,8 @@
 #define NDATA 4096
 #define WARMUP 3
 #define MAX_STEPS 101
+/* The whole run is bounded: a stuck peer cannot hang `make bench`. */
+#define WATCHDOG_S 900
 
 static const int hidden[3] = {1024, 1024, 1024};
 
@@ -60,6 +72,9 @@ cmp_double(const void *a, const void *b)
 static double
 median(double *v, int n)
 {
+    if (n <= 0) {
+        return NAN;
+    }
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
@@ -68,6 +83,14 @@ static double
 now_s(void)
 {
     return (double)surge_now_ns() * 1e-9;
+}
+
+static void
+pause_s(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
 /* FLOPs of one training step: forward and dW for every layer, dX for all
@@ -165,39 +188,120 @@ bound_step(struct bound *b)
     return now_s() - t0;
 }
 
-/* Step times pooled over rounds; medians are taken at the end. */
-struct pool {
-    double v[MAX_STEPS];
-    int n;
+/* A PyTorch process that takes one training step per "step" line on its
+ * stdin and answers "t SECONDS" (bench_torch.py --serve). */
+struct peer {
+    pid_t pid;
+    FILE *to, *from;
 };
 
-static void
-pool_add(struct pool *p, double v)
+static int
+peer_start(struct peer *p, const char *python, const char *script, int threads,
+           int tuned)
 {
-    if (p->n < MAX_STEPS) {
-        p->v[p->n++] = v;
+    int in[2], out[2];
+    memset(p, 0, sizeof *p);
+    p->pid = -1;
+    if (pipe(in) != 0 || pipe(out) != 0) {
+        return -errno;
     }
+    /* Close-on-exec, so a later peer does not inherit (and keep open) this
+     * one's stdin: it would never see EOF. */
+    for (int i = 0; i < 2; i++) {
+        (void)fcntl(in[i], F_SETFD, FD_CLOEXEC);
+        (void)fcntl(out[i], F_SETFD, FD_CLOEXEC);
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        return -errno;
+    }
+    if (pid == 0) {
+        char th[16];
+        snprintf(th, sizeof th, "%d", threads);
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        setenv("OPENBLAS_NUM_THREADS", th, 1);
+        setenv("OMP_NUM_THREADS", th, 1);
+        if (tuned) {
+            setenv("MALLOC_MMAP_THRESHOLD_", "33554432", 1);
+            setenv("MALLOC_TRIM_THRESHOLD_", "1073741824", 1);
+        }
+        execl(python, python, script, "--threads", th, "--serve", (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    p->pid = pid;
+    p->to = fdopen(in[1], "w");
+    p->from = fdopen(out[0], "r");
+    if (p->to == NULL || p->from == NULL) {
+        return -ENOMEM;
+    }
+    char line[256];
+    while (fgets(line, sizeof line, p->from) != NULL) {
+        if (strncmp(line, "ready", 5) == 0) {
+            return 0;
+        }
+        if (strncmp(line, "skip", 4) == 0) {
+            fprintf(stderr, "bench-trainer: torch: %s", line);
+            return -ENOENT;
+        }
+    }
+    return -EPIPE;
 }
 
 static double
-pool_median(struct pool *p)
+peer_step(struct peer *p)
 {
-    return p->n > 0 ? median(p->v, p->n) : NAN;
+    char line[256];
+    if (p->to == NULL || fputs("step\n", p->to) == EOF || fflush(p->to) != 0 ||
+        fgets(line, sizeof line, p->from) == NULL ||
+        strncmp(line, "t ", 2) != 0) {
+        return NAN;
+    }
+    char *end = NULL;
+    double t = strtod(line + 2, &end);
+    return end != line + 2 && isfinite(t) && t > 0.0 ? t : NAN;
 }
 
-struct surge_result {
-    struct pool bound; /* the sgemm calls alone */
-    struct pool step;  /* surge steps */
-    struct pool adam;  /* the Adam pass alone */
-    double loss0;      /* first loss of the last round */
-    double loss_end;   /* last loss of the last round */
-};
-
-/* Bound and surge steps alternate, so both see the same machine (it is
- * shared and noisy: PERF-NOTES). */
 static void
-bench_surge(int threads, int steps, const float *x, const float *y,
-            struct surge_result *r)
+peer_stop(struct peer *p)
+{
+    if (p->to != NULL) {
+        fclose(p->to); /* EOF: the peer exits */
+    }
+    if (p->from != NULL) {
+        fclose(p->from);
+    }
+    if (p->pid > 0) {
+        /* It exits on EOF; give it 10 s, then kill it. */
+        int st;
+        for (int i = 0; i < 100; i++) {
+            if (waitpid(p->pid, &st, WNOHANG) != 0) {
+                p->pid = -1;
+                break;
+            }
+            pause_s(0.1);
+        }
+        if (p->pid > 0) {
+            kill(p->pid, SIGKILL);
+            while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR) {
+            }
+        }
+    }
+    memset(p, 0, sizeof *p);
+}
+
+enum { C_BOUND, C_SURGE, C_TORCH, C_TUNED, C_ADAM, N_FIG };
+
+/* One thread count: the four contenders in turn, then Adam alone. */
+static void
+bench_threads(int threads, int steps, int torch, const char *python,
+              const char *script, const float *x, const float *y, double *fig)
 {
     struct surge_trainer_config c;
     surge_trainer_config_defaults(&c);
@@ -214,42 +318,62 @@ bench_surge(int threads, int steps, const float *x, const float *y,
         fprintf(stderr, "bench-trainer: %s\n", err);
         exit(1);
     }
-    struct bound bd;
-    bound_init(&bd);
     (void)surge_trainer_observe_outputs(t, y, NDATA);
     size_t bx_bytes = sizeof(float) * B * NIN;
     size_t by_bytes = sizeof(float) * B * NOUT;
     float *bx = surge_trainer_host_alloc(t, bx_bytes);
     float *by = surge_trainer_host_alloc(t, by_bytes);
+    struct bound bd;
+    bound_init(&bd);
+    struct peer pt = {0}, ptt = {0};
+    int have_torch = torch &&
+                     peer_start(&pt, python, script, threads, 0) == 0 &&
+                     peer_start(&ptt, python, script, threads, 1) == 0;
     if (bx == NULL || by == NULL) {
         fprintf(stderr, "bench-trainer: out of memory\n");
         exit(1);
     }
+    double gap = threads > 1 ? 0.25 : 0.0;
+    static double tv[N_FIG][MAX_STEPS];
+    int n = 0;
     uint64_t rs = 7;
     struct surge_trainer_step_info info;
+    double loss0 = NAN;
     for (int s = 0; s < WARMUP + steps; s++) {
-        double dtb = bound_step(&bd);
+        double tb = bound_step(&bd);
+        pause_s(gap);
         double t0 = now_s();
         for (int row = 0; row < B; row++) { /* a random minibatch */
             size_t i = (size_t)(mlp_rand_next(&rs) % NDATA);
             memcpy(bx + (size_t)row * NIN, x + i * NIN, NIN * sizeof(float));
             memcpy(by + (size_t)row * NOUT, y + i * NOUT, NOUT * sizeof(float));
         }
-        int rc = surge_trainer_step(t, bx, by, NULL, B, NULL, &info);
-        double dt = now_s() - t0;
-        if (rc != 0) {
-            fprintf(stderr, "bench-trainer: step failed: %d\n", rc);
+        if (surge_trainer_step(t, bx, by, NULL, B, NULL, &info) != 0) {
+            fprintf(stderr, "bench-trainer: step failed\n");
             exit(1);
         }
-        if (s == 0) {
-            r->loss0 = info.loss;
+        double ts = now_s() - t0;
+        loss0 = s == 0 ? info.loss : loss0;
+        double tt = NAN, ttt = NAN;
+        if (have_torch) {
+            pause_s(gap);
+            tt = peer_step(&pt);
+            pause_s(gap);
+            ttt = peer_step(&ptt);
+            pause_s(gap);
         }
         if (s >= WARMUP) {
-            pool_add(&r->step, dt);
-            pool_add(&r->bound, dtb);
+            tv[C_BOUND][n] = tb;
+            tv[C_SURGE][n] = ts;
+            tv[C_TORCH][n] = tt;
+            tv[C_TUNED][n] = ttt;
+            n++;
         }
     }
-    r->loss_end = info.loss;
+    fprintf(stderr, "# %d thread(s): surge loss %.4g -> %.4g\n", threads, loss0,
+            info.loss);
+    peer_stop(&pt);
+    peer_stop(&ptt);
     bound_fini(&bd);
     surge_trainer_host_free(t, bx, bx_bytes);
     surge_trainer_host_free(t, by, by_bytes);
@@ -276,54 +400,20 @@ bench_surge(int threads, int steps, const float *x, const float *y,
         (void)surge_backend_cpu.opt_update(NULL, &st, mem, mem + np,
                                            mem + 2 * np, mem + 3 * np, np);
         if (s >= WARMUP) {
-            pool_add(&r->adam, now_s() - t0);
+            tv[C_ADAM][s - WARMUP] = now_s() - t0;
         }
     }
     surge_huge_free(mem, bytes);
-}
-
-/* Run bench_torch.py; it prints "step_s T1 T2 ..." (the measured steps),
- * "median_step_s X" and "loss_end Y"; the step times join the pool. */
-static void
-bench_torch(const char *python, const char *script, int threads, int tuned,
-            int steps, struct pool *out)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "env OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d %s "
-             "'%s' '%s' --threads %d --steps %d --warmup %d 2>&1",
-             threads, threads,
-             tuned ? "MALLOC_MMAP_THRESHOLD_=33554432 "
-                     "MALLOC_TRIM_THRESHOLD_=1073741824"
-                   : "",
-             python, script, threads, steps, WARMUP);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        return;
-    }
-    char line[4096];
-    struct pool got = {.n = 0};
-    while (fgets(line, sizeof line, p) != NULL) {
-        if (strncmp(line, "step_s ", 7) == 0) {
-            char *c = line + 7;
-            for (;;) {
-                char *end = NULL;
-                double v = strtod(c, &end);
-                if (end == c || !isfinite(v) || v <= 0.0) {
-                    break;
-                }
-                pool_add(&got, v);
-                c = end;
+    for (int k = 0; k < N_FIG; k++) {
+        /* A failed peer leaves NaN: the median of what is finite. */
+        int m = 0;
+        for (int i = 0; i < n; i++) {
+            if (isfinite(tv[k][i])) {
+                tv[k][m++] = tv[k][i];
             }
-        } else if (strncmp(line, "skip ", 5) == 0 ||
-                   strstr(line, "Error") != NULL) {
-            fprintf(stderr, "torch: %s", line);
         }
-    }
-    if (pclose(p) == 0) {
-        for (int i = 0; i < got.n; i++) {
-            pool_add(out, got.v[i]);
-        }
+        fig[k] =
+            (k == C_TORCH || k == C_TUNED) && m < n ? NAN : median(tv[k], m);
     }
 }
 
@@ -342,7 +432,7 @@ main(int argc, char **argv)
 {
     const char *python = "/usr/bin/python3";
     const char *script = "bench/trainer/bench_torch.py";
-    int steps = 7, rounds = 3, torch = 1;
+    int steps = 15, torch = 1;
     int threads[2] = {1, 2}, nthreads = 2;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--python") == 0 && i + 1 < argc) {
@@ -358,13 +448,6 @@ main(int argc, char **argv)
                 return 2;
             }
             steps = (int)v;
-        } else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
-            int64_t v;
-            if (surge_parse_int64(argv[++i], &v) != 0 || v < 1 || v > 10) {
-                fprintf(stderr, "bench-trainer: --rounds: 1..10\n");
-                return 2;
-            }
-            rounds = (int)v;
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             int64_t v;
             if (surge_parse_int64(argv[++i], &v) != 0 || v < 1 || v > 64) {
@@ -378,21 +461,17 @@ main(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: bench-trainer [--python PATH] [--script PY] "
-                    "[--steps N] [--rounds R] [--threads N] [--no-torch]\n");
+                    "[--steps N] [--threads N] [--no-torch]\n");
             return 2;
         }
     }
-    if (steps * rounds > MAX_STEPS) {
-        fprintf(stderr, "bench-trainer: steps x rounds must be <= %d\n",
-                MAX_STEPS);
-        return 2;
-    }
+    signal(SIGPIPE, SIG_IGN); /* a dead peer reads as NaN, not a crash */
+    alarm(WATCHDOG_S);
     const char *ct = getenv("OPENBLAS_CORETYPE");
     printf("# trainer benchmark: MLP 6-1024-1024-1024-4096 relu, batch %d, "
-           "Adam, data in memory; OPENBLAS_CORETYPE=%s; medians of %d "
-           "steps (%d rounds of %d, each round: surge, PyTorch, PyTorch "
-           "tuned)\n",
-           B, ct != NULL ? ct : "(unset)", steps * rounds, rounds, steps);
+           "Adam, random minibatches from memory; OPENBLAS_CORETYPE=%s; "
+           "medians of %d steps, contenders alternating step by step\n",
+           B, ct != NULL ? ct : "(unset)", steps);
 
     float *x = malloc(sizeof(float) * NDATA * NIN);
     float *y = surge_huge_alloc(sizeof(float) * NDATA * NOUT);
@@ -413,40 +492,20 @@ main(int argc, char **argv)
         }
     }
     double flops = step_flops();
-    double res[2][6]; /* bound, surge, adam, torch, torch tuned, (unused) */
-    static struct surge_result sr;
-    static struct pool pt, ptt;
+    double res[2][N_FIG];
     for (int k = 0; k < nthreads; k++) {
-        int th = threads[k];
-        memset(&sr, 0, sizeof sr);
-        memset(&pt, 0, sizeof pt);
-        memset(&ptt, 0, sizeof ptt);
-        /* Rounds interleave the contenders: the machine's load moves. */
-        for (int round = 0; round < rounds; round++) {
-            bench_surge(th, steps, x, y, &sr);
-            if (torch) {
-                bench_torch(python, script, th, 0, steps, &pt);
-                bench_torch(python, script, th, 1, steps, &ptt);
-            }
-        }
-        res[k][0] = pool_median(&sr.bound);
-        res[k][1] = pool_median(&sr.step);
-        res[k][2] = pool_median(&sr.adam);
-        res[k][3] = pool_median(&pt);
-        res[k][4] = pool_median(&ptt);
-        fprintf(stderr, "# %d thread(s): surge loss %.4g -> %.4g\n", th,
-                sr.loss0, sr.loss_end);
+        bench_threads(threads[k], steps, torch, python, script, x, y, res[k]);
     }
 
     printf("%-8s %-26s %12s %12s %10s\n", "threads", "what", "ms/step",
            "samples/s", "GFLOP/s");
-    const char *names[5] = {"sgemm bound (11 products)", "surge step",
-                            "  of which Adam pass", "pytorch (as users run)",
-                            "pytorch (malloc tuned)"};
+    const char *names[N_FIG] = {
+        "sgemm bound (11 products)", "surge step", "pytorch (as users run)",
+        "pytorch (malloc tuned)", "  surge's Adam pass alone"};
     for (int k = 0; k < nthreads; k++) {
-        for (int i = 0; i < 5; i++) {
+        for (int i = 0; i < N_FIG; i++) {
             double t = res[k][i];
-            if (i == 2) {
+            if (i == C_ADAM) {
                 printf("%-8d %-26s %12.2f %12s %10s\n", threads[k], names[i],
                        1e3 * t, "", "");
                 continue;
@@ -456,23 +515,23 @@ main(int argc, char **argv)
         }
     }
     printf("{\"bench\": \"trainer\", \"model\": \"6-1024-1024-1024-4096\", "
-           "\"batch\": %d, \"gflop_per_step\": %.4g, ",
-           B, flops * 1e-9);
+           "\"batch\": %d, \"steps\": %d, \"gflop_per_step\": %.4g, ",
+           B, steps, flops * 1e-9);
     for (int k = 0; k < nthreads; k++) {
         char key[64];
         int th = threads[k];
-        double bound = res[k][0], sur = res[k][1];
+        double *r = res[k];
 #define KEY(fmt) (snprintf(key, sizeof key, fmt, th), key)
-        json_num(stdout, KEY("t%d_bound_samples_s"), B / bound, 0);
-        json_num(stdout, KEY("t%d_surge_samples_s"), B / sur, 0);
-        json_num(stdout, KEY("t%d_surge_gflops"), flops / sur * 1e-9, 0);
-        json_num(stdout, KEY("t%d_adam_ms"), 1e3 * res[k][2], 0);
-        json_num(stdout, KEY("t%d_torch_samples_s"), B / res[k][3], 0);
-        json_num(stdout, KEY("t%d_torch_tuned_samples_s"), B / res[k][4], 0);
-        json_num(stdout, KEY("t%d_ratio_vs_bound"), bound / sur, 0);
-        json_num(stdout, KEY("t%d_ratio_vs_torch"), res[k][3] / sur, 0);
-        json_num(stdout, KEY("t%d_ratio_vs_torch_tuned"), res[k][4] / sur,
-                 k == nthreads - 1);
+        json_num(stdout, KEY("t%d_bound_samples_s"), B / r[C_BOUND], 0);
+        json_num(stdout, KEY("t%d_surge_samples_s"), B / r[C_SURGE], 0);
+        json_num(stdout, KEY("t%d_surge_gflops"), flops / r[C_SURGE] * 1e-9, 0);
+        json_num(stdout, KEY("t%d_adam_ms"), 1e3 * r[C_ADAM], 0);
+        json_num(stdout, KEY("t%d_torch_samples_s"), B / r[C_TORCH], 0);
+        json_num(stdout, KEY("t%d_torch_tuned_samples_s"), B / r[C_TUNED], 0);
+        json_num(stdout, KEY("t%d_ratio_vs_bound"), r[C_BOUND] / r[C_SURGE], 0);
+        json_num(stdout, KEY("t%d_ratio_vs_torch"), r[C_TORCH] / r[C_SURGE], 0);
+        json_num(stdout, KEY("t%d_ratio_vs_torch_tuned"),
+                 r[C_TUNED] / r[C_SURGE], k == nthreads - 1);
 #undef KEY
     }
     printf("}\n");

@@ -5,9 +5,11 @@ random minibatch (x[idx], y[idx]) and takes one optimizer step; the timed
 step includes the draw, as bench-trainer's does.
 
 Run by bench-trainer with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set (and,
-for the tuned run, MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_).
-Prints "step_s T1 T2 ..." (the --steps steps measured after --warmup),
-"median_step_s X" and "loss_end Y"; "skip REASON" and exit 0 when torch is
+for the tuned run, MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_) and
+--serve: it prints "ready", then takes one step per "step" line on stdin
+and answers "t SECONDS", until EOF. Alone (without --serve) it prints
+"step_s T1 T2 ..." (the --steps steps measured after --warmup),
+"median_step_s X" and "loss_end Y". "skip REASON" and exit 0 when torch is
 missing.
 """
 import argparse
@@ -20,6 +22,8 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--steps", type=int, default=15)
 parser.add_argument("--warmup", type=int, default=3)
+parser.add_argument("--serve", action="store_true",
+                    help="take one step per 'step' line on stdin")
 args = parser.parse_args()
 
 try:
@@ -50,9 +54,10 @@ model = nn.Sequential(
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 loss_fn = nn.MSELoss()
 
-times = []
-loss = None
-for s in range(args.warmup + args.steps):
+
+
+def step():
+    """One training step on a random minibatch; returns (seconds, loss)."""
     t0 = time.perf_counter()
     idx = torch.randint(0, NDATA, (B,))
     xb, yb = x[idx], y[idx]
@@ -60,7 +65,25 @@ for s in range(args.warmup + args.steps):
     loss = loss_fn(model(xb), yb)
     loss.backward()
     opt.step()
-    dt = time.perf_counter() - t0
+    return time.perf_counter() - t0, loss
+
+
+if args.serve:
+    # bench-trainer drives us: one step per "step" line, answer "t SECONDS".
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        dt, loss = step()
+        if not math.isfinite(float(loss)):
+            break
+        print("t %.6f" % dt, flush=True)
+    sys.exit(0)
+
+times = []
+loss = None
+for s in range(args.warmup + args.steps):
+    dt, loss = step()
     if s >= args.warmup:
         times.append(dt)
 
