@@ -146,6 +146,7 @@ struct launch {
     double status_rate;   /* rates.samples_in_per_s, -1 unknown */
     int64_t trainer_step; /* trainer.step, -1 unknown */
     double trainer_loss;  /* trainer.loss, NAN unknown */
+    double trainer_rate;  /* rates.samples_trained_per_s, -1 unknown */
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -825,6 +826,8 @@ fetch_status(struct launch *L)
     json_t *tr = json_object_get(st, "trainer");
     L->trainer_step = (int64_t)jnum(tr, "step", -1);
     L->trainer_loss = jnum(tr, "loss", NAN);
+    L->trainer_rate =
+        jnum(json_object_get(st, "rates"), "samples_trained_per_s", -1);
     json_t *runs = json_object_get(st, "runs");
     L->status_has_runs = json_is_array(runs);
     size_t i;
@@ -901,7 +904,7 @@ progress(struct launch *L, bool force)
         return;
     }
     L->next_progress = now + (L->tty ? 0.5 : L->s->progress_interval_s);
-    char line[320], eta[32] = "", train[64] = "";
+    char line[320], eta[32] = "", train[96] = "";
     int done = count_state(L, RUN_OK), failed = count_state(L, RUN_FAILED);
     int left = (int)L->nruns - done - failed - count_state(L, RUN_CANCELLED);
     if (done + failed > 0 && left > 0) {
@@ -909,7 +912,11 @@ progress(struct launch *L, bool force)
         snprintf(eta, sizeof eta, " | ETA %.0fs", t);
     }
     if (L->status_ok && L->trainer_step >= 0) {
-        if (isfinite(L->trainer_loss)) {
+        if (isfinite(L->trainer_loss) && L->trainer_rate >= 0) {
+            snprintf(train, sizeof train,
+                     " | step %" PRId64 " loss %.4g %.0f samples/s",
+                     L->trainer_step, L->trainer_loss, L->trainer_rate);
+        } else if (isfinite(L->trainer_loss)) {
             snprintf(train, sizeof train, " | step %" PRId64 " loss %.4g",
                      L->trainer_step, L->trainer_loss);
         } else {
@@ -1470,6 +1477,7 @@ surge_launch_main(int argc, char **argv)
     memset(&L, 0, sizeof L);
     L.trainer_step = -1;
     L.trainer_loss = NAN;
+    L.trainer_rate = -1;
     L.status_rate = -1;
 
     int rc = parse_args(argc, argv, &study_path, &outdir, &dry, &quiet);

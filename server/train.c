@@ -63,7 +63,7 @@
 #define COMPONENT "trainer"
 #define BLOB_MAGIC "SURGETR1"
 #define GET_TIMEOUT_MS 200
-#define IO_CALL_TIMEOUT_MS 30000
+#define IO_CALL_TIMEOUT_MS 10000
 #define MAX_NONFINITE 50 /* consecutive skipped steps before giving up */
 #define CKPT_NAME "checkpoint.safetensors"
 #define MODEL_NAME "model.safetensors"
@@ -1522,6 +1522,13 @@ train_run(void *state, const surge_consumer_ctx *ctx)
         }
         check_stop(&L);
         periodic(&L, rc > 0);
+    }
+    if (finished == 1) {
+        /* Drained during the warm-up already. */
+        rc = train_tail(&L);
+        if (rc < 0) {
+            goto out;
+        }
     }
     free(wx);
     free(wy);

@@ -101,9 +101,12 @@ runs_until() {
     echo $n
 }
 # Every run has ended: SIGTERM makes the server end reception, let its
-# consumer drain the store (nothing is partial), and exit.
+# consumer drain the store (nothing is partial), and exit. To the server
+# itself (server.json's pid): timeout(1) would pass it on to its whole
+# process group, and a second signal stops the server without draining.
 stop_server() {
-    kill -TERM "$srv" 2>/dev/null
+    kill -TERM "$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$dir/server.json")" \
+        2>/dev/null
     wait "$srv"
 }
 jnum() { sed -n "s/.*\"$2\": *\([-0-9.eE+]*\).*/\1/p" "$1" | head -1; }
