@@ -7,8 +7,9 @@
  * samples); each step draws a random minibatch, gathered into batch
  * buffers as the server's reservoir does (PyTorch: x[idx], y[idx]), and
  * the gather is part of the timed step. For 1 and 2 threads, four
- * contenders take their steps in turn, step by step, so that all of them
- * see the same (shared, noisy) machine:
+ * contenders take their steps in turn, in blocks of 3 steps of which the
+ * first only warms caches, so that all see the same (shared, noisy)
+ * machine:
  *   bound   : the 11 cblas_sgemm calls of one training step, same shapes,
  *             transposes and per-layer operands (forward 4, dW 4, dX 3):
  *             the matrix-product bound of a step;
@@ -23,7 +24,8 @@
  * than one thread a pause separates the contenders, so that the worker
  * threads one leaves spinning (OpenBLAS, OpenMP) do not slow the next.
  * Then the fused Adam pass alone (part of surge's step). Figures are
- * medians of --steps steps after 3 warm-up steps each; the environment is
+ * medians of --steps steps (a round of blocks first as warm-up); the
+ * environment is
  * left as CI has it (OPENBLAS_CORETYPE untouched). Prints a table, then one
  * JSON line with the figures and the ratios.
  *
@@ -333,41 +335,61 @@ bench_threads(int threads, int steps, int torch, const char *python,
         fprintf(stderr, "bench-trainer: out of memory\n");
         exit(1);
     }
+    /* Rounds of blocks: each contender takes BLOCK steps in a row, the
+     * first of which only warms its caches and is not counted (a trainer
+     * in the server follows its own previous step, not another program's);
+     * blocks rotate, so all contenders see the same load. */
+    enum { BLOCK = 3 };
     double gap = threads > 1 ? 0.25 : 0.0;
     static double tv[N_FIG][MAX_STEPS];
     int n = 0;
     uint64_t rs = 7;
     struct surge_trainer_step_info info;
     double loss0 = NAN;
-    for (int s = 0; s < WARMUP + steps; s++) {
-        double tb = bound_step(&bd);
+    for (int round = 0; n < steps; round++) {
+        int count = round > 0; /* round 0 is the warm-up */
+        for (int i = 0; i < BLOCK; i++) {
+            double tb = bound_step(&bd);
+            if (count && i > 0 && n + i - 1 < MAX_STEPS) {
+                tv[C_BOUND][n + i - 1] = tb;
+            }
+        }
         pause_s(gap);
-        double t0 = now_s();
-        for (int row = 0; row < B; row++) { /* a random minibatch */
-            size_t i = (size_t)(mlp_rand_next(&rs) % NDATA);
-            memcpy(bx + (size_t)row * NIN, x + i * NIN, NIN * sizeof(float));
-            memcpy(by + (size_t)row * NOUT, y + i * NOUT, NOUT * sizeof(float));
+        for (int i = 0; i < BLOCK; i++) {
+            double t0 = now_s();
+            for (int row = 0; row < B; row++) { /* a random minibatch */
+                size_t k = (size_t)(mlp_rand_next(&rs) % NDATA);
+                memcpy(bx + (size_t)row * NIN, x + k * NIN,
+                       NIN * sizeof(float));
+                memcpy(by + (size_t)row * NOUT, y + k * NOUT,
+                       NOUT * sizeof(float));
+            }
+            if (surge_trainer_step(t, bx, by, NULL, B, NULL, &info) != 0) {
+                fprintf(stderr, "bench-trainer: step failed\n");
+                exit(1);
+            }
+            double ts = now_s() - t0;
+            loss0 = round == 0 && i == 0 ? info.loss : loss0;
+            if (count && i > 0 && n + i - 1 < MAX_STEPS) {
+                tv[C_SURGE][n + i - 1] = ts;
+            }
         }
-        if (surge_trainer_step(t, bx, by, NULL, B, NULL, &info) != 0) {
-            fprintf(stderr, "bench-trainer: step failed\n");
-            exit(1);
+        for (int who = C_TORCH; who <= C_TUNED; who++) {
+            struct peer *p = who == C_TORCH ? &pt : &ptt;
+            pause_s(gap);
+            for (int i = 0; i < BLOCK; i++) {
+                double tt = have_torch ? peer_step(p) : NAN;
+                if (count && i > 0 && n + i - 1 < MAX_STEPS) {
+                    tv[who][n + i - 1] = tt;
+                }
+            }
         }
-        double ts = now_s() - t0;
-        loss0 = s == 0 ? info.loss : loss0;
-        double tt = NAN, ttt = NAN;
-        if (have_torch) {
-            pause_s(gap);
-            tt = peer_step(&pt);
-            pause_s(gap);
-            ttt = peer_step(&ptt);
-            pause_s(gap);
+        pause_s(gap);
+        if (count) {
+            n += BLOCK - 1;
         }
-        if (s >= WARMUP) {
-            tv[C_BOUND][n] = tb;
-            tv[C_SURGE][n] = ts;
-            tv[C_TORCH][n] = tt;
-            tv[C_TUNED][n] = ttt;
-            n++;
+        if (n + BLOCK - 1 > MAX_STEPS) {
+            break;
         }
     }
     fprintf(stderr, "# %d thread(s): surge loss %.4g -> %.4g\n", threads, loss0,
@@ -395,7 +417,7 @@ bench_threads(int threads, int steps, int torch, const char *python,
                                 .inv_bc2_sqrt = 31.6f,
                                 .decay = 1.0f,
                                 .grad_scale = 1.0f};
-    for (int s = 0; s < WARMUP + steps; s++) {
+    for (int s = 0; s < WARMUP + n; s++) {
         double t0 = now_s();
         (void)surge_backend_cpu.opt_update(NULL, &st, mem, mem + np,
                                            mem + 2 * np, mem + 3 * np, np);
@@ -470,7 +492,7 @@ main(int argc, char **argv)
     const char *ct = getenv("OPENBLAS_CORETYPE");
     printf("# trainer benchmark: MLP 6-1024-1024-1024-4096 relu, batch %d, "
            "Adam, random minibatches from memory; OPENBLAS_CORETYPE=%s; "
-           "medians of %d steps, contenders alternating step by step\n",
+           "medians of %d steps, contenders alternating in blocks of 3\n",
            B, ct != NULL ? ct : "(unset)", steps);
 
     float *x = malloc(sizeof(float) * NDATA * NIN);
