@@ -874,6 +874,56 @@ test_checkpoint_errors(void **state)
     surge_trainer_destroy(&t);
 }
 
+static void
+test_checkpoint_peek(void **state)
+{
+    (void)state;
+    char path[512], model[512], err[512];
+    path_in(path, sizeof path, "peek.ckpt");
+    path_in(model, sizeof model, "peek.safetensors");
+    struct surge_trainer_config c;
+    det_config(&c, SURGE_OPT_SGD);
+    surge_trainer *t = make(&c);
+    float *x = malloc(sizeof(float) * DET_N * DET_IN);
+    float *y = malloc(sizeof(float) * DET_N * DET_OUT);
+    assert_true(x != NULL && y != NULL);
+    det_data(x, y);
+    observe(t, y, 0, 2);
+    run_steps(t, x, y, 0, 3);
+    const char blob[] = {1, 2, 3, 0, 5};
+    assert_int_equal(surge_trainer_checkpoint_save(t, path, blob, sizeof blob),
+                     0);
+    assert_int_equal(surge_trainer_save_model(t, model, NULL), 0);
+    int nin = 0, nout = 0;
+    uint64_t steps = 0;
+    void *extra = NULL;
+    size_t len = 0;
+    assert_int_equal(surge_trainer_checkpoint_peek(path, &nin, &nout, &steps,
+                                                   &extra, &len, err,
+                                                   sizeof err),
+                     0);
+    assert_int_equal(nin, DET_IN);
+    assert_int_equal(nout, DET_OUT);
+    assert_int_equal(steps, 3);
+    assert_int_equal(len, sizeof blob);
+    assert_memory_equal(extra, blob, sizeof blob);
+    free(extra);
+    /* Errors: a model file is not a checkpoint; err may be NULL. */
+    assert_int_equal(surge_trainer_checkpoint_peek(model, &nin, &nout, NULL,
+                                                   NULL, NULL, err, sizeof err),
+                     SURGE_EPROTO);
+    assert_non_null(strstr(err, "not a surge checkpoint"));
+    assert_int_equal(surge_trainer_checkpoint_peek(model, &nin, &nout, NULL,
+                                                   NULL, NULL, NULL, 0),
+                     SURGE_EPROTO);
+    assert_int_equal(surge_trainer_checkpoint_peek("/nonexistent", &nin, &nout,
+                                                   NULL, NULL, NULL, NULL, 0),
+                     -ENOENT);
+    surge_trainer_destroy(&t);
+    free(x);
+    free(y);
+}
+
 /* ---- the model file ---- */
 
 static void
@@ -1095,6 +1145,7 @@ main(void)
         cmocka_unit_test(test_resume_adam),
         cmocka_unit_test(test_resume_sgd),
         cmocka_unit_test(test_checkpoint_errors),
+        cmocka_unit_test(test_checkpoint_peek),
         cmocka_unit_test(test_model_file_round_trip),
         cmocka_unit_test(test_config_errors),
     };
