@@ -1,6 +1,7 @@
 # trainer/local.mk: included by the top-level Makefile.am.
 # The trainer library: MLP, optimizers, backends behind an ops table, and
-# the model/checkpoint files. Hot loops want -O3 (vectorisation) and
+# the model/checkpoint files. Hot loops want -O3 (HOT_CFLAGS: vectorisation,
+# but not in debug or coverage builds) and
 # -fno-math-errno (sqrtf as one instruction); -fopenmp-simd only enables the
 # `omp simd` reduction pragmas (no OpenMP runtime). Depends on common/,
 # OpenBLAS and jansson (the safetensors header and the study's "trainer"
@@ -17,7 +18,7 @@ trainer_libsurge_trainer_la_SOURCES = \
 	trainer/model.c \
 	trainer/peek.c
 trainer_libsurge_trainer_la_CFLAGS = $(AM_CFLAGS) $(BLAS_CFLAGS) \
-	$(JANSSON_CFLAGS) -O3 -fno-math-errno -fopenmp-simd
+	$(JANSSON_CFLAGS) $(HOT_CFLAGS) -fno-math-errno -fopenmp-simd
 trainer_libsurge_trainer_la_LIBADD = common/libsurge_common.la \
 	$(BLAS_LIBS) $(JANSSON_LIBS) -lm
 
