@@ -143,8 +143,14 @@ dom_check "$tmp/dom.html" IMAGES >"$tmp/dom3.txt" 2>&1
 check "preview images (true field, prediction) loaded" test $? -eq 0
 
 rm -f "$ART/dashboard.png"
-chrome "$http_url/" "$ART/dashboard.png" shot
-size=$(wc -c <"$ART/dashboard.png" 2>/dev/null || echo 0)
+size=0
+for attempt in 1 2 3; do
+    chrome "$http_url/" "$ART/dashboard.png" shot
+    size=$(wc -c <"$ART/dashboard.png" 2>/dev/null || echo 0)
+    [ "$size" -gt 20000 ] && break
+    diag "screenshot attempt $attempt: $size bytes; chromium said:"
+    diag "$(tail -5 "$tmp/chrome.err")"
+done
 check "screenshot saved: $ART/dashboard.png ($size bytes)" test "$size" -gt 20000
 
 wait "$launch_pid"
