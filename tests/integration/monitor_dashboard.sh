@@ -47,6 +47,18 @@ chrome() {
     fi
 }
 
+# chrome_dump URL OUT: the DOM after the page polled at least once; up to
+# three tries (under heavy load Chromium has been seen to exit early).
+chrome_dump() {
+    for attempt in 1 2 3; do
+        chrome "$1" "$2" dump
+        grep -q 'data-polls="[1-9]' "$2" 2>/dev/null && return 0
+        diag "DOM dump attempt $attempt: no poll recorded; chromium said:"
+        diag "$(tail -5 "$tmp/chrome.err")"
+    done
+    return 1
+}
+
 # dom_check DOMFILE CHARTS... : prints each chart's data-points and the
 # images' data-loaded; fails unless every named chart drew > 0 points (and,
 # with IMAGES=1, both preview images loaded).
@@ -131,7 +143,7 @@ check "the study is streaming and training (samples, trainer steps, a preview)" 
 diag "status: $(status_value ingest.samples) samples, trainer step $(status_value trainer.step), loss $(status_value trainer.loss)"
 sleep 3 # a few series points with rates
 
-chrome "$http_url/" "$tmp/dom.html" dump
+chrome_dump "$http_url/" "$tmp/dom.html"
 INGEST_CHARTS="chart-samples chart-mb chart-batches chart-occupancy chart-reuse chart-wait"
 dom_check "$tmp/dom.html" $INGEST_CHARTS RUNS >"$tmp/dom.txt" 2>&1
 check "ingest, trainer throughput, occupancy, reuse and wait charts drew points; runs table filled" \
@@ -174,7 +186,7 @@ while [ ! -s "$tmp/feed.port" ] && [ $i -lt 50 ]; do
 done
 sleep 2
 feed_url="http://127.0.0.1:$(cat "$tmp/feed.port")"
-chrome "$feed_url/" "$tmp/feed-dom.html" dump
+chrome_dump "$feed_url/" "$tmp/feed-dom.html"
 dom_check "$tmp/feed-dom.html" $INGEST_CHARTS chart-loss IMAGES RUNS \
     >"$tmp/feed.txt" 2>&1
 check "monitor_feed: every chart, the loss curves and both preview images" \
