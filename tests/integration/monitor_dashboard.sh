@@ -100,8 +100,8 @@ cat >"$tmp/study.json" <<EOF
   ],
   "sampler": {"kind": "lhs", "runs": 4},
   "solver": {
-    "command": ["$BIN", "--nx", "16", "--ny", "16", "--steps", "200",
-                "--dt", "0.002", "--step-delay-ms", "15"],
+    "command": ["$BIN", "--nx", "16", "--ny", "16", "--steps", "400",
+                "--dt", "0.001", "--step-delay-ms", "25"],
     "ranks": 2, "timeout_s": 150, "retries": 0
   },
   "scheduler": {"mpirun": "$MPIRUN", "max_concurrent": 2},
