@@ -22,7 +22,7 @@ else
 fi
 
 # A steady stream: 2 ranks, a step every 20 ms, for several seconds.
-solve 0 2 1,2,3,4,5 --nx 32 --ny 32 --steps 250 --step-delay-ms 20 &
+solve 0 2 1,2,3,4,5 --nx 32 --ny 32 --steps 400 --step-delay-ms 20 &
 solve_pid=$!
 mon_pids="$solve_pid"
 wait_status rates.samples_in_per_s 1 30
@@ -84,16 +84,16 @@ while read -r l; do diag "$l"; done <"$tmp/cmp.txt"
 
 wait "$solve_pid"
 mon_pids=
-wait_status ingest.samples 250 20
+wait_status ingest.samples 400 30
 sleep 1.2
 TM capture-pane -p -t top1 >"$tmp/screen.txt"
 recv=$(sed -n 's/.*received \([0-9,]*\).*/\1/p' "$tmp/screen.txt" | tr -d ,)
 api=$(status_value ingest.samples | sed 's/\.0$//')
-check "after the run: top's 'received' ($recv) equals the API's ($api) and the 250 steps sent" \
-    test "$recv" = "$api" -a "$api" = 250
+check "after the run: top's 'received' ($recv) equals the API's ($api) and the 400 steps sent" \
+    test "$recv" = "$api" -a "$api" = 400
 if grep -q "runs *1 *running 0 *done 1" "$tmp/screen.txt" &&
-    grep -Eq "^ +0 +done +2/2 +250 " "$tmp/screen.txt"; then
-    ok "top's runs table: sim 0 done, 2/2 ranks, 250 steps"
+    grep -Eq "^ +0 +done +2/2 +400 " "$tmp/screen.txt"; then
+    ok "top's runs table: sim 0 done, 2/2 ranks, 400 steps"
 else
     not_ok "top's runs table"
     diag "$(cat "$tmp/screen.txt")"
@@ -125,9 +125,9 @@ fi
 
 "$SURGE" top --once --endpoint "$http_url" >"$tmp/once.txt" 2>&1
 rc=$?
-if [ $rc -eq 0 ] && grep -q "received 250" "$tmp/once.txt" &&
+if [ $rc -eq 0 ] && grep -q "received 400" "$tmp/once.txt" &&
     ! grep -q "$(printf '\033')" "$tmp/once.txt"; then
-    ok "--once prints one plain snapshot (received 250) and exits 0"
+    ok "--once prints one plain snapshot (received 400) and exits 0"
 else
     not_ok "--once (exit $rc)"
     diag "$(cat "$tmp/once.txt")"
