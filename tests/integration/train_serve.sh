@@ -37,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-tap_plan 16
+tap_plan 18
 
 # ---------------------------------------------------------------- launch
 cat >"$tmp/study.json" <<EOF
@@ -51,13 +51,14 @@ cat >"$tmp/study.json" <<EOF
     {"name": "bottom", "min": 0, "max": 100},
     {"name": "top", "min": 0, "max": 100}
   ],
-  "sampler": {"kind": "lhs", "runs": 12},
+  "sampler": {"kind": "lhs", "runs": 16},
   "solver": {"command": ["$HEAT", "--nx", "16", "--ny", "12", "--steps",
                          "40", "--dt", "0.005"],
              "ranks": 1, "retries": 0, "timeout_s": 60},
   "scheduler": {"mpirun": "$MPIRUN", "max_concurrent": 2},
   "server": {"validation_every": 4},
-  "reservoir": {"policy": "reservoir", "capacity_bytes": "4MiB"},
+  "reservoir": {"policy": "reservoir", "capacity_bytes": "4MiB",
+                "rate": {"samples_per_insert": 30, "min_diff": -100}},
   "trainer": {"enabled": true, "layers": [64, 64], "batch_size": 16,
               "threads": 1, "time_min": 0, "time_max": 0.2,
               "out_norm_samples": 100, "eval_every": 100,
@@ -101,8 +102,8 @@ dropped = sm["dropped"]
 total = (sm["trained_on"] + sm["discarded_after_training"]
          + sm["never_served"] + sm["validation"] + dropped)
 checks.append(("counts add up", s["counts_add_up"] is True
-               and sm["received"] == total == 12 * 40
-               and sm["validation"] == 3 * 40
+               and sm["received"] == total == 16 * 40
+               and sm["validation"] == 4 * 40
                and t["counts"]["add_up"] is True))
 for name, good in checks:
     print(("ok " if good else "FAIL ") + name)
@@ -302,5 +303,37 @@ if ! timeout 20 "$SURGE" serve --consumer trainer --study "$tmp/bad.json" \
 else
     not_ok "a study with a bad model is refused naming trainer.layers"
     sed 's/^/# /' "$tmp/E.log"
+fi
+
+# ---------------------------------------------------------------- restart
+# surge launch restarts a server killed mid-study with --resume on its
+# last checkpoint: training continues from it.
+sed -e "s|\"output_dir\": \"$tmp/out\"|\"output_dir\": \"$tmp/out2\"|" \
+    -e 's|"0.005"\]|"0.005", "--step-delay-ms", "40"]|' \
+    -e 's|"validation_every": 4}|"validation_every": 4, "ping_interval_s": 0.5, "restarts": 1}|' \
+    -e 's|"runs": 16|"runs": 6|' "$tmp/study.json" >"$tmp/study2.json"
+timeout -k 5 240 "$SURGE" launch --quiet "$tmp/study2.json" \
+    >"$tmp/launch2.out" 2>"$tmp/launch2.err" &
+launcher=$!
+pids="$pids $launcher"
+i=0
+while [ ! -s "$tmp/out2/checkpoint.safetensors" ] && [ $i -lt 300 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+old=$(jq_py "$tmp/out2/server.json" pid)
+if [ -n "$old" ] && kill -9 "$old" 2>/dev/null; then
+    ok "killed the training server (pid $old) after its first checkpoint"
+else
+    not_ok "killed the training server after its first checkpoint"
+fi
+wait "$launcher"
+st=$?
+if [ $st -eq 0 ] && [ "$(jq_py "$tmp/out2/summary.json" server.restarts)" = 1 ] &&
+    [ "$(jq_py "$tmp/out2/trainer.json" resumed_from)" = "$tmp/out2/checkpoint.safetensors" ]; then
+    ok "the restarted server resumed from the checkpoint and the study ends ok"
+else
+    not_ok "the restarted server resumed from the checkpoint and the study ends ok (status $st)"
+    tail -5 "$tmp/launch2.err" | sed 's/^/# /'
 fi
 tap_done
