@@ -239,7 +239,8 @@ fi
 serve B --resume "$tmp/A/checkpoint.safetensors" --max-steps 150
 solve 0 "10,20,30,40,50"
 wait "$srv"
-if grep -q "resuming from" "$tmp/B.log" &&
+st=$?
+if [ $st -eq 0 ] && grep -q "resuming from" "$tmp/B.log" &&
     [ "$(jq_py "$tmp/B/trainer.json" steps)" = 150 ] &&
     [ "$(jq_py "$tmp/B/trainer.json" steps_this_run)" = 0 ]; then
     ok "server B resumes at step 150 and takes no step at --max-steps 150"
@@ -276,9 +277,10 @@ serve C --resume "$tmp/A/checkpoint.safetensors" --max-steps 250 \
     --steps-after-end 5000
 solve 3 "30,70,10,90,20"
 wait "$srv"
+st=$?
 s=$(jq_py "$tmp/C/trainer.json" steps)
 r=$(jq_py "$tmp/C/trainer.json" steps_this_run)
-if [ "$s" = 250 ] && [ "$r" = 100 ]; then
+if [ $st -eq 0 ] && [ "$s" = 250 ] && [ "$r" = 100 ]; then
     ok "server C continues from step 150 to 250 (100 steps this run)"
 else
     not_ok "server C continues from step 150 to 250 (steps $s, this run $r)"
