@@ -634,7 +634,6 @@ on_handle_closed(uv_handle_t *h)
     if (c->next != NULL) {
         c->next->prev = c->prev;
     }
-    srv->stats.open--;
     free(c);
     if (--srv->handles == 0 && srv->closing) {
         free(srv);
@@ -648,6 +647,10 @@ conn_close(struct conn *c)
         return;
     }
     c->closing = 1;
+    /* The slot is free from now on, not from the close callback: libuv
+     * polls for new connections before it runs close callbacks, so a
+     * client that saw this connection end could otherwise be refused. */
+    c->srv->stats.open--;
     uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
@@ -921,6 +924,7 @@ on_connection(uv_stream_t *server, int status)
     srv->conns = c;
     if (uv_timer_init(srv->loop, &c->timer) != 0) {
         c->closing = 1;
+        srv->stats.open--;
         uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
         return;
     }

@@ -77,7 +77,7 @@ int surge_http_port(const surge_http *h);
 struct surge_http_stats {
     uint64_t connections; /* accepted and served */
     uint64_t rejected;    /* refused with 503 (max_connections) */
-    uint64_t open;        /* open now */
+    uint64_t open;        /* open now, not counting ones being closed */
     uint64_t requests;    /* requests answered (all statuses) */
     uint64_t status_2xx;  /* ... with 2xx */
     uint64_t status_4xx;  /* ... with 4xx */
