@@ -119,10 +119,14 @@ launch_pid=$!
 # The first array task: which run it is comes from the dispatcher script
 # ("0) exec /bin/bash '<run dir>/slurm-job-1.sh' ;;").
 victim='' sim='' job=''
-for _ in $(seq 1 300); do
+for _ in $(seq 1 600); do
+    # Each is looked up until found: the dispatcher script can exist
+    # before squeue lists the array's first task (a loaded machine).
     if [ -z "$sim" ] && [ -f "$tmp/out/runs/slurm-array-1.sh" ]; then
         sim=$(sed -n "s|^0) exec /bin/bash '$tmp/out/runs/\([0-9]*\)/.*|\1|p" \
             "$tmp/out/runs/slurm-array-1.sh")
+    fi
+    if [ -n "$sim" ] && [ -z "$job" ]; then
         job=$(squeue -h -r -o '%i|%j' | sed -n 's/^\([0-9]*\)_0|surge-slurm-test-.*/\1/p')
     fi
     # Mid-way: both ranks of that run have done at least 8 steps.
