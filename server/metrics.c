@@ -29,9 +29,9 @@
 #include <time.h>
 
 #include <jansson.h>
-#include <png.h>
 
 #include "server/metrics.h"
+#include "common/image.h"
 
 /* Largest text a render may produce; a registry of SURGE_METRICS_MAX
  * entries stays far below it. */
@@ -1418,125 +1418,6 @@ out:
     return rc;
 }
 
-/* A perceptual colormap (viridis), linearly interpolated between stops. */
-static void
-colormap(float t, unsigned char rgb[3])
-{
-    static const unsigned char stops[9][3] = {
-        {68, 1, 84},    {71, 44, 122},  {59, 81, 139},
-        {44, 113, 142}, {33, 144, 141}, {39, 173, 129},
-        {92, 200, 99},  {170, 220, 50}, {253, 231, 37},
-    };
-    if (!(t > 0.0f)) {
-        t = 0.0f; /* NaN too */
-    }
-    if (t > 1.0f) {
-        t = 1.0f;
-    }
-    float x = t * 8.0f;
-    int i = (int)x;
-    if (i >= 8) {
-        i = 7;
-    }
-    float f = x - (float)i;
-    for (int c = 0; c < 3; c++) {
-        rgb[c] =
-            (unsigned char)(stops[i][c] +
-                            f * (float)(stops[i + 1][c] - stops[i][c]) + 0.5f);
-    }
-}
-
-struct png_mem {
-    unsigned char *p; /* encoded bytes */
-    size_t len;       /* used */
-    size_t cap;       /* allocated */
-    int err;          /* allocation failed */
-};
-
-static void
-png_mem_write(png_structp png, png_bytep data, png_size_t n)
-{
-    struct png_mem *mem = png_get_io_ptr(png);
-    if (mem->err) {
-        return;
-    }
-    if (mem->len + n > mem->cap) {
-        size_t cap = mem->cap == 0 ? 8192 : mem->cap;
-        while (cap < mem->len + n) {
-            cap *= 2;
-        }
-        unsigned char *q = realloc(mem->p, cap);
-        if (q == NULL) {
-            mem->err = 1;
-            return;
-        }
-        mem->p = q;
-        mem->cap = cap;
-    }
-    memcpy(mem->p + mem->len, data, n);
-    mem->len += n;
-}
-
-static void
-png_mem_flush(png_structp png)
-{
-    (void)png;
-}
-
-/* Encodes field (ny, nx) as an RGB PNG with the scale [lo, hi]. libpng
- * reports errors by longjmp; nothing here allocates between setjmp and the
- * calls that may jump except through `mem` and `row`, released below. */
-static int
-encode_png(const float *field, size_t ny, size_t nx, float lo, float hi,
-           unsigned char **out, size_t *len)
-{
-    struct png_mem mem = {0};
-    unsigned char *volatile row = NULL;
-    png_structp png =
-        png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
-    if (png == NULL) {
-        return -ENOMEM;
-    }
-    png_infop info = png_create_info_struct(png);
-    if (info == NULL) {
-        png_destroy_write_struct(&png, NULL);
-        return -ENOMEM;
-    }
-    if (setjmp(png_jmpbuf(png))) {
-        png_destroy_write_struct(&png, &info);
-        free(row);
-        free(mem.p);
-        return -EIO;
-    }
-    row = malloc(nx * 3);
-    if (row == NULL) {
-        png_destroy_write_struct(&png, &info);
-        return -ENOMEM;
-    }
-    png_set_write_fn(png, &mem, png_mem_write, png_mem_flush);
-    png_set_IHDR(png, info, (png_uint_32)nx, (png_uint_32)ny, 8,
-                 PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_write_info(png, info);
-    float span = hi > lo ? hi - lo : 1.0f;
-    for (size_t y = 0; y < ny; y++) {
-        for (size_t x = 0; x < nx; x++) {
-            colormap((field[y * nx + x] - lo) / span, &row[3 * x]);
-        }
-        png_write_row(png, row);
-    }
-    png_write_end(png, NULL);
-    png_destroy_write_struct(&png, &info);
-    free(row);
-    if (mem.err) {
-        free(mem.p);
-        return -ENOMEM;
-    }
-    *out = mem.p;
-    *len = mem.len;
-    return 0;
-}
-
 /* Brings the cached PNGs up to the latest preview; -ENOENT when none. */
 static int
 refresh_png(surge_metrics *m)
@@ -1586,9 +1467,9 @@ refresh_png(surge_metrics *m)
     }
     unsigned char *png[2] = {NULL, NULL};
     size_t plen[2] = {0, 0};
-    rc = encode_png(t, ny, nx, lo, hi, &png[0], &plen[0]);
+    rc = surge_image_png_encode(t, ny, nx, 1, lo, hi, &png[0], &plen[0]);
     if (rc == 0) {
-        rc = encode_png(p, ny, nx, lo, hi, &png[1], &plen[1]);
+        rc = surge_image_png_encode(p, ny, nx, 1, lo, hi, &png[1], &plen[1]);
     }
     if (rc < 0) {
         free(png[0]);

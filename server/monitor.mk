@@ -10,9 +10,10 @@ server_libsurge_monitor_la_SOURCES = \
 	server/monitor.h server/monitor.c
 nodist_server_libsurge_monitor_la_SOURCES = server/dashboard_html.c
 server_libsurge_monitor_la_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) \
-	$(JANSSON_CFLAGS) $(PNG_CFLAGS)
-server_libsurge_monitor_la_LIBADD = $(UV_LIBS) $(JANSSON_LIBS) $(PNG_LIBS) \
-	$(HTTP_PARSER_LIBS) $(PTHREAD_LIBS) -lm
+	$(JANSSON_CFLAGS)
+# The preview PNGs: common/libsurge_image.la (viridis, libpng).
+server_libsurge_monitor_la_LIBADD = common/libsurge_image.la $(UV_LIBS) \
+	$(JANSSON_LIBS) $(HTTP_PARSER_LIBS) $(PTHREAD_LIBS) -lm
 
 # The dashboard page is compiled in (offline, no CDN): embed.sh turns it
 # into a C array with POSIX od and awk.

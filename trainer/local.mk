@@ -23,9 +23,10 @@ trainer_libsurge_trainer_la_LIBADD = common/libsurge_common.la \
 	$(BLAS_LIBS) $(JANSSON_LIBS) -lm
 
 # `surge predict` (trainer/predict.c): the model file to .npy and PNG. A
-# library of its own so that the trainer library needs no libpng.
+# library of its own so that the trainer library needs no libpng (the PNG
+# encoder is common/libsurge_image.la).
 noinst_LTLIBRARIES += trainer/libsurge_predict.la
 trainer_libsurge_predict_la_SOURCES = trainer/predict.c
-trainer_libsurge_predict_la_CFLAGS = $(AM_CFLAGS) $(PNG_CFLAGS)
+trainer_libsurge_predict_la_CFLAGS = $(AM_CFLAGS)
 trainer_libsurge_predict_la_LIBADD = trainer/libsurge_trainer.la \
-	common/libsurge_common.la $(PNG_LIBS) -lm
+	common/libsurge_image.la common/libsurge_common.la -lm

@@ -16,10 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <png.h>
-
 #include <surge/error.h>
 
+#include "common/image.h"
 #include "common/util.h"
 #include "server/commands.h"
 #include "trainer/trainer.h"
@@ -135,112 +134,19 @@ write_npy(const char *path, const float *y, long ny, long nx)
     return rc;
 }
 
-/* viridis (matplotlib), 9 stops, linearly interpolated. */
-static void
-viridis(double t, unsigned char rgb[3])
-{
-    static const unsigned char stops[9][3] = {
-        {68, 1, 84},    {71, 44, 122},  {59, 81, 139},
-        {44, 113, 142}, {33, 144, 141}, {39, 173, 129},
-        {92, 200, 99},  {170, 220, 50}, {253, 231, 37}};
-    if (!(t > 0)) {
-        t = 0; /* also NaN */
-    }
-    if (t > 1) {
-        t = 1;
-    }
-    double f = t * 8;
-    int i = (int)f;
-    if (i >= 8) {
-        i = 7;
-    }
-    double u = f - i;
-    for (int c = 0; c < 3; c++) {
-        rgb[c] =
-            (unsigned char)lrint(stops[i][c] * (1 - u) + stops[i + 1][c] * u);
-    }
-}
-
-struct png_buf {
-    unsigned char *p;
-    size_t len, cap;
-    int oom;
-};
-
-static void
-png_buf_write(png_structp png, png_bytep data, png_size_t n)
-{
-    struct png_buf *b = png_get_io_ptr(png);
-    if (b->oom) {
-        return;
-    }
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap < 65536 ? 65536 : b->cap;
-        while (cap < b->len + n) {
-            cap *= 2;
-        }
-        unsigned char *q = realloc(b->p, cap);
-        if (q == NULL) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-}
-
-static void
-png_buf_flush(png_structp png)
-{
-    (void)png;
-}
-
+/* Writes y (ny, nx) as a PNG heat map (common/image.h) to path, atomically. */
 static int
 write_png(const char *path, const float *y, long ny, long nx, double vmin,
           double vmax, long scale)
 {
-    long W = nx * scale, H = ny * scale;
-    unsigned char *row = malloc((size_t)W * 3);
-    struct png_buf b = {0};
-    png_structp png = NULL;
-    png_infop info = NULL;
-    int rc = -EIO;
-    if (row == NULL) {
-        return -ENOMEM;
+    unsigned char *png = NULL;
+    size_t len = 0;
+    int rc = surge_image_png_encode(y, (size_t)ny, (size_t)nx, (size_t)scale,
+                                    vmin, vmax, &png, &len);
+    if (rc == 0) {
+        rc = surge_write_file_atomic(path, png, len);
+        free(png);
     }
-    png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
-    if (png == NULL) {
-        goto out;
-    }
-    info = png_create_info_struct(png);
-    if (info == NULL) {
-        goto out;
-    }
-    if (setjmp(png_jmpbuf(png))) {
-        rc = -EIO;
-        goto out;
-    }
-    png_set_write_fn(png, &b, png_buf_write, png_buf_flush);
-    png_set_IHDR(png, info, (png_uint_32)W, (png_uint_32)H, 8,
-                 PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_write_info(png, info);
-    double span = vmax > vmin ? vmax - vmin : 1;
-    for (long r = 0; r < H; r++) {
-        const float *src = y + (size_t)(r / scale) * (size_t)nx;
-        for (long c = 0; c < W; c++) {
-            viridis((src[c / scale] - vmin) / span, row + 3 * c);
-        }
-        png_write_row(png, row);
-    }
-    png_write_end(png, NULL);
-    rc = b.oom ? -ENOMEM : surge_write_file_atomic(path, b.p, b.len);
-out:
-    png_destroy_write_struct(&png, &info);
-    free(row);
-    free(b.p);
     return rc;
 }
 
