@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <malloc.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,17 @@ starts_ok(const char *s, int allow_sign)
         return allow_sign && s[1] != '\0';
     }
     return 1;
+}
+
+void
+surge_set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
 }
 
 int

@@ -27,6 +27,13 @@ int surge_parse_int64(const char *s, int64_t *out);
 int surge_parse_uint64(const char *s, uint64_t *out);
 int surge_parse_double(const char *s, double *out);
 
+/* surge_set_err - format an error message into err (errlen bytes, always
+ * NUL-terminated, truncated to fit) like snprintf. err may be NULL or
+ * errlen 0: then nothing is written. For the `char *err, size_t errlen`
+ * out-parameters that parsers and loaders take. */
+void surge_set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* surge_write_file_atomic - replace the file at path with len bytes of
  * data so that a reader (or a crash) sees either the old or the new
  * content, never a mix: write "path.tmp.<pid>" in the same directory,

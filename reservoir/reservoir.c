@@ -50,7 +50,6 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,21 +193,6 @@ struct surge_reservoir {
 
 /* ---------------------------------------------------------------- utils */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static int64_t
 now_ns(void)
 {
@@ -334,19 +318,20 @@ derive_sizes(const surge_reservoir_config *cfg, size_t *sample_bytes,
 {
     const size_t maxdim = SIZE_MAX / 8 / sizeof(float);
     if (cfg->input_dim > maxdim) {
-        set_err(err, errlen, "reservoir.input_dim: %zu is too large",
-                cfg->input_dim);
+        surge_set_err(err, errlen, "reservoir.input_dim: %zu is too large",
+                      cfg->input_dim);
         return SURGE_ECONFIG;
     }
     if (cfg->output_dim > maxdim) {
-        set_err(err, errlen, "reservoir.output_dim: %zu is too large",
-                cfg->output_dim);
+        surge_set_err(err, errlen, "reservoir.output_dim: %zu is too large",
+                      cfg->output_dim);
         return SURGE_ECONFIG;
     }
     if (cfg->input_dim + cfg->output_dim == 0) {
-        set_err(err, errlen,
-                "reservoir.output_dim: input_dim + output_dim must be >= 1 "
-                "(both are 0: set the sample's shape)");
+        surge_set_err(
+            err, errlen,
+            "reservoir.output_dim: input_dim + output_dim must be >= 1 "
+            "(both are 0: set the sample's shape)");
         return SURGE_ECONFIG;
     }
     *sample_bytes = (cfg->input_dim + cfg->output_dim) * sizeof(float);
@@ -365,12 +350,12 @@ surge_reservoir_config_check(const surge_reservoir_config *cfg, char *err,
     bool firo = cfg->policy == SURGE_RESERVOIR_FIRO;
     bool resv = cfg->policy == SURGE_RESERVOIR_RESERVOIR;
 
-    set_err(err, errlen, "ok");
+    surge_set_err(err, errlen, "ok");
     if (!fifo && !firo && !resv) {
-        set_err(err, errlen,
-                "reservoir.policy: unknown policy %d (fifo, firo or "
-                "reservoir)",
-                (int)cfg->policy);
+        surge_set_err(err, errlen,
+                      "reservoir.policy: unknown policy %d (fifo, firo or "
+                      "reservoir)",
+                      (int)cfg->policy);
         return SURGE_ECONFIG;
     }
     int rc =
@@ -379,126 +364,136 @@ surge_reservoir_config_check(const surge_reservoir_config *cfg, char *err,
         return rc;
     }
     if (cfg->max_batch == 0) {
-        set_err(err, errlen, "reservoir.max_batch: must be >= 1");
+        surge_set_err(err, errlen, "reservoir.max_batch: must be >= 1");
         return SURGE_ECONFIG;
     }
     if (cfg->max_batch > MAX_SLOTS) {
-        set_err(err, errlen, "reservoir.max_batch: %zu is too large",
-                cfg->max_batch);
+        surge_set_err(err, errlen, "reservoir.max_batch: %zu is too large",
+                      cfg->max_batch);
         return SURGE_ECONFIG;
     }
     if (nslots == 0) {
-        set_err(err, errlen,
-                "reservoir.capacity_bytes: %zu bytes cannot hold one sample "
-                "of %zu bytes (slot %zu bytes)",
-                cfg->capacity_bytes, sample_bytes, slot_bytes);
+        surge_set_err(
+            err, errlen,
+            "reservoir.capacity_bytes: %zu bytes cannot hold one sample "
+            "of %zu bytes (slot %zu bytes)",
+            cfg->capacity_bytes, sample_bytes, slot_bytes);
         return SURGE_ECONFIG;
     }
     if (nslots > MAX_SLOTS) {
-        set_err(err, errlen,
-                "reservoir.capacity_bytes: %zu slots of %zu bytes is more "
-                "than the %u a reservoir can index",
-                nslots, slot_bytes, (unsigned)MAX_SLOTS);
+        surge_set_err(
+            err, errlen,
+            "reservoir.capacity_bytes: %zu slots of %zu bytes is more "
+            "than the %u a reservoir can index",
+            nslots, slot_bytes, (unsigned)MAX_SLOTS);
         return SURGE_ECONFIG;
     }
     if ((fifo || firo) && nslots < cfg->max_batch) {
-        set_err(err, errlen,
-                "reservoir.capacity_bytes: holds %zu samples of %zu bytes; "
-                "policy %s needs at least max_batch (%zu)",
-                nslots, slot_bytes, pname, cfg->max_batch);
+        surge_set_err(
+            err, errlen,
+            "reservoir.capacity_bytes: holds %zu samples of %zu bytes; "
+            "policy %s needs at least max_batch (%zu)",
+            nslots, slot_bytes, pname, cfg->max_batch);
         return SURGE_ECONFIG;
     }
     if (cfg->watermark > nslots) {
-        set_err(err, errlen,
-                "reservoir.watermark: must be <= capacity in samples (%zu)",
-                nslots);
+        surge_set_err(
+            err, errlen,
+            "reservoir.watermark: must be <= capacity in samples (%zu)",
+            nslots);
         return SURGE_ECONFIG;
     }
     if (cfg->epochs == 0) {
-        set_err(err, errlen, "reservoir.epochs: must be >= 1");
+        surge_set_err(err, errlen, "reservoir.epochs: must be >= 1");
         return SURGE_ECONFIG;
     }
     if (cfg->epochs != 1 && !firo) {
-        set_err(err, errlen,
-                "reservoir.epochs: only policy firo has pseudo-epochs "
-                "(policy is %s; leave epochs at 1)",
-                pname);
+        surge_set_err(err, errlen,
+                      "reservoir.epochs: only policy firo has pseudo-epochs "
+                      "(policy is %s; leave epochs at 1)",
+                      pname);
         return SURGE_ECONFIG;
     }
     if (cfg->max_uses != 0 && !resv) {
-        set_err(err, errlen,
-                "reservoir.max_uses: only for policy reservoir (%s uses "
-                "each sample %s)",
-                pname, fifo ? "once" : "epochs times");
+        surge_set_err(err, errlen,
+                      "reservoir.max_uses: only for policy reservoir (%s uses "
+                      "each sample %s)",
+                      pname, fifo ? "once" : "epochs times");
         return SURGE_ECONFIG;
     }
     double spi = cfg->rate.samples_per_insert;
     if (!(spi >= 0.0) || !isfinite(spi)) {
-        set_err(err, errlen,
-                "reservoir.rate.samples_per_insert: must be a finite number "
-                ">= 0 (0 = no rate limiter)");
+        surge_set_err(
+            err, errlen,
+            "reservoir.rate.samples_per_insert: must be a finite number "
+            ">= 0 (0 = no rate limiter)");
         return SURGE_ECONFIG;
     }
     if (spi > 0.0) {
         double lo = cfg->rate.min_diff, hi = cfg->rate.max_diff;
         if (!resv) {
-            set_err(err, errlen,
-                    "reservoir.rate.samples_per_insert: the rate limiter is "
-                    "only for policy reservoir (%s is paced by its data)",
-                    pname);
+            surge_set_err(
+                err, errlen,
+                "reservoir.rate.samples_per_insert: the rate limiter is "
+                "only for policy reservoir (%s is paced by its data)",
+                pname);
             return SURGE_ECONFIG;
         }
         if (isnan(lo)) {
-            set_err(err, errlen, "reservoir.rate.min_diff: not a number");
+            surge_set_err(err, errlen, "reservoir.rate.min_diff: not a number");
             return SURGE_ECONFIG;
         }
         if (isnan(hi)) {
-            set_err(err, errlen, "reservoir.rate.max_diff: not a number");
+            surge_set_err(err, errlen, "reservoir.rate.max_diff: not a number");
             return SURGE_ECONFIG;
         }
         if (!(hi - lo >= (double)cfg->max_batch + spi)) {
-            set_err(err, errlen,
-                    "reservoir.rate.max_diff: max_diff - min_diff (%g) must "
-                    "be >= max_batch + samples_per_insert (%g), or the "
-                    "producer and consumers could both wait",
-                    hi - lo, (double)cfg->max_batch + spi);
+            surge_set_err(
+                err, errlen,
+                "reservoir.rate.max_diff: max_diff - min_diff (%g) must "
+                "be >= max_batch + samples_per_insert (%g), or the "
+                "producer and consumers could both wait",
+                hi - lo, (double)cfg->max_batch + spi);
             return SURGE_ECONFIG;
         }
     }
     if (cfg->balance_sims && fifo) {
-        set_err(err, errlen,
-                "reservoir.balance_sims: not with policy fifo (a fifo batch "
-                "is the oldest samples)");
+        surge_set_err(
+            err, errlen,
+            "reservoir.balance_sims: not with policy fifo (a fifo batch "
+            "is the oldest samples)");
         return SURGE_ECONFIG;
     }
     if (cfg->prioritized.enabled) {
         if (fifo) {
-            set_err(err, errlen,
-                    "reservoir.prioritized.enabled: not with policy fifo (a "
-                    "fifo batch is the oldest samples)");
+            surge_set_err(
+                err, errlen,
+                "reservoir.prioritized.enabled: not with policy fifo (a "
+                "fifo batch is the oldest samples)");
             return SURGE_ECONFIG;
         }
         if (cfg->balance_sims) {
-            set_err(err, errlen,
-                    "reservoir.prioritized.enabled: not together with "
-                    "balance_sims (choose one way of drawing)");
+            surge_set_err(err, errlen,
+                          "reservoir.prioritized.enabled: not together with "
+                          "balance_sims (choose one way of drawing)");
             return SURGE_ECONFIG;
         }
         double a = cfg->prioritized.alpha, b = cfg->prioritized.beta;
         double e = cfg->prioritized.epsilon;
         if (!(a >= 0.0 && a <= 1.0)) {
-            set_err(err, errlen,
-                    "reservoir.prioritized.alpha: must be in [0, 1]");
+            surge_set_err(err, errlen,
+                          "reservoir.prioritized.alpha: must be in [0, 1]");
             return SURGE_ECONFIG;
         }
         if (!(b >= 0.0 && b <= 1.0)) {
-            set_err(err, errlen,
-                    "reservoir.prioritized.beta: must be in [0, 1]");
+            surge_set_err(err, errlen,
+                          "reservoir.prioritized.beta: must be in [0, 1]");
             return SURGE_ECONFIG;
         }
         if (!(e > 0.0) || !isfinite(e)) {
-            set_err(err, errlen,
-                    "reservoir.prioritized.epsilon: must be finite and > 0");
+            surge_set_err(
+                err, errlen,
+                "reservoir.prioritized.epsilon: must be finite and > 0");
             return SURGE_ECONFIG;
         }
     }
@@ -939,7 +934,7 @@ surge_reservoir_create(surge_reservoir **rp, const surge_reservoir_config *cfg,
 
     surge_reservoir *r = calloc(1, sizeof(*r));
     if (r == NULL) {
-        set_err(err, errlen, "reservoir: out of memory");
+        surge_set_err(err, errlen, "reservoir: out of memory");
         return -ENOMEM;
     }
     r->cfg = *cfg;
@@ -1017,10 +1012,10 @@ surge_reservoir_create(surge_reservoir **rp, const surge_reservoir_config *cfg,
     r->pool_mapped = n * slot_bytes;
     r->pool = surge_huge_alloc(r->pool_mapped);
     if (r->pool == NULL) {
-        set_err(err, errlen,
-                "reservoir.capacity_bytes: cannot map %zu bytes for %zu "
-                "slots: out of memory",
-                n * slot_bytes, n);
+        surge_set_err(err, errlen,
+                      "reservoir.capacity_bytes: cannot map %zu bytes for %zu "
+                      "slots: out of memory",
+                      n * slot_bytes, n);
         rc = -ENOMEM;
         goto fail;
     }
@@ -1051,7 +1046,7 @@ fail_cv_put:
 fail_mutex:
     pthread_mutex_destroy(&r->mu);
 fail_nomem:
-    set_err(err, errlen, "reservoir: out of memory for %zu slots", n);
+    surge_set_err(err, errlen, "reservoir: out of memory for %zu slots", n);
     rc = -ENOMEM;
 fail:
     surge_huge_free(r->pool, r->pool_mapped);
@@ -2160,15 +2155,16 @@ load_locked(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
     struct save_header h;
     int rc = cb(arg, &h, sizeof(h));
     if (rc != 0) {
-        set_err(err, errlen, "reservoir checkpoint: read failed (%d)", rc);
+        surge_set_err(err, errlen, "reservoir checkpoint: read failed (%d)",
+                      rc);
         return rc;
     }
     if (memcmp(h.magic, SAVE_MAGIC, sizeof(h.magic)) != 0 ||
         h.version != SAVE_VERSION) {
-        set_err(err, errlen,
-                "reservoir checkpoint: not a reservoir checkpoint of "
-                "version %u",
-                SAVE_VERSION);
+        surge_set_err(err, errlen,
+                      "reservoir checkpoint: not a reservoir checkpoint of "
+                      "version %u",
+                      SAVE_VERSION);
         return SURGE_EPROTO;
     }
     struct {
@@ -2186,19 +2182,20 @@ load_locked(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
     };
     for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
         if (same[i].saved != same[i].ours) {
-            set_err(err, errlen,
-                    "%s: the checkpoint was saved with %llu, this "
-                    "reservoir has %llu",
-                    same[i].key, (unsigned long long)same[i].saved,
-                    (unsigned long long)same[i].ours);
+            surge_set_err(err, errlen,
+                          "%s: the checkpoint was saved with %llu, this "
+                          "reservoir has %llu",
+                          same[i].key, (unsigned long long)same[i].saved,
+                          (unsigned long long)same[i].ours);
             return SURGE_ECONFIG;
         }
     }
     if (h.nslots > r->nslots || h.nsamples > h.nslots) {
-        set_err(err, errlen,
-                "reservoir.capacity_bytes: the checkpoint needs %llu slots, "
-                "this reservoir has %u",
-                (unsigned long long)h.nslots, (unsigned)r->nslots);
+        surge_set_err(
+            err, errlen,
+            "reservoir.capacity_bytes: the checkpoint needs %llu slots, "
+            "this reservoir has %u",
+            (unsigned long long)h.nslots, (unsigned)r->nslots);
         return h.nsamples > h.nslots ? SURGE_EPROTO : SURGE_ECONFIG;
     }
     int64_t now = now_ns();
@@ -2206,7 +2203,8 @@ load_locked(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
         struct save_record rec;
         rc = cb(arg, &rec, sizeof(rec));
         if (rc != 0) {
-            set_err(err, errlen, "reservoir checkpoint: read failed (%d)", rc);
+            surge_set_err(err, errlen, "reservoir checkpoint: read failed (%d)",
+                          rc);
             return rc;
         }
         bool bad_uses =
@@ -2218,20 +2216,21 @@ load_locked(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
             bad_uses || rec.put_index == 0 || rec.put_index > h.puts ||
             !(rec.prio >= 0.0) || !isfinite(rec.prio) ||
             (r->cfg.prioritized.enabled && !(rec.prio > 0.0))) {
-            set_err(err, errlen,
-                    "reservoir checkpoint: sample record %llu is corrupt",
-                    (unsigned long long)k);
+            surge_set_err(err, errlen,
+                          "reservoir checkpoint: sample record %llu is corrupt",
+                          (unsigned long long)k);
             return SURGE_EPROTO;
         }
         uint32_t s = rec.slot;
         rc = cb(arg, r->pool + (size_t)s * r->slot_bytes, r->sample_bytes);
         if (rc != 0) {
-            set_err(err, errlen, "reservoir checkpoint: read failed (%d)", rc);
+            surge_set_err(err, errlen, "reservoir checkpoint: read failed (%d)",
+                          rc);
             return rc;
         }
         uint32_t e = sim_get(r, rec.sim);
         if (r->cfg.balance_sims && sim_reserve_array(r, e) != 0) {
-            set_err(err, errlen, "reservoir checkpoint: out of memory");
+            surge_set_err(err, errlen, "reservoir checkpoint: out of memory");
             return -ENOMEM;
         }
         /* Take s off the free stack (rebuilt below) and publish it. */
@@ -2258,30 +2257,34 @@ load_locked(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
     }
     rc = link_by_put_index(r);
     if (rc != 0) {
-        set_err(err, errlen, "reservoir checkpoint: out of memory");
+        surge_set_err(err, errlen, "reservoir checkpoint: out of memory");
         return rc;
     }
     uint64_t nev;
     rc = cb(arg, &nev, sizeof(nev));
     if (rc != 0) {
-        set_err(err, errlen, "reservoir checkpoint: read failed (%d)", rc);
+        surge_set_err(err, errlen, "reservoir checkpoint: read failed (%d)",
+                      rc);
         return rc;
     }
     if (nev > h.nsamples ||
         (nev > 0 && r->cfg.policy != SURGE_RESERVOIR_RESERVOIR)) {
-        set_err(err, errlen, "reservoir checkpoint: eviction list corrupt");
+        surge_set_err(err, errlen,
+                      "reservoir checkpoint: eviction list corrupt");
         return SURGE_EPROTO;
     }
     for (uint64_t k = 0; k < nev; k++) {
         uint32_t s;
         rc = cb(arg, &s, sizeof(s));
         if (rc != 0) {
-            set_err(err, errlen, "reservoir checkpoint: read failed (%d)", rc);
+            surge_set_err(err, errlen, "reservoir checkpoint: read failed (%d)",
+                          rc);
             return rc;
         }
         if (s >= r->nslots || r->slots[s].state != SLOT_PRESENT ||
             r->slots[s].uses == 0 || r->slots[s].pos_evict != NONE) {
-            set_err(err, errlen, "reservoir checkpoint: eviction list corrupt");
+            surge_set_err(err, errlen,
+                          "reservoir checkpoint: eviction list corrupt");
             return SURGE_EPROTO;
         }
         evict_add(r, s);
@@ -2289,11 +2292,12 @@ load_locked(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
     char end[8];
     rc = cb(arg, end, sizeof(end));
     if (rc != 0) {
-        set_err(err, errlen, "reservoir checkpoint: read failed (%d)", rc);
+        surge_set_err(err, errlen, "reservoir checkpoint: read failed (%d)",
+                      rc);
         return rc;
     }
     if (memcmp(end, SAVE_END, sizeof(end)) != 0) {
-        set_err(err, errlen, "reservoir checkpoint: trailer missing");
+        surge_set_err(err, errlen, "reservoir checkpoint: trailer missing");
         return SURGE_EPROTO;
     }
     /* Free stack: every slot not restored, lowest popped first. */
@@ -2317,7 +2321,8 @@ load_locked(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
     }
     memcpy(r->rng, h.rng, sizeof(r->rng));
     if ((r->rng[0] | r->rng[1] | r->rng[2] | r->rng[3]) == 0) {
-        set_err(err, errlen, "reservoir checkpoint: random state corrupt");
+        surge_set_err(err, errlen,
+                      "reservoir checkpoint: random state corrupt");
         return SURGE_EPROTO;
     }
     r->producer_waits = h.producer_waits;
@@ -2334,12 +2339,12 @@ int
 surge_reservoir_load(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
                      char *err, size_t errlen)
 {
-    set_err(err, errlen, "ok");
+    surge_set_err(err, errlen, "ok");
     pthread_mutex_lock(&r->mu);
     if (r->puts != 0 || r->npresent != 0 || r->nwriting != 0 || r->gets != 0) {
         pthread_mutex_unlock(&r->mu);
-        set_err(err, errlen,
-                "reservoir checkpoint: load needs a fresh reservoir");
+        surge_set_err(err, errlen,
+                      "reservoir checkpoint: load needs a fresh reservoir");
         return SURGE_ESTATE;
     }
     int rc = load_locked(r, cb, arg, err, errlen);

@@ -8,7 +8,6 @@
 #include <stdbool.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -49,21 +48,6 @@ surge_server_options_init(surge_server_options *o)
     if (tok != NULL && strlen(tok) <= SURGE_MAX_TOKEN) {
         snprintf(o->token, sizeof o->token, "%s", tok);
     }
-}
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 /* A size: decimal digits, optionally followed by K, M or G (powers of
@@ -130,8 +114,8 @@ read_token_file(surge_server_options *o, const char *path, char *err,
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        set_err(err, errlen, "--token-file: cannot open '%s': %s", path,
-                strerror(errno));
+        surge_set_err(err, errlen, "--token-file: cannot open '%s': %s", path,
+                      strerror(errno));
         return SURGE_ECONFIG;
     }
     char buf[SURGE_MAX_TOKEN + 3];
@@ -139,7 +123,7 @@ read_token_file(surge_server_options *o, const char *path, char *err,
     int rerr = ferror(f);
     fclose(f);
     if (rerr) {
-        set_err(err, errlen, "--token-file: cannot read '%s'", path);
+        surge_set_err(err, errlen, "--token-file: cannot read '%s'", path);
         return SURGE_ECONFIG;
     }
     buf[n] = '\0';
@@ -147,9 +131,9 @@ read_token_file(surge_server_options *o, const char *path, char *err,
         buf[--n] = '\0';
     }
     if (n == 0 || n > SURGE_MAX_TOKEN || strlen(buf) != n) {
-        set_err(err, errlen,
-                "--token-file: '%s' must hold one token of 1..%d bytes", path,
-                SURGE_MAX_TOKEN);
+        surge_set_err(err, errlen,
+                      "--token-file: '%s' must hold one token of 1..%d bytes",
+                      path, SURGE_MAX_TOKEN);
         return SURGE_ECONFIG;
     }
     memcpy(o->token, buf, n + 1);
@@ -161,7 +145,7 @@ parse_sim_list(surge_server_options *o, const char *s, char *err, size_t errlen)
 {
     char buf[4096];
     if (strlen(s) >= sizeof buf) {
-        set_err(err, errlen, "--validation-sims: list too long");
+        surge_set_err(err, errlen, "--validation-sims: list too long");
         return SURGE_ECONFIG;
     }
     snprintf(buf, sizeof buf, "%s", s);
@@ -174,13 +158,13 @@ parse_sim_list(surge_server_options *o, const char *s, char *err, size_t errlen)
         }
         int64_t v;
         if (surge_parse_int64(p, &v) < 0 || v < 0) {
-            set_err(err, errlen,
-                    "--validation-sims: '%s' is not a simulation id", p);
+            surge_set_err(err, errlen,
+                          "--validation-sims: '%s' is not a simulation id", p);
             return SURGE_ECONFIG;
         }
         if (o->nvalidation_sims == SURGE_SERVER_MAX_VALIDATION_SIMS) {
-            set_err(err, errlen, "--validation-sims: more than %d ids",
-                    SURGE_SERVER_MAX_VALIDATION_SIMS);
+            surge_set_err(err, errlen, "--validation-sims: more than %d ids",
+                          SURGE_SERVER_MAX_VALIDATION_SIMS);
             return SURGE_ECONFIG;
         }
         o->validation_sims[o->nvalidation_sims++] = v;
@@ -399,25 +383,25 @@ apply(surge_server_options *o, const struct flag *f, const char *v, char *err,
     switch (f->kind) {
     case K_STR:
         if (strlen(v) >= f->len || *v == '\0') {
-            set_err(err, errlen, "--%s: value must have 1..%zu bytes", f->name,
-                    f->len - 1);
+            surge_set_err(err, errlen, "--%s: value must have 1..%zu bytes",
+                          f->name, f->len - 1);
             return SURGE_ECONFIG;
         }
         snprintf(base + f->off, f->len, "%s", v);
         return 0;
     case K_SIZE:
         if (parse_size(v, UINT64_MAX, 1, &u) < 0) {
-            set_err(err, errlen,
-                    "--%s: '%s' is not a size (bytes, or with K, M, G)",
-                    f->name, v);
+            surge_set_err(err, errlen,
+                          "--%s: '%s' is not a size (bytes, or with K, M, G)",
+                          f->name, v);
             return SURGE_ECONFIG;
         }
         memcpy(base + f->off, &u, sizeof u);
         return 0;
     case K_U32: {
         if (parse_size(v, UINT32_MAX, 0, &u) < 0) {
-            set_err(err, errlen, "--%s: '%s' is not an integer 0..%u", f->name,
-                    v, UINT32_MAX);
+            surge_set_err(err, errlen, "--%s: '%s' is not an integer 0..%u",
+                          f->name, v, UINT32_MAX);
             return SURGE_ECONFIG;
         }
         uint32_t u32 = (uint32_t)u;
@@ -431,8 +415,8 @@ apply(surge_server_options *o, const struct flag *f, const char *v, char *err,
                        : f->kind == K_SIZET  ? SIZE_MAX
                                              : UINT64_MAX;
         if (parse_size(v, max, 0, &u) < 0) {
-            set_err(err, errlen, "--%s: '%s' is not an integer >= 0", f->name,
-                    v);
+            surge_set_err(err, errlen, "--%s: '%s' is not an integer >= 0",
+                          f->name, v);
             return SURGE_ECONFIG;
         }
         if (f->kind == K_UNSIGNED) {
@@ -448,8 +432,8 @@ apply(surge_server_options *o, const struct flag *f, const char *v, char *err,
     }
     case K_REAL:
         if (surge_parse_double(v, &d) < 0) {
-            set_err(err, errlen, "--%s: '%s' is not a finite number", f->name,
-                    v);
+            surge_set_err(err, errlen, "--%s: '%s' is not a finite number",
+                          f->name, v);
             return SURGE_ECONFIG;
         }
         memcpy(base + f->off, &d, sizeof d);
@@ -463,7 +447,8 @@ apply(surge_server_options *o, const struct flag *f, const char *v, char *err,
                    strcmp(v, "no") == 0) {
             b = false;
         } else {
-            set_err(err, errlen, "--%s: '%s' is not true or false", f->name, v);
+            surge_set_err(err, errlen, "--%s: '%s' is not true or false",
+                          f->name, v);
             return SURGE_ECONFIG;
         }
         memcpy(base + f->off, &b, sizeof b);
@@ -472,7 +457,8 @@ apply(surge_server_options *o, const struct flag *f, const char *v, char *err,
     case K_SECONDS:
     case K_MS:
         if (parse_double(v, 0.0, 1e9, &d) < 0) {
-            set_err(err, errlen, "--%s: '%s' is not a number >= 0", f->name, v);
+            surge_set_err(err, errlen, "--%s: '%s' is not a number >= 0",
+                          f->name, v);
             return SURGE_ECONFIG;
         }
         memcpy(base + f->off, &d, sizeof d);
@@ -487,7 +473,7 @@ apply(surge_server_options *o, const struct flag *f, const char *v, char *err,
         if (strcmp(f->name, "resume") == 0) {
             o->resume_default = v[0] == '\0';
             if (strlen(v) >= sizeof o->resume) {
-                set_err(err, errlen, "--resume: path too long");
+                surge_set_err(err, errlen, "--resume: path too long");
                 return SURGE_ECONFIG;
             }
             snprintf(o->resume, sizeof o->resume, "%s", v);
@@ -496,10 +482,10 @@ apply(surge_server_options *o, const struct flag *f, const char *v, char *err,
         if (strcmp(f->name, "log-level") == 0) {
             int lvl = surge_log_level_parse(v);
             if (lvl < 0) {
-                set_err(err, errlen,
-                        "--log-level: '%s' is not error, warn, info or "
-                        "debug",
-                        v);
+                surge_set_err(err, errlen,
+                              "--log-level: '%s' is not error, warn, info or "
+                              "debug",
+                              v);
                 return SURGE_ECONFIG;
             }
             o->log_level = lvl;
@@ -507,7 +493,7 @@ apply(surge_server_options *o, const struct flag *f, const char *v, char *err,
         }
         break;
     }
-    set_err(err, errlen, "--%s: internal error", f->name);
+    surge_set_err(err, errlen, "--%s: internal error", f->name);
     return SURGE_EINTERNAL;
 }
 
@@ -521,7 +507,7 @@ surge_server_options_parse(surge_server_options *o, int argc, char **argv,
             return 1;
         }
         if (strncmp(a, "--", 2) != 0) {
-            set_err(err, errlen, "unexpected argument '%s'", a);
+            surge_set_err(err, errlen, "unexpected argument '%s'", a);
             return SURGE_ECONFIG;
         }
         const char *name = a + 2;
@@ -536,8 +522,8 @@ surge_server_options_parse(surge_server_options *o, int argc, char **argv,
             }
         }
         if (f == NULL) {
-            set_err(err, errlen, "unknown option '--%.*s' (see --help)",
-                    (int)(nlen > 64 ? 64 : nlen), name);
+            surge_set_err(err, errlen, "unknown option '--%.*s' (see --help)",
+                          (int)(nlen > 64 ? 64 : nlen), name);
             return SURGE_ECONFIG;
         }
         const char *v;
@@ -549,7 +535,8 @@ surge_server_options_parse(surge_server_options *o, int argc, char **argv,
         } else if (i + 1 < argc) {
             v = argv[++i];
         } else {
-            set_err(err, errlen, "--%s needs a value (%s)", f->name, f->arg);
+            surge_set_err(err, errlen, "--%s needs a value (%s)", f->name,
+                          f->arg);
             return SURGE_ECONFIG;
         }
         int rc = apply(o, f, v, err, errlen);
@@ -584,41 +571,43 @@ surge_server_options_check(const surge_server_options *o, char *err,
     if (strncmp(o->bind, "tcp://", 6) != 0 &&
         strncmp(o->bind, "ipc://", 6) != 0 &&
         strncmp(o->bind, "inproc://", 9) != 0) {
-        set_err(err, errlen,
-                "--bind: '%s' is not a tcp://, ipc:// or inproc:// endpoint",
-                o->bind);
+        surge_set_err(
+            err, errlen,
+            "--bind: '%s' is not a tcp://, ipc:// or inproc:// endpoint",
+            o->bind);
         return SURGE_ECONFIG;
     }
     if (!surge_server_endpoint_is_local(o->bind) && o->token[0] == '\0') {
-        set_err(err, errlen,
-                "--bind: '%s' accepts peers from other machines; give a "
-                "study token (SURGE_TOKEN or --token-file) first",
-                o->bind);
+        surge_set_err(err, errlen,
+                      "--bind: '%s' accepts peers from other machines; give a "
+                      "study token (SURGE_TOKEN or --token-file) first",
+                      o->bind);
         return SURGE_ECONFIG;
     }
     if (o->max_message_bytes < 4096 ||
         o->max_message_bytes > SURGE_MAX_PAYLOAD_BYTES) {
-        set_err(err, errlen, "--max-message-bytes: must be 4K..2G, got %llu",
-                (unsigned long long)o->max_message_bytes);
+        surge_set_err(err, errlen,
+                      "--max-message-bytes: must be 4K..2G, got %llu",
+                      (unsigned long long)o->max_message_bytes);
         return SURGE_ECONFIG;
     }
     if (o->rcvhwm_bytes < 64 * KIB) {
-        set_err(err, errlen, "--rcvhwm-bytes: must be at least 64K");
+        surge_set_err(err, errlen, "--rcvhwm-bytes: must be at least 64K");
         return SURGE_ECONFIG;
     }
     if (o->max_partial_bytes < 4096) {
-        set_err(err, errlen, "--max-partial-bytes: must be at least 4K");
+        surge_set_err(err, errlen, "--max-partial-bytes: must be at least 4K");
         return SURGE_ECONFIG;
     }
     if (o->store_bytes < 4096) {
-        set_err(err, errlen, "--store-bytes: must be at least 4K");
+        surge_set_err(err, errlen, "--store-bytes: must be at least 4K");
         return SURGE_ECONFIG;
     }
     if (surge_consumer_find(o->consumer) == NULL) {
-        set_err(err, errlen,
-                "--consumer: unknown consumer '%s' (discard, count, "
-                "trainer, writer)",
-                o->consumer);
+        surge_set_err(err, errlen,
+                      "--consumer: unknown consumer '%s' (discard, count, "
+                      "trainer, writer)",
+                      o->consumer);
         return SURGE_ECONFIG;
     }
     const struct {
@@ -635,34 +624,35 @@ surge_server_options_check(const surge_server_options *o, char *err,
     for (size_t i = 0; i < sizeof tr / sizeof tr[0]; i++) {
         if (tr[i].v != -1 && (!(tr[i].v >= 0 && tr[i].v <= 1e15) ||
                               (tr[i].integer && tr[i].v != floor(tr[i].v)))) {
-            set_err(err, errlen, "--%s: must be %s >= 0", tr[i].flag,
-                    tr[i].integer ? "an integer" : "a number");
+            surge_set_err(err, errlen, "--%s: must be %s >= 0", tr[i].flag,
+                          tr[i].integer ? "an integer" : "a number");
             return SURGE_ECONFIG;
         }
     }
     if (o->eval_every == 0) {
-        set_err(err, errlen, "--eval-every: must be >= 1");
+        surge_set_err(err, errlen, "--eval-every: must be >= 1");
         return SURGE_ECONFIG;
     }
     if (o->batch_size == 0 || o->batch_size > 65536) {
-        set_err(err, errlen, "--batch-size: must be 1..65536");
+        surge_set_err(err, errlen, "--batch-size: must be 1..65536");
         return SURGE_ECONFIG;
     }
     if (o->validation_every == 1) {
-        set_err(err, errlen,
-                "--validation-every: 1 would hold out every simulation; use "
-                "0 (none) or N >= 2");
+        surge_set_err(
+            err, errlen,
+            "--validation-every: 1 would hold out every simulation; use "
+            "0 (none) or N >= 2");
         return SURGE_ECONFIG;
     }
     if (o->output_dir[0] == '\0') {
-        set_err(err, errlen, "--output-dir: must not be empty");
+        surge_set_err(err, errlen, "--output-dir: must not be empty");
         return SURGE_ECONFIG;
     }
     surge_reservoir_config rc;
     if (surge_server_reservoir_config(o, &rc) < 0) {
-        set_err(err, errlen,
-                "--policy: unknown policy '%s' (fifo, firo or reservoir)",
-                o->policy);
+        surge_set_err(err, errlen,
+                      "--policy: unknown policy '%s' (fifo, firo or reservoir)",
+                      o->policy);
         return SURGE_ECONFIG;
     }
     /* The sample shape comes with the first hello; check the options that
@@ -672,7 +662,7 @@ surge_server_options_check(const surge_server_options *o, char *err,
     rc.output_dim = 1;
     char rerr[256];
     if (surge_reservoir_config_check(&rc, rerr, sizeof rerr) < 0) {
-        set_err(err, errlen, "store options: %s", rerr);
+        surge_set_err(err, errlen, "store options: %s", rerr);
         return SURGE_ECONFIG;
     }
     return 0;

@@ -11,7 +11,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,20 +33,6 @@
 /* Every key the writers put in __metadata__ (plus the user's): the meta
  * array below holds two pointers per key. */
 #define MAX_META (32 + MAX_USER_META)
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-}
 
 /* "[a, b, ...]" of n floats, each printed with 9 significant digits so the
  * float reads back bit-exact. malloc'ed; NULL on failure. */
@@ -401,51 +386,56 @@ read_arch(const struct st_file *f, const char *path, const char *format,
 {
     const char *fmt = st_meta(f, "surge.format");
     if (fmt == NULL || strcmp(fmt, format) != 0) {
-        seterr(err, errlen, "%s: not a %s file (surge.format is '%.32s')", path,
-               format, fmt != NULL ? fmt : "missing");
+        surge_set_err(err, errlen,
+                      "%s: not a %s file (surge.format is '%.32s')", path,
+                      format, fmt != NULL ? fmt : "missing");
         return SURGE_EPROTO;
     }
     const char *ver = st_meta(f, "surge.version");
     if (ver == NULL || strcmp(ver, FILE_VERSION) != 0) {
-        seterr(err, errlen,
-               "%s: %s version '%.16s', this surge reads version " FILE_VERSION,
-               path, format, ver != NULL ? ver : "missing");
+        surge_set_err(
+            err, errlen,
+            "%s: %s version '%.16s', this surge reads version " FILE_VERSION,
+            path, format, ver != NULL ? ver : "missing");
         return SURGE_EVERSION;
     }
     long long x;
     memset(info, 0, sizeof *info);
     if (parse_i64(st_meta(f, "surge.n_inputs"), 1, SURGE_TRAINER_MAX_WIDTH,
                   &x) != 0) {
-        seterr(err, errlen, "%s: surge.n_inputs missing or out of range", path);
+        surge_set_err(err, errlen, "%s: surge.n_inputs missing or out of range",
+                      path);
         return SURGE_EPROTO;
     }
     info->n_inputs = (int)x;
     if (parse_i64(st_meta(f, "surge.n_outputs"), 1, SURGE_TRAINER_MAX_WIDTH,
                   &x) != 0) {
-        seterr(err, errlen, "%s: surge.n_outputs missing or out of range",
-               path);
+        surge_set_err(err, errlen,
+                      "%s: surge.n_outputs missing or out of range", path);
         return SURGE_EPROTO;
     }
     info->n_outputs = (int)x;
     int nl = parse_num_array(st_meta(f, "surge.layers"),
                              -SURGE_TRAINER_MAX_LAYERS, NULL, info->layers);
     if (nl < 0) {
-        seterr(err, errlen,
-               "%s: surge.layers must be a JSON array of at most %d widths",
-               path, SURGE_TRAINER_MAX_LAYERS);
+        surge_set_err(
+            err, errlen,
+            "%s: surge.layers must be a JSON array of at most %d widths", path,
+            SURGE_TRAINER_MAX_LAYERS);
         return SURGE_EPROTO;
     }
     info->n_layers = nl;
     if (mlp_count_params(info->n_inputs, info->n_outputs, nl, info->layers) ==
         0) {
-        seterr(err, errlen, "%s: surge.layers: bad widths or model too large",
-               path);
+        surge_set_err(err, errlen,
+                      "%s: surge.layers: bad widths or model too large", path);
         return SURGE_EPROTO;
     }
     info->activation =
         surge_trainer_activation_parse(st_meta(f, "surge.activation"));
     if (info->activation < 0) {
-        seterr(err, errlen, "%s: surge.activation missing or unknown", path);
+        surge_set_err(err, errlen, "%s: surge.activation missing or unknown",
+                      path);
         return SURGE_EPROTO;
     }
     const char *on = st_meta(f, "surge.out_norm");
@@ -454,11 +444,13 @@ read_arch(const struct st_file *f, const char *path, const char *format,
     } else if (on != NULL && strcmp(on, "element") == 0) {
         *out_norm = SURGE_OUTNORM_ELEMENT;
     } else {
-        seterr(err, errlen, "%s: surge.out_norm missing or unknown", path);
+        surge_set_err(err, errlen, "%s: surge.out_norm missing or unknown",
+                      path);
         return SURGE_EPROTO;
     }
     if (surge_parse_uint64(st_meta(f, "surge.steps"), &info->steps) != 0) {
-        seterr(err, errlen, "%s: surge.steps missing or not a number", path);
+        surge_set_err(err, errlen, "%s: surge.steps missing or not a number",
+                      path);
         return SURGE_EPROTO;
     }
     return 0;
@@ -486,7 +478,7 @@ get_model_tensors(const struct st_file *f, const struct mlp *m, float *dst,
                         why, sizeof why);
         }
         if (rc != 0) {
-            seterr(err, errlen, "%s: %s", path, why);
+            surge_set_err(err, errlen, "%s: %s", path, why);
             return rc;
         }
     }
@@ -497,9 +489,10 @@ static int
 mismatch_int(char *err, size_t errlen, const char *path, const char *key,
              int in_file, int in_cfg)
 {
-    seterr(err, errlen,
-           "%s: trainer.%s is %d in the checkpoint, %d in the configuration",
-           path, key, in_file, in_cfg);
+    surge_set_err(
+        err, errlen,
+        "%s: trainer.%s is %d in the checkpoint, %d in the configuration", path,
+        key, in_file, in_cfg);
     return SURGE_ECONFIG;
 }
 
@@ -507,10 +500,10 @@ static int
 mismatch_name(char *err, size_t errlen, const char *path, const char *key,
               const char *in_file, const char *in_cfg)
 {
-    seterr(err, errlen,
-           "%s: trainer.%s is '%s' in the checkpoint, '%s' in the "
-           "configuration",
-           path, key, in_file, in_cfg);
+    surge_set_err(err, errlen,
+                  "%s: trainer.%s is '%s' in the checkpoint, '%s' in the "
+                  "configuration",
+                  path, key, in_file, in_cfg);
     return SURGE_ECONFIG;
 }
 
@@ -550,10 +543,11 @@ surge_trainer_checkpoint_load(surge_trainer *t, const char *path, void **extra,
         goto out;
     }
     if (info.n_layers != c->n_layers) {
-        seterr(err, errlen,
-               "%s: trainer.layers has %d hidden layers in the checkpoint, "
-               "%d in the configuration",
-               path, info.n_layers, c->n_layers);
+        surge_set_err(
+            err, errlen,
+            "%s: trainer.layers has %d hidden layers in the checkpoint, "
+            "%d in the configuration",
+            path, info.n_layers, c->n_layers);
         rc = SURGE_ECONFIG;
         goto out;
     }
@@ -574,7 +568,8 @@ surge_trainer_checkpoint_load(surge_trainer *t, const char *path, void **extra,
     }
     int opt = surge_trainer_optimizer_parse(st_meta(&f, "surge.optimizer"));
     if (opt < 0) {
-        seterr(err, errlen, "%s: surge.optimizer missing or unknown", path);
+        surge_set_err(err, errlen, "%s: surge.optimizer missing or unknown",
+                      path);
         rc = SURGE_EPROTO;
         goto out;
     }
@@ -593,8 +588,8 @@ surge_trainer_checkpoint_load(surge_trainer *t, const char *path, void **extra,
     long long frozen, seen;
     if (parse_i64(st_meta(&f, "surge.out_frozen"), 0, 1, &frozen) != 0 ||
         parse_i64(st_meta(&f, "surge.out_seen"), 0, LONG_MAX, &seen) != 0) {
-        seterr(err, errlen, "%s: surge.out_frozen/out_seen missing or bad",
-               path);
+        surge_set_err(err, errlen,
+                      "%s: surge.out_frozen/out_seen missing or bad", path);
         rc = SURGE_EPROTO;
         goto out;
     }
@@ -626,7 +621,7 @@ surge_trainer_checkpoint_load(surge_trainer *t, const char *path, void **extra,
         rc = st_get(&f, vec[i].name, vec[i].dtype, 1, &vec[i].n, NULL, why,
                     sizeof why);
         if (rc != 0) {
-            seterr(err, errlen, "%s: %s", path, why);
+            surge_set_err(err, errlen, "%s: %s", path, why);
         }
     }
     if (rc != 0) {
@@ -638,14 +633,14 @@ surge_trainer_checkpoint_load(surge_trainer *t, const char *path, void **extra,
             json_array_get(json_object_get(e, "shape"), 0));
         rc = st_get(&f, "extra", ST_U8, 1, &blob_len, NULL, why, sizeof why);
         if (rc != 0) {
-            seterr(err, errlen, "%s: %s", path, why);
+            surge_set_err(err, errlen, "%s: %s", path, why);
             goto out;
         }
         if (extra != NULL && blob_len > 0) {
             blob = malloc((size_t)blob_len);
             if (blob == NULL) {
                 rc = -ENOMEM;
-                seterr(err, errlen, "%s: out of memory", path);
+                surge_set_err(err, errlen, "%s: out of memory", path);
                 goto out;
             }
             (void)st_get(&f, "extra", ST_U8, 1, &blob_len, blob, NULL, 0);
@@ -657,14 +652,14 @@ surge_trainer_checkpoint_load(surge_trainer *t, const char *path, void **extra,
         float *s = malloc(n * sizeof(float));
         if (s == NULL) {
             rc = -ENOMEM;
-            seterr(err, errlen, "%s: out of memory", path);
+            surge_set_err(err, errlen, "%s: out of memory", path);
             goto out;
         }
         (void)st_get(&f, vec[i].name, ST_F32, 1, &vec[i].n, s, NULL, 0);
         for (size_t j = 0; j < n && rc == 0; j++) {
             if (!isfinite(s[j]) || !(s[j] > 0.0f)) {
-                seterr(err, errlen, "%s: %s[%zu] must be finite and > 0", path,
-                       vec[i].name, j);
+                surge_set_err(err, errlen, "%s: %s[%zu] must be finite and > 0",
+                              path, vec[i].name, j);
                 rc = SURGE_EPROTO;
             }
         }
@@ -679,7 +674,7 @@ surge_trainer_checkpoint_load(surge_trainer *t, const char *path, void **extra,
         tmp = malloc(np * sizeof(float));
         if (tmp == NULL) {
             rc = -ENOMEM;
-            seterr(err, errlen, "%s: out of memory", path);
+            surge_set_err(err, errlen, "%s: out of memory", path);
             goto out;
         }
     }
@@ -708,7 +703,7 @@ surge_trainer_checkpoint_load(surge_trainer *t, const char *path, void **extra,
         rc = trainer_norm_sync(t);
     }
     if (rc != 0) {
-        seterr(err, errlen, "%s: copying to the backend failed", path);
+        surge_set_err(err, errlen, "%s: copying to the backend failed", path);
         goto out;
     }
     if (extra != NULL) {
@@ -765,7 +760,7 @@ surge_model_load(const char *path, surge_model **out, char *err, size_t errlen)
     surge_model *m = calloc(1, sizeof *m);
     if (m == NULL) {
         rc = -ENOMEM;
-        seterr(err, errlen, "%s: out of memory", path);
+        surge_set_err(err, errlen, "%s: out of memory", path);
         goto fail_file;
     }
     rc = read_arch(&f, path, MODEL_FORMAT, &m->info, &out_norm, err, errlen);
@@ -778,7 +773,8 @@ surge_model_load(const char *path, surge_model **out, char *err, size_t errlen)
         parse_i64(st_meta(&f, "surge.batch_size"), 1, SURGE_TRAINER_MAX_BATCH,
                   &batch) != 0) {
         rc = SURGE_EPROTO;
-        seterr(err, errlen, "%s: surge.batch_size is not a valid size", path);
+        surge_set_err(err, errlen, "%s: surge.batch_size is not a valid size",
+                      path);
         goto fail_model;
     }
     m->batch = batch < MODEL_BATCH_MAX ? (int)batch : MODEL_BATCH_MAX;
@@ -786,7 +782,7 @@ surge_model_load(const char *path, surge_model **out, char *err, size_t errlen)
     m->norm = calloc(3 * (size_t)nin + 3 * (size_t)m->out_n, sizeof(float));
     if (m->norm == NULL) {
         rc = -ENOMEM;
-        seterr(err, errlen, "%s: out of memory", path);
+        surge_set_err(err, errlen, "%s: out of memory", path);
         goto fail_model;
     }
     m->in_mean = m->norm;
@@ -804,16 +800,18 @@ surge_model_load(const char *path, surge_model **out, char *err, size_t errlen)
         parse_num_array(st_meta(&f, "surge.out_std"), m->out_n, m->out_std,
                         NULL) < 0) {
         rc = SURGE_EPROTO;
-        seterr(err, errlen,
-               "%s: normalisation (surge.in_mean/in_std/out_mean/out_std) "
-               "missing or of the wrong length",
-               path);
+        surge_set_err(
+            err, errlen,
+            "%s: normalisation (surge.in_mean/in_std/out_mean/out_std) "
+            "missing or of the wrong length",
+            path);
         goto fail_norm;
     }
     for (int i = 0; i < nin; i++) {
         if (!(m->in_std[i] > 0.0f)) {
             rc = SURGE_EPROTO;
-            seterr(err, errlen, "%s: surge.in_std[%d] must be > 0", path, i);
+            surge_set_err(err, errlen, "%s: surge.in_std[%d] must be > 0", path,
+                          i);
             goto fail_norm;
         }
         m->in_scale[i] = (float)(1.0 / (double)m->in_std[i]);
@@ -821,27 +819,28 @@ surge_model_load(const char *path, surge_model **out, char *err, size_t errlen)
     for (int j = 0; j < m->out_n; j++) {
         if (!(m->out_std[j] > 0.0f)) {
             rc = SURGE_EPROTO;
-            seterr(err, errlen, "%s: surge.out_std[%d] must be > 0", path, j);
+            surge_set_err(err, errlen, "%s: surge.out_std[%d] must be > 0",
+                          path, j);
             goto fail_norm;
         }
         m->out_inv[j] = (float)(1.0 / (double)m->out_std[j]);
     }
     if (st_count_tensors(&f) != 2 * (m->info.n_layers + 1)) {
         rc = SURGE_EPROTO;
-        seterr(err, errlen, "%s: %d tensors for %d linear layers", path,
-               st_count_tensors(&f), m->info.n_layers + 1);
+        surge_set_err(err, errlen, "%s: %d tensors for %d linear layers", path,
+                      st_count_tensors(&f), m->info.n_layers + 1);
         goto fail_norm;
     }
     rc = ops->create(0, &m->ctx);
     if (rc != 0) {
-        seterr(err, errlen, "%s: backend failed", path);
+        surge_set_err(err, errlen, "%s: backend failed", path);
         goto fail_norm;
     }
     rc =
         mlp_init(&m->mlp, ops, m->ctx, nin, m->info.n_outputs, m->info.n_layers,
                  m->info.layers, m->info.activation, m->batch);
     if (rc != 0) {
-        seterr(err, errlen, "%s: out of memory for the model", path);
+        surge_set_err(err, errlen, "%s: out of memory for the model", path);
         goto fail_ctx;
     }
     rc = get_model_tensors(&f, &m->mlp, m->mlp.params, path, err, errlen);

@@ -6,7 +6,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,21 +17,6 @@
 #include "common/util.h"
 #include "trainer/safetensors.h"
 #include "trainer/trainer.h"
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* err may be NULL (or errlen 0): then nothing is written. */
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-}
 
 static int
 meta_int(const struct st_file *f, const char *key, long long max,
@@ -60,16 +44,17 @@ surge_trainer_checkpoint_peek(const char *path, int *n_inputs, int *n_outputs,
     const char *fmt = st_meta(&f, "surge.format");
     long long nin, nout, st;
     if (fmt == NULL || strcmp(fmt, "surge-checkpoint") != 0) {
-        seterr(err, errlen, "%s: not a surge checkpoint (surge.format)", path);
+        surge_set_err(err, errlen, "%s: not a surge checkpoint (surge.format)",
+                      path);
         rc = SURGE_EPROTO;
         goto out;
     }
     const char *ver = st_meta(&f, "surge.version");
     if (ver == NULL || strcmp(ver, "1") != 0) {
-        seterr(err, errlen,
-               "%s: surge-checkpoint version '%.16s', this surge reads "
-               "version 1",
-               path, ver != NULL ? ver : "missing");
+        surge_set_err(err, errlen,
+                      "%s: surge-checkpoint version '%.16s', this surge reads "
+                      "version 1",
+                      path, ver != NULL ? ver : "missing");
         rc = SURGE_EVERSION;
         goto out;
     }
@@ -77,10 +62,11 @@ surge_trainer_checkpoint_peek(const char *path, int *n_inputs, int *n_outputs,
         meta_int(&f, "surge.n_outputs", SURGE_TRAINER_MAX_WIDTH, &nout) != 0 ||
         meta_int(&f, "surge.steps", INT64_MAX, &st) != 0 || nin < 1 ||
         nout < 1) {
-        seterr(err, errlen,
-               "%s: surge.n_inputs, surge.n_outputs or surge.steps missing "
-               "or out of range",
-               path);
+        surge_set_err(
+            err, errlen,
+            "%s: surge.n_inputs, surge.n_outputs or surge.steps missing "
+            "or out of range",
+            path);
         rc = SURGE_EPROTO;
         goto out;
     }
@@ -93,13 +79,13 @@ surge_trainer_checkpoint_peek(const char *path, int *n_inputs, int *n_outputs,
         char why[256];
         rc = st_get(&f, "extra", ST_U8, 1, &blen, NULL, why, sizeof why);
         if (rc != 0) {
-            seterr(err, errlen, "%s: %s", path, why);
+            surge_set_err(err, errlen, "%s: %s", path, why);
             goto out;
         }
         if (extra != NULL && blen > 0) {
             blob = malloc((size_t)blen);
             if (blob == NULL) {
-                seterr(err, errlen, "%s: out of memory", path);
+                surge_set_err(err, errlen, "%s: out of memory", path);
                 rc = -ENOMEM;
                 goto out;
             }

@@ -22,24 +22,11 @@
 
 #include <surge/error.h>
 
+#include "common/util.h"
 #include "trainer/safetensors.h"
 
 static const char *const dtype_names[] = {"F32", "F64", "U8"};
 static const size_t dtype_sizes[] = {4, 8, 1};
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-}
 
 /* CRC-32C, reflected polynomial 0x82F63B78. */
 static uint32_t
@@ -258,19 +245,19 @@ st_write_atomic(const char *path, const struct st_tensor *tensors,
     }
     if (s.oom) {
         rc = -ENOMEM;
-        seterr(err, errlen, "%s: out of memory for the header", path);
+        surge_set_err(err, errlen, "%s: out of memory for the header", path);
         goto out;
     }
     if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp) {
         rc = -ENAMETOOLONG;
-        seterr(err, errlen, "%s: path too long", path);
+        surge_set_err(err, errlen, "%s: path too long", path);
         goto out;
     }
     fd = mkstemp(tmp);
     if (fd < 0) {
         rc = -errno;
-        seterr(err, errlen, "%s: cannot create a temporary file: %s", path,
-               strerror(errno));
+        surge_set_err(err, errlen, "%s: cannot create a temporary file: %s",
+                      path, strerror(errno));
         goto out;
     }
     (void)fchmod(fd, 0644);
@@ -296,14 +283,14 @@ st_write_atomic(const char *path, const struct st_tensor *tensors,
         rc = -errno;
     }
     if (rc != 0) {
-        seterr(err, errlen, "%s: write failed: %s", path, strerror(-rc));
+        surge_set_err(err, errlen, "%s: write failed: %s", path, strerror(-rc));
         unlink(tmp);
         goto out;
     }
     rc = sync_dir(path);
     if (rc != 0) {
-        seterr(err, errlen, "%s: fsync of its directory failed: %s", path,
-               strerror(-rc));
+        surge_set_err(err, errlen, "%s: fsync of its directory failed: %s",
+                      path, strerror(-rc));
     }
 out:
     free(s.p);
@@ -352,20 +339,22 @@ check_entry(const char *path, const char *name, json_t *v, size_t data_len,
     json_t *offs = json_object_get(v, "data_offsets");
     if (!json_is_object(v) || !json_is_string(dt) || !json_is_array(shape) ||
         !json_is_array(offs) || json_array_size(offs) != 2) {
-        seterr(err, errlen,
-               "%s: tensor '%.64s' needs dtype, shape and data_offsets", path,
-               name);
+        surge_set_err(err, errlen,
+                      "%s: tensor '%.64s' needs dtype, shape and data_offsets",
+                      path, name);
         return SURGE_EPROTO;
     }
     int dtype = dtype_parse(json_string_value(dt));
     if (dtype < 0) {
-        seterr(err, errlen, "%s: tensor '%.64s': unsupported dtype '%.16s'",
-               path, name, json_string_value(dt));
+        surge_set_err(err, errlen,
+                      "%s: tensor '%.64s': unsupported dtype '%.16s'", path,
+                      name, json_string_value(dt));
         return SURGE_EPROTO;
     }
     if (json_array_size(shape) > ST_MAX_DIMS) {
-        seterr(err, errlen, "%s: tensor '%.64s': more than %d dimensions", path,
-               name, ST_MAX_DIMS);
+        surge_set_err(err, errlen,
+                      "%s: tensor '%.64s': more than %d dimensions", path, name,
+                      ST_MAX_DIMS);
         return SURGE_EPROTO;
     }
     uint64_t bytes = dtype_sizes[dtype];
@@ -373,7 +362,8 @@ check_entry(const char *path, const char *name, json_t *v, size_t data_len,
         json_t *e = json_array_get(shape, d);
         if (!json_is_integer(e) || json_integer_value(e) < 0 ||
             (uint64_t)json_integer_value(e) > data_len) {
-            seterr(err, errlen, "%s: tensor '%.64s': bad shape", path, name);
+            surge_set_err(err, errlen, "%s: tensor '%.64s': bad shape", path,
+                          name);
             return SURGE_EPROTO;
         }
         uint64_t dim = (uint64_t)json_integer_value(e);
@@ -388,19 +378,21 @@ check_entry(const char *path, const char *name, json_t *v, size_t data_len,
         json_integer_value(b) < 0 ||
         json_integer_value(e) < json_integer_value(b) ||
         (uint64_t)json_integer_value(e) > data_len) {
-        seterr(err, errlen,
-               "%s: tensor '%.64s': data_offsets outside the data section "
-               "(%zu bytes)",
-               path, name, data_len);
+        surge_set_err(
+            err, errlen,
+            "%s: tensor '%.64s': data_offsets outside the data section "
+            "(%zu bytes)",
+            path, name, data_len);
         return SURGE_EPROTO;
     }
     sp->begin = (uint64_t)json_integer_value(b);
     sp->end = (uint64_t)json_integer_value(e);
     if (sp->end - sp->begin != bytes) {
-        seterr(err, errlen,
-               "%s: tensor '%.64s': %llu bytes of data for a shape of %llu",
-               path, name, (unsigned long long)(sp->end - sp->begin),
-               (unsigned long long)bytes);
+        surge_set_err(
+            err, errlen,
+            "%s: tensor '%.64s': %llu bytes of data for a shape of %llu", path,
+            name, (unsigned long long)(sp->end - sp->begin),
+            (unsigned long long)bytes);
         return SURGE_EPROTO;
     }
     return 0;
@@ -417,24 +409,26 @@ st_read(const char *path, struct st_file *f, const char *crc_key, char *err,
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         rc = -errno;
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        surge_set_err(err, errlen, "%s: %s", path, strerror(errno));
         return rc;
     }
     if (fstat(fd, &stb) != 0) {
         rc = -errno;
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        surge_set_err(err, errlen, "%s: %s", path, strerror(errno));
         goto fail;
     }
     if (!S_ISREG(stb.st_mode) || stb.st_size < 8) {
         rc = SURGE_EPROTO;
-        seterr(err, errlen, "%s: not a safetensors file (too short)", path);
+        surge_set_err(err, errlen, "%s: not a safetensors file (too short)",
+                      path);
         goto fail;
     }
     f->size = (size_t)stb.st_size;
     f->buf = malloc(f->size);
     if (f->buf == NULL) {
         rc = -ENOMEM;
-        seterr(err, errlen, "%s: out of memory for %zu bytes", path, f->size);
+        surge_set_err(err, errlen, "%s: out of memory for %zu bytes", path,
+                      f->size);
         goto fail;
     }
     size_t got = 0;
@@ -445,8 +439,9 @@ st_read(const char *path, struct st_file *f, const char *crc_key, char *err,
         }
         if (r <= 0) {
             rc = r < 0 ? -errno : SURGE_EPROTO;
-            seterr(err, errlen, "%s: read failed: %s", path,
-                   r < 0 ? strerror(errno) : "file shrank while reading");
+            surge_set_err(err, errlen, "%s: read failed: %s", path,
+                          r < 0 ? strerror(errno)
+                                : "file shrank while reading");
             goto fail;
         }
         got += (size_t)r;
@@ -460,10 +455,11 @@ st_read(const char *path, struct st_file *f, const char *crc_key, char *err,
     }
     if (hlen > ST_MAX_HEADER || hlen > f->size - 8 || hlen < 2) {
         rc = SURGE_EPROTO;
-        seterr(err, errlen,
-               "%s: not a safetensors file (header length %llu, file %zu "
-               "bytes)",
-               path, (unsigned long long)hlen, f->size);
+        surge_set_err(
+            err, errlen,
+            "%s: not a safetensors file (header length %llu, file %zu "
+            "bytes)",
+            path, (unsigned long long)hlen, f->size);
         goto fail;
     }
     f->data = f->buf + 8 + hlen;
@@ -474,15 +470,15 @@ st_read(const char *path, struct st_file *f, const char *crc_key, char *err,
     f->root = root;
     if (root == NULL || !json_is_object(root)) {
         rc = SURGE_EPROTO;
-        seterr(err, errlen, "%s: header is not a JSON object: %s", path,
-               root == NULL ? jerr.text : "wrong type");
+        surge_set_err(err, errlen, "%s: header is not a JSON object: %s", path,
+                      root == NULL ? jerr.text : "wrong type");
         goto fail;
     }
     size_t n = json_object_size(root);
     spans = calloc(n + 1, sizeof *spans);
     if (spans == NULL) {
         rc = -ENOMEM;
-        seterr(err, errlen, "%s: out of memory", path);
+        surge_set_err(err, errlen, "%s: out of memory", path);
         goto fail;
     }
     size_t ns = 0;
@@ -493,7 +489,8 @@ st_read(const char *path, struct st_file *f, const char *crc_key, char *err,
         if (strcmp(key, "__metadata__") == 0) {
             if (!json_is_object(v)) {
                 rc = SURGE_EPROTO;
-                seterr(err, errlen, "%s: __metadata__ is not an object", path);
+                surge_set_err(err, errlen, "%s: __metadata__ is not an object",
+                              path);
                 goto fail;
             }
             const char *mk;
@@ -502,9 +499,9 @@ st_read(const char *path, struct st_file *f, const char *crc_key, char *err,
             {
                 if (!json_is_string(mv)) {
                     rc = SURGE_EPROTO;
-                    seterr(err, errlen,
-                           "%s: __metadata__ '%.64s' is not a string", path,
-                           mk);
+                    surge_set_err(err, errlen,
+                                  "%s: __metadata__ '%.64s' is not a string",
+                                  path, mk);
                     goto fail;
                 }
             }
@@ -520,8 +517,8 @@ st_read(const char *path, struct st_file *f, const char *crc_key, char *err,
     for (size_t i = 1; i < ns; i++) {
         if (spans[i].begin < spans[i - 1].end) {
             rc = SURGE_EPROTO;
-            seterr(err, errlen, "%s: tensors overlap in the data section",
-                   path);
+            surge_set_err(err, errlen,
+                          "%s: tensors overlap in the data section", path);
             goto fail;
         }
     }
@@ -532,15 +529,15 @@ st_read(const char *path, struct st_file *f, const char *crc_key, char *err,
                  (unsigned)st_crc32c(0, f->data, f->data_len));
         if (want == NULL) {
             rc = SURGE_EPROTO;
-            seterr(err, errlen, "%s: no checksum (%s) in the header", path,
-                   crc_key);
+            surge_set_err(err, errlen, "%s: no checksum (%s) in the header",
+                          path, crc_key);
             goto fail;
         }
         if (strcmp(want, have) != 0) {
             rc = SURGE_EPROTO;
-            seterr(err, errlen,
-                   "%s: data is corrupt (CRC-32C %s, header says %.16s)", path,
-                   have, want);
+            surge_set_err(err, errlen,
+                          "%s: data is corrupt (CRC-32C %s, header says %.16s)",
+                          path, have, want);
             goto fail;
         }
     }
@@ -584,7 +581,7 @@ st_get(const struct st_file *f, const char *name, int dtype, int ndim,
 {
     json_t *v = st_has(f, name) ? json_object_get(f->root, name) : NULL;
     if (v == NULL) {
-        seterr(err, errlen, "tensor '%.64s' is missing", name);
+        surge_set_err(err, errlen, "tensor '%.64s' is missing", name);
         return SURGE_EPROTO;
     }
     /* st_read validated the entry's structure. */
@@ -605,8 +602,8 @@ st_get(const struct st_file *f, const char *name, int dtype, int ndim,
                              d > 0 ? ", " : "", (unsigned long long)shape[d]);
             used += w > 0 ? (size_t)w : 0;
         }
-        seterr(err, errlen, "tensor '%.64s': expected %s (%s)", name,
-               dtype_names[dtype], want);
+        surge_set_err(err, errlen, "tensor '%.64s': expected %s (%s)", name,
+                      dtype_names[dtype], want);
         return SURGE_EPROTO;
     }
     json_t *offs = json_object_get(v, "data_offsets");
