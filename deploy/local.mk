@@ -5,6 +5,7 @@
 noinst_LTLIBRARIES += deploy/libsurge_deploy.la
 deploy_libsurge_deploy_la_SOURCES = \
 	deploy/util.h deploy/util.c \
+	deploy/proc.h deploy/proc.c \
 	deploy/study.h deploy/study.c \
 	deploy/study_config.h deploy/study_config.c \
 	deploy/sampler.h deploy/sampler.c \

@@ -23,13 +23,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
+#include "deploy/proc.h"
 #include "deploy/scheduler.h"
 #include "deploy/scheduler_slurm.h"
 #include "deploy/util.h"
@@ -297,23 +297,7 @@ local_submit(void *state, const surge_job_spec *spec, uint64_t *job, char *err,
         /* Child: new session, die with the launcher, log, exec. An exec
          * failure sends errno through the pipe (closed on a good exec). */
         int e = 0;
-        setsid();
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) {
-            _exit(127); /* the launcher died before prctl */
-        }
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGPIPE, SIG_DFL);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0) {
-            dup2(devnull, 0);
-        }
-        dup2(logfd, 1);
-        dup2(logfd, 2);
+        surge_proc_child_setup(parent, -1, logfd, logfd);
         if (chdir(spec->workdir) != 0) {
             e = errno;
         } else {
@@ -357,22 +341,13 @@ static void
 reap(struct local_job *j, int wstatus)
 {
     j->state = SURGE_JOB_DONE;
-    if (WIFEXITED(wstatus)) {
-        j->exit_code = WEXITSTATUS(wstatus);
-        j->signal = 0;
-    } else {
-        j->exit_code = -1;
-        j->signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
-    }
+    surge_proc_status(wstatus, &j->exit_code, &j->signal);
     /* The leader is gone; whatever it left in its session goes too, and
      * the job counts as ended only once they are gone (bounded wait: a
      * SIGKILLed process disappears as soon as the kernel tears it down). */
-    if (surge_kill_session(j->pid, SIGKILL) > 0) {
+    if (surge_proc_sweep_session(j->pid) > 0) {
         SURGE_LOG(SURGE_LOG_DEBUG, "launch",
                   "killed processes left behind in session %d", (int)j->pid);
-        for (int i = 0; i < 200 && surge_session_alive(j->pid) > 0; i++) {
-            surge_deploy_sleep(0.01);
-        }
     }
 }
 

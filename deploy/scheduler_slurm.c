@@ -48,7 +48,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -56,6 +55,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "deploy/proc.h"
 #include "deploy/scheduler.h"
 #include "deploy/scheduler_slurm.h"
 #include "deploy/study.h"
@@ -137,20 +137,7 @@ cmd_start(struct cmd *c, char *const *argv, double timeout_s, size_t out_cap)
         goto fail;
     }
     if (pid == 0) {
-        setsid();
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) {
-            _exit(127);
-        }
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGPIPE, SIG_DFL);
-        dup2(devnull, 0);
-        dup2(po[1], 1);
-        dup2(pe[1], 2);
+        surge_proc_child_setup(parent, devnull, po[1], pe[1]);
         execvp(argv[0], argv);
         int e = errno;
         ssize_t w = write(px[1], &e, sizeof e);
@@ -256,13 +243,7 @@ cmd_drain(struct cmd *c, int is_out)
 static void
 cmd_reaped(struct cmd *c, int wstatus)
 {
-    if (WIFEXITED(wstatus)) {
-        c->res.exit_code = WEXITSTATUS(wstatus);
-        c->res.signal = 0;
-    } else {
-        c->res.exit_code = -1;
-        c->res.signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
-    }
+    surge_proc_status(wstatus, &c->res.exit_code, &c->res.signal);
     /* Drop a trailing space left by the squeezing. */
     while (c->err_len > 0 && c->res.err[c->err_len - 1] == ' ') {
         c->res.err[--c->err_len] = '\0';

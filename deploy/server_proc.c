@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +14,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "deploy/proc.h"
 #include "deploy/scheduler.h"
 #include "deploy/server_proc.h"
 #include "deploy/util.h"
@@ -67,19 +67,9 @@ surge_server_proc_read_endpoint(const char *json_path, char *endpoint,
 static void
 record_exit(surge_server_proc *sp, int wstatus)
 {
-    if (WIFEXITED(wstatus)) {
-        sp->exit_code = WEXITSTATUS(wstatus);
-        sp->signal = 0;
-    } else {
-        sp->exit_code = -1;
-        sp->signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
-    }
+    surge_proc_status(wstatus, &sp->exit_code, &sp->signal);
     /* Anything the server left in its session goes with it. */
-    if (surge_kill_session(sp->pid, SIGKILL) > 0) {
-        for (int i = 0; i < 200 && surge_session_alive(sp->pid) > 0; i++) {
-            surge_deploy_sleep(0.01);
-        }
-    }
+    surge_proc_sweep_session(sp->pid);
     sp->pid = 0;
 }
 
@@ -186,23 +176,7 @@ surge_server_proc_start(surge_server_proc *sp, char *const *argv,
         return -e;
     }
     if (pid == 0) {
-        setsid();
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) {
-            _exit(127);
-        }
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGPIPE, SIG_DFL);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0) {
-            dup2(devnull, 0);
-        }
-        dup2(logfd, 1);
-        dup2(logfd, 2);
+        surge_proc_child_setup(parent, -1, logfd, logfd);
         execve(argv[0], argv, env);
         _exit(127);
     }
