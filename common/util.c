@@ -41,6 +41,32 @@ starts_ok(const char *s, int allow_sign)
     return 1;
 }
 
+int
+surge_cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    int rc = pthread_condattr_init(&ca);
+    if (rc != 0) {
+        return -rc;
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return -rc;
+}
+
+void
+surge_deadline_after_ms(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
 void
 surge_set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -122,11 +148,29 @@ surge_parse_double(const char *s, double *out)
 }
 
 int
+surge_write_all(int fd, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    while (n > 0) {
+        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
+        ssize_t w = write(fd, b, chunk);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int
 surge_write_file_atomic(const char *path, const void *data, size_t len)
 {
     char tmp[PATH_MAX];
     char dir[PATH_MAX];
-    const char *p = data;
     int fd = -1;
     int rc = 0;
 
@@ -141,17 +185,9 @@ surge_write_file_atomic(const char *path, const void *data, size_t len)
     if (fd < 0) {
         return -errno;
     }
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            rc = -errno;
-            goto fail_unlink;
-        }
-        p += w;
-        len -= (size_t)w;
+    rc = surge_write_all(fd, data, len);
+    if (rc != 0) {
+        goto fail_unlink;
     }
     if (fsync(fd) != 0) {
         rc = -errno;

@@ -9,8 +9,10 @@
 #ifndef SURGE_COMMON_UTIL_H
 #define SURGE_COMMON_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* surge_now_ns - CLOCK_MONOTONIC in nanoseconds. Only differences mean
  * anything. */
@@ -27,12 +29,28 @@ int surge_parse_int64(const char *s, int64_t *out);
 int surge_parse_uint64(const char *s, uint64_t *out);
 int surge_parse_double(const char *s, double *out);
 
+/* surge_cond_init_monotonic - pthread_cond_init(cv) with the clock
+ * CLOCK_MONOTONIC, so that pthread_cond_timedwait deadlines (made with
+ * surge_deadline_after_ms) do not jump with the wall clock. Returns 0 or
+ * -errno (-ENOMEM, -EAGAIN); cv is not initialised on failure. */
+int surge_cond_init_monotonic(pthread_cond_t *cv);
+
+/* surge_deadline_after_ms - *ts = CLOCK_MONOTONIC now + ms (ms >= 0): the
+ * absolute deadline pthread_cond_timedwait takes for a condition variable
+ * made by surge_cond_init_monotonic. */
+void surge_deadline_after_ms(struct timespec *ts, int64_t ms);
+
 /* surge_set_err - format an error message into err (errlen bytes, always
  * NUL-terminated, truncated to fit) like snprintf. err may be NULL or
  * errlen 0: then nothing is written. For the `char *err, size_t errlen`
  * out-parameters that parsers and loaders take. */
 void surge_set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* surge_write_all - write all n bytes of p to fd, retrying after short
+ * writes and EINTR (in pieces of at most 1 GiB). Returns 0 or -errno; on
+ * failure an unknown prefix may have been written. */
+int surge_write_all(int fd, const void *p, size_t n);
 
 /* surge_write_file_atomic - replace the file at path with len bytes of
  * data so that a reader (or a crash) sees either the old or the new

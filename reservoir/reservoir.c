@@ -1020,24 +1020,15 @@ surge_reservoir_create(surge_reservoir **rp, const surge_reservoir_config *cfg,
         goto fail;
     }
 
-    pthread_condattr_t ca;
-    if (pthread_condattr_init(&ca) != 0) {
-        goto fail_nomem;
-    }
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     if (pthread_mutex_init(&r->mu, NULL) != 0) {
-        pthread_condattr_destroy(&ca);
         goto fail_nomem;
     }
-    if (pthread_cond_init(&r->cv_put, &ca) != 0) {
-        pthread_condattr_destroy(&ca);
+    if (surge_cond_init_monotonic(&r->cv_put) != 0) {
         goto fail_mutex;
     }
-    if (pthread_cond_init(&r->cv_get, &ca) != 0) {
-        pthread_condattr_destroy(&ca);
+    if (surge_cond_init_monotonic(&r->cv_get) != 0) {
         goto fail_cv_put;
     }
-    pthread_condattr_destroy(&ca);
     *rp = r;
     return 0;
 

@@ -58,10 +58,7 @@ discard_run(void *state, const surge_consumer_ctx *ctx)
     struct discard *d = state;
     uint32_t nin;
     uint64_t nout;
-    int rc;
-    do {
-        rc = surge_store_wait_shape(ctx->train, 500, &nin, &nout);
-    } while (rc == SURGE_ETIMEDOUT);
+    int rc = surge_store_await_shape(ctx->train, &nin, &nout);
     if (rc == SURGE_ECLOSED) {
         return 0;
     }

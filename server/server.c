@@ -574,13 +574,7 @@ io_call(void *io, surge_consumer_io_fn fn, void *fn_arg, int timeout_ms)
     pthread_mutex_unlock(&srv->io_mu);
     uv_async_send(&srv->wake);
     struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    surge_deadline_after_ms(&dl, timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&srv->io_mu);
     while (!req.done && srv->io_req == &req && !srv->io_closed) {
@@ -910,16 +904,11 @@ surge_server_create(surge_server **out, const surge_server_options *o)
         free(srv);
         return -ENOMEM;
     }
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (pthread_cond_init(&srv->io_cv, &ca) != 0) {
-        pthread_condattr_destroy(&ca);
+    if (surge_cond_init_monotonic(&srv->io_cv) != 0) {
         pthread_mutex_destroy(&srv->io_mu);
         free(srv);
         return -ENOMEM;
     }
-    pthread_condattr_destroy(&ca);
     srv->io_init = 1;
     srv->cops = surge_consumer_find(o->consumer);
     if (srv->cops == NULL) {

@@ -87,19 +87,15 @@ surge_store_create(surge_store **out, const surge_store_config *cfg)
         free(s);
         return -EINVAL;
     }
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
         goto fail_mutex;
     }
     if (pthread_mutex_init(&s->info_mu, NULL) != 0) {
         goto fail_info;
     }
-    if (pthread_cond_init(&s->cv, &ca) != 0) {
+    if (surge_cond_init_monotonic(&s->cv) != 0) {
         goto fail_cond;
     }
-    pthread_condattr_destroy(&ca);
     *out = s;
     return 0;
 
@@ -108,7 +104,6 @@ fail_cond:
 fail_info:
     pthread_mutex_destroy(&s->mu);
 fail_mutex:
-    pthread_condattr_destroy(&ca);
     free(s);
     return -ENOMEM;
 }
@@ -381,18 +376,6 @@ surge_store_put_abort(surge_store *s, surge_reservoir_slot *slot)
     surge_reservoir_put_abort(s->res, slot);
 }
 
-static void
-deadline_after(struct timespec *ts, int timeout_ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += timeout_ms / 1000;
-    ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 int
 surge_store_get_batch(surge_store *s, uint32_t max, float *in, float *out,
                       int64_t *sims, int64_t *steps, int timeout_ms)
@@ -507,7 +490,7 @@ surge_store_wait_shape(surge_store *s, int timeout_ms, uint32_t *nin,
                        uint64_t *nout)
 {
     struct timespec dl;
-    deadline_after(&dl, timeout_ms < 0 ? 0 : timeout_ms);
+    surge_deadline_after_ms(&dl, timeout_ms < 0 ? 0 : timeout_ms);
     pthread_mutex_lock(&s->mu);
     while (!s->has_shape && !s->ended && !s->stopped) {
         if (pthread_cond_timedwait(&s->cv, &s->mu, &dl) == ETIMEDOUT) {
@@ -525,6 +508,16 @@ surge_store_wait_shape(surge_store *s, int timeout_ms, uint32_t *nin,
         rc = SURGE_ETIMEDOUT;
     }
     pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int
+surge_store_await_shape(surge_store *s, uint32_t *nin, uint64_t *nout)
+{
+    int rc;
+    do {
+        rc = surge_store_wait_shape(s, 500, nin, nout);
+    } while (rc == SURGE_ETIMEDOUT);
     return rc;
 }
 

@@ -156,6 +156,12 @@ int surge_store_read(surge_store *s, uint64_t i, float *in, float *out,
 int surge_store_wait_shape(surge_store *s, int timeout_ms, uint32_t *nin,
                            uint64_t *nout);
 
+/* surge_store_await_shape - surge_store_wait_shape without a timeout (it
+ * waits in turns of 500 ms, so a stop is seen within one): what a consumer
+ * does before its first batch. 0 (shape in *nin, *nout), SURGE_ECLOSED or
+ * another negative error. Consumer threads. */
+int surge_store_await_shape(surge_store *s, uint32_t *nin, uint64_t *nout);
+
 /* surge_store_end_reception - no more puts will come: consumers drain what
  * is left, then get SURGE_ECLOSED. Any thread. */
 void surge_store_end_reception(surge_store *s);

@@ -1392,10 +1392,7 @@ train_run(void *state, const surge_consumer_ctx *ctx)
     int have_untrained = 0, model_ok = 0;
     memset(&untrained, 0, sizeof untrained);
     char err[2048] = "";
-    int rc;
-    do {
-        rc = surge_store_wait_shape(ctx->train, 500, &L.nin, &L.nout);
-    } while (rc == SURGE_ETIMEDOUT);
+    int rc = surge_store_await_shape(ctx->train, &L.nin, &L.nout);
     if (rc == SURGE_ECLOSED) {
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
                   "no sample arrived: nothing to "

@@ -52,33 +52,12 @@ writer_create(void **state, const surge_server_options *o)
 }
 
 static int
-write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t k = write(fd, c, n);
-        if (k < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-static int
 writer_run(void *state, const surge_consumer_ctx *ctx)
 {
     struct writer *w = state;
     uint32_t nin;
     uint64_t nout;
-    int rc;
-    do {
-        rc = surge_store_wait_shape(ctx->train, 500, &nin, &nout);
-    } while (rc == SURGE_ETIMEDOUT);
+    int rc = surge_store_await_shape(ctx->train, &nin, &nout);
     if (rc == SURGE_ECLOSED) {
         return 0;
     }
@@ -115,7 +94,7 @@ writer_run(void *state, const surge_consumer_ctx *ctx)
             memcpy(r + nin, out + (size_t)i * nout,
                    (size_t)nout * sizeof(float));
         }
-        int wr = write_all(fd, rows, (size_t)rc * row);
+        int wr = surge_write_all(fd, rows, (size_t)rc * row);
         if (wr < 0) {
             SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "%s: %s", path,
                       surge_strerror(wr));

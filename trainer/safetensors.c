@@ -140,25 +140,6 @@ sb_json_string(struct sbuf *s, const char *str)
     sb_printf(s, "\"");
 }
 
-static int
-write_all(int fd, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    while (n > 0) {
-        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
-        ssize_t w = write(fd, b, chunk);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static size_t
 tensor_bytes(const struct st_tensor *t)
 {
@@ -265,12 +246,12 @@ st_write_atomic(const char *path, const struct st_tensor *tensors,
     for (int b = 0; b < 8; b++) {
         len8[b] = (uint8_t)((uint64_t)s.len >> (8 * b));
     }
-    rc = write_all(fd, len8, sizeof len8);
+    rc = surge_write_all(fd, len8, sizeof len8);
     if (rc == 0) {
-        rc = write_all(fd, s.p, s.len);
+        rc = surge_write_all(fd, s.p, s.len);
     }
     for (int i = 0; i < n_tensors && rc == 0; i++) {
-        rc = write_all(fd, tensors[i].data, tensor_bytes(&tensors[i]));
+        rc = surge_write_all(fd, tensors[i].data, tensor_bytes(&tensors[i]));
     }
     if (rc == 0 && fsync(fd) != 0) {
         rc = -errno;
