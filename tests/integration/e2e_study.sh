@@ -7,21 +7,8 @@
 # and summary.json's counts add up (received = assembled = train +
 # validation, nothing dropped, every run ok).
 . "$SURGE_SRCDIR/tests/tap.sh"
-
-SURGE="$SURGE_BUILDDIR/server/surge"
-HEAT="$SURGE_BUILDDIR/solvers/heat2d/surge-heat2d"
-PY="${DEBIAN_PYTHON:-/usr/bin/python3}"
-MPIRUN="${MPIRUN:-mpirun}"
-[ -x "$SURGE" ] || skip_all "surge is not built"
-[ -x "$HEAT" ] || skip_all "surge-heat2d is not built"
-[ -x "$PY" ] || skip_all "no python3 at $PY"
-
-ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-export ASAN_OPTIONS
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT INT TERM
-
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
+lib_study_env
 RUNS=4
 RANKS=2
 STEPS=12
@@ -29,11 +16,7 @@ cat >"$tmp/study.json" <<EOF
 {
   "study": {"name": "e2e", "seed": 7, "output_dir": "$tmp/out"},
   "parameters": [
-    {"name": "initial", "min": 0, "max": 100},
-    {"name": "left", "min": 0, "max": 100},
-    {"name": "right", "min": 0, "max": 100},
-    {"name": "bottom", "min": 0, "max": 100},
-    {"name": "top", "min": 0, "max": 100}
+$(heat2d_params)
   ],
   "sampler": {"kind": "uniform", "runs": $RUNS},
   "solver": {

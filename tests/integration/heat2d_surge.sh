@@ -8,32 +8,21 @@
 # (sim, step) must be the same. Also: a wrong token and a missing server
 # end the solver quickly with a clear message.
 . "$SURGE_SRCDIR/tests/tap.sh"
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
 
-BIN="$SURGE_BUILDDIR/solvers/heat2d/surge-heat2d"
-SURGE="$SURGE_BUILDDIR/server/surge"
-PY="${DEBIAN_PYTHON:-/usr/bin/python3}"
-MPIRUN="${MPIRUN:-mpirun}"
-[ -x "$BIN" ] || skip_all "surge-heat2d is not built"
-[ -x "$SURGE" ] || skip_all "the surge server is not built"
-
-# Under --enable-sanitizers: Open MPI's allocations are suppressed by
-# library name (tests/lsan.supp), which needs full stacks; the fast unwinder
-# stops at frames without frame pointers and leaves "<unknown module>".
-ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-export ASAN_OPTIONS
-
-tmp=$(mktemp -d)
+BIN=$HEAT
+lib_need "$BIN" "$SURGE"
+lib_full_stacks
+lib_tmpdir
 server_pid=
-cleanup() {
+on_exit() {
     # timeout(1) passes the TERM on to the server, and KILLs it 5 s later
     # if it has not stopped.
     if [ -n "$server_pid" ]; then
         kill -TERM "$server_pid" 2>/dev/null
         wait "$server_pid" 2>/dev/null
     fi
-    rm -rf "$tmp"
 }
-trap cleanup EXIT INT TERM
 
 tap_plan 9
 
@@ -42,13 +31,8 @@ SURGE_TOKEN=$TOKEN timeout -k 5 120 "$SURGE" serve --output-dir "$tmp" \
     --checksum-log "$tmp/server.ck" --log-level warn \
     >"$tmp/serve.log" 2>&1 &
 server_pid=$!
-i=0
-while [ ! -s "$tmp/server.json" ] && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
-endpoint=$("$PY" -c 'import json, sys
-print(json.load(open(sys.argv[1]))["endpoint"])' "$tmp/server.json" 2>/dev/null)
+lib_wait_file "$tmp/server.json"
+endpoint=$(lib_json "$tmp/server.json" 'j["endpoint"]' 2>/dev/null)
 if [ -n "$endpoint" ]; then
     ok "server started at $endpoint"
 else

@@ -11,21 +11,8 @@
 # retries sent the first steps again (never trained on twice), bit-identical
 # samples, counts that add up, and no process left behind.
 . "$SURGE_SRCDIR/tests/tap.sh"
-
-SURGE="$SURGE_BUILDDIR/server/surge"
-HEAT="$SURGE_BUILDDIR/solvers/heat2d/surge-heat2d"
-PY="${DEBIAN_PYTHON:-/usr/bin/python3}"
-MPIRUN="${MPIRUN:-mpirun}"
-[ -x "$SURGE" ] || skip_all "surge is not built"
-[ -x "$HEAT" ] || skip_all "surge-heat2d is not built"
-[ -x "$PY" ] || skip_all "no python3 at $PY"
-
-ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-export ASAN_OPTIONS
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT INT TERM
-
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
+lib_study_env
 STEPS=10
 # The solver: one command for every run, the fault chosen by the run id.
 cat >"$tmp/solver.sh" <<EOF
@@ -45,11 +32,7 @@ cat >"$tmp/study.json" <<EOF
 {
   "study": {"name": "faults", "seed": 5, "output_dir": "$tmp/out"},
   "parameters": [
-    {"name": "initial", "min": 0, "max": 100},
-    {"name": "left", "min": 0, "max": 100},
-    {"name": "right", "min": 0, "max": 100},
-    {"name": "bottom", "min": 0, "max": 100},
-    {"name": "top", "min": 0, "max": 100}
+$(heat2d_params)
   ],
   "sampler": {"kind": "lhs", "runs": 4},
   "solver": {"command": ["$tmp/solver.sh"], "ranks": 2, "timeout_s": 10,

@@ -6,25 +6,10 @@
 # dropped with a reason), exits 1, and leaves no process behind: none of
 # the process groups or sessions seen during the study has a member left.
 . "$SURGE_SRCDIR/tests/tap.sh"
-
-SURGE="$SURGE_BUILDDIR/server/surge"
-HEAT="$SURGE_BUILDDIR/solvers/heat2d/surge-heat2d"
-PY="${DEBIAN_PYTHON:-/usr/bin/python3}"
-MPIRUN="${MPIRUN:-mpirun}"
-[ -x "$SURGE" ] || skip_all "surge is not built"
-[ -x "$HEAT" ] || skip_all "surge-heat2d is not built"
-[ -x "$PY" ] || skip_all "no python3 at $PY"
-
-ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-export ASAN_OPTIONS
-
-tmp=$(mktemp -d)
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
+lib_study_env
 launcher=
-cleanup() {
-    [ -n "$launcher" ] && kill -9 "$launcher" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+on_exit() { [ -n "$launcher" ] && kill -9 "$launcher" 2>/dev/null; }
 
 # study NAME: long runs (a slow solver) so the signal lands mid-study.
 study() {
@@ -32,11 +17,7 @@ study() {
 {
   "study": {"name": "$1", "output_dir": "$tmp/$1"},
   "parameters": [
-    {"name": "initial", "min": 0, "max": 100},
-    {"name": "left", "min": 0, "max": 100},
-    {"name": "right", "min": 0, "max": 100},
-    {"name": "bottom", "min": 0, "max": 100},
-    {"name": "top", "min": 0, "max": 100}
+$(heat2d_params)
   ],
   "sampler": {"runs": 6},
   "solver": {"command": ["$HEAT", "--nx", "16", "--ny", "8", "--steps",

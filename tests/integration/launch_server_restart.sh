@@ -7,35 +7,16 @@
 # every run ok, the new server's counts add up, one restart in
 # summary.json, no process left behind.
 . "$SURGE_SRCDIR/tests/tap.sh"
-
-SURGE="$SURGE_BUILDDIR/server/surge"
-HEAT="$SURGE_BUILDDIR/solvers/heat2d/surge-heat2d"
-PY="${DEBIAN_PYTHON:-/usr/bin/python3}"
-MPIRUN="${MPIRUN:-mpirun}"
-[ -x "$SURGE" ] || skip_all "surge is not built"
-[ -x "$HEAT" ] || skip_all "surge-heat2d is not built"
-[ -x "$PY" ] || skip_all "no python3 at $PY"
-
-ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-export ASAN_OPTIONS
-
-tmp=$(mktemp -d)
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
+lib_study_env
 launcher=
-cleanup() {
-    [ -n "$launcher" ] && kill -9 "$launcher" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+on_exit() { [ -n "$launcher" ] && kill -9 "$launcher" 2>/dev/null; }
 
 cat >"$tmp/study.json" <<EOF
 {
   "study": {"name": "restart", "output_dir": "$tmp/out"},
   "parameters": [
-    {"name": "initial", "min": 0, "max": 100},
-    {"name": "left", "min": 0, "max": 100},
-    {"name": "right", "min": 0, "max": 100},
-    {"name": "bottom", "min": 0, "max": 100},
-    {"name": "top", "min": 0, "max": 100}
+$(heat2d_params)
   ],
   "sampler": {"runs": 5},
   "solver": {"command": ["$HEAT", "--nx", "16", "--ny", "8", "--steps",
@@ -60,8 +41,7 @@ while [ $n -lt 300 ]; do
     sleep 0.1
     n=$((n + 1))
 done
-old=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' \
-    "$tmp/out/server.json" 2>/dev/null)
+old=$(lib_json "$tmp/out/server.json" 'j["pid"]' 2>/dev/null)
 if [ -n "$old" ] && kill -0 "$old" 2>/dev/null; then
     kill -9 "$old"
     ok "killed the server (pid $old) with SIGKILL mid-study"
@@ -84,8 +64,7 @@ check "the study completes: exit 0 (got $status)" test "$status" = 0
 [ "$status" = 0 ] || sed 's/^/# /' "$tmp/stderr" | tail -20
 check "the launcher said it restarted the server" \
     grep -q "server restarted (1 of 1)" "$tmp/stderr"
-new=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' \
-    "$tmp/out/server.json" 2>/dev/null)
+new=$(lib_json "$tmp/out/server.json" 'j["pid"]' 2>/dev/null)
 check "a new server wrote server.json ($old -> $new)" \
     test -n "$new" -a "$new" != "$old"
 

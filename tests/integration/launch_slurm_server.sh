@@ -8,54 +8,22 @@
 # Slurm ran a job "<name>-server" that COMPLETED, and neither jobs nor
 # processes are left. Skips without root or the Slurm packages.
 . "$SURGE_SRCDIR/tests/tap.sh"
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
 
-SURGE="$SURGE_BUILDDIR/server/surge"
-HEAT="$SURGE_BUILDDIR/solvers/heat2d/surge-heat2d"
-SLURM_LOCAL="$SURGE_SRCDIR/deploy/slurm-local.sh"
-PY="${DEBIAN_PYTHON:-/usr/bin/python3}"
-
-[ "$(id -u)" -eq 0 ] || skip_all "needs root (the local Slurm daemons run as root)"
-for cmd in munged slurmctld slurmd sbatch squeue scancel scontrol srun; do
-    command -v "$cmd" >/dev/null 2>&1 ||
-        skip_all "$cmd not installed (deploy/slurm-local.sh install)"
-done
-[ -x "$SURGE" ] || skip_all "surge is not built"
-[ -x "$HEAT" ] || skip_all "surge-heat2d is not built"
-[ -x "$PY" ] || skip_all "no python3 at $PY"
-
-ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-export ASAN_OPTIONS
-
-tmp=$(mktemp -d /tmp/surge-slurm-server.XXXXXX)
-chmod 755 "$tmp" # munged wants every folder above its socket searchable
-export SLURM_LOCAL_DIR="$tmp/slurm" SLURM_LOCAL_PORTS=auto SLURM_LOCAL_CPUS=8
-cleanup() {
-    timeout 120 bash "$SLURM_LOCAL" stop >/dev/null 2>&1
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+lib_slurm_need munged slurmctld slurmd sbatch squeue scancel scontrol srun
+lib_need "$SURGE" "$HEAT" "$PY"
+lib_full_stacks
+lib_slurm_tmpdir /tmp/surge-slurm-server.XXXXXX 8
 
 tap_plan 6
 
-if env=$(timeout 120 bash "$SLURM_LOCAL" start 2>"$tmp/slurm-start.log"); then
-    eval "$env"
-    ok "local Slurm started"
-else
-    not_ok "local Slurm started"
-    sed 's/^/# /' "$tmp/slurm-start.log" | tail -30
-    tap_done
-fi
+lib_slurm_start
 
 cat >"$tmp/study.json" <<EOF
 {
   "study": {"name": "slurm-server", "output_dir": "$tmp/out"},
   "parameters": [
-    {"name": "initial", "min": 0, "max": 100},
-    {"name": "left", "min": 0, "max": 100},
-    {"name": "right", "min": 0, "max": 100},
-    {"name": "bottom", "min": 0, "max": 100},
-    {"name": "top", "min": 0, "max": 100}
+$(heat2d_params)
   ],
   "sampler": {"runs": 3},
   "solver": {"command": ["$HEAT", "--nx", "16", "--ny", "8", "--steps", "20"],

@@ -5,19 +5,15 @@
 # Sets: SURGE BIN PY MPIRUN tmp; after mon_start_server: server_pid
 # endpoint http_url TOKEN. Cleans up on exit (kills what it started, by pid).
 
-SURGE="$SURGE_BUILDDIR/server/surge"
-BIN="$SURGE_BUILDDIR/solvers/heat2d/surge-heat2d"
-PY="${DEBIAN_PYTHON:-/usr/bin/python3}"
-MPIRUN="${MPIRUN:-mpirun}"
-TOKEN=monitor-test-token
-[ -x "$SURGE" ] || skip_all "the surge program is not built"
-[ -x "$BIN" ] || skip_all "surge-heat2d is not built"
-[ -x "$PY" ] || skip_all "Debian python3 not found"
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
 
-tmp=$(mktemp -d)
+BIN=$HEAT
+TOKEN=monitor-test-token
+lib_need "$SURGE" "$BIN" "$PY"
+lib_tmpdir
 server_pid=
 mon_pids=
-mon_cleanup() {
+on_exit() {
     for p in $mon_pids; do
         kill -TERM "$p" 2>/dev/null
     done
@@ -29,10 +25,7 @@ mon_cleanup() {
         wait "$p" 2>/dev/null
     done
     [ -n "$MON_CLEANUP_EXTRA" ] && eval "$MON_CLEANUP_EXTRA"
-    rm -rf "$tmp"
 }
-trap mon_cleanup EXIT
-trap 'exit 1' INT TERM
 
 # json_get FILE KEY: one top-level key of a JSON file ("" when absent).
 json_get() {
@@ -51,11 +44,7 @@ mon_start_server() {
     SURGE_TOKEN=$TOKEN timeout -k 5 300 "$SURGE" serve --output-dir "$tmp/out" \
         --log-level warn "$@" >"$tmp/serve.log" 2>&1 &
     server_pid=$!
-    i=0
-    while [ ! -s "$tmp/out/server.json" ] && [ $i -lt 100 ]; do
-        sleep 0.1
-        i=$((i + 1))
-    done
+    lib_wait_file "$tmp/out/server.json"
     endpoint=$(json_get "$tmp/out/server.json" endpoint)
     http_url=$(json_get "$tmp/out/server.json" http)
     [ -n "$endpoint" ] && [ -n "$http_url" ]

@@ -92,11 +92,7 @@ cat >"$tmp/study.json" <<EOF
 {
   "study": {"name": "dashboard", "seed": 11, "output_dir": "$tmp/out"},
   "parameters": [
-    {"name": "initial", "min": 0, "max": 100},
-    {"name": "left", "min": 0, "max": 100},
-    {"name": "right", "min": 0, "max": 100},
-    {"name": "bottom", "min": 0, "max": 100},
-    {"name": "top", "min": 0, "max": 100}
+$(heat2d_params)
   ],
   "sampler": {"kind": "lhs", "runs": 4},
   "solver": {
@@ -117,11 +113,7 @@ ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
     >"$tmp/launch.out" 2>"$tmp/launch.err" &
 launch_pid=$!
 mon_pids="$launch_pid"
-i=0
-while [ ! -s "$tmp/out/server.json" ] && [ $i -lt 300 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
+lib_wait_file "$tmp/out/server.json" 300
 http_url=$(json_get "$tmp/out/server.json" http)
 if [ -n "$http_url" ]; then
     ok "surge launch started the server; dashboard at $http_url"
@@ -168,9 +160,7 @@ check "screenshot saved: $ART/dashboard.png ($size bytes)" test "$size" -gt 2000
 wait "$launch_pid"
 launch_rc=$?
 mon_pids=
-runs_ok=$("$PY" -c 'import json, sys
-print(json.load(open(sys.argv[1]))["runs"]["ok"])' "$tmp/out/summary.json" \
-    2>/dev/null)
+runs_ok=$(lib_json "$tmp/out/summary.json" 'j["runs"]["ok"]' 2>/dev/null)
 check "the study completed while the dashboard polled (4 runs ok; launch exit $launch_rc)" \
     test "$runs_ok" = 4
 [ "$runs_ok" = 4 ] || diag "$(tail -20 "$tmp/launch.err")"
@@ -179,11 +169,7 @@ check "the study completed while the dashboard polled (4 runs ok; launch exit $l
 "$FEED" "$tmp/feed.port" 60 >"$tmp/feed.log" 2>&1 &
 feed_pid=$!
 mon_pids="$feed_pid"
-i=0
-while [ ! -s "$tmp/feed.port" ] && [ $i -lt 50 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
+lib_wait_file "$tmp/feed.port" 50
 sleep 2
 feed_url="http://127.0.0.1:$(cat "$tmp/feed.port")"
 chrome_dump "$feed_url/" "$tmp/feed-dom.html"

@@ -175,11 +175,7 @@ mkdir -p "$tmp/off"
 SURGE_TOKEN=$TOKEN timeout -k 5 60 "$SURGE" serve --output-dir "$tmp/off" \
     --log-level warn --http off >"$tmp/off.log" 2>&1 &
 off_pid=$!
-i=0
-while [ ! -s "$tmp/off/server.json" ] && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
+lib_wait_file "$tmp/off/server.json"
 kill -TERM "$off_pid"
 wait "$off_pid"
 off_rc=$?

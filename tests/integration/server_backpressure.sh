@@ -9,25 +9,12 @@
 # The study then ends through END_RECEPTION: the server drains the store and
 # exits 0 on its own.
 . "$SURGE_SRCDIR/tests/tap.sh"
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
 
-SURGE="$SURGE_BUILDDIR/server/surge"
-CLIENT="$SURGE_BUILDDIR/tests/integration/server_client"
-PEER="$SURGE_BUILDDIR/tests/integration/server_peer"
-PY="${DEBIAN_PYTHON:-/usr/bin/python3}"
-for b in "$SURGE" "$CLIENT" "$PEER"; do
-    [ -x "$b" ] || skip_all "$b is not built"
-done
-
-tmp=$(mktemp -d)
+lib_need "$SURGE" "$CLIENT" "$PEER"
+lib_tmpdir
 spid=
-cleanup() {
-    [ -n "$spid" ] && kill -KILL "$spid" 2>/dev/null
-    for p in $(cat "$tmp/pids" 2>/dev/null); do
-        kill -KILL "$p" 2>/dev/null
-    done
-    if [ -n "$KEEP_TMP" ]; then echo "# kept $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT INT TERM
+on_exit() { lib_kill_pids "$spid" $(cat "$tmp/pids" 2>/dev/null); }
 
 tap_plan 9
 
@@ -52,12 +39,8 @@ run() {
         --store-bytes $((8 * SLOT)) --batch-size 4 --consumer-delay-ms 20 \
         --rcvhwm-bytes 64K --log-level warn "$@" 2>"$out/serve.log" &
     spid=$!
-    i=0
-    while [ ! -s "$out/server.json" ] && [ $i -lt 100 ]; do
-        sleep 0.1
-        i=$((i + 1))
-    done
-    ep=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["endpoint"])' "$out/server.json")
+    lib_wait_file "$out/server.json"
+    ep=$(lib_json "$out/server.json" 'j["endpoint"]')
     pids=
     for sim in 0 1; do
         for rank in 0 1; do

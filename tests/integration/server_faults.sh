@@ -16,41 +16,15 @@
 #     a good client runs at the same time and completes;
 #   - SIGTERM: exit 0, server-stats.json written, counts add up.
 . "$SURGE_SRCDIR/tests/tap.sh"
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
 
-SURGE="$SURGE_BUILDDIR/server/surge"
-HEAT="$SURGE_BUILDDIR/solvers/heat2d/surge-heat2d"
-CLIENT="$SURGE_BUILDDIR/tests/integration/server_client"
-PEER="$SURGE_BUILDDIR/tests/integration/server_peer"
-PY="${DEBIAN_PYTHON:-/usr/bin/python3}"
-MPIRUN="${MPIRUN:-mpirun}"
-for b in "$SURGE" "$HEAT" "$CLIENT" "$PEER"; do
-    [ -x "$b" ] || skip_all "$b is not built"
-done
-
-# Under --enable-sanitizers: Open MPI's allocations are suppressed by
-# library name (tests/lsan.supp), which needs full stacks; the fast unwinder
-# stops at frames without frame pointers and leaves "<unknown module>".
-ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-export ASAN_OPTIONS
-
-tmp=$(mktemp -d)
+lib_need "$SURGE" "$HEAT" "$CLIENT" "$PEER"
+lib_full_stacks
+lib_tmpdir
 spid=
-cleanup() {
-    [ -n "$spid" ] && kill -KILL "$spid" 2>/dev/null
-    for p in $(cat "$tmp/pids" 2>/dev/null); do
-        kill -KILL "$p" 2>/dev/null
-    done
-    # KEEP_TMP=1 keeps the files for a post-mortem.
-    if [ -n "$KEEP_TMP" ]; then echo "# kept $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT INT TERM
+on_exit() { lib_kill_pids "$spid" $(cat "$tmp/pids" 2>/dev/null); }
 
 tap_plan 16
-
-# json FILE EXPR: evaluate a Python expression on the JSON in FILE (as j).
-json() {
-    "$PY" -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
-}
 
 export SURGE_TOKEN=study-token-42
 export SURGE_TIMEOUT_MS=10000
@@ -62,13 +36,9 @@ timeout 120 "$SURGE" serve --output-dir "$out" --checksum-log "$tmp/server-cs" \
 spid=$!
 
 # 1. server.json appears with the resolved endpoint.
-i=0
-while [ ! -s "$out/server.json" ] && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
-EP=$(json "$out/server.json" 'j["endpoint"]' 2>/dev/null)
-PID=$(json "$out/server.json" 'j["pid"]' 2>/dev/null)
+lib_wait_file "$out/server.json"
+EP=$(lib_json "$out/server.json" 'j["endpoint"]' 2>/dev/null)
+PID=$(lib_json "$out/server.json" 'j["pid"]' 2>/dev/null)
 case "$EP" in
 tcp://127.0.0.1:[0-9]*) ok "server.json names the endpoint ($EP)" ;;
 *) not_ok "server.json names the endpoint (got '$EP')" ;;
@@ -171,10 +141,10 @@ spid=
 check "SIGTERM: the server exits 0" [ $rc -eq 0 ]
 S="$out/server-stats.json"
 check "server-stats.json is written and its counts add up" \
-    [ "$(json "$S" 'j["counts_add_up"]' 2>/dev/null)" = True ]
+    [ "$(lib_json "$S" 'j["counts_add_up"]' 2>/dev/null)" = True ]
 
 # 9. The killed rank's partial steps: 15 dropped as sim_timeout.
-got=$(json "$S" '(j["sims"]["timed_out"], j["steps"]["dropped"]["sim_timeout"])')
+got=$(lib_json "$S" '(j["sims"]["timed_out"], j["steps"]["dropped"]["sim_timeout"])')
 check "killed client's partial steps dropped and counted: (timed_out, steps) = $got" \
     [ "$got" = "(1, 15)" ]
 
@@ -224,13 +194,9 @@ mkdir -p "$out2"
 timeout 60 "$SURGE" serve --output-dir "$out2" --store-bytes 8M \
     --log-level error 2>"$tmp/serve2.log" &
 spid=$!
-i=0
-while [ ! -s "$out2/server.json" ] && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
-EP2=$(json "$out2/server.json" 'j["endpoint"]' 2>/dev/null)
-PID2=$(json "$out2/server.json" 'j["pid"]' 2>/dev/null)
+lib_wait_file "$out2/server.json"
+EP2=$(lib_json "$out2/server.json" 'j["endpoint"]' 2>/dev/null)
+PID2=$(lib_json "$out2/server.json" 'j["pid"]' 2>/dev/null)
 PORT2=${EP2##*:}
 "$PY" - "$PORT2" <<'EOF'
 import os, socket, sys, time
@@ -250,9 +216,9 @@ kill -TERM "$PID2"
 wait "$spid"
 rc=$?
 spid=
-hf=$(json "$out2/server-stats.json" 'j["io"]["handshake_failed"]')
-add=$(json "$out2/server-stats.json" 'j["counts_add_up"]')
-n10=$(json "$out2/server-stats.json" 'j["samples"]["train"]')
+hf=$(lib_json "$out2/server-stats.json" 'j["io"]["handshake_failed"]')
+add=$(lib_json "$out2/server-stats.json" 'j["counts_add_up"]')
+n10=$(lib_json "$out2/server-stats.json" 'j["samples"]["train"]')
 msg="random bytes: exit $rc, $hf handshake failures counted (>= 3), $n10 samples, counts add up: $add"
 if [ $rc -eq 0 ] && [ "$hf" -ge 3 ] && [ "$n10" = 10 ] && [ "$add" = True ]; then
     ok "$msg"

@@ -13,29 +13,17 @@
 # step; a resumed server with a larger --max-steps continues the step
 # counter from the checkpoint's.
 . "$SURGE_SRCDIR/tests/tap.sh"
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
 
-SURGE="$SURGE_BUILDDIR/server/surge"
-HEAT="$SURGE_BUILDDIR/solvers/heat2d/surge-heat2d"
-PY="${DEBIAN_PYTHON:-/usr/bin/python3}"
-MPIRUN="${MPIRUN:-mpirun}"
 DOC="$SURGE_SRCDIR/docs/model-file.md"
-[ -x "$SURGE" ] || skip_all "surge is not built"
-[ -x "$HEAT" ] || skip_all "surge-heat2d is not built"
-[ -x "$PY" ] || skip_all "no python3 at $PY"
+lib_need "$SURGE" "$HEAT" "$PY"
 "$PY" -c 'import numpy' 2>/dev/null || skip_all "no numpy for $PY"
-
-# Full stacks for LeakSanitizer, so tests/lsan.supp can name Open MPI's
-# own leaks (its plugins are unloaded before the report otherwise).
-ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-export ASAN_OPTIONS
-
-tmp=$(mktemp -d)
+lib_full_stacks
+lib_tmpdir
 pids=
-cleanup() {
+on_exit() {
     for p in $pids; do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$tmp"
 }
-trap cleanup EXIT INT TERM
 
 tap_plan 18
 
@@ -45,11 +33,7 @@ cat >"$tmp/study.json" <<EOF
   "study": {"name": "train", "seed": 7, "output_dir": "$tmp/out",
             "progress_interval_s": 2},
   "parameters": [
-    {"name": "initial", "min": 0, "max": 100},
-    {"name": "left", "min": 0, "max": 100},
-    {"name": "right", "min": 0, "max": 100},
-    {"name": "bottom", "min": 0, "max": 100},
-    {"name": "top", "min": 0, "max": 100}
+$(heat2d_params)
   ],
   "sampler": {"kind": "lhs", "runs": 16},
   "solver": {"command": ["$HEAT", "--nx", "16", "--ny", "12", "--steps",
@@ -198,13 +182,8 @@ serve() {
         --log-level info "$@" >"$tmp/$name.log" 2>&1 &
     srv=$!
     pids="$pids $srv"
-    i=0
-    while [ ! -s "$tmp/$name/server.json" ] && [ $i -lt 200 ]; do
-        sleep 0.05
-        i=$((i + 1))
-    done
-    endpoint=$("$PY" -c 'import json, sys
-print(json.load(open(sys.argv[1]))["endpoint"])' "$tmp/$name/server.json" 2>/dev/null)
+    lib_wait_file "$tmp/$name/server.json"
+    endpoint=$(lib_json "$tmp/$name/server.json" 'j["endpoint"]' 2>/dev/null)
 }
 # solve SIM PARAMS: one heat2d run (1 rank) against $endpoint.
 solve() {
@@ -318,11 +297,7 @@ timeout -k 5 240 "$SURGE" launch --quiet "$tmp/study2.json" \
     >"$tmp/launch2.out" 2>"$tmp/launch2.err" &
 launcher=$!
 pids="$pids $launcher"
-i=0
-while [ ! -s "$tmp/out2/checkpoint.safetensors" ] && [ $i -lt 300 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
+lib_wait_file "$tmp/out2/checkpoint.safetensors" 300
 old=$(jq_py "$tmp/out2/server.json" pid)
 if [ -n "$old" ] && kill -9 "$old" 2>/dev/null; then
     ok "killed the training server (pid $old) after its first checkpoint"
