@@ -50,6 +50,7 @@
 
 #include <surge/client.h>
 
+#include "bench/common/harness.h"
 #include "common/protocol.h"
 #include "common/util.h"
 
@@ -58,14 +59,6 @@
 #define MAX_REPS 31
 #define HWM_BYTES ((uint64_t)64 << 20)
 #define TIMEOUT_MS 120000
-
-typedef struct result {
-    uint64_t start_ns; /* sender released */
-    uint64_t end_ns;   /* sender done (surge: close returned) */
-    uint64_t count;    /* fields sent (or received, for the receiver) */
-    int rc;            /* 0 or an error code */
-    char err[200];
-} result;
 
 static const char *surge_path;
 static const char *consumer = "discard"; /* --consumer of surge serve */
@@ -78,69 +71,6 @@ static pid_t server_pid = -1;
 /* ------------------------------------------------------------ helpers */
 
 static int
-write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            return -1;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int
-read_all(int fd, void *p, size_t n)
-{
-    char *c = p;
-    while (n > 0) {
-        ssize_t r = read(fd, c, n);
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r <= 0) {
-            return -1;
-        }
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double
-median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static float *
-make_field(uint64_t n)
-{
-    float *v = malloc(n * sizeof(float));
-    if (v == NULL) {
-        return NULL;
-    }
-    for (uint64_t i = 0; i < n; i++) {
-        v[i] = (float)(i % 1000) * 0.001f;
-    }
-    return v;
-}
-
-static int
 hwm_for(uint64_t msg_bytes)
 {
     uint64_t n = HWM_BYTES / (msg_bytes > 0 ? msg_bytes : 1);
@@ -149,65 +79,14 @@ hwm_for(uint64_t msg_bytes)
 
 /* ------------------------------------------------------------ children */
 
-/* A surge sender: one simulation, one rank, one field of n floats. */
-static void
-surge_sender(int res_fd, int go_fd, int64_t sim, uint64_t n, uint64_t steps)
-{
-    result r;
-    memset(&r, 0, sizeof r);
-    float *v = make_field(n);
-    surge_client_options o;
-    surge_field f = {"u", n, 0, n};
-    surge_client *c = NULL;
-
-    surge_client_options_init(&o);
-    o.endpoint = server_endpoint;
-    o.sim_id = sim;
-    o.rank = 0;
-    o.nranks = 1;
-    o.fields = &f;
-    o.nfields = 1;
-    o.timeout_ms = TIMEOUT_MS;
-    r.rc = v == NULL ? -ENOMEM : surge_client_open(&c, &o);
-    if (r.rc != 0) {
-        snprintf(r.err, sizeof r.err, "open: %s", surge_client_open_error());
-    }
-    char ready = 'R';
-    write_all(res_fd, &ready, 1);
-    char go;
-    read_all(go_fd, &go, 1);
-    r.start_ns = surge_now_ns();
-    for (uint64_t s = 0; r.rc == 0 && s < steps; s++) {
-        r.rc =
-            surge_client_send(c, "u", (int64_t)s, (double)s, v, SURGE_FLOAT32);
-        if (r.rc != 0) {
-            snprintf(r.err, sizeof r.err, "send: %s",
-                     surge_client_last_error(c));
-        } else {
-            r.count++;
-        }
-    }
-    if (c != NULL) {
-        int rc = surge_client_close(&c);
-        if (r.rc == 0 && rc != 0) {
-            r.rc = rc;
-            snprintf(r.err, sizeof r.err, "close: %s",
-                     surge_client_close_error());
-        }
-    }
-    r.end_ns = surge_now_ns();
-    write_all(res_fd, &r, sizeof r);
-    free(v);
-}
-
 /* A bare sender: PUSH, header frame + payload frame per field. */
 static void
 bare_sender(int res_fd, int go_fd, const char *ep, uint64_t n, uint64_t steps)
 {
-    result r;
+    struct bench_result r;
     memset(&r, 0, sizeof r);
     size_t bytes = n * sizeof(float);
-    float *v = make_field(n);
+    float *v = bench_make_field(n);
     unsigned char hdr[SURGE_MAX_HEADER_BYTES];
     static surge_msg m;
     m.type = SURGE_MSG_DATA;
@@ -229,9 +108,9 @@ bare_sender(int res_fd, int go_fd, const char *ep, uint64_t n, uint64_t steps)
         snprintf(r.err, sizeof r.err, "bare sender setup failed");
     }
     char ready = 'R';
-    write_all(res_fd, &ready, 1);
+    bench_write_all(res_fd, &ready, 1);
     char go;
-    read_all(go_fd, &go, 1);
+    bench_read_all(go_fd, &go, 1);
     r.start_ns = surge_now_ns();
     for (uint64_t i = 0; r.rc == 0 && i < steps; i++) {
         if (zmq_send(s, hdr, (size_t)hlen, ZMQ_SNDMORE) < 0 ||
@@ -245,10 +124,10 @@ bare_sender(int res_fd, int go_fd, const char *ep, uint64_t n, uint64_t steps)
     }
     r.end_ns = surge_now_ns();
     /* Stay until the receiver has it all: the parent closes go_fd. */
-    read_all(go_fd, &go, 1);
+    bench_read_all(go_fd, &go, 1);
     zmq_close(s);
     zmq_ctx_term(ctx);
-    write_all(res_fd, &r, sizeof r);
+    bench_write_all(res_fd, &r, sizeof r);
     free(v);
 }
 
@@ -256,7 +135,7 @@ bare_sender(int res_fd, int go_fd, const char *ep, uint64_t n, uint64_t steps)
 static void
 bare_receiver(int res_fd, uint64_t msg_bytes, uint64_t expect)
 {
-    result r;
+    struct bench_result r;
     memset(&r, 0, sizeof r);
     void *ctx = zmq_ctx_new();
     void *s = zmq_socket(ctx, ZMQ_PULL);
@@ -272,7 +151,7 @@ bare_receiver(int res_fd, uint64_t msg_bytes, uint64_t expect)
         zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, ep, &len) != 0) {
         ep[0] = '\0';
     }
-    write_all(res_fd, ep, sizeof ep);
+    bench_write_all(res_fd, ep, sizeof ep);
     zmq_msg_t msg;
     zmq_msg_init(&msg);
     while (ep[0] != '\0' && r.count < expect) {
@@ -290,7 +169,7 @@ bare_receiver(int res_fd, uint64_t msg_bytes, uint64_t expect)
     r.end_ns = surge_now_ns();
     zmq_close(s);
     zmq_ctx_term(ctx);
-    write_all(res_fd, &r, sizeof r);
+    bench_write_all(res_fd, &r, sizeof r);
 }
 
 /* ------------------------------------------------------------ one run */
@@ -342,7 +221,8 @@ sender_body(int res_fd, int go_fd, void *arg)
     const run_args *a = arg;
     (void)surge_malloc_tune();
     if (a->surge) {
-        surge_sender(res_fd, go_fd, a->sim + a->index, a->n, a->steps);
+        bench_surge_sender(res_fd, go_fd, server_endpoint, a->sim + a->index,
+                           a->n, a->steps, TIMEOUT_MS);
     } else {
         bare_sender(res_fd, go_fd, a->ep, a->n, a->steps);
     }
@@ -363,7 +243,7 @@ run_once(int surge, int nsenders, uint64_t n, uint64_t steps, int64_t sim)
 {
     child senders[MAX_SENDERS];
     child recv = {-1, -1};
-    result rr;
+    struct bench_result rr;
     char ep[256] = "";
     int go[2];
     double rate = 0;
@@ -378,7 +258,7 @@ run_once(int surge, int nsenders, uint64_t n, uint64_t steps, int64_t sim)
         run_args ra = a;
         ra.steps = steps * (uint64_t)nsenders;
         if (spawn(&recv, -1, receiver_body, &ra) != 0 ||
-            read_all(recv.res_fd, ep, sizeof ep) != 0 || ep[0] == '\0') {
+            bench_read_all(recv.res_fd, ep, sizeof ep) != 0 || ep[0] == '\0') {
             fprintf(stderr, "ingest_bench: bare receiver failed to start\n");
             ok = 0;
         }
@@ -394,17 +274,17 @@ run_once(int surge, int nsenders, uint64_t n, uint64_t steps, int64_t sim)
     }
     for (int i = 0; i < started; i++) {
         char ready;
-        if (read_all(senders[i].res_fd, &ready, 1) != 0) {
+        if (bench_read_all(senders[i].res_fd, &ready, 1) != 0) {
             ok = 0;
         }
     }
     /* Release everyone at once. */
     char gobytes[MAX_SENDERS];
     memset(gobytes, 'G', sizeof gobytes);
-    write_all(go[1], gobytes, (size_t)started);
+    bench_write_all(go[1], gobytes, (size_t)started);
     uint64_t t0 = UINT64_MAX, t1 = 0, total = 0;
     if (!surge && recv.pid > 0) {
-        if (read_all(recv.res_fd, &rr, sizeof rr) != 0) {
+        if (bench_read_all(recv.res_fd, &rr, sizeof rr) != 0) {
             ok = 0;
         } else if (rr.rc != 0) {
             fprintf(stderr, "ingest_bench: %s\n", rr.err);
@@ -419,8 +299,8 @@ run_once(int surge, int nsenders, uint64_t n, uint64_t steps, int64_t sim)
     close(go[0]);
     go_write_fd = -1;
     for (int i = 0; i < started; i++) {
-        result r;
-        if (read_all(senders[i].res_fd, &r, sizeof r) != 0) {
+        struct bench_result r;
+        if (bench_read_all(senders[i].res_fd, &r, sizeof r) != 0) {
             fprintf(stderr, "ingest_bench: a sender died\n");
             ok = 0;
             continue;
@@ -757,8 +637,8 @@ main(int argc, char **argv)
             struct row *w = &rows[nrows++];
             w->size = bytes;
             w->senders = ns;
-            w->surge = median(s_rates, reps);
-            w->bare = median(b_rates, reps);
+            w->surge = bench_median(s_rates, reps);
+            w->bare = bench_median(b_rates, reps);
             char label[16];
             if (bytes >= 1048576) {
                 snprintf(label, sizeof label, "%lluM",

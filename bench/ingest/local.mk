@@ -3,7 +3,8 @@
 # and, in the same run, over a bare ZeroMQ PUSH/PULL pair; prints a table
 # and one JSON line. BENCH_INGEST_FLAGS passes options (e.g. --reps 3).
 noinst_PROGRAMS += bench/ingest/ingest_bench
-bench_ingest_ingest_bench_SOURCES = bench/ingest/ingest_bench.c
+bench_ingest_ingest_bench_SOURCES = bench/ingest/ingest_bench.c \
+	bench/common/harness.c bench/common/harness.h
 bench_ingest_ingest_bench_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS)
 bench_ingest_ingest_bench_LDADD = clients/libsurge.la \
 	common/libsurge_common.la $(ZMQ_LIBS) $(MSGPACK_LIBS) -lm

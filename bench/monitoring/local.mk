@@ -4,7 +4,8 @@
 # difference must stay under 2%. Ends with one JSON line.
 # BENCH_MONITORING_FLAGS passes options (e.g. --reps 7 --steps 300000).
 noinst_PROGRAMS += bench/monitoring/monitor_bench
-bench_monitoring_monitor_bench_SOURCES = bench/monitoring/monitor_bench.c
+bench_monitoring_monitor_bench_SOURCES = bench/monitoring/monitor_bench.c \
+	bench/common/harness.c bench/common/harness.h
 bench_monitoring_monitor_bench_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(UV_CFLAGS)
 bench_monitoring_monitor_bench_LDADD = server/libsurge_monitor.la \

@@ -51,20 +51,13 @@
 
 #include <surge/client.h>
 
+#include "bench/common/harness.h"
 #include "common/util.h"
 #include "server/http.h"
 
 #define MAX_REPS 31
 #define TIMEOUT_MS 120000
 #define LIMIT 0.02
-
-struct result {
-    uint64_t start_ns; /* sender released */
-    uint64_t end_ns;   /* close returned */
-    uint64_t count;    /* steps sent */
-    int rc;            /* 0 or an error code */
-    char err[200];     /* what failed */
-};
 
 struct server {
     pid_t pid;          /* surge serve */
@@ -75,42 +68,6 @@ struct server {
 
 static const char *surge_path;
 static volatile sig_atomic_t poller_stop;
-
-static int
-write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            return -1;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int
-read_all(int fd, void *p, size_t n)
-{
-    char *c = p;
-    while (n > 0) {
-        ssize_t r = read(fd, c, n);
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r <= 0) {
-            return -1;
-        }
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
 
 /* ------------------------------------------------------------- server */
 
@@ -238,61 +195,7 @@ poller(int res_fd, const char *base)
         }
     }
     uint64_t out[3] = {ok, failed, bytes};
-    write_all(res_fd, out, sizeof out);
-}
-
-/* ------------------------------------------------------------- sender */
-
-static void
-sender(int res_fd, int go_fd, const char *endpoint, uint64_t n, uint64_t steps)
-{
-    struct result r;
-    memset(&r, 0, sizeof r);
-    float *v = malloc(n * sizeof *v);
-    surge_client_options o;
-    surge_field f = {"u", n, 0, n};
-    surge_client *c = NULL;
-    for (uint64_t i = 0; v != NULL && i < n; i++) {
-        v[i] = (float)(i % 1000) * 0.001f;
-    }
-    surge_client_options_init(&o);
-    o.endpoint = endpoint;
-    o.sim_id = 1;
-    o.rank = 0;
-    o.nranks = 1;
-    o.fields = &f;
-    o.nfields = 1;
-    o.timeout_ms = TIMEOUT_MS;
-    r.rc = v == NULL ? -ENOMEM : surge_client_open(&c, &o);
-    if (r.rc != 0) {
-        snprintf(r.err, sizeof r.err, "open: %s", surge_client_open_error());
-    }
-    char ready = 'R';
-    write_all(res_fd, &ready, 1);
-    char go;
-    read_all(go_fd, &go, 1);
-    r.start_ns = surge_now_ns();
-    for (uint64_t s = 0; r.rc == 0 && s < steps; s++) {
-        r.rc =
-            surge_client_send(c, "u", (int64_t)s, (double)s, v, SURGE_FLOAT32);
-        if (r.rc != 0) {
-            snprintf(r.err, sizeof r.err, "send: %s",
-                     surge_client_last_error(c));
-        } else {
-            r.count++;
-        }
-    }
-    if (c != NULL) {
-        int rc = surge_client_close(&c);
-        if (r.rc == 0 && rc != 0) {
-            r.rc = rc;
-            snprintf(r.err, sizeof r.err, "close: %s",
-                     surge_client_close_error());
-        }
-    }
-    r.end_ns = surge_now_ns();
-    write_all(res_fd, &r, sizeof r);
-    free(v);
+    bench_write_all(res_fd, out, sizeof out);
 }
 
 /* ------------------------------------------------------------- a run */
@@ -334,7 +237,7 @@ one_run(int http_on, uint64_t n, uint64_t steps, struct run *out)
     struct server s;
     int res[2], go[2], pres[2] = {-1, -1};
     pid_t spid = -1, ppid = -1;
-    struct result r;
+    struct bench_result r;
     int rc = -1;
 
     memset(out, 0, sizeof *out);
@@ -361,20 +264,20 @@ one_run(int http_on, uint64_t n, uint64_t steps, struct run *out)
     if (spid == 0) {
         close(res[0]);
         close(go[1]);
-        sender(res[1], go[0], s.endpoint, n, steps);
+        bench_surge_sender(res[1], go[0], s.endpoint, 1, n, steps, TIMEOUT_MS);
         _exit(0);
     }
     close(res[1]);
     close(go[0]);
     char ready;
-    if (read_all(res[0], &ready, 1) != 0) {
+    if (bench_read_all(res[0], &ready, 1) != 0) {
         goto out_children;
     }
     /* Let the poller's first round land before the clock starts. */
     usleep(300 * 1000);
     char g = 'G';
-    write_all(go[1], &g, 1);
-    if (read_all(res[0], &r, sizeof r) != 0) {
+    bench_write_all(go[1], &g, 1);
+    if (bench_read_all(res[0], &r, sizeof r) != 0) {
         goto out_children;
     }
     if (r.rc != 0) {
@@ -396,7 +299,7 @@ out_children:
         uint64_t since = r.start_ns > 0 ? surge_now_ns() - r.start_ns : 0;
         out->http_busy = since > 0 ? busy / ((double)since * 1e-9) : NAN;
         kill(ppid, SIGTERM);
-        if (read_all(pres[0], pr, sizeof pr) == 0) {
+        if (bench_read_all(pres[0], pr, sizeof pr) == 0) {
             out->polls_ok = pr[0];
             out->polls_bad = pr[1];
         }
@@ -414,34 +317,6 @@ out_server:;
         rc = -1;
     }
     return rc;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double
-median(const double *v, int n)
-{
-    double s[MAX_REPS];
-    memcpy(s, v, (size_t)n * sizeof *v);
-    qsort(s, (size_t)n, sizeof *s, cmp_double);
-    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-}
-
-/* The q-quantile (0..1) of v by linear interpolation. */
-static double
-quantile(const double *v, int n, double q)
-{
-    double s[MAX_REPS];
-    memcpy(s, v, (size_t)n * sizeof *v);
-    qsort(s, (size_t)n, sizeof *s, cmp_double);
-    double x = q * (double)(n - 1);
-    int i = (int)x;
-    return i + 1 < n ? s[i] + (x - i) * (s[i + 1] - s[i]) : s[n - 1];
 }
 
 static int
@@ -532,15 +407,16 @@ main(int argc, char **argv)
      * ever slow a run down), and two direct measures of the cost: the
      * server's CPU time per sample, and the share of the I/O thread's time
      * spent building monitoring responses (the server's own histogram). */
-    double m_off = median(off, (int)reps), m_on = median(on, (int)reps);
-    double paired = median(ratio, (int)reps);
+    double m_off = bench_median(off, (int)reps),
+           m_on = bench_median(on, (int)reps);
+    double paired = bench_median(ratio, (int)reps);
     double diff = 1.0 - paired;
     double med_diff = (m_off - m_on) / m_off;
-    double q1 = quantile(ratio, (int)reps, 0.25);
-    double q3 = quantile(ratio, (int)reps, 0.75);
-    double c_off = median(cpu_off, (int)reps);
-    double c_on = median(cpu_on, (int)reps);
-    double m_busy = median(busy, (int)reps);
+    double q1 = bench_quantile(ratio, (int)reps, 0.25);
+    double q3 = bench_quantile(ratio, (int)reps, 0.75);
+    double c_off = bench_median(cpu_off, (int)reps);
+    double c_on = bench_median(cpu_on, (int)reps);
+    double m_busy = bench_median(busy, (int)reps);
     /* Best of N: noise from other processes only ever slows a run down. */
     double best_off = 0, best_on = 0;
     for (uint64_t r = 0; r < reps; r++) {
