@@ -62,8 +62,11 @@
 
 static const char *surge_path;
 static const char *consumer = "discard"; /* --consumer of surge serve */
-static int go_write_fd = -1; /* parent's end of the go pipe: children close
-                                it so that the parent's close reads as EOF */
+static int go_write_fd = -1;   /* parent's end of the go pipe: children close
+                                  it so that the parent's close reads as EOF */
+static int done_write_fd = -1; /* parent's end of the done pipe (never
+                                  written: its close is the signal) */
+static int done_read_fd = -1;  /* where bare senders wait for that close */
 static char server_dir[256];
 static char server_endpoint[256];
 static pid_t server_pid = -1;
@@ -123,8 +126,10 @@ bare_sender(int res_fd, int go_fd, const char *ep, uint64_t n, uint64_t steps)
         }
     }
     r.end_ns = surge_now_ns();
-    /* Stay until the receiver has it all: the parent closes go_fd. */
-    bench_read_all(go_fd, &go, 1);
+    /* Stay until the receiver has it all: the parent closes the done pipe.
+     * Not a second byte of the go pipe: a fast sender would take the byte
+     * of one still waiting to start, which then never starts. */
+    bench_read_all(done_read_fd, &go, 1);
     zmq_close(s);
     zmq_ctx_term(ctx);
     bench_write_all(res_fd, &r, sizeof r);
@@ -197,6 +202,9 @@ spawn(child *ch, int go_read, void (*body)(int, int, void *), void *arg)
         if (go_write_fd >= 0) {
             close(go_write_fd);
         }
+        if (done_write_fd >= 0) {
+            close(done_write_fd);
+        }
         body(p[1], go_read, arg);
         _exit(0);
     }
@@ -245,14 +253,21 @@ run_once(int surge, int nsenders, uint64_t n, uint64_t steps, int64_t sim)
     child recv = {-1, -1};
     struct bench_result rr;
     char ep[256] = "";
-    int go[2];
+    int go[2], done[2];
     double rate = 0;
     int ok = 1;
 
     if (pipe(go) != 0) {
         return 0;
     }
+    if (pipe(done) != 0) {
+        close(go[0]);
+        close(go[1]);
+        return 0;
+    }
     go_write_fd = go[1];
+    done_write_fd = done[1];
+    done_read_fd = done[0];
     run_args a = {surge, n, steps, sim, 0, ep};
     if (!surge) {
         run_args ra = a;
@@ -297,7 +312,11 @@ run_once(int surge, int nsenders, uint64_t n, uint64_t steps, int64_t sim)
     /* Bare senders wait for a second byte (or EOF) before closing. */
     close(go[1]);
     close(go[0]);
+    close(done[1]);
+    close(done[0]);
     go_write_fd = -1;
+    done_write_fd = -1;
+    done_read_fd = -1;
     for (int i = 0; i < started; i++) {
         struct bench_result r;
         if (bench_read_all(senders[i].res_fd, &r, sizeof r) != 0) {
