@@ -9,20 +9,14 @@
 
 #include <surge/client.h>
 
-static inline uint64_t
-mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
+#include "common/rng.h"
 
 static inline uint64_t
 key(uint64_t position, float value)
 {
     uint32_t bits;
     memcpy(&bits, &value, sizeof bits);
-    return mix64((position << 32) + bits);
+    return surge_mix64((position << 32) + bits);
 }
 
 uint64_t

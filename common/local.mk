@@ -7,6 +7,7 @@ common_libsurge_common_la_SOURCES = \
 	common/log.h common/log.c \
 	common/protocol.h common/protocol.c \
 	common/checksum.c \
+	common/rng.h common/rng.c \
 	common/util.h common/util.c
 common_libsurge_common_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
 common_libsurge_common_la_LIBADD = $(MSGPACK_LIBS) -lm

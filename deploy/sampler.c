@@ -23,65 +23,6 @@
 #define STREAM_POINTS UINT64_C(0x5eed0001)
 #define STREAM_SHIFT UINT64_C(0x5eed0002)
 
-/* ------------------------------------------------------------ rng */
-
-static uint64_t
-splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
-
-void
-surge_rng_seed(surge_rng *r, uint64_t seed)
-{
-    uint64_t x = seed;
-    for (int i = 0; i < 4; i++) {
-        r->s[i] = splitmix64(&x);
-    }
-}
-
-static inline uint64_t
-rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-uint64_t
-surge_rng_next(surge_rng *r)
-{
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-double
-surge_rng_uniform(surge_rng *r)
-{
-    return (double)(surge_rng_next(r) >> 11) * 0x1.0p-53;
-}
-
-uint64_t
-surge_rng_below(surge_rng *r, uint64_t n)
-{
-    /* Rejection keeps every value equally likely. */
-    uint64_t limit = UINT64_MAX - UINT64_MAX % n;
-    uint64_t x;
-    do {
-        x = surge_rng_next(r);
-    } while (x >= limit);
-    return x % n;
-}
-
 /* ------------------------------------------------------------ unit cube */
 
 static int

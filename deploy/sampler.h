@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/rng.h"
+
 #include "deploy/study.h"
 
 /* surge_sampler_generate - the study's parameter sets. On success *out is a
@@ -48,16 +50,7 @@ int surge_sampler_unit(int kind, size_t d, size_t nruns, uint64_t seed,
 int surge_sampler_write_csv(const surge_study *s, const double *x, size_t nruns,
                             const char *path);
 
-/* A small seeded generator (xoshiro256**, seeded through splitmix64), used
- * by the samplers and the launcher; exposed for tests. */
-typedef struct surge_rng {
-    uint64_t s[4];
-} surge_rng;
-void surge_rng_seed(surge_rng *r, uint64_t seed);
-uint64_t surge_rng_next(surge_rng *r);
-/* A double in [0, 1) with 53 random bits. */
-double surge_rng_uniform(surge_rng *r);
-/* An integer in [0, n) without modulo bias; n > 0. */
-uint64_t surge_rng_below(surge_rng *r, uint64_t n);
+/* The samplers and the launcher draw from surge_rng (common/rng.h:
+ * xoshiro256**, seeded through splitmix64). */
 
 #endif /* SURGE_DEPLOY_SAMPLER_H */

@@ -60,6 +60,7 @@
 #define HAVE_STREAM_STORES 1
 #endif
 
+#include "common/rng.h"
 #include "common/util.h"
 #include "reservoir/reservoir.h"
 #include "reservoir/reservoir_internal.h"
@@ -174,7 +175,7 @@ struct surge_reservoir {
     i128 sum_arrival_ns;      /* over PRESENT samples, exact */
     uint32_t nwriting;        /* WRITING samples */
     uint64_t uses_left_total; /* max_uses: sum of (max_uses - uses) */
-    uint64_t rng[4];          /* xoshiro256** state */
+    surge_rng rng;            /* xoshiro256** state (common/rng.h) */
 
     uint64_t puts, gets, batches, evictions, retired;
     uint64_t uses_present[SURGE_RESERVOIR_USES_BUCKETS];
@@ -199,46 +200,16 @@ now_ns(void)
     return (int64_t)surge_now_ns();
 }
 
-static uint64_t
-splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static inline uint64_t
-rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-/* xoshiro256** (Blackman and Vigna): fast, 256-bit state, good quality. */
-static uint64_t
-rng_next(uint64_t s[4])
-{
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
 /* Uniform integer in [0, n), n >= 1, without modulo bias (Lemire). */
 static uint32_t
 rng_below(surge_reservoir *r, uint32_t n)
 {
-    uint64_t m = (rng_next(r->rng) >> 32) * (uint64_t)n;
+    uint64_t m = (surge_rng_next(&r->rng) >> 32) * (uint64_t)n;
     uint32_t l = (uint32_t)m;
     if (l < n) {
         uint32_t t = (uint32_t)(-n) % n;
         while (l < t) {
-            m = (rng_next(r->rng) >> 32) * (uint64_t)n;
+            m = (surge_rng_next(&r->rng) >> 32) * (uint64_t)n;
             l = (uint32_t)m;
         }
     }
@@ -249,7 +220,7 @@ rng_below(surge_reservoir *r, uint32_t n)
 static double
 rng_double(surge_reservoir *r)
 {
-    return (double)(rng_next(r->rng) >> 11) * 0x1.0p-53;
+    return surge_rng_uniform(&r->rng);
 }
 
 static unsigned
@@ -506,7 +477,7 @@ static uint32_t
 hash_home(const surge_reservoir *r, uint64_t id)
 {
     uint64_t x = id;
-    return (uint32_t)splitmix64(&x) & r->hash_mask;
+    return (uint32_t)surge_splitmix64(&x) & r->hash_mask;
 }
 
 /* Entry of id, created when absent. Never fails: at most nslots entries
@@ -907,10 +878,7 @@ reset_state(surge_reservoir *r)
     r->sum_put_index = 0;
     r->sum_arrival_ns = 0;
     r->uses_left_total = 0;
-    uint64_t seed = r->cfg.seed;
-    for (int i = 0; i < 4; i++) {
-        r->rng[i] = splitmix64(&seed);
-    }
+    surge_rng_seed(&r->rng, r->cfg.seed);
     r->puts = r->gets = r->batches = r->evictions = r->retired = 0;
     memset(r->uses_present, 0, sizeof(r->uses_present));
     memset(r->uses_removed, 0, sizeof(r->uses_removed));
@@ -2050,7 +2018,7 @@ surge_reservoir_save(surge_reservoir *r, surge_reservoir_write_cb cb, void *arg)
     h.served_age_sum = r->served_age_sum;
     h.max_prio = r->max_prio;
     h.beta = r->beta;
-    memcpy(h.rng, r->rng, sizeof(h.rng));
+    memcpy(h.rng, r->rng.s, sizeof(h.rng));
     h.producer_waits = r->producer_waits;
     h.consumer_waits = r->consumer_waits;
     h.producer_wait_s = r->producer_wait_s;
@@ -2310,8 +2278,8 @@ load_locked(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
             h.max_prio > 0.0 && isfinite(h.max_prio) ? h.max_prio : 1.0;
         r->beta = h.beta >= 0.0 && h.beta <= 1.0 ? h.beta : r->beta;
     }
-    memcpy(r->rng, h.rng, sizeof(r->rng));
-    if ((r->rng[0] | r->rng[1] | r->rng[2] | r->rng[3]) == 0) {
+    memcpy(r->rng.s, h.rng, sizeof(r->rng.s));
+    if ((r->rng.s[0] | r->rng.s[1] | r->rng.s[2] | r->rng.s[3]) == 0) {
         surge_set_err(err, errlen,
                       "reservoir checkpoint: random state corrupt");
         return SURGE_EPROTO;

@@ -6,14 +6,13 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "common/rng.h"
 #include "server/u64map.h"
 
 uint64_t
 surge_u64map_mix(uint64_t z)
 {
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
+    return surge_mix64(z);
 }
 
 void

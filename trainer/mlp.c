@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/rng.h"
 #include "trainer/mlp.h"
 
 /* Workspace pieces start on 64-byte boundaries. */
@@ -166,10 +167,7 @@ fail:
 uint64_t
 mlp_rand_next(uint64_t *state)
 {
-    uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
+    return surge_splitmix64(state);
 }
 
 float
