@@ -106,12 +106,17 @@ tiny(int optimizer, double lr, double wd, double clip)
     return t;
 }
 
+/* One step on the row x = 1, y = 0 (reported in *info); then the weight
+ * and the bias must be w and b within tol. */
 static void
-tiny_step(surge_trainer *t, float *p, struct surge_trainer_step_info *info)
+tiny_step(surge_trainer *t, struct surge_trainer_step_info *info, double w,
+          double b, double tol)
 {
-    float x = 1.0f, y = 0.0f;
+    float x = 1.0f, y = 0.0f, p[2];
     assert_int_equal(surge_trainer_step(t, &x, &y, NULL, 1, NULL, info), 0);
     assert_int_equal(surge_trainer_get_params(t, p, 2), 0);
+    assert_near(p[0], w, tol);
+    assert_near(p[1], b, tol);
 }
 
 static void
@@ -120,22 +125,17 @@ test_adam_by_hand(void **state)
     (void)state;
     surge_trainer *t = tiny(SURGE_OPT_ADAM, 0.1, 0.0, 0.0);
     struct surge_trainer_step_info info;
-    float p[2];
     /* Step 1: m = 0.1 g, v = 0.001 g^2; bias-corrected m^ = g, v^ = g^2,
      * so p -= lr * g / (|g| + eps) = p - 0.1. */
-    tiny_step(t, p, &info);
+    tiny_step(t, &info, 0.4, -0.1, 1e-6);
     assert_near(info.loss, 0.25, 1e-7);
     assert_near(info.grad_norm, sqrt(2.0), 1e-6);
-    assert_near(p[0], 0.4, 1e-6);
-    assert_near(p[1], -0.1, 1e-6);
     /* Step 2: g = 2 (0.4 - 0.1) = 0.6. m = 0.09 + 0.06 = 0.15,
      * m^ = 0.15 / 0.19 = 0.789474; v = 0.000999 + 0.00036 = 0.001359,
      * v^ = 0.001359 / 0.001999 = 0.679840, sqrt = 0.824524;
      * step = 0.1 * 0.789474 / 0.824524 = 0.0957491. */
-    tiny_step(t, p, &info);
+    tiny_step(t, &info, 0.4 - 0.0957491, -0.1 - 0.0957491, 2e-6);
     assert_near(info.loss, 0.09, 1e-6); /* (0.4f - 0.1f)^2 in float */
-    assert_near(p[0], 0.4 - 0.0957491, 2e-6);
-    assert_near(p[1], -0.1 - 0.0957491, 2e-6);
     assert_int_equal(info.step, 2);
     surge_trainer_destroy(&t);
     assert_null(t);
@@ -147,12 +147,9 @@ test_adamw_by_hand(void **state)
     (void)state;
     surge_trainer *t = tiny(SURGE_OPT_ADAMW, 0.1, 0.1, 0.0);
     struct surge_trainer_step_info info;
-    float p[2];
     /* Decoupled decay first: p *= 1 - 0.1 * 0.1 = 0.99 (w: 0.495), then
      * the Adam step of -0.1 (g = 1 from the undecayed weights). */
-    tiny_step(t, p, &info);
-    assert_near(p[0], 0.495 - 0.1, 1e-6);
-    assert_near(p[1], -0.1, 1e-6);
+    tiny_step(t, &info, 0.495 - 0.1, -0.1, 1e-6);
     surge_trainer_destroy(&t);
 }
 
@@ -172,13 +169,8 @@ test_adam_l2_by_hand(void **state)
      *      step 0.0945799 */
     surge_trainer *t = tiny(SURGE_OPT_ADAM, 0.1, 0.5, 0.0);
     struct surge_trainer_step_info info;
-    float p[2];
-    tiny_step(t, p, &info);
-    assert_near(p[0], 0.4, 1e-6);
-    assert_near(p[1], -0.1, 1e-6);
-    tiny_step(t, p, &info);
-    assert_near(p[0], 0.4 - 0.0965561, 2e-6);
-    assert_near(p[1], -0.1 - 0.0945799, 2e-6);
+    tiny_step(t, &info, 0.4, -0.1, 1e-6);
+    tiny_step(t, &info, 0.4 - 0.0965561, -0.1 - 0.0945799, 2e-6);
     surge_trainer_destroy(&t);
 }
 
@@ -188,15 +180,10 @@ test_sgd_momentum_by_hand(void **state)
     (void)state;
     surge_trainer *t = tiny(SURGE_OPT_SGD, 0.1, 0.0, 0.0);
     struct surge_trainer_step_info info;
-    float p[2];
     /* Step 1: buf = g = 1, p -= 0.1. Step 2: g = 0.6, buf = 0.9 + 0.6 =
      * 1.5, p -= 0.15. */
-    tiny_step(t, p, &info);
-    assert_near(p[0], 0.4, 1e-7);
-    assert_near(p[1], -0.1, 1e-7);
-    tiny_step(t, p, &info);
-    assert_near(p[0], 0.25, 1e-7);
-    assert_near(p[1], -0.25, 1e-7);
+    tiny_step(t, &info, 0.4, -0.1, 1e-7);
+    tiny_step(t, &info, 0.25, -0.25, 1e-7);
     surge_trainer_destroy(&t);
 }
 
@@ -206,12 +193,9 @@ test_clip_by_hand(void **state)
     (void)state;
     surge_trainer *t = tiny(SURGE_OPT_SGD, 0.1, 0.0, 0.5);
     struct surge_trainer_step_info info;
-    float p[2];
     /* |g| = sqrt 2 > 0.5: g scaled by 0.5 / sqrt 2 = 0.353553. */
-    tiny_step(t, p, &info);
+    tiny_step(t, &info, 0.5 - 0.0353553, -0.0353553, 1e-6);
     assert_near(info.grad_norm, sqrt(2.0), 1e-6);
-    assert_near(p[0], 0.5 - 0.0353553, 1e-6);
-    assert_near(p[1], -0.0353553, 1e-6);
     surge_trainer_destroy(&t);
 }
 
@@ -246,8 +230,7 @@ test_schedules(void **state)
     /* The step reports the rate it used. */
     surge_trainer *t = tiny(SURGE_OPT_SGD, 0.1, 0.0, 0.0);
     struct surge_trainer_step_info info;
-    float p[2];
-    tiny_step(t, p, &info);
+    tiny_step(t, &info, 0.4, -0.1, 1e-7);
     assert_near(info.lr, 0.1, 1e-15);
     surge_trainer_destroy(&t);
 }
