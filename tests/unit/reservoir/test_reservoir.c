@@ -90,6 +90,16 @@ put(surge_reservoir *r, uint64_t id, uint64_t sim, int timeout_ms)
     return surge_reservoir_put(r, in, out, &m, timeout_ms);
 }
 
+/* Put samples first .. end - 1 of simulation sim (ids doubling as steps),
+ * each accepted at once. */
+static void
+put_ids(surge_reservoir *r, uint64_t first, uint64_t end, uint64_t sim)
+{
+    for (uint64_t id = first; id < end; id++) {
+        assert_int_equal(put(r, id, sim, 0), 0);
+    }
+}
+
 /* Get a batch of up to B (<= 512) rows; check each row and store the ids. */
 static long
 get(surge_reservoir *r, size_t B, uint64_t *ids, surge_batch_info *info,
@@ -422,13 +432,9 @@ test_fifo(void **state)
     uint64_t ids[8];
 
     /* Fewer than B present: no batch. */
-    for (uint64_t i = 0; i < 3; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 0, 3, 0);
     assert_int_equal(get(r, 4, ids, NULL, 0), SURGE_ETIMEDOUT);
-    for (uint64_t i = 3; i < 8; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 3, 8, 0);
     /* Full: the put waits, then times out; nothing stored. */
     assert_int_equal(put(r, 99, 0, 0), SURGE_ETIMEDOUT);
     assert_int_equal(put(r, 99, 0, 20), SURGE_ETIMEDOUT);
@@ -441,9 +447,7 @@ test_fifo(void **state)
     for (int i = 0; i < 4; i++) {
         assert_int_equal(ids[i], i);
     }
-    for (uint64_t i = 8; i < 12; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 8, 12, 0);
     assert_int_equal(get(r, 3, ids, NULL, 0), 3);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(ids[i], 4 + i);
@@ -482,9 +486,7 @@ test_fifo_watermark(void **state)
     surge_reservoir_config c = cfg_for(SURGE_RESERVOIR_FIFO, 16, 2);
     c.watermark = 5;
     surge_reservoir *r = make(&c);
-    for (uint64_t i = 0; i < 4; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 0, 4, 0);
     assert_int_equal(get(r, 2, NULL, NULL, 0), SURGE_ETIMEDOUT);
     assert_int_equal(put(r, 4, 0, 0), 0);
     assert_int_equal(get(r, 2, NULL, NULL, 0), 2);
@@ -590,9 +592,7 @@ test_reservoir_watermark_and_eviction(void **state)
     surge_reservoir *r = make(&c);
     uint64_t ids[4];
     surge_batch_info info[4];
-    for (uint64_t i = 0; i < 5; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 0, 5, 0);
     assert_int_equal(get(r, 4, ids, NULL, 0), SURGE_ETIMEDOUT);
     assert_int_equal(put(r, 5, 0, 0), 0);
     assert_int_equal(get(r, 4, ids, info, 0), 4);
@@ -601,17 +601,13 @@ test_reservoir_watermark_and_eviction(void **state)
         assert_true(info[i].weight == 1.0f);
     }
     /* Fill up to capacity; nothing used yet among the new ones. */
-    for (uint64_t i = 6; i < 10; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 6, 10, 0);
     assert_int_equal(stats(r).evictions, 0);
     /* Full: a put evicts a used sample (some of 0..5 were used). */
     surge_reservoir_stats st = stats(r);
     uint64_t used = st.occupancy_samples - st.uses_present[0];
     assert_true(used >= 1);
-    for (uint64_t k = 0; k < used; k++) {
-        assert_int_equal(put(r, 100 + k, 0, 0), 0);
-    }
+    put_ids(r, 100, 100 + used, 0);
     /* Now every sample present is unseen: the put must wait. */
     assert_int_equal(put(r, 200, 0, 0), SURGE_ETIMEDOUT);
     st = stats(r);
@@ -845,9 +841,7 @@ test_reservoir_drain(void **state)
     surge_reservoir_config c = cfg_for(SURGE_RESERVOIR_RESERVOIR, 32, 8);
     c.watermark = 30; /* not reached: the drain ignores it */
     surge_reservoir *r = make(&c);
-    for (uint64_t i = 0; i < 20; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 0, 20, 0);
     uint64_t ids[8];
     assert_int_equal(get(r, 8, ids, NULL, 0), SURGE_ETIMEDOUT);
     surge_reservoir_end_reception(r);
@@ -948,9 +942,7 @@ test_rate_limiter_no_deadlock(void **state)
     surge_reservoir *r = make(&c);
     /* (0+1)*10 - 0 = 10 > 8: the limiter says wait, but no batch can be
      * served below the watermark, so the puts proceed. */
-    for (uint64_t i = 0; i < 6; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 0, 6, 0);
     assert_int_equal(stats(r).rate_overrides, 6);
     /* Now at the watermark: the limiter holds the producer. */
     assert_int_equal(put(r, 6, 0, 0), SURGE_ETIMEDOUT);
@@ -965,9 +957,7 @@ test_rate_limiter_no_deadlock(void **state)
     c.rate.min_diff = 0.0;
     c.rate.max_diff = 3.0;
     r = make(&c);
-    for (uint64_t i = 0; i < 4; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 0, 4, 0);
     assert_int_equal(put(r, 4, 0, 0), SURGE_ETIMEDOUT);
     /* 4 * 0.1 - 2 < 0, yet the batch is served (override). */
     assert_int_equal(get(r, 2, NULL, NULL, 0), 2);
@@ -1109,9 +1099,7 @@ test_prioritized_frequencies(void **state)
     c.prioritized.beta = 0.4;
     c.prioritized.epsilon = 1e-3;
     surge_reservoir *r = make(&c);
-    for (uint64_t i = 0; i < 4; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 0, 4, 0);
     /* New samples share the largest priority seen (1 at first): one batch
      * to learn the slots, then report the losses. */
     surge_batch_info info[64];
@@ -1182,18 +1170,14 @@ test_prioritized_stale_updates(void **state)
     c.watermark = 4;
     c.prioritized.enabled = true;
     surge_reservoir *r = make(&c);
-    for (uint64_t i = 0; i < 4; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 0, 4, 0);
     surge_batch_info info[4];
     assert_int_equal(get(r, 4, NULL, info, 0), 4);
     /* Overwrite every used slot (evictions): all 4 infos become stale
      * for the slots that were replaced. */
     surge_reservoir_stats st = stats(r);
     uint64_t used = st.occupancy_samples - st.uses_present[0];
-    for (uint64_t k = 0; k < used; k++) {
-        assert_int_equal(put(r, 10 + k, 0, 0), 0);
-    }
+    put_ids(r, 10, 10 + used, 0);
     float loss[4] = {1.0f, 1.0f, 1.0f, 1.0f};
     long applied = surge_reservoir_update_priorities(r, info, loss, 4);
     assert_int_equal(applied, 0);
@@ -1229,9 +1213,7 @@ test_prioritized_firo(void **state)
     c.prioritized.alpha = 1.0;
     c.epochs = 1000;
     surge_reservoir *r = make(&c);
-    for (uint64_t i = 0; i < 8; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 0, 8, 0);
     surge_batch_info info[4];
     /* Learn all 8 slots, then give sample 7 a priority 1000x the rest. */
     surge_batch_info all[8];
@@ -1309,9 +1291,7 @@ test_shutdown_wakes_waiters(void **state)
 
     /* A producer waits (full), no time limit. */
     r = make(&c);
-    for (uint64_t i = 0; i < 4; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 0, 4, 0);
     struct blocked p = {r, 1, 1};
     pthread_t tp;
     assert_int_equal(pthread_create(&tp, NULL, blocked_main, &p), 0);
@@ -1344,9 +1324,7 @@ test_end_reception_wakes_waiters(void **state)
 
     /* A producer waiting for room is told reception is over. */
     r = make(&c);
-    for (uint64_t i = 0; i < 4; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 0, 4, 0);
     struct blocked p = {r, 1, 1};
     pthread_t tp;
     assert_int_equal(pthread_create(&tp, NULL, blocked_main, &p), 0);
@@ -1467,9 +1445,7 @@ test_put_abort(void **state)
      * ever removed; counts add up. */
     c = cfg_for(SURGE_RESERVOIR_RESERVOIR, 4, 2);
     r = make(&c);
-    for (uint64_t i = 0; i < 4; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 0, 4, 0);
     assert_int_equal(surge_reservoir_put_begin(r, NULL, 0, &extra),
                      SURGE_ETIMEDOUT); /* full, nothing used */
     assert_int_equal(get(r, 2, NULL, NULL, 0), 2);
@@ -1507,9 +1483,7 @@ test_batch_view(void **state)
     surge_reservoir *r = make(&c);
     surge_reservoir_set_notify(r, count_notify, NULL);
     notified = 0;
-    for (uint64_t i = 0; i < 4; i++) {
-        assert_int_equal(put(r, i, 5, 0), 0);
-    }
+    put_ids(r, 0, 4, 5);
     uint32_t slots[4];
     const float *vin[4], *vout[4];
     surge_batch_info info[4];
@@ -1679,9 +1653,7 @@ test_notify(void **state)
     surge_reservoir *r = make(&c);
     int calls = 0;
     surge_reservoir_set_notify(r, count_cb, &calls);
-    for (uint64_t i = 0; i < 4; i++) {
-        assert_int_equal(put(r, i, 0, 0), 0);
-    }
+    put_ids(r, 0, 4, 0);
     assert_int_equal(get(r, 2, NULL, NULL, 0), 2);
     assert_int_equal(calls, 0); /* nobody was refused */
     assert_int_equal(put(r, 4, 0, 0), 0);
