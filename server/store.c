@@ -376,6 +376,44 @@ surge_store_put_abort(surge_store *s, surge_reservoir_slot *slot)
     surge_reservoir_put_abort(s->res, slot);
 }
 
+/* The reservoir of a stream store that knows its sample shape, for a batch
+ * of at most max: 0 and *r, SURGE_ECLOSED (stopped before any shape),
+ * SURGE_ESTATE (not a stream store, or no shape yet) or -EINVAL (max over
+ * the reservoir's max_batch). */
+static int
+stream_reservoir(surge_store *s, uint32_t max, surge_reservoir **r)
+{
+    pthread_mutex_lock(&s->mu);
+    int has = s->has_shape, stopped = s->stopped;
+    *r = s->res;
+    pthread_mutex_unlock(&s->mu);
+    if (s->kind != SURGE_STORE_STREAM || !has) {
+        return stopped ? SURGE_ECLOSED : SURGE_ESTATE;
+    }
+    if (max > s->rcfg.max_batch) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* What a batch call returns once the reservoir gave n: SURGE_ECLOSED for
+ * 0, n's error, or n after telling the producers (space_cb) that room was
+ * made if a put was refused since the last time. */
+static int
+batch_done(surge_store *s, long n)
+{
+    if (n == 0) {
+        return SURGE_ECLOSED; /* reception ended and nothing is left */
+    }
+    if (n < 0) {
+        return (int)n;
+    }
+    if (atomic_exchange(&s->producer_refused, 0) && s->space_cb != NULL) {
+        s->space_cb(s->space_arg);
+    }
+    return (int)n;
+}
+
 int
 surge_store_get_batch(surge_store *s, uint32_t max, float *in, float *out,
                       int64_t *sims, int64_t *steps, int timeout_ms)
@@ -383,15 +421,10 @@ surge_store_get_batch(surge_store *s, uint32_t max, float *in, float *out,
     if (max == 0) {
         return -EINVAL;
     }
-    pthread_mutex_lock(&s->mu);
-    int has = s->has_shape, stopped = s->stopped;
-    surge_reservoir *r = s->res;
-    pthread_mutex_unlock(&s->mu);
-    if (s->kind != SURGE_STORE_STREAM || !has) {
-        return stopped ? SURGE_ECLOSED : SURGE_ESTATE;
-    }
-    if (max > s->rcfg.max_batch) {
-        return -EINVAL;
+    surge_reservoir *r = NULL;
+    int rc = stream_reservoir(s, max, &r);
+    if (rc != 0) {
+        return rc;
     }
     long n;
     if (sims != NULL || steps != NULL) {
@@ -409,16 +442,7 @@ surge_store_get_batch(surge_store *s, uint32_t max, float *in, float *out,
     } else {
         n = surge_reservoir_get_batch(r, max, in, out, NULL, timeout_ms);
     }
-    if (n == 0) {
-        return SURGE_ECLOSED; /* reception ended and nothing is left */
-    }
-    if (n < 0) {
-        return (int)n;
-    }
-    if (atomic_exchange(&s->producer_refused, 0) && s->space_cb != NULL) {
-        s->space_cb(s->space_arg);
-    }
-    return (int)n;
+    return batch_done(s, n);
 }
 
 int
@@ -428,29 +452,17 @@ surge_store_take_batch(surge_store *s, uint32_t max, uint32_t *slots,
     if (max == 0 || slots == NULL) {
         return -EINVAL;
     }
-    pthread_mutex_lock(&s->mu);
-    int has = s->has_shape, stopped = s->stopped;
-    surge_reservoir *r = s->res;
-    pthread_mutex_unlock(&s->mu);
-    if (s->kind != SURGE_STORE_STREAM || !has) {
-        return stopped ? SURGE_ECLOSED : SURGE_ESTATE;
-    }
-    if (max > s->rcfg.max_batch) {
-        return -EINVAL;
+    surge_reservoir *r = NULL;
+    int rc = stream_reservoir(s, max, &r);
+    if (rc != 0) {
+        return rc;
     }
     long n = surge_reservoir_get_batch_view(r, max, slots, NULL, NULL, NULL,
                                             timeout_ms);
-    if (n == 0) {
-        return SURGE_ECLOSED; /* reception ended and nothing is left */
+    if (n > 0) {
+        surge_reservoir_release_view(r, slots, (size_t)n);
     }
-    if (n < 0) {
-        return (int)n;
-    }
-    surge_reservoir_release_view(r, slots, (size_t)n);
-    if (atomic_exchange(&s->producer_refused, 0) && s->space_cb != NULL) {
-        s->space_cb(s->space_arg);
-    }
-    return (int)n;
+    return batch_done(s, n);
 }
 
 int
