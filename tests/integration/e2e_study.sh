@@ -61,18 +61,7 @@ def fail(msg):
     sys.exit(1)
 
 what = sys.argv[5]
-if what == "server-once":
-    seen = {}
-    for line in open(f"{out}/checksums.log"):
-        sim, step, ck = line.split()
-        key = (int(sim), int(step))
-        seen[key] = seen.get(key, 0) + 1
-    if set(seen) != want:
-        fail(f"server samples {sorted(set(seen) ^ want)[:5]} missing/extra")
-    dup = [k for k, n in seen.items() if n != 1]
-    if dup:
-        fail(f"samples assembled more than once: {dup[:5]}")
-elif what == "bit-identical":
+if what == "bit-identical":
     solver = {}
     lines = {}
     for line in open(f"{out}/solver-checksums.txt"):
@@ -110,15 +99,9 @@ elif what == "summary":
         fail(f"summary.json: {badk}: {json.dumps(s)[:600]}")
 PYEOF
 
-for what in server-once bit-identical summary; do
-    if msg=$("$PY" "$tmp/check.py" "$tmp/out" $RUNS $RANKS $STEPS $what 2>&1)
-    then
-        ok "$what"
-    else
-        not_ok "$what"
-        diag "$msg"
-    fi
-done
+lib_check_server_once "$tmp/out" $RUNS $STEPS
+lib_py_checks "$tmp/check.py" "$tmp/out $RUNS $RANKS $STEPS" \
+    bit-identical summary
 
 # The token never appears on a command line: the server got it by env.
 check "server.log exists" test -s "$tmp/out/server.log"

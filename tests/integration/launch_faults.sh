@@ -117,14 +117,7 @@ elif what == "counts":
     if st["sims"]["retried"] != 4 or st["sims"]["failed"] != 5:
         fail(f"sims: {st['sims']}")
 PYEOF
-for what in runs once identical counts; do
-    if msg=$("$PY" "$tmp/check.py" "$tmp/out" $STEPS $what 2>&1); then
-        ok "$what"
-    else
-        not_ok "$what"
-        diag "$msg"
-    fi
-done
+lib_py_checks "$tmp/check.py" "$tmp/out $STEPS" runs once identical counts
 check "the hanging attempt was killed for silence" \
     grep -q "sim 1 attempt 1: silent" "$tmp/stderr"
 check "sim 1 has logs of two attempts" \

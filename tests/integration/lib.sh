@@ -126,6 +126,54 @@ lib_json() {
     "$PY" -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
 }
 
+# lib_py_checks SCRIPT ARGS WHAT...: one TAP check per WHAT, named WHAT:
+# "$PY" SCRIPT ARGS WHAT (ARGS split on blanks) must exit 0; what it
+# printed is the diagnostic when it does not.
+lib_py_checks() {
+    lib_script=$1
+    lib_args=$2
+    shift 2
+    for what in "$@"; do
+        # shellcheck disable=SC2086 # ARGS is a list on purpose
+        if msg=$("$PY" "$lib_script" $lib_args "$what" 2>&1); then
+            ok "$what"
+        else
+            not_ok "$what"
+            diag "$msg"
+        fi
+    done
+}
+
+# lib_check_server_once OUT RUNS STEPS: the TAP check "server-once": the
+# server's checksum log OUT/checksums.log (server.checksum_log) lists
+# steps 1..STEPS of simulations 0..RUNS-1, each exactly once.
+lib_check_server_once() {
+    if msg=$(lib_server_once_py "$@" 2>&1); then
+        ok server-once
+    else
+        not_ok server-once
+        diag "$msg"
+    fi
+}
+
+lib_server_once_py() {
+    "$PY" - "$@" <<'PYEOF'
+import sys
+out, runs, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+want = set((s, t) for s in range(runs) for t in range(1, steps + 1))
+seen = {}
+for line in open(f"{out}/checksums.log"):
+    sim, step, ck = line.split()
+    key = (int(sim), int(step))
+    seen[key] = seen.get(key, 0) + 1
+if set(seen) != want:
+    sys.exit(f"server samples missing/extra: {sorted(set(seen) ^ want)[:5]}")
+dup = [k for k, n in seen.items() if n != 1]
+if dup:
+    sys.exit(f"samples assembled more than once: {dup[:5]}")
+PYEOF
+}
+
 # heat2d_params: the "parameters" entries of a heat2d study (its five
 # temperatures, 0 to 100), for a study.json written with a here-document.
 heat2d_params() {

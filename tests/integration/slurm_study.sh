@@ -140,24 +140,12 @@ check "the retry ran as a job of its own (slurm-job-2.exit = 0)" \
 cat >"$tmp/check.py" <<'PYEOF'
 import json, sys
 out, runs, ranks, steps, what = sys.argv[1], *map(int, sys.argv[2:5]), sys.argv[5]
-want = set((s, t) for s in range(runs) for t in range(1, steps + 1))
 
 def fail(msg):
     print(msg)
     sys.exit(1)
 
-if what == "server-once":
-    seen = {}
-    for line in open(f"{out}/checksums.log"):
-        sim, step, ck = line.split()
-        key = (int(sim), int(step))
-        seen[key] = seen.get(key, 0) + 1
-    if set(seen) != want:
-        fail(f"server samples missing/extra: {sorted(set(seen) ^ want)[:5]}")
-    dup = [k for k, n in seen.items() if n != 1]
-    if dup:
-        fail(f"samples assembled more than once: {dup[:5]}")
-elif what == "summary":
+if what == "summary":
     s = json.load(open(f"{out}/summary.json"))
     n = runs * steps
     smp, r = s["samples"], s["runs"]
@@ -177,14 +165,8 @@ elif what == "summary":
         fail(f"summary.json: {bad}: runs {json.dumps(r)[:400]} "
              f"samples {json.dumps(smp)[:400]}")
 PYEOF
-for what in server-once summary; do
-    if msg=$("$PY" "$tmp/check.py" "$tmp/out" $RUNS $RANKS $STEPS $what 2>&1); then
-        ok "$what"
-    else
-        not_ok "$what"
-        diag "$msg"
-    fi
-done
+lib_check_server_once "$tmp/out" $RUNS $STEPS
+lib_py_checks "$tmp/check.py" "$tmp/out $RUNS $RANKS $STEPS" summary
 
 # The job completion log (no slurmdbd here: plain sacct would fail). It
 # knows array tasks by their own job ids only (2_0 is job 3, say).
