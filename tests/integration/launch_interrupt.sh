@@ -58,17 +58,7 @@ run_and_signal() {
     sleep 0.5
     groups >"$tmp/$1.groups"
     kill -s "$2" "$launcher"
-    n=0
-    while kill -0 "$launcher" 2>/dev/null && [ $n -lt 300 ]; do
-        sleep 0.1
-        n=$((n + 1))
-    done
-    if kill -0 "$launcher" 2>/dev/null; then
-        status=timeout
-    else
-        wait "$launcher"
-        status=$?
-    fi
+    lib_wait_exit "$launcher" 300
     launcher=
 }
 

@@ -48,17 +48,7 @@ if [ -n "$old" ] && kill -0 "$old" 2>/dev/null; then
 else
     not_ok "the server was running mid-study"
 fi
-n=0
-while kill -0 "$launcher" 2>/dev/null && [ $n -lt 1200 ]; do
-    sleep 0.1
-    n=$((n + 1))
-done
-if kill -0 "$launcher" 2>/dev/null; then
-    status=timeout
-else
-    wait "$launcher"
-    status=$?
-fi
+lib_wait_exit "$launcher" 1200
 launcher=
 check "the study completes: exit 0 (got $status)" test "$status" = 0
 [ "$status" = 0 ] || sed 's/^/# /' "$tmp/stderr" | tail -20

@@ -121,6 +121,23 @@ lib_wait_file() {
     [ -s "$1" ]
 }
 
+# lib_wait_exit PID TENTHS: wait for the background process PID to end, at
+# most TENTHS tenths of a second; sets status to its exit status, or to
+# "timeout" when it still runs (the caller kills it, e.g. in on_exit).
+lib_wait_exit() {
+    lib_i=0
+    while kill -0 "$1" 2>/dev/null && [ $lib_i -lt "$2" ]; do
+        sleep 0.1
+        lib_i=$((lib_i + 1))
+    done
+    if kill -0 "$1" 2>/dev/null; then
+        status=timeout
+    else
+        wait "$1"
+        status=$?
+    fi
+}
+
 # lib_json FILE EXPR: a Python expression on the JSON in FILE (as j).
 lib_json() {
     "$PY" -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
