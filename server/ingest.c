@@ -370,16 +370,10 @@ block_get(surge_ingest *ing, size_t bytes)
 
 /* ------------------------------------------------------------ sims */
 
+/* Free the per-rank tables (ranks x fields, may be large). */
 static void
-sim_free(struct sim *s)
+sim_free_rank_tables(struct sim *s)
 {
-    if (s == NULL) {
-        return;
-    }
-    free(s->params);
-    free(s->names);
-    free(s->global);
-    free(s->base);
     free(s->slice_off);
     free(s->slice_cnt);
     free(s->covered);
@@ -387,10 +381,10 @@ sim_free(struct sim *s)
     free(s->said_bye);
     free(s->accepted);
     free(s->peers);
-    surge_u64map_fini(&s->partials);
-    surge_u64map_fini(&s->assembled);
-    surge_u64map_fini(&s->dropped);
-    free(s);
+    s->slice_off = s->slice_cnt = s->covered = NULL;
+    s->joined = s->said_bye = NULL;
+    s->accepted = NULL;
+    s->peers = NULL;
 }
 
 /* Forget the declaration (for a retry) but keep the assembled set. */
@@ -401,22 +395,26 @@ sim_undeclare(struct sim *s)
     free(s->names);
     free(s->global);
     free(s->base);
-    free(s->slice_off);
-    free(s->slice_cnt);
-    free(s->covered);
-    free(s->joined);
-    free(s->said_bye);
-    free(s->accepted);
-    free(s->peers);
     s->params = NULL;
     s->names = NULL;
-    s->global = s->base = s->slice_off = s->slice_cnt = s->covered = NULL;
-    s->joined = s->said_bye = NULL;
-    s->accepted = NULL;
-    s->peers = NULL;
+    s->global = s->base = NULL;
+    sim_free_rank_tables(s);
     s->declared = 0;
     s->njoined = s->nbye = 0;
     s->expected = 0;
+}
+
+static void
+sim_free(struct sim *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    sim_undeclare(s);
+    surge_u64map_fini(&s->partials);
+    surge_u64map_fini(&s->assembled);
+    surge_u64map_fini(&s->dropped);
+    free(s);
 }
 
 static int
@@ -538,17 +536,7 @@ sim_end_sessions(surge_ingest *ing, struct sim *s)
 static void
 sim_release_ranks(struct sim *s)
 {
-    free(s->slice_off);
-    free(s->slice_cnt);
-    free(s->covered);
-    free(s->joined);
-    free(s->said_bye);
-    free(s->accepted);
-    free(s->peers);
-    s->slice_off = s->slice_cnt = s->covered = NULL;
-    s->joined = s->said_bye = NULL;
-    s->accepted = NULL;
-    s->peers = NULL;
+    sim_free_rank_tables(s);
     surge_u64map_fini(&s->dropped);
 }
 
