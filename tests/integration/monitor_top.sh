@@ -99,29 +99,26 @@ else
     diag "$(cat "$tmp/screen.txt")"
 fi
 
-TM send-keys -t top1 q
-sleep 1
-TM capture-pane -p -t top1 >"$tmp/after-q.txt"
-if grep -q "EXITED rc=0" "$tmp/after-q.txt" &&
-    grep -qx "icanon" "$tmp/after-q.txt" && grep -qx "echo" "$tmp/after-q.txt"; then
-    ok "q quits with status 0 and restores the terminal (icanon, echo)"
-else
-    not_ok "q quits and restores the terminal"
-    diag "$(cat "$tmp/after-q.txt")"
-fi
+# quit_check SESSION KEY NAME: press KEY in top's pane; top must exit 0
+# and leave the terminal as it found it (icanon, echo).
+quit_check() {
+    TM send-keys -t "$1" "$2"
+    sleep 1
+    TM capture-pane -p -t "$1" >"$tmp/after-$1.txt"
+    if grep -q "EXITED rc=0" "$tmp/after-$1.txt" &&
+        grep -qx "icanon" "$tmp/after-$1.txt" &&
+        grep -qx "echo" "$tmp/after-$1.txt"; then
+        ok "$3 quits with status 0 and restores the terminal (icanon, echo)"
+    else
+        not_ok "$3 quits and restores the terminal"
+        diag "$(cat "$tmp/after-$1.txt")"
+    fi
+}
 
+quit_check top1 q q
 run_top top2
 sleep 1.5
-TM send-keys -t top2 C-c
-sleep 1
-TM capture-pane -p -t top2 >"$tmp/after-c.txt"
-if grep -q "EXITED rc=0" "$tmp/after-c.txt" &&
-    grep -qx "icanon" "$tmp/after-c.txt" && grep -qx "echo" "$tmp/after-c.txt"; then
-    ok "Ctrl-C quits with status 0 and restores the terminal"
-else
-    not_ok "Ctrl-C quits and restores the terminal"
-    diag "$(cat "$tmp/after-c.txt")"
-fi
+quit_check top2 C-c Ctrl-C
 
 "$SURGE" top --once --endpoint "$http_url" >"$tmp/once.txt" 2>&1
 rc=$?
