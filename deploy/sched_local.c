@@ -183,16 +183,7 @@ local_wrap(void *state, char *const *solver_argv, int64_t ranks,
             rc = surge_strv_push(&v, l->s->mpirun_args.v[i]);
         }
     }
-    for (size_t i = 0; rc == 0 && solver_argv[i] != NULL; i++) {
-        rc = surge_strv_push(&v, solver_argv[i]);
-    }
-    if (rc != 0) {
-        surge_strv_free(&v);
-        return rc;
-    }
-    surge_strv_free(out);
-    *out = v;
-    return 0;
+    return surge_strv_finish(&v, rc, solver_argv, out);
 }
 
 /* The environment of a job: the launcher's, with the spec's entries added

@@ -1476,16 +1476,7 @@ slurm_wrap(void *state, char *const *solver_argv, int64_t ranks,
             rc = surge_strv_push(&v, buf);
         }
     }
-    for (size_t i = 0; rc == 0 && solver_argv[i] != NULL; i++) {
-        rc = surge_strv_push(&v, solver_argv[i]);
-    }
-    if (rc != 0) {
-        surge_strv_free(&v);
-        return rc;
-    }
-    surge_strv_free(out);
-    *out = v;
-    return 0;
+    return surge_strv_finish(&v, rc, solver_argv, out);
 }
 
 /* The full path of program name found in PATH (executable), into out. */
@@ -1548,16 +1539,7 @@ surge_slurm_wrap_server(void *state, char *const *server_argv, surge_strv *out)
          * SIGTERM; make SIGINT end the job too rather than print status. */
         rc = rc ? rc : surge_strv_push(&v, "--quit-on-interrupt");
     }
-    for (size_t i = 0; rc == 0 && server_argv[i] != NULL; i++) {
-        rc = surge_strv_push(&v, server_argv[i]);
-    }
-    if (rc != 0) {
-        surge_strv_free(&v);
-        return rc;
-    }
-    surge_strv_free(out);
-    *out = v;
-    return 0;
+    return surge_strv_finish(&v, rc, server_argv, out);
 }
 
 static int

@@ -305,6 +305,23 @@ surge_strv_push(surge_strv *v, const char *s)
     return 0;
 }
 
+int
+surge_strv_finish(surge_strv *v, int rc, char *const *tail, surge_strv *out)
+{
+    for (size_t i = 0; rc == 0 && tail[i] != NULL; i++) {
+        rc = surge_strv_push(v, tail[i]);
+    }
+    if (rc != 0) {
+        surge_strv_free(v);
+        return rc;
+    }
+    surge_strv_free(out);
+    *out = *v;
+    v->v = NULL;
+    v->n = 0;
+    return 0;
+}
+
 /* ------------------------------------------------------------ messages */
 
 static const char *

@@ -233,6 +233,14 @@ void surge_strv_free(surge_strv *v);
 /* surge_strv_push - append a copy of s. Returns 0 or -ENOMEM. */
 int surge_strv_push(surge_strv *v, const char *s);
 
+/* surge_strv_finish - the end of building an argv in v while rc (0 so
+ * far, or a negative error) says how it went: when rc is 0, append copies
+ * of tail's strings (NULL-terminated); then on success *out is freed and
+ * takes v's strings, on any failure v is freed and *out is untouched. v is
+ * empty afterwards either way. Returns rc, or -ENOMEM from the appending. */
+int surge_strv_finish(surge_strv *v, int rc, char *const *tail,
+                      surge_strv *out);
+
 /* Names of the enum values, for messages and JSON ("uniform", "lhs"...). */
 const char *surge_sampler_kind_name(int kind);
 const char *surge_scheduler_kind_name(int kind);
