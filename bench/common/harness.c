@@ -16,24 +16,6 @@
 #include "common/util.h"
 
 int
-bench_write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            return -1;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-int
 bench_read_all(int fd, void *p, size_t n)
 {
     char *c = p;
@@ -118,7 +100,7 @@ bench_surge_sender(int res_fd, int go_fd, const char *endpoint, int64_t sim,
         snprintf(r.err, sizeof r.err, "open: %s", surge_client_open_error());
     }
     char ready = 'R';
-    bench_write_all(res_fd, &ready, 1);
+    surge_write_all(res_fd, &ready, 1);
     char go;
     bench_read_all(go_fd, &go, 1);
     r.start_ns = surge_now_ns();
@@ -141,6 +123,6 @@ bench_surge_sender(int res_fd, int go_fd, const char *endpoint, int64_t sim,
         }
     }
     r.end_ns = surge_now_ns();
-    bench_write_all(res_fd, &r, sizeof r);
+    surge_write_all(res_fd, &r, sizeof r);
     free(v);
 }

@@ -1,8 +1,9 @@
 /*
  * bench/common/harness.h - what the ingest and monitoring benchmarks share:
- * whole reads and writes on the pipes between their processes, medians and
- * quantiles of repeated runs, and the libsurge sender process both of them
- * time (one simulation, one rank, one float32 field "u").
+ * whole reads on the pipes between their processes (writes use
+ * surge_write_all), medians and quantiles of repeated runs, and the
+ * libsurge sender process both of them time (one simulation, one rank, one
+ * float32 field "u").
  *
  * Benchmark code, not a library: functions return 0 / -1 (or a value) and
  * print nothing; each process uses them from its own thread only.
@@ -27,9 +28,9 @@ struct bench_result {
     char err[200];     /* what failed, "" when rc is 0 */
 };
 
-/* bench_write_all / bench_read_all - write or read exactly n bytes on fd,
- * retrying on EINTR. Return 0, or -1 on an error or end of file. */
-int bench_write_all(int fd, const void *p, size_t n);
+/* bench_read_all - read exactly n bytes from fd, retrying on EINTR (the
+ * reading side of common/util.h's surge_write_all). Returns 0, or -1 on an
+ * error or end of file. */
 int bench_read_all(int fd, void *p, size_t n);
 
 /* bench_quantile - the q-quantile (0..1) of v[0..n) by linear interpolation

@@ -111,7 +111,7 @@ bare_sender(int res_fd, int go_fd, const char *ep, uint64_t n, uint64_t steps)
         snprintf(r.err, sizeof r.err, "bare sender setup failed");
     }
     char ready = 'R';
-    bench_write_all(res_fd, &ready, 1);
+    surge_write_all(res_fd, &ready, 1);
     char go;
     bench_read_all(go_fd, &go, 1);
     r.start_ns = surge_now_ns();
@@ -132,7 +132,7 @@ bare_sender(int res_fd, int go_fd, const char *ep, uint64_t n, uint64_t steps)
     bench_read_all(done_read_fd, &go, 1);
     zmq_close(s);
     zmq_ctx_term(ctx);
-    bench_write_all(res_fd, &r, sizeof r);
+    surge_write_all(res_fd, &r, sizeof r);
     free(v);
 }
 
@@ -156,7 +156,7 @@ bare_receiver(int res_fd, uint64_t msg_bytes, uint64_t expect)
         zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, ep, &len) != 0) {
         ep[0] = '\0';
     }
-    bench_write_all(res_fd, ep, sizeof ep);
+    surge_write_all(res_fd, ep, sizeof ep);
     zmq_msg_t msg;
     zmq_msg_init(&msg);
     while (ep[0] != '\0' && r.count < expect) {
@@ -174,7 +174,7 @@ bare_receiver(int res_fd, uint64_t msg_bytes, uint64_t expect)
     r.end_ns = surge_now_ns();
     zmq_close(s);
     zmq_ctx_term(ctx);
-    bench_write_all(res_fd, &r, sizeof r);
+    surge_write_all(res_fd, &r, sizeof r);
 }
 
 /* ------------------------------------------------------------ one run */
@@ -296,7 +296,7 @@ run_once(int surge, int nsenders, uint64_t n, uint64_t steps, int64_t sim)
     /* Release everyone at once. */
     char gobytes[MAX_SENDERS];
     memset(gobytes, 'G', sizeof gobytes);
-    bench_write_all(go[1], gobytes, (size_t)started);
+    surge_write_all(go[1], gobytes, (size_t)started);
     uint64_t t0 = UINT64_MAX, t1 = 0, total = 0;
     if (!surge && recv.pid > 0) {
         if (bench_read_all(recv.res_fd, &rr, sizeof rr) != 0) {

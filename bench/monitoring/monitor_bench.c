@@ -195,7 +195,7 @@ poller(int res_fd, const char *base)
         }
     }
     uint64_t out[3] = {ok, failed, bytes};
-    bench_write_all(res_fd, out, sizeof out);
+    surge_write_all(res_fd, out, sizeof out);
 }
 
 /* ------------------------------------------------------------- a run */
@@ -276,7 +276,7 @@ one_run(int http_on, uint64_t n, uint64_t steps, struct run *out)
     /* Let the poller's first round land before the clock starts. */
     usleep(300 * 1000);
     char g = 'G';
-    bench_write_all(go[1], &g, 1);
+    surge_write_all(go[1], &g, 1);
     if (bench_read_all(res[0], &r, sizeof r) != 0) {
         goto out_children;
     }
