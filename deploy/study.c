@@ -305,6 +305,15 @@ surge_strv_push(surge_strv *v, const char *s)
     return 0;
 }
 
+void
+surge_strv_move(surge_strv *dst, surge_strv *src)
+{
+    surge_strv_free(dst);
+    *dst = *src;
+    src->v = NULL;
+    src->n = 0;
+}
+
 int
 surge_strv_finish(surge_strv *v, int rc, char *const *tail, surge_strv *out)
 {
@@ -315,10 +324,7 @@ surge_strv_finish(surge_strv *v, int rc, char *const *tail, surge_strv *out)
         surge_strv_free(v);
         return rc;
     }
-    surge_strv_free(out);
-    *out = *v;
-    v->v = NULL;
-    v->n = 0;
+    surge_strv_move(out, v);
     return 0;
 }
 
@@ -887,10 +893,7 @@ surge_study_split_command(const char *line, surge_strv *out, char *err,
             goto out;
         }
     }
-    surge_strv_free(out);
-    *out = words;
-    words.v = NULL;
-    words.n = 0;
+    surge_strv_move(out, &words);
 out:
     surge_strv_free(&words);
     free(word);
@@ -1412,10 +1415,7 @@ surge_study_expand_command(const surge_study *s, const surge_expand_ctx *ctx,
             goto out;
         }
     }
-    surge_strv_free(argv_out);
-    *argv_out = out;
-    out.v = NULL;
-    out.n = 0;
+    surge_strv_move(argv_out, &out);
 out:
     surge_strv_free(&out);
     free(w);

@@ -233,6 +233,9 @@ void surge_strv_free(surge_strv *v);
 /* surge_strv_push - append a copy of s. Returns 0 or -ENOMEM. */
 int surge_strv_push(surge_strv *v, const char *s);
 
+/* surge_strv_move - free *dst, give it src's strings, leave src empty. */
+void surge_strv_move(surge_strv *dst, surge_strv *src);
+
 /* surge_strv_finish - the end of building an argv in v while rc (0 so
  * far, or a negative error) says how it went: when rc is 0, append copies
  * of tail's strings (NULL-terminated); then on success *out is freed and
