@@ -37,15 +37,7 @@ tap_plan 9
 timeout 180 "$SURGE" launch --quiet "$tmp/study.json" >"$tmp/stdout" \
     2>"$tmp/stderr"
 rc=$?
-if [ "$rc" -eq 0 ]; then
-    ok "surge launch exits 0"
-else
-    not_ok "surge launch exits 0 (got $rc)"
-    sed 's/^/# /' "$tmp/stderr" | tail -30
-    for f in "$tmp"/out/server.log "$tmp"/out/runs/*/attempt-*.log; do
-        [ -f "$f" ] && { diag "$f:"; tail -5 "$f" | sed 's/^/#   /'; }
-    done
-fi
+lib_check_launch_ok "$rc" "$tmp/stderr" "$tmp/out"
 check "the table names the summary" grep -q "summary.json" "$tmp/stdout"
 check "parameters.csv has a header and $RUNS rows" \
     test "$(wc -l <"$tmp/out/parameters.csv")" -eq $((RUNS + 1))

@@ -143,6 +143,22 @@ lib_json() {
     "$PY" -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
 }
 
+# lib_check_launch_ok RC STDERR OUT: the TAP check "surge launch exits 0"
+# on the exit status RC; when it fails, the end of the launcher's STDERR and
+# of the server's and the runs' logs under the study folder OUT.
+lib_check_launch_ok() {
+    if [ "$1" -eq 0 ]; then
+        ok "surge launch exits 0"
+    else
+        not_ok "surge launch exits 0 (got $1)"
+        sed 's/^/# /' "$2" | tail -30
+        for f in "$3"/server.log "$3"/runs/*/attempt-*.log; do
+            [ -f "$f" ] && { diag "$f:"; tail -5 "$f" | sed 's/^/#   /'; }
+        done
+    fi
+    return 0
+}
+
 # lib_py_checks SCRIPT ARGS WHAT...: one TAP check per WHAT, named WHAT:
 # "$PY" SCRIPT ARGS WHAT (ARGS split on blanks) must exit 0; what it
 # printed is the diagnostic when it does not.

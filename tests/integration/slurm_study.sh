@@ -116,15 +116,7 @@ fi
 wait "$launch_pid"
 rc=$?
 launch_pid=
-if [ "$rc" -eq 0 ]; then
-    ok "surge launch exits 0"
-else
-    not_ok "surge launch exits 0 (got $rc)"
-    sed 's/^/# /' "$tmp/stderr" | tail -30
-    for f in "$tmp"/out/server.log "$tmp"/out/runs/*/attempt-*.log; do
-        [ -f "$f" ] && { diag "$f:"; tail -5 "$f" | sed 's/^/#   /'; }
-    done
-fi
+lib_check_launch_ok "$rc" "$tmp/stderr" "$tmp/out"
 
 check "the runs went to Slurm as one job array" \
     grep -q "job array $job: $RUNS runs" "$tmp/stderr"
