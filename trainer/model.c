@@ -627,24 +627,11 @@ surge_trainer_checkpoint_load(surge_trainer *t, const char *path, void **extra,
     if (rc != 0) {
         goto out;
     }
-    if (st_has(&f, "extra")) {
-        json_t *e = json_object_get(f.root, "extra");
-        blob_len = (uint64_t)json_integer_value(
-            json_array_get(json_object_get(e, "shape"), 0));
-        rc = st_get(&f, "extra", ST_U8, 1, &blob_len, NULL, why, sizeof why);
-        if (rc != 0) {
-            surge_set_err(err, errlen, "%s: %s", path, why);
-            goto out;
-        }
-        if (extra != NULL && blob_len > 0) {
-            blob = malloc((size_t)blob_len);
-            if (blob == NULL) {
-                rc = -ENOMEM;
-                surge_set_err(err, errlen, "%s: out of memory", path);
-                goto out;
-            }
-            (void)st_get(&f, "extra", ST_U8, 1, &blob_len, blob, NULL, 0);
-        }
+    rc = st_get_bytes(&f, "extra", extra != NULL ? &blob : NULL, &blob_len, why,
+                      sizeof why);
+    if (rc != 0) {
+        surge_set_err(err, errlen, "%s: %s", path, why);
+        goto out;
     }
     /* The standard deviations must be usable before we commit to them. */
     for (int i = 3; i <= 5; i += 2) {

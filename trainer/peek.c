@@ -10,8 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include <surge/error.h>
 
 #include "common/util.h"
@@ -72,25 +70,12 @@ surge_trainer_checkpoint_peek(const char *path, int *n_inputs, int *n_outputs,
     }
     void *blob = NULL;
     uint64_t blen = 0;
-    if (st_has(&f, "extra")) {
-        json_t *e = json_object_get((json_t *)f.root, "extra");
-        blen = (uint64_t)json_integer_value(
-            json_array_get(json_object_get(e, "shape"), 0));
-        char why[256];
-        rc = st_get(&f, "extra", ST_U8, 1, &blen, NULL, why, sizeof why);
-        if (rc != 0) {
-            surge_set_err(err, errlen, "%s: %s", path, why);
-            goto out;
-        }
-        if (extra != NULL && blen > 0) {
-            blob = malloc((size_t)blen);
-            if (blob == NULL) {
-                surge_set_err(err, errlen, "%s: out of memory", path);
-                rc = -ENOMEM;
-                goto out;
-            }
-            (void)st_get(&f, "extra", ST_U8, 1, &blen, blob, NULL, 0);
-        }
+    char why[256];
+    rc = st_get_bytes(&f, "extra", extra != NULL ? &blob : NULL, &blen, why,
+                      sizeof why);
+    if (rc != 0) {
+        surge_set_err(err, errlen, "%s: %s", path, why);
+        goto out;
     }
     *n_inputs = (int)nin;
     *n_outputs = (int)nout;

@@ -543,6 +543,37 @@ st_meta(const struct st_file *f, const char *key)
 }
 
 int
+st_get_bytes(const struct st_file *f, const char *name, void **data,
+             uint64_t *len, char *err, size_t errlen)
+{
+    *len = 0;
+    if (data != NULL) {
+        *data = NULL;
+    }
+    if (!st_has(f, name)) {
+        return 0;
+    }
+    json_t *e = json_object_get(f->root, name);
+    uint64_t n = (uint64_t)json_integer_value(
+        json_array_get(json_object_get(e, "shape"), 0));
+    int rc = st_get(f, name, ST_U8, 1, &n, NULL, err, errlen);
+    if (rc != 0) {
+        return rc;
+    }
+    if (data != NULL && n > 0) {
+        void *p = malloc((size_t)n);
+        if (p == NULL) {
+            surge_set_err(err, errlen, "out of memory");
+            return -ENOMEM;
+        }
+        (void)st_get(f, name, ST_U8, 1, &n, p, NULL, 0);
+        *data = p;
+    }
+    *len = n;
+    return 0;
+}
+
+int
 st_has(const struct st_file *f, const char *name)
 {
     return strcmp(name, "__metadata__") != 0 &&

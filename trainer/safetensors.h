@@ -68,6 +68,14 @@ const char *st_meta(const struct st_file *f, const char *key);
 int st_get(const struct st_file *f, const char *name, int dtype, int ndim,
            const uint64_t *shape, void *dst, char *err, size_t errlen);
 
+/* st_get_bytes - the optional 1-D U8 tensor name (an opaque blob): *len
+ * is its length, 0 when the file has no such tensor. When data is not NULL
+ * and the tensor is not empty, *data is a malloc'ed copy that the caller
+ * frees; otherwise *data is NULL. 0, st_get's error or -ENOMEM, with err
+ * saying why. */
+int st_get_bytes(const struct st_file *f, const char *name, void **data,
+                 uint64_t *len, char *err, size_t errlen);
+
 /* st_has - whether the file holds tensor name. */
 int st_has(const struct st_file *f, const char *name);
 
