@@ -15,14 +15,9 @@ lib_need "$BIN" "$SURGE"
 lib_full_stacks
 lib_tmpdir
 server_pid=
-on_exit() {
-    # timeout(1) passes the TERM on to the server, and KILLs it 5 s later
-    # if it has not stopped.
-    if [ -n "$server_pid" ]; then
-        kill -TERM "$server_pid" 2>/dev/null
-        wait "$server_pid" 2>/dev/null
-    fi
-}
+# timeout(1) passes the TERM on to the server, and KILLs it 5 s later if
+# it has not stopped.
+on_exit() { lib_term_wait "$server_pid"; }
 
 tap_plan 9
 

@@ -66,6 +66,18 @@ lib_kill_pids() {
     return 0
 }
 
+# lib_term_wait PID...: SIGTERM each process named that still runs (empty
+# arguments skipped) and wait for it; for on_exit.
+lib_term_wait() {
+    for p in "$@"; do
+        if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+            kill -TERM "$p" 2>/dev/null
+            wait "$p" 2>/dev/null
+        fi
+    done
+    return 0
+}
+
 # lib_study_env: what a `surge launch` study of heat2d runs needs (surge,
 # surge-heat2d, python3), with full sanitizer stacks, in a fresh $tmp.
 lib_study_env() {

@@ -18,12 +18,7 @@ lib_need "$SURGE" "$HEAT" "$PY"
 lib_full_stacks
 lib_slurm_tmpdir /tmp/surge-slurm-wait.XXXXXX 2
 launch_pid=
-on_exit() {
-    if [ -n "$launch_pid" ] && kill -0 "$launch_pid" 2>/dev/null; then
-        kill -TERM "$launch_pid" 2>/dev/null
-        wait "$launch_pid" 2>/dev/null
-    fi
-}
+on_exit() { lib_term_wait "$launch_pid"; }
 
 tap_plan 5
 
