@@ -29,6 +29,16 @@ static const double P[2] = {1.5, -2.0};
 static const struct tfield U0[1] = {{"u", 8, 0, 4}};
 static const struct tfield U1[1] = {{"u", 8, 4, 4}};
 
+/* Peer rid joins simulation sim as rank (0 or 1) of 2, with its half of
+ * field "u" and the study token: the reply must be WELCOME. */
+static void
+join(struct fixture *f, const char *rid, int64_t sim, uint32_t rank)
+{
+    assert_int_equal(say_hello(f->ing, rid, "secret", sim, rank, 2, P, 2,
+                               rank == 0 ? U0 : U1, 1),
+                     SURGE_MSG_WELCOME);
+}
+
 static int
 setup(void **state)
 {
@@ -67,8 +77,7 @@ static void
 hello_welcome(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
-                     SURGE_MSG_WELCOME);
+    join(f, "a", 3, 0);
     assert_int_equal(treply.u.welcome.sim, 3);
     assert_int_equal(treply.u.welcome.rank, 0);
     assert_int_equal(treply.u.welcome.max_payload_bytes,
@@ -111,8 +120,7 @@ hello_global_size_differs(void **state)
 {
     struct fixture *f = *state;
     const struct tfield other[1] = {{"u", 10, 4, 4}};
-    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
-                     SURGE_MSG_WELCOME);
+    join(f, "a", 3, 0);
     assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, P, 2, other, 1),
                      SURGE_MSG_REJECT);
     assert_int_equal(treply.u.reject.code, SURGE_EFIELD);
@@ -126,8 +134,7 @@ hello_other_mismatches(void **state)
     struct fixture *f = *state;
     const double q[2] = {1.5, 7.0};
     const struct tfield v1[1] = {{"v", 8, 4, 4}};
-    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
-                     SURGE_MSG_WELCOME);
+    join(f, "a", 3, 0);
     assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 3, P, 2, U1, 1),
                      SURGE_MSG_REJECT);
     assert_non_null(strstr(treply.u.reject.reason, "ranks"));
@@ -138,16 +145,14 @@ hello_other_mismatches(void **state)
                      SURGE_MSG_REJECT);
     assert_non_null(strstr(treply.u.reject.reason, "field 0 is 'v'"));
     /* The right one still gets in after the rejects. */
-    assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, P, 2, U1, 1),
-                     SURGE_MSG_WELCOME);
+    join(f, "b", 3, 1);
 }
 
 static void
 hello_duplicate_rank_and_connection(void **state)
 {
     struct fixture *f = *state;
-    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
-                     SURGE_MSG_WELCOME);
+    join(f, "a", 3, 0);
     assert_int_equal(say_hello(f->ing, "z", "secret", 3, 0, 2, P, 2, U0, 1),
                      SURGE_MSG_REJECT);
     assert_int_equal(treply.u.reject.code, SURGE_EDUPLICATE);
@@ -163,8 +168,7 @@ hello_slices_overlap(void **state)
 {
     struct fixture *f = *state;
     const struct tfield over[1] = {{"u", 8, 3, 5}};
-    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
-                     SURGE_MSG_WELCOME);
+    join(f, "a", 3, 0);
     assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, P, 2, over, 1),
                      SURGE_MSG_REJECT);
     assert_int_equal(treply.u.reject.code, SURGE_EBOUNDS);
@@ -177,8 +181,7 @@ hello_slices_leave_gap(void **state)
 {
     struct fixture *f = *state;
     const struct tfield gap[1] = {{"u", 8, 5, 3}};
-    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
-                     SURGE_MSG_WELCOME);
+    join(f, "a", 3, 0);
     assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, P, 2, gap, 1),
                      SURGE_MSG_REJECT);
     assert_non_null(strstr(treply.u.reject.reason,
@@ -262,8 +265,7 @@ data_checked_before_copy(void **state)
     struct fixture *f = *state;
     float v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     const surge_counters *c = surge_ingest_counters(f->ing);
-    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
-                     SURGE_MSG_WELCOME);
+    join(f, "a", 3, 0);
     /* Payload one float short, one float long. */
     send_slice_ex(f->ing, "a", 3, 0, 0, 0.0, 0, 0, 4, v, 12, 1);
     send_slice_ex(f->ing, "a", 3, 0, 0, 0.0, 0, 0, 4, v, 20, 1);
@@ -306,10 +308,8 @@ bye_acks_accepted_slices(void **state)
     struct fixture *f = *state;
     float v[4] = {1, 2, 3, 4};
     const surge_counters *c = surge_ingest_counters(f->ing);
-    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
-                     SURGE_MSG_WELCOME);
-    assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, P, 2, U1, 1),
-                     SURGE_MSG_WELCOME);
+    join(f, "a", 3, 0);
+    join(f, "b", 3, 1);
     for (int s = 0; s < 3; s++) {
         send_slice(f->ing, "a", 3, 0, s, s * 0.1, 0, 0, 4, v);
         send_slice(f->ing, "b", 3, 1, s, s * 0.1, 0, 4, 4, v);
@@ -359,10 +359,8 @@ retry_refuses_assembled_steps(void **state)
     struct fixture *f = *state;
     float v[4] = {1, 2, 3, 4};
     const surge_counters *c = surge_ingest_counters(f->ing);
-    assert_int_equal(say_hello(f->ing, "a", "secret", 5, 0, 2, P, 2, U0, 1),
-                     SURGE_MSG_WELCOME);
-    assert_int_equal(say_hello(f->ing, "b", "secret", 5, 1, 2, P, 2, U1, 1),
-                     SURGE_MSG_WELCOME);
+    join(f, "a", 5, 0);
+    join(f, "b", 5, 1);
     send_slice(f->ing, "a", 5, 0, 0, 0.0, 0, 0, 4, v);
     send_slice(f->ing, "b", 5, 1, 0, 0.0, 0, 4, 4, v);
     send_slice(f->ing, "a", 5, 0, 1, 0.1, 0, 0, 4, v); /* then it dies */
@@ -374,10 +372,8 @@ retry_refuses_assembled_steps(void **state)
     assert_int_equal(say_hello(f->ing, "a2", "secret", 5, 0, 2, P, 2, U0, 1),
                      SURGE_MSG_REJECT);
     assert_int_equal(control(f->ing, "secret", SURGE_CTL_SIM_RETRY, 5), 0);
-    assert_int_equal(say_hello(f->ing, "a2", "secret", 5, 0, 2, P, 2, U0, 1),
-                     SURGE_MSG_WELCOME);
-    assert_int_equal(say_hello(f->ing, "b2", "secret", 5, 1, 2, P, 2, U1, 1),
-                     SURGE_MSG_WELCOME);
+    join(f, "a2", 5, 0);
+    join(f, "b2", 5, 1);
     for (int s = 0; s < 2; s++) {
         send_slice(f->ing, "a2", 5, 0, s, s * 0.1, 0, 0, 4, v);
         send_slice(f->ing, "b2", 5, 1, s, s * 0.1, 0, 4, 4, v);
@@ -398,8 +394,7 @@ timeout_fails_silent_sim(void **state)
     struct fixture *f = *state;
     float v[4] = {1, 2, 3, 4};
     const surge_counters *c = surge_ingest_counters(f->ing);
-    assert_int_equal(say_hello(f->ing, "a", "secret", 3, 0, 2, P, 2, U0, 1),
-                     SURGE_MSG_WELCOME);
+    join(f, "a", 3, 0);
     send_slice_ex(f->ing, "a", 3, 0, 0, 0.0, 0, 0, 4, v, 16, 2000000000);
     surge_ingest_tick(f->ing, 6000000000); /* 4 s later: alive */
     assert_int_equal(surge_ingest_active_sims(f->ing), 1);
