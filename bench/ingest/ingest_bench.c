@@ -358,20 +358,31 @@ run_once(int surge, int nsenders, uint64_t n, uint64_t steps, int64_t sim)
 
 /* ------------------------------------------------------------ server */
 
+/* The start of a small file (at most cap - 1 bytes, one read), as a
+ * string in buf. Returns 0, or -1 when it is missing or empty. */
 static int
-read_endpoint(const char *path, char *ep, size_t cap)
+read_text(const char *path, char *buf, size_t cap)
 {
-    char buf[4096];
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
         return -1;
     }
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    ssize_t n = read(fd, buf, cap - 1);
     close(fd);
     if (n <= 0) {
         return -1;
     }
     buf[n] = '\0';
+    return 0;
+}
+
+static int
+read_endpoint(const char *path, char *ep, size_t cap)
+{
+    char buf[4096];
+    if (read_text(path, buf, sizeof buf) != 0) {
+        return -1;
+    }
     const char *k = strstr(buf, "\"endpoint\"");
     if (k == NULL) {
         return -1;
@@ -468,16 +479,9 @@ server_counts(uint64_t *accepted, int *add_up)
 {
     char path[300], buf[16384];
     snprintf(path, sizeof path, "%s/server-stats.json", server_dir);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
+    if (read_text(path, buf, sizeof buf) != 0) {
         return -1;
     }
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) {
-        return -1;
-    }
-    buf[n] = '\0';
     *add_up = strstr(buf, "\"counts_add_up\": true") != NULL ||
               strstr(buf, "\"counts_add_up\":true") != NULL;
     const char *s = strstr(buf, "\"slices\"");
