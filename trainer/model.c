@@ -78,17 +78,6 @@ ints_json(const int *v, int n)
 }
 
 /* Strict integer parse of a metadata value within [lo, hi]. */
-static int
-parse_i64(const char *s, long long lo, long long hi, long long *out)
-{
-    int64_t v;
-    if (surge_parse_int64(s, &v) != 0 || v < lo || v > hi) {
-        return -1;
-    }
-    *out = (long long)v;
-    return 0;
-}
-
 /* Parse a JSON array of exactly n numbers (n < 0: any length up to -n,
  * count returned) into floats or ints. */
 static int
@@ -401,15 +390,14 @@ read_arch(const struct st_file *f, const char *path, const char *format,
     }
     long long x;
     memset(info, 0, sizeof *info);
-    if (parse_i64(st_meta(f, "surge.n_inputs"), 1, SURGE_TRAINER_MAX_WIDTH,
-                  &x) != 0) {
+    if (st_meta_int(f, "surge.n_inputs", 1, SURGE_TRAINER_MAX_WIDTH, &x) != 0) {
         surge_set_err(err, errlen, "%s: surge.n_inputs missing or out of range",
                       path);
         return SURGE_EPROTO;
     }
     info->n_inputs = (int)x;
-    if (parse_i64(st_meta(f, "surge.n_outputs"), 1, SURGE_TRAINER_MAX_WIDTH,
-                  &x) != 0) {
+    if (st_meta_int(f, "surge.n_outputs", 1, SURGE_TRAINER_MAX_WIDTH, &x) !=
+        0) {
         surge_set_err(err, errlen,
                       "%s: surge.n_outputs missing or out of range", path);
         return SURGE_EPROTO;
@@ -586,8 +574,8 @@ surge_trainer_checkpoint_load(surge_trainer *t, const char *path, void **extra,
         goto out;
     }
     long long frozen, seen;
-    if (parse_i64(st_meta(&f, "surge.out_frozen"), 0, 1, &frozen) != 0 ||
-        parse_i64(st_meta(&f, "surge.out_seen"), 0, LONG_MAX, &seen) != 0) {
+    if (st_meta_int(&f, "surge.out_frozen", 0, 1, &frozen) != 0 ||
+        st_meta_int(&f, "surge.out_seen", 0, LONG_MAX, &seen) != 0) {
         surge_set_err(err, errlen,
                       "%s: surge.out_frozen/out_seen missing or bad", path);
         rc = SURGE_EPROTO;
@@ -757,8 +745,8 @@ surge_model_load(const char *path, surge_model **out, char *err, size_t errlen)
     int nin = m->info.n_inputs;
     long long batch = 256;
     if (st_meta(&f, "surge.batch_size") != NULL &&
-        parse_i64(st_meta(&f, "surge.batch_size"), 1, SURGE_TRAINER_MAX_BATCH,
-                  &batch) != 0) {
+        st_meta_int(&f, "surge.batch_size", 1, SURGE_TRAINER_MAX_BATCH,
+                    &batch) != 0) {
         rc = SURGE_EPROTO;
         surge_set_err(err, errlen, "%s: surge.batch_size is not a valid size",
                       path);

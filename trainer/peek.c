@@ -16,19 +16,6 @@
 #include "trainer/safetensors.h"
 #include "trainer/trainer.h"
 
-static int
-meta_int(const struct st_file *f, const char *key, long long max,
-         long long *out)
-{
-    const char *v = st_meta(f, key);
-    int64_t x;
-    if (v == NULL || surge_parse_int64(v, &x) != 0 || x < 0 || x > max) {
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 int
 surge_trainer_checkpoint_peek(const char *path, int *n_inputs, int *n_outputs,
                               uint64_t *steps, void **extra, size_t *extra_len,
@@ -56,10 +43,11 @@ surge_trainer_checkpoint_peek(const char *path, int *n_inputs, int *n_outputs,
         rc = SURGE_EVERSION;
         goto out;
     }
-    if (meta_int(&f, "surge.n_inputs", SURGE_TRAINER_MAX_WIDTH, &nin) != 0 ||
-        meta_int(&f, "surge.n_outputs", SURGE_TRAINER_MAX_WIDTH, &nout) != 0 ||
-        meta_int(&f, "surge.steps", INT64_MAX, &st) != 0 || nin < 1 ||
-        nout < 1) {
+    if (st_meta_int(&f, "surge.n_inputs", 1, SURGE_TRAINER_MAX_WIDTH, &nin) !=
+            0 ||
+        st_meta_int(&f, "surge.n_outputs", 1, SURGE_TRAINER_MAX_WIDTH, &nout) !=
+            0 ||
+        st_meta_int(&f, "surge.steps", 0, INT64_MAX, &st) != 0) {
         surge_set_err(
             err, errlen,
             "%s: surge.n_inputs, surge.n_outputs or surge.steps missing "

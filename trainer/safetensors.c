@@ -543,6 +543,18 @@ st_meta(const struct st_file *f, const char *key)
 }
 
 int
+st_meta_int(const struct st_file *f, const char *key, long long lo,
+            long long hi, long long *out)
+{
+    int64_t v;
+    if (surge_parse_int64(st_meta(f, key), &v) != 0 || v < lo || v > hi) {
+        return -1;
+    }
+    *out = (long long)v;
+    return 0;
+}
+
+int
 st_get_bytes(const struct st_file *f, const char *name, void **data,
              uint64_t *len, char *err, size_t errlen)
 {

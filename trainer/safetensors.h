@@ -62,6 +62,11 @@ void st_close(struct st_file *f);
 /* st_meta - metadata value for key, or NULL. Lives as long as f. */
 const char *st_meta(const struct st_file *f, const char *key);
 
+/* st_meta_int - metadata value for key as a decimal integer in [lo, hi]:
+ * 0 and *out, or -1 when missing, not an integer or out of range. */
+int st_meta_int(const struct st_file *f, const char *key, long long lo,
+                long long hi, long long *out);
+
 /* st_get - copy tensor name into dst after checking its dtype and shape
  * (ndim dims in shape); dst NULL only checks. SURGE_EPROTO with err when
  * missing or different. */
