@@ -27,6 +27,12 @@ surge_now_ns(void)
     return (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
 }
 
+double
+surge_now_s(void)
+{
+    return (double)surge_now_ns() * 1e-9;
+}
+
 /* strtol and friends skip leading white space and accept a sign; we want
  * neither silently, so look at the first character ourselves. */
 static int

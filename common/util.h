@@ -18,6 +18,10 @@
  * anything. */
 uint64_t surge_now_ns(void);
 
+/* surge_now_s - the same clock in seconds (for timeouts and durations
+ * kept as doubles). */
+double surge_now_s(void);
+
 /* surge_parse_int64 / surge_parse_uint64 / surge_parse_double - parse the
  * whole string s as one number, strictly: no leading or trailing spaces or
  * junk, not empty, no overflow. Integers are decimal ("-12", "+7");

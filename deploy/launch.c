@@ -157,12 +157,6 @@ on_signal(int sig)
     stop_signal = sig;
 }
 
-static double
-now_s(void)
-{
-    return (double)surge_now_ns() * 1e-9;
-}
-
 /* ------------------------------------------------------------ usage */
 
 static void
@@ -476,7 +470,7 @@ start_server(struct launch *L, char *err, size_t errcap)
         return rc;
     }
     /* The first PING proves the server answers with our token. */
-    double end = now_s() + s->server_start_timeout_s;
+    double end = surge_now_s() + s->server_start_timeout_s;
     for (;;) {
         char msg[SURGE_MAX_REASON + 1];
         int32_t code = 0;
@@ -490,7 +484,7 @@ start_server(struct launch *L, char *err, size_t errcap)
         if (rc == 0) {
             snprintf(err, errcap, "the server refused our PING: %s", msg);
             rc = code;
-        } else if (stop_signal || now_s() >= end ||
+        } else if (stop_signal || surge_now_s() >= end ||
                    !surge_server_proc_alive(&L->server)) {
             snprintf(err, errcap, "the server at %s did not answer PING: %s",
                      L->server.endpoint, surge_strerror(rc));
@@ -503,7 +497,7 @@ start_server(struct launch *L, char *err, size_t errcap)
         return rc;
     }
     L->ping_misses = 0;
-    L->next_ping = now_s() + s->server_ping_interval_s;
+    L->next_ping = surge_now_s() + s->server_ping_interval_s;
     SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "server pid %d at %s",
               (int)L->server.pid, L->server.endpoint);
     return 0;
@@ -578,7 +572,7 @@ submit(struct launch *L, struct run *r)
     }
     L->attempts++;
     r->state = RUN_RUNNING;
-    r->started = now_s();
+    r->started = surge_now_s();
     r->last_active = r->started;
     r->log_size = 0;
     r->server_seen = -1;
@@ -604,7 +598,7 @@ run_ended(struct launch *L, struct run *r, const surge_job_status *st,
                   "sim %lld: ok (attempt %lld, "
                   "%.1f s)",
                   (long long)r->sim, (long long)r->attempt,
-                  now_s() - r->started);
+                  surge_now_s() - r->started);
         return;
     }
     if (stopping) {
@@ -676,7 +670,7 @@ poll_runs(struct launch *L, bool stopping)
         if (st.state == SURGE_JOB_PENDING) {
             /* Waiting in a batch queue is not silence: the solver timeout
              * counts from the moment the job starts running. */
-            r->started = now_s();
+            r->started = surge_now_s();
             r->last_active = r->started;
             continue;
         }
@@ -687,7 +681,7 @@ poll_runs(struct launch *L, bool stopping)
         run_ended(L, r, &st, stopping);
         if (count_state(L, RUN_RUNNING) == 0 &&
             count_state(L, RUN_QUEUED) == 0) {
-            L->t_runs_done = now_s();
+            L->t_runs_done = surge_now_s();
         }
     }
 }
@@ -696,7 +690,7 @@ poll_runs(struct launch *L, bool stopping)
 static void
 check_silence(struct launch *L, bool slices_moved)
 {
-    double now = now_s();
+    double now = surge_now_s();
     if (!(L->s->timeout_s > 0)) {
         return;
     }
@@ -820,7 +814,7 @@ fetch_status(struct launch *L)
         L->status_ok = 0;
         return;
     }
-    double now = now_s();
+    double now = surge_now_s();
     L->status_ok = 1;
     L->status_rate = jnum(json_object_get(st, "rates"), "samples_in_per_s", -1);
     json_t *tr = json_object_get(st, "trainer");
@@ -859,7 +853,7 @@ check_server(struct launch *L)
         restart_server(L, why);
         return false;
     }
-    double now = now_s();
+    double now = surge_now_s();
     if (now < L->next_ping) {
         return false;
     }
@@ -899,7 +893,7 @@ check_server(struct launch *L)
 static void
 progress(struct launch *L, bool force)
 {
-    double now = now_s();
+    double now = surge_now_s();
     if (L->quiet || (!force && now < L->next_progress)) {
         return;
     }
@@ -1533,7 +1527,7 @@ surge_launch_main(int argc, char **argv)
         log_launch = &L;
         surge_log_set_handler(tty_log, NULL);
     }
-    L.t0 = now_s();
+    L.t0 = surge_now_s();
     L.started_wall = time(NULL);
     int64_t k = concurrency(L.s, L.nruns);
     SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
@@ -1622,7 +1616,7 @@ surge_launch_main(int argc, char **argv)
         surge_deploy_sleep(TICK_S);
     }
     if (L.t_runs_done == 0) {
-        L.t_runs_done = now_s();
+        L.t_runs_done = surge_now_s();
     }
     progress_clear(&L);
 
@@ -1649,7 +1643,7 @@ surge_launch_main(int argc, char **argv)
 
     json_t *stats = read_stats(&L);
     int counts_ok = 0;
-    double wall = now_s() - L.t0;
+    double wall = surge_now_s() - L.t0;
     rc = write_summary(&L, stats, wall, interrupted, &counts_ok);
     json_decref(stats);
     if (rc != 0) {

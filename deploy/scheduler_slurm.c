@@ -71,12 +71,6 @@
 
 /* ============================================================ commands */
 
-static double
-now_s(void)
-{
-    return (double)surge_now_ns() * 1e-9;
-}
-
 /* A command running in the background: its pipes and what it printed. */
 struct cmd {
     pid_t pid;                  /* child, leader of its session; 0: none */
@@ -155,7 +149,7 @@ cmd_start(struct cmd *c, char *const *argv, double timeout_s, size_t out_cap)
     fcntl(c->out_fd, F_SETFL, O_NONBLOCK);
     fcntl(c->err_fd, F_SETFL, O_NONBLOCK);
     fcntl(c->errno_fd, F_SETFL, O_NONBLOCK);
-    c->deadline = now_s() + timeout_s;
+    c->deadline = surge_now_s() + timeout_s;
     return 0;
 fail:
     for (int i = 0; i < 2; i++) {
@@ -295,7 +289,7 @@ cmd_step(struct cmd *c, int wait_ms)
         pf[nf].events = POLLIN;
         nf++;
     }
-    double left = c->deadline - now_s();
+    double left = c->deadline - surge_now_s();
     if (left < 0) {
         left = 0;
     }
@@ -330,7 +324,7 @@ cmd_step(struct cmd *c, int wait_ms)
         cmd_reaped(c, wstatus);
         return 1;
     }
-    if (now_s() >= c->deadline) {
+    if (surge_now_s() >= c->deadline) {
         surge_kill_session(c->pid, SIGKILL);
         while (waitpid(c->pid, &wstatus, 0) < 0 && errno == EINTR) {
         }
@@ -1298,7 +1292,7 @@ run_scancel(struct slurm *sl, const char *jobid, bool kill)
 static void
 refresh(struct slurm *sl)
 {
-    double now = now_s();
+    double now = surge_now_s();
     /* The launcher polls each job every loop turn: one refresh per turn
      * is enough. */
     if (sl->nqueued == 0 && now - sl->last_refresh < 0.02) {
@@ -1321,7 +1315,7 @@ refresh(struct slurm *sl)
         sl->query_running = 0;
         apply_query(sl);
         surge_slurm_cmd_result_fini(&sl->query.res);
-        sl->next_query = now_s() + sl->s->slurm_poll_interval_s;
+        sl->next_query = surge_now_s() + sl->s->slurm_poll_interval_s;
         return;
     }
     if (now < sl->next_query || !any_submitted(sl)) {
@@ -1672,13 +1666,13 @@ slurm_cancel(void *state, uint64_t id, double grace_s)
         return 0;
     }
     run_scancel(sl, j->jobid, false);
-    double at = now_s() + grace_s;
+    double at = surge_now_s() + grace_s;
     if (j->kill_at == 0 || at < j->kill_at) {
         j->kill_at = at;
     }
     /* Look again soon, rather than a full poll interval later. */
-    if (sl->next_query > now_s() + 0.5) {
-        sl->next_query = now_s() + 0.5;
+    if (sl->next_query > surge_now_s() + 0.5) {
+        sl->next_query = surge_now_s() + 0.5;
     }
     return 0;
 }
@@ -1724,17 +1718,17 @@ slurm_destroy(void **state)
     /* Wait until squeue reports every job ended (Slurm escalates to
      * SIGKILL by itself after KillWait; refresh() adds ours after the
      * grace), bounded. */
-    double give_up = now_s() + grace + DESTROY_EXTRA_S;
+    double give_up = surge_now_s() + grace + DESTROY_EXTRA_S;
     sl->next_query = 0;
     while (any_submitted(sl)) {
         refresh(sl);
         if (!any_submitted(sl)) {
             break;
         }
-        if (sl->next_query > now_s() + 1.0) {
-            sl->next_query = now_s() + 1.0;
+        if (sl->next_query > surge_now_s() + 1.0) {
+            sl->next_query = surge_now_s() + 1.0;
         }
-        if (now_s() > give_up) {
+        if (surge_now_s() > give_up) {
             SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
                       "Slurm still lists jobs named %s %.0f s after scancel; "
                       "check squeue",

@@ -23,12 +23,6 @@ extern char **environ;
 
 #define SERVER_JSON_MAX_BYTES 65536
 
-static double
-now_s(void)
-{
-    return (double)surge_now_ns() * 1e-9;
-}
-
 int
 surge_server_proc_read_endpoint(const char *json_path, char *endpoint,
                                 char *http, size_t cap, long *pid)
@@ -92,12 +86,12 @@ surge_server_proc_alive(surge_server_proc *sp)
 static int
 wait_exit(surge_server_proc *sp, double seconds)
 {
-    double end = now_s() + seconds;
+    double end = surge_now_s() + seconds;
     for (;;) {
         if (!surge_server_proc_alive(sp)) {
             return 1;
         }
-        if (now_s() >= end) {
+        if (surge_now_s() >= end) {
             return 0;
         }
         surge_deploy_sleep(0.02);
@@ -184,7 +178,7 @@ surge_server_proc_start(surge_server_proc *sp, char *const *argv,
     free(tokvar);
     close(logfd);
     sp->pid = pid;
-    sp->started_at = now_s();
+    sp->started_at = surge_now_s();
 
     double end = sp->started_at + timeout_s;
     for (;;) {
@@ -227,7 +221,7 @@ surge_server_proc_start(surge_server_proc *sp, char *const *argv,
             snprintf(err, errcap, "interrupted while the server started");
             return -EINTR;
         }
-        if (now_s() >= end) {
+        if (surge_now_s() >= end) {
             surge_server_proc_wait(sp, 0, 2.0);
             snprintf(err, errcap,
                      "the server wrote no %s within %g s (see "
