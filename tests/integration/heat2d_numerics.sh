@@ -9,21 +9,13 @@
 # and later steps (M^-1, a contraction) never amplify that error. After n
 # steps the error is at most n * tol * max_k ||b_k||_2, plus rounding.
 . "$SURGE_SRCDIR/tests/tap.sh"
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
 
-BIN="$SURGE_BUILDDIR/solvers/heat2d/surge-heat2d"
-PY="${DEBIAN_PYTHON:-/usr/bin/python3}"
-MPIRUN="${MPIRUN:-mpirun}"
-[ -x "$BIN" ] || skip_all "surge-heat2d is not built"
+BIN=$HEAT
+lib_need "$BIN"
 "$PY" -c 'import numpy' 2>/dev/null || skip_all "$PY has no numpy"
-
-# Under --enable-sanitizers: Open MPI's allocations are suppressed by
-# library name (tests/lsan.supp), which needs full stacks; the fast unwinder
-# stops at frames without frame pointers and leaves "<unknown module>".
-ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-export ASAN_OPTIONS
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT INT TERM
+lib_full_stacks
+lib_tmpdir
 
 # run NP ARGS...: the solver on NP ranks without a server; output in
 # $tmp/out, errors in $tmp/err; returns the solver's exit status.

@@ -6,15 +6,11 @@
 # the solver found next to surge's build folder) without starting a
 # server or a run; the resolved study loads again as a study file.
 . "$SURGE_SRCDIR/tests/tap.sh"
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
 
-SURGE="$SURGE_BUILDDIR/server/surge"
-[ -x "$SURGE" ] || skip_all "surge is not built"
-
-ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-export ASAN_OPTIONS
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT INT TERM
+lib_need "$SURGE"
+lib_full_stacks
+lib_tmpdir
 
 tap_plan 14
 # Relative output folders (the default runs/study) land in $tmp.

@@ -8,8 +8,8 @@
 # difference <= 1e-4). See trainer_torch.py. Skips when Debian's python3
 # has no torch or numpy.
 . "$SURGE_SRCDIR/tests/tap.sh"
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
 
-PY=${DEBIAN_PYTHON:-/usr/bin/python3}
 GEN="$SURGE_BUILDDIR/tests/integration/trainer_torch_gen"
 SCRIPT="$SURGE_SRCDIR/tests/integration/trainer_torch.py"
 DOC="$SURGE_SRCDIR/docs/model-file.md"
@@ -19,8 +19,7 @@ if ! timeout 60 "$PY" -c 'import torch, numpy' >/dev/null 2>&1; then
 fi
 [ -x "$GEN" ] || skip_all "trainer_torch_gen not built"
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT INT TERM
+lib_tmpdir
 
 tap_plan 7
 
