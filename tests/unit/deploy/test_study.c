@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "deploy/study.h"
+#include "deploy/study_config.h"
 
 #ifndef SURGE_TOP_SRCDIR
 #define SURGE_TOP_SRCDIR "."
@@ -661,6 +662,38 @@ test_docs_name_every_key(void **state)
     assert_int_equal(missing, 0);
 }
 
+/* The study's trainer keys repeat the trainer library's own (deploy/study.c
+ * has a table with defaults; trainer/config.c has its defaults): a study
+ * that says nothing about the trainer must give exactly the library's
+ * defaults, so the two can never drift apart unnoticed. */
+static void
+test_trainer_defaults_match_library(void **state)
+{
+    (void)state;
+    surge_study *s = parse_ok(study_text(NULL, NULL, NULL, NULL));
+    struct surge_trainer_config from_study;
+    struct surge_trainer_config library;
+    surge_study_trainer_config(s, 6, 4096, &from_study);
+    surge_trainer_config_defaults(&library);
+    library.n_inputs = 6;
+    library.n_outputs = 4096;
+    assert_int_equal(from_study.n_layers, library.n_layers);
+    for (int i = 0; i < library.n_layers; i++) {
+        assert_int_equal(from_study.layers[i], library.layers[i]);
+    }
+    assert_int_equal(from_study.activation, library.activation);
+    assert_int_equal(from_study.optimizer, library.optimizer);
+    assert_int_equal(from_study.schedule, library.schedule);
+    assert_int_equal(from_study.batch_size, library.batch_size);
+    assert_int_equal(from_study.out_norm, library.out_norm);
+    assert_int_equal(from_study.out_norm_samples, library.out_norm_samples);
+    assert_string_equal(from_study.backend, library.backend);
+    /* Every field at once, the ones above included (both start from a
+     * zeroed struct, so padding compares equal too). */
+    assert_memory_equal(&from_study, &library, sizeof library);
+    surge_study_destroy(&s);
+}
+
 int
 main(void)
 {
@@ -678,6 +711,7 @@ main(void)
         cmocka_unit_test(test_bad_solver_and_sampler),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_docs_name_every_key),
+        cmocka_unit_test(test_trainer_defaults_match_library),
     };
     return cmocka_run_group_tests_name("deploy/study", tests, NULL, NULL);
 }
