@@ -21,3 +21,40 @@ EXTRA_DIST += \
 	solvers/heat2d/README.md \
 	tests/integration/heat2d_numerics.sh \
 	tests/integration/heat2d_surge.sh
+
+# surge-advdiff1d: 1D advection-diffusion in Fortran (use mpi_f08) through
+# the Fortran module `surge` (solvers/advdiff1d/advdiff1d.f90).
+if HAVE_FORTRAN
+bin_PROGRAMS += solvers/advdiff1d/surge-advdiff1d
+solvers_advdiff1d_surge_advdiff1d_SOURCES = solvers/advdiff1d/advdiff1d.f90
+solvers_advdiff1d_surge_advdiff1d_FCFLAGS = $(FC_MODINC)clients/fortran \
+	$(MPIFORT_CFLAGS)
+solvers_advdiff1d_surge_advdiff1d_LDADD = clients/fortran/libsurge_fortran.la \
+	clients/libsurge.la $(MPIFORT_LIBS)
+solvers/advdiff1d/surge_advdiff1d-advdiff1d.$(OBJEXT): \
+	clients/fortran/surge.mod
+TESTS += tests/integration/fortran_study.sh
+endif
+EXTRA_DIST += tests/integration/fortran_study.sh
+if HAVE_FORTRAN
+# fortran_errors (use mpi) and fortran_errors_mpifh (mpif.h): the module's
+# error paths, run by fortran_study.sh.
+check_PROGRAMS += tests/integration/fortran_errors \
+	tests/integration/fortran_errors_mpifh
+tests_integration_fortran_errors_SOURCES = \
+	tests/integration/fortran_errors.F90
+tests_integration_fortran_errors_FCFLAGS = $(FC_MODINC)clients/fortran \
+	$(MPIFORT_CFLAGS)
+tests_integration_fortran_errors_LDADD = \
+	clients/fortran/libsurge_fortran.la clients/libsurge.la $(MPIFORT_LIBS)
+tests_integration_fortran_errors_mpifh_SOURCES = \
+	tests/integration/fortran_errors.F90
+tests_integration_fortran_errors_mpifh_FCFLAGS = \
+	$(tests_integration_fortran_errors_FCFLAGS) -DUSE_MPIF_H
+tests_integration_fortran_errors_mpifh_LDADD = \
+	$(tests_integration_fortran_errors_LDADD)
+tests/integration/fortran_errors-fortran_errors.$(OBJEXT) \
+tests/integration/fortran_errors_mpifh-fortran_errors.$(OBJEXT): \
+	clients/fortran/surge.mod
+endif
+EXTRA_DIST += tests/integration/bindings_check.py
