@@ -13,3 +13,8 @@ clients_libsurge_la_LDFLAGS = $(AM_LDFLAGS) -version-info 0:0:0 \
 surgeinclude_HEADERS += include/surge/client.h include/surge/error.h \
 	include/surge/client_mpi.h
 pkgconfig_DATA += clients/surge.pc
+
+# The language bindings over libsurge: Fortran (optional) and Melissa's
+# client API.
+include %reldir%/fortran/local.mk
+include %reldir%/melissa/local.mk

@@ -58,3 +58,25 @@ tests/integration/fortran_errors_mpifh-fortran_errors.$(OBJEXT): \
 	clients/fortran/surge.mod
 endif
 EXTRA_DIST += tests/integration/bindings_check.py
+
+# heat1d-melissa (C) and heat1d-melissa-f (Fortran, mpif.h): solvers
+# instrumented for Melissa (solvers/melissa/), built like a user would
+# switch one to surge: only the include path (Melissa's header and
+# Fortran include) and the link flags (libsurge_melissa) change. Not
+# installed: they are examples and test subjects.
+noinst_PROGRAMS += solvers/melissa/heat1d-melissa
+solvers_melissa_heat1d_melissa_SOURCES = solvers/melissa/heat1d.c
+solvers_melissa_heat1d_melissa_CPPFLAGS = -I$(top_srcdir)/clients/melissa
+solvers_melissa_heat1d_melissa_CFLAGS = $(AM_CFLAGS) $(MPI_CFLAGS)
+solvers_melissa_heat1d_melissa_LDADD = clients/melissa/libsurge_melissa.la \
+	$(MPI_LIBS)
+if HAVE_FORTRAN
+noinst_PROGRAMS += solvers/melissa/heat1d-melissa-f
+solvers_melissa_heat1d_melissa_f_SOURCES = solvers/melissa/heat1d.f90
+solvers_melissa_heat1d_melissa_f_FCFLAGS = -I$(top_srcdir)/clients/melissa \
+	$(MPIFORT_CFLAGS)
+solvers_melissa_heat1d_melissa_f_LDADD = \
+	clients/melissa/libsurge_melissa.la $(MPIFORT_LIBS)
+endif
+TESTS += tests/integration/melissa_study.sh
+EXTRA_DIST += tests/integration/melissa_study.sh
