@@ -80,3 +80,13 @@ solvers_melissa_heat1d_melissa_f_LDADD = \
 endif
 TESTS += tests/integration/melissa_study.sh
 EXTRA_DIST += tests/integration/melissa_study.sh
+
+# wave1d_py: a Python solver (NumPy + mpi4py) through the `surge` Python
+# package (python/); py_layout prints the C layout its ctypes mirror must
+# match.
+check_PROGRAMS += tests/integration/py_layout
+tests_integration_py_layout_SOURCES = tests/integration/py_layout.c
+TESTS += tests/integration/python_study.sh
+EXTRA_DIST += tests/integration/python_study.sh \
+	solvers/wave1d_py/wave1d.py python/pyproject.toml python/README.md \
+	python/surge/__init__.py python/surge/client.py
