@@ -2,7 +2,9 @@
 EXTRA_DIST += \
 	docs/architecture.md \
 	docs/configuration.md \
+	docs/melissa.md \
 	docs/model-file.md \
 	docs/monitoring.md \
 	docs/slurm.md \
+	docs/solvers.md \
 	docs/trainer.md
