@@ -67,6 +67,7 @@ program heat1d_melissa
     end do
 
     call melissa_finalize()
+    deallocate(u, un)
     call MPI_Finalize(ierr)
 
 contains
