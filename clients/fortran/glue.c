@@ -37,8 +37,7 @@
 SURGE_API void surge_f_set_error(const char *text);
 SURGE_API void surge_f_error(char *buf, int len);
 SURGE_API void surge_f_strerror(int code, char *buf, int len);
-SURGE_API int surge_f_params(double *values, int cap, int *n,
-                             int64_t *sim_id);
+SURGE_API int surge_f_params(double *values, int cap, int *n, int64_t *sim_id);
 SURGE_API int surge_f_open(surge_client **out, int comm, int nfields,
                            const char *names, const int64_t *global_size,
                            const int64_t *offset, const int64_t *count,
@@ -147,12 +146,11 @@ SURGE_API int
 surge_f_open(surge_client **out, int comm, int nfields, const char *names,
              const int64_t *global_size, const int64_t *offset,
              const int64_t *count, const char *endpoint, const char *token,
-             int64_t sim_id, const double *params, int nparams,
-             int timeout_ms)
+             int64_t sim_id, const double *params, int nparams, int timeout_ms)
 {
     if (nfields < 1 || nfields > MAX_FIELDS) {
-        return fail(SURGE_ECONFIG, "%d fields declared; 1..%d allowed",
-                    nfields, MAX_FIELDS);
+        return fail(SURGE_ECONFIG, "%d fields declared; 1..%d allowed", nfields,
+                    MAX_FIELDS);
     }
     if (nparams > MAX_PARAMS) {
         return fail(SURGE_ECONFIG, "%d params given; at most %d allowed",
@@ -178,8 +176,8 @@ surge_f_open(surge_client **out, int comm, int nfields, const char *names,
             return fail(SURGE_EBOUNDS,
                         "field %d: sizes must not be negative (global_size "
                         "%lld, offset %lld, count %lld)",
-                        i + 1, (long long)global_size[i],
-                        (long long)offset[i], (long long)count[i]);
+                        i + 1, (long long)global_size[i], (long long)offset[i],
+                        (long long)count[i]);
         }
         fields[i].name = names + (size_t)i * NAME_SLOT;
         fields[i].global_size = (uint64_t)global_size[i];

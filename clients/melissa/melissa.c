@@ -188,8 +188,7 @@ melissa_init(const char *field_name, const int local_vect_size, MPI_Comm comm)
         before = 0; /* MPI_Exscan leaves rank 0's result undefined */
     }
     if (global == 0) {
-        die("melissa_init(\"%s\"): the field has no element on any rank",
-            name);
+        die("melissa_init(\"%s\"): the field has no element on any rank", name);
     }
     struct mfield *f = &g.fields[g.nfields++];
     memset(f, 0, sizeof *f);
@@ -281,8 +280,8 @@ send_step(const char *call, const char *field_name, const double *send_vect,
         open_client();
     }
     double t = time != NULL ? *time : (double)f->step;
-    int rc = surge_client_send(g.client, name, f->step, t, send_vect,
-                               SURGE_FLOAT64);
+    int rc =
+        surge_client_send(g.client, name, f->step, t, send_vect, SURGE_FLOAT64);
     if (rc != 0) {
         die("%s(\"%s\") step %" PRId64 ": %s", call, name, f->step,
             detail(rc, surge_client_last_error(g.client)));

@@ -105,8 +105,8 @@ main(int argc, char **argv)
         /* Halo exchange; the walls stand in for missing neighbours. */
         u[0] = tl;
         u[n + 1] = tr;
-        MPI_Sendrecv(&u[n], 1, MPI_DOUBLE, right, 0, &u[0], 1, MPI_DOUBLE,
-                     left, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        MPI_Sendrecv(&u[n], 1, MPI_DOUBLE, right, 0, &u[0], 1, MPI_DOUBLE, left,
+                     0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         MPI_Sendrecv(&u[1], 1, MPI_DOUBLE, left, 1, &u[n + 1], 1, MPI_DOUBLE,
                      right, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
         for (long i = 1; i <= n; i++) {
@@ -118,8 +118,7 @@ main(int argc, char **argv)
         }
         if (metadata) {
             char meta[64];
-            snprintf(meta, sizeof meta, "{\"time\": %.17g}",
-                     (double)step * dt);
+            snprintf(meta, sizeof meta, "{\"time\": %.17g}", (double)step * dt);
             melissa_send_with_metadata("temperature", u + 1, meta);
             melissa_send_with_metadata("gradient", grad, meta);
         } else {
