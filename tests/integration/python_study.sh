@@ -53,7 +53,7 @@ cat >"$tmp/study.json" <<JSON
 }
 JSON
 
-tap_plan 8
+tap_plan 9
 
 timeout 120 "$SURGE" launch --quiet "$tmp/study.json" >"$tmp/stdout" \
     2>"$tmp/stderr"
@@ -114,6 +114,16 @@ else
     not_ok "pip install python/ gives an importable surge"
     diag "$(tail -5 "$tmp/pip.log")"
 fi
+
+# A wrong SURGE_LIBRARY is named, not a ctypes traceback.
+msg=$(SURGE_LIBRARY=/nonexistent/libsurge.so.0 "$PY" -c '
+import surge
+try:
+    surge.run_params()
+except surge.SurgeError as e:
+    print(e.code, e.message)' 2>&1)
+check "SURGE_LIBRARY that does not exist: $msg" \
+    test "$msg" = "-1010 SURGE_LIBRARY=/nonexistent/libsurge.so.0: no such file"
 
 # Errors, against a server of their own.
 TOKEN=python-errors-token
