@@ -78,6 +78,13 @@ solvers_melissa_heat1d_melissa_f_FCFLAGS = -I$(top_srcdir)/clients/melissa \
 solvers_melissa_heat1d_melissa_f_LDADD = \
 	clients/melissa/libsurge_melissa.la $(MPIFORT_LIBS)
 endif
+# melissa_misuse: one misuse of the API per run (melissa_study.sh).
+check_PROGRAMS += tests/integration/melissa_misuse
+tests_integration_melissa_misuse_SOURCES = tests/integration/melissa_misuse.c
+tests_integration_melissa_misuse_CPPFLAGS = -I$(top_srcdir)/clients/melissa
+tests_integration_melissa_misuse_CFLAGS = $(AM_CFLAGS) $(MPI_CFLAGS)
+tests_integration_melissa_misuse_LDADD = \
+	clients/melissa/libsurge_melissa.la $(MPI_LIBS)
 TESTS += tests/integration/melissa_study.sh
 EXTRA_DIST += tests/integration/melissa_study.sh
 

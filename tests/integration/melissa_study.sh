@@ -9,9 +9,10 @@
 . "$SURGE_SRCDIR/tests/tap.sh"
 . "$SURGE_SRCDIR/tests/integration/lib.sh"
 MC="$SURGE_BUILDDIR/solvers/melissa/heat1d-melissa"
+MM="$SURGE_BUILDDIR/tests/integration/melissa_misuse"
 MF="$SURGE_BUILDDIR/solvers/melissa/heat1d-melissa-f"
 CHECK="$SURGE_SRCDIR/tests/integration/bindings_check.py"
-lib_need "$MC"
+lib_need "$MC" "$MM"
 lib_study_env
 server_pid=
 on_exit() { lib_term_wait "$server_pid"; }
@@ -46,9 +47,9 @@ JSON
 }
 
 if [ -x "$MF" ]; then
-    tap_plan 8
+    tap_plan 12
 else
-    tap_plan 5
+    tap_plan 9
 fi
 
 # C: 3 runs x 2 ranks x 5 steps, fields temperature and gradient.
@@ -61,13 +62,21 @@ if [ -x "$MF" ]; then
     lib_py_checks "$CHECK" "$tmp/melissa-f 2 4 3 1 0" summary steps
 fi
 
-# MELISSA_SIMU_ID names the simulation when SURGE_SIM_ID is not set.
+# serve NAME: a server of our own in $tmp/NAME (its sample shape is set
+# by the first client), the one started before stopped; sets endpoint.
 TOKEN=melissa-token
-SURGE_TOKEN=$TOKEN timeout -k 5 60 "$SURGE" serve --output-dir "$tmp/srv" \
-    --checksum-log "$tmp/srv.ck" --log-level warn >"$tmp/serve.log" 2>&1 &
-server_pid=$!
-lib_wait_file "$tmp/srv/server.json"
-endpoint=$(lib_json "$tmp/srv/server.json" 'j["endpoint"]' 2>/dev/null)
+serve() {
+    lib_term_wait "$server_pid"
+    SURGE_TOKEN=$TOKEN timeout -k 5 60 "$SURGE" serve --output-dir \
+        "$tmp/$1" --checksum-log "$tmp/$1.ck" --log-level warn \
+        >"$tmp/$1.log" 2>&1 &
+    server_pid=$!
+    lib_wait_file "$tmp/$1/server.json"
+    endpoint=$(lib_json "$tmp/$1/server.json" 'j["endpoint"]' 2>/dev/null)
+}
+
+# MELISSA_SIMU_ID names the simulation when SURGE_SIM_ID is not set.
+serve srv
 env -u SURGE_SIM_ID SURGE_ENDPOINT="$endpoint" SURGE_TOKEN=$TOKEN \
     MELISSA_SIMU_ID=17 SURGE_PARAMS=1,2,3 SURGE_TIMEOUT_MS=5000 \
     timeout 30 "$MPIRUN" -np 2 "$MC" 10 2 1 2 3 >"$tmp/simu.out" 2>&1
@@ -79,6 +88,27 @@ else
     not_ok "MELISSA_SIMU_ID=17 (exit $rc)"
     diag "$(cat "$tmp/simu.out" "$tmp/srv.ck" 2>/dev/null)"
 fi
+
+# Misuse ends the run with a message naming it (a server is up, so the
+# first send really opens a client).
+serve misuse
+for case in "late-init:declare every field before the first melissa_send" \
+    "undeclared:the field was not declared with melissa_init" \
+    "bad-json:metadata_json is not a JSON object" \
+    "twice:the field was already declared"; do
+    mode=${case%%:*}
+    want=${case#*:}
+    SURGE_ENDPOINT="$endpoint" SURGE_TOKEN=$TOKEN SURGE_SIM_ID=30 \
+        SURGE_PARAMS=1,2,3 SURGE_TIMEOUT_MS=5000 \
+        timeout 30 "$MPIRUN" -np 1 "$MM" "$mode" >"$tmp/misuse.out" 2>&1
+    rc=$?
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -qF "$want" "$tmp/misuse.out"; then
+        ok "$mode: the run fails with \"$want\""
+    else
+        not_ok "$mode: the run fails with \"$want\" (exit $rc)"
+        tail -5 "$tmp/misuse.out" | sed 's/^/# /'
+    fi
+done
 
 # Outside a study: no endpoint, a clear message and a failed run.
 env -u SURGE_ENDPOINT timeout 30 "$MPIRUN" -np 2 "$MC" 10 2 1 2 3 \
