@@ -52,11 +52,11 @@ else
     tap_plan 9
 fi
 
-# C: 3 runs x 2 ranks x 5 steps, fields temperature and gradient.
-study melissa-c 3 2 "$MC" 40 5 "{t0}" "{tl}" "{tr}" --metadata
-lib_py_checks "$CHECK" "$tmp/melissa-c 3 5 2 2 0" summary steps
+# C: 2 runs x 2 ranks x 5 steps, fields temperature and gradient.
+study melissa-c 2 2 "$MC" 40 5 "{t0}" "{tl}" "{tr}" --metadata
+lib_py_checks "$CHECK" "$tmp/melissa-c 2 5 2 2 0" summary steps
 
-# Fortran: 2 runs x 3 ranks x 4 steps, one field.
+# Fortran: 2 runs x 3 ranks x 4 steps, one field (uneven blocks).
 if [ -x "$MF" ]; then
     study melissa-f 2 3 "$MF" 31 4 "{t0}" "{tl}" "{tr}"
     lib_py_checks "$CHECK" "$tmp/melissa-f 2 4 3 1 0" summary steps
@@ -67,7 +67,7 @@ fi
 TOKEN=melissa-token
 serve() {
     lib_term_wait "$server_pid"
-    SURGE_TOKEN=$TOKEN timeout -k 5 60 "$SURGE" serve --output-dir \
+    SURGE_TOKEN=$TOKEN timeout -k 5 120 "$SURGE" serve --output-dir \
         "$tmp/$1" --checksum-log "$tmp/$1.ck" --log-level warn \
         >"$tmp/$1.log" 2>&1 &
     server_pid=$!
@@ -78,8 +78,8 @@ serve() {
 # MELISSA_SIMU_ID names the simulation when SURGE_SIM_ID is not set.
 serve srv
 env -u SURGE_SIM_ID SURGE_ENDPOINT="$endpoint" SURGE_TOKEN=$TOKEN \
-    MELISSA_SIMU_ID=17 SURGE_PARAMS=1,2,3 SURGE_TIMEOUT_MS=5000 \
-    timeout 30 "$MPIRUN" -np 2 "$MC" 10 2 1 2 3 >"$tmp/simu.out" 2>&1
+    MELISSA_SIMU_ID=17 SURGE_PARAMS=1,2,3 SURGE_TIMEOUT_MS=20000 \
+    timeout 60 "$MPIRUN" -np 2 "$MC" 10 2 1 2 3 >"$tmp/simu.out" 2>&1
 rc=$?
 if [ $rc -eq 0 ] && lib_wait_file "$tmp/srv.ck" 50 &&
     [ "$(cut -d' ' -f1,2 "$tmp/srv.ck" | sort | tr '\n' ,)" = "17 0,17 1," ]; then
@@ -99,8 +99,8 @@ for case in "late-init:declare every field before the first melissa_send" \
     mode=${case%%:*}
     want=${case#*:}
     SURGE_ENDPOINT="$endpoint" SURGE_TOKEN=$TOKEN SURGE_SIM_ID=30 \
-        SURGE_PARAMS=1,2,3 SURGE_TIMEOUT_MS=5000 \
-        timeout 30 "$MPIRUN" -np 1 "$MM" "$mode" >"$tmp/misuse.out" 2>&1
+        SURGE_PARAMS=1,2,3 SURGE_TIMEOUT_MS=20000 \
+        timeout 60 "$MPIRUN" -np 1 "$MM" "$mode" >"$tmp/misuse.out" 2>&1
     rc=$?
     if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -qF "$want" "$tmp/misuse.out"; then
         ok "$mode: the run fails with \"$want\""
@@ -111,7 +111,7 @@ for case in "late-init:declare every field before the first melissa_send" \
 done
 
 # Outside a study: no endpoint, a clear message and a failed run.
-env -u SURGE_ENDPOINT timeout 30 "$MPIRUN" -np 2 "$MC" 10 2 1 2 3 \
+env -u SURGE_ENDPOINT timeout 60 "$MPIRUN" -np 2 "$MC" 10 2 1 2 3 \
     >"$tmp/noep.out" 2>&1
 rc=$?
 if [ $rc -ne 0 ] && grep -q "SURGE_ENDPOINT is not set" "$tmp/noep.out"; then

@@ -127,13 +127,13 @@ check "SURGE_LIBRARY that does not exist: $msg" \
 
 # Errors, against a server of their own.
 TOKEN=python-errors-token
-SURGE_TOKEN=$TOKEN timeout -k 5 60 "$SURGE" serve --output-dir "$tmp/srv" \
+SURGE_TOKEN=$TOKEN timeout -k 5 120 "$SURGE" serve --output-dir "$tmp/srv" \
     --log-level warn >"$tmp/serve.log" 2>&1 &
 server_pid=$!
 lib_wait_file "$tmp/srv/server.json"
 endpoint=$(lib_json "$tmp/srv/server.json" 'j["endpoint"]' 2>/dev/null)
 if msg=$(SURGE_ENDPOINT=$endpoint SURGE_TOKEN=$TOKEN SURGE_SIM_ID=0 \
-    SURGE_PARAMS=1,2 timeout 30 $PYRUN -c '
+    SURGE_PARAMS=1,2 timeout 60 $PYRUN -c '
 import numpy as np, surge
 from surge import client as sc
 def raises(code, text, fn, *a, **kw):
