@@ -8,3 +8,15 @@ tests_unit_clients_test_client_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) \
 tests_unit_clients_test_client_LDADD = clients/libsurge.la \
 	common/libsurge_common.la $(ZMQ_LIBS) $(MSGPACK_LIBS) $(CMOCKA_LIBS) \
 	$(PTHREAD_LIBS) -lm
+
+# test_fortran_glue: the C half of the Fortran module, without MPI or a
+# server (built with the module, when configure found a Fortran compiler).
+if HAVE_FORTRAN
+check_PROGRAMS += tests/unit/clients/test_fortran_glue
+TESTS += tests/unit/clients/test_fortran_glue
+tests_unit_clients_test_fortran_glue_SOURCES = \
+	tests/unit/clients/test_fortran_glue.c
+tests_unit_clients_test_fortran_glue_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_clients_test_fortran_glue_LDADD = \
+	clients/fortran/libsurge_fortran.la clients/libsurge.la $(CMOCKA_LIBS)
+endif
