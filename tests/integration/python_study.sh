@@ -21,7 +21,9 @@ server_pid=
 on_exit() { lib_term_wait "$server_pid"; }
 SURGE_LIBRARY=$LIBSURGE
 PYTHONPATH="$SURGE_SRCDIR/python"
-export SURGE_LIBRARY PYTHONPATH
+# Nothing written into the source tree (it may be read-only).
+PYTHONDONTWRITEBYTECODE=1
+export SURGE_LIBRARY PYTHONPATH PYTHONDONTWRITEBYTECODE
 # Under --enable-sanitizers libsurge needs the sanitizer runtimes loaded
 # first; Python itself is not instrumented, so its own allocations are
 # not leak-checked.
@@ -102,9 +104,12 @@ else
     printf "%s\n" "$msg" | sed "s/^/# /"
 fi
 
-# pip installs the package from the repository.
+# pip installs the package from the repository (from a copy: setuptools
+# writes build/ and *.egg-info next to pyproject.toml, and the source tree
+# may be read-only, as under make distcheck).
+cp -R "$SURGE_SRCDIR/python" "$tmp/python-src" && chmod -R u+w "$tmp/python-src"
 if timeout 120 "$PY" -m pip install --quiet --no-deps --no-build-isolation \
-    --no-index --target "$tmp/site" "$SURGE_SRCDIR/python" \
+    --no-index --target "$tmp/site" "$tmp/python-src" \
     >"$tmp/pip.log" 2>&1 &&
     [ "$(cd "$tmp" && PYTHONPATH="$tmp/site" "$PY" -c \
         'import surge, os; print(os.path.dirname(surge.__file__))')" = \
