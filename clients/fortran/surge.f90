@@ -66,8 +66,10 @@ module surge
     ! flat array of global_size elements (Fortran order of the solver's
     ! array), this rank owns elements offset+1 .. offset+count (offset is
     ! 0-based, as on the wire). Same meaning as struct surge_field in C.
+    ! The name is as long as given, so that surge_open can refuse a name
+    ! over SURGE_NAME_LEN characters instead of a silent cut.
     type, public :: surge_field
-        character(len=SURGE_NAME_LEN) :: name = ''
+        character(len=:), allocatable :: name
         integer(int64) :: global_size = 0
         integer(int64) :: offset = 0
         integer(int64) :: count = 0
@@ -232,8 +234,15 @@ contains
                  cnt(max(n, 1)))
         names = c_null_char
         do i = 1, n
-            if (len_trim(fields(i)%name) == 0) then
+            if (.not. allocated(fields(i)%name)) then
                 call set_error('surge_open: a field has no name')
+                ierr = SURGE_EFIELD
+                return
+            end if
+            if (len_trim(fields(i)%name) == 0 .or. &
+                    len_trim(fields(i)%name) > SURGE_NAME_LEN) then
+                call set_error('surge_open: field name "' // &
+                    trim(fields(i)%name) // '" is not 1..64 characters')
                 ierr = SURGE_EFIELD
                 return
             end if
@@ -263,8 +272,11 @@ contains
         end if
         if (ierr /= SURGE_OK) return
         client%handle = h
-        client%names = fields%name
-        client%counts = fields%count
+        allocate(client%names(n), client%counts(n))
+        do i = 1, n
+            client%names(i) = fields(i)%name
+            client%counts(i) = fields(i)%count
+        end do
     contains
         integer function open_call(p)
             real(c_double), intent(in) :: p(:)

@@ -200,6 +200,8 @@ contains
     subroutine finish(status)
         integer, intent(in) :: status
         if (allocated(u)) deallocate(u, unew, x, flux)
+        if (allocated(fields(1)%name)) deallocate(fields(1)%name)
+        if (allocated(fields(2)%name)) deallocate(fields(2)%name)
         call MPI_Finalize()
         if (status /= 0) error stop status, quiet=.true.
         stop

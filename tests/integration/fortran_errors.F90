@@ -51,6 +51,14 @@ program fortran_errors
     call expect('open with no server', ierr == SURGE_ENOSERVER .and. &
                 index(msg, 'tcp://127.0.0.1:1') > 0)
 
+    f(1) = surge_field(repeat('x', 65), 4, 0, 4)
+    call surge_open(c, f, MPI_COMM_WORLD, ierr, &
+                    endpoint='tcp://127.0.0.1:1', timeout_ms=300)
+    call surge_error_message(msg)
+    call expect('name over 64 characters', ierr == SURGE_EFIELD .and. &
+                index(msg, 'not 1..64 characters') > 0)
+    f(1) = surge_field('u', 4, 0, 4)
+
     call get_environment_variable('SURGE_ENDPOINT', ep)
     if (len_trim(ep) > 0) then
         call surge_open(c, f, MPI_COMM_WORLD, ierr)
@@ -79,6 +87,7 @@ program fortran_errors
         call expect('close', ierr == SURGE_OK)
     end if
 
+    deallocate(f(1)%name) ! main-program variables are never freed
     call MPI_Finalize(ierr)
     if (nfail > 0) stop 1
 

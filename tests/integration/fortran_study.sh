@@ -79,10 +79,10 @@ for prog in "$FE" "$FH"; do
     name=$(basename "$prog")
     if out=$(SURGE_ENDPOINT=$endpoint SURGE_TOKEN=$TOKEN SURGE_SIM_ID=$sim \
         SURGE_TIMEOUT_MS=20000 timeout 60 "$MPIRUN" -np 1 "$prog" 2>&1) &&
-        [ "$(echo "$out" | grep -c '^pass ')" -eq 12 ]; then
-        ok "$name: 12 checks of codes, messages and the checked send"
+        [ "$(echo "$out" | grep -c "^pass ")" -eq 13 ]; then
+        ok "$name: 13 checks of codes, messages and the checked send"
     else
-        not_ok "$name: 12 checks of codes, messages and the checked send"
+        not_ok "$name: 13 checks of codes, messages and the checked send"
         printf "%s\n" "$out" | sed "s/^/# /"
     fi
     sim=$((sim + 1))
