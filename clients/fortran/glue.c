@@ -170,7 +170,7 @@ surge_f_open(surge_client **out, int comm, int nfields, const char *names,
     if (rc != 0) {
         return fail(rc, "the communicator handle %d is not valid", comm);
     }
-    surge_field fields[MAX_FIELDS];
+    surge_field fields[MAX_FIELDS] = {0}; /* members we do not set: 0 */
     for (int i = 0; i < nfields; i++) {
         if (global_size[i] < 0 || offset[i] < 0 || count[i] < 0) {
             return fail(SURGE_EBOUNDS,

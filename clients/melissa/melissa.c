@@ -245,7 +245,7 @@ open_client(void)
     if (rc != 0) {
         die("MPI_Comm_rank/MPI_Comm_size failed on the fields' communicator");
     }
-    surge_field fields[MAX_FIELDS];
+    surge_field fields[MAX_FIELDS] = {0}; /* members we do not set: 0 */
     for (int i = 0; i < g.nfields; i++) {
         fields[i].name = g.fields[i].name;
         fields[i].global_size = g.fields[i].global;
