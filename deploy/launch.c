@@ -173,7 +173,9 @@ usage(FILE *out)
             "  --dry-run          check the study, write parameters.csv and "
             "print each\n"
             "                     run's command; start nothing\n"
-            "  --quiet            no progress lines, only the final table\n"
+            "  --quiet            no progress or per-run lines: warnings, "
+            "errors and the\n"
+            "                     final table only\n"
             "  --help             this text\n\n"
             "exit status: 0 all runs ok, 1 a run or the server failed or the "
             "study\nwas interrupted, 2 bad usage or study file\n");
@@ -1521,6 +1523,11 @@ surge_launch_main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     L.quiet = quiet;
+    if (quiet && getenv("SURGE_LOG_LEVEL") == NULL) {
+        /* --quiet keeps what needs attention (warnings: a failed attempt,
+         * a retry) and drops the per-run "sim N: ok" lines. */
+        surge_log_set_level(SURGE_LOG_WARN);
+    }
     L.tty = isatty(STDERR_FILENO);
     if (L.tty && !quiet) {
         /* Log lines must not land on top of the live progress line. */

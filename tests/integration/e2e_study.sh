@@ -32,13 +32,15 @@ $(heat2d_params)
 }
 EOF
 
-tap_plan 9
+tap_plan 10
 
 timeout 180 "$SURGE" launch --quiet "$tmp/study.json" >"$tmp/stdout" \
     2>"$tmp/stderr"
 rc=$?
 lib_check_launch_ok "$rc" "$tmp/stderr" "$tmp/out"
 check "the table names the summary" grep -q "summary.json" "$tmp/stdout"
+check "--quiet prints no per-run lines" \
+    sh -c "! grep -q 'sim [0-9]*: ok' '$tmp/stderr'"
 check "parameters.csv has a header and $RUNS rows" \
     test "$(wc -l <"$tmp/out/parameters.csv")" -eq $((RUNS + 1))
 
