@@ -1122,6 +1122,15 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
         } else {
             ok = ok && train == consumed + in_store;
         }
+        /* Every rank of every run said bye on a first attempt: what the
+         * clients say they sent is what the server received. A failed
+         * attempt sends no bye, so the check stops there. */
+        json_t *sent = sent_slices(stats);
+        if (json_is_integer(sent) && L->attempts == (int64_t)L->nruns &&
+            count_state(L, RUN_OK) == (int)L->nruns && L->restarts == 0) {
+            ok = ok && (uint64_t)json_integer_value(sent) ==
+                           jget(stats, "slices.received");
+        }
         json_t *stats_ok = json_object_get(stats, "counts_add_up");
         if (json_is_boolean(stats_ok) && !json_is_true(stats_ok)) {
             ok = 0;

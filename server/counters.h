@@ -84,6 +84,9 @@ typedef struct surge_counters {
         uint64_t accepted; /* copied into a partial step */
         uint64_t bytes;    /* payload bytes accepted */
         uint64_t dropped[SURGE_SDROP__COUNT];
+        uint64_t sent_by_clients; /* sum of the slice counts of the byes
+                                     (what the ranks that closed cleanly
+                                     say they sent) */
     } slices;
     struct {
         uint64_t started;     /* partial steps created */

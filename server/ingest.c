@@ -1255,6 +1255,7 @@ handle_bye(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
     }
     c->messages.handled++;
     c->sims.bye++;
+    c->slices.sent_by_clients += b->slices;
     s->last_activity_ns = ing->now_ns;
     uint32_t rank = p->rank;
     memset(reply, 0, sizeof *reply);

@@ -727,9 +727,10 @@ write_stats(surge_server *srv)
                                surge_msg_drop_name)));
     json_object_set_new(
         j, "slices",
-        json_pack("{s:o,s:o,s:o,s:o}", "received", JI(c->slices.received),
-                  "accepted", JI(c->slices.accepted), "bytes",
-                  JI(c->slices.bytes), "dropped",
+        json_pack("{s:o,s:o,s:o,s:o,s:o}", "sent_by_clients",
+                  JI(c->slices.sent_by_clients), "received",
+                  JI(c->slices.received), "accepted", JI(c->slices.accepted),
+                  "bytes", JI(c->slices.bytes), "dropped",
                   reasons_json(c->slices.dropped, SURGE_SDROP__COUNT,
                                surge_slice_drop_name)));
     json_object_set_new(

@@ -86,6 +86,8 @@ elif what == "summary":
         "consumed+in_store": smp["consumed"] + smp["in_store"] == smp["train"],
         "dropped": smp["dropped"] == 0,
         "slices": s["slices"]["accepted"] == n * ranks,
+        "slices sent (byes) = received":
+            s["slices"]["sent"] == s["slices"]["received"] == n * ranks,
         "attempts": s["runs"]["attempts"] == runs,
     }
     badk = [k for k, v in checks.items() if not v]
