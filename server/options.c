@@ -301,7 +301,7 @@ static const struct flag flags[] = {
      "trainer.checkpoint_every)"},
     {"checkpoint-interval", "SECONDS", K_REAL, F(checkpoint_interval_s), 0,
      "trainer: seconds between checkpoints; 0 = none (default: "
-     "trainer.checkpoint_interval_s)"},
+     "trainer.checkpoint_every_s)"},
     {"progress-interval", "SECONDS", K_REAL, F(progress_interval_s), 0,
      "trainer: seconds between progress lines (default: "
      "study.progress_interval_s, else 5)"},
