@@ -1059,7 +1059,10 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
     /* Samples, from the server's own counters (server-stats.json). */
     json_t *samples = json_object();
     int ok = 0;
-    double rate = 0, mbps = 0;
+    /* The rates are over the time the runs took (from the study's start
+     * to the last run's end), not the wall time, which adds the training
+     * after the runs: the table states that span next to them. */
+    double rate = 0, mbps = 0, t_ingest = 0;
     if (stats != NULL) {
         uint64_t started = jget(stats, "steps.started");
         uint64_t assembled = jget(stats, "steps.assembled");
@@ -1153,10 +1156,11 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
                 (json_int_t)jget(stats, "slices.accepted"), "bytes",
                 (json_int_t)bytes, "dropped",
                 json_object_get(json_object_get(stats, "slices"), "dropped")));
-        double t = L->t_runs_done > 0 ? L->t_runs_done - L->t0 : wall;
-        rate = t > 0 ? (double)assembled / t : 0;
-        mbps = t > 0 ? (double)bytes / t / 1e6 : 0;
+        t_ingest = L->t_runs_done > 0 ? L->t_runs_done - L->t0 : wall;
+        rate = t_ingest > 0 ? (double)assembled / t_ingest : 0;
+        mbps = t_ingest > 0 ? (double)bytes / t_ingest / 1e6 : 0;
         json_object_set_new(j, "bytes", json_integer((json_int_t)bytes));
+        json_object_set_new(j, "ingest_s", json_real(t_ingest));
     }
     *counts_ok = ok;
     json_object_set_new(j, "study", json_string(s->name));
@@ -1181,14 +1185,20 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
         json_object_set(j, "trainer", trainer);
     }
     /* Present the keys in reading order: what, how it went, details. */
-    static const char *const order[] = {
-        "study",           "output_dir",
-        "interrupted",     "wall_s",
-        "counts_add_up",   "runs",
-        "samples",         "slices",
-        "bytes",           "ingest_samples_per_s",
-        "ingest_mb_per_s", "trainer",
-        "server"};
+    static const char *const order[] = {"study",
+                                        "output_dir",
+                                        "interrupted",
+                                        "wall_s",
+                                        "counts_add_up",
+                                        "runs",
+                                        "samples",
+                                        "slices",
+                                        "bytes",
+                                        "ingest_s",
+                                        "ingest_samples_per_s",
+                                        "ingest_mb_per_s",
+                                        "trainer",
+                                        "server"};
     json_t *ordered = json_object();
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         json_t *v = json_object_get(j, order[i]);
@@ -1217,8 +1227,10 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
             jget(stats, "steps.started"), jget(stats, "steps.assembled"),
             jget(stats, "samples.train"), jget(stats, "samples.validation"),
             (uint64_t)json_integer_value(json_object_get(samples, "dropped")));
-        printf("  data      %.1f MB in %.1f s: %.1f samples/s, %.2f MB/s\n",
-               (double)jget(stats, "slices.bytes") / 1e6, wall, rate, mbps);
+        printf("  data      %.1f MB in %.1f s of runs (study %.1f s): "
+               "%.1f samples/s, %.2f MB/s\n",
+               (double)jget(stats, "slices.bytes") / 1e6, t_ingest, wall, rate,
+               mbps);
     } else {
         printf("  samples   unknown (no server-stats.json)\n");
     }
