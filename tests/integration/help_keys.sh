@@ -2,14 +2,15 @@
 # tests/integration/help_keys.sh - every study-file key that `surge serve
 # --help` and `surge launch --help` name (trainer.x, server.x, ...) is a
 # key docs/configuration.md documents: a flag's help must send the user
-# to a key that exists.
+# to a key that exists. Also the warnings configuration.md owes the user
+# where a key is chosen.
 . "$SURGE_SRCDIR/tests/tap.sh"
 . "$SURGE_SRCDIR/tests/integration/lib.sh"
 
 lib_need "$SURGE"
 lib_tmpdir
 
-tap_plan 2
+tap_plan 3
 doc="$SURGE_SRCDIR/docs/configuration.md"
 for cmd in serve launch; do
     timeout 30 "$SURGE" "$cmd" --help >"$tmp/help" 2>&1
@@ -28,4 +29,13 @@ for cmd in serve launch; do
         not_ok "surge $cmd --help names undocumented keys:${missing:- none found}"
     fi
 done
+# Where out_norm: element is offered, the reader learns that its
+# statistics freeze after out_norm_samples (an online study's first
+# samples are its first time steps).
+if grep '^| .trainer\.out_norm. ' "$doc" |
+    grep -q 'element.*freeze after the first .out_norm_samples'; then
+    ok "configuration.md: out_norm element warns that its statistics freeze"
+else
+    not_ok "configuration.md: out_norm element does not warn of the freeze"
+fi
 tap_done
