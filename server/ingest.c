@@ -1638,6 +1638,7 @@ surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
         r->sim = s->id;
         snprintf(r->state, sizeof r->state, "%s", state);
         r->ranks = (int)s->nranks;
+        r->ranks_joined = (int)s->njoined;
         r->ranks_done = (int)s->nbye;
         r->steps = s->assembled.len;
         r->dropped = s->dropped.len;

@@ -1191,6 +1191,7 @@ runs_json(surge_metrics *m, int *err)
         jset(o, "sim", json_integer(r->sim), err);
         jset(o, "state", json_string(state), err);
         jset(o, "ranks", json_integer(r->ranks), err);
+        jset(o, "ranks_joined", json_integer(r->ranks_joined), err);
         jset(o, "ranks_done", json_integer(r->ranks_done), err);
         jset(o, "steps", json_integer((json_int_t)r->steps), err);
         jset(o, "steps_expected",

@@ -164,6 +164,7 @@ struct surge_run_info {
     int64_t sim;             /* simulation id */
     char state[16];          /* "running", "done", "failed", "retrying" */
     int ranks;               /* client ranks in this run */
+    int ranks_joined;        /* ranks that said hello (this attempt) */
     int ranks_done;          /* ranks that said bye */
     uint64_t steps;          /* complete steps (samples) assembled */
     uint64_t steps_expected; /* 0 when unknown */

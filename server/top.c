@@ -228,7 +228,9 @@ render(struct top *t, json_t *st, const char *error, struct frame *f)
         json_t *o = json_array_get(runs, i);
         double steps = num(o, "steps"), expect = num(o, "steps_expected");
         char ranks[24], stepbuf[48], bar[24] = "";
-        snprintf(ranks, sizeof ranks, "%.0f/%.0f", num(o, "ranks_done"),
+        /* Ranks that joined: a running run whose ranks are sending shows
+         * them all, not the ranks that already said bye. */
+        snprintf(ranks, sizeof ranks, "%.0f/%.0f", num(o, "ranks_joined"),
                  num(o, "ranks"));
         if (isfinite(expect) && expect > 0) {
             double frac = fmin(1.0, steps / expect);

@@ -315,12 +315,20 @@ bye_acks_accepted_slices(void **state)
         send_slice(f->ing, "b", 3, 1, s, s * 0.1, 0, 4, 4, v);
     }
     send_slice(f->ing, "a", 3, 0, 3, 0.3, 0, 0, 4, v); /* rank 1 never */
+    /* Both ranks are sending: the runs table counts them as joined. */
+    struct surge_run_info run;
+    assert_int_equal(surge_ingest_runs(f->ing, &run, 1, 0), 1);
+    assert_int_equal(run.ranks, 2);
+    assert_int_equal(run.ranks_joined, 2);
+    assert_int_equal(run.ranks_done, 0);
     assert_int_equal(say_bye(f->ing, "a", 3, 0, 4), SURGE_MSG_BYE_ACK);
     assert_int_equal(treply.u.bye_ack.slices, 4);
     assert_int_equal(surge_ingest_active_sims(f->ing), 1);
     assert_int_equal(say_bye(f->ing, "b", 3, 1, 3), SURGE_MSG_BYE_ACK);
     assert_int_equal(treply.u.bye_ack.slices, 3);
     assert_int_equal(surge_ingest_active_sims(f->ing), 0);
+    /* What the byes said the ranks sent: summary.json's slices.sent. */
+    assert_int_equal(c->slices.sent_by_clients, 4 + 3);
     assert_true(surge_ingest_all_done(f->ing));
     assert_int_equal(c->sims.finished, 1);
     assert_int_equal(c->steps.assembled, 3);
