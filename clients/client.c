@@ -522,6 +522,34 @@ remember_step(struct field_state *f, int64_t step)
 }
 
 SURGE_API int
+surge_client_send_checked(surge_client *c, const char *field, int64_t step,
+                          double time, const void *data, uint64_t count,
+                          surge_dtype dtype)
+{
+    if (c == NULL) {
+        return -EINVAL;
+    }
+    if (c->failed) {
+        return c->failed;
+    }
+    int fi = find_field(c, field);
+    if (fi >= 0 && count != c->fields[fi].count) {
+        /* The one thing the unchecked form cannot see: a buffer of another
+         * length than this rank's slice. Nothing is sent. */
+        set_error(c,
+                  "field \"%s\" step %lld: %llu elements given, this rank "
+                  "declared %llu (offset %llu of %llu)",
+                  c->fields[fi].name, (long long)step,
+                  (unsigned long long)count,
+                  (unsigned long long)c->fields[fi].count,
+                  (unsigned long long)c->fields[fi].offset,
+                  (unsigned long long)c->fields[fi].global_size);
+        return SURGE_EBOUNDS;
+    }
+    return surge_client_send(c, field, step, time, data, dtype);
+}
+
+SURGE_API int
 surge_client_send(surge_client *c, const char *field, int64_t step, double time,
                   const void *data, surge_dtype dtype)
 {

@@ -726,10 +726,26 @@ test_send_rules(void **state)
     assert_int_equal(
         surge_client_send(c, "empty_here", 4, 0, NULL, SURGE_FLOAT32),
         SURGE_EDUPLICATE);
+    /* The checked form: a buffer of another length than the declared slice
+     * (64 x 64) is refused with both counts named, and nothing is sent. */
+    assert_int_equal(surge_client_send_checked(c, "temperature", 5, 0, tf,
+                                               64 * 63, SURGE_FLOAT32),
+                     SURGE_EBOUNDS);
+    assert_non_null(strstr(surge_client_last_error(c),
+                           "4032 elements given, this rank declared 4096"));
+    assert_int_equal(
+        surge_client_send_checked(c, "pressure", 5, 0, tf, 4096, SURGE_FLOAT32),
+        SURGE_EFIELD);
+    assert_int_equal(surge_client_send_checked(c, "temperature", 5, 0, tf,
+                                               64 * 64, SURGE_FLOAT32),
+                     0);
+    assert_int_equal(surge_client_send_checked(c, "empty_here", 5, 0, NULL, 0,
+                                               SURGE_FLOAT32),
+                     0);
     assert_int_equal(surge_client_close(&c), 0);
     fake_stop(f);
-    assert_int_equal(f->nrec, 2);
-    assert_int_equal(f->bye_slices, 2);
+    assert_int_equal(f->nrec, 3);
+    assert_int_equal(f->bye_slices, 3);
     fake_free(f);
 }
 
