@@ -250,6 +250,117 @@ found:;
     return 0;
 }
 
+static void run_dir(const struct launch *L, int64_t sim, char *buf, size_t cap);
+
+/* Whether path is a file this process may execute: NULL, or why not. */
+static const char *
+not_runnable(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        return errno == ENOENT || errno == ENOTDIR ? "not found"
+                                                   : strerror(errno);
+    }
+    if (S_ISDIR(st.st_mode)) {
+        return "is a folder";
+    }
+    if (!S_ISREG(st.st_mode)) {
+        return "is not a regular file";
+    }
+    return access(path, X_OK) == 0 ? NULL : "is not executable";
+}
+
+/* check_program - whether the solver program prog (argv[0] after
+ * resolve_program) can start, as exec would find it: a name with a '/'
+ * relative to the run's folder rdir (joined by text: the folder may not
+ * exist yet, and ".." is taken lexically), a bare name on PATH. Returns 0,
+ * or SURGE_ECONFIG with err naming the program and what is wrong, so that
+ * a misspelled command stops the study before any run (and --dry-run
+ * catches it) instead of failing every run and retry under mpirun. */
+static int
+check_program(const char *prog, const char *rdir, char *err, size_t errlen)
+{
+    char path[MAX_PATH];
+    const char *why;
+    if (strchr(prog, '/') != NULL) {
+        if (prog[0] == '/') {
+            snprintf(path, sizeof path, "%s", prog);
+        } else {
+            snprintf(path, sizeof path, "%s/%s", rdir, prog);
+            surge_deploy_normalize_path(path);
+        }
+        why = not_runnable(path);
+        if (why == NULL) {
+            return 0;
+        }
+        if (prog[0] == '/') {
+            snprintf(err, errlen, "solver.command: program %.400s: %s", prog,
+                     why);
+        } else {
+            snprintf(err, errlen, "solver.command: program %.300s (%.400s): %s",
+                     prog, path, why);
+        }
+        return SURGE_ECONFIG;
+    }
+    const char *dirs = getenv("PATH");
+    if (dirs == NULL || dirs[0] == '\0') {
+        dirs = "/usr/local/bin:/usr/bin:/bin";
+    }
+    const char *seen = NULL; /* a candidate that exists but cannot run */
+    char seen_path[MAX_PATH] = "";
+    while (1) {
+        size_t n = strcspn(dirs, ":");
+        /* An empty PATH entry means the working folder: the run's. */
+        snprintf(path, sizeof path, "%.*s/%s", (int)(n > 0 ? n : strlen(rdir)),
+                 n > 0 ? dirs : rdir, prog);
+        why = not_runnable(path);
+        if (why == NULL) {
+            return 0;
+        }
+        if (seen == NULL && strcmp(why, "not found") != 0) {
+            seen = why;
+            snprintf(seen_path, sizeof seen_path, "%s", path);
+        }
+        if (dirs[n] == '\0') {
+            break;
+        }
+        dirs += n + 1;
+    }
+    if (seen != NULL) {
+        snprintf(err, errlen, "solver.command: program %.300s (%.400s): %s",
+                 prog, seen_path, seen);
+    } else {
+        snprintf(err, errlen,
+                 "solver.command: program %.300s not found (looked next to "
+                 "surge, in the build tree's solvers/ and on PATH)",
+                 prog);
+    }
+    return SURGE_ECONFIG;
+}
+
+/* run_program_check - whether the program run r's command starts can run:
+ * expanded, resolved and checked with check_program. */
+static int
+run_program_check(const struct launch *L, const struct run *r, char *err,
+                  size_t errlen)
+{
+    char rdir[MAX_PATH];
+    surge_strv solver = {NULL, 0};
+    run_dir(L, r->sim, rdir, sizeof rdir);
+    surge_expand_ctx ctx = {r->sim, r->attempt, r->x, rdir, L->out, L->bindir};
+    int rc = surge_study_expand_command(L->s, &ctx, &solver, err, errlen);
+    if (rc == 0) {
+        rc = resolve_program(L, &solver);
+    }
+    if (rc == 0) {
+        rc = check_program(solver.v[0], rdir, err, errlen);
+    } else if (rc != SURGE_ECONFIG) {
+        snprintf(err, errlen, "%s", surge_strerror(rc));
+    }
+    surge_strv_free(&solver);
+    return rc;
+}
+
 static int
 write_text_atomic(const char *dir, const char *name, const char *text)
 {
@@ -636,10 +747,18 @@ run_ended(struct launch *L, struct run *r, const surge_job_status *st,
                   (long long)r->sim, (long long)r->attempt, r->why);
     }
     r->failures++;
+    /* A program that went missing since the check at the start (deleted,
+     * its folder unmounted) fails every retry the same way: not retried. */
+    char gone[512];
+    bool missing = st != NULL &&
+                   run_program_check(L, r, gone, sizeof gone) == SURGE_ECONFIG;
+    if (missing) {
+        snprintf(r->why, sizeof r->why, "%s (not retried)", gone);
+    }
     /* The server drops the run's incomplete steps; a retry may then say
      * hello again while the steps already assembled stay refused. */
     control(L, SURGE_CTL_SIM_FAILED, r->sim, NULL, 0);
-    if (r->attempt <= L->s->retries && st != NULL) {
+    if (r->attempt <= L->s->retries && st != NULL && !missing) {
         control(L, SURGE_CTL_SIM_RETRY, r->sim, NULL, 0);
         r->attempt++;
         r->state = RUN_QUEUED;
@@ -1526,6 +1645,14 @@ surge_launch_main(int argc, char **argv)
     status = prepare(&L, outdir);
     if (status != 0) {
         goto out_sched;
+    }
+    /* Every run's program, before anything starts (and in --dry-run). */
+    for (size_t i = 0; i < L.nruns; i++) {
+        if (run_program_check(&L, &L.runs[i], err, sizeof err) != 0) {
+            fprintf(stderr, "surge launch: %s\n", err);
+            status = 2;
+            goto out_sched;
+        }
     }
     if (dry) {
         status = dry_run(&L);
