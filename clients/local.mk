@@ -13,3 +13,8 @@ clients_libsurge_la_LDFLAGS = $(AM_LDFLAGS) -version-info 0:0:0 \
 surgeinclude_HEADERS += include/surge/client.h include/surge/error.h \
 	include/surge/client_mpi.h
 pkgconfig_DATA += clients/surge.pc
+
+# A solver built outside the tree against `make install` into a prefix,
+# with pkg-config's flags only, runs in a study (surge.pc's rpath).
+TESTS += tests/integration/install_prefix.sh
+EXTRA_DIST += tests/integration/install_prefix.sh
