@@ -674,6 +674,10 @@ submit(struct launch *L, struct run *r)
     snprintf(var, sizeof var, "SURGE_TIMEOUT_MS=%lld",
              (long long)(s->client_timeout_s * 1000));
     rc = rc ? rc : surge_strv_push(&env, var);
+    if (s->steps > 0) {
+        snprintf(var, sizeof var, "SURGE_STEPS=%lld", (long long)s->steps);
+        rc = rc ? rc : surge_strv_push(&env, var);
+    }
     if (rc != 0) {
         goto out;
     }

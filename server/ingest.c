@@ -80,9 +80,11 @@ struct sim {
     uint64_t expected;  /* slices per step, valid once all joined */
     size_t block_bytes; /* bytes of one partial block of this sim */
     uint64_t last_activity_ns;
-    surge_u64map partials;  /* step -> struct partial */
-    surge_u64map assembled; /* step -> (void *)1 */
-    surge_u64map dropped;   /* step -> (void *)1: evicted this attempt */
+    uint64_t first_hello_ns; /* the run's first welcome (any attempt) */
+    uint64_t steps_expected; /* largest hello.steps of its ranks; 0 unknown */
+    surge_u64map partials;   /* step -> struct partial */
+    surge_u64map assembled;  /* step -> (void *)1 */
+    surge_u64map dropped;    /* step -> (void *)1: evicted this attempt */
 };
 
 struct peer {
@@ -926,6 +928,12 @@ handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
         s->covered[f] += m->fields[f].count;
     }
     s->last_activity_ns = ing->now_ns;
+    if (s->first_hello_ns == 0) {
+        s->first_hello_ns = ing->now_ns;
+    }
+    if (m->steps > s->steps_expected) {
+        s->steps_expected = m->steps;
+    }
     c->sims.hello++;
     c->messages.handled++;
     if (s->njoined == s->nranks) {
@@ -1641,6 +1649,10 @@ surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
         r->ranks_joined = (int)s->njoined;
         r->ranks_done = (int)s->nbye;
         r->steps = s->assembled.len;
+        r->steps_expected = s->steps_expected;
+        r->elapsed_s = s->first_hello_ns > 0 && now_ns >= s->first_hello_ns
+                           ? (double)(now_ns - s->first_hello_ns) * 1e-9
+                           : -1.0;
         r->dropped = s->dropped.len;
         r->last_seen_s = now_ns >= s->last_activity_ns
                              ? (double)(now_ns - s->last_activity_ns) * 1e-9

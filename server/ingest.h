@@ -123,7 +123,8 @@ uint64_t surge_ingest_partial_bytes(const surge_ingest *ing);
  * hello order and returns how many. state is "running", "retrying" (open
  * again after SIM_RETRY), "done", "failed" or "timed_out"; steps counts
  * the steps assembled, dropped the partial steps dropped in this attempt;
- * steps_expected is 0 (only the launcher knows it). now_ns is the
+ * steps_expected is the largest hello.steps its ranks declared (0 when
+ * none did); elapsed_s runs from its first welcome. now_ns is the
  * monotonic clock. I/O thread. */
 int surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
                       size_t cap, uint64_t now_ns);

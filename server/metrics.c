@@ -1198,6 +1198,18 @@ runs_json(surge_metrics *m, int *err)
              r->steps_expected > 0 ? json_integer((json_int_t)r->steps_expected)
                                    : json_null(),
              err);
+        /* ETA of a running run from its own pace: the steps left at the
+         * rate of the steps it assembled since its first hello. */
+        int running =
+            strcmp(state, "running") == 0 || strcmp(state, "retrying") == 0;
+        double eta = -1.0;
+        if (running && r->steps_expected > 0 && r->steps > 0 &&
+            r->elapsed_s > 0.0) {
+            uint64_t left =
+                r->steps_expected > r->steps ? r->steps_expected - r->steps : 0;
+            eta = r->elapsed_s * (double)left / (double)r->steps;
+        }
+        jset(o, "eta_s", eta >= 0.0 ? jnum(eta) : json_null(), err);
         jset(o, "dropped", json_integer((json_int_t)r->dropped), err);
         jset(o, "last_seen_s",
              r->last_seen_s >= 0.0 ? jnum(r->last_seen_s) : json_null(), err);

@@ -170,6 +170,7 @@ struct surge_run_info {
     uint64_t steps_expected; /* 0 when unknown */
     uint64_t dropped;        /* partial steps dropped */
     double last_seen_s;      /* seconds since its last message, <0 unknown */
+    double elapsed_s;        /* seconds since its first hello, <0 unknown */
 };
 typedef int (*surge_metrics_runs_cb)(void *arg, struct surge_run_info *runs,
                                      size_t cap);

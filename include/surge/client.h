@@ -84,12 +84,19 @@ typedef struct surge_client_options {
                               default 100 */
     uint64_t sndhwm_bytes; /* bytes queued towards the server before sends
                               block (backpressure); default 64 MiB */
+    uint64_t steps;        /* steps this run will send (each declared field
+                              once per step), when known: the server shows
+                              progress and an ETA per run (surge top, the
+                              dashboard); 0 = unknown (default, or
+                              SURGE_STEPS, which `surge launch` sets from
+                              solver.steps); at most 2^53 */
 } surge_client_options;
 
 /* surge_client_options_init - fill *opts with defaults, then with what the
  * environment provides: SURGE_ENDPOINT, SURGE_TOKEN, SURGE_SIM_ID,
  * SURGE_PARAMS (comma-separated numbers), SURGE_TIMEOUT_MS,
- * SURGE_COALESCE_BYTES, SURGE_FLUSH_MS, SURGE_SNDHWM_BYTES, and the rank
+ * SURGE_COALESCE_BYTES, SURGE_FLUSH_MS, SURGE_SNDHWM_BYTES, SURGE_STEPS,
+ * and the rank
  * and size from OMPI_COMM_WORLD_RANK/SIZE, PMIX_RANK or SLURM_PROCID/NTASKS
  * when set (the first of these launchers found wins; PMIX_RANK gives no
  * size, so set nranks yourself then, e.g. surge_client_options_set_comm).

@@ -85,6 +85,8 @@ if "ALLJOINED" in sys.argv[2:] and (
         not any(s == "running" for s, _ in ranks) or
         any(r != "2/2" for _, r in ranks)):
     bad.append("ranks cells (want 2/2 in every row, running ones too)")
+if "ALLJOINED" in sys.argv[2:] and "ETA " not in dom:
+    bad.append("no ETA next to the running runs' progress bars")
 if "IMAGES" in sys.argv[2:]:
     bad += [i for i in ("img-truth", "img-pred") if imgs.get(i) != "1"]
 if bad:

@@ -71,6 +71,7 @@ runs_fill(void *arg, struct surge_run_info *runs, size_t cap)
         snprintf(runs[i].state, sizeof runs[i].state, "%s",
                  steps < 500 ? "running" : "done");
         runs[i].last_seen_s = 0.1 * (double)i;
+        runs[i].elapsed_s = 0.1 * (double)f->ticks; /* for the ETA */
     }
     return (int)n;
 }

@@ -274,7 +274,7 @@ clear_env(void)
         "SURGE_PARAMS",         "SURGE_TIMEOUT_MS",   "SURGE_COALESCE_BYTES",
         "SURGE_FLUSH_MS",       "SURGE_SNDHWM_BYTES", "OMPI_COMM_WORLD_RANK",
         "OMPI_COMM_WORLD_SIZE", "PMIX_RANK",          "SLURM_PROCID",
-        "SLURM_NTASKS"};
+        "SLURM_NTASKS",         "SURGE_STEPS"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
         unsetenv(vars[i]);
     }
@@ -457,6 +457,7 @@ test_env_parsing(void **state)
     setenv("SURGE_SIM_ID", "17", 1);
     setenv("SURGE_PARAMS", " 1.5, -2e3 ,0.25", 1);
     setenv("SURGE_TIMEOUT_MS", "1234", 1);
+    setenv("SURGE_STEPS", "250", 1);
     setenv("OMPI_COMM_WORLD_RANK", "2", 1);
     setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
     setenv("SLURM_PROCID", "9", 1); /* Open MPI's wins */
@@ -468,6 +469,7 @@ test_env_parsing(void **state)
     assert_true(o.params[0] == 1.5 && o.params[1] == -2e3 &&
                 o.params[2] == 0.25);
     assert_int_equal(o.timeout_ms, 1234);
+    assert_int_equal(o.steps, 250);
     assert_int_equal(o.rank, 2);
     assert_int_equal(o.nranks, 4);
     clear_env();
@@ -498,6 +500,8 @@ test_env_parsing(void **state)
     expect_env_error("SURGE_PARAMS", "1e999", "not a finite number");
     expect_env_error("SURGE_COALESCE_BYTES", "-5", "out of range");
     expect_env_error("SURGE_FLUSH_MS", "soon", "not an integer");
+    expect_env_error("SURGE_STEPS", "-3", "out of range");
+    expect_env_error("SURGE_STEPS", "ten", "not an integer");
     expect_env_error("SURGE_SNDHWM_BYTES", "0", "out of range");
     expect_env_error("OMPI_COMM_WORLD_RANK", "one", "not an integer");
     char many[64 * 4 + 16];

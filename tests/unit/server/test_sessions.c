@@ -86,6 +86,31 @@ hello_welcome(void **state)
     assert_int_equal(surge_ingest_counters(f->ing)->sims.hello, 1);
 }
 
+/* hello.steps: the run's length for progress and ETA (surge top, the
+ * dashboard). */
+static void
+hello_declares_steps(void **state)
+{
+    struct fixture *f = *state;
+    join(f, "a", 3, 0);
+    /* No steps declared: the runs table does not know the run's length. */
+    struct surge_run_info run;
+    assert_int_equal(surge_ingest_runs(f->ing, &run, 1, 2000), 1);
+    assert_int_equal(run.steps_expected, 0);
+    /* Rank 1 declares 40 steps (hello.steps): the run's length, and the
+     * time since its first welcome for the ETA. */
+    make_hello(&tmsg, "secret", 3, 1, 2, P, 2, U1, 1);
+    tmsg.u.hello.steps = 40;
+    surge_ingest_counters(f->ing)->messages.received++;
+    assert_int_equal(surge_ingest_handle_msg(f->ing, RID("b"), &tmsg, NULL, 0,
+                                             0, 1000, &treply),
+                     1);
+    assert_int_equal(treply.type, SURGE_MSG_WELCOME);
+    assert_int_equal(surge_ingest_runs(f->ing, &run, 1, 1000 + 2000000000u), 1);
+    assert_int_equal(run.steps_expected, 40);
+    assert_true(run.elapsed_s > 1.99 && run.elapsed_s < 2.01);
+}
+
 static void
 hello_wrong_token(void **state)
 {
@@ -473,6 +498,7 @@ main(void)
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
         T(hello_welcome),
+        T(hello_declares_steps),
         T(hello_wrong_token),
         T(hello_rank_out_of_range),
         T(hello_global_size_differs),
