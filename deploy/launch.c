@@ -1059,6 +1059,60 @@ progress(struct launch *L, bool force)
     fflush(stderr);
 }
 
+/* After the last run: the server trains on (trainer.steps_after_end, or
+ * until the reservoir is drained) and then exits. One line per tick like
+ * the runs' progress, so the study does not look stalled: the trainer's
+ * step (of the target when steps_after_end is set), its loss and rate, an
+ * ETA from its step rate, and the time left before the server's own cap
+ * on this phase (0.8 x server.stop_timeout_s, see start_server), which
+ * falls at t_cap. */
+static void
+training_progress(struct launch *L, int64_t step0, double t_cap, double cap_s,
+                  bool force)
+{
+    double now = surge_now_s();
+    if (L->quiet || (!force && now < L->next_progress)) {
+        return;
+    }
+    L->next_progress = now + (L->tty ? 0.5 : L->s->progress_interval_s);
+    char line[320], what[128] = "", eta[48] = "";
+    int64_t target = L->s->tr_steps_after_end > 0 && step0 >= 0
+                         ? step0 + L->s->tr_steps_after_end
+                         : -1;
+    if (!L->status_ok || L->trainer_step < 0) {
+        snprintf(what, sizeof what, "waiting for the server");
+    } else if (target > 0) {
+        snprintf(what, sizeof what, "step %" PRId64 " of %" PRId64,
+                 L->trainer_step, target);
+        double dt = now - L->t_runs_done;
+        int64_t done = L->trainer_step - step0;
+        if (done > 0 && dt > 0 && target > L->trainer_step) {
+            snprintf(eta, sizeof eta, " | ETA %.0fs",
+                     dt / (double)done * (double)(target - L->trainer_step));
+        }
+    } else {
+        snprintf(what, sizeof what,
+                 "step %" PRId64 " (until the reservoir "
+                 "is drained)",
+                 L->trainer_step);
+    }
+    char loss[64] = "";
+    if (L->status_ok && isfinite(L->trainer_loss)) {
+        snprintf(loss, sizeof loss, " loss %.4g", L->trainer_loss);
+    }
+    snprintf(line, sizeof line,
+             "[%6.1fs] runs: all ended | training after the runs: %s%s%s | "
+             "cut in %.0fs (0.8 x server.stop_timeout_s = %.3gs)",
+             now - L->t0, what, loss, eta, fmax(0.0, t_cap - now), cap_s);
+    if (L->tty) {
+        fprintf(stderr, "\r\033[K%s", line);
+        L->progress_drawn = 1;
+    } else {
+        fprintf(stderr, "surge launch: %s\n", line);
+    }
+    fflush(stderr);
+}
+
 static void
 progress_clear(struct launch *L)
 {
@@ -1382,6 +1436,15 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
                    json_is_number(mse) ? json_number_value(mse) : NAN);
         } else {
             printf("  validation none (no held-out samples)\n");
+        }
+        const char *why =
+            json_string_value(json_object_get(trainer, "stop_reason"));
+        if (why != NULL && strcmp(why, "server_stop") == 0 && !interrupted) {
+            printf("  WARNING   training was cut by the server's stop timeout "
+                   "(0.8 x server.stop_timeout_s = %.3g s) before its own "
+                   "end;\n            raise server.stop_timeout_s or lower "
+                   "trainer.steps_after_end\n",
+                   s->server_stop_timeout_s * 0.8);
         }
         printf("  model     %s\n", json_is_string(model)
                                        ? json_string_value(model)
@@ -1787,6 +1850,32 @@ surge_launch_main(int argc, char **argv)
             kill(L.server.pid, SIGTERM);
         }
         double wait = stopping ? L.s->kill_grace_s : L.s->server_stop_timeout_s;
+        if (!stopping && L.s->tr_enabled) {
+            /* Show the training that follows the runs until the server
+             * exits, stops on its own cap, or a signal comes. */
+            double t_end = surge_now_s() + wait;
+            int64_t step0 = -1; /* the step when reception ended */
+            L.next_progress = 0;
+            while (surge_server_proc_alive(&L.server) && !stop_signal &&
+                   surge_now_s() < t_end) {
+                fetch_status(&L);
+                if (step0 < 0 && L.status_ok) {
+                    step0 = L.trainer_step;
+                }
+                /* The server stops training at 0.8 x the wait. */
+                training_progress(&L, step0,
+                                  t_end - 0.2 * L.s->server_stop_timeout_s,
+                                  L.s->server_stop_timeout_s * 0.8, false);
+                surge_deploy_sleep(0.25);
+            }
+            progress_clear(&L);
+            if (stop_signal && surge_server_proc_alive(&L.server)) {
+                interrupted = stop_signal;
+                (void)control(&L, SURGE_CTL_SHUTDOWN, -1, NULL, 0);
+                t_end = surge_now_s() + L.s->kill_grace_s;
+            }
+            wait = fmax(0.0, t_end - surge_now_s());
+        }
         if (surge_server_proc_wait(&L.server, wait, L.s->kill_grace_s) != 0) {
             SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
                       "the server did not stop within %g s; it was killed",

@@ -26,7 +26,8 @@ TESTS += tests/integration/e2e_study.sh \
 	tests/integration/launch_interrupt.sh \
 	tests/integration/launch_server_restart.sh \
 	tests/integration/launch_slurm_server.sh \
-	tests/integration/launch_cli.sh
+	tests/integration/launch_cli.sh \
+	tests/integration/launch_training.sh
 EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_faults.sh \
 	tests/integration/launch_interrupt.sh \
