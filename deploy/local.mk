@@ -34,6 +34,7 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_server_restart.sh \
 	tests/integration/launch_slurm_server.sh \
 	tests/integration/launch_cli.sh \
+	tests/integration/launch_training.sh \
 	docs/configuration.md \
 	solvers/heat2d/study.json
 
