@@ -522,6 +522,10 @@ start_server(struct launch *L, char *err, size_t errcap)
     }
     PUSH_U64("--validation-bytes", s->server_validation_bytes);
     PUSH_U64("--validation-every", s->server_validation_every);
+    if (s->field_shapes[0] != '\0') {
+        PUSH("--field-shapes");
+        PUSH(s->field_shapes);
+    }
     PUSH_U64("--batch-size", s->tr_batch_size);
     /* The consumer drains the store (and the trainer finishes) after the
      * end of reception within this; a bit less than our own wait, so the

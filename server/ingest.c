@@ -132,6 +132,10 @@ struct surge_ingest {
     surge_ratelimit rl[4];             /* per log class */
     float inbuf[SURGE_MAX_PARAMS + 1]; /* input vector being put */
     surge_msg msg;                     /* the header being handled */
+    char *fields_json; /* the output vector's layout (record_layout), NULL
+                          until the first declared simulation; written
+                          once on the I/O thread before its first sample
+                          reaches a store, never changed after */
 };
 
 /* ------------------------------------------------------------ logging */
@@ -456,6 +460,64 @@ sim_declare(struct sim *s, const surge_msg_hello *h)
     s->block_bytes = block_size(pos, (uint64_t)nr * nf);
     s->declared = 1;
     return 0;
+}
+
+/* The first declared simulation fixes the study's output vector: its
+ * fields' names, positions, sizes and shapes (--field-shapes, else 1-D),
+ * as JSON for the model file ("output_fields", docs/model-file.md). A
+ * declared shape whose product is not the field's size is left out with
+ * a warning. No memory: the model just lacks the layout. */
+static void
+record_layout(surge_ingest *ing, const struct sim *s)
+{
+    size_t cap = 256 + (size_t)s->nfields * (SURGE_MAX_NAME + 160);
+    char *j = malloc(cap);
+    if (j == NULL || ing->fields_json != NULL) {
+        free(j);
+        return;
+    }
+    size_t n = (size_t)snprintf(j, cap, "[");
+    for (uint32_t f = 0; f < s->nfields && n < cap; f++) {
+        uint64_t dims[8];
+        int nd = surge_server_field_shape(ing->o, s->names[f], dims, 8);
+        uint64_t prod = 1;
+        for (int d = 0; d < nd; d++) {
+            prod *= dims[d];
+        }
+        if (nd > 0 && prod != s->global[f]) {
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "--field-shapes: field %s has %" PRIu64
+                      " elements, its shape holds %" PRIu64 ": left 1-D",
+                      s->names[f], s->global[f], prod);
+            nd = 0;
+        }
+        if (nd == 0) {
+            dims[0] = s->global[f];
+            nd = 1;
+        }
+        n += (size_t)snprintf(j + n, cap - n,
+                              "%s{\"name\":\"%s\",\"offset\":%" PRIu64
+                              ",\"size\":%" PRIu64 ",\"shape\":[",
+                              f > 0 ? "," : "", s->names[f], s->base[f],
+                              s->global[f]);
+        for (int d = 0; d < nd && n < cap; d++) {
+            n += (size_t)snprintf(j + n, cap - n, "%s%" PRIu64, d ? "," : "",
+                                  dims[d]);
+        }
+        n += n < cap ? (size_t)snprintf(j + n, cap - n, "]}") : 0;
+    }
+    n += n < cap ? (size_t)snprintf(j + n, cap - n, "]") : 0;
+    if (n >= cap) {
+        free(j); /* cannot happen with cap's bound; no layout then */
+        return;
+    }
+    ing->fields_json = j;
+}
+
+const char *
+surge_ingest_output_fields(const surge_ingest *ing)
+{
+    return ing->fields_json;
 }
 
 static struct sim *
@@ -900,6 +962,7 @@ handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
             set_reject(reply, -ENOMEM, "server out of memory");
             goto rejected;
         }
+
     } else {
         if (hello_matches(s, m, reply) < 0) {
             goto rejected;
@@ -933,6 +996,9 @@ handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
     }
     if (m->steps > s->steps_expected) {
         s->steps_expected = m->steps;
+    }
+    if (ing->fields_json == NULL) {
+        record_layout(ing, s); /* the first welcomed hello */
     }
     c->sims.hello++;
     c->messages.handled++;
@@ -1556,6 +1622,7 @@ surge_ingest_destroy(surge_ingest **ingp)
     surge_u64map_fini(&ing->peers);
     surge_u64map_fini(&ing->sims);
     surge_u64map_fini(&ing->told);
+    free(ing->fields_json);
     free(ing);
     *ingp = NULL;
 }

@@ -559,6 +559,14 @@ io_export_assembled(void *io, int (*cb)(void *, int64_t, int64_t), void *arg)
     return surge_ingest_export_assembled(io, cb, arg);
 }
 
+/* surge_consumer_ctx.output_fields (consumer thread, after a sample). */
+static const char *
+output_fields(void *io)
+{
+    struct surge_server *srv = io;
+    return srv->ing != NULL ? surge_ingest_output_fields(srv->ing) : NULL;
+}
+
 /* surge_consumer_ctx.io_call (consumer thread). */
 static int
 io_call(void *io, surge_consumer_io_fn fn, void *fn_arg, int timeout_ms)
@@ -972,6 +980,7 @@ surge_server_create(surge_server **out, const surge_server_options *o)
     srv->cctx.opts = o;
     srv->cctx.io_call = io_call;
     srv->cctx.io = srv;
+    srv->cctx.output_fields = output_fields;
     if (srv->cops->prepare != NULL) {
         /* Before any thread: e.g. a resumed trainer's reservoir and the
          * steps the earlier server assembled. */

@@ -5,7 +5,9 @@
 # $(pkg-config --cflags --libs surge)` with nothing else, no
 # LD_LIBRARY_PATH. The pc file's rpath must let the solver find
 # libsurge.so.0 at run time; it then runs in a real study through
-# `surge launch` (1 run, 2 fields, send_checked) and every slice arrives.
+# `surge launch` (2 runs, 2 fields, send_checked) and every slice arrives.
+# The model it trains records both fields (output_fields), so `surge
+# predict` writes each as its own 1-D array and line plot.
 . "$SURGE_SRCDIR/tests/tap.sh"
 . "$SURGE_SRCDIR/tests/integration/lib.sh"
 lib_study_env
@@ -13,7 +15,7 @@ command -v pkg-config >/dev/null 2>&1 || skip_all "pkg-config is not installed"
 CC=${SURGE_TEST_CC:-cc}
 P="$tmp/prefix"
 
-tap_plan 5
+tap_plan 8
 
 timeout 120 make -C "$SURGE_BUILDDIR" install-libLTLIBRARIES \
     install-surgeincludeHEADERS install-pkgconfigDATA prefix="$P" \
@@ -92,12 +94,16 @@ cat >"$tmp/study.json" <<EOF
 {
   "study": {"name": "installed", "seed": 1, "output_dir": "$tmp/out"},
   "parameters": [{"name": "a", "min": 0.5, "max": 1.5}],
-  "sampler": {"kind": "uniform", "runs": 1},
+  "sampler": {"kind": "uniform", "runs": 2},
   "solver": {"command": ["$tmp/solver/burgers1d"], "timeout_s": 30,
              "retries": 0},
   "scheduler": {"mpirun": ""},
+  "server": {"validation_every": 2},
   "reservoir": {"policy": "fifo", "capacity_bytes": "1MiB"},
-  "trainer": {"enabled": false}
+  "trainer": {"enabled": true, "layers": [8], "batch_size": 2,
+              "time_min": 0, "time_max": 0.001, "out_norm_samples": 2,
+              "eval_every": 10, "checkpoint_every": 0,
+              "steps_after_end": 20}
 }
 EOF
 (unset LD_LIBRARY_PATH
@@ -111,7 +117,37 @@ check "the installed solver runs in a study without LD_LIBRARY_PATH (exit $rc)" 
     sed 's/^/# /' "$tmp/out/runs/0/attempt-1.log" "$tmp/stderr" | tail -8
 sent=$(lib_json "$tmp/out/summary.json" 'j["slices"]["sent"]' 2>/dev/null)
 recv=$(lib_json "$tmp/out/summary.json" 'j["slices"]["accepted"]' 2>/dev/null)
-check "its 10 slices (5 steps x 2 fields) were sent and accepted ($sent, $recv)" \
-    test "$sent" = 10 -a "$recv" = 10
+check "its 20 slices (2 runs x 5 steps x 2 fields) were sent and accepted ($sent, $recv)" \
+    test "$sent" = 20 -a "$recv" = 20
+
+check "the model file names both fields, their offsets and shapes" \
+    "$PY" -c '
+import json, struct, sys
+f = open(sys.argv[1], "rb")
+n = struct.unpack("<Q", f.read(8))[0]
+meta = json.loads(f.read(n))["__metadata__"]
+of = json.loads(meta["output_fields"])
+want = [{"name": "u", "offset": 0, "size": 64, "shape": [64]},
+        {"name": "flux", "offset": 64, "size": 64, "shape": [64]}]
+sys.exit(0 if of == want and "field_shape" not in meta else 1)' \
+    "$tmp/out/model.safetensors"
+timeout 30 "$SURGE" predict "$tmp/out/model.safetensors" --params 1 \
+    --time 0.0005 --out "$tmp/pred.npy" --png "$tmp/pred.png" \
+    >"$tmp/predict.out" 2>&1
+sed 's/^/# /' "$tmp/predict.out"
+check "surge predict writes each field as its own 1-D array (pred.u.npy, pred.flux.npy)" \
+    "$PY" -c '
+import sys
+for f in sys.argv[1:]:
+    head = open(f, "rb").read(128).decode("latin-1")
+    if "(64,)" not in head:
+        sys.exit(1)' "$tmp/pred.u.npy" "$tmp/pred.flux.npy"
+check "... and each as a 640 x 240 line plot, not a strip one pixel high" \
+    "$PY" -c '
+import struct, sys
+for f in sys.argv[1:]:
+    b = open(f, "rb").read(24)
+    if b[:8] != b"\x89PNG\r\n\x1a\n" or struct.unpack(">II", b[16:24]) != (640, 240):
+        sys.exit(1)' "$tmp/pred.u.png" "$tmp/pred.flux.png"
 
 tap_done

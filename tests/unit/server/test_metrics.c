@@ -468,6 +468,22 @@ test_preview(void **state)
     assert_int_equal(png[19], 64);
     assert_int_equal(png[23], 32);
     free(png);
+
+    /* Two 1-D fields of 1000 values: line plots of the preview's size,
+     * not images one pixel high; the metadata says which kind. */
+    assert_int_equal(surge_metrics_set_preview_lines(m, big, big, 2, 1000, 101),
+                     0);
+    assert_int_equal(surge_metrics_preview_png(m, 0, &png, &len), 0);
+    assert_int_equal(png[18] * 256 + png[19], SURGE_METRICS_LINES_W);
+    assert_int_equal(png[22] * 256 + png[23], SURGE_METRICS_LINES_H);
+    free(png);
+    assert_int_equal(surge_metrics_render_preview(m, &s, &len), 0);
+    assert_true(strstr(s, "\"kind\":\"lines\"") != NULL ||
+                strstr(s, "\"kind\": \"lines\"") != NULL);
+    free(s);
+    assert_int_equal(surge_metrics_set_preview_lines(
+                         m, big, big, SURGE_METRICS_MAX_SERIES + 1, 10, 102),
+                     -EINVAL);
 }
 
 /* Another thread registers metrics and moves handles while this one

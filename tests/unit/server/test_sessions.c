@@ -111,6 +111,24 @@ hello_declares_steps(void **state)
     assert_true(run.elapsed_s > 1.99 && run.elapsed_s < 2.01);
 }
 
+/* The first welcomed simulation fixes the output layout the model file
+ * records: names, positions, sizes, shapes (--field-shapes, else 1-D; a
+ * shape of the wrong size is left 1-D). */
+static void
+hello_records_output_fields(void **state)
+{
+    struct fixture *f = *state;
+    snprintf(f->o.field_shapes, sizeof f->o.field_shapes, "%s", "u=2x4,v=5x5");
+    assert_null(surge_ingest_output_fields(f->ing));
+    const struct tfield two[2] = {{"u", 8, 0, 8}, {"v", 6, 0, 6}};
+    assert_int_equal(say_hello(f->ing, "a", "secret", 1, 0, 1, P, 2, two, 2),
+                     SURGE_MSG_WELCOME);
+    assert_string_equal(surge_ingest_output_fields(f->ing),
+                        "[{\"name\":\"u\",\"offset\":0,\"size\":8,"
+                        "\"shape\":[2,4]},{\"name\":\"v\",\"offset\":8,"
+                        "\"size\":6,\"shape\":[6]}]");
+}
+
 static void
 hello_wrong_token(void **state)
 {
@@ -499,6 +517,7 @@ main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
         T(hello_welcome),
         T(hello_declares_steps),
+        T(hello_records_output_fields),
         T(hello_wrong_token),
         T(hello_rank_out_of_range),
         T(hello_global_size_differs),
