@@ -62,8 +62,8 @@ typedef struct surge_server_options {
                                                  output fields' shapes, for
                                                  the model file; "" = each
                                                  field 1-D */
-    char consumer[SURGE_SERVER_MAX_NAME]; /* "discard", "trainer", ... */
-    uint32_t batch_size;                  /* samples per consumer batch */
+    char consumer[SURGE_SERVER_MAX_NAME];     /* "discard", "trainer", ... */
+    uint32_t batch_size;                      /* samples per consumer batch */
     double consumer_delay_ms; /* sleep per batch in the discard consumer
                                  (to test backpressure); 0 = none */
     /* The trainer consumer (server/train.c). Numbers: -1 = the study's
