@@ -1329,6 +1329,22 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
         json_object_set_new(samples, "dropped_by_reason", dropped);
         json_object_set_new(samples, "lost_with_dead_servers",
                             json_integer((json_int_t)L->lost_assembled));
+        /* The held-out set: whole runs, reservoir-sampled over the study
+         * once the validation store is full (server/ingest.c). */
+        json_object_set_new(
+            j, "validation_set",
+            json_pack("{s:I,s:I,s:I,s:I,s:I}", "runs_held_out",
+                      (json_int_t)jget(stats, "sims.validation_runs"),
+                      "runs_kept",
+                      (json_int_t)jget(stats, "sims.validation_runs_kept"),
+                      "samples_kept",
+                      (json_int_t)(validation -
+                                   jget(stats, "samples.validation_evicted")),
+                      "samples_evicted",
+                      (json_int_t)jget(stats, "samples.validation_evicted"),
+                      "samples_not_sampled",
+                      (json_int_t)jget(
+                          stats, "samples.dropped.validation_not_sampled")));
         json_object_set_new(
             j, "slices",
             json_pack(
@@ -1366,20 +1382,11 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
         json_object_set(j, "trainer", trainer);
     }
     /* Present the keys in reading order: what, how it went, details. */
-    static const char *const order[] = {"study",
-                                        "output_dir",
-                                        "interrupted",
-                                        "wall_s",
-                                        "counts_add_up",
-                                        "runs",
-                                        "samples",
-                                        "slices",
-                                        "bytes",
-                                        "ingest_s",
-                                        "ingest_samples_per_s",
-                                        "ingest_mb_per_s",
-                                        "trainer",
-                                        "server"};
+    static const char *const order[] = {
+        "study",           "output_dir", "interrupted", "wall_s",
+        "counts_add_up",   "runs",       "samples",     "validation_set",
+        "slices",          "bytes",      "ingest_s",    "ingest_samples_per_s",
+        "ingest_mb_per_s", "trainer",    "server"};
     json_t *ordered = json_object();
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         json_t *v = json_object_get(j, order[i]);
@@ -1408,6 +1415,17 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
             jget(stats, "steps.started"), jget(stats, "steps.assembled"),
             jget(stats, "samples.train"), jget(stats, "samples.validation"),
             (uint64_t)json_integer_value(json_object_get(samples, "dropped")));
+        json_t *vs = json_object_get(j, "validation_set");
+        if (jget(vs, "runs_kept") < jget(vs, "runs_held_out")) {
+            printf("  NOTE      the validation store (server.validation_bytes) "
+                   "filled: it keeps %" PRIu64 " of the %" PRIu64
+                   " held-out runs,\n"
+                   "            whole runs sampled uniformly over the study "
+                   "(%" PRIu64 " samples evicted, %" PRIu64 " not sampled)\n",
+                   jget(vs, "runs_kept"), jget(vs, "runs_held_out"),
+                   jget(vs, "samples_evicted"),
+                   jget(vs, "samples_not_sampled"));
+        }
         printf("  data      %.1f MB in %.1f s of runs (study %.1f s): "
                "%.1f samples/s, %.2f MB/s\n",
                (double)jget(stats, "slices.bytes") / 1e6, t_ingest, wall, rate,

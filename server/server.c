@@ -750,19 +750,22 @@ write_stats(surge_server *srv)
                                surge_step_drop_name)));
     json_object_set_new(
         j, "samples",
-        json_pack("{s:o,s:o,s:o,s:o}", "train", JI(c->samples.train),
-                  "validation", JI(c->samples.validation), "pending",
+        json_pack("{s:o,s:o,s:o,s:o,s:o}", "train", JI(c->samples.train),
+                  "validation", JI(c->samples.validation), "validation_evicted",
+                  JI(c->samples.validation_evicted), "pending",
                   JI(c->samples.pending), "dropped",
                   reasons_json(c->samples.dropped, SURGE_PDROP__COUNT,
                                surge_sample_drop_name)));
     json_object_set_new(
         j, "sims",
-        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "hello",
+        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "hello",
                   JI(c->sims.hello), "rejected", JI(c->sims.rejected), "joined",
                   JI(c->sims.joined), "finished", JI(c->sims.finished),
                   "failed", JI(c->sims.failed), "timed_out",
                   JI(c->sims.timed_out), "retried", JI(c->sims.retried), "bye",
-                  JI(c->sims.bye)));
+                  JI(c->sims.bye), "validation_runs",
+                  JI(c->sims.validation_runs), "validation_runs_kept",
+                  JI(c->sims.validation_runs_kept)));
     json_object_set_new(
         j, "io",
         json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:f}", "accepted",

@@ -568,6 +568,7 @@ struct loop {
     surge_batch_info *info;      /* (B) */
     /* validation: restored rows first, then the store's 0..nstore-1 */
     uint64_t nval, val_cap, nrestored, nstore;
+    uint64_t val_gen;        /* the validation store's generation copied */
     float *val_in, *val_out; /* (val_cap, nin), (val_cap, nout) */
     int64_t *val_sim, *val_step;
     float *pred;        /* (nout) preview */
@@ -624,6 +625,14 @@ sync_validation(struct loop *L)
     }
     surge_store_stats st;
     surge_store_get_stats(v, &st);
+    if (st.generation != L->val_gen) {
+        /* Whole runs were evicted for later ones (server/ingest.c's
+         * sampling of held-out runs): the store's indices moved, so copy
+         * its samples again. */
+        L->nval = L->nrestored;
+        L->nstore = 0;
+        L->val_gen = st.generation;
+    }
     uint64_t want = L->nrestored + st.occupancy;
     if (want <= L->nval) {
         return 0;
