@@ -522,6 +522,34 @@ remember_step(struct field_state *f, int64_t step)
 }
 
 SURGE_API int
+surge_client_send_checked(surge_client *c, const char *field, int64_t step,
+                          double time, const void *data, uint64_t count,
+                          surge_dtype dtype)
+{
+    if (c == NULL) {
+        return -EINVAL;
+    }
+    if (c->failed) {
+        return c->failed;
+    }
+    int fi = find_field(c, field);
+    if (fi >= 0 && count != c->fields[fi].count) {
+        /* The one thing the unchecked form cannot see: a buffer of another
+         * length than this rank's slice. Nothing is sent. */
+        set_error(c,
+                  "field \"%s\" step %lld: %llu elements given, this rank "
+                  "declared %llu (offset %llu of %llu)",
+                  c->fields[fi].name, (long long)step,
+                  (unsigned long long)count,
+                  (unsigned long long)c->fields[fi].count,
+                  (unsigned long long)c->fields[fi].offset,
+                  (unsigned long long)c->fields[fi].global_size);
+        return SURGE_EBOUNDS;
+    }
+    return surge_client_send(c, field, step, time, data, dtype);
+}
+
+SURGE_API int
 surge_client_send(surge_client *c, const char *field, int64_t step, double time,
                   const void *data, surge_dtype dtype)
 {
@@ -834,6 +862,12 @@ surge_client_options_init(surge_client_options *opts)
     if (set) {
         opts->sndhwm_bytes = (uint64_t)v;
     }
+    if ((rc = env_int("SURGE_STEPS", 0, (int64_t)SURGE_MAX_STEPS, &v, &set))) {
+        return rc;
+    }
+    if (set) {
+        opts->steps = (uint64_t)v;
+    }
 
     /* Rank and size from whichever launcher started us. */
     static const char *const rank_vars[][2] = {
@@ -968,6 +1002,9 @@ check_options(const surge_client_options *o)
     if (o->coalesce_bytes > SURGE_MAX_PAYLOAD_BYTES) {
         return open_fail(SURGE_ECONFIG,
                          "options.coalesce_bytes: over 2^31 bytes");
+    }
+    if (o->steps > SURGE_MAX_STEPS) {
+        return open_fail(SURGE_ECONFIG, "options.steps: over 2^53");
     }
     return 0;
 }
@@ -1149,6 +1186,7 @@ surge_client_open(surge_client **out, const surge_client_options *o)
         h->fields[i].count = c->fields[i].count;
     }
     h->dtype = SURGE_WIRE_F32;
+    h->steps = o->steps;
     int n = surge_proto_encode(m, c->hdr, sizeof c->hdr);
     if (n < 0) {
         rc = open_fail(SURGE_EINTERNAL, "cannot encode hello: %s",

@@ -18,3 +18,7 @@ pkgconfig_DATA += clients/surge.pc
 # client API.
 include %reldir%/fortran/local.mk
 include %reldir%/melissa/local.mk
+# A solver built outside the tree against `make install` into a prefix,
+# with pkg-config's flags only, runs in a study (surge.pc's rpath).
+TESTS += tests/integration/install_prefix.sh
+EXTRA_DIST += tests/integration/install_prefix.sh

@@ -1,7 +1,7 @@
 /*
- * common/image.h - false-colour images of 2-D fields: the viridis colormap
- * and an in-memory PNG encoder (libpng). Used by `surge predict`
- * (trainer/predict.c) and the monitoring previews (server/metrics.c).
+ * common/image.h - false-colour images of 2-D fields (the viridis colormap)
+ * and line plots of 1-D ones, as in-memory PNGs (libpng). Used by `surge
+ * predict` (trainer/predict.c) and the monitoring previews (server/metrics.c).
  *
  * A convenience library of its own, common/libsurge_image.la, so that the
  * client library (which absorbs common/libsurge_common.la) needs no libpng.
@@ -28,5 +28,18 @@ void surge_image_viridis(double t, unsigned char rgb[3]);
 int surge_image_png_encode(const float *field, size_t ny, size_t nx,
                            size_t scale, double lo, double hi,
                            unsigned char **out, size_t *len);
+
+/* surge_image_png_lines - plot nseries series of n values each as lines
+ * (series k in the k-th of five colours: blue, orange, green, red,
+ * purple) on a white width x height image with a grey frame: value lo at
+ * the bottom, hi at the top (a range of zero width or less counts as
+ * width 1; values outside are clamped, NaN plotted as lo), the n points
+ * spread evenly from left to right. For 1-D fields, which as an image
+ * would be one pixel high. *out and *len as for surge_image_png_encode.
+ * Returns 0, -EINVAL (no series, n 0, a side outside [16, 8192]), -ENOMEM
+ * or -EIO. */
+int surge_image_png_lines(const float *const *series, size_t nseries, size_t n,
+                          size_t width, size_t height, double lo, double hi,
+                          unsigned char **out, size_t *len);
 
 #endif

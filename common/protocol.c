@@ -200,6 +200,9 @@ check_hello(const surge_msg_hello *h, const char **why)
     if (h->dtype != SURGE_WIRE_F32) {
         return fail(why, SURGE_EDTYPE, "hello.dtype: only \"f32\" in v1");
     }
+    if (h->steps > SURGE_MAX_STEPS) {
+        return fail(why, SURGE_ELIMIT, "hello.steps: more than 2^53");
+    }
     return 0;
 }
 
@@ -397,7 +400,8 @@ encode_body(msgpack_packer *pk, const surge_msg *m)
 {
     switch (m->type) {
     case SURGE_MSG_HELLO:
-        if (msgpack_pack_map(pk, 9) != 0) {
+        /* "steps" is optional: sent only when known. */
+        if (msgpack_pack_map(pk, m->u.hello.steps > 0 ? 10 : 9) != 0) {
             return -1;
         }
         break;
@@ -442,6 +446,10 @@ encode_body(msgpack_packer *pk, const surge_msg *m)
         }
         if (KEY(pk, "fields") || encode_fields(pk, h) != 0 ||
             KEY(pk, "dtype") || pk_str(pk, DTYPE_F32_NAME) != 0) {
+            return -1;
+        }
+        if (h->steps > 0 &&
+            (KEY(pk, "steps") || msgpack_pack_uint64(pk, h->steps) != 0)) {
             return -1;
         }
         return 0;
@@ -918,13 +926,14 @@ enum top_key {
     K_SLICES,
     K_OP,
     K_MESSAGE,
+    K_STEPS,
     K_NTOP
 };
 
 static const char *const top_names[K_NTOP] = {
     "v",      "type",   "token", "sim",         "rank", "nranks",
     "params", "fields", "dtype", "max_payload", "code", "reason",
-    "items",  "slices", "op",    "message"};
+    "items",  "slices", "op",    "message",     "steps"};
 
 enum field_key { F_NAME, F_SIZE, F_OFFSET, F_COUNT, F_N };
 static const char *const field_names[F_N] = {"name", "size", "offset", "count"};
@@ -1197,6 +1206,11 @@ decode_hello(const vctx *v, const uint8_t **pos, surge_msg_hello *h)
             (rc = get_uint(&fv, fp[F_COUNT], "count", UINT64_MAX, &f->count))) {
             return rc;
         }
+    }
+    h->steps = 0;
+    if (pos[K_STEPS] != NULL &&
+        (rc = get_uint(v, pos[K_STEPS], "steps", SURGE_MAX_STEPS, &h->steps))) {
+        return rc;
     }
     return get_dtype(v, pos[K_DTYPE], &h->dtype);
 }

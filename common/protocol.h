@@ -43,6 +43,8 @@
 #define SURGE_MAX_ITEMS 256          /* slices packed in one data msg */
 #define SURGE_MAX_FIELD_ELEMS (UINT64_C(1) << 30)   /* elements per field */
 #define SURGE_MAX_PAYLOAD_BYTES (UINT64_C(1) << 31) /* one data message */
+#define SURGE_MAX_STEPS                                                        \
+    (UINT64_C(1) << 53) /* hello.steps (exact in a double) */
 
 /* Wire element types. v1 carries float32 only; the code exists so that a
  * later version can add others and a v1 server rejects them by name. */
@@ -86,7 +88,9 @@ typedef struct surge_msg_hello {
     double params[SURGE_MAX_PARAMS];
     uint32_t nfields; /* 1..SURGE_MAX_FIELDS */
     surge_field_desc fields[SURGE_MAX_FIELDS];
-    uint8_t dtype; /* enum surge_wire_dtype */
+    uint8_t dtype;  /* enum surge_wire_dtype */
+    uint64_t steps; /* optional "steps": steps the run will send, for
+                       progress and ETA; 0 = unknown (key absent) */
 } surge_msg_hello;
 
 typedef struct surge_msg_welcome {

@@ -173,7 +173,9 @@ usage(FILE *out)
             "  --dry-run          check the study, write parameters.csv and "
             "print each\n"
             "                     run's command; start nothing\n"
-            "  --quiet            no progress lines, only the final table\n"
+            "  --quiet            no progress or per-run lines: warnings, "
+            "errors and the\n"
+            "                     final table only\n"
             "  --help             this text\n\n"
             "exit status: 0 all runs ok, 1 a run or the server failed or the "
             "study\nwas interrupted, 2 bad usage or study file\n");
@@ -246,6 +248,117 @@ found:;
     free(argv->v[0]);
     argv->v[0] = copy;
     return 0;
+}
+
+static void run_dir(const struct launch *L, int64_t sim, char *buf, size_t cap);
+
+/* Whether path is a file this process may execute: NULL, or why not. */
+static const char *
+not_runnable(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        return errno == ENOENT || errno == ENOTDIR ? "not found"
+                                                   : strerror(errno);
+    }
+    if (S_ISDIR(st.st_mode)) {
+        return "is a folder";
+    }
+    if (!S_ISREG(st.st_mode)) {
+        return "is not a regular file";
+    }
+    return access(path, X_OK) == 0 ? NULL : "is not executable";
+}
+
+/* check_program - whether the solver program prog (argv[0] after
+ * resolve_program) can start, as exec would find it: a name with a '/'
+ * relative to the run's folder rdir (joined by text: the folder may not
+ * exist yet, and ".." is taken lexically), a bare name on PATH. Returns 0,
+ * or SURGE_ECONFIG with err naming the program and what is wrong, so that
+ * a misspelled command stops the study before any run (and --dry-run
+ * catches it) instead of failing every run and retry under mpirun. */
+static int
+check_program(const char *prog, const char *rdir, char *err, size_t errlen)
+{
+    char path[MAX_PATH];
+    const char *why;
+    if (strchr(prog, '/') != NULL) {
+        if (prog[0] == '/') {
+            snprintf(path, sizeof path, "%s", prog);
+        } else {
+            snprintf(path, sizeof path, "%s/%s", rdir, prog);
+            surge_deploy_normalize_path(path);
+        }
+        why = not_runnable(path);
+        if (why == NULL) {
+            return 0;
+        }
+        if (prog[0] == '/') {
+            snprintf(err, errlen, "solver.command: program %.400s: %s", prog,
+                     why);
+        } else {
+            snprintf(err, errlen, "solver.command: program %.300s (%.400s): %s",
+                     prog, path, why);
+        }
+        return SURGE_ECONFIG;
+    }
+    const char *dirs = getenv("PATH");
+    if (dirs == NULL || dirs[0] == '\0') {
+        dirs = "/usr/local/bin:/usr/bin:/bin";
+    }
+    const char *seen = NULL; /* a candidate that exists but cannot run */
+    char seen_path[MAX_PATH] = "";
+    while (1) {
+        size_t n = strcspn(dirs, ":");
+        /* An empty PATH entry means the working folder: the run's. */
+        snprintf(path, sizeof path, "%.*s/%s", (int)(n > 0 ? n : strlen(rdir)),
+                 n > 0 ? dirs : rdir, prog);
+        why = not_runnable(path);
+        if (why == NULL) {
+            return 0;
+        }
+        if (seen == NULL && strcmp(why, "not found") != 0) {
+            seen = why;
+            snprintf(seen_path, sizeof seen_path, "%s", path);
+        }
+        if (dirs[n] == '\0') {
+            break;
+        }
+        dirs += n + 1;
+    }
+    if (seen != NULL) {
+        snprintf(err, errlen, "solver.command: program %.300s (%.400s): %s",
+                 prog, seen_path, seen);
+    } else {
+        snprintf(err, errlen,
+                 "solver.command: program %.300s not found (looked next to "
+                 "surge, in the build tree's solvers/ and on PATH)",
+                 prog);
+    }
+    return SURGE_ECONFIG;
+}
+
+/* run_program_check - whether the program run r's command starts can run:
+ * expanded, resolved and checked with check_program. */
+static int
+run_program_check(const struct launch *L, const struct run *r, char *err,
+                  size_t errlen)
+{
+    char rdir[MAX_PATH];
+    surge_strv solver = {NULL, 0};
+    run_dir(L, r->sim, rdir, sizeof rdir);
+    surge_expand_ctx ctx = {r->sim, r->attempt, r->x, rdir, L->out, L->bindir};
+    int rc = surge_study_expand_command(L->s, &ctx, &solver, err, errlen);
+    if (rc == 0) {
+        rc = resolve_program(L, &solver);
+    }
+    if (rc == 0) {
+        rc = check_program(solver.v[0], rdir, err, errlen);
+    } else if (rc != SURGE_ECONFIG) {
+        snprintf(err, errlen, "%s", surge_strerror(rc));
+    }
+    surge_strv_free(&solver);
+    return rc;
 }
 
 static int
@@ -409,6 +522,10 @@ start_server(struct launch *L, char *err, size_t errcap)
     }
     PUSH_U64("--validation-bytes", s->server_validation_bytes);
     PUSH_U64("--validation-every", s->server_validation_every);
+    if (s->field_shapes[0] != '\0') {
+        PUSH("--field-shapes");
+        PUSH(s->field_shapes);
+    }
     PUSH_U64("--batch-size", s->tr_batch_size);
     /* The consumer drains the store (and the trainer finishes) after the
      * end of reception within this; a bit less than our own wait, so the
@@ -561,6 +678,10 @@ submit(struct launch *L, struct run *r)
     snprintf(var, sizeof var, "SURGE_TIMEOUT_MS=%lld",
              (long long)(s->client_timeout_s * 1000));
     rc = rc ? rc : surge_strv_push(&env, var);
+    if (s->steps > 0) {
+        snprintf(var, sizeof var, "SURGE_STEPS=%lld", (long long)s->steps);
+        rc = rc ? rc : surge_strv_push(&env, var);
+    }
     if (rc != 0) {
         goto out;
     }
@@ -634,10 +755,18 @@ run_ended(struct launch *L, struct run *r, const surge_job_status *st,
                   (long long)r->sim, (long long)r->attempt, r->why);
     }
     r->failures++;
+    /* A program that went missing since the check at the start (deleted,
+     * its folder unmounted) fails every retry the same way: not retried. */
+    char gone[512];
+    bool missing = st != NULL &&
+                   run_program_check(L, r, gone, sizeof gone) == SURGE_ECONFIG;
+    if (missing) {
+        snprintf(r->why, sizeof r->why, "%s (not retried)", gone);
+    }
     /* The server drops the run's incomplete steps; a retry may then say
      * hello again while the steps already assembled stay refused. */
     control(L, SURGE_CTL_SIM_FAILED, r->sim, NULL, 0);
-    if (r->attempt <= L->s->retries && st != NULL) {
+    if (r->attempt <= L->s->retries && st != NULL && !missing) {
         control(L, SURGE_CTL_SIM_RETRY, r->sim, NULL, 0);
         r->attempt++;
         r->state = RUN_QUEUED;
@@ -934,6 +1063,60 @@ progress(struct launch *L, bool force)
     fflush(stderr);
 }
 
+/* After the last run: the server trains on (trainer.steps_after_end, or
+ * until the reservoir is drained) and then exits. One line per tick like
+ * the runs' progress, so the study does not look stalled: the trainer's
+ * step (of the target when steps_after_end is set), its loss and rate, an
+ * ETA from its step rate, and the time left before the server's own cap
+ * on this phase (0.8 x server.stop_timeout_s, see start_server), which
+ * falls at t_cap. */
+static void
+training_progress(struct launch *L, int64_t step0, double t_cap, double cap_s,
+                  bool force)
+{
+    double now = surge_now_s();
+    if (L->quiet || (!force && now < L->next_progress)) {
+        return;
+    }
+    L->next_progress = now + (L->tty ? 0.5 : L->s->progress_interval_s);
+    char line[320], what[128] = "", eta[48] = "";
+    int64_t target = L->s->tr_steps_after_end > 0 && step0 >= 0
+                         ? step0 + L->s->tr_steps_after_end
+                         : -1;
+    if (!L->status_ok || L->trainer_step < 0) {
+        snprintf(what, sizeof what, "waiting for the server");
+    } else if (target > 0) {
+        snprintf(what, sizeof what, "step %" PRId64 " of %" PRId64,
+                 L->trainer_step, target);
+        double dt = now - L->t_runs_done;
+        int64_t done = L->trainer_step - step0;
+        if (done > 0 && dt > 0 && target > L->trainer_step) {
+            snprintf(eta, sizeof eta, " | ETA %.0fs",
+                     dt / (double)done * (double)(target - L->trainer_step));
+        }
+    } else {
+        snprintf(what, sizeof what,
+                 "step %" PRId64 " (until the reservoir "
+                 "is drained)",
+                 L->trainer_step);
+    }
+    char loss[64] = "";
+    if (L->status_ok && isfinite(L->trainer_loss)) {
+        snprintf(loss, sizeof loss, " loss %.4g", L->trainer_loss);
+    }
+    snprintf(line, sizeof line,
+             "[%6.1fs] runs: all ended | training after the runs: %s%s%s | "
+             "cut in %.0fs (0.8 x server.stop_timeout_s = %.3gs)",
+             now - L->t0, what, loss, eta, fmax(0.0, t_cap - now), cap_s);
+    if (L->tty) {
+        fprintf(stderr, "\r\033[K%s", line);
+        L->progress_drawn = 1;
+    } else {
+        fprintf(stderr, "surge launch: %s\n", line);
+    }
+    fflush(stderr);
+}
+
 static void
 progress_clear(struct launch *L)
 {
@@ -1057,7 +1240,10 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
     /* Samples, from the server's own counters (server-stats.json). */
     json_t *samples = json_object();
     int ok = 0;
-    double rate = 0, mbps = 0;
+    /* The rates are over the time the runs took (from the study's start
+     * to the last run's end), not the wall time, which adds the training
+     * after the runs: the table states that span next to them. */
+    double rate = 0, mbps = 0, t_ingest = 0;
     if (stats != NULL) {
         uint64_t started = jget(stats, "steps.started");
         uint64_t assembled = jget(stats, "steps.assembled");
@@ -1120,6 +1306,15 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
         } else {
             ok = ok && train == consumed + in_store;
         }
+        /* Every rank of every run said bye on a first attempt: what the
+         * clients say they sent is what the server received. A failed
+         * attempt sends no bye, so the check stops there. */
+        json_t *sent = sent_slices(stats);
+        if (json_is_integer(sent) && L->attempts == (int64_t)L->nruns &&
+            count_state(L, RUN_OK) == (int)L->nruns && L->restarts == 0) {
+            ok = ok && (uint64_t)json_integer_value(sent) ==
+                           jget(stats, "slices.received");
+        }
         json_t *stats_ok = json_object_get(stats, "counts_add_up");
         if (json_is_boolean(stats_ok) && !json_is_true(stats_ok)) {
             ok = 0;
@@ -1134,6 +1329,22 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
         json_object_set_new(samples, "dropped_by_reason", dropped);
         json_object_set_new(samples, "lost_with_dead_servers",
                             json_integer((json_int_t)L->lost_assembled));
+        /* The held-out set: whole runs, reservoir-sampled over the study
+         * once the validation store is full (server/ingest.c). */
+        json_object_set_new(
+            j, "validation_set",
+            json_pack("{s:I,s:I,s:I,s:I,s:I}", "runs_held_out",
+                      (json_int_t)jget(stats, "sims.validation_runs"),
+                      "runs_kept",
+                      (json_int_t)jget(stats, "sims.validation_runs_kept"),
+                      "samples_kept",
+                      (json_int_t)(validation -
+                                   jget(stats, "samples.validation_evicted")),
+                      "samples_evicted",
+                      (json_int_t)jget(stats, "samples.validation_evicted"),
+                      "samples_not_sampled",
+                      (json_int_t)jget(
+                          stats, "samples.dropped.validation_not_sampled")));
         json_object_set_new(
             j, "slices",
             json_pack(
@@ -1142,10 +1353,11 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
                 (json_int_t)jget(stats, "slices.accepted"), "bytes",
                 (json_int_t)bytes, "dropped",
                 json_object_get(json_object_get(stats, "slices"), "dropped")));
-        double t = L->t_runs_done > 0 ? L->t_runs_done - L->t0 : wall;
-        rate = t > 0 ? (double)assembled / t : 0;
-        mbps = t > 0 ? (double)bytes / t / 1e6 : 0;
+        t_ingest = L->t_runs_done > 0 ? L->t_runs_done - L->t0 : wall;
+        rate = t_ingest > 0 ? (double)assembled / t_ingest : 0;
+        mbps = t_ingest > 0 ? (double)bytes / t_ingest / 1e6 : 0;
         json_object_set_new(j, "bytes", json_integer((json_int_t)bytes));
+        json_object_set_new(j, "ingest_s", json_real(t_ingest));
     }
     *counts_ok = ok;
     json_object_set_new(j, "study", json_string(s->name));
@@ -1171,13 +1383,10 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
     }
     /* Present the keys in reading order: what, how it went, details. */
     static const char *const order[] = {
-        "study",           "output_dir",
-        "interrupted",     "wall_s",
-        "counts_add_up",   "runs",
-        "samples",         "slices",
-        "bytes",           "ingest_samples_per_s",
-        "ingest_mb_per_s", "trainer",
-        "server"};
+        "study",           "output_dir", "interrupted", "wall_s",
+        "counts_add_up",   "runs",       "samples",     "validation_set",
+        "slices",          "bytes",      "ingest_s",    "ingest_samples_per_s",
+        "ingest_mb_per_s", "trainer",    "server"};
     json_t *ordered = json_object();
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         json_t *v = json_object_get(j, order[i]);
@@ -1206,8 +1415,21 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
             jget(stats, "steps.started"), jget(stats, "steps.assembled"),
             jget(stats, "samples.train"), jget(stats, "samples.validation"),
             (uint64_t)json_integer_value(json_object_get(samples, "dropped")));
-        printf("  data      %.1f MB in %.1f s: %.1f samples/s, %.2f MB/s\n",
-               (double)jget(stats, "slices.bytes") / 1e6, wall, rate, mbps);
+        json_t *vs = json_object_get(j, "validation_set");
+        if (jget(vs, "runs_kept") < jget(vs, "runs_held_out")) {
+            printf("  NOTE      the validation store (server.validation_bytes) "
+                   "filled: it keeps %" PRIu64 " of the %" PRIu64
+                   " held-out runs,\n"
+                   "            whole runs sampled uniformly over the study "
+                   "(%" PRIu64 " samples evicted, %" PRIu64 " not sampled)\n",
+                   jget(vs, "runs_kept"), jget(vs, "runs_held_out"),
+                   jget(vs, "samples_evicted"),
+                   jget(vs, "samples_not_sampled"));
+        }
+        printf("  data      %.1f MB in %.1f s of runs (study %.1f s): "
+               "%.1f samples/s, %.2f MB/s\n",
+               (double)jget(stats, "slices.bytes") / 1e6, t_ingest, wall, rate,
+               mbps);
     } else {
         printf("  samples   unknown (no server-stats.json)\n");
     }
@@ -1236,6 +1458,15 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
                    json_is_number(mse) ? json_number_value(mse) : NAN);
         } else {
             printf("  validation none (no held-out samples)\n");
+        }
+        const char *why =
+            json_string_value(json_object_get(trainer, "stop_reason"));
+        if (why != NULL && strcmp(why, "server_stop") == 0 && !interrupted) {
+            printf("  WARNING   training was cut by the server's stop timeout "
+                   "(0.8 x server.stop_timeout_s = %.3g s) before its own "
+                   "end;\n            raise server.stop_timeout_s or lower "
+                   "trainer.steps_after_end\n",
+                   s->server_stop_timeout_s * 0.8);
         }
         printf("  model     %s\n", json_is_string(model)
                                        ? json_string_value(model)
@@ -1504,6 +1735,14 @@ surge_launch_main(int argc, char **argv)
     if (status != 0) {
         goto out_sched;
     }
+    /* Every run's program, before anything starts (and in --dry-run). */
+    for (size_t i = 0; i < L.nruns; i++) {
+        if (run_program_check(&L, &L.runs[i], err, sizeof err) != 0) {
+            fprintf(stderr, "surge launch: %s\n", err);
+            status = 2;
+            goto out_sched;
+        }
+    }
     if (dry) {
         status = dry_run(&L);
         goto out_sched;
@@ -1521,6 +1760,11 @@ surge_launch_main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     L.quiet = quiet;
+    if (quiet && getenv("SURGE_LOG_LEVEL") == NULL) {
+        /* --quiet keeps what needs attention (warnings: a failed attempt,
+         * a retry) and drops the per-run "sim N: ok" lines. */
+        surge_log_set_level(SURGE_LOG_WARN);
+    }
     L.tty = isatty(STDERR_FILENO);
     if (L.tty && !quiet) {
         /* Log lines must not land on top of the live progress line. */
@@ -1628,6 +1872,32 @@ surge_launch_main(int argc, char **argv)
             kill(L.server.pid, SIGTERM);
         }
         double wait = stopping ? L.s->kill_grace_s : L.s->server_stop_timeout_s;
+        if (!stopping && L.s->tr_enabled) {
+            /* Show the training that follows the runs until the server
+             * exits, stops on its own cap, or a signal comes. */
+            double t_end = surge_now_s() + wait;
+            int64_t step0 = -1; /* the step when reception ended */
+            L.next_progress = 0;
+            while (surge_server_proc_alive(&L.server) && !stop_signal &&
+                   surge_now_s() < t_end) {
+                fetch_status(&L);
+                if (step0 < 0 && L.status_ok) {
+                    step0 = L.trainer_step;
+                }
+                /* The server stops training at 0.8 x the wait. */
+                training_progress(&L, step0,
+                                  t_end - 0.2 * L.s->server_stop_timeout_s,
+                                  L.s->server_stop_timeout_s * 0.8, false);
+                surge_deploy_sleep(0.25);
+            }
+            progress_clear(&L);
+            if (stop_signal && surge_server_proc_alive(&L.server)) {
+                interrupted = stop_signal;
+                (void)control(&L, SURGE_CTL_SHUTDOWN, -1, NULL, 0);
+                t_end = surge_now_s() + L.s->kill_grace_s;
+            }
+            wait = fmax(0.0, t_end - surge_now_s());
+        }
         if (surge_server_proc_wait(&L.server, wait, L.s->kill_grace_s) != 0) {
             SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
                       "the server did not stop within %g s; it was killed",

@@ -26,13 +26,15 @@ TESTS += tests/integration/e2e_study.sh \
 	tests/integration/launch_interrupt.sh \
 	tests/integration/launch_server_restart.sh \
 	tests/integration/launch_slurm_server.sh \
-	tests/integration/launch_cli.sh
+	tests/integration/launch_cli.sh \
+	tests/integration/launch_training.sh
 EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_faults.sh \
 	tests/integration/launch_interrupt.sh \
 	tests/integration/launch_server_restart.sh \
 	tests/integration/launch_slurm_server.sh \
 	tests/integration/launch_cli.sh \
+	tests/integration/launch_training.sh \
 	docs/configuration.md \
 	solvers/heat2d/study.json
 

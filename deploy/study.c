@@ -99,6 +99,8 @@ static const struct key keys[] = {
     {"solver.retries", T_INT, O(retries), 0, "2", 0, 100, 0, NULL},
     {"solver.client_timeout_s", T_NUM, O(client_timeout_s), 0, "30", 0, 86400,
      F_MIN_EXCL, NULL},
+    {"solver.steps", T_INT, O(steps), 0, "0", 0, 9007199254740992.0, 0, NULL},
+    {"solver.field_shapes", T_STR, O(field_shapes), 0, "\"\"", 0, 0, 0, NULL},
     /* scheduler */
     {"scheduler.kind", T_ENUM, O(scheduler), 0, "\"local\"", 0, 0, 0,
      "local|slurm"},

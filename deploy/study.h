@@ -81,6 +81,10 @@ typedef struct surge_study {
     double timeout_s;        /* silence before a run is killed; 0 off */
     int64_t retries;         /* extra attempts after a failure */
     double client_timeout_s; /* SURGE_TIMEOUT_MS given to runs */
+    int64_t steps;           /* SURGE_STEPS given to runs: steps each run
+                                sends, for progress; 0 unknown */
+    char *field_shapes;      /* "name=AxB,...": surge serve --field-shapes;
+                                "" = each field 1-D */
 
     /* scheduler */
     int scheduler;          /* enum surge_scheduler_kind */

@@ -191,3 +191,41 @@ surge_deploy_dirname(const char *path, char *out, size_t cap)
     }
     return n < cap ? 0 : -ENAMETOOLONG;
 }
+
+void
+surge_deploy_normalize_path(char *path)
+{
+    if (path[0] != '/') {
+        return;
+    }
+    /* Components are copied down over the path: w never passes r. */
+    size_t w = 0, r = 0;
+    while (path[r] != '\0') {
+        while (path[r] == '/') {
+            r++;
+        }
+        size_t n = strcspn(path + r, "/");
+        if (n == 0) {
+            break;
+        }
+        if (n == 1 && path[r] == '.') {
+            /* "." names the folder itself */
+        } else if (n == 2 && path[r] == '.' && path[r + 1] == '.') {
+            while (w > 0 && path[w - 1] != '/') {
+                w--;
+            }
+            if (w > 0) {
+                w--; /* the slash before the removed component */
+            }
+        } else {
+            path[w++] = '/';
+            memmove(path + w, path + r, n);
+            w += n;
+        }
+        r += n;
+    }
+    if (w == 0) {
+        path[w++] = '/';
+    }
+    path[w] = '\0';
+}

@@ -37,4 +37,11 @@ int surge_deploy_random_hex(char *out, size_t nbytes);
  * when it does not fit. */
 int surge_deploy_dirname(const char *path, char *out, size_t cap);
 
+/* surge_deploy_normalize_path - rewrite an absolute path in place without
+ * "." components, ".." components (each removes the one before it; ".."
+ * at the root stays at the root) and repeated slashes, by text alone:
+ * "/a/b/../c/./d" -> "/a/c/d". For a path whose folders may not exist
+ * yet; symbolic links are not followed. A relative path is left as is. */
+void surge_deploy_normalize_path(char *path);
+
 #endif /* SURGE_DEPLOY_UTIL_H */

@@ -60,6 +60,11 @@ typedef struct surge_consumer_ctx {
     int (*io_call)(void *io, surge_consumer_io_fn fn, void *fn_arg,
                    int timeout_ms);
     void *io;
+    /* output_fields - the output vector's fields as JSON
+     * (surge_ingest_output_fields), NULL before the first simulation was
+     * welcomed; safe to call from the consumer thread once it has taken a
+     * sample. May be NULL itself (no ingest, e.g. in tests). */
+    const char *(*output_fields)(void *io);
 } surge_consumer_ctx;
 
 /* What a consumer may do before any thread runs (surge serve --resume):

@@ -23,7 +23,7 @@ static const char *const step_drop_names[SURGE_TDROP__COUNT] = {
     "sim_finished",    "sim_timeout", "server_stop"};
 
 static const char *const sample_drop_names[SURGE_PDROP__COUNT] = {
-    "validation_full", "server_stop"};
+    "validation_full", "server_stop", "validation_not_sampled"};
 
 #define NAME_OF(table, n, r) ((r) >= 0 && (r) < (n) ? (table)[(r)] : "unknown")
 

@@ -66,8 +66,12 @@ enum surge_step_drop {
 
 /* Why an assembled sample did not enter a store. */
 enum surge_sample_drop {
-    SURGE_PDROP_VALIDATION_FULL, /* the validation store is full */
-    SURGE_PDROP_SERVER_STOP,     /* the server stopped before the put */
+    SURGE_PDROP_VALIDATION_FULL,        /* the validation store is full */
+    SURGE_PDROP_SERVER_STOP,            /* the server stopped before the put */
+    SURGE_PDROP_VALIDATION_NOT_SAMPLED, /* a held-out run left out of the
+                                           validation set (the store was
+                                           full and reservoir sampling of
+                                           whole runs did not pick it) */
     SURGE_PDROP__COUNT
 };
 
@@ -84,6 +88,9 @@ typedef struct surge_counters {
         uint64_t accepted; /* copied into a partial step */
         uint64_t bytes;    /* payload bytes accepted */
         uint64_t dropped[SURGE_SDROP__COUNT];
+        uint64_t sent_by_clients; /* sum of the slice counts of the byes
+                                     (what the ranks that closed cleanly
+                                     say they sent) */
     } slices;
     struct {
         uint64_t started;     /* partial steps created */
@@ -92,20 +99,26 @@ typedef struct surge_counters {
         uint64_t dropped[SURGE_TDROP__COUNT];
     } steps;
     struct {
-        uint64_t train;      /* put into the training store */
-        uint64_t validation; /* put into the validation store */
-        uint64_t pending;    /* assembled, waiting for store space */
+        uint64_t train;              /* put into the training store */
+        uint64_t validation;         /* put into the validation store */
+        uint64_t validation_evicted; /* of those, removed later with their
+                                        whole run to make room for
+                                        another (reservoir sampling) */
+        uint64_t pending;            /* assembled, waiting for store space */
         uint64_t dropped[SURGE_PDROP__COUNT];
     } samples;
     struct {
-        uint64_t hello;     /* hellos answered with welcome */
-        uint64_t rejected;  /* hellos answered with reject */
-        uint64_t joined;    /* simulations whose ranks all joined */
-        uint64_t finished;  /* all ranks said bye */
-        uint64_t failed;    /* SIM_FAILED from the launcher */
-        uint64_t timed_out; /* silent past --sim-timeout */
-        uint64_t retried;   /* SIM_RETRY from the launcher */
-        uint64_t bye;       /* byes answered */
+        uint64_t hello;                /* hellos answered with welcome */
+        uint64_t rejected;             /* hellos answered with reject */
+        uint64_t joined;               /* simulations whose ranks all joined */
+        uint64_t finished;             /* all ranks said bye */
+        uint64_t failed;               /* SIM_FAILED from the launcher */
+        uint64_t timed_out;            /* silent past --sim-timeout */
+        uint64_t retried;              /* SIM_RETRY from the launcher */
+        uint64_t bye;                  /* byes answered */
+        uint64_t validation_runs;      /* held-out runs that sent a sample */
+        uint64_t validation_runs_kept; /* of those, in the validation set
+                                          now */
     } sims;
     struct {
         uint64_t accepted;         /* connections accepted */

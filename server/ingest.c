@@ -26,6 +26,7 @@
 #include <surge/client.h>
 
 #include "common/log.h"
+#include "common/rng.h"
 #include "common/util.h"
 #include "server/ingest.h"
 #include "server/u64map.h"
@@ -49,6 +50,14 @@ enum sim_state {
 static const char *const sim_state_names[] = {"open", "finished", "failed",
                                               "timed out"};
 
+/* A held-out run in the validation set's reservoir sampling of whole
+ * runs (vsample_put). */
+enum vstate {
+    V_NEW = 0,     /* no sample stored yet */
+    V_KEPT,        /* in the validation set */
+    V_NOT_SAMPLED, /* left out or evicted: its samples are dropped */
+};
+
 struct peer;
 
 struct sim {
@@ -56,6 +65,7 @@ struct sim {
     enum sim_state state;
     int declared;     /* the first hello fixed the fields below */
     int validation;   /* held out */
+    int vstate;       /* held out: enum vstate (validation sampling) */
     uint32_t attempt; /* 0, then +1 per SIM_RETRY */
     uint32_t nranks;
     uint32_t nparams;
@@ -80,9 +90,11 @@ struct sim {
     uint64_t expected;  /* slices per step, valid once all joined */
     size_t block_bytes; /* bytes of one partial block of this sim */
     uint64_t last_activity_ns;
-    surge_u64map partials;  /* step -> struct partial */
-    surge_u64map assembled; /* step -> (void *)1 */
-    surge_u64map dropped;   /* step -> (void *)1: evicted this attempt */
+    uint64_t first_hello_ns; /* the run's first welcome (any attempt) */
+    uint64_t steps_expected; /* largest hello.steps of its ranks; 0 unknown */
+    surge_u64map partials;   /* step -> struct partial */
+    surge_u64map assembled;  /* step -> (void *)1 */
+    surge_u64map dropped;    /* step -> (void *)1: evicted this attempt */
 };
 
 struct peer {
@@ -130,6 +142,15 @@ struct surge_ingest {
     surge_ratelimit rl[4];             /* per log class */
     float inbuf[SURGE_MAX_PARAMS + 1]; /* input vector being put */
     surge_msg msg;                     /* the header being handled */
+    int64_t *vkept; /* (nvkept) held-out runs in the validation set */
+    size_t nvkept, vkept_cap;
+    int vfull;         /* the validation store has refused a put: from now
+                          on each new held-out run is drawn */
+    surge_rng vrng;    /* validation sampling draws (seeded) */
+    char *fields_json; /* the output vector's layout (record_layout), NULL
+                          until the first declared simulation; written
+                          once on the I/O thread before its first sample
+                          reaches a store, never changed after */
 };
 
 /* ------------------------------------------------------------ logging */
@@ -456,6 +477,64 @@ sim_declare(struct sim *s, const surge_msg_hello *h)
     return 0;
 }
 
+/* The first declared simulation fixes the study's output vector: its
+ * fields' names, positions, sizes and shapes (--field-shapes, else 1-D),
+ * as JSON for the model file ("output_fields", docs/model-file.md). A
+ * declared shape whose product is not the field's size is left out with
+ * a warning. No memory: the model just lacks the layout. */
+static void
+record_layout(surge_ingest *ing, const struct sim *s)
+{
+    size_t cap = 256 + (size_t)s->nfields * (SURGE_MAX_NAME + 160);
+    char *j = malloc(cap);
+    if (j == NULL || ing->fields_json != NULL) {
+        free(j);
+        return;
+    }
+    size_t n = (size_t)snprintf(j, cap, "[");
+    for (uint32_t f = 0; f < s->nfields && n < cap; f++) {
+        uint64_t dims[8];
+        int nd = surge_server_field_shape(ing->o, s->names[f], dims, 8);
+        uint64_t prod = 1;
+        for (int d = 0; d < nd; d++) {
+            prod *= dims[d];
+        }
+        if (nd > 0 && prod != s->global[f]) {
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "--field-shapes: field %s has %" PRIu64
+                      " elements, its shape holds %" PRIu64 ": left 1-D",
+                      s->names[f], s->global[f], prod);
+            nd = 0;
+        }
+        if (nd == 0) {
+            dims[0] = s->global[f];
+            nd = 1;
+        }
+        n += (size_t)snprintf(j + n, cap - n,
+                              "%s{\"name\":\"%s\",\"offset\":%" PRIu64
+                              ",\"size\":%" PRIu64 ",\"shape\":[",
+                              f > 0 ? "," : "", s->names[f], s->base[f],
+                              s->global[f]);
+        for (int d = 0; d < nd && n < cap; d++) {
+            n += (size_t)snprintf(j + n, cap - n, "%s%" PRIu64, d ? "," : "",
+                                  dims[d]);
+        }
+        n += n < cap ? (size_t)snprintf(j + n, cap - n, "]}") : 0;
+    }
+    n += n < cap ? (size_t)snprintf(j + n, cap - n, "]") : 0;
+    if (n >= cap) {
+        free(j); /* cannot happen with cap's bound; no layout then */
+        return;
+    }
+    ing->fields_json = j;
+}
+
+const char *
+surge_ingest_output_fields(const surge_ingest *ing)
+{
+    return ing->fields_json;
+}
+
 static struct sim *
 sim_get_or_create(surge_ingest *ing, int64_t id)
 {
@@ -555,6 +634,129 @@ pending_push(surge_ingest *ing, struct partial *p)
     ing->c.samples.pending++;
 }
 
+/* Remove run sim from the list of kept held-out runs. */
+static void
+vkept_remove(surge_ingest *ing, int64_t sim)
+{
+    for (size_t i = 0; i < ing->nvkept; i++) {
+        if (ing->vkept[i] == sim) {
+            ing->vkept[i] = ing->vkept[--ing->nvkept];
+            return;
+        }
+    }
+}
+
+/* Evict a random kept held-out run other than keep (its samples leave
+ * the validation store; if it still runs, its later samples are not
+ * sampled). 0, or -ENOENT when there is no other run. */
+static int
+vevict_one(surge_ingest *ing, int64_t keep)
+{
+    size_t cand = 0;
+    for (size_t i = 0; i < ing->nvkept; i++) {
+        cand += ing->vkept[i] != keep;
+    }
+    if (cand == 0) {
+        return -ENOENT;
+    }
+    uint64_t k = surge_rng_below(&ing->vrng, cand);
+    int64_t victim = -1;
+    for (size_t i = 0; i < ing->nvkept; i++) {
+        if (ing->vkept[i] != keep && k-- == 0) {
+            victim = ing->vkept[i];
+            break;
+        }
+    }
+    uint64_t n = surge_store_evict_sim(ing->validation, victim);
+    ing->c.samples.validation_evicted += n;
+    vkept_remove(ing, victim);
+    ing->c.sims.validation_runs_kept = ing->nvkept;
+    struct sim *v = surge_u64map_get(&ing->sims, (uint64_t)victim);
+    if (v != NULL) {
+        v->vstate = V_NOT_SAMPLED;
+    }
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "validation store full: held-out sim %" PRId64 " (%" PRIu64
+              " samples) evicted for a later run",
+              victim, n);
+    return 0;
+}
+
+/* Put a held-out sample. The validation store holds whole runs, a
+ * uniform sample of the held-out runs seen so far (Algorithm R over runs):
+ * while it has room every held-out run enters; once full, the i-th
+ * held-out run enters with probability K / i (K the runs kept) and
+ * replaces a random kept run, whose samples are evicted when its own need
+ * the room; a run not picked
+ * has its samples dropped as validation_not_sampled. So later runs are
+ * validated on as much as early ones, and every held-out sample is
+ * counted: validation (stored; validation_evicted of them later removed)
+ * or dropped with its reason. Returns the store's answer (0, or an error
+ * already counted). */
+static int
+vsample_put(surge_ingest *ing, struct sim *s, struct partial *p)
+{
+    if (s->vstate == V_NOT_SAMPLED) {
+        ing->c.samples.dropped[SURGE_PDROP_VALIDATION_NOT_SAMPLED]++;
+        return 0;
+    }
+    if (s->vstate == V_NEW && ing->vfull) {
+        /* The store has been full: draw whether this new run enters. */
+        uint64_t i = ing->c.sims.validation_runs + 1;
+        if (ing->nvkept == 0 ||
+            surge_rng_below(&ing->vrng, i) >= (uint64_t)ing->nvkept) {
+            ing->c.sims.validation_runs++;
+            s->vstate = V_NOT_SAMPLED;
+            ing->c.samples.dropped[SURGE_PDROP_VALIDATION_NOT_SAMPLED]++;
+            return 0;
+        }
+    }
+    int rc = surge_store_try_put(ing->validation, s->id, p->step, ing->inbuf,
+                                 p->out);
+    if (rc == -ENOSPC) {
+        ing->vfull = 1;
+    }
+    /* Make room by evicting whole other runs (a kept run that grows, or
+     * a new run that was picked). */
+    while (rc == -ENOSPC && vevict_one(ing, s->id) == 0) {
+        rc = surge_store_try_put(ing->validation, s->id, p->step, ing->inbuf,
+                                 p->out);
+    }
+    if (rc == 0 && s->vstate == V_NEW) {
+        if (ing->nvkept == ing->vkept_cap) {
+            size_t cap = ing->vkept_cap < 16 ? 16 : 2 * ing->vkept_cap;
+            int64_t *v = realloc(ing->vkept, cap * sizeof *v);
+            if (v == NULL) {
+                /* Not tracked: it stays, but is never evicted. */
+                s->vstate = V_KEPT;
+                ing->c.sims.validation_runs++;
+                ing->c.samples.validation++;
+                return 0;
+            }
+            ing->vkept = v;
+            ing->vkept_cap = cap;
+        }
+        ing->vkept[ing->nvkept++] = s->id;
+        s->vstate = V_KEPT;
+        ing->c.sims.validation_runs++;
+        ing->c.sims.validation_runs_kept = ing->nvkept;
+    }
+    if (rc == 0) {
+        ing->c.samples.validation++;
+    } else if (rc == -ENOSPC) {
+        /* One run larger than the whole store. */
+        ing->c.samples.dropped[SURGE_PDROP_VALIDATION_FULL]++;
+        drop_log(ing, LC_STEP,
+                 "validation store full: sample of sim %" PRId64
+                 " step %" PRId64 " dropped (one run is larger than "
+                 "--validation-bytes)",
+                 s->id, p->step);
+    } else if (rc != -EAGAIN) {
+        ing->c.samples.dropped[SURGE_PDROP_SERVER_STOP]++;
+    }
+    return rc == -EAGAIN ? rc : 0;
+}
+
 /* Put one assembled sample. 0 when it went (or was dropped with a
  * counted reason); -EAGAIN when the training store is full. */
 static int
@@ -565,6 +767,9 @@ sample_put(surge_ingest *ing, struct partial *p)
         ing->inbuf[i] = (float)s->params[i];
     }
     ing->inbuf[s->nparams] = (float)p->time;
+    if (s->validation && ing->validation != NULL) {
+        return vsample_put(ing, s, p);
+    }
     surge_store *st = s->validation ? ing->validation : ing->train;
     int rc = st != NULL
                  ? surge_store_try_put(st, s->id, p->step, ing->inbuf, p->out)
@@ -898,6 +1103,7 @@ handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
             set_reject(reply, -ENOMEM, "server out of memory");
             goto rejected;
         }
+
     } else {
         if (hello_matches(s, m, reply) < 0) {
             goto rejected;
@@ -926,6 +1132,15 @@ handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
         s->covered[f] += m->fields[f].count;
     }
     s->last_activity_ns = ing->now_ns;
+    if (s->first_hello_ns == 0) {
+        s->first_hello_ns = ing->now_ns;
+    }
+    if (m->steps > s->steps_expected) {
+        s->steps_expected = m->steps;
+    }
+    if (ing->fields_json == NULL) {
+        record_layout(ing, s); /* the first welcomed hello */
+    }
     c->sims.hello++;
     c->messages.handled++;
     if (s->njoined == s->nranks) {
@@ -1255,6 +1470,7 @@ handle_bye(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
     }
     c->messages.handled++;
     c->sims.bye++;
+    c->slices.sent_by_clients += b->slices;
     s->last_activity_ns = ing->now_ns;
     uint32_t rank = p->rank;
     memset(reply, 0, sizeof *reply);
@@ -1480,6 +1696,9 @@ surge_ingest_create(surge_ingest **out, const surge_server_options *o,
         return -ENOMEM;
     }
     ing->o = o;
+    /* Validation sampling draws: seeded from the study's seed, so a rerun
+     * keeps the same runs. */
+    surge_rng_seed(&ing->vrng, o->reservoir.seed ^ UINT64_C(0x76616c6964));
     ing->train = train;
     ing->validation = validation;
     ing->checksum_log = checksum_log;
@@ -1547,6 +1766,8 @@ surge_ingest_destroy(surge_ingest **ingp)
     surge_u64map_fini(&ing->peers);
     surge_u64map_fini(&ing->sims);
     surge_u64map_fini(&ing->told);
+    free(ing->fields_json);
+    free(ing->vkept);
     free(ing);
     *ingp = NULL;
 }
@@ -1637,8 +1858,13 @@ surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
         r->sim = s->id;
         snprintf(r->state, sizeof r->state, "%s", state);
         r->ranks = (int)s->nranks;
+        r->ranks_joined = (int)s->njoined;
         r->ranks_done = (int)s->nbye;
         r->steps = s->assembled.len;
+        r->steps_expected = s->steps_expected;
+        r->elapsed_s = s->first_hello_ns > 0 && now_ns >= s->first_hello_ns
+                           ? (double)(now_ns - s->first_hello_ns) * 1e-9
+                           : -1.0;
         r->dropped = s->dropped.len;
         r->last_seen_s = now_ns >= s->last_activity_ns
                              ? (double)(now_ns - s->last_activity_ns) * 1e-9

@@ -118,12 +118,21 @@ size_t surge_ingest_block_bytes(uint64_t nout, uint64_t nslices);
  * in use, pending and pooled). */
 uint64_t surge_ingest_partial_bytes(const surge_ingest *ing);
 
+/* surge_ingest_output_fields - the layout of the output vector, as a JSON
+ * array of {"name", "offset", "size", "shape"} in declaration order (the
+ * first welcomed simulation's fields; shapes from --field-shapes, else
+ * [size]), or NULL before any. The string never changes once set and is
+ * set before the first sample reaches a store, so a thread that has taken
+ * a sample from a store may read it. Owned by ing. */
+const char *surge_ingest_output_fields(const surge_ingest *ing);
+
 /* surge_ingest_runs - per-simulation progress for monitoring (the runs
  * table of the dashboard and `surge top`): fills up to cap records in
  * hello order and returns how many. state is "running", "retrying" (open
  * again after SIM_RETRY), "done", "failed" or "timed_out"; steps counts
  * the steps assembled, dropped the partial steps dropped in this attempt;
- * steps_expected is 0 (only the launcher knows it). now_ns is the
+ * steps_expected is the largest hello.steps its ranks declared (0 when
+ * none did); elapsed_s runs from its first welcome. now_ns is the
  * monotonic clock. I/O thread. */
 int surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
                       size_t cap, uint64_t now_ns);

@@ -150,6 +150,9 @@ struct surge_metrics {
     size_t preview_ny, preview_nx; /* under preview_lock; 0 none */
     uint64_t preview_step;         /* under preview_lock */
     uint64_t preview_version;      /* bumped per post, under preview_lock */
+    int preview_lines;             /* rows are 1-D fields to plot as lines
+                                      (set_preview_lines), under
+                                      preview_lock */
 
     unsigned char *png[2];  /* cached PNGs (rendering thread) */
     size_t png_len[2];      /* their sizes */
@@ -157,6 +160,7 @@ struct surge_metrics {
     float png_min, png_max; /* color scale of the cached PNGs */
     size_t png_ny, png_nx;  /* their size */
     uint64_t png_step;      /* their step */
+    int png_lines;          /* they are line plots */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -1191,12 +1195,25 @@ runs_json(surge_metrics *m, int *err)
         jset(o, "sim", json_integer(r->sim), err);
         jset(o, "state", json_string(state), err);
         jset(o, "ranks", json_integer(r->ranks), err);
+        jset(o, "ranks_joined", json_integer(r->ranks_joined), err);
         jset(o, "ranks_done", json_integer(r->ranks_done), err);
         jset(o, "steps", json_integer((json_int_t)r->steps), err);
         jset(o, "steps_expected",
              r->steps_expected > 0 ? json_integer((json_int_t)r->steps_expected)
                                    : json_null(),
              err);
+        /* ETA of a running run from its own pace: the steps left at the
+         * rate of the steps it assembled since its first hello. */
+        int running =
+            strcmp(state, "running") == 0 || strcmp(state, "retrying") == 0;
+        double eta = -1.0;
+        if (running && r->steps_expected > 0 && r->steps > 0 &&
+            r->elapsed_s > 0.0) {
+            uint64_t left =
+                r->steps_expected > r->steps ? r->steps_expected - r->steps : 0;
+            eta = r->elapsed_s * (double)left / (double)r->steps;
+        }
+        jset(o, "eta_s", eta >= 0.0 ? jnum(eta) : json_null(), err);
         jset(o, "dropped", json_integer((json_int_t)r->dropped), err);
         jset(o, "last_seen_s",
              r->last_seen_s >= 0.0 ? jnum(r->last_seen_s) : json_null(), err);
@@ -1381,10 +1398,31 @@ surge_metrics_render_series(surge_metrics *m, double last_s, char **out,
 
 /* -------------------------------------------------------------- preview */
 
+static int set_preview(surge_metrics *m, const float *truth, const float *pred,
+                       size_t ny, size_t nx, int lines, uint64_t step);
+
 int
 surge_metrics_set_preview(surge_metrics *m, const float *truth,
                           const float *pred, size_t ny, size_t nx,
                           uint64_t step)
+{
+    return set_preview(m, truth, pred, ny, nx, 0, step);
+}
+
+int
+surge_metrics_set_preview_lines(surge_metrics *m, const float *truth,
+                                const float *pred, size_t nseries, size_t n,
+                                uint64_t step)
+{
+    if (nseries > SURGE_METRICS_MAX_SERIES) {
+        return -EINVAL;
+    }
+    return set_preview(m, truth, pred, nseries, n, 1, step);
+}
+
+static int
+set_preview(surge_metrics *m, const float *truth, const float *pred, size_t ny,
+            size_t nx, int lines, uint64_t step)
 {
     if (m == NULL || truth == NULL || pred == NULL || ny == 0 || nx == 0 ||
         ny > PREVIEW_MAX_SIDE || nx > PREVIEW_MAX_SIDE) {
@@ -1411,6 +1449,7 @@ surge_metrics_set_preview(surge_metrics *m, const float *truth,
     memcpy(m->preview_pred, pred, n * sizeof *pred);
     m->preview_ny = ny;
     m->preview_nx = nx;
+    m->preview_lines = lines;
     m->preview_step = step;
     m->preview_version++;
 out:
@@ -1426,12 +1465,13 @@ refresh_png(surge_metrics *m)
     float *p = NULL;
     size_t ny, nx;
     uint64_t version, step;
-    int rc = 0;
+    int rc = 0, lines;
 
     pthread_mutex_lock(&m->preview_lock);
     version = m->preview_version;
     ny = m->preview_ny;
     nx = m->preview_nx;
+    lines = m->preview_lines;
     step = m->preview_step;
     if (version != 0 && version != m->png_version) {
         t = malloc(ny * nx * sizeof *t);
@@ -1467,9 +1507,28 @@ refresh_png(surge_metrics *m)
     }
     unsigned char *png[2] = {NULL, NULL};
     size_t plen[2] = {0, 0};
-    rc = surge_image_png_encode(t, ny, nx, 1, lo, hi, &png[0], &plen[0]);
-    if (rc == 0) {
-        rc = surge_image_png_encode(p, ny, nx, 1, lo, hi, &png[1], &plen[1]);
+    if (lines) {
+        /* One series per 1-D field (row), on one value scale. */
+        const float *ts[SURGE_METRICS_MAX_SERIES],
+            *ps[SURGE_METRICS_MAX_SERIES];
+        for (size_t k = 0; k < ny; k++) {
+            ts[k] = t + k * nx;
+            ps[k] = p + k * nx;
+        }
+        rc = surge_image_png_lines(ts, ny, nx, SURGE_METRICS_LINES_W,
+                                   SURGE_METRICS_LINES_H, lo, hi, &png[0],
+                                   &plen[0]);
+        if (rc == 0) {
+            rc = surge_image_png_lines(ps, ny, nx, SURGE_METRICS_LINES_W,
+                                       SURGE_METRICS_LINES_H, lo, hi, &png[1],
+                                       &plen[1]);
+        }
+    } else {
+        rc = surge_image_png_encode(t, ny, nx, 1, lo, hi, &png[0], &plen[0]);
+        if (rc == 0) {
+            rc =
+                surge_image_png_encode(p, ny, nx, 1, lo, hi, &png[1], &plen[1]);
+        }
     }
     if (rc < 0) {
         free(png[0]);
@@ -1485,6 +1544,7 @@ refresh_png(surge_metrics *m)
     m->png_max = hi;
     m->png_ny = ny;
     m->png_nx = nx;
+    m->png_lines = lines;
     m->png_step = step;
 out:
     free(t);
@@ -1511,6 +1571,7 @@ render_preview_locked(surge_metrics *m, char **out, size_t *len)
     jset(root, "version", json_integer((json_int_t)m->png_version), &err);
     jset(root, "ny", json_integer((json_int_t)m->png_ny), &err);
     jset(root, "nx", json_integer((json_int_t)m->png_nx), &err);
+    jset(root, "kind", json_string(m->png_lines ? "lines" : "image"), &err);
     jset(root, "min", jnum(m->png_min), &err);
     jset(root, "max", jnum(m->png_max), &err);
     jset(root, "truth", json_string("/api/v1/preview/truth.png"), &err);

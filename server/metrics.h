@@ -164,11 +164,13 @@ struct surge_run_info {
     int64_t sim;             /* simulation id */
     char state[16];          /* "running", "done", "failed", "retrying" */
     int ranks;               /* client ranks in this run */
+    int ranks_joined;        /* ranks that said hello (this attempt) */
     int ranks_done;          /* ranks that said bye */
     uint64_t steps;          /* complete steps (samples) assembled */
     uint64_t steps_expected; /* 0 when unknown */
     uint64_t dropped;        /* partial steps dropped */
     double last_seen_s;      /* seconds since its last message, <0 unknown */
+    double elapsed_s;        /* seconds since its first hello, <0 unknown */
 };
 typedef int (*surge_metrics_runs_cb)(void *arg, struct surge_run_info *runs,
                                      size_t cap);
@@ -196,6 +198,18 @@ int surge_metrics_set_info(surge_metrics *m, const char *key,
 int surge_metrics_set_preview(surge_metrics *m, const float *truth,
                               const float *pred, size_t ny, size_t nx,
                               uint64_t step);
+/* surge_metrics_set_preview_lines - the same for 1-D fields: nseries
+ * fields of n values each, one after the other, drawn as line plots (one
+ * colour per field, SURGE_METRICS_LINES_W x SURGE_METRICS_LINES_H pixels)
+ * instead of an image one pixel high. nseries at most
+ * SURGE_METRICS_MAX_SERIES; /api/v1/preview then says "kind": "lines"
+ * (else "image"). */
+#define SURGE_METRICS_MAX_SERIES 16
+#define SURGE_METRICS_LINES_W 640
+#define SURGE_METRICS_LINES_H 240
+int surge_metrics_set_preview_lines(surge_metrics *m, const float *truth,
+                                    const float *pred, size_t nseries, size_t n,
+                                    uint64_t step);
 
 /*
  * Rendering (the rendering thread). Each returns a malloc'd NUL-terminated

@@ -413,6 +413,9 @@ surge_monitor_add_server(surge_monitor *mon,
         "Field slices in well-formed data messages", &c->slices.received);
     ref(&r, "surge_slices_accepted_total", NULL,
         "Field slices copied into a partial step", &c->slices.accepted);
+    ref(&r, "surge_slices_sent_by_clients_total", NULL,
+        "Field slices the clients that said bye report they sent",
+        &c->slices.sent_by_clients);
     ref(&r, "surge_payload_bytes_accepted_total", NULL,
         "Payload bytes of accepted slices", &c->slices.bytes);
     by_reason(&r, "surge_slices_dropped_total",

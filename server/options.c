@@ -140,6 +140,90 @@ read_token_file(surge_server_options *o, const char *path, char *err,
     return 0;
 }
 
+/* One entry "name=D1xD2x..." of a --field-shapes list (len bytes at e):
+ * the name into name (cap bytes) and the dims. Returns the number of dims
+ * (1..maxd), or -1 when the entry is malformed. */
+static int
+shape_entry(const char *e, size_t len, char *name, size_t cap, uint64_t *dims,
+            int maxd)
+{
+    const char *eq = memchr(e, '=', len);
+    if (eq == NULL || eq == e || (size_t)(eq - e) >= cap) {
+        return -1;
+    }
+    memcpy(name, e, (size_t)(eq - e));
+    name[eq - e] = '\0';
+    const char *p = eq + 1, *end = e + len;
+    int n = 0;
+    while (p < end) {
+        char num[24];
+        const char *x = memchr(p, 'x', (size_t)(end - p));
+        size_t dl = (size_t)((x != NULL ? x : end) - p);
+        int64_t v;
+        if (dl == 0 || dl >= sizeof num || n >= maxd) {
+            return -1;
+        }
+        memcpy(num, p, dl);
+        num[dl] = '\0';
+        if (surge_parse_int64(num, &v) != 0 || v < 1 ||
+            (uint64_t)v > SURGE_MAX_FIELD_ELEMS) {
+            return -1;
+        }
+        dims[n++] = (uint64_t)v;
+        if (x == NULL) {
+            break;
+        }
+        p = x + 1;
+        if (p == end) {
+            return -1; /* a trailing 'x' */
+        }
+    }
+    return n > 0 ? n : -1;
+}
+
+#define MAX_SHAPE_DIMS 8
+
+static int
+parse_field_shapes(surge_server_options *o, const char *s, char *err,
+                   size_t errlen)
+{
+    if (strlen(s) >= sizeof o->field_shapes) {
+        surge_set_err(err, errlen, "--field-shapes: list too long");
+        return SURGE_ECONFIG;
+    }
+    for (const char *p = s; *p != '\0';) {
+        size_t len = strcspn(p, ",");
+        char name[SURGE_MAX_NAME + 1];
+        uint64_t dims[MAX_SHAPE_DIMS];
+        if (shape_entry(p, len, name, sizeof name, dims, MAX_SHAPE_DIMS) < 0) {
+            surge_set_err(err, errlen,
+                          "--field-shapes: '%.*s' is not NAME=D1xD2... "
+                          "(at most %d dimensions, each >= 1)",
+                          (int)len, p, MAX_SHAPE_DIMS);
+            return SURGE_ECONFIG;
+        }
+        p += len + (p[len] == ',');
+    }
+    snprintf(o->field_shapes, sizeof o->field_shapes, "%s", s);
+    return 0;
+}
+
+int
+surge_server_field_shape(const surge_server_options *o, const char *name,
+                         uint64_t *dims, int maxd)
+{
+    for (const char *p = o->field_shapes; *p != '\0';) {
+        size_t len = strcspn(p, ",");
+        char n[SURGE_MAX_NAME + 1];
+        int nd = shape_entry(p, len, n, sizeof n, dims, maxd);
+        if (nd > 0 && strcmp(n, name) == 0) {
+            return nd;
+        }
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
 static int
 parse_sim_list(surge_server_options *o, const char *s, char *err, size_t errlen)
 {
@@ -270,6 +354,10 @@ static const struct flag flags[] = {
      "(default 0)"},
     {"validation-sims", "LIST", K_SPECIAL, 0, 0,
      "comma-separated simulation ids also held out for validation"},
+    {"field-shapes", "LIST", K_SPECIAL, 0, 0,
+     "the output fields' shapes for the model file, e.g. "
+     "temperature=64x64,u=2000 (default: each field 1-D; "
+     "study: solver.field_shapes)"},
     {"consumer", "NAME", K_STR, F(consumer), S(consumer),
      "what drains the training store: discard (gather each batch into "
      "its buffers, as a trainer does, and drop it) or count (take each "
@@ -301,7 +389,7 @@ static const struct flag flags[] = {
      "trainer.checkpoint_every)"},
     {"checkpoint-interval", "SECONDS", K_REAL, F(checkpoint_interval_s), 0,
      "trainer: seconds between checkpoints; 0 = none (default: "
-     "trainer.checkpoint_interval_s)"},
+     "trainer.checkpoint_every_s)"},
     {"progress-interval", "SECONDS", K_REAL, F(progress_interval_s), 0,
      "trainer: seconds between progress lines (default: "
      "study.progress_interval_s, else 5)"},
@@ -469,6 +557,9 @@ apply(surge_server_options *o, const struct flag *f, const char *v, char *err,
         }
         if (strcmp(f->name, "validation-sims") == 0) {
             return parse_sim_list(o, v, err, errlen);
+        }
+        if (strcmp(f->name, "field-shapes") == 0) {
+            return parse_field_shapes(o, v, err, errlen);
         }
         if (strcmp(f->name, "resume") == 0) {
             o->resume_default = v[0] == '\0';

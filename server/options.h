@@ -58,8 +58,12 @@ typedef struct surge_server_options {
     size_t nvalidation_sims;   /* entries of validation_sims */
     int64_t validation_sims[SURGE_SERVER_MAX_VALIDATION_SIMS]; /* held-out
                                   sim ids, in addition to the rule */
-    char consumer[SURGE_SERVER_MAX_NAME]; /* "discard", "trainer", ... */
-    uint32_t batch_size;                  /* samples per consumer batch */
+    char field_shapes[SURGE_SERVER_MAX_PATH]; /* "name=AxB,name2=N": the
+                                                 output fields' shapes, for
+                                                 the model file; "" = each
+                                                 field 1-D */
+    char consumer[SURGE_SERVER_MAX_NAME];     /* "discard", "trainer", ... */
+    uint32_t batch_size;                      /* samples per consumer batch */
     double consumer_delay_ms; /* sleep per batch in the discard consumer
                                  (to test backpressure); 0 = none */
     /* The trainer consumer (server/train.c). Numbers: -1 = the study's
@@ -120,6 +124,12 @@ void surge_server_options_usage(FILE *out);
  * policy name. */
 int surge_server_reservoir_config(const surge_server_options *o,
                                   surge_reservoir_config *out);
+
+/* surge_server_field_shape - the shape --field-shapes declares for field
+ * name: fills dims[0..n-1] (at most maxd, each >= 1) and returns n, or 0
+ * when the field is not named there (the spec was checked at parse). */
+int surge_server_field_shape(const surge_server_options *o, const char *name,
+                             uint64_t *dims, int maxd);
 
 /* surge_server_is_validation - 1 when simulation sim is held out. */
 int surge_server_is_validation(const surge_server_options *o, int64_t sim);

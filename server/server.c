@@ -559,6 +559,14 @@ io_export_assembled(void *io, int (*cb)(void *, int64_t, int64_t), void *arg)
     return surge_ingest_export_assembled(io, cb, arg);
 }
 
+/* surge_consumer_ctx.output_fields (consumer thread, after a sample). */
+static const char *
+output_fields(void *io)
+{
+    struct surge_server *srv = io;
+    return srv->ing != NULL ? surge_ingest_output_fields(srv->ing) : NULL;
+}
+
 /* surge_consumer_ctx.io_call (consumer thread). */
 static int
 io_call(void *io, surge_consumer_io_fn fn, void *fn_arg, int timeout_ms)
@@ -727,9 +735,10 @@ write_stats(surge_server *srv)
                                surge_msg_drop_name)));
     json_object_set_new(
         j, "slices",
-        json_pack("{s:o,s:o,s:o,s:o}", "received", JI(c->slices.received),
-                  "accepted", JI(c->slices.accepted), "bytes",
-                  JI(c->slices.bytes), "dropped",
+        json_pack("{s:o,s:o,s:o,s:o,s:o}", "sent_by_clients",
+                  JI(c->slices.sent_by_clients), "received",
+                  JI(c->slices.received), "accepted", JI(c->slices.accepted),
+                  "bytes", JI(c->slices.bytes), "dropped",
                   reasons_json(c->slices.dropped, SURGE_SDROP__COUNT,
                                surge_slice_drop_name)));
     json_object_set_new(
@@ -741,19 +750,22 @@ write_stats(surge_server *srv)
                                surge_step_drop_name)));
     json_object_set_new(
         j, "samples",
-        json_pack("{s:o,s:o,s:o,s:o}", "train", JI(c->samples.train),
-                  "validation", JI(c->samples.validation), "pending",
+        json_pack("{s:o,s:o,s:o,s:o,s:o}", "train", JI(c->samples.train),
+                  "validation", JI(c->samples.validation), "validation_evicted",
+                  JI(c->samples.validation_evicted), "pending",
                   JI(c->samples.pending), "dropped",
                   reasons_json(c->samples.dropped, SURGE_PDROP__COUNT,
                                surge_sample_drop_name)));
     json_object_set_new(
         j, "sims",
-        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "hello",
+        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "hello",
                   JI(c->sims.hello), "rejected", JI(c->sims.rejected), "joined",
                   JI(c->sims.joined), "finished", JI(c->sims.finished),
                   "failed", JI(c->sims.failed), "timed_out",
                   JI(c->sims.timed_out), "retried", JI(c->sims.retried), "bye",
-                  JI(c->sims.bye)));
+                  JI(c->sims.bye), "validation_runs",
+                  JI(c->sims.validation_runs), "validation_runs_kept",
+                  JI(c->sims.validation_runs_kept)));
     json_object_set_new(
         j, "io",
         json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:f}", "accepted",
@@ -971,6 +983,7 @@ surge_server_create(surge_server **out, const surge_server_options *o)
     srv->cctx.opts = o;
     srv->cctx.io_call = io_call;
     srv->cctx.io = srv;
+    srv->cctx.output_fields = output_fields;
     if (srv->cops->prepare != NULL) {
         /* Before any thread: e.g. a resumed trainer's reservoir and the
          * steps the earlier server assembled. */

@@ -48,6 +48,8 @@ struct surge_store {
     int ended;                   /* end of reception */
     int stopped;                 /* stop: gets return ECLOSED at once */
     uint64_t puts, put_refused;  /* keep counters */
+    uint64_t kept_evicted;       /* keep: samples removed by evict_sim */
+    uint64_t generation;         /* keep: bumped by each evict_sim */
     uint64_t refused;            /* stream: puts refused (policy) */
     pthread_mutex_t info_mu;     /* guards info (one consumer at a time
                                     asks for sims/steps) */
@@ -465,6 +467,36 @@ surge_store_take_batch(surge_store *s, uint32_t max, uint32_t *slots,
     return batch_done(s, n);
 }
 
+uint64_t
+surge_store_evict_sim(surge_store *s, int64_t sim)
+{
+    uint64_t n = 0;
+    pthread_mutex_lock(&s->mu);
+    if (s->has_shape && s->kind == SURGE_STORE_KEEP) {
+        /* Fill each hole with the last sample: order is not kept. */
+        uint64_t i = 0;
+        while (i < s->count) {
+            struct slot_head h;
+            memcpy(&h, slot(s, i), sizeof h);
+            if (h.sim != sim) {
+                i++;
+                continue;
+            }
+            s->count--;
+            if (i < s->count) {
+                memcpy(slot(s, i), slot(s, s->count), s->slot_bytes);
+            }
+            n++;
+        }
+        if (n > 0) {
+            s->kept_evicted += n;
+            s->generation++;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
 int
 surge_store_read(surge_store *s, uint64_t i, float *in, float *out,
                  int64_t *sim, int64_t *step)
@@ -573,6 +605,8 @@ surge_store_get_stats(surge_store *s, surge_store_stats *o)
         o->occupancy = s->count;
         o->capacity = s->nslots;
         o->bytes = s->count * s->slot_bytes;
+        o->evicted = s->kept_evicted;
+        o->generation = s->generation;
     }
     o->put_refused += s->refused;
     pthread_mutex_unlock(&s->mu);

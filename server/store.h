@@ -63,7 +63,11 @@ typedef struct surge_store_stats {
     uint64_t occupancy;        /* samples held now */
     uint64_t capacity;         /* slots (0 before the shape is set) */
     uint64_t bytes;            /* bytes held now */
-    uint64_t evicted;          /* stream: used samples removed for room */
+    uint64_t evicted;          /* stream: used samples removed for room;
+                                  keep: samples removed by evict_sim */
+    uint64_t generation;       /* keep: evict_sim calls that removed
+                                  something; a reader that copied samples
+                                  by index copies again when it changes */
     uint64_t retired;          /* stream: removed after their last allowed
                                   use; puts = occupancy + evicted + retired */
     uint64_t consumer_wait_ns; /* time consumers blocked */
@@ -144,6 +148,13 @@ int surge_store_get_batch(surge_store *s, uint32_t max, float *in, float *out,
  * caller scratch of max entries. Consumer threads. */
 int surge_store_take_batch(surge_store *s, uint32_t max, uint32_t *slots,
                            int timeout_ms);
+
+/* surge_store_evict_sim - keep store: remove every sample of simulation
+ * sim, to make room for another held-out run (server/ingest.c keeps a
+ * sample of whole runs). The last samples move into the holes, so indices
+ * change: the generation (stats) goes up. Returns the samples removed (0
+ * for a stream store). Producer thread. */
+uint64_t surge_store_evict_sim(surge_store *s, int64_t sim);
 
 /* surge_store_read - copy sample i (0..occupancy-1) of a keep store.
  * 0, -ERANGE, SURGE_ESTATE. Any thread. */

@@ -222,13 +222,15 @@ render(struct top *t, json_t *st, const char *error, struct frame *f)
     if (nruns == 0) {
         return;
     }
-    line(f, "%8s  %-9s %5s  %13s  %-22s %7s  %s", "SIM", "STATE", "RANKS",
-         "STEPS", "PROGRESS", "DROPPED", "LAST MSG");
+    line(f, "%8s  %-9s %5s  %13s  %-22s %6s %7s  %s", "SIM", "STATE", "RANKS",
+         "STEPS", "PROGRESS", "ETA", "DROPPED", "LAST MSG");
     for (size_t i = 0; i < nruns; i++) {
         json_t *o = json_array_get(runs, i);
         double steps = num(o, "steps"), expect = num(o, "steps_expected");
         char ranks[24], stepbuf[48], bar[24] = "";
-        snprintf(ranks, sizeof ranks, "%.0f/%.0f", num(o, "ranks_done"),
+        /* Ranks that joined: a running run whose ranks are sending shows
+         * them all, not the ranks that already said bye. */
+        snprintf(ranks, sizeof ranks, "%.0f/%.0f", num(o, "ranks_joined"),
                  num(o, "ranks"));
         if (isfinite(expect) && expect > 0) {
             double frac = fmin(1.0, steps / expect);
@@ -241,12 +243,16 @@ render(struct top *t, json_t *st, const char *error, struct frame *f)
         }
         const char *state = json_string_value(json_object_get(o, "state"));
         double last = num(o, "last_seen_s");
-        char lastbuf[24] = "-";
+        char lastbuf[24] = "-", etabuf[16] = "-";
         if (isfinite(last)) {
             snprintf(lastbuf, sizeof lastbuf, "%.1fs ago", last);
         }
-        line(f, "%8.0f  %-9s %5s  %13s  %-22s %7.0f  %s", num(o, "sim"),
-             state != NULL ? state : "?", ranks, stepbuf, bar,
+        double eta = num(o, "eta_s");
+        if (isfinite(eta)) {
+            snprintf(etabuf, sizeof etabuf, "%.0fs", fmin(eta, 999999.0));
+        }
+        line(f, "%8.0f  %-9s %5s  %13s  %-22s %6s %7.0f  %s", num(o, "sim"),
+             state != NULL ? state : "?", ranks, stepbuf, bar, etabuf,
              num(o, "dropped"), lastbuf);
         if (f->max_lines > 0 && f->lines >= f->max_lines - 1 && i + 1 < nruns) {
             f->max_lines++; /* room for the note below */

@@ -568,9 +568,12 @@ struct loop {
     surge_batch_info *info;      /* (B) */
     /* validation: restored rows first, then the store's 0..nstore-1 */
     uint64_t nval, val_cap, nrestored, nstore;
+    uint64_t val_gen;        /* the validation store's generation copied */
     float *val_in, *val_out; /* (val_cap, nin), (val_cap, nout) */
     int64_t *val_sim, *val_step;
-    float *pred; /* (nout) preview */
+    float *pred;        /* (nout) preview */
+    const char *fields; /* the output layout (ctx->output_fields), once
+                           known: JSON owned by ingest, never changes */
     /* progress */
     uint64_t step0;          /* steps when this run started */
     uint64_t rows;           /* rows trained (all runs) */
@@ -622,6 +625,14 @@ sync_validation(struct loop *L)
     }
     surge_store_stats st;
     surge_store_get_stats(v, &st);
+    if (st.generation != L->val_gen) {
+        /* Whole runs were evicted for later ones (server/ingest.c's
+         * sampling of held-out runs): the store's indices moved, so copy
+         * its samples again. */
+        L->nval = L->nrestored;
+        L->nstore = 0;
+        L->val_gen = st.generation;
+    }
     uint64_t want = L->nrestored + st.occupancy;
     if (want <= L->nval) {
         return 0;
@@ -688,6 +699,56 @@ preview_shape(uint64_t nout, size_t *ny, size_t *nx)
     }
 }
 
+/* How the preview shows the output vector, from the fields' layout: one
+ * field with a 2-D shape as an image of that shape; 1-D fields as line
+ * plots (one series per field when they have one size, else the whole
+ * vector as one series). Without a layout, or for one 1-D field whose
+ * size is a perfect square (heat2d without solver.field_shapes), as
+ * preview_shape guesses. Returns 1 for lines (*ny series of *nx values),
+ * 0 for an image (*ny, *nx; 0 x 0 = none). */
+static int
+preview_layout(struct loop *L, size_t *ny, size_t *nx)
+{
+    if (L->fields == NULL && L->ctx->output_fields != NULL) {
+        L->fields = L->ctx->output_fields(L->ctx->io);
+    }
+    json_t *a = L->fields != NULL ? json_loads(L->fields, 0, NULL) : NULL;
+    size_t nf = json_array_size(a), all1d = nf > 0, same = 1;
+    uint64_t size0 = 0;
+    for (size_t i = 0; i < nf; i++) {
+        json_t *f = json_array_get(a, i);
+        json_t *shape = json_object_get(f, "shape");
+        uint64_t size =
+            (uint64_t)json_integer_value(json_object_get(f, "size"));
+        if (i == 0) {
+            size0 = size;
+        }
+        same = same && size == size0;
+        if (json_array_size(shape) != 1) {
+            all1d = 0;
+            if (nf == 1 && json_array_size(shape) == 2) {
+                *ny = (size_t)json_integer_value(json_array_get(shape, 0));
+                *nx = (size_t)json_integer_value(json_array_get(shape, 1));
+                json_decref(a);
+                return 0;
+            }
+        }
+    }
+    json_decref(a);
+    preview_shape(L->nout, ny, nx);
+    if (!all1d || (nf == 1 && *ny > 1)) {
+        return 0;
+    }
+    if (same && nf <= SURGE_METRICS_MAX_SERIES) {
+        *ny = nf;
+        *nx = (size_t)size0;
+    } else {
+        *ny = 1;
+        *nx = (size_t)L->nout;
+    }
+    return 1;
+}
+
 static void
 evaluate(struct loop *L)
 {
@@ -707,15 +768,21 @@ evaluate(struct loop *L)
         surge_gauge_set(L->g_rel, L->ev.rel_l2);
     }
     size_t ny, nx;
-    preview_shape(L->nout, &ny, &nx);
+    int lines = preview_layout(L, &ny, &nx);
     if (L->ctx->metrics != NULL && ny > 0 && L->pred != NULL) {
         /* The last validation sample: the latest time step seen. */
         uint64_t i = L->nval - 1;
-        if (surge_trainer_predict(L->t, L->val_in + i * L->nin, 1, L->pred) ==
+        const float *truth = L->val_out + i * L->nout;
+        if (surge_trainer_predict(L->t, L->val_in + i * L->nin, 1, L->pred) !=
             0) {
-            (void)surge_metrics_set_preview(L->ctx->metrics,
-                                            L->val_out + i * L->nout, L->pred,
-                                            ny, nx, L->ev_step);
+            return;
+        }
+        if (lines) {
+            (void)surge_metrics_set_preview_lines(L->ctx->metrics, truth,
+                                                  L->pred, ny, nx, L->ev_step);
+        } else {
+            (void)surge_metrics_set_preview(L->ctx->metrics, truth, L->pred, ny,
+                                            nx, L->ev_step);
         }
     }
 }
@@ -1283,8 +1350,7 @@ finish_training(struct loop *L, struct surge_trainer_eval_result *untrained,
     }
     char shape[64] = "";
     size_t ny, nx;
-    preview_shape(L->nout, &ny, &nx);
-    if (ny > 1) {
+    if (preview_layout(L, &ny, &nx) == 0 && ny > 1) {
         snprintf(shape, sizeof shape, "%zu,%zu", ny, nx);
     }
     char vrel[64];
@@ -1298,6 +1364,12 @@ finish_training(struct loop *L, struct surge_trainer_eval_result *untrained,
     if (L->tr->s.pnames != NULL) {
         meta[k++] = "input_names";
         meta[k++] = L->tr->s.pnames;
+    }
+    if (L->fields != NULL) {
+        /* Names, offsets, sizes and shapes of the output vector's fields
+         * (docs/model-file.md): surge predict splits the output by them. */
+        meta[k++] = "output_fields";
+        meta[k++] = L->fields;
     }
     meta[k++] = "validation_rel_l2";
     meta[k++] = vrel;

@@ -18,6 +18,8 @@
 
 #include <surge/error.h>
 
+#include <jansson.h>
+
 #include "common/image.h"
 #include "common/util.h"
 #include "server/commands.h"
@@ -40,14 +42,25 @@ usage(FILE *out)
             "study's order\n"
             "  --time T       the simulated time (the model's last input)\n"
             "  --out FILE     write the field as a NumPy .npy file: float32, "
-            "shape (NY, NX)\n"
+            "shape (NY, NX);\n"
+            "                 a model whose file lists its fields "
+            "(output_fields) gets one\n"
+            "                 file per field in its own shape, FILE with the "
+            "field's name\n"
+            "                 before the extension (pred.npy -> pred.u.npy), "
+            "or FILE itself\n"
+            "                 for a single field\n"
             "  --png FILE     also write a PNG heat map (viridis; row 0 at "
             "the top, as\n"
-            "                 matplotlib's imshow shows the array)\n"
-            "  --shape NXxNY  the field's shape (default: the model's "
-            "field_shape metadata,\n"
-            "                 else one row); NX * NY must equal the model's "
-            "outputs\n"
+            "                 matplotlib's imshow shows the array); a 1-D "
+            "field as a line plot\n"
+            "                 (640 x 240 pixels times --scale); per field as "
+            "for --out\n"
+            "  --shape NXxNY  the whole output as one field of this shape "
+            "(default: the\n"
+            "                 model's fields, else its field_shape metadata, "
+            "else one row);\n"
+            "                 NX * NY must equal the model's outputs\n"
             "  --vmin V, --vmax V  the PNG's value range (default: the "
             "field's min and max)\n"
             "  --scale K      PNG pixels per field value along each axis "
@@ -103,20 +116,33 @@ parse_shape(const char *s, long *nx, long *ny)
     return 0;
 }
 
+#define MAX_DIMS 8 /* of a field's shape (server/options.c's limit) */
+
 /* The .npy format, version 1.0: magic, header length, a Python dict
  * literal padded with spaces to a multiple of 64 bytes, then the data. */
 static int
-write_npy(const char *path, const float *y, long ny, long nx)
+write_npy_nd(const char *path, const float *y, const long *dims, int nd)
 {
-    char dict[128];
+    char shape[MAX_DIMS * 24 + 8];
+    size_t o = 0;
+    long count = 1;
+    for (int d = 0; d < nd; d++) {
+        o += (size_t)snprintf(shape + o, sizeof shape - o, "%ld,%s", dims[d],
+                              d + 1 < nd ? " " : "");
+        count *= dims[d];
+    }
+    if (nd > 1) {
+        shape[o - 1] = '\0'; /* (a, b) but (n,) */
+    }
+    char dict[sizeof shape + 96];
     int dl = snprintf(dict, sizeof dict,
                       "{'descr': '<f4', 'fortran_order': False, 'shape': "
-                      "(%ld, %ld), }",
-                      ny, nx);
+                      "(%s), }",
+                      shape);
     size_t head = 10 + (size_t)dl + 1; /* + '\n' */
     size_t pad = (64 - head % 64) % 64;
     size_t hlen = (size_t)dl + pad + 1;
-    size_t data = (size_t)ny * (size_t)nx * sizeof(float);
+    size_t data = (size_t)count * sizeof(float);
     size_t total = 10 + hlen + data;
     unsigned char *b = malloc(total);
     if (b == NULL) {
@@ -134,6 +160,13 @@ write_npy(const char *path, const float *y, long ny, long nx)
     return rc;
 }
 
+static int
+write_npy(const char *path, const float *y, long ny, long nx)
+{
+    long dims[2] = {ny, nx};
+    return write_npy_nd(path, y, dims, 2);
+}
+
 /* Writes y (ny, nx) as a PNG heat map (common/image.h) to path, atomically. */
 static int
 write_png(const char *path, const float *y, long ny, long nx, double vmin,
@@ -148,6 +181,162 @@ write_png(const char *path, const float *y, long ny, long nx, double vmin,
         free(png);
     }
     return rc;
+}
+
+/* One field of the model's output_fields metadata. */
+struct field {
+    char name[65];
+    long offset, size;
+    long dims[MAX_DIMS];
+    int nd;
+};
+
+/* Parse output_fields (docs/model-file.md) into f[0..n-1]: each field
+ * inside the n_outputs values, its shape's product its size, the fields
+ * in order without overlap. Returns n, or -1 with err set. */
+static int
+parse_fields(const char *text, long n_outputs, struct field *f, int cap,
+             char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *a = json_loads(text, 0, &jerr);
+    int n = -1;
+    long next = 0;
+    if (!json_is_array(a) || json_array_size(a) == 0 ||
+        json_array_size(a) > (size_t)cap) {
+        snprintf(err, errlen, "not an array of 1..%d fields", cap);
+        goto out;
+    }
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        json_t *o = json_array_get(a, i);
+        json_t *shape = json_object_get(o, "shape");
+        const char *name = json_string_value(json_object_get(o, "name"));
+        struct field *x = &f[i];
+        x->offset = (long)json_integer_value(json_object_get(o, "offset"));
+        x->size = (long)json_integer_value(json_object_get(o, "size"));
+        x->nd = (int)json_array_size(shape);
+        if (name == NULL || strlen(name) >= sizeof x->name ||
+            strchr(name, '/') != NULL || x->offset != next || x->size < 1 ||
+            x->offset + x->size > n_outputs || x->nd < 1 || x->nd > MAX_DIMS) {
+            snprintf(err, errlen, "field %zu: bad name, offset, size or shape",
+                     i);
+            goto out;
+        }
+        snprintf(x->name, sizeof x->name, "%s", name);
+        long prod = 1;
+        for (int d = 0; d < x->nd; d++) {
+            x->dims[d] = (long)json_integer_value(json_array_get(shape, d));
+            if (x->dims[d] < 1 || x->dims[d] > x->size) {
+                prod = -1;
+                break;
+            }
+            prod *= x->dims[d];
+        }
+        if (prod != x->size) {
+            snprintf(err, errlen,
+                     "field %s: its shape does not hold %ld values", name,
+                     x->size);
+            goto out;
+        }
+        next = x->offset + x->size;
+    }
+    if (next != n_outputs) {
+        snprintf(err, errlen, "the fields cover %ld of the %ld outputs", next,
+                 n_outputs);
+        goto out;
+    }
+    n = (int)json_array_size(a);
+out:
+    json_decref(a);
+    return n;
+}
+
+/* "dir/pred.npy" + "u" -> "dir/pred.u.npy" (before the extension, when
+ * the last path component has one). */
+static void
+field_path(const char *path, const char *name, char *buf, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    const char *dot = strrchr(path, '.');
+    if (dot == NULL || (slash != NULL && dot < slash) || dot == path) {
+        snprintf(buf, cap, "%s.%s", path, name);
+    } else {
+        snprintf(buf, cap, "%.*s.%s%s", (int)(dot - path), path, name, dot);
+    }
+}
+
+/* Each field of the output in its own .npy (its shape), and PNG: a 2-D
+ * field as a heat map, a 1-D one as a line plot. With one field, the
+ * paths given are used as they are. */
+static int
+write_fields(const struct field *f, int nf, const float *y, const char *out,
+             const char *pngp, double vmin, double vmax, long scale,
+             unsigned long long steps)
+{
+    char path[4096], ppath[4096];
+    for (int i = 0; i < nf; i++) {
+        const float *v = y + f[i].offset;
+        double lo = INFINITY, hi = -INFINITY;
+        for (long k = 0; k < f[i].size; k++) {
+            lo = v[k] < lo ? v[k] : lo;
+            hi = v[k] > hi ? v[k] : hi;
+        }
+        if (nf == 1) {
+            snprintf(path, sizeof path, "%s", out);
+        } else {
+            field_path(out, f[i].name, path, sizeof path);
+        }
+        int rc = write_npy_nd(path, v, f[i].dims, f[i].nd);
+        if (rc != 0) {
+            fprintf(stderr, "surge predict: %s: %s\n", path,
+                    surge_strerror(rc));
+            return 1;
+        }
+        if (pngp != NULL) {
+            if (nf == 1) {
+                snprintf(ppath, sizeof ppath, "%s", pngp);
+            } else {
+                field_path(pngp, f[i].name, ppath, sizeof ppath);
+            }
+            double a = isnan(vmin) ? lo : vmin, b = isnan(vmax) ? hi : vmax;
+            unsigned char *png = NULL;
+            size_t len = 0;
+            if (f[i].nd == 1) {
+                long w = 640 * scale < 8192 ? 640 * scale : 8192;
+                long h = 240 * scale < 8192 ? 240 * scale : 8192;
+                rc = surge_image_png_lines(&v, 1, (size_t)f[i].size, (size_t)w,
+                                           (size_t)h, a, b, &png, &len);
+            } else if (f[i].nd == 2) {
+                rc = surge_image_png_encode(v, (size_t)f[i].dims[0],
+                                            (size_t)f[i].dims[1], (size_t)scale,
+                                            a, b, &png, &len);
+            } else {
+                fprintf(stderr,
+                        "surge predict: %s: field %s has %d dimensions; "
+                        "a PNG shows 1 or 2\n",
+                        ppath, f[i].name, f[i].nd);
+                return 2;
+            }
+            if (rc == 0) {
+                rc = surge_write_file_atomic(ppath, png, len);
+                free(png);
+            }
+            if (rc != 0) {
+                fprintf(stderr, "surge predict: %s: %s\n", ppath,
+                        surge_strerror(rc));
+                return 1;
+            }
+        }
+        char dims[MAX_DIMS * 24] = "";
+        size_t o = 0;
+        for (int d = 0; d < f[i].nd; d++) {
+            o += (size_t)snprintf(dims + o, sizeof dims - o, "%s%ld",
+                                  d ? " x " : "", f[i].dims[d]);
+        }
+        printf("%s: field %s (%s), min %.6g, max %.6g, model step %llu\n", path,
+               f[i].name, dims, lo, hi, steps);
+    }
+    return 0;
 }
 
 int
@@ -256,6 +445,25 @@ surge_predict_main(int argc, char **argv)
         status = 2;
         goto out;
     }
+    /* The model's fields (output_fields), unless --shape overrides: each is
+     * written in its own shape. */
+    struct field fields[64];
+    int nfields = 0;
+    const char *of = surge_model_meta(m, "output_fields");
+    if (shape == NULL && of != NULL) {
+        nfields = parse_fields(of, mi->n_outputs, fields,
+                               (int)(sizeof fields / sizeof fields[0]), err,
+                               sizeof err);
+        if (nfields < 0) {
+            fprintf(stderr, "surge predict: %s: output_fields: %s\n", model,
+                    err);
+            goto out;
+        }
+        if (nfields == 1 && fields[0].nd == 1 &&
+            surge_model_meta(m, "field_shape") != NULL) {
+            nfields = 0; /* one field the server showed 2-D: as before */
+        }
+    }
     long nx = mi->n_outputs, ny = 1;
     if (shape != NULL) {
         if (parse_shape(shape, &nx, &ny) != 0) {
@@ -289,7 +497,8 @@ surge_predict_main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    if (pngp != NULL && (nx * scale > MAX_SIDE || ny * scale > MAX_SIDE)) {
+    if (nfields == 0 && pngp != NULL &&
+        (nx * scale > MAX_SIDE || ny * scale > MAX_SIDE)) {
         fprintf(stderr,
                 "surge predict: --png: %ld x %ld pixels is too "
                 "large\n",
@@ -310,6 +519,11 @@ surge_predict_main(int argc, char **argv)
     rc = surge_model_predict(m, x, 1, y);
     if (rc != 0) {
         fprintf(stderr, "surge predict: %s\n", surge_strerror(rc));
+        goto out;
+    }
+    if (nfields > 0) {
+        status = write_fields(fields, nfields, y, out, pngp, vmin, vmax, scale,
+                              (unsigned long long)mi->steps);
         goto out;
     }
     rc = write_npy(out, y, ny, nx);

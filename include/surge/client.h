@@ -15,8 +15,8 @@
  *     surge_client *c;
  *     int rc = surge_client_open(&c, &o);     // hello -> welcome or reject
  *     if (rc < 0) fprintf(stderr, "%s\n", surge_client_open_error(rc));
- *     for (step...) surge_client_send(c, "temperature", step, t, u,
- *                                     SURGE_FLOAT64);
+ *     for (step...) surge_client_send_checked(c, "temperature", step, t,
+ *                                             u, my_count, SURGE_FLOAT64);
  *     rc = surge_client_close(&c);            // flush, bye, wait for ack
  *
  * The launcher passes the endpoint, the study token, the simulation id and
@@ -84,12 +84,19 @@ typedef struct surge_client_options {
                               default 100 */
     uint64_t sndhwm_bytes; /* bytes queued towards the server before sends
                               block (backpressure); default 64 MiB */
+    uint64_t steps;        /* steps this run will send (each declared field
+                              once per step), when known: the server shows
+                              progress and an ETA per run (surge top, the
+                              dashboard); 0 = unknown (default, or
+                              SURGE_STEPS, which `surge launch` sets from
+                              solver.steps); at most 2^53 */
 } surge_client_options;
 
 /* surge_client_options_init - fill *opts with defaults, then with what the
  * environment provides: SURGE_ENDPOINT, SURGE_TOKEN, SURGE_SIM_ID,
  * SURGE_PARAMS (comma-separated numbers), SURGE_TIMEOUT_MS,
- * SURGE_COALESCE_BYTES, SURGE_FLUSH_MS, SURGE_SNDHWM_BYTES, and the rank
+ * SURGE_COALESCE_BYTES, SURGE_FLUSH_MS, SURGE_SNDHWM_BYTES, SURGE_STEPS,
+ * and the rank
  * and size from OMPI_COMM_WORLD_RANK/SIZE, PMIX_RANK or SLURM_PROCID/NTASKS
  * when set (the first of these launchers found wins; PMIX_RANK gives no
  * size, so set nranks yourself then, e.g. surge_client_options_set_comm).
@@ -146,6 +153,20 @@ SURGE_API const char *surge_client_close_error(void);
 SURGE_API int surge_client_send(surge_client *c, const char *field,
                                 int64_t step, double time, const void *data,
                                 surge_dtype dtype);
+
+/* surge_client_send_checked - surge_client_send() that also checks the
+ * buffer's length: `count` is the number of elements `data` holds, and it
+ * must equal the count this rank declared for the field at open. A wrong
+ * count returns SURGE_EBOUNDS and sends nothing; last_error names the
+ * field, the count given and the count declared (e.g. 'field "u" step 3:
+ * 100 elements given, this rank declared 128 (offset 256 of 384)'). An
+ * undeclared field returns SURGE_EFIELD as in surge_client_send(); every
+ * other check and return is surge_client_send()'s. Prefer this form: the
+ * unchecked one reads `count` elements from data whatever its size. */
+SURGE_API int surge_client_send_checked(surge_client *c, const char *field,
+                                        int64_t step, double time,
+                                        const void *data, uint64_t count,
+                                        surge_dtype dtype);
 
 /* surge_client_flush - send any packed slices now. Returns 0,
  * SURGE_ETIMEDOUT (they stay packed; a later flush or close retries) or

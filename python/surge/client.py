@@ -84,7 +84,8 @@ class _Options(ctypes.Structure):
                 ("timeout_ms", ctypes.c_int),
                 ("coalesce_bytes", ctypes.c_size_t),
                 ("flush_ms", ctypes.c_int),
-                ("sndhwm_bytes", ctypes.c_uint64)]
+                ("sndhwm_bytes", ctypes.c_uint64),
+                ("steps", ctypes.c_uint64)]
 
 
 class _OptionsBuffer(ctypes.Structure):
@@ -266,11 +267,13 @@ class Client:
     comm: an mpi4py communicator (rank and size of the simulation); without
     one, rank and size come from the launcher's environment
     (OMPI_COMM_WORLD_RANK/SIZE, ...). endpoint, token, sim_id, params,
-    timeout_ms override what `surge launch` passed in the environment.
+    timeout_ms override what `surge launch` passed in the environment;
+    steps declares how many steps this run will send (progress and ETA in
+    `surge top` and the dashboard; 0 or None: unknown, or SURGE_STEPS).
     Use as a context manager, or call close(); one thread at a time."""
 
     def __init__(self, fields, comm=None, *, endpoint=None, token=None,
-                 sim_id=None, params=None, timeout_ms=None):
+                 sim_id=None, params=None, timeout_ms=None, steps=None):
         self._c = ctypes.c_void_p()
         fields = list(fields)
         if not 1 <= len(fields) <= _MAX_FIELDS:
@@ -302,6 +305,10 @@ class Client:
             o.nparams = len(params)
         if timeout_ms is not None:
             o.timeout_ms = int(timeout_ms)
+        if steps is not None:
+            if int(steps) < 0:
+                raise SurgeError(ECONFIG, f"steps {steps}: must be >= 0")
+            o.steps = int(steps)
         cf = (_Field * len(fields))()
         for i, f in enumerate(fields):
             if min(f.global_size, f.offset, f.count) < 0:

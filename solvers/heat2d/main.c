@@ -369,6 +369,7 @@ main(int argc, char **argv)
         opts.nparams = HEAT2D_NPARAMS;
         opts.fields = &field;
         opts.nfields = 1;
+        opts.steps = (uint64_t)cfg.steps; /* progress and ETA in surge top */
         rc = surge_client_options_set_comm(&opts, MPI_COMM_WORLD);
         if (rc == 0) {
             rc = surge_client_open(&client, &opts);

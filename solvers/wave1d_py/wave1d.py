@@ -120,7 +120,7 @@ def main():
     try:
         client = surge.Client([surge.Field("u", a.nx, off, n),
                                surge.Field("velocity", a.nx, off, n)],
-                              comm=comm)
+                              comm=comm, steps=a.steps)
         if a.checksums:
             ckfile = open(f"{a.checksums}.{rank}", "w")
     except (surge.SurgeError, OSError) as e:

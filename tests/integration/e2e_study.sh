@@ -32,13 +32,15 @@ $(heat2d_params)
 }
 EOF
 
-tap_plan 9
+tap_plan 11
 
 timeout 180 "$SURGE" launch --quiet "$tmp/study.json" >"$tmp/stdout" \
     2>"$tmp/stderr"
 rc=$?
 lib_check_launch_ok "$rc" "$tmp/stderr" "$tmp/out"
 check "the table names the summary" grep -q "summary.json" "$tmp/stdout"
+check "--quiet prints no per-run lines" \
+    sh -c "! grep -q 'sim [0-9]*: ok' '$tmp/stderr'"
 check "parameters.csv has a header and $RUNS rows" \
     test "$(wc -l <"$tmp/out/parameters.csv")" -eq $((RUNS + 1))
 
@@ -84,16 +86,36 @@ elif what == "summary":
         "consumed+in_store": smp["consumed"] + smp["in_store"] == smp["train"],
         "dropped": smp["dropped"] == 0,
         "slices": s["slices"]["accepted"] == n * ranks,
+        "slices sent (byes) = received":
+            s["slices"]["sent"] == s["slices"]["received"] == n * ranks,
         "attempts": s["runs"]["attempts"] == runs,
     }
     badk = [k for k, v in checks.items() if not v]
     if badk:
         fail(f"summary.json: {badk}: {json.dumps(s)[:600]}")
+elif what == "rates":
+    # The table's data line pairs the rates with the time they are over:
+    # "X MB in T s (runs), ...: R samples/s, M MB/s", R * T = assembled.
+    s = json.load(open(f"{out}/summary.json"))
+    import re
+    line = [l for l in open(f"{out}/../stdout") if l.strip().startswith("data")]
+    m = re.search(r"([0-9.]+) MB in ([0-9.]+) s .*: ([0-9.]+) samples/s, "
+                  r"([0-9.]+) MB/s", line[0] if line else "")
+    if not m:
+        fail(f"no data line with its time span: {line}")
+    mb, t, rate, mbps = map(float, m.groups())
+    n = s["samples"]["assembled"]
+    if abs(rate * t - n) > 0.02 * n + rate * 0.05 + 1:
+        fail(f"rate {rate}/s x {t} s != {n} samples: {line[0]}")
+    if abs(mbps * t - mb) > 0.02 * mb + mbps * 0.05 + 0.1:
+        fail(f"{mbps} MB/s x {t} s != {mb} MB: {line[0]}")
+    if abs(s["ingest_s"] - t) > 0.06:
+        fail(f"summary ingest_s {s['ingest_s']} != {t}")
 PYEOF
 
 lib_check_server_once "$tmp/out" $RUNS $STEPS
 lib_py_checks "$tmp/check.py" "$tmp/out $RUNS $RANKS $STEPS" \
-    bit-identical summary
+    bit-identical summary rates
 
 # The token never appears on a command line: the server got it by env.
 check "server.log exists" test -s "$tmp/out/server.log"

@@ -12,7 +12,7 @@ lib_need "$SURGE"
 lib_full_stacks
 lib_tmpdir
 
-tap_plan 14
+tap_plan 19
 # Relative output folders (the default runs/study) land in $tmp.
 cd "$tmp" || exit 1
 
@@ -84,5 +84,55 @@ timeout 30 "$SURGE" launch --dry-run --output-dir "$tmp/again" \
     "$tmp/out-dry/study.resolved.json" >"$tmp/dry2" 2>&1
 check "study.resolved.json loads again and gives the same points" \
     cmp "$tmp/out-dry/parameters.csv" "$tmp/again/parameters.csv"
+
+# A misspelled or unrunnable solver program stops the study before any
+# run, also under --dry-run: a bare name not found anywhere, a path that
+# is not executable (relative to the run's folder).
+misspelled() {
+    cat >"$tmp/$1.json" <<EOF
+{"parameters": [{"name": "a", "min": 0, "max": 1}],
+ "study": {"output_dir": "$tmp/out-$1"},
+ "sampler": {"runs": 2}, "solver": {"command": $2},
+ "scheduler": {"mpirun": ""}}
+EOF
+}
+misspelled typo '"surge-heat2dd --steps 3"'
+expect2 "--dry-run: a misspelled program is named before anything runs" \
+    "program surge-heat2dd not found" --dry-run "$tmp/typo.json"
+expect2 "launch: a misspelled program stops the study before any run" \
+    "program surge-heat2dd not found" "$tmp/typo.json"
+check "... no server was started, no run started" \
+    test ! -e "$tmp/out-typo/server.json" -a -z "$(ls "$tmp/out-typo/runs")"
+printf '#!/bin/sh\nexit 0\n' >"$tmp/noexec.sh"
+misspelled noexec '["../../../noexec.sh"]'
+expect2 "a relative path that is not executable is named, with its path" \
+    "noexec.sh ($tmp/noexec.sh): is not executable" --dry-run \
+    "$tmp/noexec.json"
+
+# A program that goes missing during the study (here it removes itself
+# and fails) is not retried: "not found" would fail every attempt.
+printf '#!/bin/sh\nrm -f "$0"\nexit 1\n' >"$tmp/vanish.sh"
+chmod +x "$tmp/vanish.sh"
+cat >"$tmp/vanish.json" <<EOF
+{"parameters": [{"name": "a", "min": 0, "max": 1}],
+ "study": {"output_dir": "$tmp/out-vanish"},
+ "sampler": {"runs": 1},
+ "solver": {"command": ["$tmp/vanish.sh"], "retries": 3},
+ "scheduler": {"mpirun": ""}, "trainer": {"enabled": false}}
+EOF
+timeout 60 "$SURGE" launch --quiet "$tmp/vanish.json" >"$tmp/vanish.out" \
+    2>"$tmp/vanish.err"
+if [ $? -eq 1 ] && "$PY" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["runs"]
+bad = r["not_ok"]
+sys.exit(0 if r["attempts"] == 1 and len(bad) == 1 and
+         "not found (not retried)" in bad[0]["reason"] else 1)' \
+    "$tmp/out-vanish/summary.json"; then
+    ok "a program gone after its first attempt is not retried"
+else
+    not_ok "a program gone after its first attempt is not retried"
+    sed 's/^/# /' "$tmp/vanish.err" | tail -5
+fi
 
 tap_done

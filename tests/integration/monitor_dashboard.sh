@@ -73,10 +73,20 @@ print("polls %s; points %s; images %s" % (polls.group(1) if polls else "?",
                                            pts, imgs))
 rows = len(re.findall(r'<td class="state-[a-z_]+">', dom))
 print("runs table rows: %d" % rows)
-bad = [c for c in sys.argv[2:] if c not in ("IMAGES", "RUNS") and
+# ALLJOINED: every run of monitor_feed has both ranks joined (sending or
+# done), so each row's ranks cell reads 2/2, running rows included.
+ranks = re.findall(r'<td class="state-([a-z_]+)">[^<]*</td><td>([^<]*)</td>', dom)
+print("ranks cells: %s" % ranks)
+bad = [c for c in sys.argv[2:] if c not in ("IMAGES", "RUNS", "ALLJOINED") and
        int(pts.get(c, 0)) <= 0]
 if "RUNS" in sys.argv[2:] and rows == 0:
     bad.append("runs table")
+if "ALLJOINED" in sys.argv[2:] and (
+        not any(s == "running" for s, _ in ranks) or
+        any(r != "2/2" for _, r in ranks)):
+    bad.append("ranks cells (want 2/2 in every row, running ones too)")
+if "ALLJOINED" in sys.argv[2:] and "ETA " not in dom:
+    bad.append("no ETA next to the running runs' progress bars")
 if "IMAGES" in sys.argv[2:]:
     bad += [i for i in ("img-truth", "img-pred") if imgs.get(i) != "1"]
 if bad:
@@ -173,9 +183,9 @@ lib_wait_file "$tmp/feed.port" 50
 sleep 2
 feed_url="http://127.0.0.1:$(cat "$tmp/feed.port")"
 chrome_dump "$feed_url/" "$tmp/feed-dom.html"
-dom_check "$tmp/feed-dom.html" $INGEST_CHARTS chart-loss IMAGES RUNS \
+dom_check "$tmp/feed-dom.html" $INGEST_CHARTS chart-loss IMAGES RUNS ALLJOINED \
     >"$tmp/feed.txt" 2>&1
-check "monitor_feed: every chart, the loss curves and both preview images" \
+check "monitor_feed: every chart, the loss curves, both preview images, runs 2/2 ranks" \
     test $? -eq 0
 while read -r l; do diag "$l"; done <"$tmp/feed.txt"
 chrome "$feed_url/" "$ART/dashboard-feed.png" shot

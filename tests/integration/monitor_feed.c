@@ -66,10 +66,12 @@ runs_fill(void *arg, struct surge_run_info *runs, size_t cap)
         runs[i].ranks = 2;
         runs[i].steps_expected = 500;
         runs[i].steps = steps < 500 ? steps : 500;
+        runs[i].ranks_joined = 2;
         runs[i].ranks_done = steps < 500 ? 0 : 2;
         snprintf(runs[i].state, sizeof runs[i].state, "%s",
                  steps < 500 ? "running" : "done");
         runs[i].last_seen_s = 0.1 * (double)i;
+        runs[i].elapsed_s = 0.1 * (double)f->ticks; /* for the ETA */
     }
     return (int)n;
 }

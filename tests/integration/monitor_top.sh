@@ -11,7 +11,7 @@ SOCK="surge-top-test-$$"
 MON_CLEANUP_EXTRA='tmux -L "$SOCK" kill-server 2>/dev/null'
 TM() { tmux -L "$SOCK" "$@"; }
 
-tap_plan 8
+tap_plan 9
 
 if mon_start_server; then
     ok "server started; dashboard at $http_url"
@@ -82,6 +82,17 @@ check "surge top shows the API's ingest rates while the run streams" \
     test $? -eq 0
 while read -r l; do diag "$l"; done <"$tmp/cmp.txt"
 
+# heat2d declares its 400 steps (hello.steps): mid-run the runs table has
+# a progress bar and an ETA, not a bare step count.
+TM capture-pane -p -t top1 >"$tmp/mid.txt"
+if grep -Eq "^ +0 +running +2/2 +[0-9]+/400 +\[#* *\] +[0-9]+% +[0-9]+s " \
+    "$tmp/mid.txt"; then
+    ok "mid-run: sim 0 shows steps of 400, a progress bar and an ETA"
+else
+    not_ok "mid-run: no progress of 400 steps with an ETA"
+    diag "$(grep -A3 SIM "$tmp/mid.txt")"
+fi
+
 wait "$solve_pid"
 mon_pids=
 wait_status ingest.samples 400 30
@@ -92,7 +103,7 @@ api=$(status_value ingest.samples | sed 's/\.0$//')
 check "after the run: top's 'received' ($recv) equals the API's ($api) and the 400 steps sent" \
     test "$recv" = "$api" -a "$api" = 400
 if grep -q "runs *1 *running 0 *done 1" "$tmp/screen.txt" &&
-    grep -Eq "^ +0 +done +2/2 +400 " "$tmp/screen.txt"; then
+    grep -Eq "^ +0 +done +2/2 +400/400 +\[#{14}\] +100% " "$tmp/screen.txt"; then
     ok "top's runs table: sim 0 done, 2/2 ranks, 400 steps"
 else
     not_ok "top's runs table"

@@ -33,6 +33,7 @@ main(void)
     M(surge_client_options, coalesce_bytes);
     M(surge_client_options, flush_ms);
     M(surge_client_options, sndhwm_bytes);
+    M(surge_client_options, steps);
     printf("}}\n");
     return 0;
 }

@@ -274,7 +274,7 @@ clear_env(void)
         "SURGE_PARAMS",         "SURGE_TIMEOUT_MS",   "SURGE_COALESCE_BYTES",
         "SURGE_FLUSH_MS",       "SURGE_SNDHWM_BYTES", "OMPI_COMM_WORLD_RANK",
         "OMPI_COMM_WORLD_SIZE", "PMIX_RANK",          "SLURM_PROCID",
-        "SLURM_NTASKS"};
+        "SLURM_NTASKS",         "SURGE_STEPS"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
         unsetenv(vars[i]);
     }
@@ -457,6 +457,7 @@ test_env_parsing(void **state)
     setenv("SURGE_SIM_ID", "17", 1);
     setenv("SURGE_PARAMS", " 1.5, -2e3 ,0.25", 1);
     setenv("SURGE_TIMEOUT_MS", "1234", 1);
+    setenv("SURGE_STEPS", "250", 1);
     setenv("OMPI_COMM_WORLD_RANK", "2", 1);
     setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
     setenv("SLURM_PROCID", "9", 1); /* Open MPI's wins */
@@ -468,6 +469,7 @@ test_env_parsing(void **state)
     assert_true(o.params[0] == 1.5 && o.params[1] == -2e3 &&
                 o.params[2] == 0.25);
     assert_int_equal(o.timeout_ms, 1234);
+    assert_int_equal(o.steps, 250);
     assert_int_equal(o.rank, 2);
     assert_int_equal(o.nranks, 4);
     clear_env();
@@ -498,6 +500,8 @@ test_env_parsing(void **state)
     expect_env_error("SURGE_PARAMS", "1e999", "not a finite number");
     expect_env_error("SURGE_COALESCE_BYTES", "-5", "out of range");
     expect_env_error("SURGE_FLUSH_MS", "soon", "not an integer");
+    expect_env_error("SURGE_STEPS", "-3", "out of range");
+    expect_env_error("SURGE_STEPS", "ten", "not an integer");
     expect_env_error("SURGE_SNDHWM_BYTES", "0", "out of range");
     expect_env_error("OMPI_COMM_WORLD_RANK", "one", "not an integer");
     char many[64 * 4 + 16];
@@ -726,10 +730,26 @@ test_send_rules(void **state)
     assert_int_equal(
         surge_client_send(c, "empty_here", 4, 0, NULL, SURGE_FLOAT32),
         SURGE_EDUPLICATE);
+    /* The checked form: a buffer of another length than the declared slice
+     * (64 x 64) is refused with both counts named, and nothing is sent. */
+    assert_int_equal(surge_client_send_checked(c, "temperature", 5, 0, tf,
+                                               64 * 63, SURGE_FLOAT32),
+                     SURGE_EBOUNDS);
+    assert_non_null(strstr(surge_client_last_error(c),
+                           "4032 elements given, this rank declared 4096"));
+    assert_int_equal(
+        surge_client_send_checked(c, "pressure", 5, 0, tf, 4096, SURGE_FLOAT32),
+        SURGE_EFIELD);
+    assert_int_equal(surge_client_send_checked(c, "temperature", 5, 0, tf,
+                                               64 * 64, SURGE_FLOAT32),
+                     0);
+    assert_int_equal(surge_client_send_checked(c, "empty_here", 5, 0, NULL, 0,
+                                               SURGE_FLOAT32),
+                     0);
     assert_int_equal(surge_client_close(&c), 0);
     fake_stop(f);
-    assert_int_equal(f->nrec, 2);
-    assert_int_equal(f->bye_slices, 2);
+    assert_int_equal(f->nrec, 3);
+    assert_int_equal(f->bye_slices, 3);
     fake_free(f);
 }
 

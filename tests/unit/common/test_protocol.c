@@ -151,6 +151,7 @@ assert_same(const surge_msg *a, const surge_msg *b)
         for (uint32_t i = 0; i < x->nparams; i++) {
             assert_memory_equal(&x->params[i], &y->params[i], sizeof(double));
         }
+        assert_int_equal(x->steps, y->steps);
         assert_int_equal(x->nfields, y->nfields);
         for (uint32_t i = 0; i < x->nfields; i++) {
             assert_string_equal(x->fields[i].name, y->fields[i].name);
@@ -272,6 +273,7 @@ test_round_trip_extremes(void **state)
         h->fields[i].offset = SURGE_MAX_FIELD_ELEMS / 2;
         h->fields[i].count = SURGE_MAX_FIELD_ELEMS / 2;
     }
+    h->steps = SURGE_MAX_STEPS;
     int n = surge_proto_encode(&in_msg, buf, sizeof buf);
     assert_true(n > 0);
     assert_int_equal(surge_proto_decode(buf, (size_t)n, &out_msg, NULL), 0);
@@ -429,6 +431,10 @@ enum hmut {
     H_DTYPE_INT,
     H_NO_DTYPE,
     H_TRAILING,
+    H_STEPS,     /* optional steps: accepted */
+    H_STEPS_STR, /* steps must be an unsigned integer */
+    H_STEPS_NEG,
+    H_STEPS_BIG, /* over 2^53 */
     H_NCASES
 };
 
@@ -443,7 +449,8 @@ hb_hello(hb *b, enum hmut mut)
     if (mut == H_EXTRA_KEYS) {
         nkeys += 2;
     }
-    if (mut == H_DUP_KEY || mut == H_KEY_INT) {
+    if (mut == H_DUP_KEY || mut == H_KEY_INT || mut == H_STEPS ||
+        mut == H_STEPS_STR || mut == H_STEPS_NEG || mut == H_STEPS_BIG) {
         nkeys++;
     }
     hb_init(b);
@@ -622,6 +629,19 @@ hb_hello(hb *b, enum hmut mut)
             hb_str(b, "f32");
         }
     }
+    if (mut == H_STEPS || mut == H_STEPS_STR || mut == H_STEPS_NEG ||
+        mut == H_STEPS_BIG) {
+        hb_str(b, "steps");
+        if (mut == H_STEPS_STR) {
+            hb_str(b, "250");
+        } else if (mut == H_STEPS_NEG) {
+            msgpack_pack_int(&b->pk, -1);
+        } else if (mut == H_STEPS_BIG) {
+            msgpack_pack_uint64(&b->pk, SURGE_MAX_STEPS + 1);
+        } else {
+            msgpack_pack_int(&b->pk, 250);
+        }
+    }
     if (mut == H_TRAILING) {
         msgpack_pack_nil(&b->pk);
     }
@@ -676,6 +696,10 @@ static const struct {
     {H_DTYPE_INT, SURGE_EPROTO},
     {H_NO_DTYPE, SURGE_EPROTO},
     {H_TRAILING, SURGE_EPROTO},
+    {H_STEPS, 0},
+    {H_STEPS_STR, SURGE_EPROTO},
+    {H_STEPS_NEG, SURGE_EPROTO},
+    {H_STEPS_BIG, SURGE_ELIMIT},
 };
 
 static void
@@ -713,6 +737,13 @@ test_hello_rules(void **state)
     assert_true(out_msg.u.hello.params[1] == -4.0);
     assert_string_equal(out_msg.u.hello.fields[1].name, "f1");
     assert_int_equal(out_msg.u.hello.fields[1].offset, 50);
+    assert_int_equal(out_msg.u.hello.steps, 0); /* absent: unknown */
+    hb_hello(&b, H_STEPS);
+    assert_int_equal(hb_decode(&b, NULL), 0);
+    assert_int_equal(out_msg.u.hello.steps, 250);
+    hb_hello(&b, H_STEPS_BIG);
+    assert_int_equal(hb_decode(&b, &why), SURGE_ELIMIT);
+    assert_non_null(strstr(why, "hello.steps"));
 }
 
 enum dmut {

@@ -326,10 +326,33 @@ test_destroy_stops_everything(void **state)
     assert_int_equal(f->ops->create(&f->sched, f->s, err, sizeof err), 0);
 }
 
+/* The launcher joins a relative solver path to the run's folder, which
+ * may not exist yet: ".." and "." are resolved by text. */
+static void
+test_normalize_path(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"/a/b/../c/./d", "/a/c/d"},
+        {"/out/runs/3/../../../x.sh", "/x.sh"},
+        {"//a///b/", "/a/b"},
+        {"/..", "/"},
+        {"/a/..", "/"},
+        {"rel/../x", "rel/../x"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%s", cases[i][0]);
+        surge_deploy_normalize_path(buf);
+        assert_string_equal(buf, cases[i][1]);
+    }
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_normalize_path),
         cmocka_unit_test_setup_teardown(test_wrap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exit_env_log_workdir, setup,
                                         teardown),

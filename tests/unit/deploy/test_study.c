@@ -166,7 +166,7 @@ test_full_file(void **state)
         "{\"kind\": \"sobol\", \"runs\": 9, \"scramble\": true, "
         "\"skip\": 1}",
         "{\"command\": [\"a b\", \"{b}\"], \"ranks\": 4, \"timeout_s\": 0, "
-        "\"retries\": 0, \"client_timeout_s\": 2}",
+        "\"retries\": 0, \"client_timeout_s\": 2, \"steps\": 120}",
         extra));
     assert_string_equal(s->name, "heat-1");
     assert_int_equal(s->seed, 99);
@@ -179,6 +179,7 @@ test_full_file(void **state)
     assert_int_equal(s->command.n, 2);
     assert_string_equal(s->command.v[0], "a b");
     assert_int_equal(s->ranks, 4);
+    assert_int_equal(s->steps, 120);
     assert_true(s->timeout_s == 0);
     assert_int_equal(s->scheduler, SURGE_SCHEDULER_SLURM);
     assert_int_equal(s->mpirun_args.n, 2);

@@ -43,6 +43,9 @@ static const struct tfield R1[2] = {{"a", 6, 4, 2}, {"b", 3, 0, 3}};
 #define NOUT 9
 #define NIN 4
 
+/* Bytes of the validation store (a keep store) for the next make(). */
+static uint64_t valid_bytes = 1 << 16;
+
 static int
 make(void **state, uint64_t store_bytes, uint64_t partial_bytes,
      uint32_t validation_every)
@@ -64,7 +67,7 @@ make(void **state, uint64_t store_bytes, uint64_t partial_bytes,
     rc.capacity_bytes = store_bytes;
     rc.max_batch = 2;
     surge_store_config sc = {"train", SURGE_STORE_STREAM, 0, &rc};
-    surge_store_config vc = {"validation", SURGE_STORE_KEEP, 1 << 16, NULL};
+    surge_store_config vc = {"validation", SURGE_STORE_KEEP, valid_bytes, NULL};
     f->log = open_memstream(&f->logbuf, &f->loglen);
     if (f->log == NULL || surge_store_create(&f->train, &sc) != 0 ||
         surge_store_create(&f->valid, &vc) != 0 ||
@@ -409,6 +412,78 @@ validation_sims_held_out(void **state)
     check_sample(in, out, 1);
 }
 
+/* Every run held out (validation_every 1) into a store that fits the
+ * samples of 10 runs of 2 steps: once full, the set must stay a sample of
+ * whole runs spread over the study, not its first 10 runs. */
+static int
+setup_small_validation(void **state)
+{
+    valid_bytes = 1; /* the slot size, found below */
+    int rc = make(state, 1 << 20, 1 << 20, 1);
+    valid_bytes = 1 << 16;
+    return rc;
+}
+
+static void
+validation_keeps_whole_runs_over_the_study(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    /* The slot size: a 1-byte store holds no slot, so make one that holds
+     * exactly 20 (its shape is set by the first sample). */
+    surge_store_destroy(&f->valid);
+    surge_ingest_destroy(&f->ing);
+    surge_store_config probe = {"probe", SURGE_STORE_KEEP, 1 << 16, NULL};
+    surge_store_stats st;
+    assert_int_equal(surge_store_create(&f->valid, &probe), 0);
+    assert_int_equal(surge_store_set_shape(f->valid, NIN, NOUT), 0);
+    surge_store_get_stats(f->valid, &st);
+    uint64_t slot = (1 << 16) / st.capacity;
+    surge_store_destroy(&f->valid);
+    surge_store_config vc = {"validation", SURGE_STORE_KEEP, 20 * slot, NULL};
+    assert_int_equal(surge_store_create(&f->valid, &vc), 0);
+    assert_int_equal(
+        surge_ingest_create(&f->ing, &f->o, f->train, f->valid, f->log), 0);
+    c = surge_ingest_counters(f->ing);
+    const int runs = 200;
+    for (int64_t sim = 0; sim < runs; sim++) {
+        join_both(f, sim);
+        send_step(f, sim, 0, 7);
+        send_step(f, sim, 1, 7);
+    }
+    surge_store_get_stats(f->valid, &st);
+    assert_int_equal(st.capacity, 20);
+    assert_int_equal(st.occupancy, 20);
+    assert_int_equal(c->sims.validation_runs, runs);
+    assert_int_equal(c->sims.validation_runs_kept, 10);
+    /* Every held-out sample is counted: stored (kept now, or evicted
+     * later with its run) or not sampled. */
+    assert_int_equal(c->samples.validation +
+                         c->samples.dropped[SURGE_PDROP_VALIDATION_NOT_SAMPLED],
+                     2 * runs);
+    assert_int_equal(c->samples.validation - c->samples.validation_evicted,
+                     st.occupancy);
+    assert_int_equal(c->samples.dropped[SURGE_PDROP_VALIDATION_FULL], 0);
+    /* Whole runs: both steps of each run held; spread over the study. */
+    int64_t steps_of[200] = {0}, sum = 0, late = 0;
+    for (uint64_t i = 0; i < st.occupancy; i++) {
+        int64_t sim, step;
+        assert_int_equal(surge_store_read(f->valid, i, NULL, NULL, &sim, &step),
+                         0);
+        steps_of[sim]++;
+    }
+    for (int64_t sim = 0; sim < runs; sim++) {
+        assert_true(steps_of[sim] == 0 || steps_of[sim] == 2);
+        if (steps_of[sim] == 2) {
+            sum += sim;
+            late += sim >= runs / 2;
+        }
+    }
+    /* Uniform over 0..199: the mean of 10 ids is 99.5 +- 18. */
+    assert_true(sum / 10 > 40 && sum / 10 < 160);
+    assert_true(late > 0);
+}
+
 static void
 checksum_log_matches_client_sums(void **state)
 {
@@ -582,6 +657,9 @@ main(void)
                                         setup_small_store, teardown),
         cmocka_unit_test_setup_teardown(validation_sims_held_out,
                                         setup_validation, teardown),
+        cmocka_unit_test_setup_teardown(
+            validation_keeps_whole_runs_over_the_study, setup_small_validation,
+            teardown),
         cmocka_unit_test_setup_teardown(checksum_log_matches_client_sums, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(whole_step_goes_straight_to_the_store,

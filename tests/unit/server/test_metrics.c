@@ -341,6 +341,7 @@ runs_fill(void *arg, struct surge_run_info *runs, size_t cap)
     runs[0].steps = 40;
     runs[0].steps_expected = 100;
     runs[0].last_seen_s = 0.5;
+    runs[0].elapsed_s = 8.0; /* 40 steps in 8 s: 60 left take 12 s */
     runs[1].sim = 4;
     snprintf(runs[1].state, sizeof runs[1].state, "failed");
     runs[1].ranks = 2;
@@ -348,6 +349,7 @@ runs_fill(void *arg, struct surge_run_info *runs, size_t cap)
     runs[1].steps = 7;
     runs[1].dropped = 1;
     runs[1].last_seen_s = -1;
+    runs[1].elapsed_s = 3.0;
     return 2;
 }
 
@@ -400,6 +402,11 @@ test_status_json(void **state)
     assert_int_equal(json_integer_value(json_object_get(json_array_get(runs, 0),
                                                         "steps_expected")),
                      100);
+    /* The ETA of a running run at its own pace; none for a failed one. */
+    assert_true(fabs(json_number_value(
+                         json_object_get(json_array_get(runs, 0), "eta_s")) -
+                     12.0) < 1e-9);
+    assert_true(json_is_null(json_object_get(r1, "eta_s")));
     json_t *metrics = json_object_get(root, "metrics");
     assert_int_equal(json_integer_value(json_object_get(
                          metrics, "surge_samples_received_total")),
@@ -461,6 +468,22 @@ test_preview(void **state)
     assert_int_equal(png[19], 64);
     assert_int_equal(png[23], 32);
     free(png);
+
+    /* Two 1-D fields of 1000 values: line plots of the preview's size,
+     * not images one pixel high; the metadata says which kind. */
+    assert_int_equal(surge_metrics_set_preview_lines(m, big, big, 2, 1000, 101),
+                     0);
+    assert_int_equal(surge_metrics_preview_png(m, 0, &png, &len), 0);
+    assert_int_equal(png[18] * 256 + png[19], SURGE_METRICS_LINES_W);
+    assert_int_equal(png[22] * 256 + png[23], SURGE_METRICS_LINES_H);
+    free(png);
+    assert_int_equal(surge_metrics_render_preview(m, &s, &len), 0);
+    assert_true(strstr(s, "\"kind\":\"lines\"") != NULL ||
+                strstr(s, "\"kind\": \"lines\"") != NULL);
+    free(s);
+    assert_int_equal(surge_metrics_set_preview_lines(
+                         m, big, big, SURGE_METRICS_MAX_SERIES + 1, 10, 102),
+                     -EINVAL);
 }
 
 /* Another thread registers metrics and moves handles while this one

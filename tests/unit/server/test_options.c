@@ -107,7 +107,28 @@ errors_name_the_flag(void **state)
     assert_non_null(strstr(err, "--validation-every"));
     assert_int_equal(PARSE(&o, "stray"), SURGE_ECONFIG);
     assert_non_null(strstr(err, "unexpected argument 'stray'"));
+    assert_int_equal(PARSE(&o, "--field-shapes", "u=64x"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--field-shapes: 'u=64x'"));
+    assert_int_equal(PARSE(&o, "--field-shapes", "u=64,=3"), SURGE_ECONFIG);
+    assert_int_equal(PARSE(&o, "--field-shapes", "u=0"), SURGE_ECONFIG);
     assert_int_equal(PARSE(&o, "--help"), 1);
+}
+
+/* --field-shapes: each field's declared shape, looked up by name. */
+static void
+field_shapes(void **state)
+{
+    (void)state;
+    surge_server_options o;
+    assert_int_equal(
+        PARSE(&o, "--field-shapes", "temperature=64x32,u=2000,v=2x3x4"), 0);
+    uint64_t d[8];
+    assert_int_equal(surge_server_field_shape(&o, "temperature", d, 8), 2);
+    assert_true(d[0] == 64 && d[1] == 32);
+    assert_int_equal(surge_server_field_shape(&o, "u", d, 8), 1);
+    assert_true(d[0] == 2000);
+    assert_int_equal(surge_server_field_shape(&o, "v", d, 8), 3);
+    assert_int_equal(surge_server_field_shape(&o, "w", d, 8), 0);
 }
 
 static void
@@ -208,6 +229,7 @@ main(void)
         cmocka_unit_test(reservoir_options),
         cmocka_unit_test(bind_needs_token_off_loopback),
         cmocka_unit_test(usage_lists_every_flag),
+        cmocka_unit_test(field_shapes),
     };
     return cmocka_run_group_tests_name("server_options", tests, NULL, NULL);
 }

@@ -86,6 +86,49 @@ hello_welcome(void **state)
     assert_int_equal(surge_ingest_counters(f->ing)->sims.hello, 1);
 }
 
+/* hello.steps: the run's length for progress and ETA (surge top, the
+ * dashboard). */
+static void
+hello_declares_steps(void **state)
+{
+    struct fixture *f = *state;
+    join(f, "a", 3, 0);
+    /* No steps declared: the runs table does not know the run's length. */
+    struct surge_run_info run;
+    assert_int_equal(surge_ingest_runs(f->ing, &run, 1, 2000), 1);
+    assert_int_equal(run.steps_expected, 0);
+    /* Rank 1 declares 40 steps (hello.steps): the run's length, and the
+     * time since its first welcome for the ETA. */
+    make_hello(&tmsg, "secret", 3, 1, 2, P, 2, U1, 1);
+    tmsg.u.hello.steps = 40;
+    surge_ingest_counters(f->ing)->messages.received++;
+    assert_int_equal(surge_ingest_handle_msg(f->ing, RID("b"), &tmsg, NULL, 0,
+                                             0, 1000, &treply),
+                     1);
+    assert_int_equal(treply.type, SURGE_MSG_WELCOME);
+    assert_int_equal(surge_ingest_runs(f->ing, &run, 1, 1000 + 2000000000u), 1);
+    assert_int_equal(run.steps_expected, 40);
+    assert_true(run.elapsed_s > 1.99 && run.elapsed_s < 2.01);
+}
+
+/* The first welcomed simulation fixes the output layout the model file
+ * records: names, positions, sizes, shapes (--field-shapes, else 1-D; a
+ * shape of the wrong size is left 1-D). */
+static void
+hello_records_output_fields(void **state)
+{
+    struct fixture *f = *state;
+    snprintf(f->o.field_shapes, sizeof f->o.field_shapes, "%s", "u=2x4,v=5x5");
+    assert_null(surge_ingest_output_fields(f->ing));
+    const struct tfield two[2] = {{"u", 8, 0, 8}, {"v", 6, 0, 6}};
+    assert_int_equal(say_hello(f->ing, "a", "secret", 1, 0, 1, P, 2, two, 2),
+                     SURGE_MSG_WELCOME);
+    assert_string_equal(surge_ingest_output_fields(f->ing),
+                        "[{\"name\":\"u\",\"offset\":0,\"size\":8,"
+                        "\"shape\":[2,4]},{\"name\":\"v\",\"offset\":8,"
+                        "\"size\":6,\"shape\":[6]}]");
+}
+
 static void
 hello_wrong_token(void **state)
 {
@@ -315,12 +358,20 @@ bye_acks_accepted_slices(void **state)
         send_slice(f->ing, "b", 3, 1, s, s * 0.1, 0, 4, 4, v);
     }
     send_slice(f->ing, "a", 3, 0, 3, 0.3, 0, 0, 4, v); /* rank 1 never */
+    /* Both ranks are sending: the runs table counts them as joined. */
+    struct surge_run_info run;
+    assert_int_equal(surge_ingest_runs(f->ing, &run, 1, 0), 1);
+    assert_int_equal(run.ranks, 2);
+    assert_int_equal(run.ranks_joined, 2);
+    assert_int_equal(run.ranks_done, 0);
     assert_int_equal(say_bye(f->ing, "a", 3, 0, 4), SURGE_MSG_BYE_ACK);
     assert_int_equal(treply.u.bye_ack.slices, 4);
     assert_int_equal(surge_ingest_active_sims(f->ing), 1);
     assert_int_equal(say_bye(f->ing, "b", 3, 1, 3), SURGE_MSG_BYE_ACK);
     assert_int_equal(treply.u.bye_ack.slices, 3);
     assert_int_equal(surge_ingest_active_sims(f->ing), 0);
+    /* What the byes said the ranks sent: summary.json's slices.sent. */
+    assert_int_equal(c->slices.sent_by_clients, 4 + 3);
     assert_true(surge_ingest_all_done(f->ing));
     assert_int_equal(c->sims.finished, 1);
     assert_int_equal(c->steps.assembled, 3);
@@ -465,6 +516,8 @@ main(void)
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
         T(hello_welcome),
+        T(hello_declares_steps),
+        T(hello_records_output_fields),
         T(hello_wrong_token),
         T(hello_rank_out_of_range),
         T(hello_global_size_differs),
