@@ -13,12 +13,19 @@
 lib_study_env
 command -v pkg-config >/dev/null 2>&1 || skip_all "pkg-config is not installed"
 CC=${SURGE_TEST_CC:-cc}
-P="$tmp/prefix"
+# Staged with DESTDIR, as packagers do: libtool relinks the bindings
+# (libsurge_fortran, libsurge_melissa) against libsurge only for the
+# prefix the build was configured with, so `make install prefix=...`
+# cannot move it. --define-prefix below takes the prefix from where
+# surge.pc lies, as for an install moved after `make install`.
+configured=$(PKG_CONFIG_PATH="$SURGE_BUILDDIR/clients" \
+    pkg-config --variable=prefix surge)
+P="$tmp/dest$configured"
 
 tap_plan 8
 
 timeout 120 make -C "$SURGE_BUILDDIR" install-libLTLIBRARIES \
-    install-surgeincludeHEADERS install-pkgconfigDATA prefix="$P" \
+    install-surgeincludeHEADERS install-pkgconfigDATA DESTDIR="$tmp/dest" \
     >"$tmp/install.log" 2>&1
 check "make install of libsurge, its headers and surge.pc into $P" \
     test $? -eq 0 -a -f "$P/lib/pkgconfig/surge.pc"
