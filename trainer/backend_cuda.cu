@@ -80,8 +80,8 @@ struct cuda_ctx {
 
 /* Record the first failure; later ones are consequences. */
 static void
-fail_at(struct cuda_ctx *c, const char *call, const char *why,
-        const char *file, int line)
+fail_at(struct cuda_ctx *c, const char *call, const char *why, const char *file,
+        int line)
 {
     if (c->failed) {
         return;
@@ -92,8 +92,8 @@ fail_at(struct cuda_ctx *c, const char *call, const char *why,
 }
 
 static int
-cu_check(struct cuda_ctx *c, cudaError_t e, const char *call,
-         const char *file, int line)
+cu_check(struct cuda_ctx *c, cudaError_t e, const char *call, const char *file,
+         int line)
 {
     if (e == cudaSuccess) {
         return 0;
@@ -182,10 +182,12 @@ cuda_create(int threads, int precision, void **out, char *err, size_t errlen)
         rc = CU(c, cudaMalloc, (&c->ws, LT_WORKSPACE));
     }
     if (rc == 0) {
-        rc = CU(c, cudaMalloc, ((void **)&c->part, PART_FLOATS * sizeof(float)));
+        rc =
+            CU(c, cudaMalloc, ((void **)&c->part, PART_FLOATS * sizeof(float)));
     }
     if (rc == 0) {
-        rc = CU(c, cudaMalloc, ((void **)&c->dpart, RED_BLOCKS * sizeof(double)));
+        rc = CU(c, cudaMalloc,
+                ((void **)&c->dpart, RED_BLOCKS * sizeof(double)));
     }
     if (rc == 0) {
         rc = CU(c, cudaMalloc,
@@ -312,8 +314,9 @@ cuda_upload(void *ctx, float *dst, const float *src, size_t n)
     if (n == 0) {
         return 0;
     }
-    int rc = CU(c, cudaMemcpyAsync, (dst, src, n * sizeof(float),
-                                     cudaMemcpyHostToDevice, c->stream));
+    int rc =
+        CU(c, cudaMemcpyAsync,
+           (dst, src, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
     if (rc == 0) {
         rc = CU(c, cudaStreamSynchronize, (c->stream));
     }
@@ -330,8 +333,9 @@ cuda_download(void *ctx, float *dst, const float *src, size_t n)
     if (n == 0) {
         return 0;
     }
-    int rc = CU(c, cudaMemcpyAsync, (dst, src, n * sizeof(float),
-                                     cudaMemcpyDeviceToHost, c->stream));
+    int rc =
+        CU(c, cudaMemcpyAsync,
+           (dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
     if (rc == 0) {
         rc = CU(c, cudaStreamSynchronize, (c->stream));
     }
@@ -348,8 +352,9 @@ cuda_copy(void *ctx, float *dst, const float *src, size_t n)
     if (n == 0 || dst == src) {
         return 0;
     }
-    return CU(c, cudaMemcpyAsync, (dst, src, n * sizeof(float),
-                                   cudaMemcpyDeviceToDevice, c->stream));
+    return CU(
+        c, cudaMemcpyAsync,
+        (dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, c->stream));
 }
 
 static int
@@ -454,15 +459,15 @@ align_of(const void *p)
 
 static struct plan *
 get_plan(struct cuda_ctx *c, int ta, int tb, int m, int n, int k, int lda,
-         int ldb, int ldc, cublasLtEpilogue_t epi, const void *a,
-         const void *b, const void *cm, int quiet)
+         int ldb, int ldc, cublasLtEpilogue_t epi, const void *a, const void *b,
+         const void *cm, int quiet)
 {
     uint32_t al_a = align_of(b), al_b = align_of(a), al_c = align_of(cm);
     for (int i = 0; i < N_PLANS; i++) {
         struct plan *p = &c->plans[i];
-        if (p->used && p->ta == ta && p->tb == tb && p->m == m &&
-            p->n == n && p->k == k && p->lda == lda && p->ldb == ldb &&
-            p->ldc == ldc && p->epi == (int)epi && p->al_a == (int)al_a &&
+        if (p->used && p->ta == ta && p->tb == tb && p->m == m && p->n == n &&
+            p->k == k && p->lda == lda && p->ldb == ldb && p->ldc == ldc &&
+            p->epi == (int)epi && p->al_a == (int)al_a &&
             p->al_b == (int)al_b && p->al_c == (int)al_c) {
             return p;
         }
@@ -482,11 +487,12 @@ get_plan(struct cuda_ctx *c, int ta, int tb, int m, int n, int k, int lda,
     cublasLtMatmulHeuristicResult_t res;
     int nres = 0;
     size_t ws = LT_WORKSPACE;
-    int rc = LT(c, cublasLtMatmulDescCreate, (&p->desc, c->compute, CUDA_R_32F));
+    int rc =
+        LT(c, cublasLtMatmulDescCreate, (&p->desc, c->compute, CUDA_R_32F));
     if (rc == 0) {
-        rc = LT(c, cublasLtMatmulDescSetAttribute,
-                (p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_first,
-                 sizeof op_first));
+        rc = LT(
+            c, cublasLtMatmulDescSetAttribute,
+            (p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof op_first));
     }
     if (rc == 0) {
         rc = LT(c, cublasLtMatmulDescSetAttribute,
@@ -512,9 +518,9 @@ get_plan(struct cuda_ctx *c, int ta, int tb, int m, int n, int k, int lda,
         rc = LT(c, cublasLtMatmulPreferenceCreate, (&pref));
     }
     if (rc == 0) {
-        rc = LT(c, cublasLtMatmulPreferenceSetAttribute,
-                (pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                 sizeof ws));
+        rc = LT(
+            c, cublasLtMatmulPreferenceSetAttribute,
+            (pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
     }
     /* cuBLASLt's first operand is our b, its second our a. */
     if (rc == 0) {
@@ -592,21 +598,20 @@ static int
 run_plan(struct cuda_ctx *c, struct plan *p, float alpha, const float *a,
          const float *b, float beta, float *cm, const float *bias)
 {
-    if (bias != NULL &&
-        LT(c, cublasLtMatmulDescSetAttribute,
-           (p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias)) !=
-            0) {
+    if (bias != NULL && LT(c, cublasLtMatmulDescSetAttribute,
+                           (p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                            sizeof bias)) != 0) {
         return -EIO;
     }
     return LT(c, cublasLtMatmul,
-              (c->lt, p->desc, &alpha, b, p->la, a, p->lb, &beta, cm, p->lc,
-               cm, p->lc, &p->algo, c->ws, LT_WORKSPACE, c->stream));
+              (c->lt, p->desc, &alpha, b, p->la, a, p->lb, &beta, cm, p->lc, cm,
+               p->lc, &p->algo, c->ws, LT_WORKSPACE, c->stream));
 }
 
 static void
-cuda_gemm(void *ctx, int trans_a, int trans_b, int m, int n, int k,
-          float alpha, const float *a, int lda, const float *b, int ldb,
-          float beta, float *cm, int ldc)
+cuda_gemm(void *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,
+          const float *a, int lda, const float *b, int ldb, float beta,
+          float *cm, int ldc)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (c->failed) {
@@ -642,8 +647,8 @@ k_affine(int rows, int cols, const float *x, const float *shift,
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += stride) {
         int j = per_col ? (int)(i % (size_t)cols) : 0;
-        y[i] = inverse ? x[i] * scale[j] + shift[j]
-                       : (x[i] - shift[j]) * scale[j];
+        y[i] =
+            inverse ? x[i] * scale[j] + shift[j] : (x[i] - shift[j]) * scale[j];
     }
 }
 
@@ -912,9 +917,9 @@ cuda_mse_fwd_bwd(void *ctx, int rows, int cols, const float *pred,
     }
     double coef = 2.0 / ((double)rows * (double)cols);
     unsigned grid = rows < MAX_GRID ? (unsigned)rows : MAX_GRID;
-    k_mse_rows<<<grid, THREADS, 0, c->stream>>>(rows, cols, pred, target,
-                                                shift, scale, per_col, weight,
-                                                coef, dpred, row_loss, c->rowl);
+    k_mse_rows<<<grid, THREADS, 0, c->stream>>>(rows, cols, pred, target, shift,
+                                                scale, per_col, weight, coef,
+                                                dpred, row_loss, c->rowl);
     if (LAUNCHED(c, "k_mse_rows") != 0) {
         return;
     }
@@ -1018,14 +1023,14 @@ k_opt_update(const struct surge_step_state *state, float *p, const float *grad,
             float g0 = grad[i];
             s += (double)(g0 * g0);
             if (st.kind == SURGE_OPT_ADAM || st.kind == SURGE_OPT_ADAMW) {
-                float g = st.kind == SURGE_OPT_ADAM ? g0 * gs + wd * p[i]
-                                                    : g0 * gs;
+                float g =
+                    st.kind == SURGE_OPT_ADAM ? g0 * gs + wd * p[i] : g0 * gs;
                 float mi = b1 * m[i] + c1 * g;
                 float vi = b2 * v[i] + c2 * (g * g);
                 m[i] = mi;
                 v[i] = vi;
-                float upd = st.step_size * mi /
-                            (sqrtf(vi) * st.inv_bc2_sqrt + st.eps);
+                float upd =
+                    st.step_size * mi / (sqrtf(vi) * st.inv_bc2_sqrt + st.eps);
                 p[i] = st.kind == SURGE_OPT_ADAM ? p[i] - upd
                                                  : p[i] * st.decay - upd;
             } else {
