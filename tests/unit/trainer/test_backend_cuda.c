@@ -473,8 +473,10 @@ remove_dir(void **state)
     return rmdir(tmpdir) == 0 ? 0 : -1;
 }
 
+/* --probe: print "cuda" and exit 0 when a device answers, else the TAP
+ * skip line (integration scripts use it to decide whether to run). */
 int
-main(void)
+main(int argc, char **argv)
 {
     const struct surge_backend_ops *ops = surge_backend_find("cuda");
     void *ctx = NULL;
@@ -489,6 +491,10 @@ main(void)
         return 0;
     }
     ops->destroy(ctx);
+    if (argc > 1 && strcmp(argv[1], "--probe") == 0) {
+        printf("cuda\n");
+        return 0;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fp32_relu_adam),
         cmocka_unit_test(test_fp32_gelu_adamw),
