@@ -74,6 +74,7 @@ struct cuda_ctx {
     double *rowl;                /* (SURGE_TRAINER_MAX_BATCH) w_i l_i */
     struct plan plans[N_PLANS];  /* cache, filled in order */
     int next_plan;               /* the slot to reuse when full */
+    int no_epilogue;             /* 1: cuBLASLt refused a bias epilogue */
     int failed;                  /* 1 once a call failed */
     char err[384];               /* the first failure */
 };
@@ -99,6 +100,9 @@ cu_check(struct cuda_ctx *c, cudaError_t e, const char *call, const char *file,
         return 0;
     }
     fail_at(c, call, cudaGetErrorString(e), file, line);
+    /* Clear the runtime's last error, so that the next launch check does
+     * not report this failure again under another name. */
+    (void)cudaGetLastError();
     return -EIO;
 }
 
@@ -235,14 +239,21 @@ cuda_destroy(void *ctx)
     free(c);
 }
 
-/* Device memory, zeroed in stream order (the ops that use it come after). */
+/* Device memory, zeroed in stream order (the ops that use it come after).
+ * Running out of device memory is the caller's to handle (NULL), not a
+ * fault of the context: it is not recorded. */
 static void *
 cuda_alloc(void *ctx, size_t bytes)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     size_t size = bytes > 0 ? bytes : 64;
     void *p = NULL;
-    if (CU(c, cudaMalloc, (&p, size)) != 0) {
+    cudaError_t e = cudaMalloc(&p, size);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    if (cu_check(c, e, "cudaMalloc", __FILE__, __LINE__) != 0) {
         return NULL;
     }
     if (CU(c, cudaMemsetAsync, (p, 0, size, c->stream)) != 0) {
@@ -596,13 +607,8 @@ get_plan(struct cuda_ctx *c, int ta, int tb, int m, int n, int k, int lda,
 
 static int
 run_plan(struct cuda_ctx *c, struct plan *p, float alpha, const float *a,
-         const float *b, float beta, float *cm, const float *bias)
+         const float *b, float beta, float *cm)
 {
-    if (bias != NULL && LT(c, cublasLtMatmulDescSetAttribute,
-                           (p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                            sizeof bias)) != 0) {
-        return -EIO;
-    }
     return LT(c, cublasLtMatmul,
               (c->lt, p->desc, &alpha, b, p->la, a, p->lb, &beta, cm, p->lc, cm,
                p->lc, &p->algo, c->ws, LT_WORKSPACE, c->stream));
@@ -620,7 +626,7 @@ cuda_gemm(void *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,
     struct plan *p = get_plan(c, trans_a, trans_b, m, n, k, lda, ldb, ldc,
                               CUBLASLT_EPILOGUE_DEFAULT, a, b, cm, 0);
     if (p != NULL) {
-        (void)run_plan(c, p, alpha, a, b, beta, cm, NULL);
+        (void)run_plan(c, p, alpha, a, b, beta, cm);
     }
 }
 
@@ -718,16 +724,33 @@ cuda_linear_fwd(void *ctx, int act, int rows, int out, int in, const float *x,
     if (c->failed) {
         return;
     }
-    if (act == SURGE_ACT_RELU || act == SURGE_ACT_NONE) {
+    if ((act == SURGE_ACT_RELU || act == SURGE_ACT_NONE) && !c->no_epilogue &&
+        align_of(bias) >= 16) {
         cublasLtEpilogue_t epi = act == SURGE_ACT_RELU
                                      ? CUBLASLT_EPILOGUE_RELU_BIAS
                                      : CUBLASLT_EPILOGUE_BIAS;
-        /* z (rows, out) = x (rows, in) W^T (in, out). */
+        /* a (rows, out) = act(x (rows, in) W^T (in, out) + bias). */
         struct plan *p =
             get_plan(c, 0, 1, rows, out, in, in, in, out, epi, x, w, a, 1);
         if (p != NULL) {
-            (void)run_plan(c, p, 1.0f, x, w, 0.0f, a, bias);
-            return;
+            float one = 1.0f, zero = 0.0f;
+            cublasStatus_t st = cublasLtMatmulDescSetAttribute(
+                p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+            if (st == CUBLAS_STATUS_SUCCESS) {
+                st = cublasLtMatmul(c->lt, p->desc, &one, w, p->la, x, p->lb,
+                                    &zero, a, p->lc, a, p->lc, &p->algo, c->ws,
+                                    LT_WORKSPACE, c->stream);
+            }
+            if (st == CUBLAS_STATUS_SUCCESS) {
+                return;
+            }
+            if (st != CUBLAS_STATUS_NOT_SUPPORTED &&
+                st != CUBLAS_STATUS_INVALID_VALUE) {
+                (void)lt_check(c, st, "cublasLtMatmul", __FILE__, __LINE__);
+                return;
+            }
+            /* Refused before anything was queued: never ask again. */
+            c->no_epilogue = 1;
         }
     }
     cuda_gemm(ctx, 0, 1, rows, out, in, 1.0f, x, in, w, in, 0.0f, z, out);

@@ -359,7 +359,8 @@ int surge_trainer_evaluate(surge_trainer *t, const float *x, const float *y,
 int surge_trainer_predict(surge_trainer *t, const float *x, long rows,
                           float *y);
 
-/* surge_trainer_steps - steps taken so far (restored by checkpoint load). */
+/* surge_trainer_steps - steps taken so far (restored by checkpoint load).
+ * After surge_trainer_step_async: as of the last poll or sync. */
 uint64_t surge_trainer_steps(const surge_trainer *t);
 
 /* surge_trainer_num_params - number of float parameters (weights+biases). */
