@@ -15,8 +15,8 @@
  *   bf16: forward 3e-2, loss 3e-2, gradients 6e-2 (8-bit mantissa inputs)
  * One Adam step moves each weight by about lr * sign(g), so weights are
  * compared by the share of entries whose move differs by more than 5% of
- * lr: below 1% (fp32) or 5% (tf32, bf16); SGD moves compare like
- * gradients.
+ * lr (a gradient whose sign the rounding flipped): below 1% (fp32), 5%
+ * (tf32) or 15% (bf16); SGD moves compare like gradients.
  */
 #include "config.h"
 
@@ -53,7 +53,7 @@ struct tol {
 static const struct tol tols[] = {
     [SURGE_PRECISION_FP32] = {1e-5, 1e-5, 1e-4, 0.01},
     [SURGE_PRECISION_TF32] = {5e-3, 5e-3, 2e-2, 0.05},
-    [SURGE_PRECISION_BF16] = {3e-2, 3e-2, 6e-2, 0.05},
+    [SURGE_PRECISION_BF16] = {3e-2, 3e-2, 6e-2, 0.15},
 };
 
 static char tmpdir[256];
