@@ -638,7 +638,6 @@ queue_step(surge_trainer *t, const float *x, const float *y, const float *w,
     const struct surge_trainer_config *c = &t->cfg;
     struct mlp *m = &t->mlp;
     int rc;
-    t->queued++;
     if (t->ops->unified) {
         step_body(t, x, y, w, rows, row_loss);
         return backend_rc(t, 0);

@@ -48,8 +48,6 @@ struct surge_trainer {
     struct surge_step_report *rep_d; /* the same, device pointer */
     uint64_t seen_seq;               /* rep->seq at the last poll/sync */
     uint64_t seen_skipped;           /* rep->skipped at the last poll/sync */
-    uint64_t queued;                 /* steps queued (taken + skipped + in
-                                        flight) */
     /* CUDA graph of the step body (NULL: none yet or unsupported). */
     void *graph;
     unsigned graph_key; /* rows | weight << 21 | row_loss << 22 */
