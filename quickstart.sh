@@ -68,9 +68,12 @@ configure_build() {
         ./autogen.sh >/dev/null 2>&1 || die "autogen.sh failed"
     fi
     mkdir -p "$dir"
-    if [ ! -f "$dir/Makefile" ]; then
+    # Reconfigure when the flags changed (e.g. --with-cuda added).
+    if [ ! -f "$dir/Makefile" ] ||
+        [ "$(cat "$dir/.quickstart-flags" 2>/dev/null)" != "$*" ]; then
         log "configuring $dir $*"
         (cd "$dir" && "$top/configure" -q "$@") || die "configure failed in $dir"
+        echo "$*" >"$dir/.quickstart-flags"
     fi
     log "building in $dir"
     make -C "$dir" -j"$(nproc)" >/dev/null || die "build failed in $dir"
@@ -106,7 +109,13 @@ demo)
     ;;
 test)
     install_packages "${build_packages[@]}" "${test_packages[@]}"
-    configure_build build
+    # The CUDA backend compiles and links wherever nvcc is installed (its
+    # GPU tests skip without a device); the sanitizer build stays CPU-only.
+    cuda_flags=()
+    if [ -x /usr/local/cuda/bin/nvcc ]; then
+        cuda_flags=(--with-cuda)
+    fi
+    configure_build build "${cuda_flags[@]}"
     configure_build build-asan --enable-sanitizers=address,undefined
     read -r p1 f1 s1 < <(run_suite build)
     log "build: $p1 passed, $f1 failed, $s1 skipped"

@@ -5,3 +5,4 @@ include bench/reservoir/local.mk
 include bench/trainer/local.mk
 include bench/monitoring/local.mk
 include bench/online_offline/local.mk
+include bench/gpu/local.mk

@@ -217,6 +217,8 @@ static const struct key keys[] = {
      NOMAX, NULL},
     {"trainer.backend", T_STR, O(tr_backend), 0, "\"cpu\"", 0, 0, F_NONEMPTY,
      NULL},
+    {"trainer.precision", T_ENUM, O(tr_precision), 0, "\"fp32\"", 0, 0, 0,
+     "fp32|tf32|bf16"},
     {"trainer.max_steps", T_INT, O(tr_max_steps), 0, "0", 0, 0, NOMAX, NULL},
     {"trainer.max_wall_s", T_NUM, O(tr_max_wall_s), 0, "0", 0, 0, NOMAX, NULL},
     {"trainer.steps_after_end", T_INT, O(tr_steps_after_end), 0, "0", 0, 0,
@@ -1100,8 +1102,13 @@ cross_checks(struct parser *p)
         return fail(p, "server.bind: must be a tcp:// or ipc:// endpoint");
     }
     if (strcmp(s->tr_backend, "cpu") != 0 &&
-        strcmp(s->tr_backend, "cuda") != 0) {
-        return fail(p, "trainer.backend: must be one of: cpu, cuda");
+        strcmp(s->tr_backend, "cuda") != 0 &&
+        strcmp(s->tr_backend, "auto") != 0) {
+        return fail(p, "trainer.backend: must be one of: cpu, cuda, auto");
+    }
+    if (strcmp(s->tr_backend, "cpu") == 0 && s->tr_precision != 0) {
+        return fail(p, "trainer.precision: tf32 and bf16 need backend cuda "
+                       "or auto (the cpu backend computes in fp32)");
     }
     if (s->tr_schedule == 1 && s->tr_total_steps <= s->tr_warmup_steps) {
         return fail(p, "trainer.total_steps: must be > warmup_steps with the "

@@ -162,7 +162,8 @@ typedef struct surge_study {
     int64_t tr_seed;
     int tr_out_norm; /* global 0, element 1 */
     int64_t tr_out_norm_samples;
-    char *tr_backend;                /* "cpu" | "cuda" */
+    char *tr_backend;                /* "cpu" | "cuda" | "auto" */
+    int tr_precision;                /* enum surge_trainer_precision */
     int64_t tr_max_steps;            /* 0: no limit */
     double tr_max_wall_s;            /* 0: no limit */
     int64_t tr_steps_after_end;      /* steps once reception has ended */

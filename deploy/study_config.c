@@ -66,6 +66,7 @@ surge_study_trainer_config(const surge_study *s, int n_inputs, int n_outputs,
     cfg->out_norm = s->tr_out_norm;
     cfg->out_norm_samples = (long)s->tr_out_norm_samples;
     snprintf(cfg->backend, sizeof cfg->backend, "%s", s->tr_backend);
+    cfg->precision = s->tr_precision;
 }
 
 int

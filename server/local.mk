@@ -52,6 +52,9 @@ EXTRA_DIST += tests/integration/server_faults.sh \
 # PyTorch, surge serve --resume): server/train.c, trainer/predict.c.
 TESTS += tests/integration/train_serve.sh
 EXTRA_DIST += tests/integration/train_serve.sh
+# The same on the GPU, resumed on the CPU (skips without a device).
+TESTS += tests/integration/train_cuda.sh
+EXTRA_DIST += tests/integration/train_cuda.sh
 
 # Monitoring (HTTP, metrics, dashboard, surge top): server/monitor.mk.
 include %reldir%/monitor.mk

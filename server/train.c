@@ -1065,6 +1065,10 @@ consume(struct loop *L, int n)
         return 0;
     }
     if (rc < 0) {
+        /* A backend failure names its call, file and line. */
+        const char *why = surge_trainer_error(L->t);
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "training step failed: %s",
+                  why != NULL ? why : surge_strerror(rc));
         return rc;
     }
     if (L->prio && !L->tail_phase) {

@@ -22,8 +22,11 @@
 #include <string.h>
 #include <cblas.h>
 
+#include <surge/error.h>
+
 #include "common/util.h"
 #include "trainer/backend.h"
+#include "trainer/opt_scalars.h"
 #include "trainer/trainer.h"
 
 #define HUGE_PAGE ((size_t)2 << 20)
@@ -33,8 +36,15 @@ struct cpu_ctx {
 };
 
 static int
-cpu_create(int threads, void **ctx)
+cpu_create(int threads, int precision, void **ctx, char *err, size_t errlen)
 {
+    if (precision != SURGE_PRECISION_FP32) {
+        surge_set_err(err, errlen,
+                      "trainer.precision: the cpu backend computes in fp32 "
+                      "only (got %s)",
+                      surge_trainer_precision_name(precision));
+        return SURGE_ECONFIG;
+    }
     struct cpu_ctx *c = calloc(1, sizeof *c);
     if (c == NULL) {
         return -ENOMEM;
@@ -94,6 +104,35 @@ cpu_copy(void *ctx, float *dst, const float *src, size_t n)
         memcpy(dst, src, n * sizeof *dst);
     }
     return 0;
+}
+
+static void *
+cpu_mapped_alloc(void *ctx, size_t bytes, void **dev)
+{
+    void *p = cpu_alloc(ctx, bytes);
+    *dev = p;
+    return p;
+}
+
+static int
+cpu_sync(void *ctx)
+{
+    (void)ctx;
+    return 0;
+}
+
+static const char *
+cpu_error(void *ctx)
+{
+    (void)ctx;
+    return NULL;
+}
+
+static void *
+cpu_stream(void *ctx)
+{
+    (void)ctx;
+    return NULL;
 }
 
 static void
@@ -232,11 +271,11 @@ cpu_act_bwd(void *ctx, int act, int rows, int cols, const float *z,
     }
 }
 
-static double
+static void
 cpu_mse_fwd_bwd(void *ctx, int rows, int cols, const float *pred,
                 const float *target, const float *shift, const float *scale,
                 int per_col, const float *weight, float *dpred, float *db,
-                float *row_loss)
+                float *row_loss, double *loss)
 {
     (void)ctx;
     double total = 0.0;
@@ -277,15 +316,15 @@ cpu_mse_fwd_bwd(void *ctx, int rows, int cols, const float *pred,
         }
         total += (double)w * l;
     }
-    return total / (double)rows;
+    *loss = total / (double)rows;
 }
 
 /* Blocks keep float partial sums short (accuracy) and the inner loop free
  * of double conversions (speed). */
 #define SUM_BLOCK 4096
 
-static double
-cpu_sumsq(void *ctx, const float *x, size_t n)
+static void
+cpu_sumsq(void *ctx, const float *x, size_t n, double *acc)
 {
     (void)ctx;
     double total = 0.0;
@@ -298,17 +337,33 @@ cpu_sumsq(void *ctx, const float *x, size_t n)
         }
         total += s;
     }
-    return total;
+    *acc += total;
+}
+
+static void
+cpu_opt_scalars(void *ctx, const struct surge_opt_config *c,
+                struct surge_step_state *st, int phase,
+                struct surge_step_report *rep)
+{
+    (void)ctx;
+    surge_opt_scalars_run(c, st, phase, rep);
+    if (phase == SURGE_OPT_END) {
+        rep->seq = st->step + st->skipped;
+    }
 }
 
 /* The fused optimizer pass. Each kind is its own branch-free loop over a
  * block; the gradient's squared norm rides along for free. */
-static double
-cpu_opt_update(void *ctx, const struct surge_opt_step *st, float *restrict p,
-               const float *restrict grad, float *restrict m, float *restrict v,
-               size_t n)
+static void
+cpu_opt_update(void *ctx, const struct surge_step_state *state,
+               float *restrict p, const float *restrict grad, float *restrict m,
+               float *restrict v, size_t n, double *acc)
 {
     (void)ctx;
+    if (state->skip) {
+        return;
+    }
+    const struct surge_opt_step *st = &state->s;
     const float gs = st->grad_scale;
     const float wd = st->weight_decay;
     const float b1 = st->beta1, c1 = 1.0f - st->beta1;
@@ -373,7 +428,9 @@ cpu_opt_update(void *ctx, const struct surge_opt_step *st, float *restrict p,
         }
         total += s;
     }
-    return total;
+    if (acc != NULL) {
+        *acc += total;
+    }
 }
 
 const struct surge_backend_ops surge_backend_cpu = {
@@ -385,22 +442,37 @@ const struct surge_backend_ops surge_backend_cpu = {
     .free = cpu_free,
     .host_alloc = cpu_alloc,
     .host_free = cpu_free,
+    .mapped_alloc = cpu_mapped_alloc,
     .upload = cpu_copy,
     .download = cpu_copy,
+    .copy = cpu_copy,
+    .sync = cpu_sync,
+    .error = cpu_error,
+    .stream = cpu_stream,
     .gemm = cpu_gemm,
+    .linear_fwd = NULL,
     .affine = cpu_affine,
     .bias_act_fwd = cpu_bias_act_fwd,
     .act_bwd = cpu_act_bwd,
     .mse_fwd_bwd = cpu_mse_fwd_bwd,
     .sumsq = cpu_sumsq,
+    .opt_scalars = cpu_opt_scalars,
     .opt_update = cpu_opt_update,
 };
 
 const struct surge_backend_ops *
 surge_backend_find(const char *name)
 {
-    if (name != NULL && strcmp(name, "cpu") == 0) {
+    if (name == NULL) {
+        return NULL;
+    }
+    if (strcmp(name, "cpu") == 0) {
         return &surge_backend_cpu;
     }
+#ifdef HAVE_CUDA
+    if (strcmp(name, "cuda") == 0) {
+        return &surge_backend_cuda;
+    }
+#endif
     return NULL;
 }

@@ -23,6 +23,7 @@ static const char *const activation_names[] = {"relu", "gelu", "tanh"};
 static const char *const optimizer_names[] = {"adam", "adamw", "sgd"};
 static const char *const schedule_names[] = {"constant", "cosine", "step"};
 static const char *const out_norm_names[] = {"global", "element"};
+static const char *const precision_names[] = {"fp32", "tf32", "bf16"};
 
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -62,6 +63,18 @@ int
 surge_trainer_schedule_parse(const char *name)
 {
     return parse_name(schedule_names, N_OF(schedule_names), name);
+}
+
+int
+surge_trainer_precision_parse(const char *name)
+{
+    return parse_name(precision_names, N_OF(precision_names), name);
+}
+
+const char *
+surge_trainer_precision_name(int precision)
+{
+    return name_of(precision_names, N_OF(precision_names), precision);
 }
 
 const char *
@@ -111,6 +124,7 @@ surge_trainer_config_defaults(struct surge_trainer_config *cfg)
     cfg->out_norm = SURGE_OUTNORM_GLOBAL;
     cfg->out_norm_samples = 1000;
     snprintf(cfg->backend, sizeof cfg->backend, "%s", "cpu");
+    cfg->precision = SURGE_PRECISION_FP32;
 }
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -268,11 +282,34 @@ surge_trainer_config_validate(const struct surge_trainer_config *c, char *err,
                     "trainer.out_norm_samples: must be >= 1 (got %ld)",
                     c->out_norm_samples);
     }
-    if (memchr(c->backend, '\0', sizeof c->backend) == NULL ||
+    if (c->precision < 0 || c->precision >= N_OF(precision_names)) {
+        return fail(err, errlen, "trainer.precision: unknown value %d",
+                    c->precision);
+    }
+    if (memchr(c->backend, '\0', sizeof c->backend) == NULL) {
+        return fail(err, errlen, "trainer.backend: not a string");
+    }
+    if (strcmp(c->backend, "auto") == 0) {
+        return 0;
+    }
+    if (strcmp(c->backend, "cuda") == 0 &&
         surge_backend_find(c->backend) == NULL) {
         return fail(err, errlen,
-                    "trainer.backend: unknown '%.*s' (available: cpu)",
-                    (int)strnlen(c->backend, sizeof c->backend), c->backend);
+                    "trainer.backend: cuda: this build has no CUDA backend "
+                    "(configure --with-cuda), use cpu or auto");
+    }
+    if (surge_backend_find(c->backend) == NULL) {
+        return fail(err, errlen,
+                    "trainer.backend: unknown '%s' (expected cpu, cuda or "
+                    "auto)",
+                    c->backend);
+    }
+    if (strcmp(c->backend, "cpu") == 0 &&
+        c->precision != SURGE_PRECISION_FP32) {
+        return fail(err, errlen,
+                    "trainer.precision: %s needs backend cuda or auto (the "
+                    "cpu backend computes in fp32)",
+                    surge_trainer_precision_name(c->precision));
     }
     return 0;
 }
@@ -315,6 +352,8 @@ static const struct key_spec keys[] = {
     {"out_norm", K_NAME, OFF(out_norm), out_norm_names, N_OF(out_norm_names)},
     {"out_norm_samples", K_LONG, OFF(out_norm_samples), NULL, 0},
     {"backend", K_STRING, OFF(backend), NULL, 0},
+    {"precision", K_NAME, OFF(precision), precision_names,
+     N_OF(precision_names)},
 };
 
 static void

@@ -237,9 +237,15 @@ mlp_forward(struct mlp *m, const float *xn, int rows)
     for (int k = 0; k <= last; k++) {
         int act = k == last ? SURGE_ACT_NONE : m->act;
         float *z = m->z[k] != NULL ? m->z[k] : m->a[k];
-        mlp_linear_forward(m, k, in, rows, z);
-        m->ops->bias_act_fwd(m->ctx, act, rows, m->lin[k].out, m->lin[k].b, z,
-                             m->a[k]);
+        const struct mlp_linear *l = &m->lin[k];
+        if (m->ops->linear_fwd != NULL) {
+            /* The backend fuses product, bias and activation. */
+            m->ops->linear_fwd(m->ctx, act, rows, l->out, l->in, in, l->w, l->b,
+                               z, m->a[k]);
+        } else {
+            mlp_linear_forward(m, k, in, rows, z);
+            m->ops->bias_act_fwd(m->ctx, act, rows, l->out, l->b, z, m->a[k]);
+        }
         in = m->a[k];
     }
 }

@@ -229,6 +229,11 @@ host_view(surge_trainer *t, const float **params, const float **m,
 {
     size_t np = t->mlp.n_params;
     *tmp = NULL;
+    /* Queued steps first: the step counter and the weights must agree. */
+    int rc = surge_trainer_sync(t, NULL);
+    if (rc < 0 && rc != SURGE_ESTATE) {
+        return rc;
+    }
     if (t->ops->unified) {
         *params = t->mlp.params;
         *m = t->opt_m;
@@ -239,7 +244,7 @@ host_view(surge_trainer *t, const float **params, const float **m,
     if (h == NULL) {
         return -ENOMEM;
     }
-    int rc = t->ops->download(t->ctx, h, t->mlp.params, np);
+    rc = t->ops->download(t->ctx, h, t->mlp.params, np);
     if (rc == 0) {
         rc = t->ops->download(t->ctx, h + np, t->opt_m, np);
     }
@@ -672,7 +677,9 @@ surge_trainer_checkpoint_load(surge_trainer *t, const char *path, void **extra,
         }
     }
     if (rc == 0) {
-        t->step = info.steps;
+        rc = trainer_set_step(t, info.steps);
+    }
+    if (rc == 0) {
         t->out_frozen = (int)frozen;
         t->out_seen = (long)seen;
         rc = trainer_norm_sync(t);
@@ -806,7 +813,7 @@ surge_model_load(const char *path, surge_model **out, char *err, size_t errlen)
                       st_count_tensors(&f), m->info.n_layers + 1);
         goto fail_norm;
     }
-    rc = ops->create(0, &m->ctx);
+    rc = ops->create(0, SURGE_PRECISION_FP32, &m->ctx, NULL, 0);
     if (rc != 0) {
         surge_set_err(err, errlen, "%s: backend failed", path);
         goto fail_norm;

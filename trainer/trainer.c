@@ -24,28 +24,39 @@
 #include <surge/error.h>
 
 #include "common/log.h"
+#include "common/util.h"
+#include "trainer/opt_scalars.h"
 #include "trainer/trainer_internal.h"
 
 #define COMPONENT "trainer"
 
+static void
+opt_config_from(const struct surge_trainer_config *c,
+                struct surge_opt_config *o)
+{
+    memset(o, 0, sizeof *o);
+    o->kind = c->optimizer;
+    o->schedule = c->schedule;
+    o->lr = c->lr;
+    o->min_lr = c->min_lr;
+    o->gamma = c->gamma;
+    o->beta1 = c->beta1;
+    o->beta2 = c->beta2;
+    o->eps = c->eps;
+    o->weight_decay = c->weight_decay;
+    o->momentum = c->momentum;
+    o->grad_clip = c->grad_clip;
+    o->warmup_steps = c->warmup_steps;
+    o->total_steps = c->total_steps;
+    o->step_size = c->step_size;
+}
+
 double
 trainer_lr_at(const struct surge_trainer_config *c, uint64_t s)
 {
-    if (c->warmup_steps > 0 && s < (uint64_t)c->warmup_steps) {
-        return c->lr * (double)(s + 1) / (double)c->warmup_steps;
-    }
-    double u = (double)(s - (uint64_t)c->warmup_steps);
-    switch (c->schedule) {
-    case SURGE_SCHED_COSINE: {
-        double horizon = (double)(c->total_steps - c->warmup_steps);
-        double x = u < horizon ? u / horizon : 1.0;
-        return c->min_lr + (c->lr - c->min_lr) * 0.5 * (1.0 + cos(M_PI * x));
-    }
-    case SURGE_SCHED_STEP:
-        return c->lr * pow(c->gamma, floor(u / (double)c->step_size));
-    default:
-        return c->lr;
-    }
+    struct surge_opt_config o;
+    opt_config_from(c, &o);
+    return surge_opt_lr_at(&o, s);
 }
 
 int
@@ -124,6 +135,14 @@ release(surge_trainer *t)
     size_t nout = (size_t)t->cfg.batch_size * (size_t)t->cfg.n_outputs;
     size_t nstate =
         (t->cfg.optimizer != SURGE_OPT_SGD ? 2 : 1) * t->mlp.n_params;
+    if (t->graph != NULL) {
+        t->ops->graph_free(t->ctx, t->graph);
+        t->graph = NULL;
+    }
+    if (t->rep != NULL) {
+        t->ops->host_free(t->ctx, t->rep, sizeof *t->rep);
+    }
+    t->ops->free(t->ctx, t->st_d, sizeof *t->st_d);
     if (!t->ops->unified) {
         t->ops->free(t->ctx, t->norm_dev, nnorm * sizeof(float));
         t->ops->host_free(t->ctx, t->host_out, nout * sizeof(float));
@@ -142,6 +161,49 @@ set_err(char *err, size_t errlen, const char *msg)
     }
 }
 
+/* Resolve cfg->backend ("auto": cuda when it starts, else cpu with one log
+ * line) and create its context. Records the backend chosen in t->cfg. */
+static int
+open_backend(surge_trainer *t, char *err, size_t errlen)
+{
+    struct surge_trainer_config *c = &t->cfg;
+    char why[256] = "";
+    int rc;
+    if (strcmp(c->backend, "auto") == 0) {
+        const struct surge_backend_ops *cuda = surge_backend_find("cuda");
+        if (cuda != NULL) {
+            rc = cuda->create(c->threads, c->precision, &t->ctx, why,
+                              sizeof why);
+            if (rc == 0) {
+                t->ops = cuda;
+                snprintf(c->backend, sizeof c->backend, "%s", "cuda");
+                return 0;
+            }
+        } else {
+            snprintf(why, sizeof why, "%s",
+                     "this build has no CUDA backend (configure --with-cuda)");
+        }
+        SURGE_LOG(
+            SURGE_LOG_INFO, COMPONENT, "backend auto: using cpu (%s)%s", why,
+            c->precision != SURGE_PRECISION_FP32 ? "; precision fp32" : "");
+        snprintf(c->backend, sizeof c->backend, "%s", "cpu");
+        c->precision = SURGE_PRECISION_FP32;
+    }
+    t->ops = surge_backend_find(c->backend);
+    if (t->ops == NULL) {
+        surge_set_err(err, errlen, "trainer.backend: '%s' is not available",
+                      c->backend);
+        return SURGE_ECONFIG;
+    }
+    rc = t->ops->create(c->threads, c->precision, &t->ctx, why, sizeof why);
+    if (rc != 0) {
+        surge_set_err(err, errlen, "trainer.backend: %s: %s", c->backend,
+                      why[0] != '\0' ? why : "the backend failed to start");
+        return rc;
+    }
+    return 0;
+}
+
 int
 surge_trainer_create(const struct surge_trainer_config *cfg,
                      surge_trainer **out, char *err, size_t errlen)
@@ -156,12 +218,11 @@ surge_trainer_create(const struct surge_trainer_config *cfg,
         return -ENOMEM;
     }
     t->cfg = *cfg;
-    t->ops = surge_backend_find(cfg->backend);
-    rc = t->ops->create(cfg->threads, &t->ctx);
+    rc = open_backend(t, err, errlen);
     if (rc != 0) {
-        set_err(err, errlen, "trainer: the backend failed to start");
         goto fail_free;
     }
+    opt_config_from(&t->cfg, &t->opt);
     rc = mlp_init(&t->mlp, t->ops, t->ctx, cfg->n_inputs, cfg->n_outputs,
                   cfg->n_layers, cfg->layers, cfg->activation, cfg->batch_size);
     if (rc != 0) {
@@ -178,6 +239,15 @@ surge_trainer_create(const struct surge_trainer_config *cfg,
     }
     t->opt_m = t->opt_state;
     t->opt_v = adam ? t->opt_state + np : NULL;
+    t->st_d = t->ops->alloc(t->ctx, sizeof *t->st_d);
+    void *rep_d = NULL;
+    t->rep = t->ops->mapped_alloc(t->ctx, sizeof *t->rep, &rep_d);
+    t->rep_d = rep_d;
+    if (t->st_d == NULL || t->rep == NULL) {
+        rc = -ENOMEM;
+        set_err(err, errlen, "trainer: out of memory for the step state");
+        goto fail_norm;
+    }
 
     int nin = cfg->n_inputs;
     t->out_n = cfg->out_norm == SURGE_OUTNORM_GLOBAL ? 1 : cfg->n_outputs;
@@ -229,15 +299,24 @@ surge_trainer_create(const struct surge_trainer_config *cfg,
         rc = mlp_init_weights(&t->mlp, cfg->seed, tmp);
         free(tmp);
     }
+    if (rc == 0) {
+        rc = t->ops->sync(t->ctx);
+    }
     if (rc != 0) {
-        set_err(err, errlen, "trainer: initialisation failed");
+        if (t->ops->error(t->ctx) != NULL) {
+            surge_set_err(err, errlen, "trainer: backend %s: %s", t->ops->name,
+                          t->ops->error(t->ctx));
+        } else {
+            set_err(err, errlen, "trainer: initialisation failed");
+        }
         goto fail_norm;
     }
     SURGE_LOG(SURGE_LOG_DEBUG, COMPONENT,
               "created: %d -> %d hidden layers -> %d, %zu parameters, %s, "
-              "backend %s",
+              "backend %s, precision %s",
               cfg->n_inputs, cfg->n_layers, cfg->n_outputs, np,
-              surge_trainer_optimizer_name(cfg->optimizer), t->ops->name);
+              surge_trainer_optimizer_name(cfg->optimizer), t->ops->name,
+              surge_trainer_precision_name(t->cfg.precision));
     *out = t;
     return 0;
 
@@ -391,26 +470,354 @@ surge_trainer_set_output_norm(surge_trainer *t, const float *mean,
 
 /* The optimizer update of one layer, called by mlp_backward as soon as
  * that layer's gradients are final. */
-struct layer_update {
-    surge_trainer *t;
-    const struct surge_opt_step *s;
-    double sumsq; /* squared gradient norm, summed over layers */
-};
-
 static void
 update_layer(void *arg, int k)
 {
-    struct layer_update *u = arg;
-    surge_trainer *t = u->t;
+    surge_trainer *t = arg;
     const struct mlp_linear *l = &t->mlp.lin[k];
     size_t off = l->offset;
     size_t n = (size_t)l->out * (size_t)l->in + (size_t)l->out;
-    u->sumsq += t->ops->opt_update(t->ctx, u->s, t->mlp.params + off,
-                                   t->mlp.grads + off, t->opt_m + off,
-                                   t->opt_v != NULL ? t->opt_v + off : NULL, n);
+    t->ops->opt_update(t->ctx, t->st_d, t->mlp.params + off, t->mlp.grads + off,
+                       t->opt_m + off, t->opt_v != NULL ? t->opt_v + off : NULL,
+                       n, &t->st_d->sumsq);
 }
 
-/* Normalise rows of x into the mlp's xn (uploading first when needed). */
+/* The error of a failed backend as the trainer's return code. */
+static int
+backend_rc(surge_trainer *t, int rc)
+{
+    if (t->ops->error(t->ctx) != NULL) {
+        return -EIO;
+    }
+    return rc;
+}
+
+/* The body of a step, queued on the backend: every pointer is fixed for a
+ * given (rows, weight, row_loss) on a non-unified backend (the stage
+ * buffers), so the same body can be captured once and replayed. x, y, w
+ * are backend memory; rl the per-row losses or NULL. */
+static void
+step_body(surge_trainer *t, const float *x, const float *y, const float *w,
+          int rows, float *rl)
+{
+    const struct surge_backend_ops *ops = t->ops;
+    struct mlp *m = &t->mlp;
+    int last = m->n_linear - 1;
+    ops->affine(t->ctx, rows, t->cfg.n_inputs, x, t->in_mean_d, t->in_scale_d,
+                1, 0, m->xn);
+    mlp_forward(m, m->xn, rows);
+    ops->mse_fwd_bwd(t->ctx, rows, t->cfg.n_outputs, m->a[last], y,
+                     t->out_mean_d, t->out_inv_d, t->out_n > 1, w, m->a[last],
+                     m->lin[last].db, rl, &t->st_d->loss);
+    ops->opt_scalars(t->ctx, &t->opt, t->st_d, SURGE_OPT_BEGIN, t->rep_d);
+    if (t->cfg.grad_clip > 0.0) {
+        /* The clip factor needs every gradient first: backward, one read
+         * pass for the norm, then one update pass over all parameters. */
+        mlp_backward(m, m->xn, rows, NULL, NULL);
+        ops->sumsq(t->ctx, m->grads, m->n_params, &t->st_d->sumsq);
+        ops->opt_scalars(t->ctx, &t->opt, t->st_d, SURGE_OPT_CLIP, t->rep_d);
+        ops->opt_update(t->ctx, t->st_d, m->params, m->grads, t->opt_m,
+                        t->opt_v, m->n_params, NULL);
+    } else {
+        /* Without clipping each layer is updated as soon as its gradient
+         * is final, while gradient and weights are still in cache. */
+        mlp_backward(m, m->xn, rows, update_layer, t);
+    }
+    ops->opt_scalars(t->ctx, &t->opt, t->st_d, SURGE_OPT_END, t->rep_d);
+}
+
+/* Run the step body on the stage buffers of a non-unified backend: from
+ * the captured graph when the backend has graphs (captured on first use
+ * and whenever rows or the optional buffers change), else eagerly. */
+static int
+run_staged(surge_trainer *t, int rows, int has_w, int has_rl)
+{
+    const struct surge_backend_ops *ops = t->ops;
+    struct mlp *m = &t->mlp;
+    const float *w = has_w ? m->stage_w : NULL;
+    float *rl = has_rl ? m->row_loss : NULL;
+    unsigned key =
+        (unsigned)rows | (unsigned)has_w << 21 | (unsigned)has_rl << 22;
+    if (ops->graph_begin == NULL || t->graph_off) {
+        step_body(t, m->stage_x, m->stage_y, w, rows, rl);
+        return backend_rc(t, 0);
+    }
+    if (t->graph == NULL || t->graph_key != key) {
+        if (t->graph != NULL) {
+            ops->graph_free(t->ctx, t->graph);
+            t->graph = NULL;
+        }
+        int rc = ops->graph_begin(t->ctx);
+        if (rc == 0) {
+            step_body(t, m->stage_x, m->stage_y, w, rows, rl);
+            rc = ops->graph_end(t->ctx, &t->graph);
+        }
+        if (rc != 0) {
+            /* A capture failure leaves the context usable: run eagerly
+             * from now on (a real device fault shows up there). */
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "capturing the step in a CUDA graph failed; steps "
+                      "run eagerly");
+            t->graph = NULL;
+            t->graph_off = 1;
+            step_body(t, m->stage_x, m->stage_y, w, rows, rl);
+            return backend_rc(t, 0);
+        }
+        t->graph_key = key;
+    }
+    return backend_rc(t, ops->graph_launch(t->ctx, t->graph));
+}
+
+/* Freeze the output statistics before the first step (trainer.h). y is
+ * host memory. */
+static int
+freeze_before_step(surge_trainer *t, const float *y, int rows)
+{
+    if (t->out_frozen) {
+        return 0;
+    }
+    if (t->out_seen == 0) {
+        int rc = surge_trainer_observe_outputs(t, y, rows);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    surge_trainer_freeze_outputs(t);
+    return backend_rc(t, 0);
+}
+
+/* Read the published report (consistent snapshot: seq before and after)
+ * and fold it into t->step. Returns 1 when steps finished since the last
+ * read, 0 when none, SURGE_ESTATE when one of them was skipped. */
+static int
+read_report(surge_trainer *t, struct surge_trainer_step_info *info)
+{
+    struct surge_step_report r;
+    const volatile struct surge_step_report *v = t->rep;
+    for (;;) {
+        uint64_t s0 = v->seq;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        r.step = v->step;
+        r.skipped = v->skipped;
+        r.loss = v->loss;
+        r.grad_norm = v->grad_norm;
+        r.lr = v->lr;
+        r.last_skipped = v->last_skipped;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (v->seq == s0) {
+            r.seq = s0;
+            break;
+        }
+    }
+    int rc = r.seq != t->seen_seq ? 1 : 0;
+    if (r.skipped != t->seen_skipped) {
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                  "step %llu: %llu step(s) skipped: loss or gradient norm "
+                  "not finite",
+                  (unsigned long long)r.step + 1,
+                  (unsigned long long)(r.skipped - t->seen_skipped));
+        rc = SURGE_ESTATE;
+    }
+    t->seen_seq = r.seq;
+    t->seen_skipped = r.skipped;
+    t->step = r.step;
+    if (info != NULL) {
+        info->loss = r.loss;
+        info->grad_norm = r.grad_norm;
+        info->lr = r.lr;
+        info->step = r.step;
+    }
+    return rc;
+}
+
+/* Queue a step: stage the batch (non-unified) and run the body. */
+static int
+queue_step(surge_trainer *t, const float *x, const float *y, const float *w,
+           int rows, float *row_loss, int device)
+{
+    const struct surge_trainer_config *c = &t->cfg;
+    struct mlp *m = &t->mlp;
+    int rc;
+    if (t->ops->unified) {
+        step_body(t, x, y, w, rows, row_loss);
+        return backend_rc(t, 0);
+    }
+    size_t nx = (size_t)rows * (size_t)c->n_inputs;
+    size_t ny = (size_t)rows * (size_t)c->n_outputs;
+    if (device) {
+        rc = t->ops->copy(t->ctx, m->stage_x, x, nx);
+        if (rc == 0) {
+            rc = t->ops->copy(t->ctx, m->stage_y, y, ny);
+        }
+        if (rc == 0 && w != NULL) {
+            rc = t->ops->copy(t->ctx, m->stage_w, w, (size_t)rows);
+        }
+    } else {
+        rc = t->ops->upload(t->ctx, m->stage_x, x, nx);
+        if (rc == 0) {
+            rc = t->ops->upload(t->ctx, m->stage_y, y, ny);
+        }
+        if (rc == 0 && w != NULL) {
+            rc = t->ops->upload(t->ctx, m->stage_w, w, (size_t)rows);
+        }
+    }
+    if (rc == 0) {
+        rc = run_staged(t, rows, w != NULL, row_loss != NULL);
+    }
+    if (rc == 0 && row_loss != NULL && device) {
+        rc = t->ops->copy(t->ctx, row_loss, m->row_loss, (size_t)rows);
+    }
+    return backend_rc(t, rc);
+}
+
+int
+surge_trainer_step(surge_trainer *t, const float *x, const float *y,
+                   const float *weight, int rows, float *row_loss,
+                   struct surge_trainer_step_info *info)
+{
+    if (x == NULL || y == NULL || rows < 1 || rows > t->cfg.batch_size) {
+        return -EINVAL;
+    }
+    int rc = freeze_before_step(t, y, rows);
+    if (rc == 0) {
+        rc = queue_step(t, x, y, weight, rows, row_loss, 0);
+    }
+    if (rc == 0 && row_loss != NULL && !t->ops->unified) {
+        rc = t->ops->download(t->ctx, row_loss, t->mlp.row_loss, (size_t)rows);
+    }
+    if (rc == 0) {
+        rc = t->ops->sync(t->ctx);
+    }
+    if (rc != 0) {
+        return backend_rc(t, rc);
+    }
+    rc = read_report(t, info);
+    return rc == 1 ? 0 : rc;
+}
+
+int
+surge_trainer_step_async(surge_trainer *t, const float *x, const float *y,
+                         const float *weight, int rows, float *row_loss,
+                         unsigned flags)
+{
+    if (x == NULL || y == NULL || rows < 1 || rows > t->cfg.batch_size ||
+        (flags & ~SURGE_TRAINER_BATCH_DEVICE) != 0) {
+        return -EINVAL;
+    }
+    int device = (flags & SURGE_TRAINER_BATCH_DEVICE) != 0;
+    int rc = 0;
+    if (!t->out_frozen) {
+        const float *yh = y;
+        if (device && !t->ops->unified) {
+            rc = t->ops->download(t->ctx, t->host_out, y,
+                                  (size_t)rows * (size_t)t->cfg.n_outputs);
+            yh = t->host_out;
+        }
+        if (rc == 0) {
+            rc = freeze_before_step(t, yh, rows);
+        }
+        if (rc != 0) {
+            return backend_rc(t, rc);
+        }
+    }
+    if (!device && row_loss != NULL && !t->ops->unified) {
+        /* Host row losses need the step finished: the synchronous path. */
+        rc = queue_step(t, x, y, weight, rows, row_loss, 0);
+        if (rc == 0) {
+            rc = t->ops->download(t->ctx, row_loss, t->mlp.row_loss,
+                                  (size_t)rows);
+        }
+        return backend_rc(t, rc);
+    }
+    return queue_step(t, x, y, weight, rows, row_loss, device);
+}
+
+int
+surge_trainer_poll(surge_trainer *t, struct surge_trainer_step_info *info)
+{
+    if (t->ops->error(t->ctx) != NULL) {
+        return -EIO;
+    }
+    return read_report(t, info);
+}
+
+int
+surge_trainer_sync(surge_trainer *t, struct surge_trainer_step_info *info)
+{
+    int rc = t->ops->sync(t->ctx);
+    if (rc != 0) {
+        return backend_rc(t, rc);
+    }
+    rc = read_report(t, info);
+    return rc == 1 ? 0 : rc;
+}
+
+int
+trainer_set_step(surge_trainer *t, uint64_t step)
+{
+    int rc = t->ops->sync(t->ctx);
+    if (rc != 0) {
+        return backend_rc(t, rc);
+    }
+    (void)read_report(t, NULL);
+    /* Only the counter changes: upload the state with it replaced. The
+     * struct is a whole number of floats (static assertion below). */
+    struct surge_step_state st;
+    rc = t->ops->download(t->ctx, (float *)(void *)&st,
+                          (const float *)(const void *)t->st_d,
+                          sizeof st / sizeof(float));
+    if (rc == 0) {
+        st.step = step;
+        rc = t->ops->upload(t->ctx, (float *)(void *)t->st_d,
+                            (const float *)(const void *)&st,
+                            sizeof st / sizeof(float));
+    }
+    if (rc == 0) {
+        rc = t->ops->sync(t->ctx);
+    }
+    if (rc != 0) {
+        return backend_rc(t, rc);
+    }
+    t->step = step;
+    t->rep->step = step;
+    return 0;
+}
+
+_Static_assert(sizeof(struct surge_step_state) % sizeof(float) == 0,
+               "the step state is copied as floats");
+
+const char *
+surge_trainer_error(const surge_trainer *t)
+{
+    return t->ops->error(t->ctx);
+}
+
+const char *
+surge_trainer_backend(const surge_trainer *t)
+{
+    return t->ops->name;
+}
+
+void *
+surge_trainer_stream(surge_trainer *t)
+{
+    return t->ops->stream(t->ctx);
+}
+
+void *
+surge_trainer_device_alloc(surge_trainer *t, size_t bytes)
+{
+    return t->ops->alloc(t->ctx, bytes);
+}
+
+void
+surge_trainer_device_free(surge_trainer *t, void *p, size_t bytes)
+{
+    t->ops->free(t->ctx, p, bytes);
+}
+
+/* Normalise rows of x (host memory) into the mlp's xn, uploading first
+ * when needed. */
 static int
 load_inputs(surge_trainer *t, const float *x, int rows)
 {
@@ -419,121 +826,12 @@ load_inputs(surge_trainer *t, const float *x, int rows)
     if (!t->ops->unified) {
         int rc = t->ops->upload(t->ctx, t->mlp.stage_x, x, n);
         if (rc != 0) {
-            return rc;
+            return backend_rc(t, rc);
         }
         src = t->mlp.stage_x;
     }
     t->ops->affine(t->ctx, rows, t->cfg.n_inputs, src, t->in_mean_d,
                    t->in_scale_d, 1, 0, t->mlp.xn);
-    return 0;
-}
-
-int
-surge_trainer_step(surge_trainer *t, const float *x, const float *y,
-                   const float *weight, int rows, float *row_loss,
-                   struct surge_trainer_step_info *info)
-{
-    const struct surge_trainer_config *c = &t->cfg;
-    struct mlp *m = &t->mlp;
-    if (x == NULL || y == NULL || rows < 1 || rows > c->batch_size) {
-        return -EINVAL;
-    }
-    if (!t->out_frozen) {
-        if (t->out_seen == 0) {
-            int rc = surge_trainer_observe_outputs(t, y, rows);
-            if (rc < 0) {
-                return rc;
-            }
-        }
-        surge_trainer_freeze_outputs(t);
-    }
-    int rc = load_inputs(t, x, rows);
-    if (rc != 0) {
-        return rc;
-    }
-    const float *yd = y;
-    const float *wd = weight;
-    float *rl = row_loss != NULL ? m->row_loss : NULL;
-    if (!t->ops->unified) {
-        size_t ny = (size_t)rows * (size_t)c->n_outputs;
-        rc = t->ops->upload(t->ctx, m->stage_y, y, ny);
-        if (rc == 0 && weight != NULL) {
-            rc = t->ops->upload(t->ctx, m->stage_w, weight, (size_t)rows);
-        }
-        if (rc != 0) {
-            return rc;
-        }
-        yd = m->stage_y;
-        wd = weight != NULL ? m->stage_w : NULL;
-    } else if (row_loss != NULL) {
-        rl = row_loss;
-    }
-
-    mlp_forward(m, m->xn, rows);
-    int last = m->n_linear - 1;
-    double loss = t->ops->mse_fwd_bwd(
-        t->ctx, rows, c->n_outputs, m->a[last], yd, t->out_mean_d, t->out_inv_d,
-        t->out_n > 1, wd, m->a[last], m->lin[last].db, rl);
-    if (row_loss != NULL && rl != row_loss) {
-        rc = t->ops->download(t->ctx, row_loss, rl, (size_t)rows);
-        if (rc != 0) {
-            return rc;
-        }
-    }
-    if (!isfinite(loss)) {
-        SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
-                  "step %llu: loss is not finite; update skipped",
-                  (unsigned long long)t->step + 1);
-        return SURGE_ESTATE;
-    }
-    double lr = trainer_lr_at(c, t->step);
-    double tt = (double)(t->step + 1);
-    struct surge_opt_step s = {
-        .kind = c->optimizer,
-        .lr = (float)lr,
-        .beta1 = (float)c->beta1,
-        .beta2 = (float)c->beta2,
-        .eps = (float)c->eps,
-        .weight_decay = (float)c->weight_decay,
-        .momentum = (float)c->momentum,
-        .step_size = (float)(lr / (1.0 - pow(c->beta1, tt))),
-        .inv_bc2_sqrt = (float)(1.0 / sqrt(1.0 - pow(c->beta2, tt))),
-        .decay = (float)(1.0 - lr * c->weight_decay),
-        .grad_scale = 1.0f,
-        .first = t->step == 0,
-    };
-    double norm;
-    if (c->grad_clip > 0.0) {
-        /* The clip factor needs every gradient first: backward, one read
-         * pass for the norm, then one update pass over all parameters. */
-        mlp_backward(m, m->xn, rows, NULL, NULL);
-        norm = sqrt(t->ops->sumsq(t->ctx, m->grads, m->n_params));
-        if (!isfinite(norm)) {
-            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
-                      "step %llu: gradient norm is not finite; update "
-                      "skipped",
-                      (unsigned long long)t->step + 1);
-            return SURGE_ESTATE;
-        }
-        if (norm > c->grad_clip) {
-            s.grad_scale = (float)(c->grad_clip / norm);
-        }
-        (void)t->ops->opt_update(t->ctx, &s, m->params, m->grads, t->opt_m,
-                                 t->opt_v, m->n_params);
-    } else {
-        /* Without clipping each layer is updated as soon as its gradient
-         * is final, while gradient and weights are still in cache. */
-        struct layer_update lu = {t, &s, 0.0};
-        mlp_backward(m, m->xn, rows, update_layer, &lu);
-        norm = sqrt(lu.sumsq);
-    }
-    t->step++;
-    if (info != NULL) {
-        info->loss = loss;
-        info->grad_norm = norm;
-        info->lr = lr;
-        info->step = t->step;
-    }
     return 0;
 }
 

@@ -98,6 +98,16 @@ enum surge_trainer_schedule {
     SURGE_SCHED_STEP = 2
 };
 
+/* Arithmetic of the matrix products (trainer.precision). Parameters,
+ * gradients, optimizer state and every elementwise pass stay float32. */
+enum surge_trainer_precision {
+    SURGE_PRECISION_FP32 = 0, /* float32 throughout */
+    SURGE_PRECISION_TF32 = 1, /* cuda: products on TF32 tensor cores */
+    SURGE_PRECISION_BF16 = 2  /* cuda: products with bf16 inputs on tensor
+                                 cores, float32 accumulation; fp32 master
+                                 weights and optimizer state */
+};
+
 enum surge_trainer_out_norm {
     SURGE_OUTNORM_GLOBAL = 0, /* one mean/std for every output element */
     SURGE_OUTNORM_ELEMENT = 1 /* a mean/std per output element */
@@ -133,14 +143,18 @@ struct surge_trainer_config {
     uint64_t seed;                        /* weight initialisation */
     int out_norm;                         /* enum surge_trainer_out_norm */
     long out_norm_samples;                /* samples that set out stats */
-    char backend[16];                     /* "cpu" ("cuda" later) */
+    char backend[16];                     /* "cpu", "cuda" or "auto" (cuda
+                                             when a device is present,
+                                             else cpu, one log line) */
+    int precision;                        /* enum surge_trainer_precision */
 };
 
 /* surge_trainer_config_defaults - fill cfg with the defaults: layers
  * [256, 256, 256], relu, adam (lr 1e-3, betas 0.9/0.999, eps 1e-8, wd 0),
  * momentum 0.9, constant schedule, no warmup, total_steps 0, min_lr 0,
  * step_size 1000, gamma 0.5, no clipping, batch 256, threads 0, seed 42,
- * global output normalisation over 1000 samples, backend "cpu".
+ * global output normalisation over 1000 samples, backend "cpu", precision
+ * fp32.
  * n_inputs and n_outputs are set to 0: the caller must set them. */
 void surge_trainer_config_defaults(struct surge_trainer_config *cfg);
 
@@ -154,7 +168,8 @@ int surge_trainer_config_validate(const struct surge_trainer_config *cfg,
  * object text json (len bytes; the study file's "trainer" section). Keys:
  * layers (array of ints), activation ("relu"|"gelu"|"tanh"), optimizer
  * ("adam"|"adamw"|"sgd"), schedule ("constant"|"cosine"|"step"), out_norm
- * ("global"|"element"), backend (string), the numbers above by field name.
+ * ("global"|"element"), backend ("cpu"|"cuda"|"auto"), precision
+ * ("fp32"|"tf32"|"bf16"), the numbers above by field name.
  * Unknown keys, wrong types and unknown names are rejected with SURGE_ECONFIG
  * and err naming the key ("trainer.activation: unknown 'foo' (expected relu,
  * gelu or tanh)"). Does not validate ranges: call validate after setting
@@ -168,6 +183,8 @@ int surge_trainer_config_from_json(struct surge_trainer_config *cfg,
 int surge_trainer_activation_parse(const char *name);
 int surge_trainer_optimizer_parse(const char *name);
 int surge_trainer_schedule_parse(const char *name);
+int surge_trainer_precision_parse(const char *name);
+const char *surge_trainer_precision_name(int precision);
 const char *surge_trainer_activation_name(int activation);
 const char *surge_trainer_optimizer_name(int optimizer);
 const char *surge_trainer_schedule_name(int schedule);
@@ -247,10 +264,79 @@ struct surge_trainer_step_info {
  * non-finite target while the output statistics are being set;
  * SURGE_ESTATE when the loss (or, with clipping, the gradient norm) is not
  * finite: the update is skipped, weights unchanged, the step counter does
- * not advance; the caller decides whether to stop. */
+ * not advance; the caller decides whether to stop; -EIO when the backend
+ * failed (surge_trainer_error names the call, file and line). On cuda this
+ * waits for the step (one host round trip, to fill info and row_loss): the
+ * fast path is surge_trainer_step_async. */
 int surge_trainer_step(surge_trainer *t, const float *x, const float *y,
                        const float *weight, int rows, float *row_loss,
                        struct surge_trainer_step_info *info);
+
+/* Flags of surge_trainer_step_async. */
+#define SURGE_TRAINER_BATCH_DEVICE                                             \
+    1u /* x, y, weight and row_loss are                                        \
+          device memory of the trainer's                                       \
+          backend (surge_trainer_device_alloc,                                 \
+          or the caller's own cudaMalloc on                                    \
+          the same device) */
+
+/* surge_trainer_step_async - queue one optimisation step and return
+ * without waiting for it (the GPU fast path: no host round trip per step).
+ * Arguments as surge_trainer_step; with flags & SURGE_TRAINER_BATCH_DEVICE
+ * the four buffers are device memory (a device-resident reservoir gathers
+ * batches there; the step copies them device to device before its own
+ * work, so they may be overwritten by work ordered after the step on
+ * surge_trainer_stream), else host memory (pinned from
+ * surge_trainer_host_alloc copies fastest), which may be reused as soon as
+ * the call returns; row_loss, if not NULL, is written when the step
+ * finishes (host memory: read it after surge_trainer_sync). On a backend
+ * with CUDA graphs the step body is captured once per (rows, weight given,
+ * row_loss given) and replayed; the learning rate, schedule, clipping and
+ * the skip of a non-finite step are computed on the device from its step
+ * counter, so a replayed step is the same step an eager one would take.
+ * The loss, gradient norm and rate are not returned: read them with
+ * surge_trainer_poll (no wait) or surge_trainer_sync (waits). A step with
+ * a non-finite loss or norm is skipped on the device (weights unchanged,
+ * the counter does not advance) and reported by the next poll or sync.
+ * Before the output statistics are frozen the call waits to observe y (as
+ * surge_trainer_step). On cpu the step runs to completion before the call
+ * returns. Returns 0, -EINVAL (bad rows, NULL x/y, unknown flags), or -EIO
+ * when the backend failed (surge_trainer_error says where). */
+int surge_trainer_step_async(surge_trainer *t, const float *x, const float *y,
+                             const float *weight, int rows, float *row_loss,
+                             unsigned flags);
+
+/* surge_trainer_poll - the last finished step's numbers, without waiting:
+ * info->step counts steps taken up to it (skipped ones excluded). Returns 1
+ * when a step finished since the previous poll or sync, 0 when none did,
+ * SURGE_ESTATE when one of those was skipped (non-finite loss or norm), or
+ * -EIO after a backend failure. Also updates surge_trainer_steps. */
+int surge_trainer_poll(surge_trainer *t, struct surge_trainer_step_info *info);
+
+/* surge_trainer_sync - wait for every queued step, then as poll (0 instead
+ * of 1). info may be NULL. */
+int surge_trainer_sync(surge_trainer *t, struct surge_trainer_step_info *info);
+
+/* surge_trainer_error - the first backend failure, naming the call, file
+ * and line ("cudaMemcpyAsync failed: an illegal memory access ...
+ * (trainer/backend_cuda.cu:201)"), or NULL. Lives as long as t. */
+const char *surge_trainer_error(const surge_trainer *t);
+
+/* surge_trainer_backend - the backend the trainer runs on ("cpu" or
+ * "cuda"; "auto" resolved). */
+const char *surge_trainer_backend(const surge_trainer *t);
+
+/* surge_trainer_stream - the cudaStream_t (as void *) the trainer queues
+ * its work on, so a caller filling device batches can order its copies or
+ * kernels before surge_trainer_step_async without a host wait; NULL on
+ * cpu. */
+void *surge_trainer_stream(surge_trainer *t);
+
+/* surge_trainer_device_alloc / _free - zeroed device memory of the
+ * trainer's backend (host memory on cpu) for batches passed with
+ * SURGE_TRAINER_BATCH_DEVICE. NULL on failure. */
+void *surge_trainer_device_alloc(surge_trainer *t, size_t bytes);
+void surge_trainer_device_free(surge_trainer *t, void *p, size_t bytes);
 
 /* surge_trainer_eval_result - errors of the model on a set. */
 struct surge_trainer_eval_result {
@@ -273,7 +359,8 @@ int surge_trainer_evaluate(surge_trainer *t, const float *x, const float *y,
 int surge_trainer_predict(surge_trainer *t, const float *x, long rows,
                           float *y);
 
-/* surge_trainer_steps - steps taken so far (restored by checkpoint load). */
+/* surge_trainer_steps - steps taken so far (restored by checkpoint load).
+ * After surge_trainer_step_async: as of the last poll or sync. */
 uint64_t surge_trainer_steps(const surge_trainer *t);
 
 /* surge_trainer_num_params - number of float parameters (weights+biases). */

@@ -39,11 +39,27 @@ struct surge_trainer {
     double *acc_mean; /* (out_n) running mean (Welford / Chan) */
     double *acc_m2;   /* (out_n) running sum of squared deviations */
     float *host_out;  /* non-unified: (batch, n_outputs) host buffer */
-    uint64_t step;    /* optimizer steps taken */
+    uint64_t step;    /* optimizer steps taken, as of the last finished
+                         step the host has seen (poll, sync, step) */
+    /* Step scalars (backend.h SCALARS STAY ON THE DEVICE). */
+    struct surge_opt_config opt;     /* constants, from cfg */
+    struct surge_step_state *st_d;   /* device: the current step's scalars */
+    struct surge_step_report *rep;   /* host view of the published report */
+    struct surge_step_report *rep_d; /* the same, device pointer */
+    uint64_t seen_seq;               /* rep->seq at the last poll/sync */
+    uint64_t seen_skipped;           /* rep->skipped at the last poll/sync */
+    /* CUDA graph of the step body (NULL: none yet or unsupported). */
+    void *graph;
+    unsigned graph_key; /* rows | weight << 21 | row_loss << 22 */
+    int graph_off;      /* 1: capture failed once, run eagerly */
 };
 
 /* trainer_lr_at - the scheduled learning rate before step s (0-based). */
 double trainer_lr_at(const struct surge_trainer_config *cfg, uint64_t s);
+
+/* trainer_set_step - set the step counter on host and device (checkpoint
+ * load); waits for queued steps first. 0 or -EIO. */
+int trainer_set_step(surge_trainer *t, uint64_t step);
 
 /* trainer_norm_sync - recompute in_scale/out_inv from the std arrays and
  * upload the six arrays to the device. */

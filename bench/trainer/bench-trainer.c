@@ -408,19 +408,19 @@ bench_threads(int threads, int steps, int torch, const char *python,
     if (mem == NULL) {
         exit(1);
     }
-    struct surge_opt_step st = {.kind = SURGE_OPT_ADAM,
-                                .lr = 1e-3f,
-                                .beta1 = 0.9f,
-                                .beta2 = 0.999f,
-                                .eps = 1e-8f,
-                                .step_size = 1e-2f,
-                                .inv_bc2_sqrt = 31.6f,
-                                .decay = 1.0f,
-                                .grad_scale = 1.0f};
+    struct surge_step_state st = {.s = {.kind = SURGE_OPT_ADAM,
+                                        .lr = 1e-3f,
+                                        .beta1 = 0.9f,
+                                        .beta2 = 0.999f,
+                                        .eps = 1e-8f,
+                                        .step_size = 1e-2f,
+                                        .inv_bc2_sqrt = 31.6f,
+                                        .decay = 1.0f,
+                                        .grad_scale = 1.0f}};
     for (int s = 0; s < WARMUP + n; s++) {
         double t0 = now_s();
-        (void)surge_backend_cpu.opt_update(NULL, &st, mem, mem + np,
-                                           mem + 2 * np, mem + 3 * np, np);
+        surge_backend_cpu.opt_update(NULL, &st, mem, mem + np, mem + 2 * np,
+                                     mem + 3 * np, np, NULL);
         if (s >= WARMUP) {
             tv[C_ADAM][s - WARMUP] = now_s() - t0;
         }

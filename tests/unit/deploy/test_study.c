@@ -133,6 +133,7 @@ test_minimal_defaults(void **state)
     assert_true(s->tr_lr == 1e-3);
     assert_int_equal(s->tr_seed, 42);
     assert_string_equal(s->tr_backend, "cpu");
+    assert_int_equal(s->tr_precision, 0); /* fp32 */
     assert_string_equal(s->study_dir, "/base");
     surge_study_destroy(&s);
     assert_null(s);
@@ -362,6 +363,12 @@ test_bad_json(void **state)
         "solver.rank: ", "unknown key (did you mean 'ranks'?)");
     expect_error(study_text(NULL, NULL, NULL, "\"trainer\": {\"lrr\": 1}"),
                  "trainer.lrr: ", "did you mean 'lr'?");
+    expect_error(
+        study_text(NULL, NULL, NULL, "\"trainer\": {\"backend\": \"gpu\"}"), "",
+        "trainer.backend: must be one of: cpu, cuda, auto");
+    expect_error(
+        study_text(NULL, NULL, NULL, "\"trainer\": {\"precision\": \"bf16\"}"),
+        "", "trainer.precision: tf32 and bf16 need backend cuda");
     expect_error(
         study_text(NULL, NULL, NULL, "\"reservoir\": {\"rate\": {\"spi\": 1}}"),
         "reservoir.rate.spi: ", "unknown key");

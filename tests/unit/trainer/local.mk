@@ -25,3 +25,19 @@ tests_integration_trainer_torch_gen_LDADD = $(trainer_test_ldadd)
 TESTS += tests/integration/trainer_torch.sh
 EXTRA_DIST += tests/integration/trainer_torch.sh \
 	tests/integration/trainer_torch.py docs/model-file.md docs/trainer.md
+
+check_PROGRAMS += tests/unit/trainer/test_backend
+TESTS += tests/unit/trainer/test_backend
+tests_unit_trainer_test_backend_SOURCES = tests/unit/trainer/test_backend.c
+tests_unit_trainer_test_backend_CFLAGS = $(trainer_test_cflags)
+tests_unit_trainer_test_backend_LDADD = $(trainer_test_ldadd)
+
+# CUDA against CPU on the same inputs; prints a TAP skip without a CUDA
+# build or device.
+check_PROGRAMS += tests/unit/trainer/test_backend_cuda
+TESTS += tests/unit/trainer/test_backend_cuda
+tests_unit_trainer_test_backend_cuda_SOURCES = \
+	tests/unit/trainer/test_backend_cuda.c
+tests_unit_trainer_test_backend_cuda_CFLAGS = $(trainer_test_cflags) \
+	$(CUDA_CFLAGS)
+tests_unit_trainer_test_backend_cuda_LDADD = $(trainer_test_ldadd)

@@ -118,7 +118,7 @@ test_linear_layer(void **state)
     void *ctx = NULL;
     uint64_t rs = 1;
     int hidden[1] = {OUT};
-    assert_int_equal(ops->create(1, &ctx), 0);
+    assert_int_equal(ops->create(1, SURGE_PRECISION_FP32, &ctx, NULL, 0), 0);
     /* IN -> OUT -> 2: only linear layer 0 is checked here. */
     assert_int_equal(
         mlp_init(&m, ops, ctx, IN, 2, 1, hidden, SURGE_ACT_RELU, B), 0);
@@ -205,7 +205,7 @@ check_activation(int act)
     enum { B = 4, N = 37 }; /* N not a multiple of the vector width */
     void *ctx = NULL;
     uint64_t rs = 7 + (uint64_t)act;
-    assert_int_equal(ops->create(1, &ctx), 0);
+    assert_int_equal(ops->create(1, SURGE_PRECISION_FP32, &ctx, NULL, 0), 0);
     float z[B * N], zkeep[B * N], a[B * N], bias[N], c[B * N], d[B * N], db[N];
     /* Pre-activations spread over [-3, 3], kept off ReLU's kink after the
      * bias is added (the bias is applied to z first, then checked). */
@@ -307,7 +307,7 @@ check_loss(int per_col, int weighted)
     enum { B = 5, N = 19 };
     void *ctx = NULL;
     uint64_t rs = 11 + (uint64_t)(2 * per_col + weighted);
-    assert_int_equal(ops->create(1, &ctx), 0);
+    assert_int_equal(ops->create(1, SURGE_PRECISION_FP32, &ctx, NULL, 0), 0);
     float pred[B * N], target[B * N], shift[N], scale[N], w[B], d[B * N], db[N],
         rl[B];
     fill(pred, B * N, &rs, 1.0f);
@@ -327,8 +327,9 @@ check_loss(int per_col, int weighted)
     to_double(wd, w, B);
     const double *wp = weighted ? wd : NULL;
 
-    double loss = ops->mse_fwd_bwd(ctx, B, N, pred, target, shift, scale,
-                                   per_col, weighted ? w : NULL, d, db, rl);
+    double loss = 0.0;
+    ops->mse_fwd_bwd(ctx, B, N, pred, target, shift, scale, per_col,
+                     weighted ? w : NULL, d, db, rl, &loss);
     double want = ref_mse(B, N, pd, td, sd, kd, per_col, wp, rld);
     check_close("loss", 0, loss, want, 1e-6, 1e-5);
     for (int r = 0; r < B; r++) {
@@ -429,7 +430,7 @@ check_network(int act)
     struct mlp m;
     void *ctx = NULL;
     uint64_t rs = 101 + (uint64_t)act;
-    assert_int_equal(ops->create(1, &ctx), 0);
+    assert_int_equal(ops->create(1, SURGE_PRECISION_FP32, &ctx, NULL, 0), 0);
     assert_int_equal(mlp_init(&m, ops, ctx, IN, OUT, 2, hidden, act, B), 0);
     assert_int_equal(mlp_init_weights(&m, 5, NULL), 0);
     /* Random biases too, so no pre-activation sits exactly at 0. */
@@ -442,8 +443,9 @@ check_network(int act)
     memcpy(m.xn, x, sizeof x);
     mlp_forward(&m, m.xn, B);
     float *outp = m.a[m.n_linear - 1];
-    double loss = ops->mse_fwd_bwd(ctx, B, OUT, outp, t, &zero, &one, 0, NULL,
-                                   outp, m.lin[m.n_linear - 1].db, NULL);
+    double loss = 0.0;
+    ops->mse_fwd_bwd(ctx, B, OUT, outp, t, &zero, &one, 0, NULL, outp,
+                     m.lin[m.n_linear - 1].db, NULL, &loss);
     mlp_backward(&m, m.xn, B, NULL, NULL);
 
     double xd[B * IN], td[B * OUT], b0[B * 8], b1[B * 8];
@@ -499,7 +501,8 @@ test_init_fan_in(void **state)
     for (int act = 0; act < 3; act++) {
         struct mlp m;
         void *ctx = NULL;
-        assert_int_equal(ops->create(1, &ctx), 0);
+        assert_int_equal(ops->create(1, SURGE_PRECISION_FP32, &ctx, NULL, 0),
+                         0);
         assert_int_equal(mlp_init(&m, ops, ctx, 64, 32, 2, hidden, act, 1), 0);
         assert_int_equal(mlp_init_weights(&m, 3, NULL), 0);
         for (int k = 0; k < m.n_linear; k++) {
