@@ -22,7 +22,7 @@ build_packages=(
     build-essential autoconf automake libtool pkg-config
     libzmq3-dev libuv1-dev libmsgpack-dev libcmocka-dev libopenblas-dev
     libopenmpi-dev openmpi-bin libjansson-dev libgsl-dev libpng-dev
-    libhttp-parser-dev gfortran
+    libhttp-parser-dev gfortran libsodium-dev
 )
 test_packages=(
     python3 python3-numpy python3-zmq python3-torch python3-mpi4py

@@ -43,6 +43,7 @@
 
 #include <surge/client.h>
 
+#include "common/auth.h"
 #include "common/protocol.h"
 #include "common/util.h"
 
@@ -55,6 +56,10 @@
 #define DEFAULT_FLUSH_MS 100
 #define DEFAULT_SNDHWM_BYTES ((uint64_t)64 << 20)
 #define MAX_ENDPOINT 255
+#define MAX_PATH_LEN 4095 /* options.curve_keys */
+/* A CURVE handshake the server refuses looks like silence to a client. */
+#define CURVE_HINT                                                             \
+    " (CURVE is on: do the client keys belong to this server's study?)"
 #define RECENT_STEPS 32    /* steps remembered per field */
 #define MAX_INCOMING 65536 /* largest message we accept */
 #define POOL_CACHE_CAP ((size_t)1 << 30)
@@ -208,6 +213,7 @@ struct surge_client {
     void *ctx;  /* ZeroMQ context (one per client) */
     void *sock; /* DEALER */
     char endpoint[MAX_ENDPOINT + 1];
+    bool curve; /* the connection uses CURVE (options.curve_keys) */
     int64_t sim;
     uint32_t rank;
     int timeout_ms;
@@ -699,6 +705,8 @@ surge_client_flush(surge_client *c)
 static _Thread_local double env_params[SURGE_MAX_PARAMS];
 static _Thread_local char env_endpoint[MAX_ENDPOINT + 1];
 static _Thread_local char env_token[SURGE_MAX_TOKEN + 1];
+static _Thread_local char env_run_key[SURGE_RUN_KEY_HEX + 1];
+static _Thread_local char env_curve_keys[MAX_PATH_LEN + 1];
 
 static int
 env_int(const char *var, int64_t min, int64_t max, int64_t *out, bool *set)
@@ -821,7 +829,11 @@ surge_client_options_init(surge_client_options *opts)
     if ((rc = env_string("SURGE_ENDPOINT", env_endpoint, MAX_ENDPOINT,
                          &opts->endpoint)) ||
         (rc = env_string("SURGE_TOKEN", env_token, SURGE_MAX_TOKEN,
-                         &opts->token))) {
+                         &opts->token)) ||
+        (rc = env_string("SURGE_RUN_KEY", env_run_key, SURGE_RUN_KEY_HEX,
+                         &opts->run_key)) ||
+        (rc = env_string("SURGE_CURVE_KEYS", env_curve_keys, MAX_PATH_LEN,
+                         &opts->curve_keys))) {
         return rc;
     }
     if ((rc = env_int("SURGE_SIM_ID", 0, INT64_MAX, &v, &set))) {
@@ -924,6 +936,20 @@ check_options(const surge_client_options *o)
     if (o->token != NULL && strlen(o->token) > SURGE_MAX_TOKEN) {
         return open_fail(SURGE_ECONFIG, "options.token: longer than %d bytes",
                          SURGE_MAX_TOKEN);
+    }
+    if (o->run_key != NULL && o->run_key[0] != '\0') {
+        size_t n = strspn(o->run_key, "0123456789abcdef");
+        if (n != SURGE_RUN_KEY_HEX || o->run_key[n] != '\0') {
+            return open_fail(SURGE_ECONFIG,
+                             "options.run_key: must be %d "
+                             "lowercase hex digits",
+                             SURGE_RUN_KEY_HEX);
+        }
+    }
+    if (o->curve_keys != NULL && strlen(o->curve_keys) > MAX_PATH_LEN) {
+        return open_fail(SURGE_ECONFIG,
+                         "options.curve_keys: longer than %d bytes",
+                         MAX_PATH_LEN);
     }
     if (o->sim_id < 0) {
         return open_fail(SURGE_ECONFIG, "options.sim_id: %lld is negative",
@@ -1078,6 +1104,36 @@ random_routing_id(surge_client *c, unsigned char id[16])
     }
 }
 
+/* Encryption and authentication of this connection (ZeroMQ CURVE) with
+ * the keys of the client key file at path (common/auth.h). */
+static int
+curve_setup(surge_client *c, const char *path)
+{
+    surge_curve_keys k;
+    char err[512];
+    if (!zmq_has("curve")) {
+        return open_fail(SURGE_ECONFIG, "options.curve_keys: this libzmq "
+                                        "was built without CURVE");
+    }
+    int rc = surge_curve_keys_load(path, 0, &k, err, sizeof err);
+    if (rc == 0 && (zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, k.server_key,
+                                   sizeof k.server_key) != 0 ||
+                    zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, k.public_key,
+                                   sizeof k.public_key) != 0 ||
+                    zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, k.secret_key,
+                                   sizeof k.secret_key) != 0)) {
+        snprintf(err, sizeof err, "cannot set the CURVE keys: %s",
+                 zmq_strerror(zmq_errno()));
+        rc = SURGE_EINTERNAL;
+    }
+    explicit_bzero(&k, sizeof k);
+    if (rc != 0) {
+        return open_fail(rc, "options.curve_keys: %s", err);
+    }
+    c->curve = true;
+    return 0;
+}
+
 SURGE_API const char *
 surge_client_open_error(void)
 {
@@ -1158,6 +1214,12 @@ surge_client_open(surge_client **out, const surge_client_options *o)
                        zmq_strerror(zmq_errno()));
         goto fail;
     }
+    if (o->curve_keys != NULL && o->curve_keys[0] != '\0') {
+        rc = curve_setup(c, o->curve_keys);
+        if (rc != 0) {
+            goto fail;
+        }
+    }
     if (zmq_connect(c->sock, c->endpoint) != 0) {
         rc = open_fail(SURGE_ECONFIG,
                        "options.endpoint: ZeroMQ cannot connect to \"%s\": %s",
@@ -1170,7 +1232,17 @@ surge_client_open(surge_client **out, const surge_client_options *o)
     memset(m, 0, sizeof *m);
     m->type = SURGE_MSG_HELLO;
     surge_msg_hello *h = &m->u.hello;
-    snprintf(h->token, sizeof h->token, "%s", o->token ? o->token : "");
+    /* The token never leaves this process: the hello carries the run key,
+     * given (the launcher's SURGE_RUN_KEY) or derived from the token by
+     * its holder (docs/protocol.md, "Trust"). */
+    h->token[0] = '\0';
+    if (o->run_key != NULL && o->run_key[0] != '\0') {
+        snprintf(h->run_key, sizeof h->run_key, "%s", o->run_key);
+    } else if (o->token != NULL && o->token[0] != '\0' &&
+               surge_run_key(o->token, c->sim, h->run_key) != 0) {
+        rc = open_fail(SURGE_EINTERNAL, "cannot derive the run key");
+        goto fail;
+    }
     h->sim = c->sim;
     h->rank = c->rank;
     h->nranks = (uint32_t)o->nranks;
@@ -1197,8 +1269,8 @@ surge_client_open(surge_client **out, const surge_client_options *o)
     rc = send_message(c, c->hdr, (size_t)n, NULL, 0, deadline);
     if (rc == SURGE_ETIMEDOUT) {
         rc = open_fail(SURGE_ENOSERVER,
-                       "no surge server answered at %s within %d ms",
-                       c->endpoint, c->timeout_ms);
+                       "no surge server answered at %s within %d ms%s",
+                       c->endpoint, c->timeout_ms, c->curve ? CURVE_HINT : "");
         goto fail;
     }
     if (rc != 0) {

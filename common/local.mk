@@ -4,13 +4,15 @@
 noinst_LTLIBRARIES += common/libsurge_common.la
 common_libsurge_common_la_SOURCES = \
 	common/error.c \
+	common/auth.h common/auth.c \
 	common/log.h common/log.c \
 	common/protocol.h common/protocol.c \
 	common/checksum.c \
 	common/rng.h common/rng.c \
 	common/util.h common/util.c
-common_libsurge_common_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS)
-common_libsurge_common_la_LIBADD = $(MSGPACK_LIBS) -lm
+common_libsurge_common_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) \
+	$(SODIUM_CFLAGS) $(ZMQ_CFLAGS)
+common_libsurge_common_la_LIBADD = $(MSGPACK_LIBS) $(SODIUM_LIBS) $(ZMQ_LIBS) -lm
 # False-colour images (viridis, PNG): a library of its own so that libsurge,
 # which absorbs libsurge_common, needs no libpng. Linked by `surge predict`
 # (trainer/libsurge_predict.la) and the monitor (server/libsurge_monitor.la).

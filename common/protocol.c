@@ -133,6 +133,10 @@ check_hello(const surge_msg_hello *h, const char **why)
         return fail(why, SURGE_ELIMIT, "hello.token: longer than %d bytes",
                     SURGE_MAX_TOKEN);
     }
+    if (!str_fits(h->run_key, SURGE_MAX_RUN_KEY)) {
+        return fail(why, SURGE_ELIMIT, "hello.run_key: longer than %d bytes",
+                    SURGE_MAX_RUN_KEY);
+    }
     if (h->sim < 0) {
         return fail(why, SURGE_EPROTO, "hello.sim: must be >= 0");
     }
@@ -400,8 +404,9 @@ encode_body(msgpack_packer *pk, const surge_msg *m)
 {
     switch (m->type) {
     case SURGE_MSG_HELLO:
-        /* "steps" is optional: sent only when known. */
-        if (msgpack_pack_map(pk, m->u.hello.steps > 0 ? 10 : 9) != 0) {
+        /* "steps" and "run_key" are optional: sent only when known. */
+        if (msgpack_pack_map(pk, 9 + (m->u.hello.steps > 0) +
+                                     (m->u.hello.run_key[0] != '\0')) != 0) {
             return -1;
         }
         break;
@@ -450,6 +455,10 @@ encode_body(msgpack_packer *pk, const surge_msg *m)
         }
         if (h->steps > 0 &&
             (KEY(pk, "steps") || msgpack_pack_uint64(pk, h->steps) != 0)) {
+            return -1;
+        }
+        if (h->run_key[0] != '\0' &&
+            (KEY(pk, "run_key") || pk_str(pk, h->run_key) != 0)) {
             return -1;
         }
         return 0;
@@ -927,13 +936,14 @@ enum top_key {
     K_OP,
     K_MESSAGE,
     K_STEPS,
+    K_RUN_KEY,
     K_NTOP
 };
 
 static const char *const top_names[K_NTOP] = {
-    "v",      "type",   "token", "sim",         "rank", "nranks",
-    "params", "fields", "dtype", "max_payload", "code", "reason",
-    "items",  "slices", "op",    "message",     "steps"};
+    "v",      "type",   "token", "sim",         "rank",  "nranks",
+    "params", "fields", "dtype", "max_payload", "code",  "reason",
+    "items",  "slices", "op",    "message",     "steps", "run_key"};
 
 enum field_key { F_NAME, F_SIZE, F_OFFSET, F_COUNT, F_N };
 static const char *const field_names[F_N] = {"name", "size", "offset", "count"};
@@ -1162,7 +1172,12 @@ decode_hello(const vctx *v, const uint8_t **pos, surge_msg_hello *h)
     rd r;
     int rc;
 
+    /* run_key is optional (a server without a token checks none). */
+    h->run_key[0] = '\0';
     if ((rc = get_str(v, pos[K_TOKEN], "token", h->token, SURGE_MAX_TOKEN)) ||
+        (pos[K_RUN_KEY] != NULL &&
+         (rc = get_str(v, pos[K_RUN_KEY], "run_key", h->run_key,
+                       SURGE_MAX_RUN_KEY))) ||
         (rc = get_int(v, pos[K_SIM], "sim", 0, INT64_MAX, &s))) {
         return rc;
     }

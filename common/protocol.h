@@ -36,6 +36,7 @@
 #define SURGE_MAX_HEADER_BYTES 16384 /* first frame */
 #define SURGE_MAX_NAME 64            /* field names, bytes */
 #define SURGE_MAX_TOKEN 128          /* study token, bytes */
+#define SURGE_MAX_RUN_KEY 64         /* hello.run_key, bytes (64 hex) */
 #define SURGE_MAX_REASON 256         /* reject / reply text, bytes */
 #define SURGE_MAX_PARAMS 64          /* parameters per simulation */
 #define SURGE_MAX_FIELDS 64          /* fields per simulation */
@@ -91,6 +92,10 @@ typedef struct surge_msg_hello {
     uint8_t dtype;  /* enum surge_wire_dtype */
     uint64_t steps; /* optional "steps": steps the run will send, for
                        progress and ETA; 0 = unknown (key absent) */
+
+    /* The run's key (common/auth.h), optional on the wire ("" when
+     * absent); the token above is no longer a hello's credential. */
+    char run_key[SURGE_MAX_RUN_KEY + 1];
 } surge_msg_hello;
 
 typedef struct surge_msg_welcome {

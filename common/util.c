@@ -175,6 +175,13 @@ surge_write_all(int fd, const void *p, size_t n)
 int
 surge_write_file_atomic(const char *path, const void *data, size_t len)
 {
+    return surge_write_file_atomic_mode(path, data, len, 0644);
+}
+
+int
+surge_write_file_atomic_mode(const char *path, const void *data, size_t len,
+                             mode_t mode)
+{
     char tmp[PATH_MAX];
     char dir[PATH_MAX];
     int fd = -1;
@@ -187,9 +194,15 @@ surge_write_file_atomic(const char *path, const void *data, size_t len)
     if (n < 0 || (size_t)n >= sizeof tmp) {
         return -ENAMETOOLONG;
     }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     if (fd < 0) {
         return -errno;
+    }
+    /* A private file (no group or other bits) gets exactly its mode
+     * before its first byte is written; others keep the umask's say. */
+    if ((mode & 077) == 0 && fchmod(fd, mode) != 0) {
+        rc = -errno;
+        goto fail_unlink;
     }
     rc = surge_write_all(fd, data, len);
     if (rc != 0) {

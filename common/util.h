@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 /* surge_now_ns - CLOCK_MONOTONIC in nanoseconds. Only differences mean
@@ -62,6 +63,11 @@ int surge_write_all(int fd, const void *p, size_t n);
  * fsync it, rename it over path, fsync the directory. Mode 0644 (before
  * umask). Returns 0 or -errno; the temporary file is removed on failure. */
 int surge_write_file_atomic(const char *path, const void *data, size_t len);
+
+/* surge_write_file_atomic_mode - the same with the file's mode given
+ * (0600 for a secret: set exactly, whatever the umask). */
+int surge_write_file_atomic_mode(const char *path, const void *data, size_t len,
+                                 mode_t mode);
 
 /* surge_huge_alloc - bytes of zeroed anonymous memory, aligned to 2 MiB,
  * advised MADV_HUGEPAGE (when the kernel allows transparent huge pages) and

@@ -51,6 +51,7 @@
 
 #include <jansson.h>
 
+#include "common/auth.h"
 #include "common/log.h"
 #include "common/protocol.h"
 #include "common/util.h"
@@ -669,8 +670,13 @@ submit(struct launch *L, struct run *r)
     rc = surge_strv_push(&env, var);
     snprintf(var, sizeof var, "SURGE_ENDPOINT=%s", L->server.endpoint);
     rc = rc ? rc : surge_strv_push(&env, var);
-    snprintf(var, sizeof var, "SURGE_TOKEN=%s", L->token);
-    rc = rc ? rc : surge_strv_push(&env, var);
+    /* The run's key, not the study token: a run can join its own
+     * simulation and no other (docs/protocol.md, "Trust"). */
+    char key[SURGE_RUN_KEY_HEX + 1];
+    int krc = surge_run_key(L->token, r->sim, key);
+    snprintf(var, sizeof var, "SURGE_RUN_KEY=%s", key);
+    explicit_bzero(key, sizeof key);
+    rc = rc ? rc : krc ? krc : surge_strv_push(&env, var);
     snprintf(var, sizeof var, "SURGE_SIM_ID=%lld", (long long)r->sim);
     rc = rc ? rc : surge_strv_push(&env, var);
     snprintf(var, sizeof var, "SURGE_ATTEMPT=%lld", (long long)r->attempt);

@@ -38,6 +38,11 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 	docs/configuration.md \
 	solvers/heat2d/study.json
 
+# Trust: a run cannot take another run's ranks (per-run keys), and CURVE
+# encryption of a whole study (docs/protocol.md, "Trust").
+TESTS += tests/integration/launch_hijack.sh
+EXTRA_DIST += tests/integration/launch_hijack.sh
+
 # The slurm scheduler: its test starts a single-machine Slurm with
 # deploy/slurm-local.sh (skips without root or the Slurm packages).
 TESTS += tests/integration/slurm_study.sh \

@@ -124,6 +124,8 @@ typedef struct surge_counters {
         uint64_t accepted;         /* connections accepted */
         uint64_t disconnected;     /* connections closed */
         uint64_t handshake_failed; /* ZMTP handshake failures */
+        uint64_t curve_refused;    /* CURVE clients whose key the study
+                                      does not hold (ZAP said no) */
         uint64_t replies_sent;     /* welcome/reject/ack/control reply */
         uint64_t replies_dropped;  /* peer gone or its queue full */
         uint64_t control_ok;       /* control requests performed */

@@ -44,6 +44,7 @@
 
 #include <surge/error.h>
 
+#include "common/auth.h"
 #include "common/log.h"
 #include "server/http.h"
 
@@ -190,17 +191,11 @@ json_error(struct response *r, int status, const char *msg)
     r->owned = s;
 }
 
-/* Constant-time comparison of a presented token with the study token. */
+/* A presented token against the study token, in constant time. */
 static int
 token_equal(const char *a, size_t alen, const char *b)
 {
-    size_t blen = strlen(b);
-    unsigned char diff = (unsigned char)(alen != blen);
-    for (size_t i = 0; i < blen; i++) {
-        unsigned char x = i < alen ? (unsigned char)a[i] : 0;
-        diff |= (unsigned char)(x ^ (unsigned char)b[i]);
-    }
-    return diff == 0;
+    return surge_ct_equal(a, alen, b, strlen(b));
 }
 
 /* Finds `key` in a query string; sets *val and *vlen to its raw value. */

@@ -25,6 +25,7 @@
 
 #include <surge/client.h>
 
+#include "common/auth.h"
 #include "common/log.h"
 #include "common/rng.h"
 #include "common/util.h"
@@ -855,14 +856,44 @@ token_ok(const surge_ingest *ing, const char *token)
     if (want[0] == '\0') {
         return 1;
     }
-    /* Compare every byte so timing says nothing about the prefix. */
-    size_t lw = strlen(want), lt = strnlen(token, SURGE_MAX_TOKEN + 1);
-    unsigned diff = (unsigned)(lw ^ lt);
-    for (size_t i = 0; i < lw; i++) {
-        diff |= (unsigned)(unsigned char)want[i] ^
-                (unsigned)(unsigned char)(i < lt ? token[i] : 0);
+    return surge_ct_equal(token, strnlen(token, SURGE_MAX_TOKEN + 1), want,
+                          strlen(want));
+}
+
+/* A hello joins a simulation with that simulation's run key (derived from
+ * the study token: common/auth.h), never with the token itself, so that a
+ * run, which holds only its own key, cannot take another run's ranks.
+ * Fills reply when the key is missing or wrong. */
+static int
+run_key_ok(const surge_ingest *ing, const surge_msg_hello *m, surge_msg *reply)
+{
+    const char *token = ing->o->token;
+    char want[SURGE_RUN_KEY_HEX + 1];
+    if (token[0] == '\0') {
+        return 1; /* no token: an open server (loopback only) */
     }
-    return diff == 0;
+    if (m->run_key[0] == '\0') {
+        set_reject(reply, SURGE_ETOKEN,
+                   "no run key for sim %" PRId64 ": a run joins with the key "
+                   "the launcher gave it (SURGE_RUN_KEY), or libsurge derives "
+                   "it from the study token (SURGE_TOKEN)",
+                   m->sim);
+        return 0;
+    }
+    if (surge_run_key(token, m->sim, want) != 0) {
+        set_reject(reply, SURGE_EINTERNAL, "cannot compute run keys");
+        return 0;
+    }
+    int ok =
+        surge_ct_equal(m->run_key, strlen(m->run_key), want, SURGE_RUN_KEY_HEX);
+    if (!ok) {
+        set_reject(reply, SURGE_ETOKEN,
+                   "wrong run key for sim %" PRId64
+                   ": the key of another run, or derived from a wrong "
+                   "study token",
+                   m->sim);
+    }
+    return ok;
 }
 
 /* Check h against the declaration of s; fills reply on mismatch. */
@@ -1048,8 +1079,7 @@ handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
 {
     surge_counters *c = &ing->c;
     struct sim *s = NULL;
-    if (!token_ok(ing, m->token)) {
-        set_reject(reply, SURGE_ETOKEN, "wrong study token");
+    if (!run_key_ok(ing, m, reply)) {
         goto rejected;
     }
     if (m->dtype != SURGE_WIRE_F32) {

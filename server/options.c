@@ -293,6 +293,10 @@ static const struct flag flags[] = {
     {"token-file", "FILE", K_SPECIAL, 0, 0,
      "read the study token from FILE (default: $SURGE_TOKEN; without one "
      "tokens are not checked)"},
+    {"curve-keys", "FILE", K_STR, F(curve_keys), S(curve_keys),
+     "encrypt and authenticate every connection with ZeroMQ CURVE, with the "
+     "server key file FILE (mode 0600, e.g. from `surge keys curve DIR`): "
+     "only its client keys get in"},
     {"output-dir", "DIR", K_STR, F(output_dir), S(output_dir),
      "write server.json (endpoint, pid) and server-stats.json here "
      "(default .)"},

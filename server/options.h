@@ -37,6 +37,9 @@ typedef struct surge_server_options {
     uint64_t rcvhwm_bytes;           /* receive queue per connection, bytes; the
                                         HWM in messages is this / 256 KiB (the
                                         client's default packed message size) */
+
+    /* CURVE server key file (common/auth.h); "" = no encryption. */
+    char curve_keys[SURGE_SERVER_MAX_PATH];
     /* Assembly. */
     uint64_t max_partial_bytes; /* memory for partial steps, bytes */
     double sim_timeout_s;       /* a sim silent this long is failed; 0 =

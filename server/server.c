@@ -30,6 +30,7 @@
 #include <uv.h>
 #include <zmq.h>
 
+#include "common/auth.h"
 #include "common/log.h"
 #include "common/protocol.h"
 #include "common/util.h"
@@ -54,13 +55,17 @@ enum phase {
 
 struct surge_server {
     const surge_server_options *o;
-    char endpoint[256]; /* bound endpoint, port resolved */
-    void *zctx;         /* ZeroMQ context */
-    void *router;       /* clients talk to this */
-    void *mon;          /* PAIR receiving the ROUTER's events */
+    char endpoint[256];      /* bound endpoint, port resolved */
+    void *zctx;              /* ZeroMQ context */
+    void *router;            /* clients talk to this */
+    void *mon;               /* PAIR receiving the ROUTER's events */
+    void *zap;               /* REP answering ZAP requests (CURVE), or NULL */
+    surge_curve_keys *curve; /* --curve-keys, loaded; NULL = plain */
+    surge_ratelimit zap_log; /* "refused a CURVE client" lines */
     uv_loop_t loop;
     uv_poll_t poll_router; /* on the ROUTER's ZMQ_FD */
     uv_poll_t poll_mon;    /* on the monitor PAIR's ZMQ_FD */
+    uv_poll_t poll_zap;    /* on the ZAP REP's ZMQ_FD (CURVE only) */
     uv_timer_t tick;       /* timeouts, end condition */
     uv_timer_t retry;      /* store-full retry while paused */
     uv_timer_t stop_timer; /* bounds the drain after a stop */
@@ -368,6 +373,89 @@ on_monitor(uv_poll_t *h, int status, int events)
     drain_monitor(h->data);
 }
 
+/* ------------------------------------------------------------ ZAP */
+
+/* ZeroMQ asks the ZAP handler (RFC 27) about every CURVE handshake on the
+ * ROUTER: request frames version, request id, domain, address, routing
+ * id, mechanism, credentials (the client's 32-byte public key); the answer
+ * is version, request id, status code, status text, user id, metadata.
+ * Only the study's client keys get "200": any other client never
+ * completes its handshake, so nothing it sends reaches us and nothing we
+ * send reaches it. Runs on the I/O thread, like every other socket. */
+#define ZAP_FRAMES 7
+
+static void
+drain_zap(surge_server *srv)
+{
+    for (;;) {
+        zmq_msg_t f[ZAP_FRAMES];
+        int n = 0, more = 1;
+        while (more) {
+            zmq_msg_t part;
+            zmq_msg_init(&part);
+            if (zmq_msg_recv(&part, srv->zap, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+                zmq_msg_close(&part);
+                break;
+            }
+            more = zmq_msg_more(&part);
+            if (n < ZAP_FRAMES) {
+                f[n++] = part;
+            } else {
+                zmq_msg_close(&part); /* not RFC 27: answered "400" below */
+                n = ZAP_FRAMES + 1;
+            }
+        }
+        if (n == 0) {
+            int e = 0;
+            size_t len = sizeof e;
+            if (zmq_getsockopt(srv->zap, ZMQ_EVENTS, &e, &len) == 0 &&
+                (e & ZMQ_POLLIN)) {
+                continue;
+            }
+            return;
+        }
+        int ok = n == ZAP_FRAMES &&
+                 surge_curve_zap_ok(srv->curve, zmq_msg_data(&f[5]),
+                                    zmq_msg_size(&f[5]), zmq_msg_data(&f[6]),
+                                    zmq_msg_size(&f[6]));
+        /* REP: the answer must go out whatever the request was. */
+        const char *code = ok ? "200" : "400";
+        const char *text = ok ? "OK" : "not a client key of this study";
+        zmq_send(srv->zap, "1.0", 3, ZMQ_SNDMORE);
+        if (n >= 2) {
+            zmq_send(srv->zap, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]),
+                     ZMQ_SNDMORE);
+        } else {
+            zmq_send(srv->zap, "", 0, ZMQ_SNDMORE);
+        }
+        zmq_send(srv->zap, code, 3, ZMQ_SNDMORE);
+        zmq_send(srv->zap, text, strlen(text), ZMQ_SNDMORE);
+        zmq_send(srv->zap, "", 0, ZMQ_SNDMORE);
+        zmq_send(srv->zap, "", 0, 0);
+        for (int i = 0; i < n && i < ZAP_FRAMES; i++) {
+            zmq_msg_close(&f[i]);
+        }
+        if (!ok) {
+            surge_counters *c = surge_ingest_counters(srv->ing);
+            c->io.curve_refused++;
+            if (surge_ratelimit_allow(&srv->zap_log, surge_now_ns(), NULL)) {
+                SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                          "refused a CURVE client whose key is not one of "
+                          "the study's (%" PRIu64 " so far)",
+                          c->io.curve_refused);
+            }
+        }
+    }
+}
+
+static void
+on_zap(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    drain_zap(h->data);
+}
+
 /* ------------------------------------------------------------ stopping */
 
 static void
@@ -401,6 +489,9 @@ close_handles(surge_server *srv)
         if (!uv_is_closing(hs[i])) {
             uv_close(hs[i], on_close);
         }
+    }
+    if (srv->zap != NULL && !uv_is_closing((uv_handle_t *)&srv->poll_zap)) {
+        uv_close((uv_handle_t *)&srv->poll_zap, on_close);
     }
     /* Closing a signal's last uv_signal_t restores its default action, so
      * a second SIGTERM now (timeout(1) signals the child and then its whole
@@ -839,6 +930,50 @@ advertise_reachable_host(char *endpoint, size_t cap)
               endpoint);
 }
 
+/* CURVE on the ROUTER, with a ZAP handler that knows the study's client
+ * keys. The handler is bound before the ROUTER is, so that no handshake
+ * can happen without it (libzmq lets every CURVE client in when no handler
+ * is bound). */
+static int
+curve_setup(surge_server *srv)
+{
+    const surge_server_options *o = srv->o;
+    char err[512];
+    int one = 1, zero = 0;
+    if (!zmq_has("curve")) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "--curve-keys: this libzmq was built without CURVE");
+        return -1;
+    }
+    srv->curve = calloc(1, sizeof *srv->curve);
+    if (srv->curve == NULL) {
+        return -1;
+    }
+    if (surge_curve_keys_load(o->curve_keys, 1, srv->curve, err, sizeof err) !=
+        0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "--curve-keys: %s", err);
+        return -1;
+    }
+    surge_ratelimit_init(&srv->zap_log, 5, 10ull * 1000000000ull);
+    srv->zap = zmq_socket(srv->zctx, ZMQ_REP);
+    if (srv->zap == NULL ||
+        zmq_setsockopt(srv->zap, ZMQ_LINGER, &zero, sizeof zero) ||
+        zmq_bind(srv->zap, "inproc://zeromq.zap.01") != 0 ||
+        zmq_setsockopt(srv->router, ZMQ_CURVE_SERVER, &one, sizeof one) ||
+        zmq_setsockopt(srv->router, ZMQ_CURVE_SECRETKEY, srv->curve->secret_key,
+                       sizeof srv->curve->secret_key) ||
+        zmq_setsockopt(srv->router, ZMQ_ZAP_DOMAIN, "surge", 5)) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "CURVE setup: %s",
+                  zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "CURVE on: connections are encrypted; %zu client key(s) "
+              "accepted",
+              srv->curve->nclients);
+    return 0;
+}
+
 static int
 zmq_setup(surge_server *srv)
 {
@@ -888,6 +1023,9 @@ zmq_setup(surge_server *srv)
         SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "monitor socket: %s",
                   zmq_strerror(zmq_errno()));
         return SURGE_EINTERNAL;
+    }
+    if (o->curve_keys[0] != '\0' && curve_setup(srv) != 0) {
+        return SURGE_ECONFIG;
     }
     if (zmq_bind(srv->router, o->bind) != 0) {
         SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "cannot bind %s: %s", o->bind,
@@ -1043,6 +1181,19 @@ init_handles(surge_server *srv)
     srv->wake.data = srv;
     srv->handles_open = 1;
     uv_poll_start(&srv->poll_mon, UV_READABLE, on_monitor);
+    if (srv->zap != NULL) {
+        int fd_zap;
+        len = sizeof fd_zap;
+        if (zmq_getsockopt(srv->zap, ZMQ_FD, &fd_zap, &len) != 0) {
+            return SURGE_EINTERNAL;
+        }
+        uv_poll_init(&srv->loop, &srv->poll_zap, fd_zap);
+        srv->poll_zap.data = srv;
+        uv_poll_start(&srv->poll_zap, UV_READABLE, on_zap);
+        /* ZMQ_FD is edge-triggered: a request that came before the loop
+         * started would otherwise wait forever. */
+        drain_zap(srv);
+    }
     uv_poll_start(&srv->poll_router, UV_READABLE, on_router);
     srv->reading = 1;
     uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
@@ -1164,6 +1315,13 @@ surge_server_destroy(surge_server **srvp)
     }
     if (srv->mon != NULL) {
         zmq_close(srv->mon);
+    }
+    if (srv->zap != NULL) {
+        zmq_close(srv->zap);
+    }
+    if (srv->curve != NULL) {
+        explicit_bzero(srv->curve, sizeof *srv->curve);
+        free(srv->curve);
     }
     if (srv->router != NULL) {
         zmq_socket_monitor(srv->router, NULL, 0);

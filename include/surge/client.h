@@ -19,9 +19,10 @@
  *                                             u, my_count, SURGE_FLOAT64);
  *     rc = surge_client_close(&c);            // flush, bye, wait for ack
  *
- * The launcher passes the endpoint, the study token, the simulation id and
- * the parameter values through the environment (SURGE_ENDPOINT, SURGE_TOKEN,
- * SURGE_SIM_ID, SURGE_PARAMS); surge_client_options_init() reads them, and
+ * The launcher passes the endpoint, the run's key, the simulation id and
+ * the parameter values through the environment (SURGE_ENDPOINT,
+ * SURGE_RUN_KEY, SURGE_SIM_ID, SURGE_PARAMS, and SURGE_CURVE_KEYS when the
+ * study is encrypted); surge_client_options_init() reads them, and
  * anything set explicitly afterwards wins.
  *
  * Threads: a surge_client is used by one thread at a time. Different clients
@@ -66,7 +67,8 @@ typedef struct surge_field {
  * borrowed: they must stay valid only during surge_client_open(). */
 typedef struct surge_client_options {
     const char *endpoint; /* ZeroMQ endpoint, e.g. "tcp://127.0.0.1:5555" */
-    const char *token;    /* study token proving the client belongs */
+    const char *token;    /* study token: the run key is derived from it
+                             when run_key is not set; never sent */
     int64_t sim_id;       /* simulation id, >= 0 */
     int32_t rank;         /* this rank, 0..nranks-1 */
     int32_t nranks;       /* ranks of this simulation, >= 1 */
@@ -90,22 +92,30 @@ typedef struct surge_client_options {
                               dashboard); 0 = unknown (default, or
                               SURGE_STEPS, which `surge launch` sets from
                               solver.steps); at most 2^53 */
+
+    /* Trust (docs/protocol.md, "Trust"). run_key: this run's key (64
+     * lowercase hex digits) from the launcher; it proves the client belongs
+     * to simulation sim_id and to no other. NULL or "": derived from token
+     * when one is given. curve_keys: path of a CURVE client key file (mode
+     * 0600) to encrypt and authenticate the connection; NULL: plain. */
+    const char *run_key;
+    const char *curve_keys;
 } surge_client_options;
 
 /* surge_client_options_init - fill *opts with defaults, then with what the
- * environment provides: SURGE_ENDPOINT, SURGE_TOKEN, SURGE_SIM_ID,
- * SURGE_PARAMS (comma-separated numbers), SURGE_TIMEOUT_MS,
- * SURGE_COALESCE_BYTES, SURGE_FLUSH_MS, SURGE_SNDHWM_BYTES, SURGE_STEPS,
- * and the rank
- * and size from OMPI_COMM_WORLD_RANK/SIZE, PMIX_RANK or SLURM_PROCID/NTASKS
- * when set (the first of these launchers found wins; PMIX_RANK gives no
- * size, so set nranks yourself then, e.g. surge_client_options_set_comm).
- * Parsing is strict: no trailing junk, no overflow, values in range.
- * Defaults without environment: no endpoint, token "", sim 0, rank 0 of
- * 1, no params. The endpoint, token and params it points to are copies
- * owned by the library (static per thread), valid until the next call from
- * this thread. Returns 0, or SURGE_ECONFIG when an environment variable is
- * malformed (the variable is then named by surge_client_options_error()).
+ * environment provides: SURGE_ENDPOINT, SURGE_TOKEN, SURGE_RUN_KEY,
+ * SURGE_CURVE_KEYS, SURGE_SIM_ID, SURGE_PARAMS (comma-separated numbers),
+ * SURGE_TIMEOUT_MS, SURGE_COALESCE_BYTES, SURGE_FLUSH_MS, SURGE_SNDHWM_BYTES,
+ * SURGE_STEPS, and the rank and size from OMPI_COMM_WORLD_RANK/SIZE,
+ * PMIX_RANK or SLURM_PROCID/NTASKS when set (the first of these launchers
+ * found wins; PMIX_RANK gives no size, so set nranks yourself then, e.g.
+ * surge_client_options_set_comm). Parsing is strict: no trailing junk, no
+ * overflow, values in range. Defaults without environment: no endpoint, token
+ * "", sim 0, rank 0 of 1, no params, no run key, no CURVE. The strings and
+ * params it points to are copies owned by the library (static per thread),
+ * valid until the next call from this thread. Returns 0, or SURGE_ECONFIG when
+ * an environment variable is malformed (the variable is then named by
+ * surge_client_options_error()).
  */
 SURGE_API int surge_client_options_init(surge_client_options *opts);
 

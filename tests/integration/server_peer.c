@@ -12,7 +12,8 @@
  *                                        failed, retry, end, shutdown) and
  *                                        print the reply
  *
- * The token comes from SURGE_TOKEN. Prints one line per bad message sent
+ * The token comes from SURGE_TOKEN; with SURGE_CURVE_KEYS (a client key
+ * file) the connection uses CURVE. Prints one line per bad message sent
  * ("sent bad_header", ...) so the test knows what the server must count.
  * Every receive waits at most 5 s. Exit 0 when the server answered as
  * expected, 1 otherwise.
@@ -26,6 +27,7 @@
 
 #include <zmq.h>
 
+#include "common/auth.h"
 #include "common/protocol.h"
 
 static void *sock;
@@ -131,7 +133,10 @@ malformed(int64_t sim, int N, int nparams, const char *token)
     memset(&msg, 0, sizeof msg);
     msg.type = SURGE_MSG_HELLO;
     surge_msg_hello *h = &msg.u.hello;
-    snprintf(h->token, sizeof h->token, "%s", token);
+    /* As libsurge: the run key derived from the token, not the token. */
+    if (token[0] != '\0' && surge_run_key(token, sim, h->run_key) != 0) {
+        return 1;
+    }
     h->sim = sim;
     h->rank = 0;
     h->nranks = 1;
@@ -258,6 +263,18 @@ main(int argc, char **argv)
     zmq_setsockopt(sock, ZMQ_SNDTIMEO, &ms, sizeof ms);
     zmq_setsockopt(sock, ZMQ_LINGER, &ms, sizeof ms);
     (void)zero;
+    const char *keys = getenv("SURGE_CURVE_KEYS");
+    if (keys != NULL && keys[0] != '\0') {
+        surge_curve_keys k;
+        char err[512];
+        if (surge_curve_keys_load(keys, 0, &k, err, sizeof err) != 0) {
+            fprintf(stderr, "server_peer: %s\n", err);
+            return 1;
+        }
+        zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, k.server_key, 41);
+        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, k.public_key, 41);
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, k.secret_key, 41);
+    }
     if (zmq_connect(sock, argv[2]) != 0) {
         fprintf(stderr, "server_peer: connect %s: %s\n", argv[2],
                 zmq_strerror(zmq_errno()));

@@ -26,6 +26,7 @@
 
 #include <surge/client.h>
 
+#include "common/auth.h"
 #include "common/protocol.h"
 #include "common/util.h"
 
@@ -274,7 +275,8 @@ clear_env(void)
         "SURGE_PARAMS",         "SURGE_TIMEOUT_MS",   "SURGE_COALESCE_BYTES",
         "SURGE_FLUSH_MS",       "SURGE_SNDHWM_BYTES", "OMPI_COMM_WORLD_RANK",
         "OMPI_COMM_WORLD_SIZE", "PMIX_RANK",          "SLURM_PROCID",
-        "SLURM_NTASKS",         "SURGE_STEPS"};
+        "SLURM_NTASKS",         "SURGE_STEPS",        "SURGE_RUN_KEY",
+        "SURGE_CURVE_KEYS"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
         unsetenv(vars[i]);
     }
@@ -328,7 +330,11 @@ test_handshake_ok(void **state)
     assert_string_equal(surge_client_close_error(), "");
     fake_stop(f);
     assert_true(f->got_hello);
-    assert_string_equal(f->hello.token, "tok");
+    /* The token stays in the process; the run key derived from it goes. */
+    char key[SURGE_RUN_KEY_HEX + 1];
+    assert_int_equal(surge_run_key("tok", 5, key), 0);
+    assert_string_equal(f->hello.token, "");
+    assert_string_equal(f->hello.run_key, key);
     assert_int_equal(f->hello.sim, 5);
     assert_int_equal(f->hello.rank, 1);
     assert_int_equal(f->hello.nranks, 3);
@@ -515,12 +521,58 @@ test_env_parsing(void **state)
     memset(longtok, 't', sizeof longtok - 1);
     longtok[sizeof longtok - 1] = '\0';
     expect_env_error("SURGE_TOKEN", longtok, "longer than");
+    expect_env_error("SURGE_RUN_KEY", longtok, "longer than");
+    clear_env();
+    setenv("SURGE_RUN_KEY", "00ff", 1);
+    setenv("SURGE_CURVE_KEYS", "/some/client.key", 1);
+    assert_int_equal(surge_client_options_init(&o), 0);
+    assert_string_equal(o.run_key, "00ff");
+    assert_string_equal(o.curve_keys, "/some/client.key");
     clear_env();
     setenv("OMPI_COMM_WORLD_RANK", "4", 1);
     setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
     assert_int_equal(surge_client_options_init(&o), SURGE_ECONFIG);
     assert_non_null(strstr(surge_client_options_error(), "not below"));
     clear_env();
+}
+
+/* The launcher's run key is sent as given, wins over a token, and must be
+ * 64 lowercase hex digits; a CURVE key file that cannot be used fails the
+ * open before anything is sent. */
+static void
+test_run_key_and_curve_options(void **state)
+{
+    (void)state;
+    fake *f = fake_new();
+    fake_start(f);
+    surge_client_options o;
+    char key[SURGE_RUN_KEY_HEX + 1];
+    assert_int_equal(surge_run_key("other", 77, key), 0);
+    base_options(&o, f->ep);
+    o.run_key = key;
+    surge_client *c = NULL;
+    if (surge_client_open(&c, &o) != 0) {
+        fail_msg("open: %s", surge_client_open_error());
+    }
+    assert_int_equal(surge_client_close(&c), 0);
+    fake_stop(f);
+    assert_string_equal(f->hello.run_key, key);
+    assert_string_equal(f->hello.token, "");
+    fake_free(f);
+
+    base_options(&o, "tcp://127.0.0.1:1");
+    o.run_key = "ABCDEF";
+    assert_int_equal(surge_client_open(&c, &o), SURGE_ECONFIG);
+    assert_non_null(strstr(surge_client_open_error(), "options.run_key"));
+    key[10] = 'G';
+    o.run_key = key;
+    assert_int_equal(surge_client_open(&c, &o), SURGE_ECONFIG);
+    o.run_key = NULL;
+    o.curve_keys = "/nonexistent/client.key";
+    assert_int_equal(surge_client_open(&c, &o), SURGE_ECONFIG);
+    assert_non_null(strstr(surge_client_open_error(), "options.curve_keys"));
+    assert_non_null(strstr(surge_client_open_error(), "/nonexistent"));
+    assert_null(c);
 }
 
 static void
@@ -928,6 +980,7 @@ main(void)
         cmocka_unit_test_setup(test_no_server, setup),
         cmocka_unit_test_setup(test_env_parsing, setup),
         cmocka_unit_test_setup(test_options_rejected, setup),
+        cmocka_unit_test_setup(test_run_key_and_curve_options, setup),
         cmocka_unit_test_setup(test_coalescing, setup),
         cmocka_unit_test_setup(test_flush_ms, setup),
         cmocka_unit_test_setup(test_send_rules, setup),

@@ -19,3 +19,9 @@ TESTS += tests/unit/common/test_util
 tests_unit_common_test_util_SOURCES = tests/unit/common/test_util.c
 tests_unit_common_test_util_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_common_test_util_LDADD = $(common_test_ldadd)
+
+check_PROGRAMS += tests/unit/common/test_auth
+TESTS += tests/unit/common/test_auth
+tests_unit_common_test_auth_SOURCES = tests/unit/common/test_auth.c
+tests_unit_common_test_auth_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) $(ZMQ_CFLAGS)
+tests_unit_common_test_auth_LDADD = $(common_test_ldadd) $(ZMQ_LIBS)

@@ -43,6 +43,7 @@ make_hello(surge_msg *m)
     m->type = SURGE_MSG_HELLO;
     surge_msg_hello *h = &m->u.hello;
     snprintf(h->token, sizeof h->token, "secret-token");
+    memset(h->run_key, 'a', SURGE_MAX_RUN_KEY);
     h->sim = 42;
     h->rank = 1;
     h->nranks = 3;
@@ -144,6 +145,7 @@ assert_same(const surge_msg *a, const surge_msg *b)
     case SURGE_MSG_HELLO: {
         const surge_msg_hello *x = &a->u.hello, *y = &b->u.hello;
         assert_string_equal(x->token, y->token);
+        assert_string_equal(x->run_key, y->run_key);
         assert_int_equal(x->sim, y->sim);
         assert_int_equal(x->rank, y->rank);
         assert_int_equal(x->nranks, y->nranks);

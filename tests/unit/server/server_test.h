@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/auth.h"
 #include "common/protocol.h"
 #include "server/ingest.h"
 #include "server/options.h"
@@ -34,7 +35,10 @@ make_hello(surge_msg *m, const char *token, int64_t sim, uint32_t rank,
     memset(m, 0, sizeof *m);
     m->type = SURGE_MSG_HELLO;
     surge_msg_hello *h = &m->u.hello;
-    snprintf(h->token, sizeof h->token, "%s", token);
+    /* As libsurge does: the token stays here, its run key goes out. */
+    if (token[0] == '\0' || surge_run_key(token, sim, h->run_key) != 0) {
+        h->run_key[0] = '\0';
+    }
     h->sim = sim;
     h->rank = rank;
     h->nranks = nranks;

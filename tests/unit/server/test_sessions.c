@@ -136,10 +136,59 @@ hello_wrong_token(void **state)
     assert_int_equal(say_hello(f->ing, "a", "guess", 3, 0, 2, P, 2, U0, 1),
                      SURGE_MSG_REJECT);
     assert_int_equal(treply.u.reject.code, SURGE_ETOKEN);
-    assert_string_equal(treply.u.reject.reason, "wrong study token");
+    assert_string_equal(treply.u.reject.reason,
+                        "wrong run key for sim 3: the key of another run, or "
+                        "derived from a wrong study token");
     const surge_counters *c = surge_ingest_counters(f->ing);
     assert_int_equal(c->messages.dropped[SURGE_MDROP_HELLO_REJECTED], 1);
     assert_int_equal(surge_ingest_active_sims(f->ing), 0);
+}
+
+/* Issue 9, item 4: a peer holding the study token said hello as rank 1 of
+ * sim 3 before that run started, was welcomed, and the real rank 1 was
+ * refused. A hello now needs sim 3's run key: the token alone, or the key
+ * of another run, takes nothing, and the real rank still joins. */
+static void
+hello_needs_its_run_key(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    make_hello(&tmsg, "secret", 3, 1, 2, P, 2, U1, 1);
+    snprintf(tmsg.u.hello.token, sizeof tmsg.u.hello.token, "secret");
+    tmsg.u.hello.run_key[0] = '\0';
+    surge_ingest_counters(f->ing)->messages.received++;
+    memset(&treply, 0, sizeof treply);
+    assert_int_equal(surge_ingest_handle_msg(f->ing, RID("rogue"), &tmsg, NULL,
+                                             0, 0, 1000, &treply),
+                     1);
+    assert_int_equal(treply.type, SURGE_MSG_REJECT);
+    assert_int_equal(treply.u.reject.code, SURGE_ETOKEN);
+    assert_non_null(strstr(treply.u.reject.reason, "no run key for sim 3"));
+    /* The key of sim 2 (what run 2 was given) does not open sim 3. */
+    make_hello(&tmsg, "secret", 2, 1, 2, P, 2, U1, 1);
+    tmsg.u.hello.sim = 3;
+    surge_ingest_counters(f->ing)->messages.received++;
+    memset(&treply, 0, sizeof treply);
+    assert_int_equal(surge_ingest_handle_msg(f->ing, RID("rogue2"), &tmsg, NULL,
+                                             0, 0, 1000, &treply),
+                     1);
+    assert_int_equal(treply.type, SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason, "wrong run key for sim 3"));
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_HELLO_REJECTED], 2);
+    /* The real ranks, with sim 3's key, join. */
+    join(f, "r1", 3, 1);
+    join(f, "r0", 3, 0);
+    assert_int_equal(c->sims.joined, 1);
+}
+
+/* A server without a token (loopback only) checks no run key. */
+static void
+hello_open_server_needs_no_key(void **state)
+{
+    struct fixture *f = *state;
+    f->o.token[0] = '\0';
+    assert_int_equal(say_hello(f->ing, "a", "", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_WELCOME);
 }
 
 static void
@@ -519,6 +568,8 @@ main(void)
         T(hello_declares_steps),
         T(hello_records_output_fields),
         T(hello_wrong_token),
+        T(hello_needs_its_run_key),
+        T(hello_open_server_needs_no_key),
         T(hello_rank_out_of_range),
         T(hello_global_size_differs),
         T(hello_other_mismatches),
