@@ -8,6 +8,8 @@
 
 #include <zmq.h>
 
+#include "common/auth.h"
+#include "common/log.h"
 #include "common/protocol.h"
 #include "common/util.h"
 #include "deploy/control.h"
@@ -20,6 +22,7 @@ struct surge_control {
                                             until the next call reopens */
     char endpoint[CONTROL_MAX_ENDPOINT]; /* server endpoint */
     char token[SURGE_MAX_TOKEN + 1];     /* study token */
+    surge_curve_keys *curve;             /* CURVE client keys, or NULL */
 };
 
 const char *
@@ -51,6 +54,17 @@ open_socket(surge_control *c)
     }
     /* linger 0: closing after a timeout must not wait for a dead server. */
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    if (c->curve != NULL &&
+        (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, c->curve->server_key,
+                        sizeof c->curve->server_key) != 0 ||
+         zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, c->curve->public_key,
+                        sizeof c->curve->public_key) != 0 ||
+         zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, c->curve->secret_key,
+                        sizeof c->curve->secret_key) != 0)) {
+        int rc = -zmq_errno();
+        zmq_close(s);
+        return rc;
+    }
     if (zmq_connect(s, c->endpoint) != 0) {
         int rc = zmq_errno() == EINVAL ? SURGE_ECONFIG : -zmq_errno();
         zmq_close(s);
@@ -60,9 +74,19 @@ open_socket(surge_control *c)
     return 0;
 }
 
+static void
+control_free(surge_control *c)
+{
+    if (c->curve != NULL) {
+        explicit_bzero(c->curve, sizeof *c->curve);
+        free(c->curve);
+    }
+    free(c);
+}
+
 int
 surge_control_create(surge_control **out, const char *endpoint,
-                     const char *token)
+                     const char *token, const char *curve_keys)
 {
     if (strlen(endpoint) >= CONTROL_MAX_ENDPOINT ||
         strlen(token) > SURGE_MAX_TOKEN) {
@@ -74,15 +98,29 @@ surge_control_create(surge_control **out, const char *endpoint,
     }
     snprintf(c->endpoint, sizeof c->endpoint, "%s", endpoint);
     snprintf(c->token, sizeof c->token, "%s", token);
+    if (curve_keys != NULL && curve_keys[0] != '\0') {
+        char err[512];
+        c->curve = calloc(1, sizeof *c->curve);
+        if (c->curve == NULL) {
+            control_free(c);
+            return -ENOMEM;
+        }
+        if (surge_curve_keys_load(curve_keys, 0, c->curve, err, sizeof err) !=
+            0) {
+            SURGE_LOG(SURGE_LOG_ERROR, "launch", "control channel: %s", err);
+            control_free(c);
+            return SURGE_ECONFIG;
+        }
+    }
     c->ctx = zmq_ctx_new();
     if (c->ctx == NULL) {
-        free(c);
+        control_free(c);
         return -ENOMEM;
     }
     int rc = open_socket(c);
     if (rc != 0) {
         zmq_ctx_term(c->ctx);
-        free(c);
+        control_free(c);
         return rc;
     }
     *out = c;
@@ -100,7 +138,7 @@ surge_control_destroy(surge_control **cp)
         zmq_close(c->sock);
     }
     zmq_ctx_term(c->ctx);
-    free(c);
+    control_free(c);
     *cp = NULL;
 }
 

@@ -19,11 +19,13 @@
 typedef struct surge_control surge_control;
 
 /* surge_control_create - a control channel to the server at endpoint,
- * proving membership with token (both copied). Connecting is asynchronous
- * in ZeroMQ: this does not wait for the server. *out is set on success and
- * untouched on failure (-ENOMEM, SURGE_ECONFIG for a bad endpoint). */
+ * proving membership with token (both copied); with curve_keys (a CURVE
+ * client key file, common/auth.h; NULL or "" for none) the channel is
+ * encrypted and authenticated. Connecting is asynchronous in ZeroMQ: this
+ * does not wait for the server. *out is set on success and untouched on
+ * failure (-ENOMEM, SURGE_ECONFIG for a bad endpoint or key file). */
 int surge_control_create(surge_control **out, const char *endpoint,
-                         const char *token);
+                         const char *token, const char *curve_keys);
 
 /* surge_control_destroy - close the socket (nothing lingers) and free;
  * sets *c to NULL; NULL is a no-op. */

@@ -120,6 +120,7 @@ struct launch {
     char bindir[OUT_MAX]; /* {bindir}: where `surge` lives */
     char out[OUT_MAX];    /* absolute output folder */
     char token[2 * TOKEN_BYTES + 1];
+    char curve_dir[OUT_MAX + 8]; /* server.encrypt: <out>/keys; "" = off */
     surge_server_proc server;
     surge_control *ctl;
     int restarts;      /* server restarts so far */
@@ -537,6 +538,11 @@ start_server(struct launch *L, char *err, size_t errcap)
         PUSH("--checksum-log");
         PUSH(buf);
     }
+    if (L->curve_dir[0] != '\0') {
+        snprintf(buf, sizeof buf, "%s/server.key", L->curve_dir);
+        PUSH("--curve-keys");
+        PUSH(buf);
+    }
     /* A restart continues from the trainer's last checkpoint when the
      * server left one (written atomically, so it is whole or absent). */
     snprintf(buf, sizeof buf, "%s/" CHECKPOINT_FILE, L->out);
@@ -580,7 +586,11 @@ start_server(struct launch *L, char *err, size_t errcap)
     if (rc != 0) {
         return rc;
     }
-    rc = surge_control_create(&L->ctl, L->server.endpoint, L->token);
+    char ckeys[OUT_MAX + 32] = "";
+    if (L->curve_dir[0] != '\0') {
+        snprintf(ckeys, sizeof ckeys, "%s/client.key", L->curve_dir);
+    }
+    rc = surge_control_create(&L->ctl, L->server.endpoint, L->token, ckeys);
     if (rc != 0) {
         snprintf(err, errcap, "control channel to %s: %s", L->server.endpoint,
                  surge_strerror(rc));
@@ -677,6 +687,11 @@ submit(struct launch *L, struct run *r)
     snprintf(var, sizeof var, "SURGE_RUN_KEY=%s", key);
     explicit_bzero(key, sizeof key);
     rc = rc ? rc : krc ? krc : surge_strv_push(&env, var);
+    if (L->curve_dir[0] != '\0') {
+        snprintf(var, sizeof var, "SURGE_CURVE_KEYS=%s/client.key",
+                 L->curve_dir);
+        rc = rc ? rc : surge_strv_push(&env, var);
+    }
     snprintf(var, sizeof var, "SURGE_SIM_ID=%lld", (long long)r->sim);
     rc = rc ? rc : surge_strv_push(&env, var);
     snprintf(var, sizeof var, "SURGE_ATTEMPT=%lld", (long long)r->attempt);
@@ -1785,10 +1800,18 @@ surge_launch_main(int argc, char **argv)
               L.s->name, L.nruns, (long long)L.s->ranks, (long long)k, L.out);
 
     rc = surge_deploy_random_hex(L.token, TOKEN_BYTES);
+    if (rc != 0) {
+        snprintf(err, sizeof err, "random token: %s", strerror(-rc));
+    }
+    if (rc == 0 && L.s->server_encrypt) {
+        /* Fresh keys per study, readable by the user only; the runs and a
+         * restarted server read them from the output folder (shared on a
+         * cluster). */
+        snprintf(L.curve_dir, sizeof L.curve_dir, "%s/keys", L.out);
+        rc = surge_curve_keys_generate(L.curve_dir, err, sizeof err);
+    }
     if (rc == 0) {
         rc = start_server(&L, err, sizeof err);
-    } else {
-        snprintf(err, sizeof err, "random token: %s", strerror(-rc));
     }
     int interrupted = 0;
     if (rc != 0) {

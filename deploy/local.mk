@@ -13,7 +13,8 @@ deploy_libsurge_deploy_la_SOURCES = \
 	deploy/scheduler.h deploy/sched_local.c \
 	deploy/scheduler_slurm.h deploy/scheduler_slurm.c \
 	deploy/server_proc.h deploy/server_proc.c \
-	deploy/launch.h deploy/launch.c
+	deploy/launch.h deploy/launch.c \
+	deploy/keys.c
 deploy_libsurge_deploy_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(GSL_CFLAGS) $(ZMQ_CFLAGS) $(UV_CFLAGS)
 deploy_libsurge_deploy_la_LIBADD = reservoir/libsurge_reservoir.la \
@@ -40,8 +41,10 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 
 # Trust: a run cannot take another run's ranks (per-run keys), and CURVE
 # encryption of a whole study (docs/protocol.md, "Trust").
-TESTS += tests/integration/launch_hijack.sh
-EXTRA_DIST += tests/integration/launch_hijack.sh
+TESTS += tests/integration/launch_hijack.sh \
+	tests/integration/launch_encrypted.sh
+EXTRA_DIST += tests/integration/launch_hijack.sh \
+	tests/integration/launch_encrypted.sh
 
 # The slurm scheduler: its test starts a single-machine Slurm with
 # deploy/slurm-local.sh (skips without root or the Slurm packages).

@@ -146,6 +146,7 @@ static const struct key keys[] = {
      "\"256MiB\"", 1, 0, NOMAX, NULL},
     {"server.checksum_log", T_BOOL, O(server_checksum_log), 0, "false", 0, 0, 0,
      NULL},
+    {"server.encrypt", T_BOOL, O(server_encrypt), 0, "false", 0, 0, 0, NULL},
     {"server.args", T_STRV, O(server_args), 0, "[]", 0, 0, 0, NULL},
     {"server.validation_every", T_INT, O(server_validation_every), 0, "0", 0,
      4294967295.0, 0, NULL},

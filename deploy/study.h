@@ -112,6 +112,7 @@ typedef struct surge_study {
     int64_t server_restarts;           /* restarts allowed per study */
     uint64_t server_max_partial_bytes; /* bytes of incomplete steps kept */
     int server_checksum_log; /* --checksum-log <output>/checksums.log */
+    int server_encrypt;      /* ZeroMQ CURVE; keys in <output>/keys */
     surge_strv server_args;  /* extra `surge serve` flags, verbatim */
 
     int64_t server_validation_every;  /* sims with id % N == N-1 held out */

@@ -10,5 +10,6 @@ int surge_serve_main(int argc, char **argv);   /* server/serve.c */
 int surge_launch_main(int argc, char **argv);  /* deploy/launch.c */
 int surge_top_main(int argc, char **argv);     /* server/top.c */
 int surge_predict_main(int argc, char **argv); /* trainer/predict.c */
+int surge_keys_main(int argc, char **argv);    /* deploy/keys.c */
 
 #endif /* SURGE_SERVER_COMMANDS_H */

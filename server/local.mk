@@ -47,6 +47,9 @@ TESTS += tests/integration/server_faults.sh \
 	tests/integration/server_backpressure.sh
 EXTRA_DIST += tests/integration/server_faults.sh \
 	tests/integration/server_backpressure.sh
+# CURVE encryption and authentication (--curve-keys, the ZAP handler).
+TESTS += tests/integration/server_curve.sh
+EXTRA_DIST += tests/integration/server_curve.sh
 
 # Online training end to end (surge launch with the trainer, surge predict,
 # PyTorch, surge serve --resume): server/train.c, trainer/predict.c.

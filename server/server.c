@@ -859,10 +859,11 @@ write_stats(surge_server *srv)
                   JI(c->sims.validation_runs_kept)));
     json_object_set_new(
         j, "io",
-        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:f}", "accepted",
+        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:f}", "accepted",
                   JI(c->io.accepted), "disconnected", JI(c->io.disconnected),
                   "handshake_failed", JI(c->io.handshake_failed),
-                  "replies_sent", JI(c->io.replies_sent), "replies_dropped",
+                  "curve_refused", JI(c->io.curve_refused), "replies_sent",
+                  JI(c->io.replies_sent), "replies_dropped",
                   JI(c->io.replies_dropped), "control_ok", JI(c->io.control_ok),
                   "read_pauses", JI(c->io.read_pauses), "read_paused_s",
                   c->io.read_paused_ns / 1e9));

@@ -23,6 +23,7 @@ static const struct command commands[] = {
     {"launch", surge_launch_main, "run a study: server, solver runs, retries"},
     {"top", surge_top_main, "watch a running server in the terminal"},
     {"predict", surge_predict_main, "evaluate a trained model: .npy and PNG"},
+    {"keys", surge_keys_main, "a study's run keys and CURVE key files"},
 };
 
 static void
