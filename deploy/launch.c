@@ -687,11 +687,12 @@ submit(struct launch *L, struct run *r)
     snprintf(var, sizeof var, "SURGE_RUN_KEY=%s", key);
     explicit_bzero(key, sizeof key);
     rc = rc ? rc : krc ? krc : surge_strv_push(&env, var);
-    if (L->curve_dir[0] != '\0') {
-        snprintf(var, sizeof var, "SURGE_CURVE_KEYS=%s/client.key",
-                 L->curve_dir);
-        rc = rc ? rc : surge_strv_push(&env, var);
-    }
+    /* Set even when empty: a SURGE_TOKEN or SURGE_CURVE_KEYS in our own
+     * environment (left from a run by hand) must not reach the runs. */
+    rc = rc ? rc : surge_strv_push(&env, "SURGE_TOKEN=");
+    snprintf(var, sizeof var, "SURGE_CURVE_KEYS=%s%s", L->curve_dir,
+             L->curve_dir[0] != '\0' ? "/client.key" : "");
+    rc = rc ? rc : surge_strv_push(&env, var);
     snprintf(var, sizeof var, "SURGE_SIM_ID=%lld", (long long)r->sim);
     rc = rc ? rc : surge_strv_push(&env, var);
     snprintf(var, sizeof var, "SURGE_ATTEMPT=%lld", (long long)r->attempt);

@@ -687,7 +687,7 @@ surge_slurm_write_job_script(const char *path, char *const *argv,
     }
     text_add(&t, "#!/bin/bash\n"
                  "# Written by surge launch for one attempt of one run. It "
-                 "holds the\n# study token: keep it private (mode 0700).\n"
+                 "holds the\n# run's key: keep it private (mode 0700).\n"
                  "cd ");
     text_quoted(&t, workdir);
     text_add(&t, " || exit 1\nexec >>");

@@ -123,7 +123,7 @@ int surge_slurm_shell_quote(const char *s, char *out, size_t cap);
 /* ------------------------------------------------------------ scripts */
 
 /* surge_slurm_write_job_script - write the batch script of one job to
- * path (mode 0700: it holds the study token), replacing any old one:
+ * path (mode 0700: it holds the run's key), replacing any old one:
  * cd to workdir, append stdout and stderr to log_path, export each env
  * entry ("NAME=value"; NAME must be a shell identifier), run argv, write
  * its exit status to exit_path (atomically: temp + rename) and exit with

@@ -50,8 +50,9 @@ EOF
 
 tap_plan 4
 
-timeout 120 "$SURGE" launch --quiet "$tmp/study.json" >"$tmp/stdout" \
-    2>"$tmp/stderr"
+# A token left in the launcher's environment must not reach the runs either.
+SURGE_TOKEN=left-over timeout 120 "$SURGE" launch --quiet "$tmp/study.json" \
+    >"$tmp/stdout" 2>"$tmp/stderr"
 rc=$?
 lib_check_launch_ok "$rc" "$tmp/stderr" "$tmp/out"
 ok_runs=$(lib_json "$tmp/out/summary.json" 'j["runs"]["ok"]' 2>/dev/null)
