@@ -65,7 +65,11 @@ read_private(const char *path, char *buf, size_t cap, char *err, size_t errcap)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
-        surge_set_err(err, errcap, "%s: %s", path, strerror(errno));
+        /* A link could point anywhere (another user's file): not followed. */
+        surge_set_err(err, errcap, "%s: %s", path,
+                      errno == ELOOP ? "a symbolic link (a key file must be "
+                                       "a regular file)"
+                                     : strerror(errno));
         return SURGE_ECONFIG;
     }
     struct stat sb;

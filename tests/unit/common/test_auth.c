@@ -192,6 +192,15 @@ key_files_refused(void **state)
     assert_non_null(strstr(err, "/nonexistent/k"));
     assert_int_equal(surge_curve_keys_load(dir, 0, &k, err, sizeof err),
                      SURGE_ECONFIG);
+    /* A symbolic link is not followed. */
+    char link[160];
+    snprintf(link, sizeof link, "%s/link", dir);
+    write_file(text, 0600);
+    assert_int_equal(symlink(path, link), 0);
+    assert_int_equal(surge_curve_keys_load(link, 1, &k, err, sizeof err),
+                     SURGE_ECONFIG);
+    assert_non_null(strstr(err, "symbolic link"));
+    unlink(link);
     /* Too large. */
     char big[SURGE_CURVE_FILE_MAX + 64];
     memset(big, '#', sizeof big - 1);
