@@ -23,7 +23,7 @@ lib_tmpdir
 spid=
 on_exit() { lib_kill_pids "$spid"; }
 
-tap_plan 11
+tap_plan 13
 
 "$SURGE" keys curve "$tmp/keys" >/dev/null &&
     "$SURGE" keys curve "$tmp/other" >/dev/null
@@ -31,6 +31,15 @@ modes=$(stat -c %a "$tmp/keys" "$tmp/keys/server.key" "$tmp/keys/client.key" |
     tr '\n' ' ')
 check "surge keys curve: folder 700, key files 600 (got $modes)" \
     test "$modes" = "700 600 600 "
+
+# surge keys run-key: the known answer of common/auth.h's definition.
+key=$(SURGE_TOKEN=secret "$SURGE" keys run-key 3)
+check "surge keys run-key 3 with token 'secret' (got $key)" test "$key" = \
+    65876a87add0540aa9e9bbe69abe5c999ff3fa3aab5f47728a5ca480a64e8c1b
+env -u SURGE_TOKEN "$SURGE" keys run-key 3 >/dev/null 2>"$tmp/nokey.err"
+rc=$?
+check "surge keys run-key without a token: usage error (exit $rc)" \
+    grep -q "set SURGE_TOKEN" "$tmp/nokey.err"
 
 export SURGE_TOKEN=curve-token
 export SURGE_TIMEOUT_MS=3000
