@@ -24,8 +24,9 @@
  *   One sample is (simulation, step) with every field, so every field is
  *   sent the same number of times.
  * - The simulation id is SURGE_SIM_ID (set by surge launch), else
- *   MELISSA_SIMU_ID; the parameter values are SURGE_PARAMS; the server and
- *   token are SURGE_ENDPOINT and SURGE_TOKEN.
+ *   MELISSA_SIMU_ID; the parameter values are SURGE_PARAMS; the server is
+ *   SURGE_ENDPOINT, the credential SURGE_RUN_KEY (surge launch) or
+ *   SURGE_TOKEN (by hand), and SURGE_CURVE_KEYS for encrypted studies.
  * - These calls return nothing, as in Melissa; a failure (no server, a
  *   rejected client, a wrong call order) prints one line naming it on
  *   stderr and ends the run with MPI_Abort(comm, 1), so the launcher sees

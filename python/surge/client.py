@@ -85,7 +85,9 @@ class _Options(ctypes.Structure):
                 ("coalesce_bytes", ctypes.c_size_t),
                 ("flush_ms", ctypes.c_int),
                 ("sndhwm_bytes", ctypes.c_uint64),
-                ("steps", ctypes.c_uint64)]
+                ("steps", ctypes.c_uint64),
+                ("run_key", ctypes.c_char_p),
+                ("curve_keys", ctypes.c_char_p)]
 
 
 class _OptionsBuffer(ctypes.Structure):
@@ -266,14 +268,16 @@ class Client:
     or an error). fields: Field objects, declared the same on every rank.
     comm: an mpi4py communicator (rank and size of the simulation); without
     one, rank and size come from the launcher's environment
-    (OMPI_COMM_WORLD_RANK/SIZE, ...). endpoint, token, sim_id, params,
-    timeout_ms override what `surge launch` passed in the environment;
+    (OMPI_COMM_WORLD_RANK/SIZE, ...). endpoint, token, run_key, curve_keys
+    (a CURVE client key file), sim_id, params, timeout_ms override what
+    `surge launch` passed in the environment;
     steps declares how many steps this run will send (progress and ETA in
     `surge top` and the dashboard; 0 or None: unknown, or SURGE_STEPS).
     Use as a context manager, or call close(); one thread at a time."""
 
     def __init__(self, fields, comm=None, *, endpoint=None, token=None,
-                 sim_id=None, params=None, timeout_ms=None, steps=None):
+                 sim_id=None, params=None, timeout_ms=None, steps=None,
+                 run_key=None, curve_keys=None):
         self._c = ctypes.c_void_p()
         fields = list(fields)
         if not 1 <= len(fields) <= _MAX_FIELDS:
@@ -292,6 +296,12 @@ class Client:
         if token is not None:
             keep.append(token.encode())
             o.token = keep[-1]
+        if run_key is not None:
+            keep.append(run_key.encode())
+            o.run_key = keep[-1]
+        if curve_keys is not None:
+            keep.append(curve_keys.encode())
+            o.curve_keys = keep[-1]
         if sim_id is not None:
             o.sim_id = int(sim_id)
         if params is not None:

@@ -34,6 +34,8 @@ main(void)
     M(surge_client_options, flush_ms);
     M(surge_client_options, sndhwm_bytes);
     M(surge_client_options, steps);
+    M(surge_client_options, run_key);
+    M(surge_client_options, curve_keys);
     printf("}}\n");
     return 0;
 }
