@@ -383,6 +383,9 @@ surge_reservoir_load(surge_reservoir *r, surge_reservoir_read_cb cb, void *arg,
         }
         res_reset_state(r);
     } else {
+        /* The device storage's copy: every sample restored goes up before
+         * the next device batch. */
+        r->pend_all = r->dev != NULL;
         pthread_cond_broadcast(&r->cv_get);
         pthread_cond_broadcast(&r->cv_put);
     }

@@ -90,9 +90,49 @@ res_derive_sizes(const surge_reservoir_config *cfg, size_t *sample_bytes,
     return 0;
 }
 
+const char *
+surge_reservoir_storage_name(enum surge_reservoir_storage st)
+{
+    switch (st) {
+    case SURGE_RESERVOIR_STORAGE_HOST:
+        return "host";
+    case SURGE_RESERVOIR_STORAGE_DEVICE:
+        return "device";
+    }
+    return "unknown";
+}
+
+int
+surge_reservoir_storage_parse(const char *name,
+                              enum surge_reservoir_storage *st)
+{
+    if (name == NULL) {
+        return -EINVAL;
+    }
+    if (strcmp(name, "host") == 0) {
+        *st = SURGE_RESERVOIR_STORAGE_HOST;
+    } else if (strcmp(name, "device") == 0) {
+        *st = SURGE_RESERVOIR_STORAGE_DEVICE;
+    } else {
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int
 surge_reservoir_config_check(const surge_reservoir_config *cfg, char *err,
                              size_t errlen)
+{
+#ifdef HAVE_CUDA
+    return res_config_check(cfg, true, err, errlen);
+#else
+    return res_config_check(cfg, false, err, errlen);
+#endif
+}
+
+int
+res_config_check(const surge_reservoir_config *cfg, bool allow_device,
+                 char *err, size_t errlen)
 {
     size_t sample_bytes, slot_bytes, nslots;
     const char *pname = surge_reservoir_policy_name(cfg->policy);
@@ -212,6 +252,25 @@ surge_reservoir_config_check(const surge_reservoir_config *cfg, char *err,
             err, errlen,
             "reservoir.balance_sims: not with policy fifo (a fifo batch "
             "is the oldest samples)");
+        return SURGE_ECONFIG;
+    }
+    if (cfg->storage != SURGE_RESERVOIR_STORAGE_HOST &&
+        cfg->storage != SURGE_RESERVOIR_STORAGE_DEVICE) {
+        surge_set_err(err, errlen,
+                      "reservoir.storage: unknown storage %d (host or "
+                      "device)",
+                      (int)cfg->storage);
+        return SURGE_ECONFIG;
+    }
+    if (cfg->storage == SURGE_RESERVOIR_STORAGE_DEVICE && !allow_device) {
+        surge_set_err(err, errlen,
+                      "reservoir.storage: device needs a build with CUDA "
+                      "(configure --with-cuda); use host");
+        return SURGE_ECONFIG;
+    }
+    if (cfg->device < 0) {
+        surge_set_err(err, errlen,
+                      "reservoir.device: must be a CUDA device ordinal >= 0");
         return SURGE_ECONFIG;
     }
     if (cfg->prioritized.enabled) {

@@ -261,6 +261,7 @@ draw_ops(const surge_reservoir_config *cfg)
 static void
 free_all(surge_reservoir *r)
 {
+    res_dev_destroy(r);
     if (r->pool != NULL) {
         r->store->destroy(r);
     }
@@ -280,12 +281,14 @@ free_all(surge_reservoir *r)
     free(r);
 }
 
-int
-surge_reservoir_create(surge_reservoir **rp, const surge_reservoir_config *cfg,
-                       char *err, size_t errlen)
+/* create, on dev for storage device (NULL: host storage only). */
+static int
+create_on(surge_reservoir **rp, const surge_reservoir_config *cfg,
+          const struct surge_reservoir_device_ops *dev, char *err,
+          size_t errlen)
 {
     size_t sample_bytes, slot_bytes, nslots;
-    int rc = surge_reservoir_config_check(cfg, err, errlen);
+    int rc = res_config_check(cfg, dev != NULL, err, errlen);
     if (rc != 0) {
         return rc;
     }
@@ -339,6 +342,12 @@ surge_reservoir_create(surge_reservoir **rp, const surge_reservoir_config *cfg,
     if (rc != 0) {
         goto fail;
     }
+    if (cfg->storage == SURGE_RESERVOIR_STORAGE_DEVICE) {
+        rc = res_dev_create(r, dev, err, errlen);
+        if (rc != 0) {
+            goto fail;
+        }
+    }
 
     if (pthread_mutex_init(&r->mu, NULL) != 0) {
         goto fail_nomem;
@@ -362,6 +371,29 @@ fail_nomem:
 fail:
     free_all(r);
     return rc;
+}
+
+int
+surge_reservoir_create(surge_reservoir **rp, const surge_reservoir_config *cfg,
+                       char *err, size_t errlen)
+{
+#ifdef HAVE_CUDA
+    return create_on(rp, cfg, &surge_reservoir_device_cuda, err, errlen);
+#else
+    return create_on(rp, cfg, NULL, err, errlen);
+#endif
+}
+
+int
+surge_reservoir_create_on_(surge_reservoir **rp,
+                           const surge_reservoir_config *cfg,
+                           const struct surge_reservoir_device_ops *dev,
+                           char *err, size_t errlen)
+{
+    if (dev == NULL) {
+        return -EINVAL;
+    }
+    return create_on(rp, cfg, dev, err, errlen);
 }
 
 void
@@ -605,8 +637,12 @@ surge_reservoir_put_commit(surge_reservoir *r, surge_reservoir_slot *ps)
     res_age_link(r, s);
     r->uses_present[0]++;
     r->uses_left_total += r->cfg.max_uses;
+    bool flush = r->dev != NULL && res_dev_committed(r, s);
     pthread_cond_broadcast(&r->cv_get);
     pthread_mutex_unlock(&r->mu);
+    if (flush) {
+        res_dev_flush_try(r);
+    }
     return 0;
 }
 
@@ -733,9 +769,9 @@ unpin_rows(surge_reservoir *r, size_t n, const uint32_t *rows)
 /* Wait for a batch as the policy says, then select and pin its n rows
  * (slot ids in rows[n]). Returns n > 0, 0 (finished) or an error; the lock
  * is not held on return. */
-static long
-take_rows(surge_reservoir *r, size_t B, uint32_t *rows, surge_batch_info *info,
-          int timeout_ms)
+long
+res_take_rows(surge_reservoir *r, size_t B, uint32_t *rows,
+              surge_batch_info *info, int timeout_ms)
 {
     struct waiter w;
     waiter_init(&w, timeout_ms);
@@ -799,8 +835,8 @@ take_rows(surge_reservoir *r, size_t B, uint32_t *rows, surge_batch_info *info,
 
 /* Unpin n rows taken by take_rows: free what is used up, wake producers,
  * and tell a refused producer once that it may put again. */
-static void
-release_rows(surge_reservoir *r, size_t n, const uint32_t *rows)
+void
+res_release_rows(surge_reservoir *r, size_t n, const uint32_t *rows)
 {
     pthread_mutex_lock(&r->mu);
     unpin_rows(r, n, rows);
@@ -841,7 +877,7 @@ surge_reservoir_get_batch(surge_reservoir *r, size_t B, float *inputs,
             return -ENOMEM;
         }
     }
-    long got = take_rows(r, B, rows, info, timeout_ms);
+    long got = res_take_rows(r, B, rows, info, timeout_ms);
     if (got <= 0) {
         if (rows != stack_rows) {
             free(rows);
@@ -853,7 +889,7 @@ surge_reservoir_get_batch(surge_reservoir *r, size_t B, float *inputs,
     /* Gather without the lock: the rows are pinned. */
     r->store->gather(r, rows, n, inputs, outputs);
 
-    release_rows(r, n, rows);
+    res_release_rows(r, n, rows);
     if (rows != stack_rows) {
         free(rows);
     }
@@ -868,7 +904,7 @@ surge_reservoir_get_batch_view(surge_reservoir *r, size_t B, uint32_t *slots,
     if (B == 0 || B > r->cfg.max_batch || slots == NULL) {
         return -EINVAL;
     }
-    long n = take_rows(r, B, slots, info, timeout_ms);
+    long n = res_take_rows(r, B, slots, info, timeout_ms);
     for (long i = 0; i < n; i++) {
         const uint8_t *src = r->pool + (size_t)slots[i] * r->slot_bytes;
         if (inputs != NULL) {
@@ -887,7 +923,7 @@ surge_reservoir_release_view(surge_reservoir *r, const uint32_t *slots,
                              size_t n)
 {
     if (n > 0 && slots != NULL) {
-        release_rows(r, n, slots);
+        res_release_rows(r, n, slots);
     }
 }
 
@@ -965,6 +1001,13 @@ surge_reservoir_get_stats(surge_reservoir *r, surge_reservoir_stats *st)
     st->rate_overrides = r->rate_overrides;
     st->priority_updates = r->prio_updates;
     st->priority_updates_ignored = r->prio_ignored;
+    st->storage = r->cfg.storage;
+    st->device_uploads = r->dev_uploads;
+    st->device_upload_bytes = r->dev_upload_bytes;
+    st->device_gathers = r->dev_gathers;
+    if (r->dev != NULL) {
+        st->device_bytes = r->pool_mapped + (size_t)r->cfg.max_batch * 4;
+    }
     st->reception_ended = r->ended;
     st->finished = r->ended && r->npresent == 0 && r->nwriting == 0;
     st->closed = r->closed;

@@ -33,6 +33,7 @@
 #include "common/rng.h"
 #include "common/util.h"
 #include "reservoir/reservoir.h"
+#include "reservoir/reservoir_internal.h"
 
 #define NONE UINT32_MAX
 #define SLOT_ALIGN 64
@@ -149,6 +150,22 @@ struct surge_reservoir {
     uint64_t prio_updates, prio_ignored;
     surge_reservoir_notify_cb notify_cb; /* see set_notify */
     void *notify_arg;
+    /* Device storage (storage_device.c); dev == NULL: host storage. */
+    const struct surge_reservoir_device_ops *dev; /* the device's ops */
+    void *dev_ctx;                                /* its context (dev_mu) */
+    pthread_mutex_t dev_mu; /* guards dev_ctx calls, flush[], run_*,
+                               dev_err; taken before mu, never while
+                               mu is held */
+    uint32_t *pend;         /* (nslots) slots committed and not yet
+                               uploaded, npend of them (mu) */
+    uint32_t npend;         /* (mu) */
+    bool pend_all;          /* upload every present slot (pend[]
+                               overflowed, or a load) (mu) */
+    uint32_t *flush;        /* (nslots) the slots being uploaded (dev_mu) */
+    size_t *run_off;        /* (nslots) their byte runs (dev_mu) */
+    size_t *run_len;        /* (nslots) (dev_mu) */
+    char dev_err[256];      /* last device error (dev_mu) */
+    uint64_t dev_uploads, dev_upload_bytes, dev_gathers; /* (mu) */
     bool producer_refused; /* a put timed out since the last notify */
     bool ended;            /* end_reception called */
     bool closed;           /* shutdown called */
@@ -276,6 +293,11 @@ res_bucket(uint32_t uses)
                : SURGE_RESERVOIR_USES_BUCKETS - 1;
 }
 
+/* config.c: surge_reservoir_config_check, with storage device allowed
+ * (a CUDA build, or device ops given) or not. */
+int res_config_check(const surge_reservoir_config *cfg, bool allow_device,
+                     char *err, size_t errlen);
+
 /* config.c: sizes derived from a config; 0, or SURGE_ECONFIG with err. */
 int res_derive_sizes(const surge_reservoir_config *cfg, size_t *sample_bytes,
                      size_t *slot_bytes, size_t *nslots, char *err,
@@ -299,6 +321,24 @@ void res_ds_add(surge_reservoir *r, uint32_t s);
 void res_age_link(surge_reservoir *r, uint32_t s);
 void res_evict_add(surge_reservoir *r, uint32_t s);
 void res_reset_state(surge_reservoir *r);
+
+/* reservoir.c: wait for a batch as the policy says, then select and pin
+ * its n rows (slot ids in rows[n]): n > 0, 0 (finished) or an error, the
+ * lock not held on return; release: unpin them after the copy. */
+long res_take_rows(surge_reservoir *r, size_t B, uint32_t *rows,
+                   surge_batch_info *info, int timeout_ms);
+void res_release_rows(surge_reservoir *r, size_t n, const uint32_t *rows);
+
+/* storage_device.c: the device storage. create: after the pool exists (no
+ * lock; 0 or an error with err); destroy: before the pool goes. committed:
+ * slot s became PRESENT (mu held); true when enough is pending that the
+ * producer should call flush_try (no lock held) to upload it. */
+int res_dev_create(surge_reservoir *r,
+                   const struct surge_reservoir_device_ops *dev, char *err,
+                   size_t errlen);
+void res_dev_destroy(surge_reservoir *r);
+bool res_dev_committed(surge_reservoir *r, uint32_t s);
+void res_dev_flush_try(surge_reservoir *r);
 
 /* draw_prioritized.c: set slot s's leaf to v (0 = not drawable). */
 void res_tree_set(surge_reservoir *r, uint32_t s, double v);
