@@ -11,7 +11,8 @@ tests_unit_reservoir_test_reservoir_LDADD = reservoir/libsurge_reservoir.la \
 check_PROGRAMS += tests/unit/reservoir/test_reservoir_device
 TESTS += tests/unit/reservoir/test_reservoir_device
 tests_unit_reservoir_test_reservoir_device_SOURCES = \
-	tests/unit/reservoir/test_reservoir_device.c
+	tests/unit/reservoir/test_reservoir_device.c \
+	tests/unit/reservoir/emu_device.h tests/unit/reservoir/emu_device.c
 tests_unit_reservoir_test_reservoir_device_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_reservoir_test_reservoir_device_LDADD = \
 	reservoir/libsurge_reservoir.la common/libsurge_common.la \

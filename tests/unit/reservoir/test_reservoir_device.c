@@ -23,127 +23,11 @@
 
 #include "reservoir/reservoir.h"
 #include "reservoir/reservoir_internal.h"
+#include "tests/unit/reservoir/emu_device.h"
 
 #define IN_DIM 3
 #define OUT_DIM 5
 #define SLOT 64 /* (3 + 5) * 4 = 32 bytes, rounded up to 64 */
-
-/* ------------------------------------------------------- the emulation */
-
-struct emu {
-    uint8_t *host;   /* the host pool */
-    uint8_t *dev;    /* the "device" copy */
-    size_t bytes;    /* of each */
-    size_t max_rows; /* gather capacity */
-    size_t *q_off;   /* queued upload runs, not applied yet */
-    size_t *q_len;
-    size_t nq, q_cap;
-    uint64_t runs;    /* upload runs enqueued, all time */
-    uint64_t gathers; /* gathers run */
-    uint64_t *ups;    /* per slot: times uploaded */
-    int fail_gather;  /* next gather fails */
-};
-
-/* What the next create does: succeed, or report too little memory. */
-static size_t emu_free_bytes = SIZE_MAX;
-static struct emu *emu_last; /* the context of the last create */
-
-static int
-emu_create(void **ctx, int device, uint8_t *host_pool, size_t pool_bytes,
-           size_t max_rows, char *err, size_t errlen)
-{
-    (void)device;
-    if (pool_bytes > emu_free_bytes) {
-        snprintf(err, errlen,
-                 "reservoir.capacity_bytes: the device storage needs %zu "
-                 "bytes, the device has %zu free",
-                 pool_bytes, emu_free_bytes);
-        return SURGE_ECONFIG;
-    }
-    struct emu *e = calloc(1, sizeof *e);
-    assert_non_null(e);
-    e->host = host_pool;
-    e->bytes = pool_bytes;
-    e->max_rows = max_rows;
-    e->dev = malloc(pool_bytes);
-    e->ups = calloc(pool_bytes / SLOT, sizeof *e->ups);
-    assert_non_null(e->dev);
-    assert_non_null(e->ups);
-    /* Garbage until uploaded, as cudaMalloc'd memory is. */
-    memset(e->dev, 0xa5, pool_bytes);
-    emu_last = e;
-    *ctx = e;
-    return 0;
-}
-
-static void
-emu_destroy(void *ctx)
-{
-    struct emu *e = ctx;
-    free(e->dev);
-    free(e->ups);
-    free(e->q_off);
-    free(e->q_len);
-    free(e);
-}
-
-static int
-emu_upload(void *ctx, const size_t *off, const size_t *len, size_t nruns,
-           char *err, size_t errlen)
-{
-    (void)err;
-    (void)errlen;
-    struct emu *e = ctx;
-    if (e->nq + nruns > e->q_cap) {
-        e->q_cap = (e->nq + nruns) * 2;
-        e->q_off = realloc(e->q_off, e->q_cap * sizeof *e->q_off);
-        e->q_len = realloc(e->q_len, e->q_cap * sizeof *e->q_len);
-        assert_non_null(e->q_off);
-        assert_non_null(e->q_len);
-    }
-    for (size_t k = 0; k < nruns; k++) {
-        assert_true(off[k] % SLOT == 0 && len[k] % SLOT == 0);
-        assert_true(off[k] + len[k] <= e->bytes);
-        e->q_off[e->nq] = off[k];
-        e->q_len[e->nq] = len[k];
-        e->nq++;
-        for (size_t s = off[k] / SLOT; s < (off[k] + len[k]) / SLOT; s++) {
-            e->ups[s]++;
-        }
-    }
-    e->runs += nruns;
-    return 0;
-}
-
-static int
-emu_gather(void *ctx, const uint32_t *rows, size_t n, size_t slot_bytes,
-           size_t in_bytes, size_t out_bytes, void *d_in, void *d_out,
-           char *err, size_t errlen)
-{
-    struct emu *e = ctx;
-    assert_true(n <= e->max_rows);
-    /* The queued copies land now. */
-    for (size_t k = 0; k < e->nq; k++) {
-        memcpy(e->dev + e->q_off[k], e->host + e->q_off[k], e->q_len[k]);
-    }
-    e->nq = 0;
-    if (e->fail_gather) {
-        e->fail_gather = 0;
-        snprintf(err, errlen, "gather_rows failed (emulated): launch error");
-        return SURGE_EINTERNAL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t *src = e->dev + (size_t)rows[i] * slot_bytes;
-        memcpy((uint8_t *)d_in + i * in_bytes, src, in_bytes);
-        memcpy((uint8_t *)d_out + i * out_bytes, src + in_bytes, out_bytes);
-    }
-    e->gathers++;
-    return 0;
-}
-
-static const struct surge_reservoir_device_ops emu_ops = {
-    "emulated", emu_create, emu_destroy, emu_upload, emu_gather,
-};
 
 /* -------------------------------------------------------------- helpers */
 
@@ -194,7 +78,8 @@ make(surge_reservoir_config c, int device)
     int rc;
     if (device) {
         c.storage = SURGE_RESERVOIR_STORAGE_DEVICE;
-        rc = surge_reservoir_create_on_(&r, &c, &emu_ops, err, sizeof err);
+        rc = surge_reservoir_create_on_(&r, &c, &surge_test_emu_device, err,
+                                        sizeof err);
     } else {
         rc = surge_reservoir_create(&r, &c, err, sizeof err);
     }
@@ -318,7 +203,7 @@ test_evicted_slots_reuploaded(void **state)
     (void)state;
     surge_reservoir_config cfg = cfg_for(SURGE_RESERVOIR_RESERVOIR, 16, 4);
     surge_reservoir *d = make(cfg, 1);
-    struct emu *e = emu_last;
+    struct surge_test_emu *e = surge_test_emu_last;
     float x[4 * IN_DIM], y[4 * OUT_DIM];
     surge_batch_info info[4];
     uint64_t id = 0;
@@ -359,7 +244,7 @@ test_producer_uploads_in_runs(void **state)
     (void)state;
     surge_reservoir_config cfg = cfg_for(SURGE_RESERVOIR_FIFO, 10000, 8);
     surge_reservoir *d = make(cfg, 1);
-    struct emu *e = emu_last;
+    struct surge_test_emu *e = surge_test_emu_last;
     for (uint64_t id = 0; id < 9000; id++) {
         put_id(d, id);
     }
@@ -468,13 +353,13 @@ test_errors(void **state)
     cfg.storage = SURGE_RESERVOIR_STORAGE_DEVICE;
     surge_reservoir *r = NULL;
     char err[256] = "";
-    emu_free_bytes = 1000;
-    assert_int_equal(
-        surge_reservoir_create_on_(&r, &cfg, &emu_ops, err, sizeof err),
-        SURGE_ECONFIG);
+    surge_test_emu_free_bytes = 1000;
+    assert_int_equal(surge_reservoir_create_on_(
+                         &r, &cfg, &surge_test_emu_device, err, sizeof err),
+                     SURGE_ECONFIG);
     assert_null(r);
     assert_non_null(strstr(err, "reservoir.capacity_bytes"));
-    emu_free_bytes = SIZE_MAX;
+    surge_test_emu_free_bytes = SIZE_MAX;
 
 #ifndef HAVE_CUDA
     assert_int_equal(surge_reservoir_config_check(&cfg, err, sizeof err),
@@ -485,15 +370,15 @@ test_errors(void **state)
     assert_int_equal(surge_reservoir_device_available(), 0);
 #endif
     cfg.device = -1;
-    assert_int_equal(
-        surge_reservoir_create_on_(&r, &cfg, &emu_ops, err, sizeof err),
-        SURGE_ECONFIG);
+    assert_int_equal(surge_reservoir_create_on_(
+                         &r, &cfg, &surge_test_emu_device, err, sizeof err),
+                     SURGE_ECONFIG);
     assert_non_null(strstr(err, "reservoir.device"));
     cfg.device = 0;
     cfg.storage = (enum surge_reservoir_storage)7;
-    assert_int_equal(
-        surge_reservoir_create_on_(&r, &cfg, &emu_ops, err, sizeof err),
-        SURGE_ECONFIG);
+    assert_int_equal(surge_reservoir_create_on_(
+                         &r, &cfg, &surge_test_emu_device, err, sizeof err),
+                     SURGE_ECONFIG);
     cfg.storage = SURGE_RESERVOIR_STORAGE_HOST;
 
     float x[8 * IN_DIM], y[8 * OUT_DIM];
@@ -513,7 +398,7 @@ test_errors(void **state)
                      -EINVAL);
     assert_int_equal(surge_reservoir_get_batch_device(d, 8, NULL, y, info, 0),
                      -EINVAL);
-    emu_last->fail_gather = 1;
+    surge_test_emu_last->fail_gather = 1;
     assert_int_equal(surge_reservoir_get_batch_device(d, 8, x, y, info, 0),
                      SURGE_EINTERNAL);
     assert_non_null(strstr(surge_reservoir_device_error(d), "gather_rows"));
