@@ -29,6 +29,11 @@
  *                 priority from the per-sample loss the trainer reports,
  *                 importance weights with exponent beta; a sum tree, O(log n).
  *
+ * Storage (docs/reservoir.md, "Storage"): the pool is host memory; with
+ * storage device (a CUDA build) a copy of it lives on a CUDA device too:
+ * each sample is uploaded once, in batches, and get_batch_device gathers
+ * a batch there. Policies, counts and checkpoints are the same either way.
+ *
  * End of reception (surge_reservoir_end_reception): no more puts, and every
  * policy drains so that a study always ends. The watermark and the rate
  * limiter no longer apply and batches may come back short (1..B rows):
