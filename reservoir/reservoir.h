@@ -410,6 +410,28 @@ long surge_reservoir_get_batch_device(surge_reservoir *r, size_t B,
                                       float *d_inputs, float *d_outputs,
                                       surge_batch_info *info, int timeout_ms);
 
+/* surge_reservoir_get_batch_device_async - get_batch_device without the
+ * wait: the gather is queued on stream (a cudaStream_t of the reservoir's
+ * device, as void *) after the work already queued there (so it never
+ * overwrites d_inputs/d_outputs before an earlier step on that stream has
+ * read them) and before any work queued there later (a step queued next
+ * sees the rows), and the call returns at once. The rows stay pinned until
+ * the gather is complete: the reservoir releases them at this consumer's
+ * next device batch or at surge_reservoir_device_release(). One consumer
+ * of async device batches at a time. Returns as get_batch_device; -EINVAL
+ * when stream is NULL. */
+long surge_reservoir_get_batch_device_async(surge_reservoir *r, size_t B,
+                                            float *d_inputs, float *d_outputs,
+                                            surge_batch_info *info,
+                                            int timeout_ms, void *stream);
+
+/* surge_reservoir_device_release - wait for the last async device batch's
+ * gather and release its rows (no-op when none is held, or for host
+ * storage). Call it when the consumer stops taking device batches (the
+ * reservoir cannot free pinned rows). 0, or SURGE_EINTERNAL (the rows are
+ * released anyway). */
+int surge_reservoir_device_release(surge_reservoir *r);
+
 /* surge_reservoir_device_error - the last device error's text (which call,
  * file and line, and CUDA's message): a static string until the next
  * device call; "" when none. */

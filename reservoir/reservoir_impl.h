@@ -165,6 +165,9 @@ struct surge_reservoir {
     size_t *run_off;        /* (nslots) their byte runs (dev_mu) */
     size_t *run_len;        /* (nslots) (dev_mu) */
     char dev_err[256];      /* last device error (dev_mu) */
+    uint32_t *held;         /* (max_batch) rows of the last async device batch,
+                               pinned until its gather is complete (dev_mu) */
+    size_t nheld;           /* (dev_mu) */
     uint64_t dev_uploads, dev_upload_bytes, dev_gathers; /* (mu) */
     bool producer_refused; /* a put timed out since the last notify */
     bool ended;            /* end_reception called */

@@ -54,10 +54,16 @@ struct surge_reservoir_device_ops {
      * device: row i from device offset rows[i] * slot_bytes, its first
      * in_bytes to d_in + i * in_bytes and the out_bytes after them to
      * d_out + i * out_bytes (d_in/d_out NULL when their bytes are 0).
-     * Returns when the copy is complete. */
+     * stream NULL: on the device's own stream, and return when the copy
+     * is complete. Else queued on stream (a cudaStream_t) after the work
+     * already queued there and before any work queued there later, and
+     * return at once; rows is read during the call only. */
     int (*gather)(void *ctx, const uint32_t *rows, size_t n, size_t slot_bytes,
                   size_t in_bytes, size_t out_bytes, void *d_in, void *d_out,
-                  char *err, size_t errlen);
+                  void *stream, char *err, size_t errlen);
+    /* wait: until the last gather queued on a caller's stream is
+     * complete. */
+    int (*wait)(void *ctx, char *err, size_t errlen);
 };
 
 /* The CUDA device (storage_cuda.cu), in a build with CUDA only. */

@@ -10,8 +10,10 @@
  * so uploads are DMA straight from the slots; where that fails (locked
  * memory limits), uploads go through two pinned staging buffers used in
  * turn. An upload enqueues its copies and records up_done; a gather makes
- * its stream wait for up_done, copies the row ids up, runs gather_rows
- * and waits for its own event: when it returns, the rows are in place.
+ * its stream (its own, or the caller's: the trainer's) wait for up_done,
+ * copies the row ids up (two pinned row buffers in turn, each free once
+ * the gather that used it is done), runs gather_rows and records its
+ * event; on its own stream it waits for that event before returning.
  *
  * Every CUDA status is checked; a failure returns SURGE_EINTERNAL (or
  * SURGE_ECONFIG for a missing device or too little memory) with the call,
@@ -38,20 +40,21 @@
 
 struct cuda_ctx {
     int device;
-    cudaStream_t up;     /* uploads */
-    cudaStream_t gs;     /* gathers */
-    cudaEvent_t up_done; /* after the last upload enqueued */
-    cudaEvent_t g_done;  /* after the last gather */
-    uint8_t *d_pool;     /* (pool_bytes) the pool's copy */
+    cudaStream_t up;       /* uploads */
+    cudaStream_t gs;       /* gathers */
+    cudaEvent_t up_done;   /* after the last upload enqueued */
+    cudaEvent_t g_done[2]; /* after the gather that used rows set i */
+    int rows_i;            /* the rows set of the next gather */
+    uint8_t *d_pool;       /* (pool_bytes) the pool's copy */
     size_t pool_bytes;
-    uint8_t *h_pool; /* the host pool */
-    int registered;  /* h_pool pinned with cudaHostRegister */
-    uint8_t *stage[2];        /* pinned staging (STAGE_BYTES each) when not
-                                 registered */
-    cudaEvent_t stage_ev[2];  /* the last copy out of stage[i] */
-    int stage_i;              /* the buffer to use next */
-    uint32_t *h_rows;         /* (max_rows) pinned */
-    uint32_t *d_rows;         /* (max_rows) */
+    uint8_t *h_pool;         /* the host pool */
+    int registered;          /* h_pool pinned with cudaHostRegister */
+    uint8_t *stage[2];       /* pinned staging (STAGE_BYTES each) when not
+                                registered */
+    cudaEvent_t stage_ev[2]; /* the last copy out of stage[i] */
+    int stage_i;             /* the buffer to use next */
+    uint32_t *h_rows[2];     /* (max_rows) pinned, used in turn */
+    uint32_t *d_rows[2];     /* (max_rows) */
     size_t max_rows;
 };
 
@@ -69,14 +72,14 @@ set_err(char *err, size_t errlen, const char *fmt, ...)
 
 /* Check a CUDA call; on failure set err and return SURGE_EINTERNAL from
  * the enclosing function (whose err/errlen are in scope). */
-#define CK(call)                                                              \
-    do {                                                                      \
-        cudaError_t e_ = (call);                                              \
-        if (e_ != cudaSuccess) {                                              \
-            set_err(err, errlen, "reservoir device: %s failed (%s:%d): %s",  \
-                    #call, __FILE__, __LINE__, cudaGetErrorString(e_));       \
-            return SURGE_EINTERNAL;                                           \
-        }                                                                     \
+#define CK(call)                                                               \
+    do {                                                                       \
+        cudaError_t e_ = (call);                                               \
+        if (e_ != cudaSuccess) {                                               \
+            set_err(err, errlen, "reservoir device: %s failed (%s:%d): %s",    \
+                    #call, __FILE__, __LINE__, cudaGetErrorString(e_));        \
+            return SURGE_EINTERNAL;                                            \
+        }                                                                      \
     } while (0)
 
 /* Copy bytes from src to dst with the widest loads both allow. Threads
@@ -145,20 +148,23 @@ cuda_destroy(void *p)
             (void)cudaEventDestroy(c->stage_ev[i]);
         }
     }
-    if (c->h_rows != NULL) {
-        (void)cudaFreeHost(c->h_rows);
-    }
-    if (c->d_rows != NULL) {
-        (void)cudaFree(c->d_rows);
+    for (int i = 0; i < 2; i++) {
+        if (c->g_done[i] != NULL) {
+            (void)cudaEventSynchronize(c->g_done[i]);
+            (void)cudaEventDestroy(c->g_done[i]);
+        }
+        if (c->h_rows[i] != NULL) {
+            (void)cudaFreeHost(c->h_rows[i]);
+        }
+        if (c->d_rows[i] != NULL) {
+            (void)cudaFree(c->d_rows[i]);
+        }
     }
     if (c->d_pool != NULL) {
         (void)cudaFree(c->d_pool);
     }
     if (c->up_done != NULL) {
         (void)cudaEventDestroy(c->up_done);
-    }
-    if (c->g_done != NULL) {
-        (void)cudaEventDestroy(c->g_done);
     }
     if (c->up != NULL) {
         (void)cudaStreamDestroy(c->up);
@@ -210,13 +216,16 @@ create_body(struct cuda_ctx *c, char *err, size_t errlen)
                 c->pool_bytes, c->device, cudaGetErrorString(e));
         return SURGE_ECONFIG;
     }
-    CK(cudaMalloc((void **)&c->d_rows, c->max_rows * sizeof(uint32_t)));
-    CK(cudaHostAlloc((void **)&c->h_rows, c->max_rows * sizeof(uint32_t),
-                     cudaHostAllocDefault));
     CK(cudaStreamCreateWithFlags(&c->up, cudaStreamNonBlocking));
     CK(cudaStreamCreateWithFlags(&c->gs, cudaStreamNonBlocking));
     CK(cudaEventCreateWithFlags(&c->up_done, cudaEventDisableTiming));
-    CK(cudaEventCreateWithFlags(&c->g_done, cudaEventDisableTiming));
+    for (int i = 0; i < 2; i++) {
+        CK(cudaMalloc((void **)&c->d_rows[i], c->max_rows * sizeof(uint32_t)));
+        CK(cudaHostAlloc((void **)&c->h_rows[i], c->max_rows * sizeof(uint32_t),
+                         cudaHostAllocDefault));
+        CK(cudaEventCreateWithFlags(&c->g_done[i], cudaEventDisableTiming));
+        CK(cudaEventRecord(c->g_done[i], c->gs));
+    }
     /* Mark the copy's "last upload" done already, so a gather before any
      * upload has an event to wait for. */
     CK(cudaEventRecord(c->up_done, c->up));
@@ -293,7 +302,7 @@ cuda_upload(void *ctx, const size_t *off, const size_t *len, size_t nruns,
 static int
 cuda_gather(void *ctx, const uint32_t *rows, size_t n, size_t slot_bytes,
             size_t in_bytes, size_t out_bytes, void *d_in, void *d_out,
-            char *err, size_t errlen)
+            void *stream, char *err, size_t errlen)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (n == 0) {
@@ -304,11 +313,17 @@ cuda_gather(void *ctx, const uint32_t *rows, size_t n, size_t slot_bytes,
                 c->max_rows);
         return -EINVAL;
     }
+    cudaStream_t st = stream != NULL ? (cudaStream_t)stream : c->gs;
+    int i = c->rows_i;
+    c->rows_i ^= 1;
     CK(cudaSetDevice(c->device));
-    CK(cudaStreamWaitEvent(c->gs, c->up_done, 0));
-    memcpy(c->h_rows, rows, n * sizeof(uint32_t));
-    CK(cudaMemcpyAsync(c->d_rows, c->h_rows, n * sizeof(uint32_t),
-                       cudaMemcpyHostToDevice, c->gs));
+    /* Rows set i is free once the gather that last used it is done (two
+     * gathers back: long done, unless the caller's stream is far behind). */
+    CK(cudaEventSynchronize(c->g_done[i]));
+    CK(cudaStreamWaitEvent(st, c->up_done, 0));
+    memcpy(c->h_rows[i], rows, n * sizeof(uint32_t));
+    CK(cudaMemcpyAsync(c->d_rows[i], c->h_rows[i], n * sizeof(uint32_t),
+                       cudaMemcpyHostToDevice, st));
     size_t widest = in_bytes > out_bytes ? in_bytes : out_bytes;
     size_t per_block = (size_t)THREADS * 16 * 4; /* 4 float4 per thread */
     size_t chunks = (widest + per_block - 1) / per_block;
@@ -319,20 +334,31 @@ cuda_gather(void *ctx, const uint32_t *rows, size_t n, size_t slot_bytes,
         chunks = 65535;
     }
     dim3 grid((unsigned)n, (unsigned)chunks);
-    gather_rows<<<grid, THREADS, 0, c->gs>>>(c->d_pool, c->d_rows, slot_bytes,
-                                             in_bytes, out_bytes,
-                                             (uint8_t *)d_in,
-                                             (uint8_t *)d_out);
+    gather_rows<<<grid, THREADS, 0, st>>>(c->d_pool, c->d_rows[i], slot_bytes,
+                                          in_bytes, out_bytes, (uint8_t *)d_in,
+                                          (uint8_t *)d_out);
     CK(cudaGetLastError());
-    CK(cudaEventRecord(c->g_done, c->gs));
-    CK(cudaEventSynchronize(c->g_done));
+    CK(cudaEventRecord(c->g_done[i], st));
+    if (stream == NULL) {
+        CK(cudaEventSynchronize(c->g_done[i]));
+    }
+    return 0;
+}
+
+/* The last gather queued (on any stream) is complete. */
+static int
+cuda_wait(void *ctx, char *err, size_t errlen)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    CK(cudaSetDevice(c->device));
+    CK(cudaEventSynchronize(c->g_done[c->rows_i ^ 1]));
     return 0;
 }
 
 extern "C" {
 
 const struct surge_reservoir_device_ops surge_reservoir_device_cuda = {
-    "cuda", cuda_create, cuda_destroy, cuda_upload, cuda_gather,
+    "cuda", cuda_create, cuda_destroy, cuda_upload, cuda_gather, cuda_wait,
 };
 
 int

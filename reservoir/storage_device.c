@@ -47,8 +47,10 @@ res_dev_create(surge_reservoir *r, const struct surge_reservoir_device_ops *dev,
     r->flush = malloc(n * sizeof(uint32_t));
     r->run_off = malloc(n * sizeof(size_t));
     r->run_len = malloc(n * sizeof(size_t));
+    r->held = malloc(r->cfg.max_batch * sizeof(uint32_t));
+    r->nheld = 0;
     if (r->pend == NULL || r->flush == NULL || r->run_off == NULL ||
-        r->run_len == NULL) {
+        r->run_len == NULL || r->held == NULL) {
         surge_set_err(err, errlen,
                       "reservoir: out of memory for the device storage's "
                       "lists (%zu slots)",
@@ -81,6 +83,8 @@ res_dev_destroy(surge_reservoir *r)
         r->dev = NULL;
         r->dev_ctx = NULL;
     }
+    free(r->held);
+    r->held = NULL;
     free(r->run_len);
     free(r->run_off);
     free(r->flush);
@@ -180,10 +184,36 @@ res_dev_flush_try(surge_reservoir *r)
     pthread_mutex_unlock(&r->dev_mu);
 }
 
-long
-surge_reservoir_get_batch_device(surge_reservoir *r, size_t B, float *d_inputs,
-                                 float *d_outputs, surge_batch_info *info,
-                                 int timeout_ms)
+/* Release the rows of the last async device batch once its gather is
+ * complete. dev_mu held (mu is taken inside, as dev_mu -> mu allows). */
+static int
+release_held_locked(surge_reservoir *r)
+{
+    if (r->nheld == 0) {
+        return 0;
+    }
+    int rc = r->dev->wait(r->dev_ctx, r->dev_err, sizeof r->dev_err);
+    res_release_rows(r, r->nheld, r->held);
+    r->nheld = 0;
+    return rc;
+}
+
+int
+surge_reservoir_device_release(surge_reservoir *r)
+{
+    if (r->dev == NULL) {
+        return 0;
+    }
+    pthread_mutex_lock(&r->dev_mu);
+    int rc = release_held_locked(r);
+    pthread_mutex_unlock(&r->dev_mu);
+    return rc == 0 ? 0 : SURGE_EINTERNAL;
+}
+
+/* A device batch: synchronous (stream NULL) or queued on stream. */
+static long
+batch_device(surge_reservoir *r, size_t B, float *d_inputs, float *d_outputs,
+             surge_batch_info *info, int timeout_ms, void *stream)
 {
     if (r->dev == NULL) {
         return SURGE_ESTATE;
@@ -205,17 +235,30 @@ surge_reservoir_get_batch_device(surge_reservoir *r, size_t B, float *d_inputs,
     if (got > 0) {
         size_t n = (size_t)got;
         pthread_mutex_lock(&r->dev_mu);
-        int rc = flush_locked(r);
+        /* The last async batch's rows: its gather was queued before this
+         * one, so it is complete or nearly. */
+        int rc = release_held_locked(r);
+        if (rc == 0) {
+            rc = flush_locked(r);
+        }
         if (rc == 0) {
             rc = r->dev->gather(r->dev_ctx, rows, n, r->slot_bytes, r->in_bytes,
-                                r->out_bytes, d_inputs, d_outputs, r->dev_err,
-                                sizeof r->dev_err);
+                                r->out_bytes, d_inputs, d_outputs, stream,
+                                r->dev_err, sizeof r->dev_err);
+        }
+        int hold = rc == 0 && stream != NULL;
+        if (hold) {
+            /* Pinned until the gather is complete (the next call). */
+            memcpy(r->held, rows, n * sizeof(uint32_t));
+            r->nheld = n;
         }
         pthread_mutex_unlock(&r->dev_mu);
         pthread_mutex_lock(&r->mu);
         r->dev_gathers += rc == 0;
         pthread_mutex_unlock(&r->mu);
-        res_release_rows(r, n, rows);
+        if (!hold) {
+            res_release_rows(r, n, rows);
+        }
         if (rc != 0) {
             got = SURGE_EINTERNAL;
         }
@@ -224,6 +267,26 @@ surge_reservoir_get_batch_device(surge_reservoir *r, size_t B, float *d_inputs,
         free(rows);
     }
     return got;
+}
+
+long
+surge_reservoir_get_batch_device(surge_reservoir *r, size_t B, float *d_inputs,
+                                 float *d_outputs, surge_batch_info *info,
+                                 int timeout_ms)
+{
+    return batch_device(r, B, d_inputs, d_outputs, info, timeout_ms, NULL);
+}
+
+long
+surge_reservoir_get_batch_device_async(surge_reservoir *r, size_t B,
+                                       float *d_inputs, float *d_outputs,
+                                       surge_batch_info *info, int timeout_ms,
+                                       void *stream)
+{
+    if (stream == NULL) {
+        return -EINVAL;
+    }
+    return batch_device(r, B, d_inputs, d_outputs, info, timeout_ms, stream);
 }
 
 const char *

@@ -35,6 +35,7 @@ struct surge_feed {
     int own[2];                /* set allocated by the feed */
     surge_feed_alloc a;        /* for the feed's sets */
     int cur;                   /* the set the caller holds */
+    void *stream;              /* DEVICE: the trainer's stream, or NULL */
     double wait_s;             /* time next() waited (caller thread) */
     pthread_t th;              /* PREFETCH: the feed thread */
     int th_started;
@@ -181,6 +182,9 @@ surge_feed_destroy(surge_feed **fp)
         return;
     }
     surge_feed *f = *fp;
+    if (f->mode == SURGE_FEED_DEVICE) {
+        (void)surge_reservoir_device_release(f->r);
+    }
     if (f->th_started == 1) {
         pthread_mutex_lock(&f->mu);
         atomic_store(&f->stop, 1);
@@ -261,8 +265,14 @@ surge_feed_next(surge_feed *f, float **x, float **y, surge_batch_info **info,
         /* Alternate the device sets: the step on the last batch may
          * still be reading its set. */
         f->cur ^= 1;
-        n = surge_reservoir_get_batch_device(
-            f->r, f->B, f->x[f->cur], f->y[f->cur], f->info[0], timeout_ms);
+        if (f->stream != NULL) {
+            n = surge_reservoir_get_batch_device_async(f->r, f->B, f->x[f->cur],
+                                                       f->y[f->cur], f->info[0],
+                                                       timeout_ms, f->stream);
+        } else {
+            n = surge_reservoir_get_batch_device(
+                f->r, f->B, f->x[f->cur], f->y[f->cur], f->info[0], timeout_ms);
+        }
         break;
     default:
         f->cur = 0;
@@ -287,6 +297,12 @@ surge_feed_busy(surge_feed *f)
     int busy = f->want || f->ready;
     pthread_mutex_unlock(&f->mu);
     return busy;
+}
+
+void
+surge_feed_set_stream(surge_feed *f, void *stream)
+{
+    f->stream = stream;
 }
 
 enum surge_feed_mode

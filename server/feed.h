@@ -60,8 +60,16 @@ int surge_feed_create(surge_feed **out, surge_reservoir *r,
                       size_t nout, float *x0, float *y0,
                       surge_batch_info *info0, const surge_feed_alloc *a);
 
+/* surge_feed_set_stream - DEVICE: queue each gather on stream (a
+ * cudaStream_t, the trainer's: surge_trainer_stream) instead of waiting
+ * for it, so a step queued next on that stream sees the rows and the
+ * gather never overwrites a batch an earlier step on it still reads
+ * (surge_reservoir_get_batch_device_async). Before the first next(). */
+void surge_feed_set_stream(surge_feed *f, void *stream);
+
 /* surge_feed_destroy - stop the feed thread (a gather in flight ends
- * within 200 ms), free the feed's buffers, set *fp to NULL. */
+ * within 200 ms), release the rows of a queued device gather, free the
+ * feed's buffers, set *fp to NULL. */
 void surge_feed_destroy(surge_feed **fp);
 
 /* surge_feed_next - the next batch: n rows in *x, *y (device pointers in

@@ -26,6 +26,7 @@ struct surge_test_emu {
     uint64_t runs;    /* upload runs enqueued, all time */
     uint64_t gathers; /* gathers run */
     uint64_t *ups;    /* per slot: times uploaded */
+    uint64_t waits;   /* waits for an async gather */
     int fail_gather;  /* next gather fails */
 };
 

@@ -424,6 +424,50 @@ test_errors(void **state)
         surge_reservoir_storage_name(SURGE_RESERVOIR_STORAGE_DEVICE), "device");
 }
 
+/* Async device batches: the rows stay pinned until the next device batch
+ * or device_release (a full FIFO cannot take a put before), which waits
+ * for the gather. */
+static void
+test_async_holds_rows(void **state)
+{
+    (void)state;
+    surge_reservoir_config cfg = cfg_for(SURGE_RESERVOIR_FIFO, 16, 4);
+    surge_reservoir *d = make(cfg, 1);
+    struct surge_test_emu *e = surge_test_emu_last;
+    for (uint64_t id = 0; id < 16; id++) {
+        put_id(d, id);
+    }
+    float x[4 * IN_DIM], y[4 * OUT_DIM];
+    surge_batch_info info[4];
+    int fake_stream;
+    assert_int_equal(
+        surge_reservoir_get_batch_device_async(d, 4, x, y, info, 0, NULL),
+        -EINVAL);
+    assert_int_equal(surge_reservoir_get_batch_device_async(d, 4, x, y, info, 0,
+                                                            &fake_stream),
+                     4);
+    check_rows(x, y, info, 4);
+    float in[IN_DIM], out[OUT_DIM];
+    fill(99, in, out);
+    /* Used up but still pinned: no room yet. */
+    assert_int_equal(surge_reservoir_put(d, in, out, NULL, 0), SURGE_ETIMEDOUT);
+    /* The next async batch releases the last one's rows first. */
+    assert_int_equal(surge_reservoir_get_batch_device_async(d, 4, x, y, info, 0,
+                                                            &fake_stream),
+                     4);
+    assert_int_equal(info[0].step, 4);
+    assert_int_equal(e->waits, 1);
+    assert_int_equal(surge_reservoir_put(d, in, out, NULL, 0), 0);
+    assert_int_equal(surge_reservoir_device_release(d), 0);
+    assert_int_equal(e->waits, 2);
+    assert_int_equal(surge_reservoir_device_release(d), 0); /* none held */
+    assert_int_equal(e->waits, 2);
+    surge_reservoir_stats st;
+    surge_reservoir_get_stats(d, &st);
+    assert_int_equal(st.occupancy_samples, 16 - 8 + 1);
+    surge_reservoir_destroy(&d);
+}
+
 int
 main(void)
 {
@@ -433,6 +477,7 @@ main(void)
         cmocka_unit_test(test_producer_uploads_in_runs),
         cmocka_unit_test(test_load_into_device),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_async_holds_rows),
     };
     return cmocka_run_group_tests_name("reservoir_device", tests, NULL, NULL);
 }

@@ -86,7 +86,7 @@ static const surge_feed_alloc ALLOC = {feed_test_alloc, feed_test_free, NULL};
 /* Batches of a feed in `mode` equal a get_batch loop's on a twin, in
  * order; a prefetch feed's batches come alternately from its two sets. */
 static void
-check_same_as_get_batch(enum surge_feed_mode mode, int device)
+check_same_as_get_batch(enum surge_feed_mode mode, int device, void *stream)
 {
     surge_reservoir *twin = make(0, SURGE_RESERVOIR_RESERVOIR);
     surge_reservoir *r = make(device, SURGE_RESERVOIR_RESERVOIR);
@@ -100,6 +100,9 @@ check_same_as_get_batch(enum surge_feed_mode mode, int device)
     assert_int_equal(
         surge_feed_create(&f, r, mode, B, NIN, NOUT, x0, y0, i0, &ALLOC), 0);
     assert_int_equal(surge_feed_mode_of(f), mode);
+    if (stream != NULL) {
+        surge_feed_set_stream(f, stream);
+    }
     float *prev = NULL;
     for (int k = 0; k < 30; k++) {
         float *x, *y;
@@ -139,21 +142,32 @@ static void
 test_sync(void **state)
 {
     (void)state;
-    check_same_as_get_batch(SURGE_FEED_SYNC, 0);
+    check_same_as_get_batch(SURGE_FEED_SYNC, 0, NULL);
 }
 
 static void
 test_prefetch(void **state)
 {
     (void)state;
-    check_same_as_get_batch(SURGE_FEED_PREFETCH, 0);
+    check_same_as_get_batch(SURGE_FEED_PREFETCH, 0, NULL);
 }
 
 static void
 test_device(void **state)
 {
     (void)state;
-    check_same_as_get_batch(SURGE_FEED_DEVICE, 1);
+    check_same_as_get_batch(SURGE_FEED_DEVICE, 1, NULL);
+}
+
+/* Device batches queued on the trainer's stream: the same batches; the
+ * feed releases the last one's rows when it is destroyed. */
+static void
+test_device_stream(void **state)
+{
+    (void)state;
+    int fake_stream;
+    check_same_as_get_batch(SURGE_FEED_DEVICE, 1, &fake_stream);
+    assert_true(surge_test_emu_last->waits >= 30);
 }
 
 /* Prefetch with the reservoir empty: next times out, the draw stays in
@@ -256,6 +270,7 @@ main(void)
         cmocka_unit_test(test_sync),
         cmocka_unit_test(test_prefetch),
         cmocka_unit_test(test_device),
+        cmocka_unit_test(test_device_stream),
         cmocka_unit_test(test_prefetch_timeout_and_quiet),
         cmocka_unit_test(test_destroy_in_flight),
         cmocka_unit_test(test_errors),
