@@ -16,7 +16,11 @@
  *                           (draw_balanced.c), prioritized (sum tree,
  *                           draw_prioritized.c);
  *   struct res_storage_ops  where the samples' bytes live and how a batch
- *                           is gathered (storage_host.c).
+ *                           is gathered (storage_host.c);
+ *   struct surge_reservoir_device_ops (reservoir_internal.h)  the device
+ *                           of the device storage, which keeps a copy of
+ *                           the pool there (storage_device.c: what goes
+ *                           up when; storage_cuda.cu: CUDA).
  * The rate limiter (rate.c), the simulation table (sims.c), the config
  * checks (config.c) and checkpoints (checkpoint.c) have files of their own.
  * Every function here is called with r->mu held unless it says otherwise.
