@@ -510,10 +510,12 @@ static int
 train_prepare(void *state, const surge_consumer_prep *prep)
 {
     struct train *tr = state;
-    /* reservoir.storage auto: a CUDA trainer gets the device storage when
-     * a device is present (docs/reservoir.md, "Storage"). */
+    /* reservoir.storage auto: a CUDA trainer (backend cuda, or auto with a
+     * device present) gets the device storage (docs/reservoir.md,
+     * "Storage"). */
     if (strcmp(tr->o->storage, "auto") == 0 &&
-        strcmp(tr->s.tcfg.backend, "cuda") == 0 &&
+        (strcmp(tr->s.tcfg.backend, "cuda") == 0 ||
+         strcmp(tr->s.tcfg.backend, "auto") == 0) &&
         surge_reservoir_device_available()) {
         int src = surge_store_set_storage(prep->train,
                                           SURGE_RESERVOIR_STORAGE_DEVICE);
@@ -1252,7 +1254,7 @@ start_feed(struct loop *L)
 {
     surge_reservoir_stats rs;
     surge_reservoir_get_stats(L->r, &rs);
-    int gpu = strcmp(L->tr->s.tcfg.backend, "cpu") != 0;
+    int gpu = strcmp(surge_trainer_backend(L->t), "cpu") != 0;
     const char *pf = L->tr->o->prefetch;
     enum surge_feed_mode mode = SURGE_FEED_SYNC;
     if (strcmp(pf, "on") == 0 || (strcmp(pf, "auto") == 0 && gpu)) {
