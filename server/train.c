@@ -1088,8 +1088,20 @@ consume(struct loop *L, int n)
         }
     }
     struct surge_trainer_step_info si;
-    int rc = surge_trainer_step(L->t, L->x, L->y, L->prio ? L->w : NULL, n,
+    int rc;
+    if (L->feed != NULL && surge_feed_mode_of(L->feed) == SURGE_FEED_DEVICE) {
+        /* Device rows, gathered on the trainer's stream (start_feed): the
+         * step is queued after them; waiting for it keeps this loop's
+         * per-step bookkeeping as with surge_trainer_step. */
+        rc = surge_trainer_step_async(L->t, L->x, L->y, NULL, n, NULL,
+                                      SURGE_TRAINER_BATCH_DEVICE);
+        if (rc == 0) {
+            rc = surge_trainer_sync(L->t, &si);
+        }
+    } else {
+        rc = surge_trainer_step(L->t, L->x, L->y, L->prio ? L->w : NULL, n,
                                 L->prio ? L->row_loss : NULL, &si);
+    }
     if (rc == SURGE_ESTATE) {
         /* Non-finite loss: the update was skipped. The rows count as
          * served (the reservoir used them) but not trained on. */
@@ -1246,9 +1258,23 @@ feed_free(void *arg, void *p, size_t bytes)
     surge_trainer_host_free(arg, p, bytes);
 }
 
+static void *
+feed_device_alloc(void *arg, size_t bytes)
+{
+    return surge_trainer_device_alloc(arg, bytes);
+}
+
+static void
+feed_device_free(void *arg, void *p, size_t bytes)
+{
+    surge_trainer_device_free(arg, p, bytes);
+}
+
 /* The feed of the batches after the warm-up (docs/reservoir.md, "Feeding
- * the trainer"): prefetch (batch k+1 gathered while batch k trains) for a
- * GPU trainer or when asked, else on this thread. */
+ * the trainer"): on the device storage with the CUDA trainer, batches
+ * gathered on the device on the trainer's stream; else prefetch (batch
+ * k+1 gathered while batch k trains) for a GPU trainer or when asked, else
+ * on this thread. */
 static int
 start_feed(struct loop *L)
 {
@@ -1266,18 +1292,28 @@ start_feed(struct loop *L)
             mode = SURGE_FEED_PREFETCH;
         }
     }
-    if (rs.storage == SURGE_RESERVOIR_STORAGE_DEVICE) {
-        /* SURGE_FEED_DEVICE hands out device pointers; it needs a trainer
-         * step that takes batches on the device (the CUDA backend's).
-         * Until the trainer has one, the rows come from the device
-         * storage's host copy through the host feed. */
-        SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
-                  "reservoir storage device: this trainer takes host "
-                  "batches; they are gathered on the host");
-    }
     surge_feed_alloc a = {feed_alloc, feed_free, L->t};
+    if (rs.storage == SURGE_RESERVOIR_STORAGE_DEVICE) {
+        /* Device rows go straight to the CUDA step. Prioritized sampling
+         * (host row losses) and steps_after_end (keeps host copies of the
+         * last samples) take host batches, gathered from the device
+         * storage's host pool. */
+        if (strcmp(surge_trainer_backend(L->t), "cuda") == 0 && !L->prio &&
+            L->tr->s.steps_after_end <= 0) {
+            mode = SURGE_FEED_DEVICE;
+            a = (surge_feed_alloc){feed_device_alloc, feed_device_free, L->t};
+        } else {
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "reservoir storage device: batches are gathered on "
+                      "the host (device batches need backend cuda, no "
+                      "prioritized sampling and no steps_after_end)");
+        }
+    }
     int rc = surge_feed_create(&L->feed, L->r, mode, (size_t)L->B, L->nin,
                                (size_t)L->nout, L->x, L->y, L->info, &a);
+    if (rc == 0 && mode == SURGE_FEED_DEVICE) {
+        surge_feed_set_stream(L->feed, surge_trainer_stream(L->t));
+    }
     if (rc == 0) {
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "feed: %s, reservoir storage %s",
                   surge_feed_mode_name(mode),
