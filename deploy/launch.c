@@ -516,6 +516,13 @@ start_server(struct launch *L, char *err, size_t errcap)
     PUSH_REAL("--priority-alpha", s->res_prio_alpha);
     PUSH_REAL("--priority-beta", s->res_prio_beta);
     PUSH_REAL("--priority-epsilon", s->res_prio_epsilon);
+    PUSH("--reservoir-storage");
+    PUSH(s->res_storage == 0   ? "auto"
+         : s->res_storage == 1 ? "host"
+                               : "device");
+    PUSH_U64("--reservoir-device", s->res_device);
+    PUSH("--prefetch");
+    PUSH(s->res_prefetch == 0 ? "auto" : s->res_prefetch == 1 ? "on" : "off");
     if (s->tr_enabled) {
         /* The server's consumer that trains; the trainer's settings are
          * in study.resolved.json ("trainer"). */

@@ -181,6 +181,11 @@ static const struct key keys[] = {
      NULL},
     {"reservoir.prioritized.epsilon", T_NUM, O(res_prio_epsilon), 0, "1e-06", 0,
      0, NOMAX | F_MIN_EXCL, NULL},
+    {"reservoir.storage", T_ENUM, O(res_storage), 0, "\"auto\"", 0, 0, 0,
+     "auto|host|device"},
+    {"reservoir.device", T_INT, O(res_device), 0, "0", 0, 1024, 0, NULL},
+    {"reservoir.prefetch", T_ENUM, O(res_prefetch), 0, "\"auto\"", 0, 0, 0,
+     "auto|on|off"},
     /* trainer (trainer/trainer.h names and defaults), then the loop */
     {"trainer.enabled", T_BOOL, O(tr_enabled), 0, "false", 0, 0, 0, NULL},
     {"trainer.layers", T_INTV, O(tr_layers), O(tr_nlayers), "[256, 256, 256]",

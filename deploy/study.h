@@ -136,6 +136,9 @@ typedef struct surge_study {
     double res_prio_alpha;
     double res_prio_beta;
     double res_prio_epsilon;
+    int res_storage;    /* storage: 0 auto, 1 host, 2 device */
+    int64_t res_device; /* device: CUDA ordinal */
+    int res_prefetch;   /* prefetch: 0 auto, 1 on, 2 off */
 
     /* trainer: the keys of trainer/trainer.h's surge_trainer_config (same
      * names, flat), then the server's training-loop keys. Enum values are

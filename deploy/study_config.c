@@ -32,6 +32,11 @@ surge_study_reservoir_config(const surge_study *s, size_t input_dim,
     cfg->prioritized.alpha = s->res_prio_alpha;
     cfg->prioritized.beta = s->res_prio_beta;
     cfg->prioritized.epsilon = s->res_prio_epsilon;
+    /* auto is resolved by the server's trainer (device for a CUDA
+     * trainer with a device present): host here. */
+    cfg->storage = s->res_storage == 2 ? SURGE_RESERVOIR_STORAGE_DEVICE
+                                       : SURGE_RESERVOIR_STORAGE_HOST;
+    cfg->device = (int)s->res_device;
 }
 
 void

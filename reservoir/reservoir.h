@@ -29,6 +29,11 @@
  *                 priority from the per-sample loss the trainer reports,
  *                 importance weights with exponent beta; a sum tree, O(log n).
  *
+ * Storage (docs/reservoir.md, "Storage"): the pool is host memory; with
+ * storage device (a CUDA build) a copy of it lives on a CUDA device too:
+ * each sample is uploaded once, in batches, and get_batch_device gathers
+ * a batch there. Policies, counts and checkpoints are the same either way.
+ *
  * End of reception (surge_reservoir_end_reception): no more puts, and every
  * policy drains so that a study always ends. The watermark and the rate
  * limiter no longer apply and batches may come back short (1..B rows):
@@ -74,6 +79,17 @@ enum surge_reservoir_policy {
     SURGE_RESERVOIR_FIFO = 0,     /* oldest first, each used once */
     SURGE_RESERVOIR_FIRO = 1,     /* random, each used `epochs` times */
     SURGE_RESERVOIR_RESERVOIR = 2 /* watermark, with replacement, evict used */
+};
+
+/* Where the samples live (docs/reservoir.md, "Storage"). */
+enum surge_reservoir_storage {
+    SURGE_RESERVOIR_STORAGE_HOST = 0,  /* host memory only; batches are
+                                          gathered into the caller's host
+                                          arrays */
+    SURGE_RESERVOIR_STORAGE_DEVICE = 1 /* host memory plus a copy of every
+                                          sample on a CUDA device, uploaded
+                                          once; get_batch_device gathers
+                                          there */
 };
 
 /* Buckets of the times-used histograms: bucket i counts samples used i
@@ -147,6 +163,12 @@ typedef struct surge_reservoir_config {
                            so no priority is zero; > 0. Default 1e-6. A new
                            sample gets the largest priority seen so far. */
     } prioritized;
+    enum surge_reservoir_storage storage; /* reservoir.storage: host (the
+                           default) or device (a CUDA build only). The
+                           policy, its counts and checkpoints are the same
+                           in both. */
+    int device; /* reservoir.device: the CUDA device ordinal of the
+                   device storage, >= 0. Default 0. */
 } surge_reservoir_config;
 
 /* Who and when a sample is. */
@@ -209,10 +231,16 @@ typedef struct surge_reservoir_stats {
                                     because the other side was waiting for
                                     data or room (deadlock avoidance) */
     uint64_t priority_updates;   /* priorities applied */
-    uint64_t priority_updates_ignored; /* stale slot or non-finite loss */
-    bool reception_ended; /* surge_reservoir_end_reception called */
-    bool finished;        /* reception ended and nothing left to serve*/
-    bool closed;          /* surge_reservoir_shutdown called */
+    uint64_t priority_updates_ignored;    /* stale slot or non-finite loss */
+    enum surge_reservoir_storage storage; /* as configured */
+    size_t device_bytes;          /* device storage: device memory held (the
+                                     slots' copy and the gather's buffers) */
+    uint64_t device_uploads;      /* device storage: samples uploaded */
+    uint64_t device_upload_bytes; /* ... and their bytes */
+    uint64_t device_gathers;      /* device storage: get_batch_device batches */
+    bool reception_ended;         /* surge_reservoir_end_reception called */
+    bool finished;                /* reception ended and nothing left to serve*/
+    bool closed;                  /* surge_reservoir_shutdown called */
 } surge_reservoir_stats;
 
 /* surge_reservoir_config_init - fill cfg with the defaults listed above.
@@ -361,6 +389,65 @@ long surge_reservoir_get_batch_view(surge_reservoir *r, size_t B,
  * the notify callback) as the end of a get_batch does. n == 0: no-op. */
 void surge_reservoir_release_view(surge_reservoir *r, const uint32_t *slots,
                                   size_t n);
+
+/* surge_reservoir_get_batch_device - storage device only: get_batch with
+ * the rows gathered on the device instead of the host. d_inputs (B,
+ * input_dim) and d_outputs (B, output_dim) are device pointers (CUDA
+ * memory of the reservoir's device; either may be NULL when its dim is 0).
+ * Serves rows exactly as get_batch would (same policy, waiting, counts,
+ * info and return values). Before the gather, every sample stored since
+ * the last upload is uploaded (once each, from pinned memory, on the
+ * storage's own stream), so the rows are never stale. Returns when the
+ * rows are in d_inputs/d_outputs (the device work is complete: the caller
+ * may launch kernels on them from any stream). Errors as get_batch, and
+ *   SURGE_ESTATE     storage is host;
+ *   SURGE_EINTERNAL  a CUDA call failed: the rows were served (counted)
+ *                    but the arrays hold garbage; the text is in
+ *                    surge_reservoir_device_error().
+ * Consumers on the device storage serialize their gathers (one device
+ * lock); host get_batch keeps working alongside. */
+long surge_reservoir_get_batch_device(surge_reservoir *r, size_t B,
+                                      float *d_inputs, float *d_outputs,
+                                      surge_batch_info *info, int timeout_ms);
+
+/* surge_reservoir_get_batch_device_async - get_batch_device without the
+ * wait: the gather is queued on stream (a cudaStream_t of the reservoir's
+ * device, as void *) after the work already queued there (so it never
+ * overwrites d_inputs/d_outputs before an earlier step on that stream has
+ * read them) and before any work queued there later (a step queued next
+ * sees the rows), and the call returns at once. The rows stay pinned until
+ * the gather is complete: the reservoir releases them at this consumer's
+ * next device batch or at surge_reservoir_device_release(). One consumer
+ * of async device batches at a time. Returns as get_batch_device; -EINVAL
+ * when stream is NULL. */
+long surge_reservoir_get_batch_device_async(surge_reservoir *r, size_t B,
+                                            float *d_inputs, float *d_outputs,
+                                            surge_batch_info *info,
+                                            int timeout_ms, void *stream);
+
+/* surge_reservoir_device_release - wait for the last async device batch's
+ * gather and release its rows (no-op when none is held, or for host
+ * storage). Call it when the consumer stops taking device batches (the
+ * reservoir cannot free pinned rows). 0, or SURGE_EINTERNAL (the rows are
+ * released anyway). */
+int surge_reservoir_device_release(surge_reservoir *r);
+
+/* surge_reservoir_device_error - the last device error's text (which call,
+ * file and line, and CUDA's message): a static string until the next
+ * device call; "" when none. */
+const char *surge_reservoir_device_error(surge_reservoir *r);
+
+/* surge_reservoir_storage_name - "host" or "device" (static). */
+const char *surge_reservoir_storage_name(enum surge_reservoir_storage s);
+
+/* surge_reservoir_storage_parse - "host" or "device" to the enum; 0, or
+ * -EINVAL for any other name. */
+int surge_reservoir_storage_parse(const char *name,
+                                  enum surge_reservoir_storage *s);
+
+/* surge_reservoir_device_available - 1 when this build has CUDA and a
+ * device is present, else 0 (what a default storage of "auto" picks). */
+int surge_reservoir_device_available(void);
 
 /* surge_reservoir_update_priorities - prioritized only: set the priority of
  * each row's sample to (loss[i] + epsilon)^alpha. info and loss are the n

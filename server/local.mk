@@ -23,6 +23,7 @@ server_libsurge_server_la_SOURCES = \
 	server/u64map.h server/u64map.c \
 	server/store.h server/store.c \
 	server/consumer.h server/consumer.c \
+	server/feed.h server/feed.c \
 	server/train.c server/writer.c \
 	server/ingest.h server/ingest.c \
 	server/server.h server/server.c \
@@ -53,8 +54,8 @@ EXTRA_DIST += tests/integration/server_curve.sh
 
 # Online training end to end (surge launch with the trainer, surge predict,
 # PyTorch, surge serve --resume): server/train.c, trainer/predict.c.
-TESTS += tests/integration/train_serve.sh
-EXTRA_DIST += tests/integration/train_serve.sh
+TESTS += tests/integration/train_serve.sh tests/integration/train_feed.sh
+EXTRA_DIST += tests/integration/train_serve.sh tests/integration/train_feed.sh
 # The same on the GPU, resumed on the CPU (skips without a device).
 TESTS += tests/integration/train_cuda.sh
 EXTRA_DIST += tests/integration/train_cuda.sh

@@ -1323,6 +1323,9 @@ render_status_locked(surge_metrics *m, double now_s, char **out, size_t *len)
         jset(tr, "validation_loss",
              jnum(family_value(m, "surge_trainer_validation_loss", NULL)),
              &err);
+        jset(tr, "data_wait_share",
+             jnum(family_value(m, "surge_trainer_data_wait_ratio", NULL)),
+             &err);
     }
     jset(root, "runs", runs_json(m, &err), &err);
     jset(root, "metrics", metrics_json(m, &err), &err);

@@ -57,6 +57,9 @@
  *   surge_trainer_step                    gauge    optimizer step
  *   surge_trainer_loss                    gauge    last training loss
  *   surge_trainer_validation_loss         gauge    last validation loss
+ *   surge_trainer_data_wait_ratio         gauge    share of the trainer's
+ *                                                   wall time waiting for
+ *                                                   batches
  * docs/monitoring.md lists them with the series derived from them.
  */
 #ifndef SURGE_SERVER_METRICS_H

@@ -33,6 +33,8 @@ surge_server_options_init(surge_server_options *o)
     snprintf(o->policy, sizeof o->policy, "%s", "fifo");
     o->store_bytes = 256 * MIB;
     surge_reservoir_config_init(&o->reservoir);
+    snprintf(o->storage, sizeof o->storage, "%s", "auto");
+    snprintf(o->prefetch, sizeof o->prefetch, "%s", "auto");
     o->validation_bytes = 64 * MIB;
     o->validation_every = 0;
     snprintf(o->consumer, sizeof o->consumer, "%s", "discard");
@@ -351,6 +353,17 @@ static const struct flag flags[] = {
      "prioritized: importance weight exponent, in [0, 1] (default 0.4)"},
     {"priority-epsilon", "X", K_REAL, F(reservoir.prioritized.epsilon), 0,
      "prioritized: added to each loss, > 0 (default 1e-6)"},
+    {"reservoir-storage", "NAME", K_STR, F(storage), S(storage),
+     "where the training store keeps samples: host, device (a copy on the "
+     "CUDA device, batches gathered there; a CUDA build) or auto (device "
+     "when the trainer's backend is cuda and a device is present, else "
+     "host) (default auto)"},
+    {"reservoir-device", "N", K_UNSIGNED, F(reservoir.device), 0,
+     "CUDA device ordinal of the device storage (default 0)"},
+    {"prefetch", "NAME", K_STR, F(prefetch), S(prefetch),
+     "trainer fed from a host store: on (gather batch k+1 while batch k "
+     "trains; not with --prioritized), off, or auto (on for a GPU "
+     "trainer) (default auto)"},
     {"validation-bytes", "SIZE", K_SIZE, F(validation_bytes), 0,
      "validation store capacity (default 64M)"},
     {"validation-every", "N", K_U32, F(validation_every), 0,
@@ -743,6 +756,21 @@ surge_server_options_check(const surge_server_options *o, char *err,
         surge_set_err(err, errlen, "--output-dir: must not be empty");
         return SURGE_ECONFIG;
     }
+    if (strcmp(o->storage, "auto") != 0 && strcmp(o->storage, "host") != 0 &&
+        strcmp(o->storage, "device") != 0) {
+        surge_set_err(err, errlen,
+                      "--reservoir-storage: unknown storage '%s' (auto, host "
+                      "or device)",
+                      o->storage);
+        return SURGE_ECONFIG;
+    }
+    if (strcmp(o->prefetch, "auto") != 0 && strcmp(o->prefetch, "on") != 0 &&
+        strcmp(o->prefetch, "off") != 0) {
+        surge_set_err(err, errlen,
+                      "--prefetch: must be auto, on or off (not '%s')",
+                      o->prefetch);
+        return SURGE_ECONFIG;
+    }
     surge_reservoir_config rc;
     if (surge_server_reservoir_config(o, &rc) < 0) {
         surge_set_err(err, errlen,
@@ -773,6 +801,9 @@ surge_server_reservoir_config(const surge_server_options *o,
     }
     out->capacity_bytes = (size_t)o->store_bytes;
     out->max_batch = o->batch_size;
+    out->storage = strcmp(o->storage, "device") == 0
+                       ? SURGE_RESERVOIR_STORAGE_DEVICE
+                       : SURGE_RESERVOIR_STORAGE_HOST;
     out->input_dim = 0;
     out->output_dim = 0;
     return 0;

@@ -45,17 +45,26 @@ typedef struct surge_server_options {
     double sim_timeout_s;       /* a sim silent this long is failed; 0 =
                                    never */
     /* Stores and consumer. */
-    char policy[SURGE_SERVER_MAX_NAME]; /* training store policy: "fifo",
-                                           "firo" or "reservoir" */
-    uint64_t store_bytes;               /* training store capacity, bytes */
-    surge_reservoir_config reservoir;   /* the other reservoir options
-                                           (watermark, seed, epochs,
-                                           max_uses, rate, balance_sims,
-                                           prioritized); its policy,
-                                           capacity_bytes, dims and
-                                           max_batch are not read: see
-                                           surge_server_reservoir_config */
-    uint64_t validation_bytes;          /* validation store capacity, bytes */
+    char policy[SURGE_SERVER_MAX_NAME];   /* training store policy: "fifo",
+                                             "firo" or "reservoir" */
+    uint64_t store_bytes;                 /* training store capacity, bytes */
+    surge_reservoir_config reservoir;     /* the other reservoir options
+                                             (watermark, seed, epochs,
+                                             max_uses, rate, balance_sims,
+                                             prioritized); its policy,
+                                             capacity_bytes, dims and
+                                             max_batch are not read: see
+                                             surge_server_reservoir_config */
+    char storage[SURGE_SERVER_MAX_NAME];  /* training store storage: "auto"
+                                             (device for a CUDA trainer
+                                             when a device is present,
+                                             else host), "host", "device";
+                                             the device ordinal is
+                                             reservoir.device */
+    char prefetch[SURGE_SERVER_MAX_NAME]; /* trainer feed from a host
+                                             storage: "auto" (on for a GPU
+                                             trainer), "on", "off" */
+    uint64_t validation_bytes;            /* validation store capacity, bytes */
     uint32_t validation_every; /* sims with sim % N == N-1 are held out;
                                   0 = none */
     size_t nvalidation_sims;   /* entries of validation_sims */
@@ -122,9 +131,11 @@ void surge_server_options_usage(FILE *out);
 
 /* surge_server_reservoir_config - the training store's reservoir
  * configuration: o->reservoir with policy from o->policy, capacity_bytes =
- * o->store_bytes and max_batch = o->batch_size; input_dim and output_dim
- * stay 0 (the first hello sets them). 0, or SURGE_ECONFIG for an unknown
- * policy name. */
+ * o->store_bytes, max_batch = o->batch_size and storage device when
+ * o->storage is "device" (host for "auto": the trainer consumer may switch
+ * the store to device before it starts, surge_store_set_storage);
+ * input_dim and output_dim stay 0 (the first hello sets them). 0, or
+ * SURGE_ECONFIG for an unknown policy or storage name. */
 int surge_server_reservoir_config(const surge_server_options *o,
                                   surge_reservoir_config *out);
 

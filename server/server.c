@@ -790,6 +790,15 @@ store_json(surge_store *s)
                       "served_age_mean_puts", rs.served_age_mean_puts,
                       "distinct_sims", JI(rs.distinct_sims), "rate_overrides",
                       JI(rs.rate_overrides)));
+        /* Where the samples lived (docs/reservoir.md, "Storage"). */
+        json_object_set_new(json_object_get(j, "reservoir"), "storage",
+                            json_pack("{s:s,s:o,s:o,s:o,s:o}", "kind",
+                                      surge_reservoir_storage_name(rs.storage),
+                                      "device_bytes", JI(rs.device_bytes),
+                                      "device_uploads", JI(rs.device_uploads),
+                                      "device_upload_bytes",
+                                      JI(rs.device_upload_bytes),
+                                      "device_gathers", JI(rs.device_gathers)));
     }
     return j;
 }

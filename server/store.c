@@ -226,6 +226,18 @@ shape_keep(surge_store *s, uint32_t nin, uint64_t nout)
 }
 
 int
+surge_store_set_storage(surge_store *s, enum surge_reservoir_storage st)
+{
+    pthread_mutex_lock(&s->mu);
+    int ok = s->kind == SURGE_STORE_STREAM && !s->has_shape;
+    if (ok) {
+        s->rcfg.storage = st;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ok ? 0 : SURGE_ESTATE;
+}
+
+int
 surge_store_set_shape(surge_store *s, uint32_t nin, uint64_t nout)
 {
     s->err[0] = '\0';

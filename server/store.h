@@ -88,6 +88,11 @@ void surge_store_destroy(surge_store **s);
  * surge_store_error() says which option and why); -ENOMEM. Producer
  * thread. */
 int surge_store_set_shape(surge_store *s, uint32_t nin, uint64_t nout);
+/* surge_store_set_storage - where a stream store's reservoir will keep its
+ * samples (surge_reservoir_config.storage). Before the shape is set (main
+ * thread, before other threads start): 0; SURGE_ESTATE once the shape is
+ * set or for a keep store. */
+int surge_store_set_storage(surge_store *s, enum surge_reservoir_storage st);
 /* surge_store_error - the detail of the last set_shape failure ("" when
  * none). Producer thread. */
 const char *surge_store_error(const surge_store *s);

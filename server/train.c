@@ -58,6 +58,7 @@
 #include "common/protocol.h"
 #include "common/util.h"
 #include "server/consumer.h"
+#include "server/feed.h"
 #include "trainer/trainer.h"
 
 #define COMPONENT "trainer"
@@ -509,6 +510,22 @@ static int
 train_prepare(void *state, const surge_consumer_prep *prep)
 {
     struct train *tr = state;
+    /* reservoir.storage auto: a CUDA trainer (backend cuda, or auto with a
+     * device present) gets the device storage (docs/reservoir.md,
+     * "Storage"). */
+    if (strcmp(tr->o->storage, "auto") == 0 &&
+        (strcmp(tr->s.tcfg.backend, "cuda") == 0 ||
+         strcmp(tr->s.tcfg.backend, "auto") == 0) &&
+        surge_reservoir_device_available()) {
+        int src = surge_store_set_storage(prep->train,
+                                          SURGE_RESERVOIR_STORAGE_DEVICE);
+        if (src < 0) {
+            return src;
+        }
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                  "reservoir storage: device (CUDA device %d)",
+                  tr->o->reservoir.device);
+    }
     if (tr->s.resume[0] == '\0') {
         return 0;
     }
@@ -566,6 +583,9 @@ struct loop {
     int prio;
     float *x, *y, *w, *row_loss; /* (B, nin), (B, nout), (B), (B) */
     surge_batch_info *info;      /* (B) */
+    surge_feed *feed;            /* batches after the warm-up (feed.h); x, y and
+                                    info then point into its buffer sets */
+    double warm_wait_s;          /* time the warm-up waited for its batches */
     /* validation: restored rows first, then the store's 0..nstore-1 */
     uint64_t nval, val_cap, nrestored, nstore;
     uint64_t val_gen;        /* the validation store's generation copied */
@@ -606,8 +626,24 @@ struct loop {
     float *init_params;      /* (num_params) initial weights */
     double time_lo, time_hi; /* time range used */
     const char *time_src;
-    surge_gauge *g_step, *g_loss, *g_vloss, *g_rel;
+    surge_gauge *g_step, *g_loss, *g_vloss, *g_rel, *g_wait;
 };
+
+/* Share of this run's wall time the trainer waited for data (batches not
+ * ready: the reservoir below its watermark, or the gather itself when it
+ * is not overlapped with the step). */
+static double
+data_wait_s(const struct loop *L)
+{
+    return L->warm_wait_s + (L->feed != NULL ? surge_feed_wait_s(L->feed) : 0);
+}
+
+static double
+data_wait_share(const struct loop *L)
+{
+    double wall = L->t0_ns != 0 ? (surge_now_ns() - L->t0_ns) / 1e9 : 0;
+    return wall > 0 ? data_wait_s(L) / wall : 0;
+}
 
 static double
 elapsed_s(const struct loop *L)
@@ -1021,8 +1057,14 @@ periodic(struct loop *L, int stepped)
         ((stepped && s->checkpoint_every > 0 &&
           steps % (uint64_t)s->checkpoint_every == 0) ||
          (s->checkpoint_every_s > 0 && steps > L->last_ckpt_step &&
-          (now - L->last_ckpt_ns) / 1e9 >= s->checkpoint_every_s))) {
+          (now - L->last_ckpt_ns) / 1e9 >= s->checkpoint_every_s)) &&
+        (L->feed == NULL || !surge_feed_busy(L->feed))) {
+        /* Never with a batch drawn ahead (prefetch): its rows would be
+         * counted served in the checkpoint but not trained on. */
         (void)write_checkpoint(L);
+    }
+    if (L->g_wait != NULL) {
+        surge_gauge_set(L->g_wait, data_wait_share(L));
     }
     if ((now - L->last_line_ns) / 1e9 >= s->progress_s) {
         progress_line(L, now);
@@ -1046,8 +1088,20 @@ consume(struct loop *L, int n)
         }
     }
     struct surge_trainer_step_info si;
-    int rc = surge_trainer_step(L->t, L->x, L->y, L->prio ? L->w : NULL, n,
+    int rc;
+    if (L->feed != NULL && surge_feed_mode_of(L->feed) == SURGE_FEED_DEVICE) {
+        /* Device rows, gathered on the trainer's stream (start_feed): the
+         * step is queued after them; waiting for it keeps this loop's
+         * per-step bookkeeping as with surge_trainer_step. */
+        rc = surge_trainer_step_async(L->t, L->x, L->y, NULL, n, NULL,
+                                      SURGE_TRAINER_BATCH_DEVICE);
+        if (rc == 0) {
+            rc = surge_trainer_sync(L->t, &si);
+        }
+    } else {
+        rc = surge_trainer_step(L->t, L->x, L->y, L->prio ? L->w : NULL, n,
                                 L->prio ? L->row_loss : NULL, &si);
+    }
     if (rc == SURGE_ESTATE) {
         /* Non-finite loss: the update was skipped. The rows count as
          * served (the reservoir used them) but not trained on. */
@@ -1160,9 +1214,112 @@ set_ranges(struct loop *L, const float *x, long rows)
 static long
 take(struct loop *L, float *x, float *y, surge_batch_info *info)
 {
+    uint64_t t0 = surge_now_ns();
     long n = surge_reservoir_get_batch(L->r, (size_t)L->B, x, y, info,
                                        GET_TIMEOUT_MS);
+    L->warm_wait_s += (surge_now_ns() - t0) / 1e9;
     return n;
+}
+
+/* Will the step after the next batch checkpoint or stop training? Then
+ * the feed must not draw a batch ahead of it (feed.h). */
+static int
+quiet_after_next(struct loop *L)
+{
+    const struct settings *s = &L->tr->s;
+    uint64_t next = surge_trainer_steps(L->t) + 1;
+    uint64_t now = surge_now_ns();
+    if (L->stopped) {
+        return 1;
+    }
+    if (s->checkpoint_every > 0 && next % (uint64_t)s->checkpoint_every == 0) {
+        return 1;
+    }
+    if (s->checkpoint_every_s > 0 &&
+        (now - L->last_ckpt_ns) / 1e9 >= s->checkpoint_every_s) {
+        return 1;
+    }
+    if (s->max_steps > 0 && next >= (uint64_t)s->max_steps) {
+        return 1;
+    }
+    return L->end_seen && s->steps_after_end > 0 &&
+           next - L->step_at_end >= (uint64_t)s->steps_after_end;
+}
+
+static void *
+feed_alloc(void *arg, size_t bytes)
+{
+    return surge_trainer_host_alloc(arg, bytes);
+}
+
+static void
+feed_free(void *arg, void *p, size_t bytes)
+{
+    surge_trainer_host_free(arg, p, bytes);
+}
+
+static void *
+feed_device_alloc(void *arg, size_t bytes)
+{
+    return surge_trainer_device_alloc(arg, bytes);
+}
+
+static void
+feed_device_free(void *arg, void *p, size_t bytes)
+{
+    surge_trainer_device_free(arg, p, bytes);
+}
+
+/* The feed of the batches after the warm-up (docs/reservoir.md, "Feeding
+ * the trainer"): on the device storage with the CUDA trainer, batches
+ * gathered on the device on the trainer's stream; else prefetch (batch
+ * k+1 gathered while batch k trains) for a GPU trainer or when asked, else
+ * on this thread. */
+static int
+start_feed(struct loop *L)
+{
+    surge_reservoir_stats rs;
+    surge_reservoir_get_stats(L->r, &rs);
+    int gpu = strcmp(surge_trainer_backend(L->t), "cpu") != 0;
+    const char *pf = L->tr->o->prefetch;
+    enum surge_feed_mode mode = SURGE_FEED_SYNC;
+    if (strcmp(pf, "on") == 0 || (strcmp(pf, "auto") == 0 && gpu)) {
+        if (L->prio) {
+            SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                      "prefetch off: with prioritized sampling each batch "
+                      "is drawn after the last batch's losses are in");
+        } else {
+            mode = SURGE_FEED_PREFETCH;
+        }
+    }
+    surge_feed_alloc a = {feed_alloc, feed_free, L->t};
+    if (rs.storage == SURGE_RESERVOIR_STORAGE_DEVICE) {
+        /* Device rows go straight to the CUDA step. Prioritized sampling
+         * (host row losses) and steps_after_end (keeps host copies of the
+         * last samples) take host batches, gathered from the device
+         * storage's host pool. */
+        if (strcmp(surge_trainer_backend(L->t), "cuda") == 0 && !L->prio &&
+            L->tr->s.steps_after_end <= 0) {
+            mode = SURGE_FEED_DEVICE;
+            a = (surge_feed_alloc){feed_device_alloc, feed_device_free, L->t};
+        } else {
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "reservoir storage device: batches are gathered on "
+                      "the host (device batches need backend cuda, no "
+                      "prioritized sampling and no steps_after_end)");
+        }
+    }
+    int rc = surge_feed_create(&L->feed, L->r, mode, (size_t)L->B, L->nin,
+                               (size_t)L->nout, L->x, L->y, L->info, &a);
+    if (rc == 0 && mode == SURGE_FEED_DEVICE) {
+        surge_feed_set_stream(L->feed, surge_trainer_stream(L->t));
+    }
+    if (rc == 0) {
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "feed: %s, reservoir storage %s",
+                  surge_feed_mode_name(mode),
+                  surge_reservoir_storage_name(rs.storage));
+    }
+    return rc;
 }
 
 /* Output statistics from the first out_norm_samples samples: the batches
@@ -1242,6 +1399,12 @@ register_metrics(struct loop *L)
                                  "units) at the last evaluation",
                                  &L->g_rel);
     }
+    if (rc == 0) {
+        rc = surge_metrics_gauge(m, "surge_trainer_data_wait_ratio", NULL,
+                                 "Share of the trainer's wall time spent "
+                                 "waiting for batches (this run)",
+                                 &L->g_wait);
+    }
     if (rc == 0 && L->tr->s.pnames != NULL) {
         rc = surge_metrics_set_info(m, "inputs", L->tr->s.pnames);
     }
@@ -1312,6 +1475,15 @@ write_report(struct loop *L, const struct surge_trainer_eval_result *untrained,
     }
     json_object_set_new(j, "time_range",
                         json_pack("[f,f]", L->time_lo, L->time_hi));
+    json_object_set_new(j, "data_wait_s", json_real(data_wait_s(L)));
+    json_object_set_new(j, "data_wait_share", json_real(data_wait_share(L)));
+    json_object_set_new(
+        j, "feed",
+        json_string(L->feed != NULL
+                        ? surge_feed_mode_name(surge_feed_mode_of(L->feed))
+                        : "none"));
+    json_object_set_new(j, "reservoir_storage",
+                        json_string(surge_reservoir_storage_name(rs.storage)));
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(j);
     if (text != NULL) {
@@ -1464,6 +1636,8 @@ train_run(void *state, const surge_consumer_ctx *ctx)
     float *wx = NULL, *wy = NULL;
     surge_batch_info *winfo = NULL;
     int *wn = NULL, nwarm = 0;
+    float *x0 = NULL, *y0 = NULL;   /* the buffers run allocated (the feed */
+    surge_batch_info *info0 = NULL; /* moves L.x, L.y, L.info) */
     struct surge_trainer_eval_result untrained;
     int have_untrained = 0, model_ok = 0;
     memset(&untrained, 0, sizeof untrained);
@@ -1517,6 +1691,9 @@ train_run(void *state, const surge_consumer_ctx *ctx)
     L.row_loss = calloc((size_t)L.B, sizeof *L.row_loss);
     L.info = calloc((size_t)L.B, sizeof *L.info);
     L.pred = malloc((size_t)L.nout * 4);
+    x0 = L.x;
+    y0 = L.y;
+    info0 = L.info;
     if (L.x == NULL || L.y == NULL || L.w == NULL || L.row_loss == NULL ||
         L.info == NULL || L.pred == NULL) {
         rc = -ENOMEM;
@@ -1611,13 +1788,24 @@ train_run(void *state, const surge_consumer_ctx *ctx)
     winfo = NULL;
     wn = NULL;
     int final_done = 0;
+    if (finished == 0) {
+        rc = start_feed(&L);
+        if (rc < 0) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "batch feed: %s",
+                      surge_strerror(rc));
+            goto out;
+        }
+    }
     while (finished == 0) {
-        if (L.stopped && !final_done) {
+        /* The final checkpoint waits for a batch drawn ahead: it is
+         * consumed (as discarded) first, so the counts add up. */
+        if (L.stopped && !final_done && !surge_feed_busy(L.feed)) {
             rc = finish_training(&L, &untrained, &have_untrained);
             model_ok = rc == 0;
             final_done = 1;
         }
-        long n = take(&L, L.x, L.y, L.info);
+        long n = surge_feed_next(L.feed, &L.x, &L.y, &L.info,
+                                 !quiet_after_next(&L), GET_TIMEOUT_MS);
         if (n == SURGE_ETIMEDOUT) {
             check_stop(&L);
             periodic(&L, 0);
@@ -1673,6 +1861,10 @@ train_run(void *state, const surge_consumer_ctx *ctx)
     rc = 0;
 out:
     write_report(&L, &untrained, have_untrained, model_ok);
+    surge_feed_destroy(&L.feed);
+    L.x = x0;
+    L.y = y0;
+    L.info = info0;
     free(wx);
     free(wy);
     free(winfo);

@@ -7,6 +7,30 @@ tests_unit_reservoir_test_reservoir_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_reservoir_test_reservoir_LDADD = reservoir/libsurge_reservoir.la \
 	common/libsurge_common.la $(CMOCKA_LIBS) $(PTHREAD_LIBS) -lm
 
+# The device storage's logic on an emulated device (no GPU needed).
+check_PROGRAMS += tests/unit/reservoir/test_reservoir_device
+TESTS += tests/unit/reservoir/test_reservoir_device
+tests_unit_reservoir_test_reservoir_device_SOURCES = \
+	tests/unit/reservoir/test_reservoir_device.c \
+	tests/unit/reservoir/emu_device.h tests/unit/reservoir/emu_device.c
+tests_unit_reservoir_test_reservoir_device_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_reservoir_test_reservoir_device_LDADD = \
+	reservoir/libsurge_reservoir.la common/libsurge_common.la \
+	$(CMOCKA_LIBS) $(PTHREAD_LIBS) -lm
+
+# The device storage on a real CUDA device; skips without one.
+if HAVE_CUDA
+check_PROGRAMS += tests/unit/reservoir/test_reservoir_cuda
+TESTS += tests/unit/reservoir/test_reservoir_cuda
+tests_unit_reservoir_test_reservoir_cuda_SOURCES = \
+	tests/unit/reservoir/test_reservoir_cuda.c
+tests_unit_reservoir_test_reservoir_cuda_CFLAGS = $(AM_CFLAGS) \
+	$(CMOCKA_CFLAGS) $(CUDA_CFLAGS)
+tests_unit_reservoir_test_reservoir_cuda_LDADD = \
+	reservoir/libsurge_reservoir.la common/libsurge_common.la \
+	$(CMOCKA_LIBS) -L$(CUDA_DIR)/lib64 -lcudart $(PTHREAD_LIBS) -lm
+endif
+
 # The producer/consumer stress test runs under ThreadSanitizer: the
 # reservoir's sources are compiled into it with -fsanitize=thread. TSan
 # cannot be combined with ASan, so a --enable-sanitizers build skips it,
@@ -17,12 +41,16 @@ check_PROGRAMS += tests/unit/reservoir/test_reservoir_stress
 TESTS += tests/unit/reservoir/test_reservoir_stress
 tests_unit_reservoir_test_reservoir_stress_SOURCES = \
 	tests/unit/reservoir/test_reservoir_stress.c \
-	reservoir/reservoir.c common/util.c common/rng.c
+	$(RESERVOIR_C_SOURCES) common/util.c common/rng.c
 tests_unit_reservoir_test_reservoir_stress_CFLAGS = $(AM_CFLAGS) \
 	-fsanitize=thread $(CMOCKA_CFLAGS)
 tests_unit_reservoir_test_reservoir_stress_LDFLAGS = $(AM_LDFLAGS) \
 	-fsanitize=thread
 tests_unit_reservoir_test_reservoir_stress_LDADD = $(CMOCKA_LIBS) \
 	$(PTHREAD_LIBS) -lm
+if HAVE_CUDA
+tests_unit_reservoir_test_reservoir_stress_LDADD += \
+	reservoir/storage_cuda.lo -L$(CUDA_DIR)/lib64 -lcudart -lstdc++
+endif
 endif
 endif

@@ -6,6 +6,7 @@ SERVER_UNIT_TESTS = \
 	tests/unit/server/test_assembler \
 	tests/unit/server/test_store \
 	tests/unit/server/test_options \
+	tests/unit/server/test_feed \
 	tests/unit/server/test_u64map
 check_PROGRAMS += $(SERVER_UNIT_TESTS)
 TESTS += $(SERVER_UNIT_TESTS)
@@ -28,6 +29,10 @@ tests_unit_server_test_store_LDADD = $(SERVER_UNIT_LDADD)
 tests_unit_server_test_options_SOURCES = tests/unit/server/test_options.c
 tests_unit_server_test_options_CFLAGS = $(SERVER_UNIT_CFLAGS)
 tests_unit_server_test_options_LDADD = $(SERVER_UNIT_LDADD)
+tests_unit_server_test_feed_SOURCES = tests/unit/server/test_feed.c \
+	tests/unit/reservoir/emu_device.h tests/unit/reservoir/emu_device.c
+tests_unit_server_test_feed_CFLAGS = $(SERVER_UNIT_CFLAGS)
+tests_unit_server_test_feed_LDADD = $(SERVER_UNIT_LDADD)
 tests_unit_server_test_u64map_SOURCES = tests/unit/server/test_u64map.c
 tests_unit_server_test_u64map_CFLAGS = $(SERVER_UNIT_CFLAGS)
 tests_unit_server_test_u64map_LDADD = $(SERVER_UNIT_LDADD)

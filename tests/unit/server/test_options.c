@@ -167,6 +167,31 @@ reservoir_options(void **state)
     assert_non_null(strstr(err, "--balance-sims: 'maybe'"));
     assert_int_equal(PARSE(&o, "--samples-per-insert", "inf"), SURGE_ECONFIG);
     assert_non_null(strstr(err, "--samples-per-insert"));
+    /* Storage and the trainer's feed. */
+    assert_int_equal(PARSE(&o, "--policy", "fifo"), 0);
+    assert_string_equal(o.storage, "auto");
+    assert_string_equal(o.prefetch, "auto");
+    assert_int_equal(surge_server_reservoir_config(&o, &rc), 0);
+    assert_int_equal(rc.storage, SURGE_RESERVOIR_STORAGE_HOST);
+    assert_int_equal(PARSE(&o, "--reservoir-storage", "host", "--prefetch",
+                           "on", "--reservoir-device", "0"),
+                     0);
+    assert_int_equal(surge_server_reservoir_config(&o, &rc), 0);
+    assert_int_equal(rc.storage, SURGE_RESERVOIR_STORAGE_HOST);
+    assert_int_equal(PARSE(&o, "--reservoir-storage", "gpu"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--reservoir-storage: unknown storage 'gpu'"));
+    assert_int_equal(PARSE(&o, "--prefetch", "always"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--prefetch"));
+#ifdef HAVE_CUDA
+    assert_int_equal(PARSE(&o, "--reservoir-storage", "device"), 0);
+    assert_int_equal(surge_server_reservoir_config(&o, &rc), 0);
+    assert_int_equal(rc.storage, SURGE_RESERVOIR_STORAGE_DEVICE);
+#else
+    /* A build without CUDA says so at start-up. */
+    assert_int_equal(PARSE(&o, "--reservoir-storage", "device"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "reservoir.storage: device needs a build "
+                                "with CUDA"));
+#endif
 }
 
 static void
