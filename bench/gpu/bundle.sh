@@ -20,7 +20,8 @@ die() { echo "bundle.sh: $*" >&2; exit 1; }
 grep -q '^#define HAVE_CUDA 1' "$build/config.h" 2>/dev/null ||
     die "$build is not configured --with-cuda (../configure --with-cuda)"
 progs="tests/unit/trainer/test_backend_cuda tests/unit/trainer/test_backend
-bench/gpu/bench-trainer-cuda"
+bench/gpu/bench-trainer-cuda tests/unit/reservoir/test_reservoir_cuda
+bench/reservoir/bench-reservoir-feed"
 make -C "$build" -j2 all $progs >/dev/null || die "build failed"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

@@ -8,6 +8,8 @@
 #      cpu, both models predicting);
 #   3. bench-trainer-cuda (surge against PyTorch eager, PyTorch with the
 #      step in a CUDA graph, and the GEMM bound);
+#   4. bench/gpu/reservoir_feed.sh (test_reservoir_cuda and the device
+#      reservoir's gather against host-fed batches);
 # then prints one JSON line: the GPU, each test's pass/fail/skip counts and
 # the benchmark's JSON. Exit status 0 when every test passed (skips count
 # as passes only when the tests say why) and the benchmark ran.
@@ -58,6 +60,10 @@ timeout -k 5 300 "$b/bench/gpu/bench-trainer-cuda" --python "$PY" \
     2>"$logs/bench.err"
 echo $? >"$logs/bench.rc"
 sed 's/^/# /' "$logs/bench.err" >&2
+timeout -k 5 240 sh "$top/bench/gpu/reservoir_feed.sh" "$b" \
+    >"$logs/feed.out" 2>"$logs/feed.err"
+echo $? >"$logs/feed.rc"
+sed 's/^/# /' "$logs/feed.err" >&2
 
 "$PY" - "$logs" "$gpu" <<'EOF'
 import json, os, re, sys
@@ -85,7 +91,14 @@ try:
 except (IndexError, ValueError):
     out["bench_trainer_cuda"] = {"error": "no JSON line", "rc": bench_rc}
     ok_all = False
-out["ok"] = ok_all and bench_rc == 0
+feed_rc = int(open(os.path.join(logs, "feed.rc")).read())
+text = open(os.path.join(logs, "feed.out")).read().strip().splitlines()
+try:
+    out["reservoir_feed"] = json.loads(text[-1])
+except (IndexError, ValueError):
+    out["reservoir_feed"] = {"error": "no JSON line", "rc": feed_rc}
+    ok_all = False
+out["ok"] = ok_all and bench_rc == 0 and feed_rc == 0
 print(json.dumps(out, separators=(",", ":")))
 sys.exit(0 if out["ok"] else 1)
 EOF
