@@ -25,6 +25,7 @@ TESTS += tests/integration/e2e_study.sh \
 	tests/integration/launch_faults.sh \
 	tests/integration/launch_interrupt.sh \
 	tests/integration/launch_server_restart.sh \
+	tests/integration/launch_tmpdirs.sh \
 	tests/integration/launch_slurm_server.sh \
 	tests/integration/launch_cli.sh \
 	tests/integration/launch_training.sh
@@ -32,6 +33,7 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_faults.sh \
 	tests/integration/launch_interrupt.sh \
 	tests/integration/launch_server_restart.sh \
+	tests/integration/launch_tmpdirs.sh \
 	tests/integration/launch_slurm_server.sh \
 	tests/integration/launch_cli.sh \
 	tests/integration/launch_training.sh \
