@@ -265,8 +265,8 @@ local_wrap(void *state, char *const *solver_argv, int64_t ranks,
 static char **
 build_env(char *const *extra, const char *tmp)
 {
-    static const char *const tmpvars[] = {
-        "TMPDIR", "OMPI_MCA_orte_tmpdir_base", "OMPI_MCA_prte_tmpdir_base"};
+    static const char *const tmpvars[] = {"TMPDIR", "OMPI_MCA_orte_tmpdir_base",
+                                          "OMPI_MCA_prte_tmpdir_base"};
     enum { NTMP = sizeof tmpvars / sizeof tmpvars[0] };
     size_t n = 0, m = 0;
     while (environ[n] != NULL) {
@@ -348,8 +348,8 @@ local_submit(void *state, const surge_job_spec *spec, uint64_t *job, char *err,
     /* Everything the child needs is prepared before fork: after it, the
      * child only calls async-signal-safe functions. */
     char tmp[600];
-    int rc = make_job_tmp(l, spec->sim, spec->attempt, tmp, sizeof tmp, err,
-                          errcap);
+    int rc =
+        make_job_tmp(l, spec->sim, spec->attempt, tmp, sizeof tmp, err, errcap);
     if (rc != 0) {
         return rc;
     }
