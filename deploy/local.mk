@@ -26,6 +26,7 @@ TESTS += tests/integration/e2e_study.sh \
 	tests/integration/launch_interrupt.sh \
 	tests/integration/launch_server_restart.sh \
 	tests/integration/launch_tmpdirs.sh \
+	tests/integration/launch_resume.sh \
 	tests/integration/launch_slurm_server.sh \
 	tests/integration/launch_cli.sh \
 	tests/integration/launch_training.sh
@@ -34,6 +35,7 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_interrupt.sh \
 	tests/integration/launch_server_restart.sh \
 	tests/integration/launch_tmpdirs.sh \
+	tests/integration/launch_resume.sh \
 	tests/integration/launch_slurm_server.sh \
 	tests/integration/launch_cli.sh \
 	tests/integration/launch_training.sh \
