@@ -29,9 +29,18 @@
  * counter moved while it ran. A run silent for solver.timeout_s is killed
  * and counts as a failure (retried like one).
  *
- * Exit status: 0 when every run succeeded and the counts add up, 1 when a
- * run failed for good, the server failed, or the study was interrupted, 2
- * for usage and configuration errors.
+ * Exit status: 0 when every run succeeded, the counts add up and the
+ * study's product exists (the model, when it trains), 1 when a run failed
+ * for good, the server failed, the model was not written (summary.json
+ * "errors" says why) or the study was interrupted, 2 for usage and
+ * configuration errors.
+ *
+ * The folder. A fresh study removes what an earlier one left there
+ * (results, logs, runs/, checkpoints, temp files) and writes a new study
+ * id (STUDY_ID_FILE) that the server keeps in its checkpoints; a restarted
+ * server resumes only from this study's. --resume keeps the folder and
+ * its id: the runs the checkpoint holds whole are done, the others run
+ * again, and the summary adds the counts the checkpoint carried.
  */
 #include "config.h"
 
@@ -196,8 +205,9 @@ usage(FILE *out)
             "again, the\n"
             "                     server resumes from that checkpoint\n"
             "  --help             this text\n\n"
-            "exit status: 0 all runs ok, 1 a run or the server failed or the "
-            "study\nwas interrupted, 2 bad usage or study file\n");
+            "exit status: 0 all runs ok, 1 a run or the server failed, the "
+            "model was\nnot written or the study was interrupted, 2 bad "
+            "usage or study file\n");
 }
 
 /* ------------------------------------------------------------ helpers */

@@ -27,6 +27,7 @@ TESTS += tests/integration/e2e_study.sh \
 	tests/integration/launch_server_restart.sh \
 	tests/integration/launch_tmpdirs.sh \
 	tests/integration/launch_resume.sh \
+	tests/integration/launch_nospace.sh \
 	tests/integration/launch_slurm_server.sh \
 	tests/integration/launch_cli.sh \
 	tests/integration/launch_training.sh
@@ -36,6 +37,7 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_server_restart.sh \
 	tests/integration/launch_tmpdirs.sh \
 	tests/integration/launch_resume.sh \
+	tests/integration/launch_nospace.sh \
 	tests/integration/launch_slurm_server.sh \
 	tests/integration/launch_cli.sh \
 	tests/integration/launch_training.sh \
