@@ -1176,7 +1176,7 @@ progress(struct launch *L, bool force)
              "samples: %" PRIu64 " (%.1f/s)%s%s",
              now - L->t0, done, count_state(L, RUN_RUNNING),
              count_state(L, RUN_QUEUED), failed,
-             L->pong.assembled + L->lost_assembled, rate, train, eta);
+             L->pong.assembled + resumed_assembled(L), rate, train, eta);
     if (L->tty) {
         fprintf(stderr, "\r\033[K%s", line);
         L->progress_drawn = 1;

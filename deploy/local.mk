@@ -44,6 +44,12 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 	docs/configuration.md \
 	solvers/heat2d/study.json
 
+# The fault soak, by hand (minutes; not in make check): SIGKILL of server,
+# ranks, launcher and SIGINT at random moments, --resume after the
+# launcher's. SURGE_BUILDDIR=$PWD/build SURGE_SRCDIR=. sh
+# tests/soak/launch_soak.sh [TRIALS]
+EXTRA_DIST += tests/soak/launch_soak.sh
+
 # The slurm scheduler: its test starts a single-machine Slurm with
 # deploy/slurm-local.sh (skips without root or the Slurm packages).
 TESTS += tests/integration/slurm_study.sh \

@@ -17,7 +17,7 @@
  * and the PMIx sockets) under TMPDIR, shared by every mpirun of the user;
  * two mpirun starting at the same instant have been seen to race on its
  * creation ("mkdir ... File exists"). So each job gets a folder of its own,
- * <study tmp>/<sim>.<attempt>, as TMPDIR and as Open MPI's tmpdir base
+ * <study tmp>/<sim>.<attempt>.<job id>, as TMPDIR and as Open MPI's tmpdir base
  * (orte_tmpdir_base for 4.x, prte_tmpdir_base for 5.x): nothing is shared
  * between two mpirun, by construction. The study tmp is a fresh mkdtemp
  * folder under the launcher's TMPDIR (or /tmp), kept short because Unix
@@ -72,13 +72,14 @@ struct local {
                       job */
 };
 
-/* The tmp folder of a job, in buf. */
+/* The tmp folder of a job, in buf: named by its run, attempt and job id
+ * (unique in this scheduler, whose study tmp is a fresh folder). */
 static int
-job_tmp(const struct local *l, int64_t sim, int64_t attempt, char *buf,
-        size_t cap)
+job_tmp(const struct local *l, int64_t sim, int64_t attempt, uint64_t id,
+        char *buf, size_t cap)
 {
-    int n = snprintf(buf, cap, "%s/%lld.%lld", l->tmp, (long long)sim,
-                     (long long)attempt);
+    int n = snprintf(buf, cap, "%s/%lld.%lld.%llu", l->tmp, (long long)sim,
+                     (long long)attempt, (unsigned long long)id);
     return n > 0 && (size_t)n < cap ? 0 : -ENAMETOOLONG;
 }
 
@@ -101,11 +102,9 @@ make_job_tmp(struct local *l, int64_t sim, int64_t attempt, char *buf,
             return -e;
         }
     }
-    int rc = job_tmp(l, sim, attempt, buf, cap);
+    int rc = job_tmp(l, sim, attempt, l->next_id, buf, cap);
     if (rc == 0) {
-        /* A folder left by an earlier job of the same name (it cannot be,
-         * unless that removal failed) is replaced, never shared. */
-        (void)surge_deploy_rm_rf(buf);
+        /* Never an existing folder: it would be shared. */
         rc = mkdir(buf, 0700) == 0 ? 0 : -errno;
     }
     if (rc != 0) {
@@ -118,7 +117,8 @@ static void
 remove_job_tmp(struct local *l, struct local_job *j)
 {
     char dir[600];
-    if (j->has_tmp && job_tmp(l, j->sim, j->attempt, dir, sizeof dir) == 0) {
+    if (j->has_tmp &&
+        job_tmp(l, j->sim, j->attempt, j->id, dir, sizeof dir) == 0) {
         int rc = surge_deploy_rm_rf(dir);
         if (rc != 0) {
             SURGE_LOG(SURGE_LOG_WARN, "launch", "%s: %s", dir, strerror(-rc));
