@@ -1556,10 +1556,9 @@ finish_training(struct loop *L, struct surge_trainer_eval_result *untrained,
         }
         free(cur);
     }
-    /* Always a last checkpoint, even without a step since the one before:
-     * samples and finished runs may have come in since, and `surge launch
-     * --resume` continues from exactly what this server holds. */
-    (void)write_checkpoint(L);
+    if (surge_trainer_steps(L->t) > L->last_ckpt_step) {
+        (void)write_checkpoint(L);
+    }
     char shape[64] = "";
     size_t ny, nx;
     if (preview_layout(L, &ny, &nx) == 0 && ny > 1) {

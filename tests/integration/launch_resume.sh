@@ -54,13 +54,14 @@ launch_bg() {
         2>"$tmp/stderr" &
     launcher=$!
 }
-# wait_server OLDPID: until server.json names a live server other than
-# OLDPID; prints its pid.
+# wait_server OLDPID: until the launcher has a server other than OLDPID
+# (it answered the launcher's first PING); prints its pid.
 wait_server() {
     i=0
     while [ $i -lt 300 ]; do
         p=$(lib_json "$out/server.json" 'j["pid"]' 2>/dev/null)
-        if [ -n "$p" ] && [ "$p" != "$1" ] && kill -0 "$p" 2>/dev/null; then
+        if [ -n "$p" ] && [ "$p" != "$1" ] && kill -0 "$p" 2>/dev/null &&
+            grep -q "server pid $p at" "$tmp/stderr"; then
             echo "$p"
             return 0
         fi
@@ -69,13 +70,16 @@ wait_server() {
     done
     return 1
 }
-# wait_ok_and_ckpt: until a run ended ok and a checkpoint was written after.
+# wait_ok_and_ckpt: until a run ended ok and two checkpoints were written
+# after (so that the previous one, which --resume may fall back to, holds
+# that run too).
 wait_ok_and_ckpt() {
     i=0
     while [ $i -lt 400 ]; do
         if grep -q "sim [0-9]*: ok" "$tmp/stderr" 2>/dev/null; then
-            rm -f "$out/checkpoint.safetensors"
-            lib_wait_file "$out/checkpoint.safetensors" 100
+            rm -f "$out/checkpoint.safetensors" \
+                "$out/checkpoint.safetensors.prev"
+            lib_wait_file "$out/checkpoint.safetensors.prev" 100
             return $?
         fi
         sleep 0.05
@@ -186,7 +190,7 @@ lib_wait_exit "$launcher" 300
 launcher=
 check "SIGINT stops the study (exit $status)" test "$status" = 1
 done_before=$(grep -o "sim [0-9]*: ok" "$tmp/stderr" | cut -d' ' -f2 |
-    tr -d : | sort -u)
+    tr -d : | sort -u | tr '\n' ' ')
 ck="$out/checkpoint.safetensors"
 size=$(wc -c <"$ck")
 truncate -s $((size / 2)) "$ck"
@@ -205,7 +209,7 @@ rerun=
 for sim in $done_before; do
     grep -q "sim $sim attempt" "$tmp/stderr" && rerun="$rerun $sim"
 done
-check "runs done before the interruption are not run again ($done_before;$rerun)" \
+check "runs done before the interruption are not run again (${done_before}rerun:$rerun)" \
     test -n "$done_before" -a -z "$rerun"
 if msg=$("$PY" "$tmp/check.py" "$out" $RUNS $STEPS resumed 2>&1); then
     ok "the summary covers the whole study: each step once, identity holds"
