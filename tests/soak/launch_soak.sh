@@ -64,7 +64,7 @@ $(heat2d_params)
 }
 EOF
     fault=$(( $(od -An -N2 -tu2 /dev/urandom) % 4 ))
-    delay_ms=$(( 300 + $(od -An -N2 -tu2 /dev/urandom) % 3500 ))
+    delay_ms=$(( 300 + $(od -An -N2 -tu2 /dev/urandom) % 5000 ))
     "$SURGE" launch --quiet "$tmp/study.json" >"$tmp/stdout" \
         2>"$tmp/stderr" &
     launcher=$!
@@ -73,8 +73,9 @@ EOF
     case $fault in
     0) p=$(lib_json "$out/server.json" 'j["pid"]' 2>/dev/null)
        [ -n "$p" ] && kill -KILL "$p" 2>/dev/null && what="server SIGKILL" ;;
-    1) p=$(ps -eo pid=,args= | grep -F "$HEAT" | grep -v -e grep -e mpirun |
-           awk 'NR == 1 {print $1}')
+    1) # A rank of this study (libtool may run it from .libs/).
+       p=$(ps -eo pid=,args= | grep -F "$SURGE_BUILDDIR/solvers/heat2d/" |
+           grep -v -e grep -e mpirun | awk 'NR == 1 {print $1}')
        [ -n "$p" ] && kill -KILL "$p" 2>/dev/null && what="rank SIGKILL" ;;
     2) kill -KILL "$launcher" 2>/dev/null && what="launcher SIGKILL" ;;
     3) kill -INT "$launcher" 2>/dev/null && what="launcher SIGINT" ;;
