@@ -537,20 +537,41 @@ resumed_assembled(const struct launch *L)
     return json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
 }
 
-/* Whether sim is in the checkpoint progress's sims_finished. */
-static bool
-sim_finished_in(json_t *progress, int64_t sim)
+static int
+cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Mark each run the checkpoint progress lists in sims_finished (runs it
+ * holds whole) in done[] (nruns). Sorted once, so a study of many runs
+ * costs n log n. 0 or -ENOMEM. */
+static int
+finished_runs(const struct launch *L, json_t *progress, bool *done)
 {
     json_t *fin = json_object_get(progress, "sims_finished");
-    size_t i;
-    json_t *v;
-    json_array_foreach(fin, i, v)
-    {
-        if (json_is_integer(v) && json_integer_value(v) == sim) {
-            return true;
+    size_t n = json_array_size(fin), k = 0;
+    memset(done, 0, L->nruns * sizeof *done);
+    if (n == 0) {
+        return 0;
+    }
+    int64_t *v = malloc(n * sizeof *v);
+    if (v == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(fin, i);
+        if (json_is_integer(e)) {
+            v[k++] = (int64_t)json_integer_value(e);
         }
     }
-    return false;
+    qsort(v, k, sizeof *v, cmp_i64);
+    for (size_t i = 0; i < L->nruns; i++) {
+        done[i] = bsearch(&L->runs[i].sim, v, k, sizeof *v, cmp_i64) != NULL;
+    }
+    free(v);
+    return 0;
 }
 
 static int
@@ -1003,14 +1024,16 @@ restart_server(struct launch *L, const char *why)
     if (dead_assembled > kept) {
         L->lost_assembled += dead_assembled - kept;
     }
-    if (L->s->tr_enabled) {
+    bool *held = calloc(L->nruns > 0 ? L->nruns : 1, sizeof *held);
+    if (L->s->tr_enabled && held != NULL &&
+        finished_runs(L, L->resumed, held) == 0) {
         /* A run that ended fine while its samples were only in the dead
          * server (after its last checkpoint) is run again: its steps are
          * not in the new server's record, so nothing is trained on twice,
          * and nothing the study produced is lost. */
         for (size_t i = 0; i < L->nruns; i++) {
             struct run *r = &L->runs[i];
-            if (r->state == RUN_OK && !sim_finished_in(L->resumed, r->sim)) {
+            if (r->state == RUN_OK && !held[i]) {
                 r->attempt++;
                 r->state = RUN_QUEUED;
                 L->rerun_after_restart++;
@@ -1020,7 +1043,12 @@ restart_server(struct launch *L, const char *why)
                           (long long)r->sim);
             }
         }
+    } else if (L->s->tr_enabled) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "out of memory: runs whose samples died with the server "
+                  "are not run again");
     }
+    free(held);
     return 0;
 }
 
@@ -1998,12 +2026,17 @@ dry_run(struct launch *L)
 
 /* --resume: the runs the checkpoint holds whole are done; the others
  * start again, their attempts numbered after those already logged. */
-static void
+static int
 mark_resumed(struct launch *L)
 {
+    bool *held = calloc(L->nruns > 0 ? L->nruns : 1, sizeof *held);
+    if (held == NULL || finished_runs(L, L->resumed, held) != 0) {
+        free(held);
+        return -ENOMEM;
+    }
     for (size_t i = 0; i < L->nruns; i++) {
         struct run *r = &L->runs[i];
-        if (sim_finished_in(L->resumed, r->sim)) {
+        if (held[i]) {
             r->state = RUN_OK;
             L->resumed_ok++;
             continue;
@@ -2023,6 +2056,8 @@ mark_resumed(struct launch *L)
               L->resumed != NULL ? "the server resumed from their checkpoint"
                                  : "no checkpoint of this study: every run "
                                    "starts again");
+    free(held);
+    return 0;
 }
 
 static int64_t
@@ -2135,7 +2170,11 @@ surge_launch_main(int argc, char **argv)
     }
     int interrupted = 0;
     if (rc == 0 && L.resume) {
-        mark_resumed(&L);
+        rc = mark_resumed(&L);
+        if (rc != 0) {
+            snprintf(err, sizeof err, "--resume: %s", strerror(-rc));
+            surge_server_proc_wait(&L.server, 0, L.s->kill_grace_s);
+        }
     }
     if (rc != 0) {
         fprintf(stderr, "surge launch: cannot start the server: %s\n", err);
