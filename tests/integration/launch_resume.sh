@@ -25,7 +25,7 @@ lib_study_env
 launcher=
 on_exit() { lib_kill_pids "$launcher"; }
 RUNS=4
-STEPS=24
+STEPS=20
 out="$tmp/out"
 cat >"$tmp/study.json" <<EOF
 {
@@ -35,7 +35,7 @@ $(heat2d_params)
   ],
   "sampler": {"runs": $RUNS},
   "solver": {"command": ["$HEAT", "--nx", "8", "--ny", "8", "--steps",
-                         "$STEPS", "--step-delay-ms", "40"],
+                         "$STEPS", "--step-delay-ms", "30"],
              "ranks": 1, "retries": 0, "client_timeout_s": 5},
   "scheduler": {"mpirun": "$MPIRUN", "max_concurrent": 2,
                 "kill_grace_s": 2},
