@@ -24,6 +24,10 @@
 lib_study_env
 launcher=
 on_exit() { lib_kill_pids "$launcher"; }
+# The waits below read the launcher's info lines ("server pid N at",
+# "sim N: ok"), which --quiet leaves out unless asked for.
+SURGE_LOG_LEVEL=info
+export SURGE_LOG_LEVEL
 RUNS=4
 STEPS=20
 out="$tmp/out"
