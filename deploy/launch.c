@@ -29,9 +29,18 @@
  * counter moved while it ran. A run silent for solver.timeout_s is killed
  * and counts as a failure (retried like one).
  *
- * Exit status: 0 when every run succeeded and the counts add up, 1 when a
- * run failed for good, the server failed, or the study was interrupted, 2
- * for usage and configuration errors.
+ * Exit status: 0 when every run succeeded, the counts add up and the
+ * study's product exists (the model, when it trains), 1 when a run failed
+ * for good, the server failed, the model was not written (summary.json
+ * "errors" says why) or the study was interrupted, 2 for usage and
+ * configuration errors.
+ *
+ * The folder. A fresh study removes what an earlier one left there
+ * (results, logs, runs/, checkpoints, temp files) and writes a new study
+ * id (STUDY_ID_FILE) that the server keeps in its checkpoints; a restarted
+ * server resumes only from this study's. --resume keeps the folder and
+ * its id: the runs the checkpoint holds whole are done, the others run
+ * again, and the summary adds the counts the checkpoint carried.
  */
 #include "config.h"
 
@@ -64,6 +73,7 @@
 #include "deploy/study.h"
 #include "deploy/study_config.h"
 #include "deploy/util.h"
+#include "server/consumer.h"
 #include "server/http.h"
 
 #define COMPONENT "launch"
@@ -75,8 +85,13 @@
             in MAX_PATH */
 #define STATS_MAX_BYTES (16u << 20)
 /* The trainer's checkpoint in the output folder; a restarted server is
- * given it with --resume. */
+ * given it with --resume (and falls back to CHECKPOINT_FILE ".prev", the
+ * one before, when it is unreadable). */
 #define CHECKPOINT_FILE "checkpoint.safetensors"
+/* The study's identity: written at a fresh start, kept by --resume; the
+ * server writes it into every checkpoint and refuses another study's. */
+#define STUDY_ID_FILE "study-id"
+#define STUDY_ID_BYTES 16
 
 enum run_state {
     RUN_QUEUED = 0,
@@ -121,6 +136,10 @@ struct launch {
     char out[OUT_MAX];    /* absolute output folder */
     char token[2 * TOKEN_BYTES + 1];
     char curve_dir[OUT_MAX + 8]; /* server.encrypt: <out>/keys; "" = off */
+    char study_id[2 * STUDY_ID_BYTES + 1];
+    int resume;          /* --resume: continue the study in this folder */
+    int64_t resumed_ok;  /* runs a checkpoint already held whole */
+    char errors[2][400]; /* why the study failed besides its runs */
     surge_server_proc server;
     surge_control *ctl;
     int restarts;      /* server restarts so far */
@@ -131,16 +150,20 @@ struct launch {
     struct pong pong;      /* latest */
     struct pong pong_prev; /* for the ingest rate */
     double pong_prev_t;
-    double rate;             /* samples/s, smoothed */
-    uint64_t lost_assembled; /* assembled by servers that died */
+    double rate;                 /* samples/s, smoothed */
+    uint64_t lost_assembled;     /* assembled by servers that died after their
+                                    last checkpoint (at least: from their
+                                    last PING); the runs are run again */
+    int64_t rerun_after_restart; /* ok runs run again: their samples died
+                                    with a server */
+    json_t *resumed; /* progress of the checkpoint the current server
+                        resumed from (server/train.c), NULL: none */
     int quiet;
     int tty; /* progress line redrawn in place */
     int progress_drawn;
-    double t0;           /* study start, monotonic s */
-    double t_runs_done;  /* when the last run ended */
-    int64_t attempts;    /* jobs started */
-    time_t started_wall; /* study start, wall clock: older files in the
-                            output folder belong to an earlier study */
+    double t0;          /* study start, monotonic s */
+    double t_runs_done; /* when the last run ended */
+    int64_t attempts;   /* jobs started */
     /* From the server's monitoring endpoint (/api/v1/status), the same
      * numbers `surge top` and the dashboard show. */
     int status_ok;        /* the last GET succeeded */
@@ -178,9 +201,15 @@ usage(FILE *out)
             "  --quiet            no progress or per-run lines: warnings, "
             "errors and the\n"
             "                     final table only\n"
+            "  --resume           continue the study interrupted in its "
+            "output folder:\n"
+            "                     runs its checkpoint holds are not run "
+            "again, the\n"
+            "                     server resumes from that checkpoint\n"
             "  --help             this text\n\n"
-            "exit status: 0 all runs ok, 1 a run or the server failed or the "
-            "study\nwas interrupted, 2 bad usage or study file\n");
+            "exit status: 0 all runs ok, 1 a run or the server failed, the "
+            "model was\nnot written or the study was interrupted, 2 bad "
+            "usage or study file\n");
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -461,6 +490,92 @@ control(struct launch *L, int op, int64_t sim, char *msg, size_t cap)
 
 /* ------------------------------------------------------------ server */
 
+/* The study's checkpoint or the one before it is in the folder. */
+static int
+checkpoint_exists(const struct launch *L)
+{
+    char p[MAX_PATH];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/" CHECKPOINT_FILE, L->out);
+    if (stat(p, &st) == 0) {
+        return 1;
+    }
+    snprintf(p, sizeof p, "%s/" CHECKPOINT_FILE ".prev", L->out);
+    return stat(p, &st) == 0;
+}
+
+/* The progress object of the checkpoint a server resumes from: the newest
+ * when it is readable and of this study, else the one before (the
+ * server's own fallback, server/train.c). NULL when neither is. */
+static json_t *
+resume_progress(const struct launch *L)
+{
+    static const char *const names[] = {CHECKPOINT_FILE,
+                                        CHECKPOINT_FILE ".prev"};
+    for (size_t i = 0; i < 2; i++) {
+        char p[MAX_PATH], err[512];
+        json_t *j = NULL;
+        snprintf(p, sizeof p, "%s/%s", L->out, names[i]);
+        if (surge_train_checkpoint_progress(p, &j, err, sizeof err) != 0) {
+            continue;
+        }
+        const char *id = json_string_value(json_object_get(j, "study_id"));
+        if (id != NULL && strcmp(id, L->study_id) == 0) {
+            return j;
+        }
+        json_decref(j);
+    }
+    return NULL;
+}
+
+/* steps.assembled of the server counts the current server carried over
+ * from its checkpoint (0 without one). */
+static uint64_t
+resumed_assembled(const struct launch *L)
+{
+    json_t *v = json_object_get(
+        json_object_get(json_object_get(L->resumed, "server_counts"), "steps"),
+        "assembled");
+    return json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Mark each run the checkpoint progress lists in sims_finished (runs it
+ * holds whole) in done[] (nruns). Sorted once, so a study of many runs
+ * costs n log n. 0 or -ENOMEM. */
+static int
+finished_runs(const struct launch *L, json_t *progress, bool *done)
+{
+    json_t *fin = json_object_get(progress, "sims_finished");
+    size_t n = json_array_size(fin), k = 0;
+    memset(done, 0, L->nruns * sizeof *done);
+    if (n == 0) {
+        return 0;
+    }
+    int64_t *v = malloc(n * sizeof *v);
+    if (v == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(fin, i);
+        if (json_is_integer(e)) {
+            v[k++] = (int64_t)json_integer_value(e);
+        }
+    }
+    qsort(v, k, sizeof *v, cmp_i64);
+    for (size_t i = 0; i < L->nruns; i++) {
+        done[i] = bsearch(&L->runs[i].sim, v, k, sizeof *v, cmp_i64) != NULL;
+    }
+    free(v);
+    return 0;
+}
+
 static int
 start_server(struct launch *L, char *err, size_t errcap)
 {
@@ -550,15 +665,19 @@ start_server(struct launch *L, char *err, size_t errcap)
         PUSH("--curve-keys");
         PUSH(buf);
     }
-    /* A restart continues from the trainer's last checkpoint when the
-     * server left one (written atomically, so it is whole or absent). */
-    snprintf(buf, sizeof buf, "%s/" CHECKPOINT_FILE, L->out);
-    struct stat ck;
-    if (L->restarts > 0 && stat(buf, &ck) == 0 &&
-        ck.st_mtime >= L->started_wall) {
+    PUSH("--study-id");
+    PUSH(L->study_id);
+    /* A restart (or --resume) continues from the trainer's last checkpoint
+     * when there is one: a fresh study removed every earlier checkpoint
+     * from the folder, and the server refuses one of another study. */
+    json_decref(L->resumed);
+    L->resumed = NULL;
+    if ((L->restarts > 0 || L->resume) && checkpoint_exists(L)) {
+        snprintf(buf, sizeof buf, "%s/" CHECKPOINT_FILE, L->out);
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "resuming from %s", buf);
         PUSH("--resume");
         PUSH(buf);
+        L->resumed = resume_progress(L);
     }
     for (size_t i = 0; i < s->server_args.n; i++) {
         PUSH(s->server_args.v[i]);
@@ -897,9 +1016,11 @@ restart_server(struct launch *L, const char *why)
     SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "server %s", why);
     surge_control_destroy(&L->ctl);
     surge_server_proc_wait(&L->server, 0, L->s->kill_grace_s);
-    if (L->pong.valid) {
-        L->lost_assembled += L->pong.assembled;
-    }
+    /* What the dead server assembled beyond the checkpoint it resumed from
+     * (its own counts, from its last PING); how much of it the next
+     * checkpoint holds is known once the new server is chosen below. */
+    uint64_t dead_assembled = L->pong.valid ? L->pong.assembled : 0;
+    uint64_t base_assembled = resumed_assembled(L);
     L->status_ok = 0;
     memset(&L->pong, 0, sizeof L->pong);
     memset(&L->pong_prev, 0, sizeof L->pong_prev);
@@ -927,6 +1048,36 @@ restart_server(struct launch *L, const char *why)
     }
     SURGE_LOG(SURGE_LOG_WARN, COMPONENT, "server restarted (%d of %lld)",
               L->restarts, (long long)L->s->server_restarts);
+    uint64_t kept = resumed_assembled(L);
+    kept = kept > base_assembled ? kept - base_assembled : 0;
+    if (dead_assembled > kept) {
+        L->lost_assembled += dead_assembled - kept;
+    }
+    bool *held = calloc(L->nruns > 0 ? L->nruns : 1, sizeof *held);
+    if (L->s->tr_enabled && held != NULL &&
+        finished_runs(L, L->resumed, held) == 0) {
+        /* A run that ended fine while its samples were only in the dead
+         * server (after its last checkpoint) is run again: its steps are
+         * not in the new server's record, so nothing is trained on twice,
+         * and nothing the study produced is lost. */
+        for (size_t i = 0; i < L->nruns; i++) {
+            struct run *r = &L->runs[i];
+            if (r->state == RUN_OK && !held[i]) {
+                r->attempt++;
+                r->state = RUN_QUEUED;
+                L->rerun_after_restart++;
+                SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                          "sim %lld: run again (its samples died with the "
+                          "server)",
+                          (long long)r->sim);
+            }
+        }
+    } else if (L->s->tr_enabled) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "out of memory: runs whose samples died with the server "
+                  "are not run again");
+    }
+    free(held);
     return 0;
 }
 
@@ -1082,7 +1233,7 @@ progress(struct launch *L, bool force)
              "samples: %" PRIu64 " (%.1f/s)%s%s",
              now - L->t0, done, count_state(L, RUN_RUNNING),
              count_state(L, RUN_QUEUED), failed,
-             L->pong.assembled + L->lost_assembled, rate, train, eta);
+             L->pong.assembled + resumed_assembled(L), rate, train, eta);
     if (L->tty) {
         fprintf(stderr, "\r\033[K%s", line);
         L->progress_drawn = 1;
@@ -1231,14 +1382,48 @@ sent_slices(json_t *stats)
 
 static json_t *read_out_json(struct launch *L, const char *name);
 
+/* A reason the study failed besides its runs, for the summary. */
+static void
+add_error(struct launch *L, const char *fmt, const char *arg)
+{
+    for (size_t i = 0; i < sizeof L->errors / sizeof L->errors[0]; i++) {
+        if (L->errors[i][0] == '\0') {
+            snprintf(L->errors[i], sizeof L->errors[i], fmt, arg);
+            return;
+        }
+    }
+}
+
 static int
-write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
+write_summary(struct launch *L, json_t *raw_stats, double wall, int interrupted,
               int *counts_ok)
 {
     const surge_study *s = L->s;
     json_t *j = json_object();
     /* The trainer's final figures (server/train.c writes trainer.json). */
     json_t *trainer = s->tr_enabled ? read_out_json(L, "trainer.json") : NULL;
+    /* A study that trains exists to produce its model. */
+    if (s->tr_enabled && !interrupted) {
+        json_t *model = json_object_get(trainer, "model");
+        const char *why =
+            json_string_value(json_object_get(trainer, "model_error"));
+        if (!json_is_string(model)) {
+            add_error(L, "the model was not written: %s",
+                      why != NULL       ? why
+                      : trainer == NULL ? "no trainer.json (see server.log)"
+                                        : "see server.log");
+        }
+    }
+    /* The counts of the whole study: the last server's plus those it
+     * carried over from its checkpoint (the earlier servers' share). */
+    json_t *stats = raw_stats != NULL ? json_deep_copy(raw_stats) : NULL;
+    json_t *carried = json_object_get(trainer, "carried_counts");
+    if (stats != NULL && json_is_object(carried) &&
+        surge_train_counts_add(stats, carried) != 0) {
+        add_error(L, "%s",
+                  "trainer.json: carried_counts do not fit the "
+                  "server's counters");
+    }
     json_t *runs = json_object();
     json_t *failed = json_array();
     int64_t retried = 0;
@@ -1264,6 +1449,9 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
                                      count_state(L, RUN_RUNNING)));
     json_object_set_new(runs, "attempts", json_integer(L->attempts));
     json_object_set_new(runs, "retried_ok", json_integer(retried));
+    json_object_set_new(runs, "resumed_ok", json_integer(L->resumed_ok));
+    json_object_set_new(runs, "rerun_after_restart",
+                        json_integer(L->rerun_after_restart));
     json_object_set_new(runs, "not_ok", failed);
 
     /* Samples, from the server's own counters (server-stats.json). */
@@ -1313,9 +1501,7 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
              * reservoir policy reuses samples), so the trainer reports
              * distinct samples: each training sample was trained on (used
              * at least once), discarded (first served after training
-             * stopped) or never served. Across a server restart the
-             * trainer's counts continue from its checkpoint while train
-             * counts this server only: checked with one server. */
+             * stopped) or never served. */
             json_t *tc = json_object_get(trainer, "counts");
             uint64_t trained = jget(tc, "samples_trained");
             uint64_t discarded = jget(tc, "samples_discarded");
@@ -1329,9 +1515,12 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
                 samples, "identity",
                 json_string("received = trained_on + discarded_after_training"
                             " + never_served + validation + dropped"));
-            if (L->restarts == 0) {
-                ok = ok && train == trained + discarded + unserved;
-            }
+            /* The server's counts and the trainer's both carry on from the
+             * checkpoint across restarts: the identity holds for the
+             * whole study, and is checked as stated. */
+            ok = ok && train == trained + discarded + unserved &&
+                 started ==
+                     trained + discarded + unserved + validation + ndropped;
         } else {
             ok = ok && train == consumed + in_store;
         }
@@ -1375,6 +1564,9 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
                       (json_int_t)jget(
                           stats, "samples.dropped.validation_not_sampled")));
         json_object_set_new(
+            samples, "carried_from_checkpoint",
+            json_integer((json_int_t)jget(carried, "steps.assembled")));
+        json_object_set_new(
             j, "slices",
             json_pack(
                 "{s:O,s:I,s:I,s:I,s:O}", "sent", sent_slices(stats), "received",
@@ -1404,18 +1596,36 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
                                   "failed", L->server_failed, "exit_code",
                                   L->server.exit_code, "signal",
                                   L->server.signal));
-    if (stats != NULL) {
-        json_object_set(json_object_get(j, "server"), "stats", stats);
+    if (raw_stats != NULL) {
+        json_object_set(json_object_get(j, "server"), "stats", raw_stats);
     }
+    json_t *errors = json_array();
+    for (size_t i = 0; i < sizeof L->errors / sizeof L->errors[0]; i++) {
+        if (L->errors[i][0] != '\0') {
+            json_array_append_new(errors, json_string(L->errors[i]));
+        }
+    }
+    json_object_set_new(j, "errors", errors);
     if (trainer != NULL) {
         json_object_set(j, "trainer", trainer);
     }
     /* Present the keys in reading order: what, how it went, details. */
-    static const char *const order[] = {
-        "study",           "output_dir", "interrupted", "wall_s",
-        "counts_add_up",   "runs",       "samples",     "validation_set",
-        "slices",          "bytes",      "ingest_s",    "ingest_samples_per_s",
-        "ingest_mb_per_s", "trainer",    "server"};
+    static const char *const order[] = {"study",
+                                        "output_dir",
+                                        "interrupted",
+                                        "wall_s",
+                                        "errors",
+                                        "counts_add_up",
+                                        "runs",
+                                        "samples",
+                                        "validation_set",
+                                        "slices",
+                                        "bytes",
+                                        "ingest_s",
+                                        "ingest_samples_per_s",
+                                        "ingest_mb_per_s",
+                                        "trainer",
+                                        "server"};
     json_t *ordered = json_object();
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         json_t *v = json_object_get(j, order[i]);
@@ -1506,10 +1716,16 @@ write_summary(struct launch *L, json_t *stats, double wall, int interrupted,
     printf("  server    %d restart(s)%s\n", L->restarts,
            L->server_failed ? ", failed" : "");
     printf("  counts    %s\n", ok ? "add up" : "DO NOT add up");
+    for (size_t i = 0; i < sizeof L->errors / sizeof L->errors[0]; i++) {
+        if (L->errors[i][0] != '\0') {
+            printf("  FAILED    %s\n", L->errors[i]);
+        }
+    }
     printf("  summary   %s/summary.json\n", L->out);
     fflush(stdout);
     json_decref(j);
     json_decref(trainer);
+    json_decref(stats);
     return rc;
 }
 
@@ -1543,7 +1759,7 @@ read_out_json(struct launch *L, const char *name)
 
 static int
 parse_args(int argc, char **argv, const char **study, const char **outdir,
-           int *dry_run, int *quiet)
+           int *dry_run, int *quiet, int *resume)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1554,6 +1770,8 @@ parse_args(int argc, char **argv, const char **study, const char **outdir,
             *dry_run = 1;
         } else if (strcmp(a, "--quiet") == 0) {
             *quiet = 1;
+        } else if (strcmp(a, "--resume") == 0) {
+            *resume = 1;
         } else if (strcmp(a, "--output-dir") == 0) {
             if (i + 1 >= argc || argv[i + 1][0] == '\0') {
                 fprintf(stderr, "surge launch: --output-dir needs a folder\n");
@@ -1583,8 +1801,146 @@ parse_args(int argc, char **argv, const char **study, const char **outdir,
     return 0;
 }
 
+/* Remove the files in the output folder whose name holds ".tmp.": what
+ * an atomic write (checkpoint, summary, ...) killed half way left. */
 static int
-prepare(struct launch *L, const char *outdir_override)
+remove_tmp_files(const struct launch *L)
+{
+    DIR *d = opendir(L->out);
+    if (d == NULL) {
+        return -errno;
+    }
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (strstr(e->d_name, ".tmp.") == NULL) {
+            continue;
+        }
+        char p[MAX_PATH];
+        snprintf(p, sizeof p, "%s/%s", L->out, e->d_name);
+        if (unlink(p) != 0 && errno != ENOENT && rc == 0) {
+            rc = -errno;
+            fprintf(stderr, "surge launch: %s: %s\n", p, strerror(errno));
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+/* A fresh study: nothing an earlier study left in the folder may be
+ * mistaken for this one's (results, logs appended to, runs/<sim> folders)
+ * or resumed from (checkpoints); then a new study id. 0 or an exit
+ * status. */
+static int
+fresh_folder(struct launch *L)
+{
+    static const char *const stale[] = {"server.json",
+                                        "server-stats.json",
+                                        "summary.json",
+                                        "checksums.log",
+                                        "trainer.json",
+                                        "model.safetensors",
+                                        "server.log",
+                                        CHECKPOINT_FILE,
+                                        CHECKPOINT_FILE ".prev",
+                                        CHECKPOINT_FILE ".corrupt",
+                                        "runs",
+                                        STUDY_ID_FILE};
+    for (size_t i = 0; i < sizeof stale / sizeof stale[0]; i++) {
+        char p[MAX_PATH];
+        snprintf(p, sizeof p, "%s/%s", L->out, stale[i]);
+        int rc = surge_deploy_rm_rf(p);
+        if (rc != 0) {
+            fprintf(stderr, "surge launch: %s: %s\n", p, strerror(-rc));
+            return 1;
+        }
+    }
+    if (remove_tmp_files(L) != 0) {
+        return 1;
+    }
+    int rc = surge_deploy_random_hex(L->study_id, STUDY_ID_BYTES);
+    if (rc == 0) {
+        char line[sizeof L->study_id + 1];
+        snprintf(line, sizeof line, "%s\n", L->study_id);
+        rc = write_text_atomic(L->out, STUDY_ID_FILE, line);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "surge launch: %s/" STUDY_ID_FILE ": %s\n", L->out,
+                strerror(-rc));
+        return 1;
+    }
+    return 0;
+}
+
+/* --resume: the study id of the folder, which must hold this very study
+ * (its study.resolved.json unchanged). 0 or an exit status. */
+static int
+resume_identity(struct launch *L)
+{
+    char p[MAX_PATH], *text = NULL;
+    size_t len = 0;
+    snprintf(p, sizeof p, "%s/" STUDY_ID_FILE, L->out);
+    int rc = surge_deploy_read_file(p, 256, &text, &len);
+    if (rc != 0) {
+        fprintf(stderr,
+                "surge launch: --resume: %s: %s (no study was started in "
+                "this folder)\n",
+                p, strerror(-rc));
+        return 2;
+    }
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r')) {
+        text[--len] = '\0';
+    }
+    bool hex = len == 2 * STUDY_ID_BYTES;
+    for (size_t i = 0; hex && i < len; i++) {
+        hex = strchr("0123456789abcdef", text[i]) != NULL;
+    }
+    if (hex) {
+        memcpy(L->study_id, text, len + 1);
+    }
+    free(text);
+    if (!hex) {
+        fprintf(stderr,
+                "surge launch: --resume: %s: not a study id (%d hex "
+                "digits)\n",
+                p, 2 * STUDY_ID_BYTES);
+        return 2;
+    }
+    /* Resuming with another study file (other parameters, runs or
+     * trainer) would mix two studies in one model. */
+    char *now = surge_study_to_json(L->s);
+    snprintf(p, sizeof p, "%s/study.resolved.json", L->out);
+    rc = now != NULL ? surge_deploy_read_file(p, STATS_MAX_BYTES, &text, &len)
+                     : -ENOMEM;
+    bool same = rc == 0 && strcmp(text, now) == 0;
+    if (rc == 0) {
+        free(text);
+    }
+    free(now);
+    if (!same) {
+        fprintf(stderr,
+                "surge launch: --resume: %s: %s; start the study afresh "
+                "(without --resume) or in another folder\n",
+                p,
+                rc == 0 ? "the study differs from the one started there"
+                        : strerror(-rc));
+        return 2;
+    }
+    static const char *const stale[] = {"server.json", "server-stats.json",
+                                        "summary.json", "trainer.json",
+                                        "model.safetensors"};
+    for (size_t i = 0; i < sizeof stale / sizeof stale[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", L->out, stale[i]);
+        if (unlink(p) != 0 && errno != ENOENT) {
+            fprintf(stderr, "surge launch: %s: %s\n", p, strerror(errno));
+            return 1;
+        }
+    }
+    return remove_tmp_files(L) != 0 ? 1 : 0;
+}
+
+static int
+prepare(struct launch *L, const char *outdir_override, int dry)
 {
     char err[1024];
     int rc;
@@ -1620,25 +1976,17 @@ prepare(struct launch *L, const char *outdir_override)
                 strerror(-rc));
         return 2;
     }
+    /* A dry run starts nothing and so removes nothing. */
+    rc = dry ? 0 : L->resume ? resume_identity(L) : fresh_folder(L);
+    if (rc != 0) {
+        return rc;
+    }
     char runs[MAX_PATH];
     snprintf(runs, sizeof runs, "%s/runs", L->out);
     rc = surge_deploy_mkdir_p(runs);
     if (rc != 0) {
         fprintf(stderr, "surge launch: %s: %s\n", runs, strerror(-rc));
         return 2;
-    }
-    /* What an earlier study left in this folder would be mistaken for this
-     * one's results (the checksum log is appended to). */
-    static const char *const stale[] = {"server.json",  "server-stats.json",
-                                        "summary.json", "checksums.log",
-                                        "trainer.json", "model.safetensors"};
-    for (size_t i = 0; i < sizeof stale / sizeof stale[0]; i++) {
-        char p[MAX_PATH];
-        snprintf(p, sizeof p, "%s/%s", L->out, stale[i]);
-        if (unlink(p) != 0 && errno != ENOENT) {
-            fprintf(stderr, "surge launch: %s: %s\n", p, strerror(errno));
-            return 1;
-        }
     }
     char path[MAX_PATH];
     snprintf(path, sizeof path, "%s/parameters.csv", L->out);
@@ -1705,6 +2053,42 @@ dry_run(struct launch *L)
     return 0;
 }
 
+/* --resume: the runs the checkpoint holds whole are done; the others
+ * start again, their attempts numbered after those already logged. */
+static int
+mark_resumed(struct launch *L)
+{
+    bool *held = calloc(L->nruns > 0 ? L->nruns : 1, sizeof *held);
+    if (held == NULL || finished_runs(L, L->resumed, held) != 0) {
+        free(held);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < L->nruns; i++) {
+        struct run *r = &L->runs[i];
+        if (held[i]) {
+            r->state = RUN_OK;
+            L->resumed_ok++;
+            continue;
+        }
+        char log[MAX_PATH];
+        for (;;) {
+            log_path(L, r, log, sizeof log);
+            if (file_size(log) < 0) {
+                break;
+            }
+            r->attempt++;
+        }
+    }
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "resuming study %s: %lld of %zu runs done, %s", L->s->name,
+              (long long)L->resumed_ok, L->nruns,
+              L->resumed != NULL ? "the server resumed from their checkpoint"
+                                 : "no checkpoint of this study: every run "
+                                   "starts again");
+    free(held);
+    return 0;
+}
+
 static int64_t
 concurrency(const surge_study *s, size_t nruns)
 {
@@ -1734,7 +2118,8 @@ surge_launch_main(int argc, char **argv)
     L.trainer_rate = -1;
     L.status_rate = -1;
 
-    int rc = parse_args(argc, argv, &study_path, &outdir, &dry, &quiet);
+    int rc =
+        parse_args(argc, argv, &study_path, &outdir, &dry, &quiet, &L.resume);
     if (rc != 0) {
         return rc == 1 ? 0 : rc;
     }
@@ -1760,7 +2145,7 @@ surge_launch_main(int argc, char **argv)
         goto out_study;
     }
     find_bindir(&L);
-    status = prepare(&L, outdir);
+    status = prepare(&L, outdir, dry);
     if (status != 0) {
         goto out_sched;
     }
@@ -1801,7 +2186,6 @@ surge_launch_main(int argc, char **argv)
         surge_log_set_handler(tty_log, NULL);
     }
     L.t0 = surge_now_s();
-    L.started_wall = time(NULL);
     int64_t k = concurrency(L.s, L.nruns);
     SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
               "study %s: %zu runs x %lld ranks, %lld at once, output %s",
@@ -1822,6 +2206,13 @@ surge_launch_main(int argc, char **argv)
         rc = start_server(&L, err, sizeof err);
     }
     int interrupted = 0;
+    if (rc == 0 && L.resume) {
+        rc = mark_resumed(&L);
+        if (rc != 0) {
+            snprintf(err, sizeof err, "--resume: %s", strerror(-rc));
+            surge_server_proc_wait(&L.server, 0, L.s->kill_grace_s);
+        }
+    }
     if (rc != 0) {
         fprintf(stderr, "surge launch: cannot start the server: %s\n", err);
         L.server_failed = 1;
@@ -1956,10 +2347,11 @@ surge_launch_main(int argc, char **argv)
     if (rc != 0) {
         fprintf(stderr, "surge launch: summary.json: %s\n", strerror(-rc));
     }
-    status = (count_state(&L, RUN_OK) == (int)L.nruns && counts_ok &&
-              !L.server_failed && !interrupted && rc == 0)
-                 ? 0
-                 : 1;
+    status =
+        (count_state(&L, RUN_OK) == (int)L.nruns && counts_ok &&
+         !L.server_failed && !interrupted && rc == 0 && L.errors[0][0] == '\0')
+            ? 0
+            : 1;
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     sigaction(SIGHUP, &old_hup, NULL);
@@ -1974,6 +2366,7 @@ out_study:
         surge_log_set_handler(NULL, NULL);
         log_launch = NULL;
     }
+    json_decref(L.resumed);
     surge_study_destroy(&L.s);
     return status;
 }

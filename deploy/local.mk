@@ -26,6 +26,9 @@ TESTS += tests/integration/e2e_study.sh \
 	tests/integration/launch_faults.sh \
 	tests/integration/launch_interrupt.sh \
 	tests/integration/launch_server_restart.sh \
+	tests/integration/launch_tmpdirs.sh \
+	tests/integration/launch_resume.sh \
+	tests/integration/launch_nospace.sh \
 	tests/integration/launch_slurm_server.sh \
 	tests/integration/launch_cli.sh \
 	tests/integration/launch_training.sh
@@ -33,6 +36,9 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_faults.sh \
 	tests/integration/launch_interrupt.sh \
 	tests/integration/launch_server_restart.sh \
+	tests/integration/launch_tmpdirs.sh \
+	tests/integration/launch_resume.sh \
+	tests/integration/launch_nospace.sh \
 	tests/integration/launch_slurm_server.sh \
 	tests/integration/launch_cli.sh \
 	tests/integration/launch_training.sh \
@@ -45,6 +51,12 @@ TESTS += tests/integration/launch_hijack.sh \
 	tests/integration/launch_encrypted.sh
 EXTRA_DIST += tests/integration/launch_hijack.sh \
 	tests/integration/launch_encrypted.sh
+
+# The fault soak, by hand (minutes; not in make check): SIGKILL of server,
+# ranks, launcher and SIGINT at random moments, --resume after the
+# launcher's. SURGE_BUILDDIR=$PWD/build SURGE_SRCDIR=. sh
+# tests/soak/launch_soak.sh [TRIALS]
+EXTRA_DIST += tests/soak/launch_soak.sh
 
 # The slurm scheduler: its test starts a single-machine Slurm with
 # deploy/slurm-local.sh (skips without root or the Slurm packages).

@@ -12,6 +12,17 @@
  * job never leaves anything behind. The child also asks for SIGKILL when
  * the launcher dies (PR_SET_PDEATHSIG), so even a launcher killed with
  * SIGKILL takes its mpirun processes along.
+ *
+ * Temporary folders. Open MPI keeps its session directory (ompi.<host>.<uid>
+ * and the PMIx sockets) under TMPDIR, shared by every mpirun of the user;
+ * two mpirun starting at the same instant have been seen to race on its
+ * creation ("mkdir ... File exists"). So each job gets a folder of its own,
+ * <study tmp>/<sim>.<attempt>.<job id>, as TMPDIR and as Open MPI's tmpdir base
+ * (orte_tmpdir_base for 4.x, prte_tmpdir_base for 5.x): nothing is shared
+ * between two mpirun, by construction. The study tmp is a fresh mkdtemp
+ * folder under the launcher's TMPDIR (or /tmp), kept short because Unix
+ * socket paths are limited to 108 bytes; a job's folder is removed when
+ * the job is reaped, the study's when the scheduler is destroyed.
  */
 #include "config.h"
 
@@ -23,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,6 +58,9 @@ struct local_job {
     int signal;
     int cancelled;       /* cancel was asked */
     uint64_t kill_at_ns; /* cancel: SIGKILL from then on; 0: none */
+    int64_t sim;         /* its run and attempt: name of its tmp folder */
+    int64_t attempt;
+    int has_tmp; /* its tmp folder exists (removed when reaped) */
 };
 
 struct local {
@@ -53,7 +68,64 @@ struct local {
     struct local_job *jobs; /* (cap) slots */
     size_t cap;
     uint64_t next_id;
+    char tmp[512]; /* the study's tmp folder (mkdtemp); "" until the first
+                      job */
 };
+
+/* The tmp folder of a job, in buf: named by its run, attempt and job id
+ * (unique in this scheduler, whose study tmp is a fresh folder). */
+static int
+job_tmp(const struct local *l, int64_t sim, int64_t attempt, uint64_t id,
+        char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap, "%s/%lld.%lld.%llu", l->tmp, (long long)sim,
+                     (long long)attempt, (unsigned long long)id);
+    return n > 0 && (size_t)n < cap ? 0 : -ENAMETOOLONG;
+}
+
+/* Create the study's tmp folder on first use and the job's inside it. */
+static int
+make_job_tmp(struct local *l, int64_t sim, int64_t attempt, char *buf,
+             size_t cap, char *err, size_t errcap)
+{
+    if (l->tmp[0] == '\0') {
+        const char *base = getenv("TMPDIR");
+        if (base == NULL || base[0] != '/' || strlen(base) > 256) {
+            base = "/tmp";
+        }
+        snprintf(l->tmp, sizeof l->tmp, "%s/surge-XXXXXX", base);
+        if (mkdtemp(l->tmp) == NULL) {
+            int e = errno;
+            snprintf(err, errcap, "temporary folder %s: %s", l->tmp,
+                     strerror(e));
+            l->tmp[0] = '\0';
+            return -e;
+        }
+    }
+    int rc = job_tmp(l, sim, attempt, l->next_id, buf, cap);
+    if (rc == 0) {
+        /* Never an existing folder: it would be shared. */
+        rc = mkdir(buf, 0700) == 0 ? 0 : -errno;
+    }
+    if (rc != 0) {
+        snprintf(err, errcap, "temporary folder %s: %s", buf, strerror(-rc));
+    }
+    return rc;
+}
+
+static void
+remove_job_tmp(struct local *l, struct local_job *j)
+{
+    char dir[600];
+    if (j->has_tmp &&
+        job_tmp(l, j->sim, j->attempt, j->id, dir, sizeof dir) == 0) {
+        int rc = surge_deploy_rm_rf(dir);
+        if (rc != 0) {
+            SURGE_LOG(SURGE_LOG_WARN, "launch", "%s: %s", dir, strerror(-rc));
+        }
+    }
+    j->has_tmp = 0;
+}
 
 /* ------------------------------------------------------------ sessions */
 
@@ -186,12 +258,16 @@ local_wrap(void *state, char *const *solver_argv, int64_t ranks,
     return surge_strv_finish(&v, rc, solver_argv, out);
 }
 
-/* The environment of a job: the launcher's, with the spec's entries added
- * or replacing those of the same name. Pointers into environ and spec are
- * borrowed; only the array is allocated. */
+/* The environment of a job: the launcher's, with the spec's entries and
+ * the job's tmp folder (TMPDIR and Open MPI's tmpdir bases) added or
+ * replacing those of the same name. The strings of environ and spec are
+ * borrowed; the array and the tmp entries are one allocation (free(env)). */
 static char **
-build_env(char *const *extra)
+build_env(char *const *extra, const char *tmp)
 {
+    static const char *const tmpvars[] = {"TMPDIR", "OMPI_MCA_orte_tmpdir_base",
+                                          "OMPI_MCA_prte_tmpdir_base"};
+    enum { NTMP = sizeof tmpvars / sizeof tmpvars[0] };
     size_t n = 0, m = 0;
     while (environ[n] != NULL) {
         n++;
@@ -199,16 +275,34 @@ build_env(char *const *extra)
     while (extra != NULL && extra[m] != NULL) {
         m++;
     }
-    char **env = calloc(n + m + 1, sizeof *env);
+    size_t vlen = 0;
+    for (size_t k = 0; k < NTMP; k++) {
+        vlen += strlen(tmpvars[k]) + strlen(tmp) + 2;
+    }
+    size_t nadd = m + NTMP;
+    char **env = calloc(1, (n + nadd + 1 + nadd) * sizeof *env + vlen);
     if (env == NULL) {
         return NULL;
+    }
+    /* add[0..nadd): what replaces or joins environ; the tmp strings live
+     * after the pointers. */
+    char **add = env + n + nadd + 1;
+    char *p = (char *)(add + nadd);
+    for (size_t j = 0; j < m; j++) {
+        add[j] = extra[j];
+    }
+    for (size_t k = 0; k < NTMP; k++) {
+        size_t len = strlen(tmpvars[k]) + strlen(tmp) + 2;
+        snprintf(p, len, "%s=%s", tmpvars[k], tmp);
+        add[m + k] = p;
+        p += len;
     }
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         bool replaced = false;
-        for (size_t j = 0; j < m; j++) {
-            size_t klen = strcspn(extra[j], "=");
-            if (strncmp(environ[i], extra[j], klen) == 0 &&
+        for (size_t j = 0; j < nadd; j++) {
+            size_t klen = strcspn(add[j], "=");
+            if (strncmp(environ[i], add[j], klen) == 0 &&
                 environ[i][klen] == '=') {
                 replaced = true;
                 break;
@@ -218,8 +312,8 @@ build_env(char *const *extra)
             env[o++] = environ[i];
         }
     }
-    for (size_t j = 0; j < m; j++) {
-        env[o++] = extra[j];
+    for (size_t j = 0; j < nadd; j++) {
+        env[o++] = add[j];
     }
     env[o] = NULL;
     return env;
@@ -253,16 +347,24 @@ local_submit(void *state, const surge_job_spec *spec, uint64_t *job, char *err,
     }
     /* Everything the child needs is prepared before fork: after it, the
      * child only calls async-signal-safe functions. */
+    char tmp[600];
+    int rc =
+        make_job_tmp(l, spec->sim, spec->attempt, tmp, sizeof tmp, err, errcap);
+    if (rc != 0) {
+        return rc;
+    }
     int logfd =
         open(spec->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (logfd < 0) {
         int e = errno;
         snprintf(err, errcap, "%s: %s", spec->log_path, strerror(e));
+        (void)surge_deploy_rm_rf(tmp);
         return -e;
     }
-    char **env = build_env(spec->env);
+    char **env = build_env(spec->env, tmp);
     if (env == NULL) {
         close(logfd);
+        (void)surge_deploy_rm_rf(tmp);
         return -ENOMEM;
     }
     int pipefd[2];
@@ -270,6 +372,7 @@ local_submit(void *state, const surge_job_spec *spec, uint64_t *job, char *err,
         int e = errno;
         free(env);
         close(logfd);
+        (void)surge_deploy_rm_rf(tmp);
         snprintf(err, errcap, "pipe: %s", strerror(e));
         return -e;
     }
@@ -281,6 +384,7 @@ local_submit(void *state, const surge_job_spec *spec, uint64_t *job, char *err,
         close(logfd);
         close(pipefd[0]);
         close(pipefd[1]);
+        (void)surge_deploy_rm_rf(tmp);
         snprintf(err, errcap, "fork: %s", strerror(e));
         return -e;
     }
@@ -313,12 +417,16 @@ local_submit(void *state, const surge_job_spec *spec, uint64_t *job, char *err,
         int st;
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
         }
+        (void)surge_deploy_rm_rf(tmp);
         snprintf(err, errcap, "%s: %s", spec->argv[0], strerror(child_errno));
         return -child_errno;
     }
     memset(slot, 0, sizeof *slot);
     slot->id = l->next_id++;
     slot->pid = pid;
+    slot->sim = spec->sim;
+    slot->attempt = spec->attempt;
+    slot->has_tmp = 1;
     slot->state = SURGE_JOB_RUNNING;
     *job = slot->id;
     SURGE_LOG(SURGE_LOG_DEBUG, "launch",
@@ -329,7 +437,7 @@ local_submit(void *state, const surge_job_spec *spec, uint64_t *job, char *err,
 }
 
 static void
-reap(struct local_job *j, int wstatus)
+reap(struct local *l, struct local_job *j, int wstatus)
 {
     j->state = SURGE_JOB_DONE;
     surge_proc_status(wstatus, &j->exit_code, &j->signal);
@@ -340,6 +448,7 @@ reap(struct local_job *j, int wstatus)
         SURGE_LOG(SURGE_LOG_DEBUG, "launch",
                   "killed processes left behind in session %d", (int)j->pid);
     }
+    remove_job_tmp(l, j);
 }
 
 static int
@@ -354,7 +463,7 @@ local_poll(void *state, uint64_t id, surge_job_status *st)
         int wstatus;
         pid_t r = waitpid(j->pid, &wstatus, WNOHANG);
         if (r == j->pid) {
-            reap(j, wstatus);
+            reap(l, j, wstatus);
         } else if (j->kill_at_ns != 0 && surge_now_ns() >= j->kill_at_ns) {
             surge_kill_session(j->pid, SIGKILL);
             j->kill_at_ns = 0;
@@ -436,6 +545,16 @@ local_destroy(void **state)
         }
         if (any) {
             surge_deploy_sleep(0.02);
+        }
+    }
+    for (size_t i = 0; i < l->cap; i++) {
+        remove_job_tmp(l, &l->jobs[i]);
+    }
+    if (l->tmp[0] != '\0') {
+        int rc = surge_deploy_rm_rf(l->tmp);
+        if (rc != 0) {
+            SURGE_LOG(SURGE_LOG_WARN, "launch", "%s: %s", l->tmp,
+                      strerror(-rc));
         }
     }
     free(l->jobs);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,4 +229,29 @@ surge_deploy_normalize_path(char *path)
         path[w++] = '/';
     }
     path[w] = '\0';
+}
+
+static int
+rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    int rc = flag == FTW_DP ? rmdir(path) : unlink(path);
+    return rc != 0 && errno != ENOENT ? -errno : 0;
+}
+
+int
+surge_deploy_rm_rf(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        return errno == ENOENT ? 0 : -errno;
+    }
+    /* Depth first (the contents before their folder), at most 32 open
+     * folders at once, never across a symbolic link. */
+    int rc = nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS);
+    if (rc == -1) {
+        return errno == ENOENT ? 0 : -errno;
+    }
+    return rc;
 }

@@ -32,6 +32,11 @@ int surge_deploy_mkdir_p(const char *path);
  * out must hold 2 * nbytes + 1 bytes. */
 int surge_deploy_random_hex(char *out, size_t nbytes);
 
+/* surge_deploy_rm_rf - remove path and, for a folder, everything under it
+ * (symbolic links are removed, never followed). 0 when path is gone,
+ * also when it did not exist; else -errno of the first failure. */
+int surge_deploy_rm_rf(const char *path);
+
 /* surge_deploy_dirname - copy the directory part of path into out (cap
  * bytes): "a/b/c" -> "a/b", "c" -> ".", "/c" -> "/". Returns -ENAMETOOLONG
  * when it does not fit. */

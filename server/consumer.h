@@ -29,12 +29,21 @@
 #include "server/options.h"
 #include "server/store.h"
 
+struct json_t; /* jansson's json_t */
+
 /* What a consumer's io_call function may read on the I/O thread. */
 typedef struct surge_consumer_io_view {
     /* export_assembled - cb(cb_arg, sim, step) for every step assembled so
      * far that reached a store (surge_ingest_export_assembled). */
     int (*export_assembled)(void *io, int (*cb)(void *, int64_t, int64_t),
                             void *cb_arg);
+    /* export_finished - cb(cb_arg, sim) for every simulation finished with
+     * all it sent in a store (surge_ingest_export_finished). */
+    int (*export_finished)(void *io, int (*cb)(void *, int64_t), void *cb_arg);
+    /* export_counts - the slices, steps and samples counters (as in
+     * server-stats.json) of what a checkpoint taken now holds, as a new
+     * jansson object in *out (the caller owns it). 0 or <0. */
+    int (*export_counts)(void *io, struct json_t **out);
     void *io;
 } surge_consumer_io_view;
 
@@ -100,6 +109,21 @@ typedef struct surge_consumer_ops {
      * (the server does not start). */
     int (*prepare)(void *state, const surge_consumer_prep *prep);
 } surge_consumer_ops;
+
+/* surge_train_checkpoint_progress - the progress object that the trainer
+ * consumer keeps in its checkpoints (counters, "study_id", "sims_finished":
+ * the runs the checkpoint holds whole) into *out (a jansson object; the
+ * caller owns it). 0, or <0 with err: not a readable checkpoint of the
+ * server's trainer. Any thread. */
+int surge_train_checkpoint_progress(const char *path, struct json_t **out,
+                                    char *err, size_t errlen);
+
+/* surge_train_counts_add - add the integer leaves of the object add into
+ * the object into, key by key, recursing into objects (counters that a
+ * checkpoint carries: server_counts, trainer.json's carried_counts).
+ * add NULL is a no-op. 0, SURGE_EPROTO (not objects, or a key that is a
+ * number in one and not in the other) or -ENOMEM. */
+int surge_train_counts_add(struct json_t *into, struct json_t *add);
 
 /* surge_consumer_find - the consumer called name, or NULL. */
 const surge_consumer_ops *surge_consumer_find(const char *name);

@@ -1957,3 +1957,28 @@ surge_ingest_export_assembled(const surge_ingest *ing,
     }
     return 0;
 }
+
+int
+surge_ingest_export_finished(const surge_ingest *ing,
+                             int (*cb)(void *arg, int64_t sim), void *arg)
+{
+    for (size_t i = 0; i < ing->nsims; i++) {
+        const struct sim *s = ing->sim_list[i];
+        if (s->state != SIM_FINISHED) {
+            continue;
+        }
+        int pending = 0;
+        for (const struct partial *p = ing->pending_head; p != NULL && !pending;
+             p = p->next_free) {
+            pending = p->sim == s;
+        }
+        if (pending) {
+            continue;
+        }
+        int rc = cb(arg, s->id);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 0;
+}

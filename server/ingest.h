@@ -155,4 +155,13 @@ int surge_ingest_export_assembled(const surge_ingest *ing,
                                             int64_t step),
                                   void *arg);
 
+/* surge_ingest_export_finished - call cb(arg, sim) for every simulation
+ * whose ranks all said bye and none of whose steps still waits for store
+ * space: everything it sent is in a store (or was dropped with a reason),
+ * so a checkpoint taken now holds the whole run. Stops at and returns cb's
+ * first negative return; 0 otherwise. I/O thread (or with the I/O thread
+ * parked). */
+int surge_ingest_export_finished(const surge_ingest *ing,
+                                 int (*cb)(void *arg, int64_t sim), void *arg);
+
 #endif /* SURGE_SERVER_INGEST_H */

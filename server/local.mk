@@ -45,9 +45,11 @@ tests_integration_server_peer_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS)
 tests_integration_server_peer_LDADD = common/libsurge_common.la $(ZMQ_LIBS) \
 	$(MSGPACK_LIBS) -lm
 TESTS += tests/integration/server_faults.sh \
-	tests/integration/server_backpressure.sh
+	tests/integration/server_backpressure.sh \
+	tests/integration/server_checksum_kill.sh
 EXTRA_DIST += tests/integration/server_faults.sh \
-	tests/integration/server_backpressure.sh
+	tests/integration/server_backpressure.sh \
+	tests/integration/server_checksum_kill.sh
 # CURVE encryption and authentication (--curve-keys, the ZAP handler).
 TESTS += tests/integration/server_curve.sh
 EXTRA_DIST += tests/integration/server_curve.sh

@@ -390,6 +390,10 @@ static const struct flag flags[] = {
      "trainer: continue from this checkpoint (default "
      "<output-dir>/checkpoint.safetensors): weights, optimizer, "
      "normalization, step, reservoir, and the steps already assembled"},
+    {"study-id", "ID", K_STR, F(study_id), S(study_id),
+     "trainer: the identity of the study, kept in its checkpoints: --resume "
+     "refuses a checkpoint written for another study (surge launch gives "
+     "its own; default none)"},
     {"max-steps", "N", K_REAL, F(max_steps), 0,
      "trainer: stop training after N steps; 0 = no limit (default: "
      "trainer.max_steps)"},

@@ -89,13 +89,17 @@ typedef struct surge_server_options {
                                            <output_dir>/checkpoint.safetensors)
                                          */
     int resume_default;                 /* --resume without a file */
-    double max_steps;                   /* stop training after N steps */
-    double max_wall_s;                  /* stop training after S seconds */
-    double steps_after_end;             /* steps once reception ended */
-    double eval_every;                  /* steps between validations */
-    double checkpoint_every;            /* steps between checkpoints */
-    double checkpoint_interval_s;       /* seconds between checkpoints */
-    double progress_interval_s;         /* seconds between progress lines */
+    /* The study this server works for (up to 64 characters), written into
+     * every checkpoint; --resume refuses a checkpoint of another study.
+     * "" = none, which matches only a checkpoint without one. */
+    char study_id[65];
+    double max_steps;             /* stop training after N steps */
+    double max_wall_s;            /* stop training after S seconds */
+    double steps_after_end;       /* steps once reception ended */
+    double eval_every;            /* steps between validations */
+    double checkpoint_every;      /* steps between checkpoints */
+    double checkpoint_interval_s; /* seconds between checkpoints */
+    double progress_interval_s;   /* seconds between progress lines */
     /* Monitoring (server/monitor.h). */
     char http[128]; /* dashboard, /metrics, /api/v1: "HOST:PORT",
                        "PORT" or "off"; "127.0.0.1:0" */

@@ -114,6 +114,9 @@ struct io_req {
 static void begin_stop(surge_server *srv, int end_of_reception);
 static int io_export_assembled(void *io, int (*cb)(void *, int64_t, int64_t),
                                void *arg);
+static int io_export_finished(void *io, int (*cb)(void *, int64_t), void *arg);
+static int io_export_counts(void *io, json_t **out);
+static void counter_sections(const surge_counters *c, json_t *j);
 static void on_retry(uv_timer_t *t);
 static void drain_router(surge_server *srv);
 
@@ -569,7 +572,8 @@ run_io_request(surge_server *srv)
     if (req == NULL) {
         return;
     }
-    surge_consumer_io_view view = {io_export_assembled, srv->ing};
+    surge_consumer_io_view view = {io_export_assembled, io_export_finished,
+                                   io_export_counts, srv->ing};
     int rc = req->fn(req->arg, &view);
     pthread_mutex_lock(&srv->io_mu);
     req->rc = rc;
@@ -656,6 +660,32 @@ output_fields(void *io)
 {
     struct surge_server *srv = io;
     return srv->ing != NULL ? surge_ingest_output_fields(srv->ing) : NULL;
+}
+
+static int
+io_export_finished(void *io, int (*cb)(void *, int64_t), void *arg)
+{
+    return surge_ingest_export_finished(io, cb, arg);
+}
+
+static int
+io_export_counts(void *io, json_t **out)
+{
+    surge_counters c = *surge_ingest_counters(io);
+    /* What a checkpoint taken now holds: steps still being assembled and
+     * samples still waiting for store space are not in it (a rerun sends
+     * them again and they are counted then). */
+    c.steps.started -= c.steps.in_progress + c.samples.pending;
+    c.steps.assembled -= c.samples.pending;
+    c.steps.in_progress = 0;
+    c.samples.pending = 0;
+    json_t *j = json_object();
+    if (j == NULL) {
+        return -ENOMEM;
+    }
+    counter_sections(&c, j);
+    *out = j;
+    return 0;
 }
 
 /* surge_consumer_ctx.io_call (consumer thread). */
@@ -803,6 +833,36 @@ store_json(surge_store *s)
     return j;
 }
 
+/* The slices, steps and samples sections of server-stats.json (the
+ * counts a checkpoint carries too) into j. */
+static void
+counter_sections(const surge_counters *c, json_t *j)
+{
+    json_object_set_new(
+        j, "slices",
+        json_pack("{s:o,s:o,s:o,s:o,s:o}", "sent_by_clients",
+                  JI(c->slices.sent_by_clients), "received",
+                  JI(c->slices.received), "accepted", JI(c->slices.accepted),
+                  "bytes", JI(c->slices.bytes), "dropped",
+                  reasons_json(c->slices.dropped, SURGE_SDROP__COUNT,
+                               surge_slice_drop_name)));
+    json_object_set_new(
+        j, "steps",
+        json_pack("{s:o,s:o,s:o,s:o}", "started", JI(c->steps.started),
+                  "assembled", JI(c->steps.assembled), "in_progress",
+                  JI(c->steps.in_progress), "dropped",
+                  reasons_json(c->steps.dropped, SURGE_TDROP__COUNT,
+                               surge_step_drop_name)));
+    json_object_set_new(
+        j, "samples",
+        json_pack("{s:o,s:o,s:o,s:o,s:o}", "train", JI(c->samples.train),
+                  "validation", JI(c->samples.validation), "validation_evicted",
+                  JI(c->samples.validation_evicted), "pending",
+                  JI(c->samples.pending), "dropped",
+                  reasons_json(c->samples.dropped, SURGE_PDROP__COUNT,
+                               surge_sample_drop_name)));
+}
+
 static int
 write_stats(surge_server *srv)
 {
@@ -833,29 +893,7 @@ write_stats(surge_server *srv)
                   "dropped",
                   reasons_json(c->messages.dropped, SURGE_MDROP__COUNT,
                                surge_msg_drop_name)));
-    json_object_set_new(
-        j, "slices",
-        json_pack("{s:o,s:o,s:o,s:o,s:o}", "sent_by_clients",
-                  JI(c->slices.sent_by_clients), "received",
-                  JI(c->slices.received), "accepted", JI(c->slices.accepted),
-                  "bytes", JI(c->slices.bytes), "dropped",
-                  reasons_json(c->slices.dropped, SURGE_SDROP__COUNT,
-                               surge_slice_drop_name)));
-    json_object_set_new(
-        j, "steps",
-        json_pack("{s:o,s:o,s:o,s:o}", "started", JI(c->steps.started),
-                  "assembled", JI(c->steps.assembled), "in_progress",
-                  JI(c->steps.in_progress), "dropped",
-                  reasons_json(c->steps.dropped, SURGE_TDROP__COUNT,
-                               surge_step_drop_name)));
-    json_object_set_new(
-        j, "samples",
-        json_pack("{s:o,s:o,s:o,s:o,s:o}", "train", JI(c->samples.train),
-                  "validation", JI(c->samples.validation), "validation_evicted",
-                  JI(c->samples.validation_evicted), "pending",
-                  JI(c->samples.pending), "dropped",
-                  reasons_json(c->samples.dropped, SURGE_PDROP__COUNT,
-                               surge_sample_drop_name)));
+    counter_sections(c, j);
     json_object_set_new(
         j, "sims",
         json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "hello",
@@ -1116,6 +1154,10 @@ surge_server_create(surge_server **out, const surge_server_options *o)
             rc = SURGE_ECONFIG;
             goto fail;
         }
+        /* Line-buffered: each line reaches the kernel as it is written, so
+         * a server killed with SIGKILL loses none (tests compare it with
+         * what the clients sent; it is a debugging aid, not a hot path). */
+        setvbuf(srv->checksum, NULL, _IOLBF, 0);
     }
     rc = surge_ingest_create(&srv->ing, o, srv->train, srv->validation,
                              srv->checksum);

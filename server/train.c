@@ -67,6 +67,7 @@
 #define IO_CALL_TIMEOUT_MS 10000
 #define MAX_NONFINITE 50 /* consecutive skipped steps before giving up */
 #define CKPT_NAME "checkpoint.safetensors"
+#define PREV_SUFFIX ".prev" /* the checkpoint before the newest */
 #define MODEL_NAME "model.safetensors"
 #define PATH_CAP (SURGE_SERVER_MAX_PATH + 64)
 
@@ -392,10 +393,23 @@ rd_cb(void *arg, void *dst, size_t n)
     return rd_get(((struct rd_arg *)arg)->r, dst, n);
 }
 
-/* Parse the blob; set the store shape, load the reservoir, mark steps. */
+/* The study a checkpoint's progress JSON names ("" when none). */
+static const char *
+blob_study(json_t *progress)
+{
+    const char *id = json_string_value(json_object_get(progress, "study_id"));
+    return id != NULL ? id : "";
+}
+
+/* Parse the blob, check it belongs to this study and has the model's shape
+ * (nin, nout from the checkpoint's header), then mark the steps, set the
+ * store shape and load the reservoir. *late is set once something was
+ * changed: a failure before that leaves the server as it was (and another
+ * checkpoint may be tried). */
 static int
 apply_blob(struct train *tr, const surge_consumer_prep *prep,
-           const unsigned char *blob, size_t len, char *err, size_t errlen)
+           const unsigned char *blob, size_t len, int want_nin, int want_nout,
+           int *late, char *err, size_t errlen)
 {
     struct rd r = {blob, len, 0};
     char magic[8];
@@ -405,6 +419,7 @@ apply_blob(struct train *tr, const surge_consumer_prep *prep,
     if (res == NULL) {
         return -ENOMEM;
     }
+    *late = 0;
     int rc = SURGE_EPROTO;
     if (rd_get(&r, magic, 8) != 0 || memcmp(magic, BLOB_MAGIC, 8) != 0) {
         snprintf(err, errlen,
@@ -419,6 +434,10 @@ apply_blob(struct train *tr, const surge_consumer_prep *prep,
         snprintf(err, errlen, "corrupt server blob (shape)");
         goto fail;
     }
+    if (nin != (uint32_t)want_nin || nout != (uint64_t)want_nout) {
+        snprintf(err, errlen, "model shape differs from its server state");
+        goto fail;
+    }
     res->nin = nin;
     res->nout = nout;
     json_error_t je;
@@ -428,26 +447,25 @@ apply_blob(struct train *tr, const surge_consumer_prep *prep,
         snprintf(err, errlen, "corrupt server blob (progress JSON)");
         goto fail;
     }
+    /* A checkpoint belongs to one study: resuming another study's would
+     * refuse every step it had assembled and train on nothing new. */
+    if (strcmp(blob_study(res->progress), tr->o->study_id) != 0) {
+        snprintf(err, errlen,
+                 "written for study '%.64s', this server works for study "
+                 "'%.64s' (--study-id): refused",
+                 blob_study(res->progress), tr->o->study_id);
+        goto fail;
+    }
     r.off += (size_t)jlen;
-    /* The record of assembled steps. */
+    /* The record of assembled steps: checked now, marked once the whole
+     * blob is known to be sound. */
     if (rd_get(&r, &n, 8) || n > (len - r.off) / 16) {
         snprintf(err, errlen, "corrupt server blob (record)");
         goto fail;
     }
-    for (uint64_t i = 0; i < n; i++) {
-        int64_t ss[2];
-        (void)rd_get(&r, ss, sizeof ss);
-        rc = prep->mark_assembled(prep->arg, ss[0], ss[1]);
-        if (rc < 0) {
-            snprintf(err, errlen,
-                     "cannot restore the record of assembled "
-                     "steps: %s",
-                     surge_strerror(rc));
-            goto fail;
-        }
-    }
-    res->nrecord = n;
-    rc = SURGE_EPROTO;
+    size_t rec_off = r.off;
+    uint64_t nrec = n;
+    r.off += (size_t)n * 16;
     /* Validation samples. */
     size_t row = 16 + 4 * ((size_t)nin + (size_t)nout);
     if (rd_get(&r, &n, 8) || n > (len - r.off) / row) {
@@ -478,6 +496,21 @@ apply_blob(struct train *tr, const surge_consumer_prep *prep,
         snprintf(err, errlen, "corrupt server blob (reservoir length)");
         goto fail;
     }
+    *late = 1;
+    struct rd rec = {blob + rec_off, (size_t)nrec * 16, 0};
+    for (uint64_t i = 0; i < nrec; i++) {
+        int64_t ss[2];
+        (void)rd_get(&rec, ss, sizeof ss);
+        rc = prep->mark_assembled(prep->arg, ss[0], ss[1]);
+        if (rc < 0) {
+            snprintf(err, errlen,
+                     "cannot restore the record of assembled "
+                     "steps: %s",
+                     surge_strerror(rc));
+            goto fail;
+        }
+    }
+    res->nrecord = nrec;
     rc = surge_store_set_shape(prep->train, nin, nout);
     if (rc < 0) {
         snprintf(err, errlen, "training store for shape (%u, %" PRIu64 "): %s",
@@ -506,6 +539,117 @@ fail:
     return rc;
 }
 
+int
+surge_train_counts_add(struct json_t *into, struct json_t *add)
+{
+    const char *k;
+    json_t *v;
+    if (add == NULL) {
+        return 0;
+    }
+    if (!json_is_object(into) || !json_is_object(add)) {
+        return SURGE_EPROTO;
+    }
+    json_object_foreach(add, k, v)
+    {
+        json_t *have = json_object_get(into, k);
+        int rc = 0;
+        if (json_is_object(v)) {
+            if (have == NULL) {
+                have = json_object();
+                rc = json_object_set_new(into, k, have) == 0 ? 0 : -ENOMEM;
+            }
+            rc = rc != 0 ? rc : surge_train_counts_add(have, v);
+        } else if (json_is_integer(v)) {
+            if (have != NULL && !json_is_integer(have)) {
+                rc = SURGE_EPROTO;
+            } else {
+                json_int_t sum = json_integer_value(v) +
+                                 (have != NULL ? json_integer_value(have) : 0);
+                rc = json_object_set_new(into, k, json_integer(sum)) == 0
+                         ? 0
+                         : -ENOMEM;
+            }
+        }
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int
+surge_train_checkpoint_progress(const char *path, struct json_t **out,
+                                char *err, size_t errlen)
+{
+    int nin, nout;
+    void *blob = NULL;
+    size_t blen = 0;
+    int rc = surge_trainer_checkpoint_peek(path, &nin, &nout, NULL, &blob,
+                                           &blen, err, errlen);
+    if (rc != 0) {
+        return rc;
+    }
+    struct rd r = {blob, blen, 0};
+    char magic[8];
+    uint32_t nin32, pad;
+    uint64_t nout64, jlen;
+    json_t *j = NULL;
+    if (blob != NULL && rd_get(&r, magic, 8) == 0 &&
+        memcmp(magic, BLOB_MAGIC, 8) == 0 && rd_get(&r, &nin32, 4) == 0 &&
+        rd_get(&r, &pad, 4) == 0 && rd_get(&r, &nout64, 8) == 0 &&
+        rd_get(&r, &jlen, 8) == 0 && jlen <= blen - r.off) {
+        json_error_t je;
+        j = json_loadb((const char *)blob + r.off, (size_t)jlen, 0, &je);
+    }
+    free(blob);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        snprintf(err, errlen, "%s: no server state in it", path);
+        return SURGE_EPROTO;
+    }
+    *out = j;
+    return 0;
+}
+
+/* Resume from the checkpoint at path; *late as in apply_blob. */
+static int
+try_resume(struct train *tr, const surge_consumer_prep *prep, const char *path,
+           int *late, char *err, size_t errlen)
+{
+    int nin, nout;
+    uint64_t steps;
+    void *blob = NULL;
+    size_t blen = 0;
+    char why[1536] = "";
+    *late = 0;
+    int rc = surge_trainer_checkpoint_peek(path, &nin, &nout, &steps, &blob,
+                                           &blen, err, errlen);
+    if (rc != 0) {
+        return rc;
+    }
+    if (blob == NULL) {
+        snprintf(err, errlen,
+                 "%s: no server state in it (a checkpoint "
+                 "written by surge serve's trainer is needed)",
+                 path);
+        return SURGE_EPROTO;
+    }
+    rc = apply_blob(tr, prep, blob, blen, nin, nout, late, why, sizeof why);
+    free(blob);
+    if (rc != 0) {
+        snprintf(err, errlen, "%s: %s", path, why);
+        return rc;
+    }
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "resuming from %s: step %" PRIu64 ", %" PRIu64
+              " samples back in the reservoir, %" PRIu64
+              " validation samples, %" PRIu64 " steps already assembled",
+              path, steps, tr->res->res_loaded, tr->res->nval,
+              tr->res->nrecord);
+    return 0;
+}
+
 static int
 train_prepare(void *state, const surge_consumer_prep *prep)
 {
@@ -530,42 +674,37 @@ train_prepare(void *state, const surge_consumer_prep *prep)
         return 0;
     }
     char err[2048] = "";
-    int nin, nout;
-    uint64_t steps;
-    void *blob = NULL;
-    size_t blen = 0;
-    int rc = surge_trainer_checkpoint_peek(tr->s.resume, &nin, &nout, &steps,
-                                           &blob, &blen, err, sizeof err);
+    int late = 0;
+    int rc = try_resume(tr, prep, tr->s.resume, &late, err, sizeof err);
+    if (rc == 0) {
+        return 0;
+    }
+    /* The newest checkpoint is missing or unusable (cut short, corrupt):
+     * the one before it (write_checkpoint keeps it) loses a little more
+     * training but not the study. Only if nothing was changed yet. */
+    char prev[PATH_CAP];
+    int n = snprintf(prev, sizeof prev, "%s" PREV_SUFFIX, tr->s.resume);
+    if (late || n < 0 || (size_t)n >= sizeof prev || !file_exists(prev)) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "--resume: %s", err);
+        return rc;
+    }
+    SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+              "--resume: %s; falling back to the previous checkpoint %s", err,
+              prev);
+    rc = try_resume(tr, prep, prev, &late, err, sizeof err);
     if (rc != 0) {
         SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "--resume: %s", err);
         return rc;
     }
-    if (blob == NULL) {
-        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
-                  "--resume: %s: no server state in it (a checkpoint "
-                  "written by surge serve's trainer is needed)",
-                  tr->s.resume);
-        return SURGE_EPROTO;
+    /* The bad one is kept aside for a post-mortem, so that the next
+     * checkpoint does not turn it into the "previous good" one. */
+    char bad[PATH_CAP + 16];
+    snprintf(bad, sizeof bad, "%s.corrupt", tr->s.resume);
+    if (rename(tr->s.resume, bad) != 0 && errno != ENOENT) {
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT, "%s: %s", tr->s.resume,
+                  strerror(errno));
     }
-    rc = apply_blob(tr, prep, blob, blen, err, sizeof err);
-    free(blob);
-    if (rc != 0) {
-        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "--resume: %s: %s", tr->s.resume,
-                  err);
-        return rc;
-    }
-    if ((uint64_t)nin != tr->res->nin || (uint64_t)nout != tr->res->nout) {
-        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
-                  "--resume: %s: model shape differs from its server state",
-                  tr->s.resume);
-        return SURGE_EPROTO;
-    }
-    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
-              "resuming from %s: step %" PRIu64 ", %" PRIu64
-              " samples back in the reservoir, %" PRIu64
-              " validation samples, %" PRIu64 " steps already assembled",
-              tr->s.resume, steps, tr->res->res_loaded, tr->res->nval,
-              tr->res->nrecord);
+    memcpy(tr->s.resume, prev, sizeof prev);
     return 0;
 }
 
@@ -620,7 +759,8 @@ struct loop {
     struct surge_trainer_eval_result ev; /* last validation */
     uint64_t ev_step;                    /* its step; 0 = none yet */
     int have_ev;
-    uint64_t ckpts; /* checkpoints written */
+    char model_err[256]; /* why the model file was not written; "" */
+    uint64_t ckpts;      /* checkpoints written */
     uint64_t last_ckpt_step;
     uint64_t last_ckpt_ns, last_line_ns, line_rows;
     float *init_params;      /* (num_params) initial weights */
@@ -828,6 +968,8 @@ evaluate(struct loop *L)
 struct snap {
     struct buf rec; /* (sim, step) pairs */
     uint64_t nrec;
+    json_t *finished;   /* sims finished with all they sent in a store */
+    json_t *counts;     /* the server's counters of what the snapshot holds */
     struct buf res;     /* reservoir stream */
     surge_store *train; /* to save */
     surge_store *val;
@@ -844,6 +986,14 @@ rec_cb(void *arg, int64_t sim, int64_t step)
 }
 
 static int
+fin_cb(void *arg, int64_t sim)
+{
+    struct snap *s = arg;
+    return json_array_append_new(s->finished, json_integer(sim)) == 0 ? 0
+                                                                      : -ENOMEM;
+}
+
+static int
 res_write_cb(void *arg, const void *p, size_t n)
 {
     return buf_put(arg, p, n);
@@ -855,6 +1005,14 @@ snap_fn(void *arg, const surge_consumer_io_view *view)
 {
     struct snap *s = arg;
     int rc = view->export_assembled(view->io, rec_cb, s);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = view->export_finished(view->io, fin_cb, s);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = view->export_counts(view->io, &s->counts);
     if (rc < 0) {
         return rc;
     }
@@ -894,7 +1052,13 @@ write_checkpoint(struct loop *L)
     s.train = L->ctx->train;
     s.val = L->ctx->validation;
     struct buf b = {0};
-    int rc = sync_validation(L);
+    /* The runs an earlier server saw finish never come back: carried. */
+    s.finished = json_array();
+    if (L->tr->res != NULL) {
+        json_array_extend(
+            s.finished, json_object_get(L->tr->res->progress, "sims_finished"));
+    }
+    int rc = s.finished != NULL ? sync_validation(L) : -ENOMEM;
     if (rc == 0) {
         rc = L->ctx->io_call != NULL
                  ? L->ctx->io_call(L->ctx->io, snap_fn, &s, IO_CALL_TIMEOUT_MS)
@@ -915,6 +1079,22 @@ write_checkpoint(struct loop *L)
         nval = L->nval;
     }
     json_t *pj = progress_json(L);
+    /* Whose checkpoint this is, and which runs it holds whole (what
+     * `surge launch --resume` need not run again). */
+    if (pj != NULL) {
+        json_object_set_new(pj, "study_id", json_string(L->tr->o->study_id));
+        json_object_set(pj, "sims_finished", s.finished);
+        /* The server's counts carry on from the checkpoint it resumed
+         * from, as the trainer's do: the study's identities then hold
+         * across restarts (surge launch adds carried_counts). */
+        json_t *carried =
+            L->tr->res != NULL
+                ? json_object_get(L->tr->res->progress, "server_counts")
+                : NULL;
+        if (surge_train_counts_add(s.counts, carried) == 0) {
+            json_object_set(pj, "server_counts", s.counts);
+        }
+    }
     char *ptext = pj != NULL ? json_dumps(pj, JSON_COMPACT) : NULL;
     json_decref(pj);
     if (ptext == NULL) {
@@ -942,6 +1122,16 @@ write_checkpoint(struct loop *L)
     rc = rc ? rc : buf_u64(&b, s.res.len);
     rc = rc ? rc : buf_put(&b, s.res.p, s.res.len);
     if (rc == 0) {
+        /* The newest checkpoint becomes the previous one: should the next
+         * be unreadable (cut short by a full disk, corrupted), --resume
+         * falls back to it. The save itself is atomic (temp, fsync,
+         * rename), so at every instant one of the two is whole. */
+        char prev[PATH_CAP + 8];
+        snprintf(prev, sizeof prev, "%s" PREV_SUFFIX, L->tr->s.ckpt);
+        if (rename(L->tr->s.ckpt, prev) != 0 && errno != ENOENT) {
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT, "%s: %s", prev,
+                      strerror(errno));
+        }
         rc = surge_trainer_checkpoint_save(L->t, L->tr->s.ckpt, b.p, b.len);
     }
     if (rc < 0) {
@@ -956,6 +1146,8 @@ write_checkpoint(struct loop *L)
               L->last_ckpt_step, b.len);
 out:
     L->last_ckpt_ns = surge_now_ns();
+    json_decref(s.finished);
+    json_decref(s.counts);
     buf_free(&s.rec);
     buf_free(&s.res);
     buf_free(&b);
@@ -1484,6 +1676,21 @@ write_report(struct loop *L, const struct surge_trainer_eval_result *untrained,
                         : "none"));
     json_object_set_new(j, "reservoir_storage",
                         json_string(surge_reservoir_storage_name(rs.storage)));
+    /* The server counts of the checkpoint this server resumed from (the
+     * earlier servers' share of the study), null without one. */
+    json_t *carried = L->tr->res != NULL ? json_object_get(L->tr->res->progress,
+                                                           "server_counts")
+                                         : NULL;
+    json_object_set_new(j, "carried_counts",
+                        carried != NULL ? json_deep_copy(carried)
+                                        : json_null());
+    if (!model_ok) {
+        json_object_set_new(j, "model_error",
+                            json_string(L->model_err[0] != '\0' ? L->model_err
+                                        : L->t == NULL
+                                            ? "no model: training never started"
+                                            : "no model: training failed"));
+    }
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(j);
     if (text != NULL) {
@@ -1552,10 +1759,14 @@ finish_training(struct loop *L, struct surge_trainer_eval_result *untrained,
     meta[k] = NULL;
     int rc = surge_trainer_save_model(L->t, L->tr->s.model, meta);
     if (rc < 0) {
-        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "%s: %s", L->tr->s.model,
-                  surge_strerror(rc));
+        /* trainer.json says why: a study without its model has failed
+         * (surge launch exits 1 with this reason). */
+        snprintf(L->model_err, sizeof L->model_err, "%.200s: %s",
+                 L->tr->s.model, surge_strerror(rc));
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "%s", L->model_err);
         return rc;
     }
+    L->model_err[0] = '\0';
     SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
               "model written to %s (step %" PRIu64 ", validation rel L2 %s)",
               L->tr->s.model, surge_trainer_steps(L->t),

@@ -434,6 +434,17 @@ st_read(const char *path, struct st_file *f, const char *crc_key, char *err,
     for (int b = 7; b >= 0; b--) {
         hlen = (hlen << 8) | f->buf[b];
     }
+    if (hlen <= ST_MAX_HEADER && hlen >= 2 && hlen > f->size - 8 &&
+        f->buf[8] == '{') {
+        /* A plausible header longer than the file: a write cut short. */
+        rc = SURGE_EPROTO;
+        surge_set_err(err, errlen,
+                      "%s: truncated: %zu of at least %llu bytes (the header "
+                      "alone is %llu)",
+                      path, f->size, (unsigned long long)(8 + hlen),
+                      (unsigned long long)hlen);
+        goto fail;
+    }
     if (hlen > ST_MAX_HEADER || hlen > f->size - 8 || hlen < 2) {
         rc = SURGE_EPROTO;
         surge_set_err(
@@ -465,6 +476,25 @@ st_read(const char *path, struct st_file *f, const char *crc_key, char *err,
     size_t ns = 0;
     const char *key;
     json_t *v;
+    /* A file cut short (a copy or a write that did not finish) has a whole
+     * header whose tensors reach past the end: say that, with the sizes,
+     * rather than what the first tensor that no longer fits looks like. */
+    uint64_t need = 0;
+    json_object_foreach(root, key, v)
+    {
+        json_t *e = json_array_get(json_object_get(v, "data_offsets"), 1);
+        if (json_is_integer(e) && json_integer_value(e) > 0 &&
+            (uint64_t)json_integer_value(e) > need) {
+            need = (uint64_t)json_integer_value(e);
+        }
+    }
+    if (need > f->data_len && need <= ((uint64_t)1 << 40)) {
+        rc = SURGE_EPROTO;
+        surge_set_err(err, errlen, "%s: truncated: %zu of %llu bytes", path,
+                      f->size,
+                      (unsigned long long)(f->size - f->data_len + need));
+        goto fail;
+    }
     json_object_foreach(root, key, v)
     {
         if (strcmp(key, "__metadata__") == 0) {

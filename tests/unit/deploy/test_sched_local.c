@@ -348,12 +348,68 @@ test_normalize_path(void **state)
     }
 }
 
+/* Each job runs with a temporary folder of its own as TMPDIR and as Open
+ * MPI's tmpdir base (two mpirun never share a session directory); it exists
+ * while the job runs, is gone once the job is reaped, and the study's
+ * folder once the scheduler is destroyed. */
+static void
+test_job_tmpdirs(void **state)
+{
+    struct fixture *f = *state;
+    const char *script = "echo \"$TMPDIR $OMPI_MCA_orte_tmpdir_base "
+                         "$OMPI_MCA_prte_tmpdir_base\" >\"$0\"; "
+                         "test -d \"$TMPDIR\" && touch \"$TMPDIR/x\" && "
+                         "sleep 0.3";
+    char outa[128], outb[128];
+    snprintf(outa, sizeof outa, "%s/a.tmp", f->dir);
+    snprintf(outb, sizeof outb, "%s/b.tmp", f->dir);
+    char *argva[] = {"/bin/sh", "-c", (char *)script, outa, NULL};
+    char *argvb[] = {"/bin/sh", "-c", (char *)script, outb, NULL};
+    char loga[128], logb[128], err[256];
+    snprintf(loga, sizeof loga, "%s/a.log", f->dir);
+    snprintf(logb, sizeof logb, "%s/b.log", f->dir);
+    /* The same run and attempt twice, at once: still two folders. */
+    surge_job_spec sa = {3, 1, argva, NULL, f->dir, loga};
+    surge_job_spec sb = {3, 1, argvb, NULL, f->dir, logb};
+    uint64_t ja = 0, jb = 0;
+    assert_int_equal(f->ops->submit(f->sched, &sa, &ja, err, sizeof err), 0);
+    assert_int_equal(f->ops->submit(f->sched, &sb, &jb, err, sizeof err), 0);
+    surge_job_status st = wait_done(f, ja, 10);
+    assert_int_equal(st.exit_code, 0);
+    st = wait_done(f, jb, 10);
+    assert_int_equal(st.exit_code, 0);
+    char dirs[2][3][200];
+    const char *outs[2] = {outa, outb};
+    for (int k = 0; k < 2; k++) {
+        FILE *fp = fopen(outs[k], "r");
+        assert_non_null(fp);
+        assert_int_equal(
+            fscanf(fp, "%199s %199s %199s", dirs[k][0], dirs[k][1], dirs[k][2]),
+            3);
+        fclose(fp);
+        assert_string_equal(dirs[k][0], dirs[k][1]);
+        assert_string_equal(dirs[k][0], dirs[k][2]);
+        assert_non_null(strstr(dirs[k][0], "/surge-"));
+        /* Reaped: removed. */
+        assert_int_equal(access(dirs[k][0], F_OK), -1);
+    }
+    assert_string_not_equal(dirs[0][0], dirs[1][0]);
+    /* The study's folder goes with the scheduler. */
+    char root[200];
+    snprintf(root, sizeof root, "%s", dirs[0][0]);
+    *strrchr(root, '/') = '\0';
+    assert_int_equal(access(root, F_OK), 0);
+    f->ops->destroy(&f->sched);
+    assert_int_equal(access(root, F_OK), -1);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_normalize_path),
         cmocka_unit_test_setup_teardown(test_wrap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_tmpdirs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exit_env_log_workdir, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_signal_and_exec_failure, setup,

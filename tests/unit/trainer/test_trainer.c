@@ -805,10 +805,25 @@ test_checkpoint_errors(void **state)
     copy_file(good, bad);
     poke(bad, size - 5, 'X');
     expect_load_error(t, bad, SURGE_EPROTO, "corrupt");
-    /* Truncated. */
+    /* Truncated (a write cut short): said so, with the sizes, rather than
+     * a complaint about the first tensor that no longer fits; peek too. */
     copy_file(good, bad);
     assert_int_equal(truncate(bad, size / 2), 0);
-    expect_load_error(t, bad, SURGE_EPROTO, "bad.ckpt");
+    char want[128];
+    snprintf(want, sizeof want, "truncated: %ld of %ld bytes", size / 2, size);
+    expect_load_error(t, bad, SURGE_EPROTO, want);
+    {
+        char err[512] = "";
+        int nin, nout;
+        assert_int_equal(surge_trainer_checkpoint_peek(bad, &nin, &nout, NULL,
+                                                       NULL, NULL, err,
+                                                       sizeof err),
+                         SURGE_EPROTO);
+        assert_non_null(strstr(err, want));
+    }
+    /* Cut inside the header: truncated too. */
+    assert_int_equal(truncate(bad, 40), 0);
+    expect_load_error(t, bad, SURGE_EPROTO, "truncated: 40 of ");
     assert_int_equal(truncate(bad, 3), 0);
     expect_load_error(t, bad, SURGE_EPROTO, "too short");
     /* A header length pointing past the end. */
