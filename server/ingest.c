@@ -1674,6 +1674,19 @@ surge_ingest_handle_raw(surge_ingest *ing, const void *rid, size_t rid_len,
         }
         return 0;
     }
+    if (rc < 0 && m->type == SURGE_MSG_HELLO) {
+        /* The client waits for an answer to its hello: tell it which rule
+         * it broke rather than let it time out (docs/protocol.md). One
+         * reply per hello received, never more. */
+        c->messages.hello++;
+        c->sims.rejected++;
+        c->messages.dropped[SURGE_MDROP_HELLO_REJECTED]++;
+        set_reject(reply, rc, "malformed hello: %s",
+                   why != NULL ? why : surge_strerror(rc));
+        drop_log(ing, LC_SESSION, "hello rejected: %s",
+                 reply->u.reject.reason);
+        return 1;
+    }
     if (rc < 0) {
         c->messages.dropped[SURGE_MDROP_BAD_HEADER]++;
         drop_log(ing, LC_MSG, "malformed header dropped: %s",

@@ -9,7 +9,7 @@ SERVER_UNIT_TESTS = \
 	tests/unit/server/test_u64map
 check_PROGRAMS += $(SERVER_UNIT_TESTS)
 TESTS += $(SERVER_UNIT_TESTS)
-SERVER_UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+SERVER_UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) $(MSGPACK_CFLAGS)
 SERVER_UNIT_LDADD = server/libsurge_server.la server/libsurge_monitor.la \
 	reservoir/libsurge_reservoir.la common/libsurge_common.la \
 	$(ZMQ_LIBS) $(UV_LIBS) $(JANSSON_LIBS) $(MSGPACK_LIBS) $(CMOCKA_LIBS) \

@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <math.h>
+#include <msgpack.h>
 
 #include "common/log.h"
 #include "server_test.h"
@@ -508,6 +510,150 @@ raw_frames_through_codec(void **state)
     assert_int_equal(c->messages.received, 7);
 }
 
+/* A hello as raw msgpack, with values the encoder would refuse: what a
+ * broken or hostile client puts on the wire. */
+struct raw_hello {
+    int64_t sim, rank, nranks;
+    double param;       /* the one parameter */
+    uint32_t nfields;   /* fields "f0".."fN-1" of 8 elements, whole */
+    uint64_t offset;    /* of field 0 */
+    uint64_t count;     /* of field 0 */
+    const char *dtype;
+};
+
+static size_t
+pack_hello(const struct raw_hello *h, unsigned char *out, size_t cap)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    const char *keys[] = {"v",      "type",   "token",  "sim", "rank",
+                          "nranks", "params", "fields", "dtype"};
+    msgpack_pack_map(&pk, 9);
+    for (size_t k = 0; k < 9; k++) {
+        msgpack_pack_str(&pk, strlen(keys[k]));
+        msgpack_pack_str_body(&pk, keys[k], strlen(keys[k]));
+        switch (k) {
+        case 0:
+            msgpack_pack_uint64(&pk, 1);
+            break;
+        case 1:
+            msgpack_pack_str(&pk, 5);
+            msgpack_pack_str_body(&pk, "hello", 5);
+            break;
+        case 2:
+            msgpack_pack_str(&pk, 6);
+            msgpack_pack_str_body(&pk, "secret", 6);
+            break;
+        case 3:
+            msgpack_pack_int64(&pk, h->sim);
+            break;
+        case 4:
+            msgpack_pack_int64(&pk, h->rank);
+            break;
+        case 5:
+            msgpack_pack_int64(&pk, h->nranks);
+            break;
+        case 6:
+            msgpack_pack_array(&pk, 1);
+            msgpack_pack_double(&pk, h->param);
+            break;
+        case 7:
+            msgpack_pack_array(&pk, h->nfields);
+            for (uint32_t f = 0; f < h->nfields; f++) {
+                char name[8];
+                snprintf(name, sizeof name, "f%u", f);
+                msgpack_pack_map(&pk, 4);
+                msgpack_pack_str(&pk, 4);
+                msgpack_pack_str_body(&pk, "name", 4);
+                msgpack_pack_str(&pk, strlen(name));
+                msgpack_pack_str_body(&pk, name, strlen(name));
+                msgpack_pack_str(&pk, 4);
+                msgpack_pack_str_body(&pk, "size", 4);
+                msgpack_pack_uint64(&pk, 8);
+                msgpack_pack_str(&pk, 6);
+                msgpack_pack_str_body(&pk, "offset", 6);
+                msgpack_pack_uint64(&pk, f == 0 ? h->offset : 0);
+                msgpack_pack_str(&pk, 5);
+                msgpack_pack_str_body(&pk, "count", 5);
+                msgpack_pack_uint64(&pk, f == 0 ? h->count : 8);
+            }
+            break;
+        default:
+            msgpack_pack_str(&pk, strlen(h->dtype));
+            msgpack_pack_str_body(&pk, h->dtype, strlen(h->dtype));
+            break;
+        }
+    }
+    size_t n = sb.size <= cap ? sb.size : 0;
+    memcpy(out, sb.data, n);
+    msgpack_sbuffer_destroy(&sb);
+    return n;
+}
+
+/* A hello the codec refuses is answered with a reject naming the rule it
+ * broke (docs/protocol.md), not left for the client to time out on. */
+static void
+hello_malformed_gets_reject(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    const struct raw_hello good = {1, 0, 1, 0.5, 1, 0, 8, "f32"};
+    struct {
+        struct raw_hello h;
+        int code;
+        const char *says;
+    } cases[] = {
+        {good, 0, NULL},
+        {good, SURGE_EDTYPE, "dtype"},
+        {good, SURGE_EPROTO, "params[0]"},
+        {good, SURGE_EPROTO, "sim"},
+        {good, SURGE_EPROTO, "rank"},
+        {good, SURGE_EBOUNDS, "offset + count"},
+        {good, SURGE_ELIMIT, "fields"},
+        {good, SURGE_EPROTO, "rank"},
+    };
+    cases[1].h.dtype = "f64";
+    cases[2].h.param = NAN;
+    cases[3].h.sim = -4;
+    cases[4].h.rank = 2;
+    cases[4].h.nranks = 2;
+    cases[5].h.offset = UINT64_MAX - 2;
+    cases[5].h.count = 4;
+    cases[6].h.nfields = SURGE_MAX_FIELDS + 1;
+    cases[7].h.rank = -1;
+    unsigned char buf[SURGE_MAX_HEADER_BYTES];
+    for (size_t i = 1; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = pack_hello(&cases[i].h, buf, sizeof buf);
+        assert_true(n > 0);
+        memset(&treply, 0, sizeof treply);
+        assert_int_equal(surge_ingest_handle_raw(f->ing, RID("m"), buf, n,
+                                                 NULL, 0, 0, n, 1, &treply),
+                         1);
+        assert_int_equal(treply.type, SURGE_MSG_REJECT);
+        assert_int_equal(treply.u.reject.code, cases[i].code);
+        assert_non_null(strstr(treply.u.reject.reason, cases[i].says));
+        /* The reject itself must go on the wire. */
+        assert_true(surge_proto_encode(&treply, buf, sizeof buf) > 0);
+    }
+    size_t ncases = sizeof cases / sizeof cases[0] - 1;
+    assert_int_equal(c->messages.hello, ncases);
+    assert_int_equal(c->sims.rejected, ncases);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_HELLO_REJECTED], ncases);
+    /* The same peer may then say a good hello. */
+    size_t n = pack_hello(&good, buf, sizeof buf);
+    assert_int_equal(surge_ingest_handle_raw(f->ing, RID("m"), buf, n, NULL, 0,
+                                             0, n, 1, &treply),
+                     1);
+    assert_int_equal(treply.type, SURGE_MSG_WELCOME);
+    /* Other malformed types still get no answer (no reply amplification). */
+    memcpy(buf, "\x82\xa1v\x01\xa4type\xa4data", 14);
+    assert_int_equal(surge_ingest_handle_raw(f->ing, RID("m"), buf, 14, NULL,
+                                             0, 0, 14, 1, &treply),
+                     0);
+}
+
 int
 main(void)
 {
@@ -518,6 +664,7 @@ main(void)
         T(hello_welcome),
         T(hello_declares_steps),
         T(hello_records_output_fields),
+        T(hello_malformed_gets_reject),
         T(hello_wrong_token),
         T(hello_rank_out_of_range),
         T(hello_global_size_differs),
