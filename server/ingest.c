@@ -1683,8 +1683,7 @@ surge_ingest_handle_raw(surge_ingest *ing, const void *rid, size_t rid_len,
         c->messages.dropped[SURGE_MDROP_HELLO_REJECTED]++;
         set_reject(reply, rc, "malformed hello: %s",
                    why != NULL ? why : surge_strerror(rc));
-        drop_log(ing, LC_SESSION, "hello rejected: %s",
-                 reply->u.reject.reason);
+        drop_log(ing, LC_SESSION, "hello rejected: %s", reply->u.reject.reason);
         return 1;
     }
     if (rc < 0) {

@@ -514,10 +514,10 @@ raw_frames_through_codec(void **state)
  * broken or hostile client puts on the wire. */
 struct raw_hello {
     int64_t sim, rank, nranks;
-    double param;       /* the one parameter */
-    uint32_t nfields;   /* fields "f0".."fN-1" of 8 elements, whole */
-    uint64_t offset;    /* of field 0 */
-    uint64_t count;     /* of field 0 */
+    double param;     /* the one parameter */
+    uint32_t nfields; /* fields "f0".."fN-1" of 8 elements, whole */
+    uint64_t offset;  /* of field 0 */
+    uint64_t count;   /* of field 0 */
     const char *dtype;
 };
 
@@ -528,7 +528,7 @@ pack_hello(const struct raw_hello *h, unsigned char *out, size_t cap)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    const char *keys[] = {"v",      "type",   "token",  "sim", "rank",
+    const char *keys[] = {"v",      "type",   "token",  "sim",  "rank",
                           "nranks", "params", "fields", "dtype"};
     msgpack_pack_map(&pk, 9);
     for (size_t k = 0; k < 9; k++) {
@@ -628,8 +628,8 @@ hello_malformed_gets_reject(void **state)
         size_t n = pack_hello(&cases[i].h, buf, sizeof buf);
         assert_true(n > 0);
         memset(&treply, 0, sizeof treply);
-        assert_int_equal(surge_ingest_handle_raw(f->ing, RID("m"), buf, n,
-                                                 NULL, 0, 0, n, 1, &treply),
+        assert_int_equal(surge_ingest_handle_raw(f->ing, RID("m"), buf, n, NULL,
+                                                 0, 0, n, 1, &treply),
                          1);
         assert_int_equal(treply.type, SURGE_MSG_REJECT);
         assert_int_equal(treply.u.reject.code, cases[i].code);
@@ -649,8 +649,8 @@ hello_malformed_gets_reject(void **state)
     assert_int_equal(treply.type, SURGE_MSG_WELCOME);
     /* Other malformed types still get no answer (no reply amplification). */
     memcpy(buf, "\x82\xa1v\x01\xa4type\xa4data", 14);
-    assert_int_equal(surge_ingest_handle_raw(f->ing, RID("m"), buf, 14, NULL,
-                                             0, 0, 14, 1, &treply),
+    assert_int_equal(surge_ingest_handle_raw(f->ing, RID("m"), buf, 14, NULL, 0,
+                                             0, 14, 1, &treply),
                      0);
 }
 
