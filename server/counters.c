@@ -19,8 +19,8 @@ static const char *const slice_drop_names[SURGE_SDROP__COUNT] = {
     "assembly_memory"};
 
 static const char *const step_drop_names[SURGE_TDROP__COUNT] = {
-    "assembly_memory", "sim_failed",  "sim_retry",
-    "sim_finished",    "sim_timeout", "server_stop"};
+    "assembly_memory", "sim_failed",  "sim_retry",     "sim_finished",
+    "sim_timeout",     "server_stop", "sim_not_joined"};
 
 static const char *const sample_drop_names[SURGE_PDROP__COUNT] = {
     "validation_full", "server_stop", "validation_not_sampled"};

@@ -61,6 +61,7 @@ enum surge_step_drop {
     SURGE_TDROP_SIM_FINISHED,    /* all ranks said bye, step incomplete */
     SURGE_TDROP_SIM_TIMEOUT,     /* the sim was silent past its timeout */
     SURGE_TDROP_SERVER_STOP,     /* the server stopped */
+    SURGE_TDROP_SIM_NOT_JOINED,  /* its sim's ranks never all joined */
     SURGE_TDROP__COUNT
 };
 
@@ -114,6 +115,9 @@ typedef struct surge_counters {
         uint64_t finished;             /* all ranks said bye */
         uint64_t failed;               /* SIM_FAILED from the launcher */
         uint64_t timed_out;            /* silent past --sim-timeout */
+        uint64_t not_joined;           /* ranks still missing past
+                                          --join-timeout or at the end of
+                                          reception */
         uint64_t retried;              /* SIM_RETRY from the launcher */
         uint64_t bye;                  /* byes answered */
         uint64_t validation_runs;      /* held-out runs that sent a sample */

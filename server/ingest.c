@@ -41,14 +41,15 @@
 #define LOG_PERIOD_NS (UINT64_C(10) * 1000000000u)
 
 enum sim_state {
-    SIM_OPEN = 0, /* accepting hellos and data */
-    SIM_FINISHED, /* all ranks said bye */
-    SIM_FAILED,   /* the launcher said so */
-    SIM_TIMED_OUT /* silent past the timeout */
+    SIM_OPEN = 0,  /* accepting hellos and data */
+    SIM_FINISHED,  /* all ranks said bye */
+    SIM_FAILED,    /* the launcher said so */
+    SIM_TIMED_OUT, /* silent past the timeout */
+    SIM_NOT_JOINED /* ranks missing past the join timeout or at the end */
 };
 
 static const char *const sim_state_names[] = {"open", "finished", "failed",
-                                              "timed out"};
+                                              "timed out", "not joined"};
 
 /* A held-out run in the validation set's reservoir sampling of whole
  * runs (vsample_put). */
@@ -87,8 +88,11 @@ struct sim {
     struct peer **peers; /* (nranks) current session of each rank */
     uint32_t njoined;
     uint32_t nbye;
-    uint64_t expected;  /* slices per step, valid once all joined */
-    size_t block_bytes; /* bytes of one partial block of this sim */
+    int joining;          /* declared, open, ranks missing: counted in
+                             ing->njoining */
+    uint64_t declared_ns; /* first hello of this attempt (join timeout) */
+    uint64_t expected;    /* slices per step, valid once all joined */
+    size_t block_bytes;   /* bytes of one partial block of this sim */
     uint64_t last_activity_ns;
     uint64_t first_hello_ns; /* the run's first welcome (any attempt) */
     uint64_t steps_expected; /* largest hello.steps of its ranks; 0 unknown */
@@ -129,6 +133,7 @@ struct surge_ingest {
     surge_u64map sims;     /* sim id -> struct sim */
     struct sim **sim_list; /* (nsims) for iteration */
     size_t nsims, sim_cap;
+    uint32_t njoining;      /* sims waiting for their ranks (s->joining) */
     surge_u64map told;      /* rid hash -> 1: unknown peers answered */
     struct partial *oldest; /* creation-order list of partials in use */
     struct partial *newest;
@@ -619,6 +624,16 @@ sim_release_ranks(struct sim *s)
     surge_u64map_fini(&s->dropped);
 }
 
+/* s no longer waits for its ranks (all joined, failed, retried). */
+static void
+joining_leave(surge_ingest *ing, struct sim *s)
+{
+    if (s->joining) {
+        s->joining = 0;
+        ing->njoining--;
+    }
+}
+
 /* ------------------------------------------------------------ samples */
 
 static void
@@ -1082,6 +1097,17 @@ handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
                    p->rank, p->sim->id);
         goto rejected;
     }
+    s = surge_u64map_get(&ing->sims, (uint64_t)m->sim);
+    if ((s == NULL || !s->declared) && m->nranks > 1 &&
+        ing->njoining >= ing->o->max_joining_sims) {
+        /* Each waiting sim holds its declaration and per-rank tables
+         * until its ranks come: bound how many may wait. */
+        set_reject(reply, SURGE_ELIMIT,
+                   "%u simulations are waiting for their ranks already "
+                   "(--max-joining-sims); try again later",
+                   ing->njoining);
+        goto rejected;
+    }
     s = sim_get_or_create(ing, m->sim);
     if (s == NULL) {
         set_reject(reply, -ENOMEM, "server out of memory");
@@ -1143,7 +1169,13 @@ handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
     }
     c->sims.hello++;
     c->messages.handled++;
+    if (first && s->nranks > 1) {
+        s->joining = 1;
+        s->declared_ns = ing->now_ns;
+        ing->njoining++;
+    }
     if (s->njoined == s->nranks) {
+        joining_leave(ing, s);
         uint64_t e = 0;
         for (size_t k = 0; k < (size_t)s->nranks * s->nfields; k++) {
             e += s->slice_cnt[k] > 0;
@@ -1507,9 +1539,33 @@ sim_fail(surge_ingest *ing, struct sim *s, enum sim_state state,
          enum surge_step_drop why)
 {
     s->state = state;
+    joining_leave(ing, s);
     sim_drop_partials(ing, s, why);
     sim_end_sessions(ing, s);
     sim_release_ranks(s);
+}
+
+/* Fail the sims still waiting for ranks: all of them (limit_ns 0, at the
+ * end of reception: no run will bring the missing ranks any more), or those
+ * waiting longer than limit_ns since their first hello. Their partial steps
+ * are dropped as "sim_not_joined". */
+static void
+settle_not_joined(surge_ingest *ing, uint64_t limit_ns)
+{
+    for (size_t i = 0; i < ing->nsims && ing->njoining > 0; i++) {
+        struct sim *s = ing->sim_list[i];
+        if (!s->joining ||
+            (limit_ns > 0 && ing->now_ns - s->declared_ns < limit_ns)) {
+            continue;
+        }
+        drop_log(ing, LC_SESSION,
+                 "sim %" PRId64 ": %u of %u ranks joined %s; failing it", s->id,
+                 s->njoined, s->nranks,
+                 limit_ns > 0 ? "within --join-timeout"
+                              : "by the end of reception");
+        sim_fail(ing, s, SIM_NOT_JOINED, SURGE_TDROP_SIM_NOT_JOINED);
+        ing->c.sims.not_joined++;
+    }
 }
 
 static int
@@ -1557,6 +1613,7 @@ handle_control(surge_ingest *ing, const surge_msg_control *m, surge_msg *reply)
                     sim_drop_partials(ing, s, SURGE_TDROP_SIM_RETRY);
                     sim_end_sessions(ing, s);
                 }
+                joining_leave(ing, s);
                 sim_undeclare(s);
                 surge_u64map_fini(&s->dropped);
                 s->state = SIM_OPEN;
@@ -1573,6 +1630,7 @@ handle_control(surge_ingest *ing, const surge_msg_control *m, surge_msg *reply)
     case SURGE_CTL_END_RECEPTION:
         ing->end_requested = 1;
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "end of reception requested");
+        settle_not_joined(ing, 0);
         set_control_reply(reply, 0, "end of reception");
         break;
     case SURGE_CTL_SHUTDOWN:
@@ -1788,6 +1846,11 @@ void
 surge_ingest_tick(surge_ingest *ing, uint64_t now)
 {
     ing->now_ns = now;
+    if (ing->end_requested) {
+        settle_not_joined(ing, 0);
+    } else if (ing->o->join_timeout_s > 0) {
+        settle_not_joined(ing, (uint64_t)(ing->o->join_timeout_s * 1e9));
+    }
     if (ing->o->sim_timeout_s <= 0) {
         return;
     }
@@ -1861,11 +1924,12 @@ surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
     for (size_t i = 0; i < ing->nsims && n < cap; i++) {
         const struct sim *s = ing->sim_list[i];
         struct surge_run_info *r = &out[n++];
-        const char *state = s->state == SIM_FINISHED    ? "done"
-                            : s->state == SIM_FAILED    ? "failed"
-                            : s->state == SIM_TIMED_OUT ? "timed_out"
-                            : s->attempt > 0            ? "retrying"
-                                                        : "running";
+        const char *state = s->state == SIM_FINISHED     ? "done"
+                            : s->state == SIM_FAILED     ? "failed"
+                            : s->state == SIM_TIMED_OUT  ? "timed_out"
+                            : s->state == SIM_NOT_JOINED ? "not_joined"
+                            : s->attempt > 0             ? "retrying"
+                                                         : "running";
         memset(r, 0, sizeof *r);
         r->sim = s->id;
         snprintf(r->state, sizeof r->state, "%s", state);

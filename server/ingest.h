@@ -129,11 +129,11 @@ const char *surge_ingest_output_fields(const surge_ingest *ing);
 /* surge_ingest_runs - per-simulation progress for monitoring (the runs
  * table of the dashboard and `surge top`): fills up to cap records in
  * hello order and returns how many. state is "running", "retrying" (open
- * again after SIM_RETRY), "done", "failed" or "timed_out"; steps counts
- * the steps assembled, dropped the partial steps dropped in this attempt;
- * steps_expected is the largest hello.steps its ranks declared (0 when
- * none did); elapsed_s runs from its first welcome. now_ns is the
- * monotonic clock. I/O thread. */
+ * again after SIM_RETRY), "done", "failed", "timed_out" or "not_joined";
+ * steps counts the steps assembled, dropped the partial steps dropped in
+ * this attempt; steps_expected is the largest hello.steps its ranks
+ * declared (0 when none did); elapsed_s runs from its first welcome. now_ns
+ * is the monotonic clock. I/O thread. */
 int surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
                       size_t cap, uint64_t now_ns);
 

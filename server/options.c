@@ -30,6 +30,8 @@ surge_server_options_init(surge_server_options *o)
     o->rcvhwm_bytes = 64 * MIB;
     o->max_partial_bytes = 256 * MIB;
     o->sim_timeout_s = 600.0;
+    o->join_timeout_s = 120.0;
+    o->max_joining_sims = 1024;
     snprintf(o->policy, sizeof o->policy, "%s", "fifo");
     o->store_bytes = 256 * MIB;
     surge_reservoir_config_init(&o->reservoir);
@@ -311,6 +313,14 @@ static const struct flag flags[] = {
     {"sim-timeout", "SECONDS", K_SECONDS, F(sim_timeout_s), 0,
      "a simulation that sends nothing this long is failed and its partial "
      "steps dropped; 0 = never (default 600)"},
+    {"join-timeout", "SECONDS", K_SECONDS, F(join_timeout_s), 0,
+     "a simulation whose ranks have not all said hello this long after its "
+     "first did is failed (its partial steps dropped as sim_not_joined); at "
+     "the end of reception such simulations are failed at once; 0 = never "
+     "(default 120)"},
+    {"max-joining-sims", "N", K_U32, F(max_joining_sims), 0,
+     "simulations that may wait for their ranks at once; a hello that "
+     "would open one more is rejected (default 1024)"},
     {"policy", "NAME", K_STR, F(policy), S(policy),
      "training store policy: fifo (oldest first, each used once), firo "
      "(random, each used --epochs times) or reservoir (watermark, with "
@@ -684,6 +694,10 @@ surge_server_options_check(const surge_server_options *o, char *err,
     }
     if (o->rcvhwm_bytes < 64 * KIB) {
         surge_set_err(err, errlen, "--rcvhwm-bytes: must be at least 64K");
+        return SURGE_ECONFIG;
+    }
+    if (o->max_joining_sims == 0) {
+        surge_set_err(err, errlen, "--max-joining-sims: must be >= 1");
         return SURGE_ECONFIG;
     }
     if (o->max_partial_bytes < 4096) {

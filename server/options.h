@@ -41,6 +41,11 @@ typedef struct surge_server_options {
     uint64_t max_partial_bytes; /* memory for partial steps, bytes */
     double sim_timeout_s;       /* a sim silent this long is failed; 0 =
                                    never */
+    double join_timeout_s;      /* a sim whose ranks have not all said
+                                   hello this long after its first is
+                                   failed; 0 = never */
+    uint32_t max_joining_sims;  /* sims waiting for their ranks at once;
+                                   a hello opening one more is rejected */
     /* Stores and consumer. */
     char policy[SURGE_SERVER_MAX_NAME]; /* training store policy: "fifo",
                                            "firo" or "reservoir" */

@@ -758,14 +758,14 @@ write_stats(surge_server *srv)
                                surge_sample_drop_name)));
     json_object_set_new(
         j, "sims",
-        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "hello",
+        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "hello",
                   JI(c->sims.hello), "rejected", JI(c->sims.rejected), "joined",
                   JI(c->sims.joined), "finished", JI(c->sims.finished),
                   "failed", JI(c->sims.failed), "timed_out",
-                  JI(c->sims.timed_out), "retried", JI(c->sims.retried), "bye",
-                  JI(c->sims.bye), "validation_runs",
-                  JI(c->sims.validation_runs), "validation_runs_kept",
-                  JI(c->sims.validation_runs_kept)));
+                  JI(c->sims.timed_out), "not_joined", JI(c->sims.not_joined),
+                  "retried", JI(c->sims.retried), "bye", JI(c->sims.bye),
+                  "validation_runs", JI(c->sims.validation_runs),
+                  "validation_runs_kept", JI(c->sims.validation_runs_kept)));
     json_object_set_new(
         j, "io",
         json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:f}", "accepted",

@@ -654,6 +654,95 @@ hello_malformed_gets_reject(void **state)
                      0);
 }
 
+/* A rank 0 of 2 whose rank 1 never comes must not keep the end of
+ * reception waiting (issue 9, item 2). */
+static void
+half_joined_sim_settled_at_end(void **state)
+{
+    struct fixture *f = *state;
+    float v[4] = {1, 2, 3, 4};
+    join(f, "a", 3, 0);
+    send_slice(f->ing, "a", 3, 0, 0, 0.0, 0, 0, 4, v);
+    /* A complete sim alongside is not touched. */
+    join(f, "c", 4, 0);
+    join(f, "d", 4, 1);
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_END_RECEPTION, -1), 0);
+    assert_int_equal(surge_ingest_active_sims(f->ing), 1);
+    assert_int_equal(say_bye(f->ing, "c", 4, 0, 0), SURGE_MSG_BYE_ACK);
+    assert_int_equal(say_bye(f->ing, "d", 4, 1, 0), SURGE_MSG_BYE_ACK);
+    assert_true(surge_ingest_all_done(f->ing));
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    assert_int_equal(c->sims.not_joined, 1);
+    assert_int_equal(c->steps.dropped[SURGE_TDROP_SIM_NOT_JOINED], 1);
+    /* Its session is gone and the missing rank is told why. */
+    assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, P, 2, U1, 1),
+                     SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason, "not joined"));
+    /* A multi-rank sim opened after the end is settled at the next tick. */
+    join(f, "e", 9, 0);
+    surge_ingest_tick(f->ing, 2000);
+    assert_true(surge_ingest_all_done(f->ing));
+    assert_int_equal(c->sims.not_joined, 2);
+}
+
+/* Joining has its own, shorter timeout, counted from the first hello: data
+ * from the ranks that did join does not extend it. */
+static void
+join_timeout_fails_half_joined_sim(void **state)
+{
+    struct fixture *f = *state;
+    float v[4] = {1, 2, 3, 4};
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    f->o.join_timeout_s = 2;
+    join(f, "a", 3, 0); /* at t = 1000 ns */
+    for (int s = 0; s < 3; s++) {
+        send_slice_ex(f->ing, "a", 3, 0, s, 0.0, 0, 0, 4, v, 16,
+                      (uint64_t)(s + 1) * 600000000u);
+    }
+    join(f, "c", 4, 0);
+    join(f, "d", 4, 1); /* complete: no join timeout */
+    surge_ingest_tick(f->ing, 1900000000);
+    assert_int_equal(surge_ingest_active_sims(f->ing), 2);
+    surge_ingest_tick(f->ing, 2000001000);
+    assert_int_equal(surge_ingest_active_sims(f->ing), 1);
+    assert_int_equal(c->sims.not_joined, 1);
+    assert_int_equal(c->steps.dropped[SURGE_TDROP_SIM_NOT_JOINED], 3);
+    struct surge_run_info runs[4];
+    assert_int_equal(surge_ingest_runs(f->ing, runs, 4, 2000001000), 2);
+    assert_string_equal(runs[0].state, "not_joined");
+    /* A retry reopens it with a fresh join clock. */
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_SIM_RETRY, 3), 0);
+    join(f, "a2", 3, 0);
+    join(f, "b2", 3, 1);
+    surge_ingest_tick(f->ing, 4000000000);
+    assert_int_equal(surge_ingest_active_sims(f->ing), 2);
+}
+
+/* The number of sims waiting for their ranks is bounded. */
+static void
+max_joining_sims_bounds_waiting(void **state)
+{
+    struct fixture *f = *state;
+    f->o.max_joining_sims = 2;
+    join(f, "a", 1, 0);
+    join(f, "b", 2, 0);
+    assert_int_equal(say_hello(f->ing, "c", "secret", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_REJECT);
+    assert_int_equal(treply.u.reject.code, SURGE_ELIMIT);
+    assert_non_null(strstr(treply.u.reject.reason, "max-joining-sims"));
+    /* Single-rank sims and the missing ranks of waiting sims still come. */
+    static const struct tfield W[1] = {{"u", 8, 0, 8}};
+    assert_int_equal(say_hello(f->ing, "s", "secret", 7, 0, 1, P, 2, W, 1),
+                     SURGE_MSG_WELCOME);
+    join(f, "a1", 1, 1);
+    /* One slot is free again. */
+    join(f, "c", 3, 0);
+    /* A failed sim frees its slot too. */
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_SIM_FAILED, 2), 0);
+    join(f, "d", 4, 0);
+    assert_int_equal(surge_ingest_counters(f->ing)->sims.rejected, 1);
+}
+
 int
 main(void)
 {
@@ -664,6 +753,9 @@ main(void)
         T(hello_welcome),
         T(hello_declares_steps),
         T(hello_records_output_fields),
+        T(half_joined_sim_settled_at_end),
+        T(join_timeout_fails_half_joined_sim),
+        T(max_joining_sims_bounds_waiting),
         T(hello_malformed_gets_reject),
         T(hello_wrong_token),
         T(hello_rank_out_of_range),
