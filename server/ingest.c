@@ -8,10 +8,14 @@
  *     steps assembled before a retry stay refused);
  *   - per sim: step -> struct partial (steps being assembled), and the sets
  *     of steps assembled and steps dropped.
- * Partial steps also sit on one list in creation order, the eviction order
- * when assembly memory runs out. Blocks (struct partial + output vector +
- * bitmap) are recycled through a free list; all blocks together stay under
- * max_partial_bytes.
+ * Partial steps also sit on two lists in creation order, one for all and
+ * one per sim. Blocks (struct partial + output vector + bitmap) are
+ * recycled through a free list; all blocks together stay under
+ * max_partial_bytes. When that memory runs out, each sim assembling is
+ * entitled to an equal share of it: a sim over its share evicts its own
+ * oldest partial step, one under its share evicts the oldest of the sim
+ * holding the most. So a sim that never completes its steps (a rank that
+ * never joins) cannot evict the steps of the others.
  *
  * No locks: one thread (the I/O thread) owns all of this.
  */
@@ -35,8 +39,9 @@
 #define MAX_RID 255
 #define REJECTED_CAP 4096 /* peers remembered as already told "hello" */
 #define MAX_SLICES                                                             \
-    (1u << 20)      /* ranks x fields of one simulation: bounds                \
-                       the per-sim tables a hello allocates */
+    (1u << 20) /* ranks x fields of one simulation: bounds                     \
+                  the per-sim tables a hello allocates */
+#define DROPPED_RECORDS SURGE_INGEST_DROPPED_RECORDS
 #define LOG_BURST 5 /* lines per reason before rate limiting */
 #define LOG_PERIOD_NS (UINT64_C(10) * 1000000000u)
 
@@ -98,7 +103,12 @@ struct sim {
     uint64_t steps_expected; /* largest hello.steps of its ranks; 0 unknown */
     surge_u64map partials;   /* step -> struct partial */
     surge_u64map assembled;  /* step -> (void *)1 */
-    surge_u64map dropped;    /* step -> (void *)1: evicted this attempt */
+    surge_u64map dropped;    /* step -> (void *)1: evicted this attempt;
+                                bounded, see DROPPED_RECORDS */
+    struct partial *p_oldest; /* this sim's partial steps, creation order */
+    struct partial *p_newest;
+    uint64_t partial_bytes; /* blocks of those partial steps, bytes */
+    uint64_t ndropped;      /* partial steps evicted this attempt */
 };
 
 struct peer {
@@ -117,6 +127,8 @@ struct partial {
     uint64_t received;     /* slices copied */
     struct partial *older; /* creation-order list (in use only) */
     struct partial *newer;
+    struct partial *sim_older; /* the same, within its sim */
+    struct partial *sim_newer;
     struct partial *next_free; /* pool and pending list link */
     size_t block_bytes;        /* size of this allocation */
     float *out;                /* (nout) */
@@ -133,9 +145,11 @@ struct surge_ingest {
     surge_u64map sims;     /* sim id -> struct sim */
     struct sim **sim_list; /* (nsims) for iteration */
     size_t nsims, sim_cap;
-    uint32_t njoining;      /* sims waiting for their ranks (s->joining) */
-    surge_u64map told;      /* rid hash -> 1: unknown peers answered */
-    struct partial *oldest; /* creation-order list of partials in use */
+    uint32_t njoining;        /* sims waiting for their ranks (s->joining) */
+    uint32_t nassembling;     /* sims with partial_bytes > 0 */
+    uint64_t dropped_records; /* entries of all sims' dropped sets */
+    surge_u64map told;        /* rid hash -> 1: unknown peers answered */
+    struct partial *oldest;   /* creation-order list of partials in use */
     struct partial *newest;
     struct partial *pool;         /* free blocks */
     struct partial *pending_head; /* assembled, waiting for store space */
@@ -309,6 +323,22 @@ block_size(uint64_t nout, uint64_t nbits)
 static void
 list_unlink(surge_ingest *ing, struct partial *p)
 {
+    struct sim *s = p->sim;
+    if (p->sim_older != NULL) {
+        p->sim_older->sim_newer = p->sim_newer;
+    } else {
+        s->p_oldest = p->sim_newer;
+    }
+    if (p->sim_newer != NULL) {
+        p->sim_newer->sim_older = p->sim_older;
+    } else {
+        s->p_newest = p->sim_older;
+    }
+    p->sim_older = p->sim_newer = NULL;
+    s->partial_bytes -= p->block_bytes;
+    if (s->partial_bytes == 0) {
+        ing->nassembling--;
+    }
     if (p->older != NULL) {
         p->older->newer = p->newer;
     } else {
@@ -330,6 +360,38 @@ block_release(surge_ingest *ing, struct partial *p)
     ing->pool = p;
 }
 
+/* Forget the record of s's dropped steps. */
+static void
+dropped_forget(surge_ingest *ing, struct sim *s)
+{
+    ing->dropped_records -= s->dropped.len;
+    surge_u64map_fini(&s->dropped);
+}
+
+/* Remember that step of s was evicted: its later slices cannot complete it
+ * and are refused as "step_dropped" rather than start a partial step that
+ * would only be evicted again. The record is bounded: when it is full the
+ * sim adding to it forgets its own record first (the sim evicting most is
+ * the one filling it). A step forgotten only costs memory its later slices
+ * occupy until they are evicted in turn; nothing goes uncounted. */
+static void
+dropped_record(surge_ingest *ing, struct sim *s, int64_t step)
+{
+    if (ing->dropped_records >= DROPPED_RECORDS && s->dropped.len > 0) {
+        drop_log(ing, LC_STEP,
+                 "sim %" PRId64 ": forgetting the record of its %zu dropped "
+                 "steps (the server keeps %d)",
+                 s->id, (size_t)s->dropped.len, DROPPED_RECORDS);
+        dropped_forget(ing, s);
+    }
+    if (ing->dropped_records >= DROPPED_RECORDS) {
+        return;
+    }
+    size_t before = s->dropped.len;
+    (void)surge_u64map_put(&s->dropped, (uint64_t)step, (void *)1);
+    ing->dropped_records += s->dropped.len - before;
+}
+
 /* Drop one partial step that is in use, counting it under reason. */
 static void
 partial_drop(surge_ingest *ing, struct partial *p, enum surge_step_drop why)
@@ -337,8 +399,8 @@ partial_drop(surge_ingest *ing, struct partial *p, enum surge_step_drop why)
     struct sim *s = p->sim;
     (void)surge_u64map_del(&s->partials, (uint64_t)p->step);
     if (why == SURGE_TDROP_ASSEMBLY_MEMORY) {
-        /* Remember it: later slices of this step cannot complete it. */
-        (void)surge_u64map_put(&s->dropped, (uint64_t)p->step, (void *)1);
+        s->ndropped++;
+        dropped_record(ing, s, p->step);
     }
     list_unlink(ing, p);
     ing->c.steps.dropped[why]++;
@@ -346,11 +408,34 @@ partial_drop(surge_ingest *ing, struct partial *p, enum surge_step_drop why)
     block_release(ing, p);
 }
 
-/* A block of `bytes` for a new partial step, within the memory bound:
- * reuse a pooled block of that size, else free pooled blocks, else evict
- * the oldest partial steps. NULL when nothing more can be freed. */
+/* The partial step to evict so that s can start one of `bytes`: s's own
+ * oldest when s would go over its fair share (the bound divided among the
+ * sims assembling, s included), else the oldest of the sim holding the
+ * most. NULL when nothing is in use. */
 static struct partial *
-block_get(surge_ingest *ing, size_t bytes)
+pick_victim(surge_ingest *ing, const struct sim *s, size_t bytes)
+{
+    uint64_t n = ing->nassembling + (s->partial_bytes == 0);
+    uint64_t share = ing->o->max_partial_bytes / (n > 0 ? n : 1);
+    if (s->p_oldest != NULL && s->partial_bytes + bytes > share) {
+        return s->p_oldest;
+    }
+    const struct sim *most = NULL;
+    for (size_t i = 0; i < ing->nsims; i++) {
+        const struct sim *t = ing->sim_list[i];
+        if (t->p_oldest != NULL &&
+            (most == NULL || t->partial_bytes > most->partial_bytes)) {
+            most = t;
+        }
+    }
+    return most != NULL ? most->p_oldest : NULL;
+}
+
+/* A block of `bytes` for a new partial step of s, within the memory bound:
+ * reuse a pooled block of that size, else free pooled blocks, else evict a
+ * partial step (pick_victim). NULL when nothing more can be freed. */
+static struct partial *
+block_get(surge_ingest *ing, const struct sim *s, size_t bytes)
 {
     for (;;) {
         struct partial **pp = &ing->pool;
@@ -380,10 +465,10 @@ block_get(surge_ingest *ing, size_t bytes)
             free(p);
             continue;
         }
-        if (ing->oldest == NULL) {
+        struct partial *victim = pick_victim(ing, s, bytes);
+        if (victim == NULL) {
             return NULL;
         }
-        struct partial *victim = ing->oldest;
         drop_log(ing, LC_STEP,
                  "assembly memory full (%" PRIu64
                  " bytes): dropping partial step %" PRId64 " of sim %" PRId64
@@ -618,10 +703,10 @@ sim_end_sessions(surge_ingest *ing, struct sim *s)
  * need (parameters, fields, the assembled steps) and frees its per-rank
  * tables, which may be large (ranks x fields). */
 static void
-sim_release_ranks(struct sim *s)
+sim_release_ranks(surge_ingest *ing, struct sim *s)
 {
     sim_free_rank_tables(s);
-    surge_u64map_fini(&s->dropped);
+    dropped_forget(ing, s);
 }
 
 /* s no longer waits for its ranks (all joined, failed, retried). */
@@ -1221,7 +1306,7 @@ drop_data_msg(surge_ingest *ing, const surge_msg_data *d,
 static struct partial *
 partial_new(surge_ingest *ing, struct sim *s, int64_t step, double t)
 {
-    struct partial *p = block_get(ing, s->block_bytes);
+    struct partial *p = block_get(ing, s, s->block_bytes);
     if (p == NULL) {
         return NULL;
     }
@@ -1248,6 +1333,17 @@ partial_new(surge_ingest *ing, struct sim *s, int64_t step, double t)
         ing->oldest = p;
     }
     ing->newest = p;
+    p->sim_older = s->p_newest;
+    if (s->p_newest != NULL) {
+        s->p_newest->sim_newer = p;
+    } else {
+        s->p_oldest = p;
+    }
+    s->p_newest = p;
+    if (s->partial_bytes == 0) {
+        ing->nassembling++;
+    }
+    s->partial_bytes += p->block_bytes;
     ing->c.steps.started++;
     ing->c.steps.in_progress++;
     return p;
@@ -1525,7 +1621,7 @@ handle_bye(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
         s->state = SIM_FINISHED;
         c->sims.finished++;
         sim_drop_partials(ing, s, SURGE_TDROP_SIM_FINISHED);
-        sim_release_ranks(s);
+        sim_release_ranks(ing, s);
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "sim %" PRId64 ": finished",
                   s->id);
     }
@@ -1542,7 +1638,7 @@ sim_fail(surge_ingest *ing, struct sim *s, enum sim_state state,
     joining_leave(ing, s);
     sim_drop_partials(ing, s, why);
     sim_end_sessions(ing, s);
-    sim_release_ranks(s);
+    sim_release_ranks(ing, s);
 }
 
 /* Fail the sims still waiting for ranks: all of them (limit_ns 0, at the
@@ -1615,7 +1711,8 @@ handle_control(surge_ingest *ing, const surge_msg_control *m, surge_msg *reply)
                 }
                 joining_leave(ing, s);
                 sim_undeclare(s);
-                surge_u64map_fini(&s->dropped);
+                dropped_forget(ing, s);
+                s->ndropped = 0;
                 s->state = SIM_OPEN;
                 s->attempt++;
                 s->last_activity_ns = ing->now_ns;
@@ -1911,6 +2008,12 @@ surge_ingest_block_bytes(uint64_t nout, uint64_t nslices)
 }
 
 uint64_t
+surge_ingest_dropped_records(const surge_ingest *ing)
+{
+    return ing->dropped_records;
+}
+
+uint64_t
 surge_ingest_partial_bytes(const surge_ingest *ing)
 {
     return ing->partial_bytes;
@@ -1941,7 +2044,7 @@ surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
         r->elapsed_s = s->first_hello_ns > 0 && now_ns >= s->first_hello_ns
                            ? (double)(now_ns - s->first_hello_ns) * 1e-9
                            : -1.0;
-        r->dropped = s->dropped.len;
+        r->dropped = s->ndropped;
         r->last_seen_s = now_ns >= s->last_activity_ns
                              ? (double)(now_ns - s->last_activity_ns) * 1e-9
                              : 0.0;

@@ -23,8 +23,11 @@
  * received. Blocks come from a pool and are reused, so the hot path does
  * not allocate once the working set is known. All blocks together (in use,
  * pending, pooled) stay under max_partial_bytes: a new step that would
- * exceed it evicts the oldest partial step ("assembly_memory"), and later
- * slices of an evicted step are dropped as "step_dropped".
+ * exceed it evicts a partial step ("assembly_memory"): the sim's own
+ * oldest when the sim holds more than an equal share of the bound, else
+ * the oldest of the sim holding the most. Later slices of an evicted step
+ * are dropped as "step_dropped" (the record of evicted steps is bounded:
+ * SURGE_INGEST_DROPPED_RECORDS entries over all sims).
  *
  * Hand-off. A complete step becomes a sample: input = parameters + time,
  * output = the vector. It goes to the validation store when its simulation
@@ -49,6 +52,9 @@
 #include "server/store.h"
 
 typedef struct surge_ingest surge_ingest;
+
+/* Steps remembered as evicted, over all simulations (~16 bytes each). */
+#define SURGE_INGEST_DROPPED_RECORDS 65536
 
 /* surge_ingest_create - protocol state for options o (borrowed; must
  * outlive the object) putting samples into train and validation (borrowed;
@@ -113,6 +119,10 @@ surge_counters *surge_ingest_counters(surge_ingest *ing);
 /* surge_ingest_block_bytes - assembly memory one partial step takes for
  * a sample of nout output floats from nslices (ranks x fields) slices. */
 size_t surge_ingest_block_bytes(uint64_t nout, uint64_t nslices);
+
+/* surge_ingest_dropped_records - steps remembered as evicted now, over
+ * all simulations (at most SURGE_INGEST_DROPPED_RECORDS). */
+uint64_t surge_ingest_dropped_records(const surge_ingest *ing);
 
 /* surge_ingest_partial_bytes - bytes of assembly memory held now (blocks
  * in use, pending and pooled). */
