@@ -39,6 +39,9 @@ enum surge_msg_drop {
     SURGE_MDROP_BAD_PAYLOAD_SIZE, /* payload frame size != items' sizes */
     SURGE_MDROP_BAD_FIELD,        /* item names an undeclared field */
     SURGE_MDROP_BAD_SLICE,        /* item offset/count != declared slice */
+    SURGE_MDROP_PRESESSION_TOO_LARGE, /* over --max-presession-bytes from a
+                                         peer without a session: dropped
+                                         before decoding */
     SURGE_MDROP__COUNT
 };
 
@@ -128,6 +131,12 @@ typedef struct surge_counters {
         uint64_t accepted;         /* connections accepted */
         uint64_t disconnected;     /* connections closed */
         uint64_t handshake_failed; /* ZMTP handshake failures */
+        uint64_t refused;          /* connections cut: over
+                                      --max-connections */
+        uint64_t cut;              /* connections cut: a peer without a
+                                      session kept sending large frames */
+        uint64_t held;             /* messages of peers with a session
+                                      read and held under backpressure */
         uint64_t replies_sent;     /* welcome/reject/ack/control reply */
         uint64_t replies_dropped;  /* peer gone or its queue full */
         uint64_t control_ok;       /* control requests performed */

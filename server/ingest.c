@@ -1788,6 +1788,52 @@ surge_ingest_handle_msg(surge_ingest *ing, const void *rid, size_t rid_len,
 }
 
 int
+surge_ingest_has_session(const surge_ingest *ing, const void *rid,
+                         size_t rid_len)
+{
+    if (rid_len > MAX_RID) {
+        rid_len = MAX_RID;
+    }
+    /* peer_find does not modify the table. */
+    return peer_find((surge_ingest *)ing, rid, rid_len,
+                     rid_hash(rid, rid_len)) != NULL;
+}
+
+int
+surge_ingest_refuse_presession(surge_ingest *ing, const void *rid,
+                               size_t rid_len, uint64_t total_bytes,
+                               uint64_t now, surge_msg *reply)
+{
+    surge_counters *c = &ing->c;
+    ing->now_ns = now;
+    c->messages.received++;
+    c->messages.bytes += total_bytes;
+    c->messages.dropped[SURGE_MDROP_PRESESSION_TOO_LARGE]++;
+    uint64_t h = rid_hash(rid, rid_len > MAX_RID ? MAX_RID : rid_len);
+    if (surge_u64map_get(&ing->told, h) != NULL) {
+        drop_log(ing, LC_MSG,
+                 "a peer without a session sent %" PRIu64
+                 " bytes again (--max-presession-bytes %" PRIu64
+                 "): cutting its connection",
+                 total_bytes, ing->o->max_presession_bytes);
+        return 2;
+    }
+    drop_log(ing, LC_MSG,
+             "a peer without a session sent a message of %" PRIu64
+             " bytes (--max-presession-bytes %" PRIu64 "): dropped unread",
+             total_bytes, ing->o->max_presession_bytes);
+    if (ing->told.len >= REJECTED_CAP) {
+        surge_u64map_fini(&ing->told);
+    }
+    (void)surge_u64map_put(&ing->told, h, (void *)1);
+    set_reject(reply, SURGE_ESTATE,
+               "send hello first (a peer without a session may send at "
+               "most %" PRIu64 " bytes per message)",
+               ing->o->max_presession_bytes);
+    return 1;
+}
+
+int
 surge_ingest_handle_raw(surge_ingest *ing, const void *rid, size_t rid_len,
                         const void *hdr, size_t hdr_len, const void *payload,
                         size_t payload_len, unsigned nframes,

@@ -81,6 +81,22 @@ int surge_ingest_handle_raw(surge_ingest *ing, const void *rid, size_t rid_len,
                             unsigned npayload_frames, uint64_t total_bytes,
                             uint64_t now_ns, surge_msg *reply);
 
+/* surge_ingest_has_session - 1 when the peer with this routing id said an
+ * accepted hello and has not said bye (its messages may be held under
+ * backpressure; a peer without one must not make the server hold
+ * anything). */
+int surge_ingest_has_session(const surge_ingest *ing, const void *rid,
+                             size_t rid_len);
+
+/* surge_ingest_refuse_presession - count a message of total_bytes from a
+ * peer without a session that is over --max-presession-bytes, dropped
+ * without being decoded. The first time for a peer, fills *reply ("send
+ * hello first") and returns 1; after that returns 2: the caller should cut
+ * the connection. */
+int surge_ingest_refuse_presession(surge_ingest *ing, const void *rid,
+                                   size_t rid_len, uint64_t total_bytes,
+                                   uint64_t now_ns, surge_msg *reply);
+
 /* surge_ingest_handle_msg - the same for an already decoded header (the
  * caller has counted the message as received). */
 int surge_ingest_handle_msg(surge_ingest *ing, const void *rid, size_t rid_len,

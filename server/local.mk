@@ -44,9 +44,11 @@ tests_integration_server_peer_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS)
 tests_integration_server_peer_LDADD = common/libsurge_common.la $(ZMQ_LIBS) \
 	$(MSGPACK_LIBS) -lm
 TESTS += tests/integration/server_faults.sh \
-	tests/integration/server_backpressure.sh
+	tests/integration/server_backpressure.sh \
+	tests/integration/server_hostile.sh
 EXTRA_DIST += tests/integration/server_faults.sh \
-	tests/integration/server_backpressure.sh
+	tests/integration/server_backpressure.sh \
+	tests/integration/server_hostile.sh
 
 # Online training end to end (surge launch with the trainer, surge predict,
 # PyTorch, surge serve --resume): server/train.c, trainer/predict.c.

@@ -466,6 +466,8 @@ surge_monitor_add_server(surge_monitor *mon,
         &c->io.disconnected);
     ref(&r, "surge_connections_total", "event=\"handshake_failed\"", "",
         &c->io.handshake_failed);
+    ref(&r, "surge_connections_total", "event=\"refused\"", "", &c->io.refused);
+    ref(&r, "surge_connections_total", "event=\"cut\"", "", &c->io.cut);
     ref(&r, "surge_replies_total", "result=\"sent\"",
         "Replies to clients, sent or dropped", &c->io.replies_sent);
     ref(&r, "surge_replies_total", "result=\"dropped\"", "",

@@ -37,6 +37,13 @@ typedef struct surge_server_options {
     uint64_t rcvhwm_bytes;           /* receive queue per connection, bytes; the
                                         HWM in messages is this / 256 KiB (the
                                         client's default packed message size) */
+    uint32_t max_connections;        /* open client connections; more are
+                                        cut as they come */
+    uint64_t max_presession_bytes;   /* largest message of a peer without a
+                                        session; bytes */
+    uint64_t max_held_bytes;         /* messages of peers with a session held
+                                        under backpressure while reading goes
+                                        on; bytes */
     /* Assembly. */
     uint64_t max_partial_bytes; /* memory for partial steps, bytes */
     double sim_timeout_s;       /* a sim silent this long is failed; 0 =
