@@ -60,6 +60,7 @@
 #define HAVE_STREAM_STORES 1
 #endif
 
+#include "common/alloc.h"
 #include "common/rng.h"
 #include "common/util.h"
 #include "reservoir/reservoir.h"
@@ -559,7 +560,7 @@ sim_reserve_array(surge_reservoir *r, uint32_t e)
     while (ncap < need) {
         ncap = ncap > r->nslots / 2 ? r->nslots : ncap * 2;
     }
-    uint32_t *p = realloc(se->slots, (size_t)ncap * sizeof(*p));
+    uint32_t *p = surge_realloc(se->slots, (size_t)ncap * sizeof(*p));
     if (p == NULL) {
         return -ENOMEM;
     }
@@ -900,7 +901,7 @@ surge_reservoir_create(surge_reservoir **rp, const surge_reservoir_config *cfg,
     }
     derive_sizes(cfg, &sample_bytes, &slot_bytes, &nslots, NULL, 0);
 
-    surge_reservoir *r = calloc(1, sizeof(*r));
+    surge_reservoir *r = surge_calloc(1, sizeof(*r));
     if (r == NULL) {
         surge_set_err(err, errlen, "reservoir: out of memory");
         return -ENOMEM;
@@ -935,30 +936,30 @@ surge_reservoir_create(surge_reservoir **rp, const surge_reservoir_config *cfg,
         hlen <<= 1;
     }
     r->hash_mask = hlen - 1;
-    r->slots = calloc(n, sizeof(*r->slots));
-    r->free_stack = malloc(n * sizeof(uint32_t));
-    r->sims = calloc(n, sizeof(*r->sims));
-    r->sims_free = malloc(n * sizeof(uint32_t));
-    r->sims_live = malloc(n * sizeof(uint32_t));
-    r->sim_hash = calloc(hlen, sizeof(uint32_t));
+    r->slots = surge_calloc(n, sizeof(*r->slots));
+    r->free_stack = surge_malloc(n * sizeof(uint32_t));
+    r->sims = surge_calloc(n, sizeof(*r->sims));
+    r->sims_free = surge_malloc(n * sizeof(uint32_t));
+    r->sims_live = surge_malloc(n * sizeof(uint32_t));
+    r->sim_hash = surge_calloc(hlen, sizeof(uint32_t));
     if (r->slots == NULL || r->free_stack == NULL || r->sims == NULL ||
         r->sims_free == NULL || r->sims_live == NULL || r->sim_hash == NULL) {
         goto fail_nomem;
     }
     if (cfg->policy == SURGE_RESERVOIR_FIFO) {
-        r->ring = malloc(n * sizeof(uint32_t));
+        r->ring = surge_malloc(n * sizeof(uint32_t));
         if (r->ring == NULL) {
             goto fail_nomem;
         }
     }
     if (r->uniform) {
-        r->active = malloc(n * sizeof(uint32_t));
+        r->active = surge_malloc(n * sizeof(uint32_t));
         if (r->active == NULL) {
             goto fail_nomem;
         }
     }
     if (cfg->policy == SURGE_RESERVOIR_RESERVOIR) {
-        r->evictable = malloc(n * sizeof(uint32_t));
+        r->evictable = surge_malloc(n * sizeof(uint32_t));
         if (r->evictable == NULL) {
             goto fail_nomem;
         }
@@ -968,9 +969,9 @@ surge_reservoir_create(surge_reservoir **rp, const surge_reservoir_config *cfg,
         while (r->tleaves < n) {
             r->tleaves <<= 1;
         }
-        r->tsum = calloc(2 * (size_t)r->tleaves, sizeof(double));
-        r->tmin = malloc(2 * (size_t)r->tleaves * sizeof(double));
-        r->taken_s = malloc(n * sizeof(uint32_t));
+        r->tsum = surge_calloc(2 * (size_t)r->tleaves, sizeof(double));
+        r->tmin = surge_malloc(2 * (size_t)r->tleaves * sizeof(double));
+        r->taken_s = surge_malloc(n * sizeof(uint32_t));
         if (r->tsum == NULL || r->tmin == NULL || r->taken_s == NULL) {
             goto fail_nomem;
         }
@@ -1710,7 +1711,7 @@ surge_reservoir_get_batch(surge_reservoir *r, size_t B, float *inputs,
     uint32_t stack_rows[STACK_ROWS];
     uint32_t *rows = stack_rows;
     if (B > STACK_ROWS) {
-        rows = malloc(B * sizeof(uint32_t));
+        rows = surge_malloc(B * sizeof(uint32_t));
         if (rows == NULL) {
             return -ENOMEM;
         }
@@ -2086,7 +2087,7 @@ link_by_put_index(surge_reservoir *r)
     if (r->npresent == 0) {
         return 0;
     }
-    struct age_key *k = malloc((size_t)r->npresent * sizeof(*k));
+    struct age_key *k = surge_malloc((size_t)r->npresent * sizeof(*k));
     if (k == NULL) {
         return -ENOMEM;
     }

@@ -29,6 +29,7 @@
 
 #include <surge/client.h>
 
+#include "common/alloc.h"
 #include "common/log.h"
 #include "common/rng.h"
 #include "common/util.h"
@@ -267,7 +268,7 @@ static int
 peer_add(surge_ingest *ing, const void *rid, size_t len, uint64_t h,
          struct sim *sim, uint32_t rank, struct peer **out)
 {
-    struct peer *p = calloc(1, sizeof *p);
+    struct peer *p = surge_calloc(1, sizeof *p);
     if (p == NULL) {
         return -ENOMEM;
     }
@@ -449,7 +450,7 @@ block_get(surge_ingest *ing, const struct sim *s, size_t bytes)
             return p;
         }
         if (ing->partial_bytes + bytes <= ing->o->max_partial_bytes) {
-            struct partial *p = malloc(bytes);
+            struct partial *p = surge_malloc(bytes);
             if (p == NULL) {
                 return NULL;
             }
@@ -535,17 +536,18 @@ sim_declare(struct sim *s, const surge_msg_hello *h)
     s->nranks = nr;
     s->nparams = h->nparams;
     s->nfields = nf;
-    s->params = calloc(h->nparams > 0 ? h->nparams : 1, sizeof *s->params);
-    s->names = calloc(nf, sizeof *s->names);
-    s->global = calloc(nf, sizeof *s->global);
-    s->base = calloc(nf, sizeof *s->base);
-    s->covered = calloc(nf, sizeof *s->covered);
-    s->slice_off = calloc((size_t)nr * nf, sizeof *s->slice_off);
-    s->slice_cnt = calloc((size_t)nr * nf, sizeof *s->slice_cnt);
-    s->joined = calloc(nr, 1);
-    s->said_bye = calloc(nr, 1);
-    s->accepted = calloc(nr, sizeof *s->accepted);
-    s->peers = calloc(nr, sizeof *s->peers);
+    s->params =
+        surge_calloc(h->nparams > 0 ? h->nparams : 1, sizeof *s->params);
+    s->names = surge_calloc(nf, sizeof *s->names);
+    s->global = surge_calloc(nf, sizeof *s->global);
+    s->base = surge_calloc(nf, sizeof *s->base);
+    s->covered = surge_calloc(nf, sizeof *s->covered);
+    s->slice_off = surge_calloc((size_t)nr * nf, sizeof *s->slice_off);
+    s->slice_cnt = surge_calloc((size_t)nr * nf, sizeof *s->slice_cnt);
+    s->joined = surge_calloc(nr, 1);
+    s->said_bye = surge_calloc(nr, 1);
+    s->accepted = surge_calloc(nr, sizeof *s->accepted);
+    s->peers = surge_calloc(nr, sizeof *s->peers);
     if (s->params == NULL || s->names == NULL || s->global == NULL ||
         s->base == NULL || s->covered == NULL || s->slice_off == NULL ||
         s->slice_cnt == NULL || s->joined == NULL || s->said_bye == NULL ||
@@ -634,14 +636,14 @@ sim_get_or_create(surge_ingest *ing, int64_t id)
     }
     if (ing->nsims == ing->sim_cap) {
         size_t ncap = ing->sim_cap == 0 ? 16 : ing->sim_cap * 2;
-        struct sim **nl = realloc(ing->sim_list, ncap * sizeof *nl);
+        struct sim **nl = surge_realloc(ing->sim_list, ncap * sizeof *nl);
         if (nl == NULL) {
             return NULL;
         }
         ing->sim_list = nl;
         ing->sim_cap = ncap;
     }
-    s = calloc(1, sizeof *s);
+    s = surge_calloc(1, sizeof *s);
     if (s == NULL) {
         return NULL;
     }
@@ -1904,7 +1906,7 @@ surge_ingest_create(surge_ingest **out, const surge_server_options *o,
                     surge_store *train, surge_store *validation,
                     FILE *checksum_log)
 {
-    surge_ingest *ing = calloc(1, sizeof *ing);
+    surge_ingest *ing = surge_calloc(1, sizeof *ing);
     if (ing == NULL) {
         return -ENOMEM;
     }

@@ -6,7 +6,8 @@ SERVER_UNIT_TESTS = \
 	tests/unit/server/test_assembler \
 	tests/unit/server/test_store \
 	tests/unit/server/test_options \
-	tests/unit/server/test_u64map
+	tests/unit/server/test_u64map \
+	tests/unit/server/test_alloc_faults
 check_PROGRAMS += $(SERVER_UNIT_TESTS)
 TESTS += $(SERVER_UNIT_TESTS)
 SERVER_UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) $(MSGPACK_CFLAGS)
@@ -31,3 +32,7 @@ tests_unit_server_test_options_LDADD = $(SERVER_UNIT_LDADD)
 tests_unit_server_test_u64map_SOURCES = tests/unit/server/test_u64map.c
 tests_unit_server_test_u64map_CFLAGS = $(SERVER_UNIT_CFLAGS)
 tests_unit_server_test_u64map_LDADD = $(SERVER_UNIT_LDADD)
+tests_unit_server_test_alloc_faults_SOURCES = \
+	tests/unit/server/test_alloc_faults.c tests/unit/server/server_test.h
+tests_unit_server_test_alloc_faults_CFLAGS = $(SERVER_UNIT_CFLAGS)
+tests_unit_server_test_alloc_faults_LDADD = $(SERVER_UNIT_LDADD)
