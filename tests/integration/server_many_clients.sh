@@ -11,11 +11,12 @@
 MANY="$SURGE_BUILDDIR/tests/integration/many_clients"
 lib_need "$SURGE" "$MANY"
 N=${SURGE_MANY_CLIENTS:-1000}
-# The driver holds ~5 descriptors per client (a ZeroMQ context each), the
+# The driver holds ~8 descriptors per client (a ZeroMQ context each), the
 # server one per connection.
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((6 * N + 256)) ]; then
-    ulimit -n $((6 * N + 256)) 2>/dev/null ||
-        skip_all "ulimit -n is $(ulimit -n); $N clients need $((6 * N + 256))"
+need=$((10 * N + 256))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $need ]; then
+    ulimit -n $need 2>/dev/null ||
+        skip_all "ulimit -n is $(ulimit -n); $N clients need $need"
 fi
 lib_tmpdir
 spid=
