@@ -27,6 +27,11 @@ SLOT=$(((SAMPLE + 63) / 64 * 64))
 # rss_kib PID: resident memory of PID in KiB.
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
+# Under AddressSanitizer freed memory sits in its quarantine (256 MiB by
+# default) and would count as held: keep it small (ignored otherwise).
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=8"
+export ASAN_OPTIONS
+
 # A store of 4 samples and a consumer that sleeps 8 s per batch of 4: the
 # honest client's 40 steps fill it and reading comes under backpressure.
 timeout 60 "$SURGE" serve --output-dir "$tmp" --store-bytes $((4 * SLOT)) \

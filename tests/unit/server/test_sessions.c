@@ -648,7 +648,10 @@ hello_malformed_gets_reject(void **state)
                      1);
     assert_int_equal(treply.type, SURGE_MSG_WELCOME);
     /* Other malformed types still get no answer (no reply amplification). */
-    memcpy(buf, "\x82\xa1v\x01\xa4type\xa4data", 14);
+    static const unsigned char data_hdr[] = {0x82, 0xa1, 'v', 0x01, 0xa4,
+                                             't',  'y',  'p', 'e',  0xa4,
+                                             'd',  'a',  't', 'a'};
+    memcpy(buf, data_hdr, sizeof data_hdr);
     assert_int_equal(surge_ingest_handle_raw(f->ing, RID("m"), buf, 14, NULL, 0,
                                              0, 14, 1, &treply),
                      0);
