@@ -45,7 +45,8 @@ noinst_PROGRAMS += tests/integration/many_clients
 tests_integration_many_clients_SOURCES = tests/integration/many_clients.c
 tests_integration_many_clients_LDADD = clients/libsurge.la $(PTHREAD_LIBS)
 tests_integration_server_peer_SOURCES = tests/integration/server_peer.c
-tests_integration_server_peer_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS)
+tests_integration_server_peer_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS) \
+	$(MSGPACK_CFLAGS)
 tests_integration_server_peer_LDADD = common/libsurge_common.la $(ZMQ_LIBS) \
 	$(MSGPACK_LIBS) -lm
 TESTS += tests/integration/server_faults.sh \

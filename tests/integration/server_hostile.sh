@@ -15,7 +15,7 @@ spid=
 cpid=
 on_exit() { lib_kill_pids "$spid" "$cpid"; }
 
-tap_plan 8
+tap_plan 9
 
 export SURGE_TOKEN=hostile-token
 export SURGE_PARAMS=0.5,1.5
@@ -45,7 +45,12 @@ srv=$(lib_json "$tmp/server.json" 'j["pid"]') # not timeout's pid
 SURGE_ENDPOINT=$ep SURGE_SIM_ID=0 timeout 50 "$CLIENT" --rank 0 --nranks 1 \
     --steps 40 --elems $ELEMS >"$tmp/client.out" 2>&1 &
 cpid=$!
-sleep 2
+# A hello the codec refuses is answered with a reject and its reason, not
+# left to time out (issue 9, item 6).
+res=$(timeout 10 "$PEER" badhello "$ep" 2>&1)
+rc=$?
+check "a malformed hello gets a reject naming the rule: $res" [ $rc = 0 ]
+sleep 1
 before=$(rss_kib "$srv")
 
 # Four peers without a token, 24 frames of 8 MiB each: 768 MiB if held.
