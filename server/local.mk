@@ -52,10 +52,12 @@ tests_integration_server_peer_LDADD = common/libsurge_common.la $(ZMQ_LIBS) \
 TESTS += tests/integration/server_faults.sh \
 	tests/integration/server_backpressure.sh \
 	tests/integration/server_hostile.sh \
+	tests/integration/server_half_joined.sh \
 	tests/integration/server_many_clients.sh
 EXTRA_DIST += tests/integration/server_faults.sh \
 	tests/integration/server_backpressure.sh \
 	tests/integration/server_hostile.sh \
+	tests/integration/server_half_joined.sh \
 	tests/integration/server_many_clients.sh
 
 # Online training end to end (surge launch with the trainer, surge predict,
