@@ -48,7 +48,7 @@ res=$(lib_json "$tmp/server-stats.json" \
 set -- $res
 diag "not_joined=$1 sim_not_joined=$2 train=$3 counts_add_up=$4"
 check "the half-joined sim is failed as not_joined, its step dropped" \
-    [ "$1" = 1 ] && [ "$2" = 1 ]
+    [ "$1:$2" = 1:1 ]
 check "the complete sim's 3 samples are in, counts add up" \
-    [ "$3" = 3 ] && [ "$4" = True ]
+    [ "$3:$4" = 3:True ]
 tap_done
