@@ -129,6 +129,7 @@ field_shapes(void **state)
     assert_true(d[0] == 2000);
     assert_int_equal(surge_server_field_shape(&o, "v", d, 8), 3);
     assert_int_equal(surge_server_field_shape(&o, "w", d, 8), 0);
+}
 
 /* The limits against broken or hostile peers (issue 9). */
 static void
