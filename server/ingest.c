@@ -100,12 +100,12 @@ struct sim {
     uint64_t expected;    /* slices per step, valid once all joined */
     size_t block_bytes;   /* bytes of one partial block of this sim */
     uint64_t last_activity_ns;
-    uint64_t first_hello_ns; /* the run's first welcome (any attempt) */
-    uint64_t steps_expected; /* largest hello.steps of its ranks; 0 unknown */
-    surge_u64map partials;   /* step -> struct partial */
-    surge_u64map assembled;  /* step -> (void *)1 */
-    surge_u64map dropped;    /* step -> (void *)1: evicted this attempt;
-                                bounded, see DROPPED_RECORDS */
+    uint64_t first_hello_ns;  /* the run's first welcome (any attempt) */
+    uint64_t steps_expected;  /* largest hello.steps of its ranks; 0 unknown */
+    surge_u64map partials;    /* step -> struct partial */
+    surge_u64map assembled;   /* step -> (void *)1 */
+    surge_u64map dropped;     /* step -> (void *)1: evicted this attempt;
+                                 bounded, see DROPPED_RECORDS */
     struct partial *p_oldest; /* this sim's partial steps, creation order */
     struct partial *p_newest;
     uint64_t partial_bytes; /* blocks of those partial steps, bytes */
