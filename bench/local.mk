@@ -6,3 +6,4 @@ include bench/trainer/local.mk
 include bench/monitoring/local.mk
 include bench/online_offline/local.mk
 include bench/gpu/local.mk
+include bench/clients/local.mk

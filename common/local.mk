@@ -5,6 +5,7 @@ noinst_LTLIBRARIES += common/libsurge_common.la
 common_libsurge_common_la_SOURCES = \
 	common/error.c \
 	common/auth.h common/auth.c \
+	common/alloc.h common/alloc.c \
 	common/log.h common/log.c \
 	common/protocol.h common/protocol.c \
 	common/checksum.c \

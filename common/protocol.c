@@ -1363,6 +1363,8 @@ surge_proto_decode(const void *buf, size_t len, surge_msg *m, const char **why)
     if (buf == NULL || m == NULL) {
         return fail(why, SURGE_EPROTO, "no header frame");
     }
+    /* Until the type is read, a failure has none (see protocol.h). */
+    m->type = (enum surge_msg_type)0;
     if (len > SURGE_MAX_HEADER_BYTES) {
         return fail(why, SURGE_ELIMIT, "header: %zu bytes, limit %d", len,
                     SURGE_MAX_HEADER_BYTES);

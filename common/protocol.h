@@ -188,7 +188,9 @@ int surge_proto_encode(const surge_msg *m, void *buf, size_t cap);
  * left before use. When why is not NULL, *why is set to a text naming the
  * offending key and rule ("data.items[].count: must be >= 1"); it lives in
  * a thread-local buffer valid until this thread's next encode/decode call.
- * *m is unspecified on failure. */
+ * On failure m->type is the message's type when the header got as far as
+ * naming a known one (so a server can answer a hello it refuses), else 0;
+ * the rest of *m is unspecified. */
 int surge_proto_decode(const void *buf, size_t len, surge_msg *m,
                        const char **why);
 

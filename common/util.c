@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "common/util.h"
 
 #define HUGE_PAGE ((size_t)2 << 20)
@@ -254,6 +255,9 @@ void *
 surge_huge_alloc(size_t bytes)
 {
     if (bytes == 0 || bytes > SIZE_MAX - HUGE_PAGE) {
+        return NULL;
+    }
+    if (surge_alloc_should_fail()) {
         return NULL;
     }
     size_t len = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);

@@ -158,7 +158,7 @@ link_by_put_index(surge_reservoir *r)
     if (r->npresent == 0) {
         return 0;
     }
-    struct age_key *k = malloc((size_t)r->npresent * sizeof(*k));
+    struct age_key *k = surge_malloc((size_t)r->npresent * sizeof(*k));
     if (k == NULL) {
         return -ENOMEM;
     }

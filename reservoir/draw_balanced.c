@@ -46,7 +46,7 @@ balanced_reserve(surge_reservoir *r, uint32_t e)
     while (ncap < need) {
         ncap = ncap > r->nslots / 2 ? r->nslots : ncap * 2;
     }
-    uint32_t *p = realloc(se->slots, (size_t)ncap * sizeof(*p));
+    uint32_t *p = surge_realloc(se->slots, (size_t)ncap * sizeof(*p));
     if (p == NULL) {
         return -ENOMEM;
     }

@@ -61,9 +61,9 @@ prio_create(surge_reservoir *r)
     while (r->tleaves < r->nslots) {
         r->tleaves <<= 1;
     }
-    r->tsum = calloc(2 * (size_t)r->tleaves, sizeof(double));
-    r->tmin = malloc(2 * (size_t)r->tleaves * sizeof(double));
-    r->taken_s = malloc((size_t)r->nslots * sizeof(uint32_t));
+    r->tsum = surge_calloc(2 * (size_t)r->tleaves, sizeof(double));
+    r->tmin = surge_malloc(2 * (size_t)r->tleaves * sizeof(double));
+    r->taken_s = surge_malloc((size_t)r->nslots * sizeof(uint32_t));
     if (r->tsum == NULL || r->tmin == NULL || r->taken_s == NULL) {
         return -ENOMEM;
     }

@@ -15,7 +15,7 @@
 static int
 uniform_create(surge_reservoir *r)
 {
-    r->active = malloc((size_t)r->nslots * sizeof(uint32_t));
+    r->active = surge_malloc((size_t)r->nslots * sizeof(uint32_t));
     return r->active == NULL ? -ENOMEM : 0;
 }
 

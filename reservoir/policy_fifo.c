@@ -63,7 +63,7 @@ const struct res_policy_ops res_policy_fifo = {
 static int
 ring_create(surge_reservoir *r)
 {
-    r->ring = malloc((size_t)r->nslots * sizeof(uint32_t));
+    r->ring = surge_malloc((size_t)r->nslots * sizeof(uint32_t));
     return r->ring == NULL ? -ENOMEM : 0;
 }
 

@@ -294,7 +294,7 @@ create_on(surge_reservoir **rp, const surge_reservoir_config *cfg,
     }
     res_derive_sizes(cfg, &sample_bytes, &slot_bytes, &nslots, NULL, 0);
 
-    surge_reservoir *r = calloc(1, sizeof(*r));
+    surge_reservoir *r = surge_calloc(1, sizeof(*r));
     if (r == NULL) {
         surge_set_err(err, errlen, "reservoir: out of memory");
         return -ENOMEM;
@@ -317,12 +317,12 @@ create_on(surge_reservoir **rp, const surge_reservoir_config *cfg,
         hlen <<= 1;
     }
     r->hash_mask = hlen - 1;
-    r->slots = calloc(n, sizeof(*r->slots));
-    r->free_stack = malloc(n * sizeof(uint32_t));
-    r->sims = calloc(n, sizeof(*r->sims));
-    r->sims_free = malloc(n * sizeof(uint32_t));
-    r->sims_live = malloc(n * sizeof(uint32_t));
-    r->sim_hash = calloc(hlen, sizeof(uint32_t));
+    r->slots = surge_calloc(n, sizeof(*r->slots));
+    r->free_stack = surge_malloc(n * sizeof(uint32_t));
+    r->sims = surge_calloc(n, sizeof(*r->sims));
+    r->sims_free = surge_malloc(n * sizeof(uint32_t));
+    r->sims_live = surge_malloc(n * sizeof(uint32_t));
+    r->sim_hash = surge_calloc(hlen, sizeof(uint32_t));
     if (r->slots == NULL || r->free_stack == NULL || r->sims == NULL ||
         r->sims_free == NULL || r->sims_live == NULL || r->sim_hash == NULL) {
         goto fail_nomem;
@@ -331,7 +331,7 @@ create_on(surge_reservoir **rp, const surge_reservoir_config *cfg,
         goto fail_nomem;
     }
     if (r->pol->evicts) {
-        r->evictable = malloc(n * sizeof(uint32_t));
+        r->evictable = surge_malloc(n * sizeof(uint32_t));
         if (r->evictable == NULL) {
             goto fail_nomem;
         }
@@ -872,7 +872,7 @@ surge_reservoir_get_batch(surge_reservoir *r, size_t B, float *inputs,
     uint32_t stack_rows[STACK_ROWS];
     uint32_t *rows = stack_rows;
     if (B > STACK_ROWS) {
-        rows = malloc(B * sizeof(uint32_t));
+        rows = surge_malloc(B * sizeof(uint32_t));
         if (rows == NULL) {
             return -ENOMEM;
         }

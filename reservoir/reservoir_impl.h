@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/alloc.h"
 #include "common/rng.h"
 #include "common/util.h"
 #include "reservoir/reservoir.h"

@@ -43,11 +43,11 @@ res_dev_create(surge_reservoir *r, const struct surge_reservoir_device_ops *dev,
                char *err, size_t errlen)
 {
     size_t n = r->nslots;
-    r->pend = malloc(n * sizeof(uint32_t));
-    r->flush = malloc(n * sizeof(uint32_t));
-    r->run_off = malloc(n * sizeof(size_t));
-    r->run_len = malloc(n * sizeof(size_t));
-    r->held = malloc(r->cfg.max_batch * sizeof(uint32_t));
+    r->pend = surge_malloc(n * sizeof(uint32_t));
+    r->flush = surge_malloc(n * sizeof(uint32_t));
+    r->run_off = surge_malloc(n * sizeof(size_t));
+    r->run_len = surge_malloc(n * sizeof(size_t));
+    r->held = surge_malloc(r->cfg.max_batch * sizeof(uint32_t));
     r->nheld = 0;
     if (r->pend == NULL || r->flush == NULL || r->run_off == NULL ||
         r->run_len == NULL || r->held == NULL) {
@@ -226,7 +226,7 @@ batch_device(surge_reservoir *r, size_t B, float *d_inputs, float *d_outputs,
     uint32_t stack_rows[STACK_ROWS];
     uint32_t *rows = stack_rows;
     if (B > STACK_ROWS) {
-        rows = malloc(B * sizeof(uint32_t));
+        rows = surge_malloc(B * sizeof(uint32_t));
         if (rows == NULL) {
             return -ENOMEM;
         }

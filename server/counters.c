@@ -9,18 +9,19 @@
 #include "server/counters.h"
 
 static const char *const msg_drop_names[SURGE_MDROP__COUNT] = {
-    "header_too_large", "bad_header",     "bad_version",      "bad_frames",
-    "unexpected_type",  "hello_rejected", "control_rejected", "unknown_session",
-    "session_mismatch", "bad_dtype",      "bad_payload_size", "bad_field",
-    "bad_slice"};
+    "header_too_large", "bad_header",          "bad_version",
+    "bad_frames",       "unexpected_type",     "hello_rejected",
+    "control_rejected", "unknown_session",     "session_mismatch",
+    "bad_dtype",        "bad_payload_size",    "bad_field",
+    "bad_slice",        "presession_too_large"};
 
 static const char *const slice_drop_names[SURGE_SDROP__COUNT] = {
     "message_dropped", "duplicate", "step_assembled", "step_dropped",
     "assembly_memory"};
 
 static const char *const step_drop_names[SURGE_TDROP__COUNT] = {
-    "assembly_memory", "sim_failed",  "sim_retry",
-    "sim_finished",    "sim_timeout", "server_stop"};
+    "assembly_memory", "sim_failed",  "sim_retry",     "sim_finished",
+    "sim_timeout",     "server_stop", "sim_not_joined"};
 
 static const char *const sample_drop_names[SURGE_PDROP__COUNT] = {
     "validation_full", "server_stop", "validation_not_sampled"};

@@ -39,6 +39,9 @@ enum surge_msg_drop {
     SURGE_MDROP_BAD_PAYLOAD_SIZE, /* payload frame size != items' sizes */
     SURGE_MDROP_BAD_FIELD,        /* item names an undeclared field */
     SURGE_MDROP_BAD_SLICE,        /* item offset/count != declared slice */
+    SURGE_MDROP_PRESESSION_TOO_LARGE, /* over --max-presession-bytes from a
+                                         peer without a session: dropped
+                                         before decoding */
     SURGE_MDROP__COUNT
 };
 
@@ -61,6 +64,7 @@ enum surge_step_drop {
     SURGE_TDROP_SIM_FINISHED,    /* all ranks said bye, step incomplete */
     SURGE_TDROP_SIM_TIMEOUT,     /* the sim was silent past its timeout */
     SURGE_TDROP_SERVER_STOP,     /* the server stopped */
+    SURGE_TDROP_SIM_NOT_JOINED,  /* its sim's ranks never all joined */
     SURGE_TDROP__COUNT
 };
 
@@ -114,6 +118,9 @@ typedef struct surge_counters {
         uint64_t finished;             /* all ranks said bye */
         uint64_t failed;               /* SIM_FAILED from the launcher */
         uint64_t timed_out;            /* silent past --sim-timeout */
+        uint64_t not_joined;           /* ranks still missing past
+                                          --join-timeout or at the end of
+                                          reception */
         uint64_t retried;              /* SIM_RETRY from the launcher */
         uint64_t bye;                  /* byes answered */
         uint64_t validation_runs;      /* held-out runs that sent a sample */
@@ -126,6 +133,12 @@ typedef struct surge_counters {
         uint64_t handshake_failed; /* ZMTP handshake failures */
         uint64_t curve_refused;    /* CURVE clients whose key the study
                                       does not hold (ZAP said no) */
+        uint64_t refused;          /* connections cut: over
+                                      --max-connections */
+        uint64_t cut;              /* connections cut: a peer without a
+                                      session kept sending large frames */
+        uint64_t held;             /* messages of peers with a session
+                                      read and held under backpressure */
         uint64_t replies_sent;     /* welcome/reject/ack/control reply */
         uint64_t replies_dropped;  /* peer gone or its queue full */
         uint64_t control_ok;       /* control requests performed */

@@ -8,10 +8,14 @@
  *     steps assembled before a retry stay refused);
  *   - per sim: step -> struct partial (steps being assembled), and the sets
  *     of steps assembled and steps dropped.
- * Partial steps also sit on one list in creation order, the eviction order
- * when assembly memory runs out. Blocks (struct partial + output vector +
- * bitmap) are recycled through a free list; all blocks together stay under
- * max_partial_bytes.
+ * Partial steps also sit on two lists in creation order, one for all and
+ * one per sim. Blocks (struct partial + output vector + bitmap) are
+ * recycled through a free list; all blocks together stay under
+ * max_partial_bytes. When that memory runs out, each sim assembling is
+ * entitled to an equal share of it: a sim over its share evicts its own
+ * oldest partial step, one under its share evicts the oldest of the sim
+ * holding the most. So a sim that never completes its steps (a rank that
+ * never joins) cannot evict the steps of the others.
  *
  * No locks: one thread (the I/O thread) owns all of this.
  */
@@ -26,6 +30,7 @@
 #include <surge/client.h>
 
 #include "common/auth.h"
+#include "common/alloc.h"
 #include "common/log.h"
 #include "common/rng.h"
 #include "common/util.h"
@@ -36,20 +41,22 @@
 #define MAX_RID 255
 #define REJECTED_CAP 4096 /* peers remembered as already told "hello" */
 #define MAX_SLICES                                                             \
-    (1u << 20)      /* ranks x fields of one simulation: bounds                \
-                       the per-sim tables a hello allocates */
+    (1u << 20) /* ranks x fields of one simulation: bounds                     \
+                  the per-sim tables a hello allocates */
+#define DROPPED_RECORDS SURGE_INGEST_DROPPED_RECORDS
 #define LOG_BURST 5 /* lines per reason before rate limiting */
 #define LOG_PERIOD_NS (UINT64_C(10) * 1000000000u)
 
 enum sim_state {
-    SIM_OPEN = 0, /* accepting hellos and data */
-    SIM_FINISHED, /* all ranks said bye */
-    SIM_FAILED,   /* the launcher said so */
-    SIM_TIMED_OUT /* silent past the timeout */
+    SIM_OPEN = 0,  /* accepting hellos and data */
+    SIM_FINISHED,  /* all ranks said bye */
+    SIM_FAILED,    /* the launcher said so */
+    SIM_TIMED_OUT, /* silent past the timeout */
+    SIM_NOT_JOINED /* ranks missing past the join timeout or at the end */
 };
 
 static const char *const sim_state_names[] = {"open", "finished", "failed",
-                                              "timed out"};
+                                              "timed out", "not joined"};
 
 /* A held-out run in the validation set's reservoir sampling of whole
  * runs (vsample_put). */
@@ -88,14 +95,22 @@ struct sim {
     struct peer **peers; /* (nranks) current session of each rank */
     uint32_t njoined;
     uint32_t nbye;
-    uint64_t expected;  /* slices per step, valid once all joined */
-    size_t block_bytes; /* bytes of one partial block of this sim */
+    int joining;          /* declared, open, ranks missing: counted in
+                             ing->njoining */
+    uint64_t declared_ns; /* first hello of this attempt (join timeout) */
+    uint64_t expected;    /* slices per step, valid once all joined */
+    size_t block_bytes;   /* bytes of one partial block of this sim */
     uint64_t last_activity_ns;
-    uint64_t first_hello_ns; /* the run's first welcome (any attempt) */
-    uint64_t steps_expected; /* largest hello.steps of its ranks; 0 unknown */
-    surge_u64map partials;   /* step -> struct partial */
-    surge_u64map assembled;  /* step -> (void *)1 */
-    surge_u64map dropped;    /* step -> (void *)1: evicted this attempt */
+    uint64_t first_hello_ns;  /* the run's first welcome (any attempt) */
+    uint64_t steps_expected;  /* largest hello.steps of its ranks; 0 unknown */
+    surge_u64map partials;    /* step -> struct partial */
+    surge_u64map assembled;   /* step -> (void *)1 */
+    surge_u64map dropped;     /* step -> (void *)1: evicted this attempt;
+                                 bounded, see DROPPED_RECORDS */
+    struct partial *p_oldest; /* this sim's partial steps, creation order */
+    struct partial *p_newest;
+    uint64_t partial_bytes; /* blocks of those partial steps, bytes */
+    uint64_t ndropped;      /* partial steps evicted this attempt */
 };
 
 struct peer {
@@ -114,6 +129,8 @@ struct partial {
     uint64_t received;     /* slices copied */
     struct partial *older; /* creation-order list (in use only) */
     struct partial *newer;
+    struct partial *sim_older; /* the same, within its sim */
+    struct partial *sim_newer;
     struct partial *next_free; /* pool and pending list link */
     size_t block_bytes;        /* size of this allocation */
     float *out;                /* (nout) */
@@ -130,8 +147,11 @@ struct surge_ingest {
     surge_u64map sims;     /* sim id -> struct sim */
     struct sim **sim_list; /* (nsims) for iteration */
     size_t nsims, sim_cap;
-    surge_u64map told;      /* rid hash -> 1: unknown peers answered */
-    struct partial *oldest; /* creation-order list of partials in use */
+    uint32_t njoining;        /* sims waiting for their ranks (s->joining) */
+    uint32_t nassembling;     /* sims with partial_bytes > 0 */
+    uint64_t dropped_records; /* entries of all sims' dropped sets */
+    surge_u64map told;        /* rid hash -> 1: unknown peers answered */
+    struct partial *oldest;   /* creation-order list of partials in use */
     struct partial *newest;
     struct partial *pool;         /* free blocks */
     struct partial *pending_head; /* assembled, waiting for store space */
@@ -249,7 +269,7 @@ static int
 peer_add(surge_ingest *ing, const void *rid, size_t len, uint64_t h,
          struct sim *sim, uint32_t rank, struct peer **out)
 {
-    struct peer *p = calloc(1, sizeof *p);
+    struct peer *p = surge_calloc(1, sizeof *p);
     if (p == NULL) {
         return -ENOMEM;
     }
@@ -305,6 +325,22 @@ block_size(uint64_t nout, uint64_t nbits)
 static void
 list_unlink(surge_ingest *ing, struct partial *p)
 {
+    struct sim *s = p->sim;
+    if (p->sim_older != NULL) {
+        p->sim_older->sim_newer = p->sim_newer;
+    } else {
+        s->p_oldest = p->sim_newer;
+    }
+    if (p->sim_newer != NULL) {
+        p->sim_newer->sim_older = p->sim_older;
+    } else {
+        s->p_newest = p->sim_older;
+    }
+    p->sim_older = p->sim_newer = NULL;
+    s->partial_bytes -= p->block_bytes;
+    if (s->partial_bytes == 0) {
+        ing->nassembling--;
+    }
     if (p->older != NULL) {
         p->older->newer = p->newer;
     } else {
@@ -326,6 +362,38 @@ block_release(surge_ingest *ing, struct partial *p)
     ing->pool = p;
 }
 
+/* Forget the record of s's dropped steps. */
+static void
+dropped_forget(surge_ingest *ing, struct sim *s)
+{
+    ing->dropped_records -= s->dropped.len;
+    surge_u64map_fini(&s->dropped);
+}
+
+/* Remember that step of s was evicted: its later slices cannot complete it
+ * and are refused as "step_dropped" rather than start a partial step that
+ * would only be evicted again. The record is bounded: when it is full the
+ * sim adding to it forgets its own record first (the sim evicting most is
+ * the one filling it). A step forgotten only costs memory its later slices
+ * occupy until they are evicted in turn; nothing goes uncounted. */
+static void
+dropped_record(surge_ingest *ing, struct sim *s, int64_t step)
+{
+    if (ing->dropped_records >= DROPPED_RECORDS && s->dropped.len > 0) {
+        drop_log(ing, LC_STEP,
+                 "sim %" PRId64 ": forgetting the record of its %zu dropped "
+                 "steps (the server keeps %d)",
+                 s->id, (size_t)s->dropped.len, DROPPED_RECORDS);
+        dropped_forget(ing, s);
+    }
+    if (ing->dropped_records >= DROPPED_RECORDS) {
+        return;
+    }
+    size_t before = s->dropped.len;
+    (void)surge_u64map_put(&s->dropped, (uint64_t)step, (void *)1);
+    ing->dropped_records += s->dropped.len - before;
+}
+
 /* Drop one partial step that is in use, counting it under reason. */
 static void
 partial_drop(surge_ingest *ing, struct partial *p, enum surge_step_drop why)
@@ -333,8 +401,8 @@ partial_drop(surge_ingest *ing, struct partial *p, enum surge_step_drop why)
     struct sim *s = p->sim;
     (void)surge_u64map_del(&s->partials, (uint64_t)p->step);
     if (why == SURGE_TDROP_ASSEMBLY_MEMORY) {
-        /* Remember it: later slices of this step cannot complete it. */
-        (void)surge_u64map_put(&s->dropped, (uint64_t)p->step, (void *)1);
+        s->ndropped++;
+        dropped_record(ing, s, p->step);
     }
     list_unlink(ing, p);
     ing->c.steps.dropped[why]++;
@@ -342,11 +410,34 @@ partial_drop(surge_ingest *ing, struct partial *p, enum surge_step_drop why)
     block_release(ing, p);
 }
 
-/* A block of `bytes` for a new partial step, within the memory bound:
- * reuse a pooled block of that size, else free pooled blocks, else evict
- * the oldest partial steps. NULL when nothing more can be freed. */
+/* The partial step to evict so that s can start one of `bytes`: s's own
+ * oldest when s would go over its fair share (the bound divided among the
+ * sims assembling, s included), else the oldest of the sim holding the
+ * most. NULL when nothing is in use. */
 static struct partial *
-block_get(surge_ingest *ing, size_t bytes)
+pick_victim(surge_ingest *ing, const struct sim *s, size_t bytes)
+{
+    uint64_t n = ing->nassembling + (s->partial_bytes == 0);
+    uint64_t share = ing->o->max_partial_bytes / (n > 0 ? n : 1);
+    if (s->p_oldest != NULL && s->partial_bytes + bytes > share) {
+        return s->p_oldest;
+    }
+    const struct sim *most = NULL;
+    for (size_t i = 0; i < ing->nsims; i++) {
+        const struct sim *t = ing->sim_list[i];
+        if (t->p_oldest != NULL &&
+            (most == NULL || t->partial_bytes > most->partial_bytes)) {
+            most = t;
+        }
+    }
+    return most != NULL ? most->p_oldest : NULL;
+}
+
+/* A block of `bytes` for a new partial step of s, within the memory bound:
+ * reuse a pooled block of that size, else free pooled blocks, else evict a
+ * partial step (pick_victim). NULL when nothing more can be freed. */
+static struct partial *
+block_get(surge_ingest *ing, const struct sim *s, size_t bytes)
 {
     for (;;) {
         struct partial **pp = &ing->pool;
@@ -360,7 +451,7 @@ block_get(surge_ingest *ing, size_t bytes)
             return p;
         }
         if (ing->partial_bytes + bytes <= ing->o->max_partial_bytes) {
-            struct partial *p = malloc(bytes);
+            struct partial *p = surge_malloc(bytes);
             if (p == NULL) {
                 return NULL;
             }
@@ -376,10 +467,10 @@ block_get(surge_ingest *ing, size_t bytes)
             free(p);
             continue;
         }
-        if (ing->oldest == NULL) {
+        struct partial *victim = pick_victim(ing, s, bytes);
+        if (victim == NULL) {
             return NULL;
         }
-        struct partial *victim = ing->oldest;
         drop_log(ing, LC_STEP,
                  "assembly memory full (%" PRIu64
                  " bytes): dropping partial step %" PRId64 " of sim %" PRId64
@@ -446,17 +537,18 @@ sim_declare(struct sim *s, const surge_msg_hello *h)
     s->nranks = nr;
     s->nparams = h->nparams;
     s->nfields = nf;
-    s->params = calloc(h->nparams > 0 ? h->nparams : 1, sizeof *s->params);
-    s->names = calloc(nf, sizeof *s->names);
-    s->global = calloc(nf, sizeof *s->global);
-    s->base = calloc(nf, sizeof *s->base);
-    s->covered = calloc(nf, sizeof *s->covered);
-    s->slice_off = calloc((size_t)nr * nf, sizeof *s->slice_off);
-    s->slice_cnt = calloc((size_t)nr * nf, sizeof *s->slice_cnt);
-    s->joined = calloc(nr, 1);
-    s->said_bye = calloc(nr, 1);
-    s->accepted = calloc(nr, sizeof *s->accepted);
-    s->peers = calloc(nr, sizeof *s->peers);
+    s->params =
+        surge_calloc(h->nparams > 0 ? h->nparams : 1, sizeof *s->params);
+    s->names = surge_calloc(nf, sizeof *s->names);
+    s->global = surge_calloc(nf, sizeof *s->global);
+    s->base = surge_calloc(nf, sizeof *s->base);
+    s->covered = surge_calloc(nf, sizeof *s->covered);
+    s->slice_off = surge_calloc((size_t)nr * nf, sizeof *s->slice_off);
+    s->slice_cnt = surge_calloc((size_t)nr * nf, sizeof *s->slice_cnt);
+    s->joined = surge_calloc(nr, 1);
+    s->said_bye = surge_calloc(nr, 1);
+    s->accepted = surge_calloc(nr, sizeof *s->accepted);
+    s->peers = surge_calloc(nr, sizeof *s->peers);
     if (s->params == NULL || s->names == NULL || s->global == NULL ||
         s->base == NULL || s->covered == NULL || s->slice_off == NULL ||
         s->slice_cnt == NULL || s->joined == NULL || s->said_bye == NULL ||
@@ -545,14 +637,14 @@ sim_get_or_create(surge_ingest *ing, int64_t id)
     }
     if (ing->nsims == ing->sim_cap) {
         size_t ncap = ing->sim_cap == 0 ? 16 : ing->sim_cap * 2;
-        struct sim **nl = realloc(ing->sim_list, ncap * sizeof *nl);
+        struct sim **nl = surge_realloc(ing->sim_list, ncap * sizeof *nl);
         if (nl == NULL) {
             return NULL;
         }
         ing->sim_list = nl;
         ing->sim_cap = ncap;
     }
-    s = calloc(1, sizeof *s);
+    s = surge_calloc(1, sizeof *s);
     if (s == NULL) {
         return NULL;
     }
@@ -614,10 +706,20 @@ sim_end_sessions(surge_ingest *ing, struct sim *s)
  * need (parameters, fields, the assembled steps) and frees its per-rank
  * tables, which may be large (ranks x fields). */
 static void
-sim_release_ranks(struct sim *s)
+sim_release_ranks(surge_ingest *ing, struct sim *s)
 {
     sim_free_rank_tables(s);
-    surge_u64map_fini(&s->dropped);
+    dropped_forget(ing, s);
+}
+
+/* s no longer waits for its ranks (all joined, failed, retried). */
+static void
+joining_leave(surge_ingest *ing, struct sim *s)
+{
+    if (s->joining) {
+        s->joining = 0;
+        ing->njoining--;
+    }
 }
 
 /* ------------------------------------------------------------ samples */
@@ -1112,6 +1214,17 @@ handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
                    p->rank, p->sim->id);
         goto rejected;
     }
+    s = surge_u64map_get(&ing->sims, (uint64_t)m->sim);
+    if ((s == NULL || !s->declared) && m->nranks > 1 &&
+        ing->njoining >= ing->o->max_joining_sims) {
+        /* Each waiting sim holds its declaration and per-rank tables
+         * until its ranks come: bound how many may wait. */
+        set_reject(reply, SURGE_ELIMIT,
+                   "%u simulations are waiting for their ranks already "
+                   "(--max-joining-sims); try again later",
+                   ing->njoining);
+        goto rejected;
+    }
     s = sim_get_or_create(ing, m->sim);
     if (s == NULL) {
         set_reject(reply, -ENOMEM, "server out of memory");
@@ -1173,7 +1286,13 @@ handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
     }
     c->sims.hello++;
     c->messages.handled++;
+    if (first && s->nranks > 1) {
+        s->joining = 1;
+        s->declared_ns = ing->now_ns;
+        ing->njoining++;
+    }
     if (s->njoined == s->nranks) {
+        joining_leave(ing, s);
         uint64_t e = 0;
         for (size_t k = 0; k < (size_t)s->nranks * s->nfields; k++) {
             e += s->slice_cnt[k] > 0;
@@ -1219,7 +1338,7 @@ drop_data_msg(surge_ingest *ing, const surge_msg_data *d,
 static struct partial *
 partial_new(surge_ingest *ing, struct sim *s, int64_t step, double t)
 {
-    struct partial *p = block_get(ing, s->block_bytes);
+    struct partial *p = block_get(ing, s, s->block_bytes);
     if (p == NULL) {
         return NULL;
     }
@@ -1246,6 +1365,17 @@ partial_new(surge_ingest *ing, struct sim *s, int64_t step, double t)
         ing->oldest = p;
     }
     ing->newest = p;
+    p->sim_older = s->p_newest;
+    if (s->p_newest != NULL) {
+        s->p_newest->sim_newer = p;
+    } else {
+        s->p_oldest = p;
+    }
+    s->p_newest = p;
+    if (s->partial_bytes == 0) {
+        ing->nassembling++;
+    }
+    s->partial_bytes += p->block_bytes;
     ing->c.steps.started++;
     ing->c.steps.in_progress++;
     return p;
@@ -1523,7 +1653,7 @@ handle_bye(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
         s->state = SIM_FINISHED;
         c->sims.finished++;
         sim_drop_partials(ing, s, SURGE_TDROP_SIM_FINISHED);
-        sim_release_ranks(s);
+        sim_release_ranks(ing, s);
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "sim %" PRId64 ": finished",
                   s->id);
     }
@@ -1537,9 +1667,33 @@ sim_fail(surge_ingest *ing, struct sim *s, enum sim_state state,
          enum surge_step_drop why)
 {
     s->state = state;
+    joining_leave(ing, s);
     sim_drop_partials(ing, s, why);
     sim_end_sessions(ing, s);
-    sim_release_ranks(s);
+    sim_release_ranks(ing, s);
+}
+
+/* Fail the sims still waiting for ranks: all of them (limit_ns 0, at the
+ * end of reception: no run will bring the missing ranks any more), or those
+ * waiting longer than limit_ns since their first hello. Their partial steps
+ * are dropped as "sim_not_joined". */
+static void
+settle_not_joined(surge_ingest *ing, uint64_t limit_ns)
+{
+    for (size_t i = 0; i < ing->nsims && ing->njoining > 0; i++) {
+        struct sim *s = ing->sim_list[i];
+        if (!s->joining ||
+            (limit_ns > 0 && ing->now_ns - s->declared_ns < limit_ns)) {
+            continue;
+        }
+        drop_log(ing, LC_SESSION,
+                 "sim %" PRId64 ": %u of %u ranks joined %s; failing it", s->id,
+                 s->njoined, s->nranks,
+                 limit_ns > 0 ? "within --join-timeout"
+                              : "by the end of reception");
+        sim_fail(ing, s, SIM_NOT_JOINED, SURGE_TDROP_SIM_NOT_JOINED);
+        ing->c.sims.not_joined++;
+    }
 }
 
 static int
@@ -1587,8 +1741,10 @@ handle_control(surge_ingest *ing, const surge_msg_control *m, surge_msg *reply)
                     sim_drop_partials(ing, s, SURGE_TDROP_SIM_RETRY);
                     sim_end_sessions(ing, s);
                 }
+                joining_leave(ing, s);
                 sim_undeclare(s);
-                surge_u64map_fini(&s->dropped);
+                dropped_forget(ing, s);
+                s->ndropped = 0;
                 s->state = SIM_OPEN;
                 s->attempt++;
                 s->last_activity_ns = ing->now_ns;
@@ -1603,6 +1759,7 @@ handle_control(surge_ingest *ing, const surge_msg_control *m, surge_msg *reply)
     case SURGE_CTL_END_RECEPTION:
         ing->end_requested = 1;
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "end of reception requested");
+        settle_not_joined(ing, 0);
         set_control_reply(reply, 0, "end of reception");
         break;
     case SURGE_CTL_SHUTDOWN:
@@ -1663,6 +1820,52 @@ surge_ingest_handle_msg(surge_ingest *ing, const void *rid, size_t rid_len,
 }
 
 int
+surge_ingest_has_session(const surge_ingest *ing, const void *rid,
+                         size_t rid_len)
+{
+    if (rid_len > MAX_RID) {
+        rid_len = MAX_RID;
+    }
+    /* peer_find does not modify the table. */
+    return peer_find((surge_ingest *)ing, rid, rid_len,
+                     rid_hash(rid, rid_len)) != NULL;
+}
+
+int
+surge_ingest_refuse_presession(surge_ingest *ing, const void *rid,
+                               size_t rid_len, uint64_t total_bytes,
+                               uint64_t now, surge_msg *reply)
+{
+    surge_counters *c = &ing->c;
+    ing->now_ns = now;
+    c->messages.received++;
+    c->messages.bytes += total_bytes;
+    c->messages.dropped[SURGE_MDROP_PRESESSION_TOO_LARGE]++;
+    uint64_t h = rid_hash(rid, rid_len > MAX_RID ? MAX_RID : rid_len);
+    if (surge_u64map_get(&ing->told, h) != NULL) {
+        drop_log(ing, LC_MSG,
+                 "a peer without a session sent %" PRIu64
+                 " bytes again (--max-presession-bytes %" PRIu64
+                 "): cutting its connection",
+                 total_bytes, ing->o->max_presession_bytes);
+        return 2;
+    }
+    drop_log(ing, LC_MSG,
+             "a peer without a session sent a message of %" PRIu64
+             " bytes (--max-presession-bytes %" PRIu64 "): dropped unread",
+             total_bytes, ing->o->max_presession_bytes);
+    if (ing->told.len >= REJECTED_CAP) {
+        surge_u64map_fini(&ing->told);
+    }
+    (void)surge_u64map_put(&ing->told, h, (void *)1);
+    set_reject(reply, SURGE_ESTATE,
+               "send hello first (a peer without a session may send at "
+               "most %" PRIu64 " bytes per message)",
+               ing->o->max_presession_bytes);
+    return 1;
+}
+
+int
 surge_ingest_handle_raw(surge_ingest *ing, const void *rid, size_t rid_len,
                         const void *hdr, size_t hdr_len, const void *payload,
                         size_t payload_len, unsigned nframes,
@@ -1704,6 +1907,18 @@ surge_ingest_handle_raw(surge_ingest *ing, const void *rid, size_t rid_len,
         }
         return 0;
     }
+    if (rc < 0 && m->type == SURGE_MSG_HELLO) {
+        /* The client waits for an answer to its hello: tell it which rule
+         * it broke rather than let it time out (docs/protocol.md). One
+         * reply per hello received, never more. */
+        c->messages.hello++;
+        c->sims.rejected++;
+        c->messages.dropped[SURGE_MDROP_HELLO_REJECTED]++;
+        set_reject(reply, rc, "malformed hello: %s",
+                   why != NULL ? why : surge_strerror(rc));
+        drop_log(ing, LC_SESSION, "hello rejected: %s", reply->u.reject.reason);
+        return 1;
+    }
     if (rc < 0) {
         c->messages.dropped[SURGE_MDROP_BAD_HEADER]++;
         drop_log(ing, LC_MSG, "malformed header dropped: %s",
@@ -1721,7 +1936,7 @@ surge_ingest_create(surge_ingest **out, const surge_server_options *o,
                     surge_store *train, surge_store *validation,
                     FILE *checksum_log)
 {
-    surge_ingest *ing = calloc(1, sizeof *ing);
+    surge_ingest *ing = surge_calloc(1, sizeof *ing);
     if (ing == NULL) {
         return -ENOMEM;
     }
@@ -1806,6 +2021,11 @@ void
 surge_ingest_tick(surge_ingest *ing, uint64_t now)
 {
     ing->now_ns = now;
+    if (ing->end_requested) {
+        settle_not_joined(ing, 0);
+    } else if (ing->o->join_timeout_s > 0) {
+        settle_not_joined(ing, (uint64_t)(ing->o->join_timeout_s * 1e9));
+    }
     if (ing->o->sim_timeout_s <= 0) {
         return;
     }
@@ -1866,6 +2086,12 @@ surge_ingest_block_bytes(uint64_t nout, uint64_t nslices)
 }
 
 uint64_t
+surge_ingest_dropped_records(const surge_ingest *ing)
+{
+    return ing->dropped_records;
+}
+
+uint64_t
 surge_ingest_partial_bytes(const surge_ingest *ing)
 {
     return ing->partial_bytes;
@@ -1879,11 +2105,12 @@ surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
     for (size_t i = 0; i < ing->nsims && n < cap; i++) {
         const struct sim *s = ing->sim_list[i];
         struct surge_run_info *r = &out[n++];
-        const char *state = s->state == SIM_FINISHED    ? "done"
-                            : s->state == SIM_FAILED    ? "failed"
-                            : s->state == SIM_TIMED_OUT ? "timed_out"
-                            : s->attempt > 0            ? "retrying"
-                                                        : "running";
+        const char *state = s->state == SIM_FINISHED     ? "done"
+                            : s->state == SIM_FAILED     ? "failed"
+                            : s->state == SIM_TIMED_OUT  ? "timed_out"
+                            : s->state == SIM_NOT_JOINED ? "not_joined"
+                            : s->attempt > 0             ? "retrying"
+                                                         : "running";
         memset(r, 0, sizeof *r);
         r->sim = s->id;
         snprintf(r->state, sizeof r->state, "%s", state);
@@ -1895,7 +2122,7 @@ surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
         r->elapsed_s = s->first_hello_ns > 0 && now_ns >= s->first_hello_ns
                            ? (double)(now_ns - s->first_hello_ns) * 1e-9
                            : -1.0;
-        r->dropped = s->dropped.len;
+        r->dropped = s->ndropped;
         r->last_seen_s = now_ns >= s->last_activity_ns
                              ? (double)(now_ns - s->last_activity_ns) * 1e-9
                              : 0.0;

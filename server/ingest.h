@@ -23,8 +23,11 @@
  * received. Blocks come from a pool and are reused, so the hot path does
  * not allocate once the working set is known. All blocks together (in use,
  * pending, pooled) stay under max_partial_bytes: a new step that would
- * exceed it evicts the oldest partial step ("assembly_memory"), and later
- * slices of an evicted step are dropped as "step_dropped".
+ * exceed it evicts a partial step ("assembly_memory"): the sim's own
+ * oldest when the sim holds more than an equal share of the bound, else
+ * the oldest of the sim holding the most. Later slices of an evicted step
+ * are dropped as "step_dropped" (the record of evicted steps is bounded:
+ * SURGE_INGEST_DROPPED_RECORDS entries over all sims).
  *
  * Hand-off. A complete step becomes a sample: input = parameters + time,
  * output = the vector. It goes to the validation store when its simulation
@@ -50,6 +53,9 @@
 
 typedef struct surge_ingest surge_ingest;
 
+/* Steps remembered as evicted, over all simulations (~16 bytes each). */
+#define SURGE_INGEST_DROPPED_RECORDS 65536
+
 /* surge_ingest_create - protocol state for options o (borrowed; must
  * outlive the object) putting samples into train and validation (borrowed;
  * validation may be NULL when nothing is held out). checksum_log, when not
@@ -74,6 +80,22 @@ int surge_ingest_handle_raw(surge_ingest *ing, const void *rid, size_t rid_len,
                             const void *payload, size_t payload_len,
                             unsigned npayload_frames, uint64_t total_bytes,
                             uint64_t now_ns, surge_msg *reply);
+
+/* surge_ingest_has_session - 1 when the peer with this routing id said an
+ * accepted hello and has not said bye (its messages may be held under
+ * backpressure; a peer without one must not make the server hold
+ * anything). */
+int surge_ingest_has_session(const surge_ingest *ing, const void *rid,
+                             size_t rid_len);
+
+/* surge_ingest_refuse_presession - count a message of total_bytes from a
+ * peer without a session that is over --max-presession-bytes, dropped
+ * without being decoded. The first time for a peer, fills *reply ("send
+ * hello first") and returns 1; after that returns 2: the caller should cut
+ * the connection. */
+int surge_ingest_refuse_presession(surge_ingest *ing, const void *rid,
+                                   size_t rid_len, uint64_t total_bytes,
+                                   uint64_t now_ns, surge_msg *reply);
 
 /* surge_ingest_handle_msg - the same for an already decoded header (the
  * caller has counted the message as received). */
@@ -114,6 +136,10 @@ surge_counters *surge_ingest_counters(surge_ingest *ing);
  * a sample of nout output floats from nslices (ranks x fields) slices. */
 size_t surge_ingest_block_bytes(uint64_t nout, uint64_t nslices);
 
+/* surge_ingest_dropped_records - steps remembered as evicted now, over
+ * all simulations (at most SURGE_INGEST_DROPPED_RECORDS). */
+uint64_t surge_ingest_dropped_records(const surge_ingest *ing);
+
 /* surge_ingest_partial_bytes - bytes of assembly memory held now (blocks
  * in use, pending and pooled). */
 uint64_t surge_ingest_partial_bytes(const surge_ingest *ing);
@@ -129,11 +155,11 @@ const char *surge_ingest_output_fields(const surge_ingest *ing);
 /* surge_ingest_runs - per-simulation progress for monitoring (the runs
  * table of the dashboard and `surge top`): fills up to cap records in
  * hello order and returns how many. state is "running", "retrying" (open
- * again after SIM_RETRY), "done", "failed" or "timed_out"; steps counts
- * the steps assembled, dropped the partial steps dropped in this attempt;
- * steps_expected is the largest hello.steps its ranks declared (0 when
- * none did); elapsed_s runs from its first welcome. now_ns is the
- * monotonic clock. I/O thread. */
+ * again after SIM_RETRY), "done", "failed", "timed_out" or "not_joined";
+ * steps counts the steps assembled, dropped the partial steps dropped in
+ * this attempt; steps_expected is the largest hello.steps its ranks
+ * declared (0 when none did); elapsed_s runs from its first welcome. now_ns
+ * is the monotonic clock. I/O thread. */
 int surge_ingest_runs(const surge_ingest *ing, struct surge_run_info *out,
                       size_t cap, uint64_t now_ns);
 

@@ -40,16 +40,28 @@ server_libsurge_server_la_LIBADD = trainer/libsurge_trainer.la \
 check_PROGRAMS += tests/integration/server_client tests/integration/server_peer
 tests_integration_server_client_SOURCES = tests/integration/server_client.c
 tests_integration_server_client_LDADD = clients/libsurge.la
+# Many clients from one process: the 1,000-client load test and benchmark
+# (noinst so that `make bench-clients` builds it without `make check`).
+noinst_PROGRAMS += tests/integration/many_clients
+tests_integration_many_clients_SOURCES = tests/integration/many_clients.c
+tests_integration_many_clients_LDADD = clients/libsurge.la $(PTHREAD_LIBS)
 tests_integration_server_peer_SOURCES = tests/integration/server_peer.c
-tests_integration_server_peer_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS)
+tests_integration_server_peer_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS) \
+	$(MSGPACK_CFLAGS)
 tests_integration_server_peer_LDADD = common/libsurge_common.la $(ZMQ_LIBS) \
 	$(MSGPACK_LIBS) -lm
 TESTS += tests/integration/server_faults.sh \
 	tests/integration/server_backpressure.sh \
-	tests/integration/server_checksum_kill.sh
+	tests/integration/server_checksum_kill.sh \
+	tests/integration/server_hostile.sh \
+	tests/integration/server_half_joined.sh \
+	tests/integration/server_many_clients.sh
 EXTRA_DIST += tests/integration/server_faults.sh \
 	tests/integration/server_backpressure.sh \
-	tests/integration/server_checksum_kill.sh
+	tests/integration/server_checksum_kill.sh \
+	tests/integration/server_hostile.sh \
+	tests/integration/server_half_joined.sh \
+	tests/integration/server_many_clients.sh
 # CURVE encryption and authentication (--curve-keys, the ZAP handler).
 TESTS += tests/integration/server_curve.sh
 EXTRA_DIST += tests/integration/server_curve.sh

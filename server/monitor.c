@@ -456,6 +456,8 @@ surge_monitor_add_server(surge_monitor *mon,
     ref(&r, "surge_sims_total", "event=\"finished\"", "", &c->sims.finished);
     ref(&r, "surge_sims_total", "event=\"failed\"", "", &c->sims.failed);
     ref(&r, "surge_sims_total", "event=\"timed_out\"", "", &c->sims.timed_out);
+    ref(&r, "surge_sims_total", "event=\"not_joined\"", "",
+        &c->sims.not_joined);
     ref(&r, "surge_sims_total", "event=\"retried\"", "", &c->sims.retried);
     /* Connections and backpressure. */
     ref(&r, "surge_connections_total", "event=\"accepted\"",
@@ -466,6 +468,8 @@ surge_monitor_add_server(surge_monitor *mon,
         &c->io.handshake_failed);
     ref(&r, "surge_connections_total", "event=\"curve_refused\"", "",
         &c->io.curve_refused);
+    ref(&r, "surge_connections_total", "event=\"refused\"", "", &c->io.refused);
+    ref(&r, "surge_connections_total", "event=\"cut\"", "", &c->io.cut);
     ref(&r, "surge_replies_total", "result=\"sent\"",
         "Replies to clients, sent or dropped", &c->io.replies_sent);
     ref(&r, "surge_replies_total", "result=\"dropped\"", "",

@@ -28,8 +28,13 @@ surge_server_options_init(surge_server_options *o)
     snprintf(o->bind, sizeof o->bind, "%s", "tcp://127.0.0.1:*");
     o->max_message_bytes = 64 * MIB;
     o->rcvhwm_bytes = 64 * MIB;
+    o->max_connections = 2048;
+    o->max_presession_bytes = 64 * KIB;
+    o->max_held_bytes = 64 * MIB;
     o->max_partial_bytes = 256 * MIB;
     o->sim_timeout_s = 600.0;
+    o->join_timeout_s = 120.0;
+    o->max_joining_sims = 1024;
     snprintf(o->policy, sizeof o->policy, "%s", "fifo");
     o->store_bytes = 256 * MIB;
     surge_reservoir_config_init(&o->reservoir);
@@ -311,12 +316,33 @@ static const struct flag flags[] = {
     {"rcvhwm-bytes", "SIZE", K_SIZE, F(rcvhwm_bytes), 0,
      "receive queue per client connection before its sends block "
      "(default 64M)"},
+    {"max-connections", "N", K_U32, F(max_connections), 0,
+     "client connections open at once (tcp or ipc); a connection over the "
+     "limit is cut as it comes, counted and logged (default 2048; mind "
+     "ulimit -n)"},
+    {"max-presession-bytes", "SIZE", K_SIZE, F(max_presession_bytes), 0,
+     "largest message a peer without a session (no accepted hello) may "
+     "send: a bigger one is dropped unread and the peer told to say hello; "
+     "one more and its connection is cut (default 64K; at least 20K)"},
+    {"max-held-bytes", "SIZE", K_SIZE, F(max_held_bytes), 0,
+     "under backpressure (store full) the server goes on reading: messages "
+     "of peers with a session are held, up to this many bytes, while those "
+     "of peers without one are answered or dropped at once; past it "
+     "reading stops (default 64M)"},
     {"max-partial-bytes", "SIZE", K_SIZE, F(max_partial_bytes), 0,
      "memory for partially assembled steps; when full the oldest partial "
      "step is dropped (default 256M)"},
     {"sim-timeout", "SECONDS", K_SECONDS, F(sim_timeout_s), 0,
      "a simulation that sends nothing this long is failed and its partial "
      "steps dropped; 0 = never (default 600)"},
+    {"join-timeout", "SECONDS", K_SECONDS, F(join_timeout_s), 0,
+     "a simulation whose ranks have not all said hello this long after its "
+     "first did is failed (its partial steps dropped as sim_not_joined); at "
+     "the end of reception such simulations are failed at once; 0 = never "
+     "(default 120)"},
+    {"max-joining-sims", "N", K_U32, F(max_joining_sims), 0,
+     "simulations that may wait for their ranks at once; a hello that "
+     "would open one more is rejected (default 1024)"},
     {"policy", "NAME", K_STR, F(policy), S(policy),
      "training store policy: fifo (oldest first, each used once), firo "
      "(random, each used --epochs times) or reservoir (watermark, with "
@@ -705,6 +731,24 @@ surge_server_options_check(const surge_server_options *o, char *err,
     }
     if (o->rcvhwm_bytes < 64 * KIB) {
         surge_set_err(err, errlen, "--rcvhwm-bytes: must be at least 64K");
+        return SURGE_ECONFIG;
+    }
+    if (o->max_connections == 0) {
+        surge_set_err(err, errlen, "--max-connections: must be >= 1");
+        return SURGE_ECONFIG;
+    }
+    if (o->max_presession_bytes < SURGE_MAX_HEADER_BYTES + 4 * KIB) {
+        surge_set_err(err, errlen,
+                      "--max-presession-bytes: must be at least 20K (a "
+                      "hello header takes up to 16K)");
+        return SURGE_ECONFIG;
+    }
+    if (o->max_held_bytes < 64 * KIB) {
+        surge_set_err(err, errlen, "--max-held-bytes: must be at least 64K");
+        return SURGE_ECONFIG;
+    }
+    if (o->max_joining_sims == 0) {
+        surge_set_err(err, errlen, "--max-joining-sims: must be >= 1");
         return SURGE_ECONFIG;
     }
     if (o->max_partial_bytes < 4096) {

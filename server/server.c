@@ -16,6 +16,8 @@
 #include <inttypes.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -47,6 +49,18 @@
 #define DRAIN_BUDGET 1024 /* messages per turn of the loop */
 #define REPLY_CAP (SURGE_MAX_HEADER_BYTES)
 
+/* A message read under backpressure from a peer with a session, held (its
+ * frames moved, not copied) until the store has room again: reading goes
+ * on meanwhile, so peers without a session are answered or dropped at once
+ * instead of filling ZeroMQ's queues while nobody reads. */
+struct held {
+    struct held *next;
+    zmq_msg_t rid, hdr, payload;
+    int have_hdr, have_payload;
+    unsigned npayload; /* payload frames (only the first is kept) */
+    uint64_t total;    /* bytes of all frames */
+};
+
 enum phase {
     PHASE_RUNNING = 0, /* reading */
     PHASE_DRAINING,    /* stopped reading; consumer drains the store */
@@ -71,10 +85,17 @@ struct surge_server {
     uv_timer_t stop_timer; /* bounds the drain after a stop */
     uv_timer_t more;       /* continues a drain cut short by its budget */
     uv_signal_t sigint, sigterm;
-    uv_async_t wake;       /* consumer -> loop */
-    int handles_open;      /* the uv handles above are initialized */
-    int reading;           /* poll_router is active */
-    uint64_t paused_at_ns; /* when reading stopped for backpressure */
+    uv_async_t wake;        /* consumer -> loop */
+    int handles_open;       /* the uv handles above are initialized */
+    int reading;            /* poll_router is active */
+    int holding;            /* under backpressure: messages of peers with a
+                               session go to the held list */
+    uint64_t paused_at_ns;  /* when backpressure began */
+    struct held *held_head; /* read under backpressure, in order */
+    struct held *held_tail;
+    uint64_t held_bytes;        /* frames of the held messages, bytes */
+    surge_ratelimit refused_rl; /* log lines: over --max-connections */
+    surge_ratelimit cut_rl;     /* log lines: pre-session abuse */
     enum phase phase;
     int stop_reason_end; /* stopping after END_RECEPTION */
     surge_store *train;
@@ -146,36 +167,115 @@ send_reply(surge_server *srv, const void *rid, size_t rid_len)
 
 /* ------------------------------------------------------------ reading */
 
-/* Receive and handle one message. 1 when one was handled, 0 when none
- * was waiting (EAGAIN) or the socket failed. */
+/* 1 when fd is a connection accepted on our endpoint: the descriptor a
+ * message or a monitor event named may have been closed and reused since
+ * (by another connection, the HTTP server...), and only ours may be cut. */
 static int
-recv_one(surge_server *srv)
+fd_is_ours(const surge_server *srv, int fd)
 {
-    zmq_msg_t rid, hdr, payload, extra;
-    zmq_msg_init(&rid);
-    if (zmq_msg_recv(&rid, srv->router, ZMQ_DONTWAIT) < 0) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+        return 0;
+    }
+    const char *ep = srv->endpoint;
+    if (strncmp(ep, "ipc://", 6) == 0 && ss.ss_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)&ss;
+        return strncmp(un->sun_path, ep + 6, sizeof un->sun_path) == 0;
+    }
+    const char *colon = strrchr(ep, ':');
+    uint64_t port = 0;
+    if (strncmp(ep, "tcp://", 6) != 0 || colon == NULL ||
+        surge_parse_uint64(colon + 1, &port) < 0) {
+        return 0;
+    }
+    if (ss.ss_family == AF_INET) {
+        return ntohs(((const struct sockaddr_in *)&ss)->sin_port) == port;
+    }
+    if (ss.ss_family == AF_INET6) {
+        return ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port) == port;
+    }
+    return 0;
+}
+
+/* Cut a client connection: ZeroMQ owns the descriptor, so shut it down
+ * rather than close it; ZeroMQ then sees the end of the stream, closes
+ * it and frees what it held for it. */
+static void
+cut_connection(surge_server *srv, int fd, surge_ratelimit *rl, const char *why)
+{
+    if (!fd_is_ours(srv, fd)) {
+        return;
+    }
+    (void)shutdown(fd, SHUT_RDWR);
+    uint64_t skipped = 0;
+    if (!surge_ratelimit_allow(rl, surge_now_ns(), &skipped)) {
+        return;
+    }
+    if (skipped > 0) {
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                  "connection cut: %s (%" PRIu64 " similar not logged)", why,
+                  skipped);
+    } else {
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT, "connection cut: %s", why);
+    }
+}
+
+static void
+held_free(struct held *m)
+{
+    zmq_msg_close(&m->payload);
+    zmq_msg_close(&m->hdr);
+    zmq_msg_close(&m->rid);
+}
+
+/* Handle one message read (whole) from the router. */
+static void
+handle_one(surge_server *srv, struct held *m)
+{
+    uint64_t t = surge_now_ns();
+    srv->last_msg_ns = t;
+    int r = surge_ingest_handle_raw(
+        srv->ing, zmq_msg_data(&m->rid), zmq_msg_size(&m->rid),
+        m->have_hdr ? zmq_msg_data(&m->hdr) : NULL,
+        m->have_hdr ? zmq_msg_size(&m->hdr) : 0,
+        m->have_payload ? zmq_msg_data(&m->payload) : NULL,
+        m->have_payload ? zmq_msg_size(&m->payload) : 0, m->npayload, m->total,
+        t, &srv->reply);
+    if (r == 1) {
+        send_reply(srv, zmq_msg_data(&m->rid), zmq_msg_size(&m->rid));
+    }
+}
+
+/* Receive one whole message into m. 1 when one came, 0 when none was
+ * waiting (EAGAIN) or the socket failed, -1 for EINTR. */
+static int
+recv_whole(surge_server *srv, struct held *m)
+{
+    zmq_msg_t extra;
+    memset(m, 0, sizeof *m);
+    zmq_msg_init(&m->rid);
+    zmq_msg_init(&m->hdr);
+    zmq_msg_init(&m->payload);
+    if (zmq_msg_recv(&m->rid, srv->router, ZMQ_DONTWAIT) < 0) {
         int e = zmq_errno();
-        zmq_msg_close(&rid);
+        held_free(m);
         if (e != EAGAIN && e != EINTR) {
             SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "receive failed: %s",
                       zmq_strerror(e));
         }
-        return e == EINTR ? 1 : 0;
+        return e == EINTR ? -1 : 0;
     }
-    uint64_t total = zmq_msg_size(&rid);
-    int have_hdr = 0, have_payload = 0;
-    unsigned npayload = 0;
-    zmq_msg_init(&hdr);
-    zmq_msg_init(&payload);
-    if (zmq_msg_more(&rid) && zmq_msg_recv(&hdr, srv->router, 0) >= 0) {
-        have_hdr = 1;
-        total += zmq_msg_size(&hdr);
+    m->total = zmq_msg_size(&m->rid);
+    if (zmq_msg_more(&m->rid) && zmq_msg_recv(&m->hdr, srv->router, 0) >= 0) {
+        m->have_hdr = 1;
+        m->total += zmq_msg_size(&m->hdr);
         /* Whole multipart messages are delivered atomically, so the other
          * frames are already here: these receives do not block. */
-        int more = zmq_msg_more(&hdr);
+        int more = zmq_msg_more(&m->hdr);
         while (more) {
-            zmq_msg_t *dst = &payload;
-            if (have_payload) {
+            zmq_msg_t *dst = &m->payload;
+            if (m->have_payload) {
                 zmq_msg_init(&extra);
                 dst = &extra;
             }
@@ -185,31 +285,117 @@ recv_one(surge_server *srv)
                 }
                 break;
             }
-            npayload++;
-            total += zmq_msg_size(dst);
+            m->npayload++;
+            m->total += zmq_msg_size(dst);
             more = zmq_msg_more(dst);
             if (dst == &extra) {
                 zmq_msg_close(&extra);
             } else {
-                have_payload = 1;
+                m->have_payload = 1;
             }
         }
     }
-    uint64_t t = surge_now_ns();
-    srv->last_msg_ns = t;
-    int r = surge_ingest_handle_raw(
-        srv->ing, zmq_msg_data(&rid), zmq_msg_size(&rid),
-        have_hdr ? zmq_msg_data(&hdr) : NULL, have_hdr ? zmq_msg_size(&hdr) : 0,
-        have_payload ? zmq_msg_data(&payload) : NULL,
-        have_payload ? zmq_msg_size(&payload) : 0, npayload, total, t,
-        &srv->reply);
-    if (r == 1) {
-        send_reply(srv, zmq_msg_data(&rid), zmq_msg_size(&rid));
-    }
-    zmq_msg_close(&payload);
-    zmq_msg_close(&hdr);
-    zmq_msg_close(&rid);
     return 1;
+}
+
+/* Receive and handle (or hold) one message. 1 when one was read, 0 when
+ * none was waiting (EAGAIN) or the socket failed. */
+static int
+recv_one(surge_server *srv)
+{
+    struct held m;
+    int rc = recv_whole(srv, &m);
+    if (rc <= 0) {
+        return rc < 0 ? 1 : 0;
+    }
+    const void *rid = zmq_msg_data(&m.rid);
+    size_t rid_len = zmq_msg_size(&m.rid);
+    int session = surge_ingest_has_session(srv->ing, rid, rid_len);
+    if (!session && m.total > srv->o->max_presession_bytes) {
+        /* Dropped before anything looks at it: a peer that has proven
+         * nothing gets no more of our memory than this one message. */
+        int r = surge_ingest_refuse_presession(srv->ing, rid, rid_len, m.total,
+                                               surge_now_ns(), &srv->reply);
+        if (r == 1) {
+            send_reply(srv, rid, rid_len);
+        } else if (m.have_hdr) {
+            surge_ingest_counters(srv->ing)->io.cut++;
+            cut_connection(srv, zmq_msg_get(&m.hdr, ZMQ_SRCFD), &srv->cut_rl,
+                           "a peer without a session kept sending large "
+                           "messages (--max-presession-bytes)");
+        }
+        held_free(&m);
+        return 1;
+    }
+    if (session && srv->holding) {
+        struct held *h = malloc(sizeof *h);
+        if (h != NULL) {
+            /* Move the frames (no copy of their data). */
+            zmq_msg_init(&h->rid);
+            zmq_msg_init(&h->hdr);
+            zmq_msg_init(&h->payload);
+            zmq_msg_move(&h->rid, &m.rid);
+            zmq_msg_move(&h->hdr, &m.hdr);
+            zmq_msg_move(&h->payload, &m.payload);
+            h->have_hdr = m.have_hdr;
+            h->have_payload = m.have_payload;
+            h->npayload = m.npayload;
+            h->total = m.total;
+            held_free(&m);
+            h->next = NULL;
+            if (srv->held_tail != NULL) {
+                srv->held_tail->next = h;
+            } else {
+                srv->held_head = h;
+            }
+            srv->held_tail = h;
+            srv->held_bytes += h->total;
+            surge_ingest_counters(srv->ing)->io.held++;
+            return 1;
+        }
+        /* No memory to hold it: handle it now (it queues as pending). */
+    }
+    handle_one(srv, &m);
+    held_free(&m);
+    return 1;
+}
+
+/* Handle held messages in order while the store takes samples; with
+ * force (the server is stopping), all of them. */
+static void
+replay_held(surge_server *srv, int force)
+{
+    while (srv->held_head != NULL &&
+           (force || !surge_ingest_has_pending(srv->ing))) {
+        struct held *h = srv->held_head;
+        srv->held_head = h->next;
+        if (srv->held_head == NULL) {
+            srv->held_tail = NULL;
+        }
+        srv->held_bytes -= h->total;
+        handle_one(srv, h);
+        held_free(h);
+        free(h);
+    }
+}
+
+/* Backpressure, in two stages. When a sample waits for store space the
+ * server starts holding: it goes on reading, handles at once what peers
+ * without a session send (hellos, control, refusals), and holds messages of
+ * peers with a session, in order, up to --max-held-bytes. Past that it
+ * stops reading (ZeroMQ's queues then fill and the clients' sends block).
+ * The retry timer puts pending samples, replays what is held, and ends
+ * both stages when nothing waits any more. */
+static void
+start_holding(surge_server *srv)
+{
+    if (srv->holding) {
+        return;
+    }
+    srv->holding = 1;
+    srv->paused_at_ns = surge_now_ns();
+    surge_ingest_counters(srv->ing)->io.read_pauses++;
+    uv_timer_start(&srv->retry, on_retry, RETRY_MS, RETRY_MS);
 }
 
 static void
@@ -220,24 +406,25 @@ pause_reading(surge_server *srv)
     }
     uv_poll_stop(&srv->poll_router);
     srv->reading = 0;
-    srv->paused_at_ns = surge_now_ns();
-    surge_ingest_counters(srv->ing)->io.read_pauses++;
-    uv_timer_start(&srv->retry, on_retry, RETRY_MS, RETRY_MS);
 }
 
 static void on_router(uv_poll_t *h, int status, int events);
 
+/* Backpressure is over: nothing pending, nothing held. */
 static void
-resume_reading(surge_server *srv)
+end_holding(surge_server *srv)
 {
-    if (srv->reading || srv->phase != PHASE_RUNNING) {
+    if (!srv->holding || srv->phase != PHASE_RUNNING) {
         return;
     }
     uv_timer_stop(&srv->retry);
     surge_ingest_counters(srv->ing)->io.read_paused_ns +=
         surge_now_ns() - srv->paused_at_ns;
-    srv->reading = 1;
-    uv_poll_start(&srv->poll_router, UV_READABLE, on_router);
+    srv->holding = 0;
+    if (!srv->reading) {
+        srv->reading = 1;
+        uv_poll_start(&srv->poll_router, UV_READABLE, on_router);
+    }
     /* Edge-triggered: messages that came while paused raised no new edge. */
     drain_router(srv);
 }
@@ -250,7 +437,7 @@ check_requests(surge_server *srv)
     }
     if (surge_ingest_shutdown_requested(srv->ing)) {
         begin_stop(srv, 0);
-    } else if (surge_ingest_end_requested(srv->ing) &&
+    } else if (surge_ingest_end_requested(srv->ing) && srv->held_head == NULL &&
                surge_ingest_all_done(srv->ing)) {
         begin_stop(srv, 1);
     }
@@ -271,8 +458,11 @@ static void
 drain_router(surge_server *srv)
 {
     unsigned budget = DRAIN_BUDGET;
-    while (srv->reading) {
+    while (srv->reading && srv->phase == PHASE_RUNNING) {
         if (surge_ingest_has_pending(srv->ing)) {
+            start_holding(srv);
+        }
+        if (srv->holding && srv->held_bytes >= srv->o->max_held_bytes) {
             pause_reading(srv);
             break;
         }
@@ -308,9 +498,20 @@ on_router(uv_poll_t *h, int status, int events)
 static void
 try_flush(surge_server *srv)
 {
-    if (surge_ingest_flush(srv->ing) == 0) {
-        resume_reading(srv);
+    if (surge_ingest_flush(srv->ing) != 0) {
+        return;
     }
+    replay_held(srv, 0);
+    if (!surge_ingest_has_pending(srv->ing) && srv->held_head == NULL) {
+        end_holding(srv);
+    } else if (!srv->reading && srv->phase == PHASE_RUNNING &&
+               srv->held_bytes < srv->o->max_held_bytes) {
+        /* Room to hold again: read on (the holding stage). */
+        srv->reading = 1;
+        uv_poll_start(&srv->poll_router, UV_READABLE, on_router);
+        drain_router(srv);
+    }
+    check_requests(srv);
 }
 
 static void
@@ -339,8 +540,10 @@ drain_monitor(surge_server *srv)
             return;
         }
         uint16_t event = 0;
+        uint32_t value = 0; /* the descriptor, for ACCEPTED */
         if (zmq_msg_size(&ev) >= 6) {
             memcpy(&event, zmq_msg_data(&ev), sizeof event);
+            memcpy(&value, (const char *)zmq_msg_data(&ev) + 2, sizeof value);
         }
         if (zmq_msg_more(&ev)) {
             zmq_msg_init(&addr);
@@ -351,6 +554,17 @@ drain_monitor(surge_server *srv)
         switch (event) {
         case ZMQ_EVENT_ACCEPTED:
             c->io.accepted++;
+            /* Connections still open, this one included (a cut one counts
+             * until its DISCONNECTED event comes). */
+            if (c->io.accepted - c->io.disconnected > srv->o->max_connections) {
+                c->io.refused++;
+                char why[96];
+                snprintf(why, sizeof why,
+                         "%" PRIu64 " connections open, --max-connections %u",
+                         c->io.accepted - c->io.disconnected,
+                         srv->o->max_connections);
+                cut_connection(srv, (int)value, &srv->refused_rl, why);
+            }
             break;
         case ZMQ_EVENT_DISCONNECTED:
             c->io.disconnected++;
@@ -528,11 +742,16 @@ begin_stop(surge_server *srv, int end_of_reception)
     if (srv->reading) {
         uv_poll_stop(&srv->poll_router);
         srv->reading = 0;
-    } else {
+    }
+    if (srv->holding) {
         uv_timer_stop(&srv->retry);
         surge_ingest_counters(srv->ing)->io.read_paused_ns +=
             surge_now_ns() - srv->paused_at_ns;
+        srv->holding = 0;
     }
+    /* Held messages were received: handle them so that they are counted
+     * (their steps are then dropped with the rest, as server_stop). */
+    replay_held(srv, 1);
     /* Whatever is not assembled now never will be. */
     surge_ingest_stop(srv->ing);
     SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "stopping (%s): draining the store",
@@ -587,7 +806,7 @@ on_wake(uv_async_t *h)
 {
     surge_server *srv = h->data;
     run_io_request(srv);
-    if (!srv->reading && srv->phase == PHASE_RUNNING) {
+    if (srv->holding && srv->phase == PHASE_RUNNING) {
         try_flush(srv);
     }
     if (atomic_load(&srv->consumer_done)) {
@@ -896,24 +1115,26 @@ write_stats(surge_server *srv)
     counter_sections(c, j);
     json_object_set_new(
         j, "sims",
-        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "hello",
+        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "hello",
                   JI(c->sims.hello), "rejected", JI(c->sims.rejected), "joined",
                   JI(c->sims.joined), "finished", JI(c->sims.finished),
                   "failed", JI(c->sims.failed), "timed_out",
-                  JI(c->sims.timed_out), "retried", JI(c->sims.retried), "bye",
-                  JI(c->sims.bye), "validation_runs",
-                  JI(c->sims.validation_runs), "validation_runs_kept",
-                  JI(c->sims.validation_runs_kept)));
+                  JI(c->sims.timed_out), "not_joined", JI(c->sims.not_joined),
+                  "retried", JI(c->sims.retried), "bye", JI(c->sims.bye),
+                  "validation_runs", JI(c->sims.validation_runs),
+                  "validation_runs_kept", JI(c->sims.validation_runs_kept)));
     json_object_set_new(
         j, "io",
-        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:f}", "accepted",
-                  JI(c->io.accepted), "disconnected", JI(c->io.disconnected),
-                  "handshake_failed", JI(c->io.handshake_failed),
-                  "curve_refused", JI(c->io.curve_refused), "replies_sent",
-                  JI(c->io.replies_sent), "replies_dropped",
-                  JI(c->io.replies_dropped), "control_ok", JI(c->io.control_ok),
-                  "read_pauses", JI(c->io.read_pauses), "read_paused_s",
-                  c->io.read_paused_ns / 1e9));
+        json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:f}",
+                  "accepted", JI(c->io.accepted), "disconnected",
+                  JI(c->io.disconnected), "handshake_failed",
+                  JI(c->io.handshake_failed), "curve_refused",
+                  JI(c->io.curve_refused), "refused", JI(c->io.refused),
+                  "cut", JI(c->io.cut), "held", JI(c->io.held),
+                  "replies_sent", JI(c->io.replies_sent), "replies_dropped",
+                  JI(c->io.replies_dropped), "control_ok",
+                  JI(c->io.control_ok), "read_pauses", JI(c->io.read_pauses),
+                  "read_paused_s", c->io.read_paused_ns / 1e9));
     json_object_set_new(j, "store", store_json(srv->train));
     if (srv->validation != NULL) {
         json_object_set_new(j, "validation_store", store_json(srv->validation));
@@ -1098,6 +1319,8 @@ surge_server_create(surge_server **out, const surge_server_options *o)
         return -ENOMEM;
     }
     srv->o = o;
+    surge_ratelimit_init(&srv->refused_rl, 5, UINT64_C(10) * 1000000000u);
+    surge_ratelimit_init(&srv->cut_rl, 5, UINT64_C(10) * 1000000000u);
     if (pthread_mutex_init(&srv->io_mu, NULL) != 0) {
         free(srv);
         return -ENOMEM;
@@ -1364,6 +1587,12 @@ surge_server_destroy(surge_server **srvp)
         close_handles(srv);
         uv_run(&srv->loop, UV_RUN_DEFAULT);
         uv_loop_close(&srv->loop);
+    }
+    while (srv->held_head != NULL) {
+        struct held *h = srv->held_head;
+        srv->held_head = h->next;
+        held_free(h);
+        free(h);
     }
     if (srv->mon != NULL) {
         zmq_close(srv->mon);

@@ -9,10 +9,16 @@
  * each wake-up reads until EAGAIN and re-checks ZMQ_EVENTS. Messages go to
  * server/ingest.c; replies go back with ZMQ_DONTWAIT (a peer that cannot
  * take a reply loses it and the loss is counted). When the training store
- * is full, the poll is stopped (ZeroMQ's high-water mark then fills and the
- * clients' sends block: backpressure) until the consumer frees space: the
- * store's space callback wakes the loop with uv_async_send, and a 1 ms
- * timer retries as a fallback.
+ * is full the server holds: it reads on, handles at once what peers
+ * without a session send and keeps the messages of peers with a session,
+ * in order, up to --max-held-bytes; past that the poll is stopped
+ * (ZeroMQ's high-water mark then fills and the clients' sends block:
+ * backpressure) until the consumer frees space: the store's space callback
+ * wakes the loop with uv_async_send, and a 1 ms timer retries as a
+ * fallback; held messages are then handled first. A peer without a
+ * session that sends more than --max-presession-bytes in one message is
+ * dropped unread, then cut; connections over --max-connections are cut as
+ * the monitor reports them.
  *
  * Stopping. SIGINT, SIGTERM or a SHUTDOWN control: stop reading, drop the
  * partial steps (counted), let the consumer drain the store (at most

@@ -22,6 +22,7 @@
 
 #include <surge/error.h>
 
+#include "common/alloc.h"
 #include "common/protocol.h"
 #include "common/util.h"
 #include "server/store.h"
@@ -70,7 +71,7 @@ surge_store_create(surge_store **out, const surge_store_config *cfg)
     if (out == NULL || cfg == NULL) {
         return -EINVAL;
     }
-    surge_store *s = calloc(1, sizeof *s);
+    surge_store *s = surge_calloc(1, sizeof *s);
     if (s == NULL) {
         return -ENOMEM;
     }
@@ -173,7 +174,7 @@ shape_stream(surge_store *s, uint32_t nin, uint64_t nout)
         return SURGE_ELIMIT;
     }
     surge_batch_info *info =
-        calloc(c.max_batch > 0 ? c.max_batch : 1, sizeof *info);
+        surge_calloc(c.max_batch > 0 ? c.max_batch : 1, sizeof *info);
     if (info == NULL) {
         return -ENOMEM;
     }

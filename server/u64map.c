@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "common/alloc.h"
 #include "common/rng.h"
 #include "server/u64map.h"
 
@@ -57,8 +58,8 @@ grow(surge_u64map *m)
 {
     size_t ncap = m->cap == 0 ? 16 : m->cap * 2;
     surge_u64map n;
-    n.keys = calloc(ncap, sizeof *n.keys);
-    n.vals = calloc(ncap, sizeof *n.vals);
+    n.keys = surge_calloc(ncap, sizeof *n.keys);
+    n.vals = surge_calloc(ncap, sizeof *n.vals);
     if (n.keys == NULL || n.vals == NULL) {
         free(n.keys);
         free(n.vals);

@@ -11,6 +11,16 @@
  *   server_peer control ENDPOINT OP [SIM] send a control request (OP: ping,
  *                                        failed, retry, end, shutdown) and
  *                                        print the reply
+ *   server_peer badhello ENDPOINT      send a hello the codec refuses (dtype
+ *                                      "f64"), print the server's answer
+ *                                      ("reject CODE REASON"); exit 0 when
+ *                                      it is a reject naming the dtype
+ *   server_peer flood ENDPOINT CONNS FRAMES BYTES
+ *                      a peer without a token: CONNS connections that never
+ *                      say hello, each sending up to FRAMES frames of BYTES
+ *                      bytes (a send waits at most 2 s); prints "sent N"
+ *                      (frames ZeroMQ took) and "answered N" (connections
+ *                      the server replied to)
  *
  * The token comes from SURGE_TOKEN; with SURGE_CURVE_KEYS (a client key
  * file) the connection uses CURVE. Prints one line per bad message sent
@@ -25,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <msgpack.h>
 #include <zmq.h>
 
 #include "common/auth.h"
@@ -233,6 +244,108 @@ control(const char *opname, int64_t sim, const char *token)
     return reply.u.control_reply.code == 0 ? 0 : 1;
 }
 
+static void
+pk_cstr(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+/* A hello that a correct client never sends (its encoder refuses it): the
+ * server must answer it with a reject and the reason (issue 9, item 6). */
+static int
+badhello(const char *token)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 9);
+    pk_cstr(&pk, "v");
+    msgpack_pack_uint64(&pk, SURGE_PROTOCOL_VERSION);
+    pk_cstr(&pk, "type");
+    pk_cstr(&pk, "hello");
+    pk_cstr(&pk, "token");
+    pk_cstr(&pk, token);
+    pk_cstr(&pk, "sim");
+    msgpack_pack_int64(&pk, 1);
+    pk_cstr(&pk, "rank");
+    msgpack_pack_uint64(&pk, 0);
+    pk_cstr(&pk, "nranks");
+    msgpack_pack_uint64(&pk, 1);
+    pk_cstr(&pk, "params");
+    msgpack_pack_array(&pk, 0);
+    pk_cstr(&pk, "fields");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, 4);
+    pk_cstr(&pk, "name");
+    pk_cstr(&pk, "u");
+    pk_cstr(&pk, "size");
+    msgpack_pack_uint64(&pk, 4);
+    pk_cstr(&pk, "offset");
+    msgpack_pack_uint64(&pk, 0);
+    pk_cstr(&pk, "count");
+    msgpack_pack_uint64(&pk, 4);
+    pk_cstr(&pk, "dtype");
+    pk_cstr(&pk, "f64");
+    int rc = send_frames(sb.data, sb.size, NULL, 0, NULL, 0);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc < 0 || recv_reply() != SURGE_MSG_REJECT) {
+        printf("no reject\n");
+        return 1;
+    }
+    printf("reject %d %s\n", reply.u.reject.code, reply.u.reject.reason);
+    return strstr(reply.u.reject.reason, "dtype") != NULL ? 0 : 1;
+}
+
+/* Connections that say nothing valid and send large frames: what the
+ * server holds for them must stay bounded (issue 9, item 1). */
+static int
+flood(void *ctx, const char *ep, int conns, int frames, int bytes)
+{
+    if (conns < 1 || conns > 4096 || frames < 1 || bytes < 1) {
+        fprintf(stderr, "server_peer: bad CONNS, FRAMES or BYTES\n");
+        return 2;
+    }
+    void **s = calloc((size_t)conns, sizeof *s);
+    unsigned char *junk = malloc((size_t)bytes);
+    if (s == NULL || junk == NULL) {
+        return 1;
+    }
+    memset(junk, 0x90, (size_t)bytes);
+    int ms = 2000, zero = 0;
+    for (int i = 0; i < conns; i++) {
+        s[i] = zmq_socket(ctx, ZMQ_DEALER);
+        zmq_setsockopt(s[i], ZMQ_SNDTIMEO, &ms, sizeof ms);
+        zmq_setsockopt(s[i], ZMQ_LINGER, &zero, sizeof zero);
+        if (zmq_connect(s[i], ep) != 0) {
+            fprintf(stderr, "server_peer: connect %s: %s\n", ep,
+                    zmq_strerror(zmq_errno()));
+            return 1;
+        }
+    }
+    long sent = 0;
+    for (int f = 0; f < frames; f++) {
+        for (int i = 0; i < conns; i++) {
+            if (s[i] != NULL && zmq_send(s[i], junk, (size_t)bytes, 0) >= 0) {
+                sent++;
+            }
+        }
+    }
+    int answered = 0;
+    for (int i = 0; i < conns; i++) {
+        zmq_pollitem_t it = {s[i], 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, i == 0 ? 1000 : 0) == 1) {
+            answered++;
+        }
+        zmq_close(s[i]);
+    }
+    printf("sent %ld\nanswered %d\n", sent, answered);
+    free(junk);
+    free(s);
+    return 0;
+}
+
 /* A non-negative int, or -1 when s is not one. */
 static int
 atoi_checked(const char *s)
@@ -284,6 +397,11 @@ main(int argc, char **argv)
     if (strcmp(argv[1], "malformed") == 0 && argc == 6) {
         rc = malformed(strtoll(argv[3], NULL, 10), atoi_checked(argv[4]),
                        atoi_checked(argv[5]), token);
+    } else if (strcmp(argv[1], "badhello") == 0 && argc == 3) {
+        rc = badhello(token);
+    } else if (strcmp(argv[1], "flood") == 0 && argc == 6) {
+        rc = flood(ctx, argv[2], atoi_checked(argv[3]), atoi_checked(argv[4]),
+                   atoi_checked(argv[5]));
     } else if (strcmp(argv[1], "control") == 0 && argc >= 4) {
         rc =
             control(argv[3], argc > 4 ? strtoll(argv[4], NULL, 10) : -1, token);

@@ -7,10 +7,11 @@ SERVER_UNIT_TESTS = \
 	tests/unit/server/test_store \
 	tests/unit/server/test_options \
 	tests/unit/server/test_feed \
-	tests/unit/server/test_u64map
+	tests/unit/server/test_u64map \
+	tests/unit/server/test_alloc_faults
 check_PROGRAMS += $(SERVER_UNIT_TESTS)
 TESTS += $(SERVER_UNIT_TESTS)
-SERVER_UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+SERVER_UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) $(MSGPACK_CFLAGS)
 SERVER_UNIT_LDADD = server/libsurge_server.la server/libsurge_monitor.la \
 	reservoir/libsurge_reservoir.la common/libsurge_common.la \
 	$(ZMQ_LIBS) $(UV_LIBS) $(JANSSON_LIBS) $(MSGPACK_LIBS) $(CMOCKA_LIBS) \
@@ -36,3 +37,7 @@ tests_unit_server_test_feed_LDADD = $(SERVER_UNIT_LDADD)
 tests_unit_server_test_u64map_SOURCES = tests/unit/server/test_u64map.c
 tests_unit_server_test_u64map_CFLAGS = $(SERVER_UNIT_CFLAGS)
 tests_unit_server_test_u64map_LDADD = $(SERVER_UNIT_LDADD)
+tests_unit_server_test_alloc_faults_SOURCES = \
+	tests/unit/server/test_alloc_faults.c tests/unit/server/server_test.h
+tests_unit_server_test_alloc_faults_CFLAGS = $(SERVER_UNIT_CFLAGS)
+tests_unit_server_test_alloc_faults_LDADD = $(SERVER_UNIT_LDADD)

@@ -635,6 +635,46 @@ whole_step_goes_straight_to_the_store(void **state)
     assert_string_equal(f->logbuf, want);
 }
 
+static int
+setup_eight_blocks(void **state)
+{
+    return make(state, 1 << 20, 8 * surge_ingest_block_bytes(NOUT, 4), 0);
+}
+
+/* A sim whose second rank never joins streams new steps: it must evict its
+ * own partial steps, not those of a slower honest sim (issue 9, item 3),
+ * and the record of its dropped steps must stay bounded. */
+static void
+greedy_sim_evicts_its_own_steps(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    join_both(f, 1);
+    for (int s = 0; s < 4; s++) {
+        send_step(f, 1, s, 1); /* the honest rank 1 is slow */
+    }
+    assert_int_equal(say_hello(f->ing, "s2r0", "", 2, 0, 2, P, 3, R0, 2),
+                     SURGE_MSG_WELCOME);
+    int nsteps = 70000;
+    for (int s = 0; s < nsteps; s++) {
+        send_step(f, 2, s, 1);
+        assert_true(surge_ingest_partial_bytes(f->ing) <=
+                    f->o.max_partial_bytes);
+    }
+    for (int s = 0; s < 4; s++) {
+        send_step(f, 1, s, 2 | 4);
+    }
+    assert_int_equal(c->steps.assembled, 4);
+    assert_int_equal(c->steps.dropped[SURGE_TDROP_ASSEMBLY_MEMORY], nsteps - 4);
+    /* Every dropped step is counted, but the set that refuses their late
+     * slices is bounded. */
+    struct surge_run_info runs[2];
+    assert_int_equal(surge_ingest_runs(f->ing, runs, 2, 0), 2);
+    assert_int_equal(runs[1].dropped, nsteps - 4);
+    assert_true(surge_ingest_dropped_records(f->ing) <=
+                SURGE_INGEST_DROPPED_RECORDS);
+}
+
 int
 main(void)
 {
@@ -653,6 +693,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(memory_bound_evicts_oldest,
                                         setup_small_memory, teardown),
+        cmocka_unit_test_setup_teardown(greedy_sim_evicts_its_own_steps,
+                                        setup_eight_blocks, teardown),
         cmocka_unit_test_setup_teardown(full_store_keeps_samples_pending,
                                         setup_small_store, teardown),
         cmocka_unit_test_setup_teardown(validation_sims_held_out,

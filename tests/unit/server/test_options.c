@@ -131,6 +131,41 @@ field_shapes(void **state)
     assert_int_equal(surge_server_field_shape(&o, "w", d, 8), 0);
 }
 
+/* The limits against broken or hostile peers (issue 9). */
+static void
+peer_limits(void **state)
+{
+    (void)state;
+    surge_server_options o;
+    char *argv[] = {"serve", NULL};
+    assert_int_equal(parse(&o, 1, argv), 0);
+    assert_int_equal(o.max_connections, 2048);
+    assert_int_equal(o.max_presession_bytes, 64u << 10);
+    assert_int_equal(o.max_held_bytes, 64u << 20);
+    assert_true(o.join_timeout_s == 120.0);
+    assert_int_equal(o.max_joining_sims, 1024);
+    assert_int_equal(PARSE(&o, "--max-connections", "1100",
+                           "--max-presession-bytes", "32K", "--max-held-bytes",
+                           "1M", "--join-timeout", "0", "--max-joining-sims",
+                           "3"),
+                     0);
+    assert_int_equal(o.max_connections, 1100);
+    assert_int_equal(o.max_presession_bytes, 32u << 10);
+    assert_int_equal(o.max_held_bytes, 1u << 20);
+    assert_true(o.join_timeout_s == 0.0);
+    assert_int_equal(o.max_joining_sims, 3);
+    assert_int_equal(PARSE(&o, "--max-connections", "0"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--max-connections"));
+    assert_int_equal(PARSE(&o, "--max-presession-bytes", "16K"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--max-presession-bytes"));
+    assert_int_equal(PARSE(&o, "--max-held-bytes", "1K"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--max-held-bytes"));
+    assert_int_equal(PARSE(&o, "--max-joining-sims", "0"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--max-joining-sims"));
+    assert_int_equal(PARSE(&o, "--join-timeout", "-1"), SURGE_ECONFIG);
+    assert_non_null(strstr(err, "--join-timeout"));
+}
+
 static void
 reservoir_options(void **state)
 {
@@ -251,6 +286,7 @@ main(void)
         cmocka_unit_test(defaults),
         cmocka_unit_test(values_and_sizes),
         cmocka_unit_test(errors_name_the_flag),
+        cmocka_unit_test(peer_limits),
         cmocka_unit_test(reservoir_options),
         cmocka_unit_test(bind_needs_token_off_loopback),
         cmocka_unit_test(usage_lists_every_flag),

@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <math.h>
+#include <msgpack.h>
 
 #include "common/log.h"
 #include "server_test.h"
@@ -557,6 +559,242 @@ raw_frames_through_codec(void **state)
     assert_int_equal(c->messages.received, 7);
 }
 
+/* A hello as raw msgpack, with values the encoder would refuse: what a
+ * broken or hostile client puts on the wire. */
+struct raw_hello {
+    int64_t sim, rank, nranks;
+    double param;     /* the one parameter */
+    uint32_t nfields; /* fields "f0".."fN-1" of 8 elements, whole */
+    uint64_t offset;  /* of field 0 */
+    uint64_t count;   /* of field 0 */
+    const char *dtype;
+};
+
+static size_t
+pack_hello(const struct raw_hello *h, unsigned char *out, size_t cap)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    const char *keys[] = {"v",      "type",   "token",  "sim",  "rank",
+                          "nranks", "params", "fields", "dtype"};
+    msgpack_pack_map(&pk, 9);
+    for (size_t k = 0; k < 9; k++) {
+        msgpack_pack_str(&pk, strlen(keys[k]));
+        msgpack_pack_str_body(&pk, keys[k], strlen(keys[k]));
+        switch (k) {
+        case 0:
+            msgpack_pack_uint64(&pk, 1);
+            break;
+        case 1:
+            msgpack_pack_str(&pk, 5);
+            msgpack_pack_str_body(&pk, "hello", 5);
+            break;
+        case 2:
+            msgpack_pack_str(&pk, 6);
+            msgpack_pack_str_body(&pk, "secret", 6);
+            break;
+        case 3:
+            msgpack_pack_int64(&pk, h->sim);
+            break;
+        case 4:
+            msgpack_pack_int64(&pk, h->rank);
+            break;
+        case 5:
+            msgpack_pack_int64(&pk, h->nranks);
+            break;
+        case 6:
+            msgpack_pack_array(&pk, 1);
+            msgpack_pack_double(&pk, h->param);
+            break;
+        case 7:
+            msgpack_pack_array(&pk, h->nfields);
+            for (uint32_t f = 0; f < h->nfields; f++) {
+                char name[8];
+                snprintf(name, sizeof name, "f%u", f);
+                msgpack_pack_map(&pk, 4);
+                msgpack_pack_str(&pk, 4);
+                msgpack_pack_str_body(&pk, "name", 4);
+                msgpack_pack_str(&pk, strlen(name));
+                msgpack_pack_str_body(&pk, name, strlen(name));
+                msgpack_pack_str(&pk, 4);
+                msgpack_pack_str_body(&pk, "size", 4);
+                msgpack_pack_uint64(&pk, 8);
+                msgpack_pack_str(&pk, 6);
+                msgpack_pack_str_body(&pk, "offset", 6);
+                msgpack_pack_uint64(&pk, f == 0 ? h->offset : 0);
+                msgpack_pack_str(&pk, 5);
+                msgpack_pack_str_body(&pk, "count", 5);
+                msgpack_pack_uint64(&pk, f == 0 ? h->count : 8);
+            }
+            break;
+        default:
+            msgpack_pack_str(&pk, strlen(h->dtype));
+            msgpack_pack_str_body(&pk, h->dtype, strlen(h->dtype));
+            break;
+        }
+    }
+    size_t n = sb.size <= cap ? sb.size : 0;
+    memcpy(out, sb.data, n);
+    msgpack_sbuffer_destroy(&sb);
+    return n;
+}
+
+/* A hello the codec refuses is answered with a reject naming the rule it
+ * broke (docs/protocol.md), not left for the client to time out on. */
+static void
+hello_malformed_gets_reject(void **state)
+{
+    struct fixture *f = *state;
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    const struct raw_hello good = {1, 0, 1, 0.5, 1, 0, 8, "f32"};
+    struct {
+        struct raw_hello h;
+        int code;
+        const char *says;
+    } cases[] = {
+        {good, 0, NULL},
+        {good, SURGE_EDTYPE, "dtype"},
+        {good, SURGE_EPROTO, "params[0]"},
+        {good, SURGE_EPROTO, "sim"},
+        {good, SURGE_EPROTO, "rank"},
+        {good, SURGE_EBOUNDS, "offset + count"},
+        {good, SURGE_ELIMIT, "fields"},
+        {good, SURGE_EPROTO, "rank"},
+    };
+    cases[1].h.dtype = "f64";
+    cases[2].h.param = NAN;
+    cases[3].h.sim = -4;
+    cases[4].h.rank = 2;
+    cases[4].h.nranks = 2;
+    cases[5].h.offset = UINT64_MAX - 2;
+    cases[5].h.count = 4;
+    cases[6].h.nfields = SURGE_MAX_FIELDS + 1;
+    cases[7].h.rank = -1;
+    unsigned char buf[SURGE_MAX_HEADER_BYTES];
+    for (size_t i = 1; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = pack_hello(&cases[i].h, buf, sizeof buf);
+        assert_true(n > 0);
+        memset(&treply, 0, sizeof treply);
+        assert_int_equal(surge_ingest_handle_raw(f->ing, RID("m"), buf, n, NULL,
+                                                 0, 0, n, 1, &treply),
+                         1);
+        assert_int_equal(treply.type, SURGE_MSG_REJECT);
+        assert_int_equal(treply.u.reject.code, cases[i].code);
+        assert_non_null(strstr(treply.u.reject.reason, cases[i].says));
+        /* The reject itself must go on the wire. */
+        assert_true(surge_proto_encode(&treply, buf, sizeof buf) > 0);
+    }
+    size_t ncases = sizeof cases / sizeof cases[0] - 1;
+    assert_int_equal(c->messages.hello, ncases);
+    assert_int_equal(c->sims.rejected, ncases);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_HELLO_REJECTED], ncases);
+    /* The same peer may then say a good hello. */
+    size_t n = pack_hello(&good, buf, sizeof buf);
+    assert_int_equal(surge_ingest_handle_raw(f->ing, RID("m"), buf, n, NULL, 0,
+                                             0, n, 1, &treply),
+                     1);
+    assert_int_equal(treply.type, SURGE_MSG_WELCOME);
+    /* Other malformed types still get no answer (no reply amplification). */
+    static const unsigned char data_hdr[] = {0x82, 0xa1, 'v', 0x01, 0xa4,
+                                             't',  'y',  'p', 'e',  0xa4,
+                                             'd',  'a',  't', 'a'};
+    memcpy(buf, data_hdr, sizeof data_hdr);
+    assert_int_equal(surge_ingest_handle_raw(f->ing, RID("m"), buf, 14, NULL, 0,
+                                             0, 14, 1, &treply),
+                     0);
+}
+
+/* A rank 0 of 2 whose rank 1 never comes must not keep the end of
+ * reception waiting (issue 9, item 2). */
+static void
+half_joined_sim_settled_at_end(void **state)
+{
+    struct fixture *f = *state;
+    float v[4] = {1, 2, 3, 4};
+    join(f, "a", 3, 0);
+    send_slice(f->ing, "a", 3, 0, 0, 0.0, 0, 0, 4, v);
+    /* A complete sim alongside is not touched. */
+    join(f, "c", 4, 0);
+    join(f, "d", 4, 1);
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_END_RECEPTION, -1), 0);
+    assert_int_equal(surge_ingest_active_sims(f->ing), 1);
+    assert_int_equal(say_bye(f->ing, "c", 4, 0, 0), SURGE_MSG_BYE_ACK);
+    assert_int_equal(say_bye(f->ing, "d", 4, 1, 0), SURGE_MSG_BYE_ACK);
+    assert_true(surge_ingest_all_done(f->ing));
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    assert_int_equal(c->sims.not_joined, 1);
+    assert_int_equal(c->steps.dropped[SURGE_TDROP_SIM_NOT_JOINED], 1);
+    /* Its session is gone and the missing rank is told why. */
+    assert_int_equal(say_hello(f->ing, "b", "secret", 3, 1, 2, P, 2, U1, 1),
+                     SURGE_MSG_REJECT);
+    assert_non_null(strstr(treply.u.reject.reason, "not joined"));
+    /* A multi-rank sim opened after the end is settled at the next tick. */
+    join(f, "e", 9, 0);
+    surge_ingest_tick(f->ing, 2000);
+    assert_true(surge_ingest_all_done(f->ing));
+    assert_int_equal(c->sims.not_joined, 2);
+}
+
+/* Joining has its own, shorter timeout, counted from the first hello: data
+ * from the ranks that did join does not extend it. */
+static void
+join_timeout_fails_half_joined_sim(void **state)
+{
+    struct fixture *f = *state;
+    float v[4] = {1, 2, 3, 4};
+    const surge_counters *c = surge_ingest_counters(f->ing);
+    f->o.join_timeout_s = 2;
+    join(f, "a", 3, 0); /* at t = 1000 ns */
+    for (int s = 0; s < 3; s++) {
+        send_slice_ex(f->ing, "a", 3, 0, s, 0.0, 0, 0, 4, v, 16,
+                      (uint64_t)(s + 1) * 600000000u);
+    }
+    join(f, "c", 4, 0);
+    join(f, "d", 4, 1); /* complete: no join timeout */
+    surge_ingest_tick(f->ing, 1900000000);
+    assert_int_equal(surge_ingest_active_sims(f->ing), 2);
+    surge_ingest_tick(f->ing, 2000001000);
+    assert_int_equal(surge_ingest_active_sims(f->ing), 1);
+    assert_int_equal(c->sims.not_joined, 1);
+    assert_int_equal(c->steps.dropped[SURGE_TDROP_SIM_NOT_JOINED], 3);
+    struct surge_run_info runs[4];
+    assert_int_equal(surge_ingest_runs(f->ing, runs, 4, 2000001000), 2);
+    assert_string_equal(runs[0].state, "not_joined");
+    /* A retry reopens it with a fresh join clock. */
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_SIM_RETRY, 3), 0);
+    join(f, "a2", 3, 0);
+    join(f, "b2", 3, 1);
+    surge_ingest_tick(f->ing, 4000000000);
+    assert_int_equal(surge_ingest_active_sims(f->ing), 2);
+}
+
+/* The number of sims waiting for their ranks is bounded. */
+static void
+max_joining_sims_bounds_waiting(void **state)
+{
+    struct fixture *f = *state;
+    f->o.max_joining_sims = 2;
+    join(f, "a", 1, 0);
+    join(f, "b", 2, 0);
+    assert_int_equal(say_hello(f->ing, "c", "secret", 3, 0, 2, P, 2, U0, 1),
+                     SURGE_MSG_REJECT);
+    assert_int_equal(treply.u.reject.code, SURGE_ELIMIT);
+    assert_non_null(strstr(treply.u.reject.reason, "max-joining-sims"));
+    /* Single-rank sims and the missing ranks of waiting sims still come. */
+    static const struct tfield W[1] = {{"u", 8, 0, 8}};
+    assert_int_equal(say_hello(f->ing, "s", "secret", 7, 0, 1, P, 2, W, 1),
+                     SURGE_MSG_WELCOME);
+    join(f, "a1", 1, 1);
+    /* One slot is free again. */
+    join(f, "c", 3, 0);
+    /* A failed sim frees its slot too. */
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_SIM_FAILED, 2), 0);
+    join(f, "d", 4, 0);
+    assert_int_equal(surge_ingest_counters(f->ing)->sims.rejected, 1);
+}
+
 int
 main(void)
 {
@@ -567,6 +805,10 @@ main(void)
         T(hello_welcome),
         T(hello_declares_steps),
         T(hello_records_output_fields),
+        T(half_joined_sim_settled_at_end),
+        T(join_timeout_fails_half_joined_sim),
+        T(max_joining_sims_bounds_waiting),
+        T(hello_malformed_gets_reject),
         T(hello_wrong_token),
         T(hello_needs_its_run_key),
         T(hello_open_server_needs_no_key),
