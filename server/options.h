@@ -40,13 +40,13 @@ typedef struct surge_server_options {
 
     /* CURVE server key file (common/auth.h); "" = no encryption. */
     char curve_keys[SURGE_SERVER_MAX_PATH];
-    uint32_t max_connections;        /* open client connections; more are
-                                        cut as they come */
-    uint64_t max_presession_bytes;   /* largest message of a peer without a
-                                        session; bytes */
-    uint64_t max_held_bytes;         /* messages of peers with a session held
-                                        under backpressure while reading goes
-                                        on; bytes */
+    uint32_t max_connections;      /* open client connections; more are
+                                      cut as they come */
+    uint64_t max_presession_bytes; /* largest message of a peer without a
+                                      session; bytes */
+    uint64_t max_held_bytes;       /* messages of peers with a session held
+                                      under backpressure while reading goes
+                                      on; bytes */
     /* Assembly. */
     uint64_t max_partial_bytes; /* memory for partial steps, bytes */
     double sim_timeout_s;       /* a sim silent this long is failed; 0 =

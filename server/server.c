@@ -1129,12 +1129,12 @@ write_stats(surge_server *srv)
                   "accepted", JI(c->io.accepted), "disconnected",
                   JI(c->io.disconnected), "handshake_failed",
                   JI(c->io.handshake_failed), "curve_refused",
-                  JI(c->io.curve_refused), "refused", JI(c->io.refused),
-                  "cut", JI(c->io.cut), "held", JI(c->io.held),
-                  "replies_sent", JI(c->io.replies_sent), "replies_dropped",
-                  JI(c->io.replies_dropped), "control_ok",
-                  JI(c->io.control_ok), "read_pauses", JI(c->io.read_pauses),
-                  "read_paused_s", c->io.read_paused_ns / 1e9));
+                  JI(c->io.curve_refused), "refused", JI(c->io.refused), "cut",
+                  JI(c->io.cut), "held", JI(c->io.held), "replies_sent",
+                  JI(c->io.replies_sent), "replies_dropped",
+                  JI(c->io.replies_dropped), "control_ok", JI(c->io.control_ok),
+                  "read_pauses", JI(c->io.read_pauses), "read_paused_s",
+                  c->io.read_paused_ns / 1e9));
     json_object_set_new(j, "store", store_json(srv->train));
     if (srv->validation != NULL) {
         json_object_set_new(j, "validation_store", store_json(srv->validation));

@@ -577,10 +577,10 @@ pack_hello(const struct raw_hello *h, unsigned char *out, size_t cap)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    const char *keys[] = {"v",      "type",   "token",  "sim",  "rank",
-                          "nranks", "params", "fields", "dtype"};
-    msgpack_pack_map(&pk, 9);
-    for (size_t k = 0; k < 9; k++) {
+    const char *keys[] = {"v",      "type",   "token",  "sim",   "rank",
+                          "nranks", "params", "fields", "dtype", "run_key"};
+    msgpack_pack_map(&pk, 10);
+    for (size_t k = 0; k < 10; k++) {
         msgpack_pack_str(&pk, strlen(keys[k]));
         msgpack_pack_str_body(&pk, keys[k], strlen(keys[k]));
         switch (k) {
@@ -629,10 +629,21 @@ pack_hello(const struct raw_hello *h, unsigned char *out, size_t cap)
                 msgpack_pack_uint64(&pk, f == 0 ? h->count : 8);
             }
             break;
-        default:
+        case 8:
             msgpack_pack_str(&pk, strlen(h->dtype));
             msgpack_pack_str_body(&pk, h->dtype, strlen(h->dtype));
             break;
+        default: {
+            /* The sim's run key, as the launcher hands it to the run
+             * (empty for a negative sim, which the codec refuses first). */
+            char key[SURGE_RUN_KEY_HEX + 1] = "";
+            if (h->sim >= 0) {
+                assert_int_equal(surge_run_key("secret", h->sim, key), 0);
+            }
+            msgpack_pack_str(&pk, strlen(key));
+            msgpack_pack_str_body(&pk, key, strlen(key));
+            break;
+        }
         }
     }
     size_t n = sb.size <= cap ? sb.size : 0;
