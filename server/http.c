@@ -19,6 +19,16 @@
  * Errors the parser reports, and limits our callbacks enforce (they return
  * -1 after setting err_status), end the connection after one 4xx answer.
  *
+ * A full table does not lock the port. When max_connections are open, a
+ * new connection evicts the one that has waited longest without being
+ * worth anything: idle since its accept or its last answer, or inside a
+ * request that started long ago (a slowloris trickling bytes does not
+ * renew that start). Connections with an answer being written are never
+ * evicted. A status poll, which sends its whole request at once and is the
+ * newest connection, is thus answered however many idle or slow peers
+ * hold the table; only when every open connection is being answered does
+ * a new one get 503.
+ *
  * Closing: a connection is freed when both of its handles have closed; the
  * server when its listener, its timer and every connection have. Lock-free
  * throughout: all of it runs on the loop's thread.
@@ -72,6 +82,7 @@ struct surge_http {
     http_parser_settings settings; /* parser callbacks (shared) */
     surge_counter *by_class[3];    /* requests answered 2xx/4xx/5xx, in
                                       the registry (NULL if absent) */
+    surge_counter *evicted;        /* connections evicted (or NULL) */
     surge_histogram *duration;     /* time to build a response */
 };
 
@@ -92,6 +103,9 @@ struct conn {
     int blocked;              /* reading stopped for backpressure */
     int reading;              /* uv_read_start active */
     int in_request;           /* a request has started */
+    uint64_t since;           /* uv_now (ms) when the current state began:
+                                 accept, request start or last answer;
+                                 the oldest is evicted first */
     int err_status;           /* status our callbacks rejected with */
     size_t header_bytes;      /* bytes of this request's headers */
     size_t request_bytes;     /* bytes of this request so far */
@@ -487,6 +501,7 @@ on_message_begin(http_parser *p)
     c->auth_len = 0;
     c->auth_overflow = 0;
     c->err_status = 0;
+    c->since = uv_now(c->srv->loop);
     arm_timer(c, c->srv->cfg.request_timeout_ms);
     return 0;
 }
@@ -603,6 +618,7 @@ on_message_complete(http_parser *p)
     c->in_request = 0;
     c->request_bytes = 0;
     c->header_bytes = 0;
+    c->since = uv_now(c->srv->loop);
     if (!c->closing) {
         arm_timer(c, c->srv->cfg.idle_timeout_ms);
     }
@@ -876,12 +892,53 @@ reject(surge_http *srv, uv_tcp_t *tcp)
     uv_close((uv_handle_t *)tcp, on_reject_closed);
 }
 
+/* The connection to close to make room for a new one (see DESIGN): the
+ * oldest idle or mid-request one, or NULL when every open connection has
+ * an answer in flight or is already ending. */
+static struct conn *
+eviction_victim(surge_http *srv)
+{
+    struct conn *victim = NULL;
+    for (struct conn *c = srv->conns; c != NULL; c = c->next) {
+        if (c->closing || c->close_after || c->linger || c->pending > 0) {
+            continue;
+        }
+        if (victim == NULL || c->since <= victim->since) {
+            victim = c;
+        }
+    }
+    return victim;
+}
+
+static void
+evict(surge_http *srv, struct conn *victim)
+{
+    srv->stats.evicted++;
+    surge_counter_add(srv->evicted, 1);
+    /* One line per power of two: a flood says so without flooding the
+     * log. */
+    if ((srv->stats.evicted & (srv->stats.evicted - 1)) == 0) {
+        SURGE_LOG(SURGE_LOG_WARN, "http",
+                  "%u connections open (the limit): closed the longest idle "
+                  "or stalled one to admit a new one (%llu so far)",
+                  srv->cfg.max_connections,
+                  (unsigned long long)srv->stats.evicted);
+    }
+    conn_close(victim);
+}
+
 static void
 on_connection(uv_stream_t *server, int status)
 {
     surge_http *srv = server->data;
     if (status < 0 || srv->closing) {
         return;
+    }
+    if (srv->stats.open >= srv->cfg.max_connections) {
+        struct conn *victim = eviction_victim(srv);
+        if (victim != NULL) {
+            evict(srv, victim);
+        }
     }
     if (srv->stats.open >= srv->cfg.max_connections) {
         uv_tcp_t *tmp = malloc(sizeof *tmp);
@@ -931,6 +988,7 @@ on_connection(uv_stream_t *server, int status)
         return;
     }
     srv->stats.connections++;
+    c->since = uv_now(srv->loop);
     uv_tcp_nodelay(&c->tcp, 1);
     arm_timer(c, srv->cfg.idle_timeout_ms);
     conn_process(c);
@@ -987,6 +1045,10 @@ register_metrics(surge_http *srv)
         srv->metrics, "surge_http_request_duration_seconds", NULL,
         "Time to build a monitoring HTTP response", bounds,
         sizeof bounds / sizeof bounds[0], &srv->duration);
+    (void)surge_metrics_counter(
+        srv->metrics, "surge_http_connections_evicted_total", NULL,
+        "Idle or stalled monitoring connections closed to admit a new one",
+        &srv->evicted);
 }
 
 static void
