@@ -38,7 +38,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-#define MAX_INPUT 65536      /* bytes sent per connection */
+#define MAX_SEND 65536       /* bytes sent per connection */
 #define MAX_ITERATIONS 20000 /* loop turns before declaring a hang */
 
 static uv_loop_t loop;
@@ -54,11 +54,11 @@ fail(const char *what)
 }
 
 static void
-quiet(int level, const char *component, const char *msg, void *arg)
+quiet(int level, const char *component, const char *message, void *arg)
 {
     (void)level;
     (void)component;
-    (void)msg;
+    (void)message;
     (void)arg;
 }
 
@@ -119,7 +119,7 @@ on_complete(http_parser *p)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size == 0 || size > MAX_INPUT) {
+    if (size == 0 || size > MAX_SEND) {
         return 0;
     }
     size_t chunk = 1 + (size_t)data[0] * 16; /* 1..4081 bytes per send */

@@ -190,11 +190,11 @@ op_control(struct script *s, surge_ingest *ing, uint64_t now)
 }
 
 static void
-quiet(int level, const char *component, const char *msg, void *arg)
+quiet(int level, const char *component, const char *message, void *arg)
 {
     (void)level;
     (void)component;
-    (void)msg;
+    (void)message;
     (void)arg;
 }
 

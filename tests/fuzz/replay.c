@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Optional in a harness: libFuzzer calls it once when it is defined. */
 int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
 
-#define MAX_INPUT (1u << 20)
+#define MAX_FILE_BYTES (1u << 20)
 #define MAX_FILES 4096
 
 static int
@@ -31,7 +31,7 @@ by_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Reads path into a malloc'd buffer of at most MAX_INPUT bytes. */
+/* Reads path into a malloc'd buffer of at most MAX_FILE_BYTES bytes. */
 static int
 read_input(const char *path, uint8_t **out, size_t *len)
 {
@@ -39,12 +39,12 @@ read_input(const char *path, uint8_t **out, size_t *len)
     if (f == NULL) {
         return -errno;
     }
-    uint8_t *buf = malloc(MAX_INPUT);
+    uint8_t *buf = malloc(MAX_FILE_BYTES);
     if (buf == NULL) {
         fclose(f);
         return -ENOMEM;
     }
-    size_t n = fread(buf, 1, MAX_INPUT, f);
+    size_t n = fread(buf, 1, MAX_FILE_BYTES, f);
     int err = ferror(f) ? -EIO : 0;
     fclose(f);
     if (err != 0) {

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -37,13 +38,16 @@
 #include "server/metrics.h"
 
 struct fixture {
-    uv_loop_t loop;           /* run by the I/O thread */
-    uv_async_t stop;          /* wakes it to shut down */
-    pthread_t thread;         /* the I/O thread */
-    surge_metrics *m;         /* registry */
-    surge_http *h;            /* server (I/O thread's) */
-    int port;                 /* its port */
-    _Atomic uint64_t samples; /* a counter the test moves */
+    uv_loop_t loop;                /* run by the I/O thread */
+    uv_async_t stop;               /* wakes it to shut down */
+    pthread_t thread;              /* the I/O thread */
+    surge_metrics *m;              /* registry */
+    surge_http *h;                 /* server (I/O thread's) */
+    int port;                      /* its port */
+    _Atomic uint64_t samples;      /* a counter the test moves */
+    uv_async_t stats_req;          /* asks the I/O thread for the stats */
+    sem_t stats_done;              /* ... posted once they are in `stats` */
+    struct surge_http_stats stats; /* written by the I/O thread */
 };
 
 static void
@@ -52,6 +56,27 @@ on_stop(uv_async_t *a)
     struct fixture *f = a->data;
     surge_http_destroy(&f->h);
     uv_close((uv_handle_t *)a, NULL);
+    uv_close((uv_handle_t *)&f->stats_req, NULL);
+}
+
+static void
+on_stats_req(uv_async_t *a)
+{
+    struct fixture *f = a->data;
+    surge_http_get_stats(f->h, &f->stats);
+    sem_post(&f->stats_done);
+}
+
+/* The server's counters, read on its own thread (http.h: stats is an I/O
+ * thread call; the semaphore orders the copy before our read). */
+static struct surge_http_stats
+get_stats(struct fixture *f)
+{
+    assert_int_equal(uv_async_send(&f->stats_req), 0);
+    while (sem_wait(&f->stats_done) != 0) {
+        assert_int_equal(errno, EINTR);
+    }
+    return f->stats;
 }
 
 static void *
@@ -78,6 +103,9 @@ start(const struct surge_http_config *cfg)
     assert_true(f->port > 0);
     assert_int_equal(uv_async_init(&f->loop, &f->stop, on_stop), 0);
     f->stop.data = f;
+    assert_int_equal(uv_async_init(&f->loop, &f->stats_req, on_stats_req), 0);
+    f->stats_req.data = f;
+    assert_int_equal(sem_init(&f->stats_done, 0, 0), 0);
     assert_int_equal(pthread_create(&f->thread, NULL, io_thread, f), 0);
     return f;
 }
@@ -89,6 +117,7 @@ stop(struct fixture *f)
     assert_int_equal(pthread_join(f->thread, NULL), 0);
     assert_null(f->h);
     assert_int_equal(uv_loop_close(&f->loop), 0); /* nothing left open */
+    sem_destroy(&f->stats_done);
     surge_metrics_destroy(&f->m);
     free(f);
 }
@@ -322,8 +351,7 @@ test_routes(void **state)
     assert_int_equal(r->body_len, 0);
     close(fd);
 
-    struct surge_http_stats st;
-    surge_http_get_stats(f->h, &st); /* read racily: only for sanity */
+    struct surge_http_stats st = get_stats(f);
     assert_true(st.requests >= 10);
     free(r);
     stop(f);
@@ -585,8 +613,7 @@ test_lockout(void **state)
         }
     }
     assert_int_equal(ok, POLLS);
-    struct surge_http_stats st;
-    surge_http_get_stats(f->h, &st); /* read racily: counts only grow */
+    struct surge_http_stats st = get_stats(f);
     /* Every attack connection beyond the 64 slots evicted an older one
      * (each poll took a slot too, but may have ended on its own). */
     assert_true(st.evicted >= SLOW + IDLE - 64);
