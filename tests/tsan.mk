@@ -37,6 +37,7 @@ TSAN_TESTS = $(TSAN_UNIT_TESTS) tests/tsan/reservoir_stress \
 check-tsan: $(TSAN_UNIT_TESTS) tests/tsan/reservoir_stress \
 		$(TSAN_NEEDS)
 	$(MAKE) $(AM_MAKEFLAGS) check-TESTS TESTS='$(TSAN_TESTS)' \
+		check_PROGRAMS='$(TSAN_UNIT_TESTS) tests/tsan/reservoir_stress' \
 		TESTS_ENVIRONMENT='TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(abs_top_srcdir)/tests/tsan.supp"; export TSAN_OPTIONS;'
 else
 check-tsan:

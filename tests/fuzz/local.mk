@@ -73,7 +73,7 @@ tests_fuzz_fuzz_http_LDADD = $(FUZZ_HTTP_LIBS)
 # suite runs in build/ and build-asan/).
 fuzz-check: $(FUZZ_HARNESSES)
 	$(MAKE) $(AM_MAKEFLAGS) check-TESTS \
-		TESTS=tests/fuzz/fuzz_run.sh \
+		check_PROGRAMS='$(FUZZ_HARNESSES)' TESTS=tests/fuzz/fuzz_run.sh \
 		TESTS_ENVIRONMENT='FUZZ_MODE=smoke; export FUZZ_MODE; \
 		FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS); export FUZZ_SECONDS;'
 
