@@ -23,11 +23,12 @@
  * new connection evicts the one that has waited longest without being
  * worth anything: idle since its accept or its last answer, or inside a
  * request that started long ago (a slowloris trickling bytes does not
- * renew that start). Connections with an answer being written are never
- * evicted. A status poll, which sends its whole request at once and is the
- * newest connection, is thus answered however many idle or slow peers
- * hold the table; only when every open connection is being answered does
- * a new one get 503.
+ * renew that start); failing those, one whose client has not taken an
+ * answer for STALLED_WRITE_MS (it pipelines and never reads). A status
+ * poll, which sends its whole request at once and is the newest
+ * connection, is thus answered however many idle, slow or non-reading
+ * peers hold the table; only when every open connection is being answered
+ * right now does a new one get 503.
  *
  * Closing: a connection is freed when both of its handles have closed; the
  * server when its listener, its timer and every connection have. Lock-free
@@ -65,6 +66,9 @@
 #define HEAD_CAP 512          /* response status line + headers */
 #define LINGER_MS 1000        /* discard input this long after an error */
 #define LINGER_CAP (1u << 20) /* ... or this many bytes */
+#define STALLED_WRITE_MS                                                       \
+    1000 /* an answer not taken in this long marks                             \
+            a stalled reader (evictable) */
 
 struct surge_http {
     uv_loop_t *loop;               /* borrowed */
@@ -110,6 +114,7 @@ struct conn {
     size_t header_bytes;      /* bytes of this request's headers */
     size_t request_bytes;     /* bytes of this request so far */
     size_t pending;           /* bytes queued in uv_write */
+    uint64_t write_since;     /* uv_now (ms) when pending last left 0 */
     char url[8192];           /* request target (capped by cfg) */
     size_t url_len;           /* bytes in url */
     char field[FIELD_CAP];    /* current header name, lowercased */
@@ -465,6 +470,9 @@ respond(struct conn *c, struct response *r, int head_only, int keep_alive)
         return;
     }
     srv->stats.bytes_sent += w->bytes;
+    if (c->pending == 0) {
+        c->write_since = uv_now(srv->loop);
+    }
     c->pending += w->bytes;
     if (!keep_alive) {
         c->close_after = 1;
@@ -893,21 +901,31 @@ reject(surge_http *srv, uv_tcp_t *tcp)
 }
 
 /* The connection to close to make room for a new one (see DESIGN): the
- * oldest idle or mid-request one, or NULL when every open connection has
- * an answer in flight or is already ending. */
+ * oldest idle or mid-request one; else the one whose reader has left an
+ * answer untaken longest, once that is over STALLED_WRITE_MS (a client
+ * that pipelines requests and never reads); else NULL: every connection is
+ * being answered or already ending. Ties go to the older connection (the
+ * list is newest first). */
 static struct conn *
 eviction_victim(surge_http *srv)
 {
-    struct conn *victim = NULL;
+    struct conn *idle = NULL, *stalled = NULL;
+    uint64_t now = uv_now(srv->loop);
     for (struct conn *c = srv->conns; c != NULL; c = c->next) {
-        if (c->closing || c->close_after || c->linger || c->pending > 0) {
+        if (c->closing) {
             continue;
         }
-        if (victim == NULL || c->since <= victim->since) {
-            victim = c;
+        if (c->pending > 0) {
+            if (now - c->write_since >= STALLED_WRITE_MS &&
+                (stalled == NULL || c->write_since <= stalled->write_since)) {
+                stalled = c;
+            }
+        } else if (!c->close_after && !c->linger &&
+                   (idle == NULL || c->since <= idle->since)) {
+            idle = c;
         }
     }
-    return victim;
+    return idle != NULL ? idle : stalled;
 }
 
 static void

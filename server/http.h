@@ -17,8 +17,9 @@
  * connection is then closed and the server keeps serving the others.
  * At max_connections a new connection evicts the open one idle or stalled
  * the longest (the oldest accept, last answer or request start, so a
- * trickling slowloris gains nothing); only when every open connection has
- * an answer in flight does the new one get 503 and close.
+ * trickling slowloris gains nothing), else one whose client has left an
+ * answer unread for over a second; only when every open connection is
+ * being answered right now does the new one get 503 and close.
  *
  * The server binds 127.0.0.1 by default. A bind to any other address needs
  * the study token: every request must carry `Authorization: Bearer TOKEN`

@@ -627,6 +627,55 @@ test_lockout(void **state)
     stop(f);
 }
 
+/* Clients that pipeline requests and never read their answers hold their
+ * slots with answers in flight; once an answer has waited a second, such
+ * a connection is evicted for a new one too (else the table stays locked
+ * until their idle timeout). */
+static void
+test_stalled_readers(void **state)
+{
+    (void)state;
+    enum { CONNS = 4, REQUESTS = 600 };
+    struct surge_http_config cfg = small_config();
+    cfg.max_connections = CONNS;
+    struct fixture *f = start(&cfg);
+    struct reader *r = malloc(sizeof *r);
+    assert_non_null(r);
+    static char reqs[REQUESTS * 32];
+    size_t len = 0;
+    for (int i = 0; i < REQUESTS; i++) {
+        len += (size_t)snprintf(reqs + len, sizeof reqs - len,
+                                "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    int fds[CONNS];
+    for (int i = 0; i < CONNS; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(fds[i] >= 0);
+        int small = 4096; /* a reader that takes next to nothing */
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)f->port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        assert_int_equal(connect(fds[i], (struct sockaddr *)&a, sizeof a), 0);
+        struct timeval tv = {.tv_sec = 5};
+        setsockopt(fds[i], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        /* ~10 MB of dashboard answers: more than the socket buffers and
+         * the server's max_pending_write_bytes hold. */
+        (void)send(fds[i], reqs, len, MSG_NOSIGNAL);
+    }
+    usleep(1500 * 1000);
+    assert_int_equal(
+        one(f, "GET /api/v1/status HTTP/1.1\r\nHost: x\r\n\r\n", r), 200);
+    struct surge_http_stats st = get_stats(f);
+    assert_true(st.evicted >= 1);
+    assert_int_equal(st.rejected, 0);
+    for (int i = 0; i < CONNS; i++) {
+        close(fds[i]);
+    }
+    free(r);
+    stop(f);
+}
+
 static void
 test_token_on_public_bind(void **state)
 {
@@ -773,6 +822,7 @@ main(void)
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_limits_and_timeouts),
         cmocka_unit_test(test_lockout),
+        cmocka_unit_test(test_stalled_readers),
         cmocka_unit_test(test_token_on_public_bind),
         cmocka_unit_test(test_client),
     };
