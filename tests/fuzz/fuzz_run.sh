@@ -64,18 +64,19 @@ if [ "$mode" = long ]; then
     pids=""
     for h in $harnesses; do
         mkdir -p "$out/fuzz-corpus/$h"
-        (run_one "$h" "$out/fuzz-corpus/$h" "$out/fuzz-artifacts" \
+        (t0=$(date +%s)
+        run_one "$h" "$out/fuzz-corpus/$h" "$out/fuzz-artifacts" \
             "$out/fuzz-$h.log"
-        echo $? >"$out/fuzz-$h.status") &
+        echo $? $(($(date +%s) - t0)) >"$out/fuzz-$h.status") &
         pids="$pids $!"
     done
     wait $pids
     fails=0
     for h in $harnesses; do
-        st=$(cat "$out/fuzz-$h.status")
+        read -r st secs <"$out/fuzz-$h.status"
         n=$(execs "$out/fuzz-$h.log")
-        echo "$h: status $st, ${n:-?} executions in ${seconds} s," \
-            "corpus $(ls "$out/fuzz-corpus/$h" | wc -l) new inputs"
+        echo "$h: status $st, ${n:-?} executions in $secs s," \
+            "corpus $(ls "$out/fuzz-corpus/$h" | wc -l) inputs"
         [ "$st" -eq 0 ] || fails=$((fails + 1))
     done
     [ "$fails" -eq 0 ] || echo "crash inputs: $out/fuzz-artifacts/"
