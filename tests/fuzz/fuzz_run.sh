@@ -8,7 +8,7 @@
 #   FUZZ_MODE=long: all harnesses at once, niced, for FUZZ_SECONDS each
 #     (3600); new inputs are kept in $SURGE_BUILDDIR/fuzz-corpus/<h>/,
 #     crashes in $SURGE_BUILDDIR/fuzz-artifacts/, logs in
-#     $SURGE_BUILDDIR/fuzz-<h>.log; FUZZ_HARNESSES narrows the set.
+#     $SURGE_BUILDDIR/fuzz-<h>.log; FUZZ_ONLY="h ..." narrows the set.
 # A harness that crashes, leaks, hangs (-timeout) or trips a sanitizer
 # fails; its input is saved as an artifact and named in the output.
 . "$SURGE_SRCDIR/tests/tap.sh"
@@ -16,7 +16,7 @@
 
 mode=${FUZZ_MODE:-smoke}
 seconds=${FUZZ_SECONDS:-25}
-harnesses=${FUZZ_HARNESSES:-fuzz_protocol fuzz_ingest fuzz_study fuzz_http}
+harnesses=${FUZZ_ONLY:-fuzz_protocol fuzz_ingest fuzz_study fuzz_http}
 corpora="$SURGE_SRCDIR/tests/fuzz/corpus"
 
 for h in $harnesses; do

@@ -6,7 +6,8 @@
 #                                   as one TAP test (the quickstart.sh stage)
 #   make fuzz-long FUZZ_SECONDS=3600  each harness that long, all in parallel
 #                                   (FUZZ_JOBS, default 1 per harness), new
-#                                   inputs kept in build's fuzz-corpus/
+#                                   inputs kept in build's fuzz-corpus/;
+#                                   FUZZ_ONLY="fuzz_http ..." runs a subset
 FUZZ_HARNESSES = \
 	tests/fuzz/fuzz_protocol \
 	tests/fuzz/fuzz_ingest \
@@ -78,7 +79,7 @@ fuzz-check: $(FUZZ_HARNESSES)
 		FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS); export FUZZ_SECONDS;'
 
 fuzz-long: $(FUZZ_HARNESSES)
-	FUZZ_MODE=long FUZZ_SECONDS=$(FUZZ_SECONDS) \
+	FUZZ_MODE=long FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_ONLY='$(FUZZ_ONLY)' \
 		SURGE_BUILDDIR=$(abs_top_builddir) SURGE_SRCDIR=$(abs_top_srcdir) \
 		$(SHELL) $(top_srcdir)/tests/fuzz/fuzz_run.sh
 else
