@@ -132,9 +132,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct sockaddr_in a = {.sin_family = AF_INET,
                             .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    /* Loopback connect completes in the kernel's backlog. */
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        fail("connect");
+    /* Loopback connect completes in the kernel's backlog. Thousands of
+     * connections a second leave their ports in TIME_WAIT for a minute:
+     * when the kernel has no port left (EADDRNOTAVAIL), wait for some to
+     * come free, running the server meanwhile. Anything else (refused:
+     * the listener is gone) is a finding. */
+    int tries = 0;
+    while (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (errno != EADDRNOTAVAIL || ++tries > 2000) {
+            fprintf(stderr, "fuzz_http: connect: %s\n", strerror(errno));
+            fail("cannot connect to the server");
+        }
+        close(fd);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        usleep(10000);
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) {
+            fail("socket");
+        }
     }
     (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     http_parser_settings st;
