@@ -7,7 +7,11 @@
 #   ./quickstart.sh test   install what is missing, build in build/ and run
 #                          the whole test suite, then again in build-asan/
 #                          configured with --enable-sanitizers=address,undefined;
-#                          ends with one line "N passed, N failed[, N skipped]"
+#                          then the threaded subset in build-tsan/
+#                          (--enable-sanitizers=thread, `make check-tsan`) and
+#                          each fuzzer for 25 s in build-fuzz/ (CC=clang
+#                          --enable-fuzzing, `make fuzz-check`); ends with one
+#                          line "N passed, N failed[, N skipped]" over all four
 #
 # Both verbs are idempotent: packages already installed are not touched, and
 # an existing build folder is reused (make rebuilds what changed).
@@ -28,6 +32,7 @@ test_packages=(
     python3 python3-numpy python3-zmq python3-torch python3-mpi4py
     slurmctld slurmd slurm-client munge
     prometheus chromium tmux procps psmisc
+    clang libclang-rt-14-dev
 )
 
 log() { printf 'quickstart: %s\n' "$*" >&2; }
@@ -59,8 +64,8 @@ install_packages() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# configure_build DIR [CONFIGURE-FLAGS...]: configure DIR once, then make.
-configure_build() {
+# configure_dir DIR [CONFIGURE-FLAGS...]: configure DIR once.
+configure_dir() {
     local dir=$1
     shift
     if [ ! -x "$top/configure" ]; then
@@ -75,6 +80,12 @@ configure_build() {
         (cd "$dir" && "$top/configure" -q "$@") || die "configure failed in $dir"
         echo "$*" >"$dir/.quickstart-flags"
     fi
+}
+
+# configure_build DIR [CONFIGURE-FLAGS...]: configure DIR once, then make.
+configure_build() {
+    local dir=$1
+    configure_dir "$@"
     log "building in $dir"
     make -C "$dir" -j"$(nproc)" >/dev/null || die "build failed in $dir"
 }
@@ -84,11 +95,12 @@ configure_build() {
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
 
-# run_suite DIR: make check in DIR; prints its totals as "pass fail skip".
+# run_suite DIR [TARGET]: make TARGET (check) in DIR; prints its totals as
+# "pass fail skip". check-tsan and fuzz-check build only what they run.
 run_suite() {
-    local dir=$1 status=0
-    log "running the test suite in $dir"
-    make -C "$dir" check >"$dir/check.out" 2>&1 || status=$?
+    local dir=$1 target=${2:-check} status=0
+    log "running make $target in $dir"
+    make -C "$dir" "$target" >"$dir/check.out" 2>&1 || status=$?
     grep -E '^(PASS|FAIL|ERROR|XPASS|SKIP|XFAIL):' "$dir/check.out" |
         grep -E '^(FAIL|ERROR|XPASS)' >&2 || true
     local log_file="$dir/test-suite.log"
@@ -121,9 +133,15 @@ test)
     log "build: $p1 passed, $f1 failed, $s1 skipped"
     read -r p2 f2 s2 < <(run_suite build-asan)
     log "build-asan: $p2 passed, $f2 failed, $s2 skipped"
-    passed=$((p1 + p2))
-    failed=$((f1 + f2))
-    skipped=$((s1 + s2))
+    configure_dir build-tsan --enable-sanitizers=thread
+    read -r p3 f3 s3 < <(run_suite build-tsan check-tsan)
+    log "build-tsan: $p3 passed, $f3 failed, $s3 skipped"
+    configure_dir build-fuzz CC=clang --enable-fuzzing
+    read -r p4 f4 s4 < <(run_suite build-fuzz fuzz-check)
+    log "build-fuzz: $p4 passed, $f4 failed, $s4 skipped"
+    passed=$((p1 + p2 + p3 + p4))
+    failed=$((f1 + f2 + f3 + f4))
+    skipped=$((s1 + s2 + s3 + s4))
     if [ "$skipped" -gt 0 ]; then
         echo "$passed passed, $failed failed, $skipped skipped"
     else

@@ -276,6 +276,14 @@ fail(struct parser *p, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(p->err, p->errcap, fmt, ap);
         va_end(ap);
+        /* Keys and values from the file are quoted in the message, which
+         * must stay one line (a log line, a terminal): control characters
+         * (a key "r\nks" decoded from JSON) become '?'. Found by fuzzing. */
+        for (char *c = p->err; *c != '\0'; c++) {
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+                *c = '?';
+            }
+        }
     }
     return SURGE_ECONFIG;
 }

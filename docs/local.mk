@@ -2,6 +2,7 @@
 EXTRA_DIST += \
 	docs/architecture.md \
 	docs/configuration.md \
+	docs/fuzzing.md \
 	docs/melissa.md \
 	docs/model-file.md \
 	docs/monitoring.md \

@@ -19,6 +19,17 @@
  * Errors the parser reports, and limits our callbacks enforce (they return
  * -1 after setting err_status), end the connection after one 4xx answer.
  *
+ * A full table does not lock the port. When max_connections are open, a
+ * new connection evicts the one that has waited longest without being
+ * worth anything: idle since its accept or its last answer, or inside a
+ * request that started long ago (a slowloris trickling bytes does not
+ * renew that start); failing those, one whose client has not taken an
+ * answer for STALLED_WRITE_MS (it pipelines and never reads). A status
+ * poll, which sends its whole request at once and is the newest
+ * connection, is thus answered however many idle, slow or non-reading
+ * peers hold the table; only when every open connection is being answered
+ * right now does a new one get 503.
+ *
  * Closing: a connection is freed when both of its handles have closed; the
  * server when its listener, its timer and every connection have. Lock-free
  * throughout: all of it runs on the loop's thread.
@@ -55,6 +66,9 @@
 #define HEAD_CAP 512          /* response status line + headers */
 #define LINGER_MS 1000        /* discard input this long after an error */
 #define LINGER_CAP (1u << 20) /* ... or this many bytes */
+#define STALLED_WRITE_MS                                                       \
+    1000 /* an answer not taken in this long marks                             \
+            a stalled reader (evictable) */
 
 struct surge_http {
     uv_loop_t *loop;               /* borrowed */
@@ -72,6 +86,7 @@ struct surge_http {
     http_parser_settings settings; /* parser callbacks (shared) */
     surge_counter *by_class[3];    /* requests answered 2xx/4xx/5xx, in
                                       the registry (NULL if absent) */
+    surge_counter *evicted;        /* connections evicted (or NULL) */
     surge_histogram *duration;     /* time to build a response */
 };
 
@@ -92,10 +107,14 @@ struct conn {
     int blocked;              /* reading stopped for backpressure */
     int reading;              /* uv_read_start active */
     int in_request;           /* a request has started */
+    uint64_t since;           /* uv_now (ms) when the current state began:
+                                 accept, request start or last answer;
+                                 the oldest is evicted first */
     int err_status;           /* status our callbacks rejected with */
     size_t header_bytes;      /* bytes of this request's headers */
     size_t request_bytes;     /* bytes of this request so far */
     size_t pending;           /* bytes queued in uv_write */
+    uint64_t write_since;     /* uv_now (ms) when pending last left 0 */
     char url[8192];           /* request target (capped by cfg) */
     size_t url_len;           /* bytes in url */
     char field[FIELD_CAP];    /* current header name, lowercased */
@@ -451,6 +470,9 @@ respond(struct conn *c, struct response *r, int head_only, int keep_alive)
         return;
     }
     srv->stats.bytes_sent += w->bytes;
+    if (c->pending == 0) {
+        c->write_since = uv_now(srv->loop);
+    }
     c->pending += w->bytes;
     if (!keep_alive) {
         c->close_after = 1;
@@ -487,6 +509,7 @@ on_message_begin(http_parser *p)
     c->auth_len = 0;
     c->auth_overflow = 0;
     c->err_status = 0;
+    c->since = uv_now(c->srv->loop);
     arm_timer(c, c->srv->cfg.request_timeout_ms);
     return 0;
 }
@@ -603,6 +626,7 @@ on_message_complete(http_parser *p)
     c->in_request = 0;
     c->request_bytes = 0;
     c->header_bytes = 0;
+    c->since = uv_now(c->srv->loop);
     if (!c->closing) {
         arm_timer(c, c->srv->cfg.idle_timeout_ms);
     }
@@ -876,12 +900,63 @@ reject(surge_http *srv, uv_tcp_t *tcp)
     uv_close((uv_handle_t *)tcp, on_reject_closed);
 }
 
+/* The connection to close to make room for a new one (see DESIGN): the
+ * oldest idle or mid-request one; else the one whose reader has left an
+ * answer untaken longest, once that is over STALLED_WRITE_MS (a client
+ * that pipelines requests and never reads); else NULL: every connection is
+ * being answered or already ending. Ties go to the older connection (the
+ * list is newest first). */
+static struct conn *
+eviction_victim(surge_http *srv)
+{
+    struct conn *idle = NULL, *stalled = NULL;
+    uint64_t now = uv_now(srv->loop);
+    for (struct conn *c = srv->conns; c != NULL; c = c->next) {
+        if (c->closing) {
+            continue;
+        }
+        if (c->pending > 0) {
+            if (now - c->write_since >= STALLED_WRITE_MS &&
+                (stalled == NULL || c->write_since <= stalled->write_since)) {
+                stalled = c;
+            }
+        } else if (!c->close_after && !c->linger &&
+                   (idle == NULL || c->since <= idle->since)) {
+            idle = c;
+        }
+    }
+    return idle != NULL ? idle : stalled;
+}
+
+static void
+evict(surge_http *srv, struct conn *victim)
+{
+    srv->stats.evicted++;
+    surge_counter_add(srv->evicted, 1);
+    /* One line per power of two: a flood says so without flooding the
+     * log. */
+    if ((srv->stats.evicted & (srv->stats.evicted - 1)) == 0) {
+        SURGE_LOG(SURGE_LOG_WARN, "http",
+                  "%u connections open (the limit): closed the longest idle "
+                  "or stalled one to admit a new one (%llu so far)",
+                  srv->cfg.max_connections,
+                  (unsigned long long)srv->stats.evicted);
+    }
+    conn_close(victim);
+}
+
 static void
 on_connection(uv_stream_t *server, int status)
 {
     surge_http *srv = server->data;
     if (status < 0 || srv->closing) {
         return;
+    }
+    if (srv->stats.open >= srv->cfg.max_connections) {
+        struct conn *victim = eviction_victim(srv);
+        if (victim != NULL) {
+            evict(srv, victim);
+        }
     }
     if (srv->stats.open >= srv->cfg.max_connections) {
         uv_tcp_t *tmp = malloc(sizeof *tmp);
@@ -931,6 +1006,7 @@ on_connection(uv_stream_t *server, int status)
         return;
     }
     srv->stats.connections++;
+    c->since = uv_now(srv->loop);
     uv_tcp_nodelay(&c->tcp, 1);
     arm_timer(c, srv->cfg.idle_timeout_ms);
     conn_process(c);
@@ -987,6 +1063,10 @@ register_metrics(surge_http *srv)
         srv->metrics, "surge_http_request_duration_seconds", NULL,
         "Time to build a monitoring HTTP response", bounds,
         sizeof bounds / sizeof bounds[0], &srv->duration);
+    (void)surge_metrics_counter(
+        srv->metrics, "surge_http_connections_evicted_total", NULL,
+        "Idle or stalled monitoring connections closed to admit a new one",
+        &srv->evicted);
 }
 
 static void

@@ -15,7 +15,11 @@
  * another method 405, an oversized body 413, oversized headers 431, a URL
  * that is too long 414, a request that does not arrive in time 408; the
  * connection is then closed and the server keeps serving the others.
- * Beyond max_connections a new connection gets 503 and is closed.
+ * At max_connections a new connection evicts the open one idle or stalled
+ * the longest (the oldest accept, last answer or request start, so a
+ * trickling slowloris gains nothing), else one whose client has left an
+ * answer unread for over a second; only when every open connection is
+ * being answered right now does the new one get 503 and close.
  *
  * The server binds 127.0.0.1 by default. A bind to any other address needs
  * the study token: every request must carry `Authorization: Bearer TOKEN`
@@ -77,6 +81,8 @@ int surge_http_port(const surge_http *h);
 struct surge_http_stats {
     uint64_t connections; /* accepted and served */
     uint64_t rejected;    /* refused with 503 (max_connections) */
+    uint64_t evicted;     /* idle or stalled connections closed to make
+                             room for a new one */
     uint64_t open;        /* open now, not counting ones being closed */
     uint64_t requests;    /* requests answered (all statuses) */
     uint64_t status_2xx;  /* ... with 2xx */

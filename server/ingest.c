@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -165,13 +166,16 @@ struct surge_ingest {
     surge_msg msg;                     /* the header being handled */
     int64_t *vkept; /* (nvkept) held-out runs in the validation set */
     size_t nvkept, vkept_cap;
-    int vfull;         /* the validation store has refused a put: from now
-                          on each new held-out run is drawn */
-    surge_rng vrng;    /* validation sampling draws (seeded) */
-    char *fields_json; /* the output vector's layout (record_layout), NULL
-                          until the first declared simulation; written
-                          once on the I/O thread before its first sample
-                          reaches a store, never changed after */
+    int vfull;      /* the validation store has refused a put: from now
+                       on each new held-out run is drawn */
+    surge_rng vrng; /* validation sampling draws (seeded) */
+    /* The output vector's layout (record_layout), NULL until the first
+     * declared simulation; written once on the I/O thread, never changed
+     * after. Atomic: the consumer may read it before any sample of this
+     * server reached it (a server resumed from a checkpoint trains on the
+     * restored samples at once), so the store gives no ordering; found by
+     * the TSan build (train_serve.sh). */
+    _Atomic(char *) fields_json;
 };
 
 /* ------------------------------------------------------------ logging */

@@ -8,5 +8,7 @@ include tests/unit/trainer/local.mk
 include tests/unit/server/local.mk
 include tests/unit/deploy/local.mk
 include tests/integration/local.mk
+include tests/fuzz/local.mk
+include tests/tsan.mk
 
 EXTRA_DIST += tests/tap.sh

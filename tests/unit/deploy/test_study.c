@@ -100,6 +100,7 @@ expect_error(const char *text, const char *want_prefix, const char *want)
         assert_memory_equal(err, want_prefix, strlen(want_prefix));
     }
     assert_non_null(strstr(err, want));
+    assert_null(strchr(err, '\n')); /* every message is one line */
 }
 
 /* ------------------------------------------------------------ good */
@@ -361,6 +362,11 @@ test_bad_json(void **state)
     expect_error(
         study_text(NULL, NULL, "{\"command\": \"p\", \"rank\": 1}", NULL),
         "solver.rank: ", "unknown key (did you mean 'ranks'?)");
+    /* Found by fuzz_study (tests/fuzz/corpus/fuzz_study/crash-newline-in-key):
+     * a key with a newline, quoted back, split the message in two lines. */
+    expect_error(
+        study_text(NULL, NULL, "{\"command\": \"p\", \"r\\nks\": 2}", NULL),
+        "solver.r?ks: ", "unknown key");
     expect_error(study_text(NULL, NULL, NULL, "\"trainer\": {\"lrr\": 1}"),
                  "trainer.lrr: ", "did you mean 'lr'?");
     expect_error(
