@@ -30,6 +30,7 @@
 
 #include <surge/error.h>
 
+#include "common/auth.h"
 #include "common/log.h"
 #include "common/protocol.h"
 #include "server/counters.h"
@@ -109,6 +110,13 @@ op_hello(struct script *s, surge_ingest *ing, const char *rid, uint64_t now)
     uint8_t b = next(s);
     snprintf(h->token, sizeof h->token, "%s", (b & 0x80) ? "wrong" : TOKEN);
     h->sim = b % 5;
+    if ((b & 0x80) == 0) {
+        /* The run key the launcher hands this sim (docs/protocol.md,
+         * "Trust"), so hellos get past the key check; bit 6 gives the key
+         * of the next sim, another run's, which must be refused. */
+        (void)surge_run_key(TOKEN, (b & 0x40) ? h->sim + 1 : h->sim,
+                            h->run_key);
+    }
     h->nranks = 1 + next(s) % 3;
     h->rank = next(s) % (h->nranks + 1); /* sometimes out of range */
     if (h->rank >= h->nranks) {
