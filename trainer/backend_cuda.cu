@@ -313,12 +313,14 @@ cuda_mapped_alloc(void *ctx, size_t bytes, void **dev)
     return p;
 }
 
-/* upload returns with the data copied (the source may be reused at once):
- * the hot path feeds device batches (SURGE_TRAINER_BATCH_DEVICE). */
+/* copy_wait - n floats from src to dst in the given direction on the
+ * context's stream, returning once they are there: upload and download
+ * hand host memory back to the caller, which may reuse it at once (the hot
+ * path feeds device batches, SURGE_TRAINER_BATCH_DEVICE, instead). */
 static int
-cuda_upload(void *ctx, float *dst, const float *src, size_t n)
+copy_wait(struct cuda_ctx *c, float *dst, const float *src, size_t n,
+          cudaMemcpyKind kind)
 {
-    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (c->failed) {
         return -EIO;
     }
@@ -326,8 +328,7 @@ cuda_upload(void *ctx, float *dst, const float *src, size_t n)
         return 0;
     }
     int rc =
-        CU(c, cudaMemcpyAsync,
-           (dst, src, n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
+        CU(c, cudaMemcpyAsync, (dst, src, n * sizeof(float), kind, c->stream));
     if (rc == 0) {
         rc = CU(c, cudaStreamSynchronize, (c->stream));
     }
@@ -335,22 +336,17 @@ cuda_upload(void *ctx, float *dst, const float *src, size_t n)
 }
 
 static int
+cuda_upload(void *ctx, float *dst, const float *src, size_t n)
+{
+    return copy_wait((struct cuda_ctx *)ctx, dst, src, n,
+                     cudaMemcpyHostToDevice);
+}
+
+static int
 cuda_download(void *ctx, float *dst, const float *src, size_t n)
 {
-    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    if (c->failed) {
-        return -EIO;
-    }
-    if (n == 0) {
-        return 0;
-    }
-    int rc =
-        CU(c, cudaMemcpyAsync,
-           (dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
-    if (rc == 0) {
-        rc = CU(c, cudaStreamSynchronize, (c->stream));
-    }
-    return rc;
+    return copy_wait((struct cuda_ctx *)ctx, dst, src, n,
+                     cudaMemcpyDeviceToHost);
 }
 
 static int
