@@ -137,6 +137,7 @@ static const surge_consumer_ops *const consumers[] = {
     &surge_consumer_count,
     &surge_consumer_trainer,
     &surge_consumer_writer,
+    &surge_consumer_external,
 };
 
 const surge_consumer_ops *

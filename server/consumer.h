@@ -25,6 +25,8 @@
 
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "server/metrics.h"
 #include "server/options.h"
 #include "server/store.h"
@@ -108,6 +110,10 @@ typedef struct surge_consumer_ops {
      * create, before the loop and the consumer thread start. 0 or <0
      * (the server does not start). */
     int (*prepare)(void *state, const surge_consumer_prep *prep);
+    /* info - optional (NULL): add the consumer's own keys to obj, which
+     * becomes server.json (after prepare) or server-stats.json (any
+     * thread: what it reads must be locked). */
+    void (*info)(void *state, json_t *obj);
 } surge_consumer_ops;
 
 /* surge_train_checkpoint_progress - the progress object that the trainer
@@ -142,5 +148,9 @@ extern const surge_consumer_ops surge_consumer_trainer;
 /* The "writer" consumer (server/writer.c): appends every sample to
  * <output_dir>/samples.f32, as an offline pipeline would (benchmarks). */
 extern const surge_consumer_ops surge_consumer_writer;
+
+/* The "external" consumer (server/external.c): serves batches to trainers
+ * in other processes (surge.torch) over ZeroMQ; docs/protocol.md. */
+extern const surge_consumer_ops surge_consumer_external;
 
 #endif /* SURGE_SERVER_CONSUMER_H */

@@ -24,15 +24,15 @@ server_libsurge_server_la_SOURCES = \
 	server/store.h server/store.c \
 	server/consumer.h server/consumer.c \
 	server/feed.h server/feed.c \
-	server/train.c server/writer.c \
+	server/train.c server/writer.c server/external.c \
 	server/ingest.h server/ingest.c \
 	server/server.h server/server.c \
 	server/serve.c
 server_libsurge_server_la_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS) $(UV_CFLAGS) \
-	$(JANSSON_CFLAGS)
+	$(JANSSON_CFLAGS) $(MSGPACK_CFLAGS)
 # The trainer consumer (server/train.c) links the trainer library.
 server_libsurge_server_la_LIBADD = trainer/libsurge_trainer.la \
-	$(ZMQ_LIBS) $(UV_LIBS) $(JANSSON_LIBS) $(PTHREAD_LIBS) -lm
+	$(ZMQ_LIBS) $(UV_LIBS) $(MSGPACK_LIBS) $(JANSSON_LIBS) $(PTHREAD_LIBS) -lm
 
 # Fault tests of `surge serve` with real processes, and their two helper
 # programs: a libsurge client rank, and a raw ZeroMQ peer that sends what a

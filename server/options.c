@@ -43,6 +43,9 @@ surge_server_options_init(surge_server_options *o)
     o->validation_bytes = 64 * MIB;
     o->validation_every = 0;
     snprintf(o->consumer, sizeof o->consumer, "%s", "discard");
+    snprintf(o->external_bind, sizeof o->external_bind, "%s",
+             "tcp://127.0.0.1:*");
+    o->external_timeout_s = 30;
     o->batch_size = 64;
     o->max_steps = o->max_wall_s = o->steps_after_end = -1;
     o->eval_every = o->checkpoint_every = o->checkpoint_interval_s = -1;
@@ -442,6 +445,14 @@ static const struct flag flags[] = {
      "study.progress_interval_s, else 5)"},
     {"batch-size", "N", K_U32, F(batch_size), 0,
      "samples per consumer batch (default 64)"},
+    {"external-bind", "ENDPOINT", K_STR, F(external_bind), S(external_bind),
+     "external consumer: where trainers in other processes (surge.torch) "
+     "connect; the bound address goes to server.json as "
+     "\"external\".\"endpoint\" (default tcp://127.0.0.1:*)"},
+    {"external-timeout", "SECONDS", K_SECONDS, F(external_timeout_s), 0,
+     "external consumer: a consumer silent this long is dropped (its "
+     "unacked rows counted as such); also how long to wait for consumers "
+     "after reception ended (default 30)"},
     {"consumer-delay-ms", "MS", K_MS, F(consumer_delay_ms), 0,
      "discard consumer: sleep this long per batch, to emulate a slow "
      "trainer (default 0)"},
@@ -720,6 +731,15 @@ surge_server_options_check(const surge_server_options *o, char *err,
                       "--bind: '%s' accepts peers from other machines; give a "
                       "study token (SURGE_TOKEN or --token-file) first",
                       o->bind);
+        return SURGE_ECONFIG;
+    }
+    if (!surge_server_endpoint_is_local(o->external_bind) &&
+        o->token[0] == '\0') {
+        surge_set_err(err, errlen,
+                      "--external-bind: '%s' accepts peers from other "
+                      "machines; give a study token (SURGE_TOKEN or "
+                      "--token-file) first",
+                      o->external_bind);
         return SURGE_ECONFIG;
     }
     if (o->max_message_bytes < 4096 ||

@@ -1143,6 +1143,9 @@ write_stats(surge_server *srv)
                         json_pack("{s:s,s:o,s:o}", "name", srv->cops->name,
                                   "batches", JI(cs.batches), "samples",
                                   JI(cs.samples)));
+    if (srv->cops->info != NULL) {
+        srv->cops->info(srv->cstate, j);
+    }
     int rc = write_json(srv->o, "server-stats.json", j);
     json_decref(j);
     return rc;
@@ -1536,6 +1539,9 @@ surge_server_run(surge_server *srv)
     if (info != NULL && srv->monitor != NULL) {
         json_object_set_new(info, "http",
                             json_string(surge_monitor_url(srv->monitor)));
+    }
+    if (info != NULL && srv->cops->info != NULL) {
+        srv->cops->info(srv->cstate, info);
     }
     rc = write_json(srv->o, "server.json", info);
     json_decref(info);

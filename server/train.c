@@ -2150,6 +2150,10 @@ train_destroy(void *state)
 }
 
 const surge_consumer_ops surge_consumer_trainer = {
-    "trainer",   train_create,  train_run,
-    train_stats, train_destroy, train_prepare,
+    .name = "trainer",
+    .create = train_create,
+    .run = train_run,
+    .stats = train_stats,
+    .destroy = train_destroy,
+    .prepare = train_prepare,
 };

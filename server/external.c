@@ -1,0 +1,987 @@
+/*
+ * server/external.c - the "external" consumer: serves training batches to
+ * trainers in other processes (PyTorch: python/surge/torch.py) over one
+ * ZeroMQ ROUTER socket. Protocol: docs/protocol.md, "External trainers".
+ *
+ * DESIGN. prepare() binds the socket (so its endpoint is known when
+ * server.json is written: info()); run() on the consumer thread owns it.
+ * A consumer (DEALER) says hello with the study token and grants credit;
+ * every credit buys one batch, gathered by the policy from the training
+ * reservoir straight into a pooled buffer that the ZeroMQ frames point
+ * into (zmq_msg_init_data: no copy on the server after the gather; the
+ * buffer returns to the pool when ZeroMQ has sent the last frame). With
+ * no credit the server takes nothing, so a slow consumer holds the
+ * reservoir full and the producers wait (backpressure); a consumer that
+ * cannot keep up with credit simply has none outstanding.
+ *
+ * Accounting, per consumer: rows_served = rows_acked + rows_unacked; a
+ * batch is acked by an "ack" (with its per-row losses, used as priorities
+ * when the policy is prioritized). A consumer silent for timeout_s, or
+ * that leaves with batches unacked, has those rows counted as unacked
+ * (with its identity in server-stats.json), so the served total still
+ * adds up to the reservoir's taken count.
+ *
+ * Threads: create, prepare, info, destroy on the main thread; run on the
+ * consumer thread; stats (atomics) and info (under mu) on any thread; the
+ * buffer free callback on ZeroMQ's I/O thread (pool under pool_mu).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <msgpack.h>
+#include <zmq.h>
+
+#include <surge/error.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "reservoir/reservoir.h"
+#include "server/consumer.h"
+
+#define COMPONENT "external"
+#define MAX_PEERS 64
+#define MAX_CREDIT 16       /* outstanding batches per consumer */
+#define MAX_HEADER 4096     /* largest request header accepted */
+#define MAX_VALIDATION 4096 /* rows per validation reply */
+#define POOL_KEEP 8         /* free buffers kept for reuse */
+#define POLL_MS 20
+
+enum peer_state { P_ACTIVE, P_LEFT, P_TIMED_OUT };
+
+struct outstanding {
+    uint64_t id;
+    uint32_t rows;
+    surge_batch_info *info; /* rows entries (priorities) */
+};
+
+struct peer {
+    uint8_t ident[256];
+    size_t ident_len;
+    enum peer_state state;
+    uint32_t credit;
+    uint64_t last_seen_ns;
+    int ended_sent;
+    struct outstanding out[MAX_CREDIT];
+    uint32_t n_out;
+    /* Counts (under ext.mu for info(); written by the consumer thread). */
+    uint64_t batches, rows_served, rows_acked, rows_unacked, losses_applied,
+        validation_rows;
+};
+
+struct buf {
+    struct ext *e;
+    atomic_int refs; /* frames still referencing it */
+    size_t bytes;
+    unsigned char *data;
+    struct buf *next;
+};
+
+struct ext {
+    char bind[256];
+    char endpoint[256];
+    char token[SURGE_MAX_TOKEN + 1];
+    uint32_t batch;
+    double timeout_s;
+    int prio;
+    void *zctx, *sock;
+    pthread_mutex_t mu; /* peers' counts, for info() */
+    struct peer peers[MAX_PEERS];
+    int n_peers;
+    uint64_t next_id;
+    uint64_t bad_messages, rejected;
+    _Atomic uint64_t batches, samples;
+    /* Normalisation statistics, from the first batch served (shared by
+     * every consumer, so DDP ranks normalise alike). */
+    int have_stats;
+    float *stats; /* in_mean, in_std (nin each), out_mean, out_std (nout) */
+    uint32_t nin;
+    uint64_t nout;
+    pthread_mutex_t pool_mu;
+    struct buf *pool;
+    int pool_n;
+};
+
+/* ---------------------------------------------------------- buffer pool */
+
+static struct buf *
+buf_get(struct ext *e, size_t bytes)
+{
+    pthread_mutex_lock(&e->pool_mu);
+    struct buf *b = e->pool;
+    if (b != NULL) {
+        e->pool = b->next;
+        e->pool_n--;
+    }
+    pthread_mutex_unlock(&e->pool_mu);
+    if (b != NULL && b->bytes == bytes) {
+        return b;
+    }
+    if (b != NULL) {
+        surge_huge_free(b->data, b->bytes);
+        free(b);
+    }
+    b = calloc(1, sizeof *b);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->data = surge_huge_alloc(bytes);
+    if (b->data == NULL) {
+        free(b);
+        return NULL;
+    }
+    b->e = e;
+    b->bytes = bytes;
+    return b;
+}
+
+static void
+buf_put(struct ext *e, struct buf *b)
+{
+    pthread_mutex_lock(&e->pool_mu);
+    if (e->pool_n < POOL_KEEP) {
+        b->next = e->pool;
+        e->pool = b;
+        e->pool_n++;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&e->pool_mu);
+    if (b != NULL) {
+        surge_huge_free(b->data, b->bytes);
+        free(b);
+    }
+}
+
+/* zmq_free_fn: ZeroMQ is done with one frame over b. */
+static void
+buf_unref(void *data, void *hint)
+{
+    (void)data;
+    struct buf *b = hint;
+    if (atomic_fetch_sub(&b->refs, 1) == 1) {
+        buf_put(b->e, b);
+    }
+}
+
+/* ---------------------------------------------------------- msgpack */
+
+static int
+pack_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, s, n);
+}
+
+static int
+pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
+{
+    return pack_str(pk, k) || msgpack_pack_uint64(pk, v);
+}
+
+static int
+pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
+{
+    return pack_str(pk, k) ||
+           (v != NULL ? pack_str(pk, v) : msgpack_pack_nil(pk));
+}
+
+/* Find key k of map o: the value, or NULL. */
+static const msgpack_object *
+map_get(const msgpack_object *o, const char *k)
+{
+    if (o->type != MSGPACK_OBJECT_MAP) {
+        return NULL;
+    }
+    size_t n = strlen(k);
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object *key = &o->via.map.ptr[i].key;
+        if (key->type == MSGPACK_OBJECT_STR && key->via.str.size == n &&
+            memcmp(key->via.str.ptr, k, n) == 0) {
+            return &o->via.map.ptr[i].val;
+        }
+    }
+    return NULL;
+}
+
+static int
+map_u64(const msgpack_object *o, const char *k, uint64_t *v)
+{
+    const msgpack_object *x = map_get(o, k);
+    if (x == NULL || x->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        return -EINVAL;
+    }
+    *v = x->via.u64;
+    return 0;
+}
+
+/* Compare a token in constant time (as the client protocol does). */
+static int
+token_ok(const struct ext *e, const msgpack_object *t)
+{
+    if (e->token[0] == '\0') {
+        return 1;
+    }
+    if (t == NULL || t->type != MSGPACK_OBJECT_STR) {
+        return 0;
+    }
+    size_t lw = strlen(e->token), lt = t->via.str.size;
+    unsigned diff = (unsigned)(lw != lt);
+    for (size_t i = 0; i < lw; i++) {
+        diff |= (unsigned)(unsigned char)e->token[i] ^
+                (unsigned)(unsigned char)(i < lt ? t->via.str.ptr[i] : 0);
+    }
+    return diff == 0;
+}
+
+/* ---------------------------------------------------------- sending */
+
+/* Send [ident][header][frames...]; header from sb. The data frames are
+ * either copied (b == NULL: small replies) or point into b. 0 or <0. */
+static int
+send_msg(struct ext *e, const struct peer *p, const msgpack_sbuffer *sb,
+         struct buf *b, void *const *data, const size_t *len, int n)
+{
+    if (zmq_send(e->sock, p->ident, p->ident_len, ZMQ_SNDMORE) < 0 ||
+        zmq_send(e->sock, sb->data, sb->size, n > 0 ? ZMQ_SNDMORE : 0) < 0) {
+        return -errno;
+    }
+    if (b != NULL) {
+        atomic_store(&b->refs, n);
+    }
+    for (int i = 0; i < n; i++) {
+        int more = i + 1 < n ? ZMQ_SNDMORE : 0;
+        if (b == NULL) {
+            if (zmq_send(e->sock, data[i], len[i], more) < 0) {
+                return -errno;
+            }
+            continue;
+        }
+        zmq_msg_t m;
+        if (zmq_msg_init_data(&m, data[i], len[i], buf_unref, b) != 0) {
+            return -errno;
+        }
+        if (zmq_msg_send(&m, e->sock, more) < 0) {
+            int err = errno;
+            zmq_msg_close(&m); /* drops this frame's reference */
+            for (int j = i + 1; j < n; j++) {
+                buf_unref(NULL, b);
+            }
+            return -err;
+        }
+    }
+    return 0;
+}
+
+static void
+send_error(struct ext *e, const struct peer *p, int code, const char *what)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    pack_kv_str(&pk, "type", "error");
+    pack_str(&pk, "code");
+    msgpack_pack_int(&pk, code);
+    pack_kv_str(&pk, "message", what);
+    (void)send_msg(e, p, &sb, NULL, NULL, NULL, 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void
+send_simple(struct ext *e, const struct peer *p, const char *type)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    pack_kv_str(&pk, "type", type);
+    (void)send_msg(e, p, &sb, NULL, NULL, NULL, 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void
+send_welcome(struct ext *e, const struct peer *p, int idx,
+             const surge_consumer_ctx *ctx)
+{
+    const char *fields =
+        ctx->output_fields != NULL ? ctx->output_fields(ctx->io) : NULL;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 10);
+    pack_kv_str(&pk, "type", "welcome");
+    pack_kv_u64(&pk, "consumer", (uint64_t)idx);
+    pack_kv_u64(&pk, "nin", e->nin);
+    pack_kv_u64(&pk, "nout", e->nout);
+    pack_kv_u64(&pk, "batch", e->batch);
+    pack_kv_u64(&pk, "max_credit", MAX_CREDIT);
+    pack_str(&pk, "prioritized");
+    e->prio ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    pack_str(&pk, "timeout_s");
+    msgpack_pack_double(&pk, e->timeout_s);
+    pack_kv_str(&pk, "fields", fields);
+    pack_kv_str(&pk, "field_shapes", ctx->opts->field_shapes);
+    (void)send_msg(e, p, &sb, NULL, NULL, NULL, 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Per-feature mean and std of the first batch (double sums). */
+static int
+compute_stats(struct ext *e, const float *in, const float *out, uint32_t n)
+{
+    e->stats = calloc(2 * ((size_t)e->nin + e->nout), sizeof(float));
+    if (e->stats == NULL) {
+        return -ENOMEM;
+    }
+    const float *src[2] = {in, out};
+    uint64_t dim[2] = {e->nin, e->nout};
+    float *dst = e->stats;
+    for (int k = 0; k < 2; k++) {
+        for (uint64_t j = 0; j < dim[k]; j++) {
+            double s = 0, s2 = 0;
+            for (uint32_t i = 0; i < n; i++) {
+                double v = src[k][i * dim[k] + j];
+                s += v;
+                s2 += v * v;
+            }
+            double m = s / n, var = s2 / n - m * m;
+            dst[j] = (float)m;
+            /* A constant feature normalises to 0, not to inf. */
+            dst[dim[k] + j] = var > 1e-12 ? (float)sqrt(var) : 1.0f;
+        }
+        dst += 2 * dim[k];
+    }
+    e->have_stats = 1;
+    return 0;
+}
+
+static void
+send_stats(struct ext *e, const struct peer *p)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    pack_kv_str(&pk, "type", "stats");
+    pack_kv_u64(&pk, "nin", e->nin);
+    pack_kv_u64(&pk, "nout", e->nout);
+    void *d[4] = {e->stats, e->stats + e->nin, e->stats + 2 * e->nin,
+                  e->stats + 2 * e->nin + e->nout};
+    size_t l[4] = {e->nin * 4, e->nin * 4, e->nout * 4, e->nout * 4};
+    (void)send_msg(e, p, &sb, NULL, d, l, 4);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---------------------------------------------------------- accounting */
+
+/* Count p's outstanding batches as unacked (it left or went silent). */
+static void
+drop_outstanding(struct ext *e, struct peer *p, enum peer_state why)
+{
+    pthread_mutex_lock(&e->mu);
+    for (uint32_t i = 0; i < p->n_out; i++) {
+        p->rows_unacked += p->out[i].rows;
+        free(p->out[i].info);
+    }
+    p->n_out = 0;
+    p->credit = 0;
+    p->state = why;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void
+handle_ack(struct ext *e, struct peer *p, uint64_t id, const zmq_msg_t *loss,
+           surge_reservoir *r)
+{
+    uint32_t i = 0;
+    while (i < p->n_out && p->out[i].id != id) {
+        i++;
+    }
+    if (i == p->n_out) {
+        e->bad_messages++;
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                  "consumer acked unknown batch %" PRIu64, id);
+        return;
+    }
+    struct outstanding o = p->out[i];
+    memmove(&p->out[i], &p->out[i + 1], (p->n_out - i - 1) * sizeof p->out[0]);
+    p->n_out--;
+    long applied = 0;
+    if (loss != NULL) {
+        if (zmq_msg_size((zmq_msg_t *)loss) != (size_t)o.rows * sizeof(float)) {
+            e->bad_messages++;
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "losses of batch %" PRIu64 ": %zu bytes, want %zu", id,
+                      zmq_msg_size((zmq_msg_t *)loss),
+                      (size_t)o.rows * sizeof(float));
+        } else if (e->prio) {
+            /* The frame may be unaligned: copy the losses out. */
+            float *l = malloc((size_t)o.rows * sizeof(float));
+            if (l != NULL) {
+                memcpy(l, zmq_msg_data((zmq_msg_t *)loss),
+                       (size_t)o.rows * sizeof(float));
+                applied =
+                    surge_reservoir_update_priorities(r, o.info, l, o.rows);
+                free(l);
+            }
+        }
+    }
+    pthread_mutex_lock(&e->mu);
+    p->rows_acked += o.rows;
+    p->losses_applied += applied > 0 ? (uint64_t)applied : 0;
+    pthread_mutex_unlock(&e->mu);
+    free(o.info);
+}
+
+static void
+handle_validation(struct ext *e, struct peer *p, const msgpack_object *h,
+                  const surge_consumer_ctx *ctx)
+{
+    uint64_t start = 0, count = 0;
+    if (map_u64(h, "start", &start) < 0 || map_u64(h, "count", &count) < 0 ||
+        count == 0 || count > MAX_VALIDATION) {
+        e->bad_messages++;
+        send_error(e, p, -EINVAL,
+                   "validation: start and count (1..4096) required");
+        return;
+    }
+    uint64_t total = 0, gen = 0;
+    if (ctx->validation != NULL) {
+        surge_store_stats st;
+        surge_store_get_stats(ctx->validation, &st);
+        total = st.occupancy;
+        gen = st.generation;
+    }
+    uint64_t rows = start < total ? total - start : 0;
+    rows = rows < count ? rows : count;
+    size_t bin = rows * e->nin * 4, bout = rows * e->nout * 4;
+    unsigned char *data = malloc(bin + bout + rows * 16 + 1);
+    if (data == NULL) {
+        send_error(e, p, -ENOMEM, "validation: out of memory");
+        return;
+    }
+    float *in = (float *)data, *out = (float *)(data + bin);
+    int64_t *ids = (int64_t *)(data + bin + bout);
+    uint64_t got = 0;
+    for (; got < rows; got++) {
+        if (surge_store_read(ctx->validation, start + got, in + got * e->nin,
+                             out + got * e->nout, &ids[2 * got],
+                             &ids[2 * got + 1]) < 0) {
+            break; /* evicted meanwhile: serve what was read */
+        }
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5);
+    pack_kv_str(&pk, "type", "validation");
+    pack_kv_u64(&pk, "start", start);
+    pack_kv_u64(&pk, "rows", got);
+    pack_kv_u64(&pk, "total", total);
+    pack_kv_u64(&pk, "generation", gen);
+    /* Repack contiguously when fewer rows were read than planned. */
+    if (got < rows) {
+        memmove(data + got * e->nin * 4, out, got * e->nout * 4);
+        memmove(data + got * (e->nin + e->nout) * 4, ids, got * 16);
+    }
+    size_t gin = got * e->nin * 4, gout = got * e->nout * 4;
+    void *d[3] = {data, data + gin, data + gin + gout};
+    size_t l[3] = {gin, gout, got * 16};
+    (void)send_msg(e, p, &sb, NULL, d, l, 3);
+    msgpack_sbuffer_destroy(&sb);
+    free(data);
+    pthread_mutex_lock(&e->mu);
+    p->validation_rows += got;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static struct peer *
+find_peer(struct ext *e, const zmq_msg_t *id, int *idx)
+{
+    size_t n = zmq_msg_size((zmq_msg_t *)id);
+    for (int i = 0; i < e->n_peers; i++) {
+        if (e->peers[i].ident_len == n &&
+            memcmp(e->peers[i].ident, zmq_msg_data((zmq_msg_t *)id), n) == 0) {
+            *idx = i;
+            return &e->peers[i];
+        }
+    }
+    return NULL;
+}
+
+/* Read one message ([ident][header][optional frame]) and act on it.
+ * 0 when one was handled, -EAGAIN when none was waiting. */
+static int
+handle_one(struct ext *e, const surge_consumer_ctx *ctx, surge_reservoir *r)
+{
+    zmq_msg_t f[3];
+    int nf = 0, extra = 0;
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, e->sock, nf == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+            int err = errno;
+            zmq_msg_close(&m);
+            for (int i = 0; i < nf; i++) {
+                zmq_msg_close(&f[i]);
+            }
+            return err == EAGAIN ? -EAGAIN : -err;
+        }
+        int more = zmq_msg_more(&m);
+        if (nf < 3) {
+            f[nf++] = m;
+        } else {
+            extra++;
+            zmq_msg_close(&m);
+        }
+        if (!more) {
+            break;
+        }
+    }
+    int rc = 0;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    int idx = -1;
+    struct peer *p = nf >= 2 ? find_peer(e, &f[0], &idx) : NULL;
+    struct peer anon = {0};
+    if (p == NULL && nf >= 1 && zmq_msg_size(&f[0]) <= sizeof anon.ident) {
+        anon.ident_len = zmq_msg_size(&f[0]);
+        memcpy(anon.ident, zmq_msg_data(&f[0]), anon.ident_len);
+    }
+    const struct peer *to = p != NULL ? p : &anon;
+    if (nf < 2 || extra > 0 || zmq_msg_size(&f[1]) > MAX_HEADER ||
+        msgpack_unpack_next(&up, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]),
+                            NULL) != MSGPACK_UNPACK_SUCCESS) {
+        e->bad_messages++;
+        send_error(e, to, -EPROTO, "malformed message");
+        goto out;
+    }
+    const msgpack_object *h = &up.data;
+    const msgpack_object *type = map_get(h, "type");
+    char t[16] = "";
+    if (type != NULL && type->type == MSGPACK_OBJECT_STR &&
+        type->via.str.size < sizeof t) {
+        memcpy(t, type->via.str.ptr, type->via.str.size);
+    }
+    if (strcmp(t, "hello") == 0) {
+        if (!token_ok(e, map_get(h, "token"))) {
+            e->rejected++;
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "external consumer refused: wrong study token");
+            send_error(e, to, SURGE_ETOKEN, "wrong study token");
+            goto out;
+        }
+        if (p == NULL) {
+            if (e->n_peers == MAX_PEERS || anon.ident_len == 0) {
+                e->rejected++;
+                send_error(e, to, -EBUSY, "too many consumers");
+                goto out;
+            }
+            pthread_mutex_lock(&e->mu);
+            idx = e->n_peers;
+            p = &e->peers[e->n_peers++];
+            *p = anon;
+            pthread_mutex_unlock(&e->mu);
+        } else if (p->state != P_ACTIVE) {
+            e->rejected++;
+            send_error(e, to, SURGE_ESTATE,
+                       "this consumer identity already left; connect anew");
+            goto out;
+        }
+        p->last_seen_ns = surge_now_ns();
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "external consumer %d joined",
+                  idx);
+        send_welcome(e, p, idx, ctx);
+        if (e->have_stats) {
+            send_stats(e, p);
+        }
+        goto out;
+    }
+    if (p == NULL || p->state != P_ACTIVE) {
+        e->bad_messages++;
+        send_error(e, to, SURGE_ESTATE, "say hello first");
+        goto out;
+    }
+    p->last_seen_ns = surge_now_ns();
+    uint64_t v = 0;
+    if (strcmp(t, "credit") == 0 && map_u64(h, "n", &v) == 0) {
+        uint64_t c = p->credit + v;
+        p->credit = (uint32_t)(c > MAX_CREDIT ? MAX_CREDIT : c);
+    } else if (strcmp(t, "ack") == 0 && map_u64(h, "id", &v) == 0) {
+        handle_ack(e, p, v, nf == 3 ? &f[2] : NULL, r);
+    } else if (strcmp(t, "validation") == 0) {
+        handle_validation(e, p, h, ctx);
+    } else if (strcmp(t, "bye") == 0) {
+        if (p->n_out > 0) {
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "external consumer %d left with %" PRIu32
+                      " batches unacked",
+                      idx, p->n_out);
+        }
+        drop_outstanding(e, p, P_LEFT);
+        send_simple(e, p, "bye");
+    } else {
+        e->bad_messages++;
+        send_error(e, p, -EPROTO, "unknown or incomplete request");
+    }
+out:
+    msgpack_unpacked_destroy(&up);
+    for (int i = 0; i < nf; i++) {
+        zmq_msg_close(&f[i]);
+    }
+    return rc;
+}
+
+/* Gather one batch for p and send it. 1 sent, 0 nothing yet, SURGE_ECLOSED
+ * (the reservoir is finished or shut down), <0 error. */
+static int
+serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
+{
+    uint32_t B = e->batch;
+    size_t bin = (size_t)B * e->nin * 4, bout = (size_t)B * e->nout * 4;
+    size_t bytes = bin + bout + (size_t)B * 16 + (size_t)B * 4;
+    struct buf *b = buf_get(e, bytes);
+    surge_batch_info *info = malloc((size_t)B * sizeof *info);
+    if (b == NULL || info == NULL) {
+        free(info);
+        if (b != NULL) {
+            buf_put(e, b);
+        }
+        return -ENOMEM;
+    }
+    float *in = (float *)b->data, *out = (float *)(b->data + bin);
+    long n = surge_reservoir_get_batch(r, B, in, out, info, timeout_ms);
+    if (n <= 0) {
+        free(info);
+        buf_put(e, b);
+        if (n == SURGE_ETIMEDOUT) {
+            return 0;
+        }
+        return n == 0 || n == SURGE_ECLOSED ? SURGE_ECLOSED : (int)n;
+    }
+    if (!e->have_stats && compute_stats(e, in, out, (uint32_t)n) == 0) {
+        for (int i = 0; i < e->n_peers; i++) {
+            if (e->peers[i].state == P_ACTIVE) {
+                send_stats(e, &e->peers[i]);
+            }
+        }
+    }
+    /* Rows, then ids and weights: when n < B (the drain) the frames just
+     * cover the first n rows of each region. */
+    int64_t *ids = (int64_t *)(b->data + bin + bout);
+    float *w = (float *)(b->data + bin + bout + (size_t)B * 16);
+    for (long i = 0; i < n; i++) {
+        ids[2 * i] = (int64_t)info[i].sim;
+        ids[2 * i + 1] = (int64_t)info[i].step;
+        w[i] = info[i].weight;
+    }
+    uint64_t id = e->next_id++;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5);
+    pack_kv_str(&pk, "type", "batch");
+    pack_kv_u64(&pk, "id", id);
+    pack_kv_u64(&pk, "rows", (uint64_t)n);
+    pack_kv_u64(&pk, "nin", e->nin);
+    pack_kv_u64(&pk, "nout", e->nout);
+    void *d[4] = {in, out, ids, w};
+    size_t l[4] = {(size_t)n * e->nin * 4, (size_t)n * e->nout * 4,
+                   (size_t)n * 16, (size_t)n * 4};
+    int rc = send_msg(e, p, &sb, b, d, l, e->prio ? 4 : 3);
+    msgpack_sbuffer_destroy(&sb);
+    pthread_mutex_lock(&e->mu);
+    p->credit--;
+    p->batches++;
+    p->rows_served += (uint64_t)n;
+    if (rc < 0) {
+        /* The rows were taken but never reached the consumer: count them
+         * as unacked against it. */
+        p->rows_unacked += (uint64_t)n;
+        free(info);
+    } else {
+        p->out[p->n_out++] = (struct outstanding){id, (uint32_t)n, info};
+    }
+    pthread_mutex_unlock(&e->mu);
+    atomic_fetch_add(&e->batches, 1);
+    atomic_fetch_add(&e->samples, (uint64_t)n);
+    if (rc < 0) {
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT, "batch %" PRIu64 " not sent: %s",
+                  id, surge_strerror(rc));
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------- ops */
+
+static int
+ext_create(void **state, const surge_server_options *o)
+{
+    struct ext *e = calloc(1, sizeof *e);
+    if (e == NULL) {
+        return -ENOMEM;
+    }
+    snprintf(e->bind, sizeof e->bind, "%s", o->external_bind);
+    snprintf(e->token, sizeof e->token, "%s", o->token);
+    e->batch = o->batch_size;
+    e->timeout_s = o->external_timeout_s;
+    e->prio = o->reservoir.prioritized.enabled;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->pool_mu, NULL);
+    *state = e;
+    return 0;
+}
+
+static int
+ext_prepare(void *state, const surge_consumer_prep *prep)
+{
+    (void)prep;
+    struct ext *e = state;
+    e->zctx = zmq_ctx_new();
+    if (e->zctx == NULL) {
+        return -ENOMEM;
+    }
+    e->sock = zmq_socket(e->zctx, ZMQ_ROUTER);
+    if (e->sock == NULL) {
+        return -errno;
+    }
+    int zero = 0, one = 1;
+    /* Frames are the batch; a send never blocks the loop: a consumer's
+     * credit already bounds what is queued for it. */
+    zmq_setsockopt(e->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(e->sock, ZMQ_SNDHWM, &zero, sizeof zero);
+    zmq_setsockopt(e->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    /* The largest request: a header and a losses frame of batch floats. */
+    int64_t maxmsg = 2 * MAX_HEADER + (int64_t)e->batch * 4;
+    zmq_setsockopt(e->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (zmq_bind(e->sock, e->bind) != 0) {
+        int err = errno;
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "cannot bind %s: %s", e->bind,
+                  zmq_strerror(err));
+        return -err;
+    }
+    size_t len = sizeof e->endpoint;
+    if (zmq_getsockopt(e->sock, ZMQ_LAST_ENDPOINT, e->endpoint, &len) != 0) {
+        return -errno;
+    }
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "external trainers connect to %s",
+              e->endpoint);
+    return 0;
+}
+
+static int
+any_active(const struct ext *e)
+{
+    for (int i = 0; i < e->n_peers; i++) {
+        if (e->peers[i].state == P_ACTIVE) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+ext_run(void *state, const surge_consumer_ctx *ctx)
+{
+    struct ext *e = state;
+    int rc = surge_store_await_shape(ctx->train, &e->nin, &e->nout);
+    if (rc == SURGE_ECLOSED) {
+        return 0;
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    surge_reservoir *r = surge_store_reservoir(ctx->train);
+    const uint64_t tmo = (uint64_t)(e->timeout_s * 1e9);
+    int finished = 0;
+    uint64_t idle_since = surge_now_ns();
+    int rr = 0;
+    for (;;) {
+        zmq_pollitem_t pi = {e->sock, 0, ZMQ_POLLIN, 0};
+        int have_credit = 0;
+        for (int i = 0; i < e->n_peers; i++) {
+            have_credit |= e->peers[i].state == P_ACTIVE &&
+                           e->peers[i].credit > 0 &&
+                           e->peers[i].n_out < MAX_CREDIT;
+        }
+        zmq_poll(&pi, 1, have_credit && !finished ? 0 : POLL_MS);
+        while (handle_one(e, ctx, r) == 0) {
+        }
+        uint64_t now = surge_now_ns();
+        for (int i = 0; i < e->n_peers; i++) {
+            struct peer *p = &e->peers[i];
+            if (p->state == P_ACTIVE && now - p->last_seen_ns > tmo) {
+                SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                          "external consumer %d silent for %.1f s: its %" PRIu32
+                          " unacked batches are counted as unacked",
+                          i, e->timeout_s, p->n_out);
+                drop_outstanding(e, p, P_TIMED_OUT);
+            }
+        }
+        if (finished) {
+            /* Tell each consumer, then serve acks and validation requests
+             * until each said bye or went silent for timeout_s (above). */
+            int waiting = 0;
+            for (int i = 0; i < e->n_peers; i++) {
+                struct peer *p = &e->peers[i];
+                if (p->state != P_ACTIVE) {
+                    continue;
+                }
+                if (!p->ended_sent) {
+                    send_simple(e, p, "end");
+                    p->ended_sent = 1;
+                }
+                waiting = 1;
+            }
+            if (!waiting) {
+                break;
+            }
+            continue;
+        }
+        if (!have_credit) {
+            surge_reservoir_stats st;
+            surge_reservoir_get_stats(r, &st);
+            if (st.closed || st.finished) {
+                finished = 1;
+            } else if (st.reception_ended && !any_active(e) &&
+                       now - idle_since > tmo) {
+                /* Nobody will take what is left: finish; the rows stay in
+                 * the store's occupancy (server-stats.json). */
+                SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                          "reception ended and no external consumer for "
+                          "%.1f s: stopping",
+                          e->timeout_s);
+                break;
+            }
+            if (any_active(e)) {
+                idle_since = now;
+            }
+            continue;
+        }
+        idle_since = now;
+        /* Round robin over the consumers with credit. */
+        for (int k = 0; k < e->n_peers; k++) {
+            struct peer *p = &e->peers[(rr + k) % e->n_peers];
+            if (p->state != P_ACTIVE || p->credit == 0 ||
+                p->n_out >= MAX_CREDIT) {
+                continue;
+            }
+            rr = (rr + k + 1) % e->n_peers;
+            rc = serve_one(e, p, r, POLL_MS);
+            if (rc == SURGE_ECLOSED) {
+                finished = 1;
+            } else if (rc < 0) {
+                return rc;
+            }
+            break;
+        }
+    }
+    for (int i = 0; i < e->n_peers; i++) {
+        if (e->peers[i].state == P_ACTIVE && e->peers[i].n_out > 0) {
+            drop_outstanding(e, &e->peers[i], P_TIMED_OUT);
+        }
+    }
+    return 0;
+}
+
+static void
+ext_stats(void *state, surge_consumer_stats *out)
+{
+    struct ext *e = state;
+    out->batches = atomic_load(&e->batches);
+    out->samples = atomic_load(&e->samples);
+}
+
+static void
+ext_info(void *state, json_t *obj)
+{
+    struct ext *e = state;
+    static const char *const names[] = {"active", "left", "timed_out"};
+    json_t *ext = json_object();
+    json_t *arr = json_array();
+    pthread_mutex_lock(&e->mu);
+    uint64_t served = 0, acked = 0, unacked = 0;
+    for (int i = 0; i < e->n_peers; i++) {
+        const struct peer *p = &e->peers[i];
+        uint64_t pending = 0;
+        for (uint32_t j = 0; j < p->n_out; j++) {
+            pending += p->out[j].rows;
+        }
+        served += p->rows_served;
+        acked += p->rows_acked;
+        unacked += p->rows_unacked;
+        json_array_append_new(
+            arr, json_pack("{s:i,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "consumer",
+                           i, "state", names[p->state], "batches",
+                           (json_int_t)p->batches, "rows_served",
+                           (json_int_t)p->rows_served, "rows_acked",
+                           (json_int_t)p->rows_acked, "rows_unacked",
+                           (json_int_t)p->rows_unacked, "rows_pending",
+                           (json_int_t)pending, "losses_applied",
+                           (json_int_t)p->losses_applied, "validation_rows",
+                           (json_int_t)p->validation_rows));
+    }
+    json_object_set_new(ext, "endpoint", json_string(e->endpoint));
+    json_object_set_new(ext, "consumers", arr);
+    json_object_set_new(ext, "rows_served", json_integer((json_int_t)served));
+    json_object_set_new(ext, "rows_acked", json_integer((json_int_t)acked));
+    json_object_set_new(ext, "rows_unacked", json_integer((json_int_t)unacked));
+    json_object_set_new(ext, "bad_messages",
+                        json_integer((json_int_t)e->bad_messages));
+    json_object_set_new(ext, "rejected", json_integer((json_int_t)e->rejected));
+    pthread_mutex_unlock(&e->mu);
+    json_object_set_new(obj, "external", ext);
+}
+
+static void
+ext_destroy(void *state)
+{
+    struct ext *e = state;
+    if (e == NULL) {
+        return;
+    }
+    if (e->sock != NULL) {
+        zmq_close(e->sock);
+    }
+    if (e->zctx != NULL) {
+        /* Waits until ZeroMQ released every frame (buffers back in the
+         * pool): LINGER is 0, so this does not wait for peers. */
+        zmq_ctx_term(e->zctx);
+    }
+    for (int i = 0; i < e->n_peers; i++) {
+        for (uint32_t j = 0; j < e->peers[i].n_out; j++) {
+            free(e->peers[i].out[j].info);
+        }
+    }
+    while (e->pool != NULL) {
+        struct buf *b = e->pool;
+        e->pool = b->next;
+        surge_huge_free(b->data, b->bytes);
+        free(b);
+    }
+    free(e->stats);
+    pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->pool_mu);
+    free(e);
+}
+
+const surge_consumer_ops surge_consumer_external = {.name = "external",
+                                                    .create = ext_create,
+                                                    .run = ext_run,
+                                                    .stats = ext_stats,
+                                                    .destroy = ext_destroy,
+                                                    .prepare = ext_prepare,
+                                                    .info = ext_info};
