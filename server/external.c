@@ -67,7 +67,7 @@ struct peer {
     size_t ident_len;
     enum peer_state state;
     uint32_t credit;
-    uint64_t last_seen_ns;
+    uint64_t last_seen_ns, last_sent_ns;
     int ended_sent;
     struct outstanding out[MAX_CREDIT];
     uint32_t n_out;
@@ -335,7 +335,11 @@ send_welcome(struct ext *e, const struct peer *p, int idx,
     msgpack_sbuffer_destroy(&sb);
 }
 
-/* Per-feature mean and std of the first batch (double sums). */
+/* Normalisation statistics of the first batch (double sums): inputs per
+ * feature, outputs over the whole vector (a field's values share units; the
+ * first batch may come from one run, where a per-element std is ~0). A
+ * feature that is constant in the batch (a run's parameters) is scaled by
+ * max(|mean|, 1), so it stays O(1) without dividing by ~0. */
 static int
 compute_stats(struct ext *e, const float *in, const float *out, uint32_t n)
 {
@@ -343,23 +347,33 @@ compute_stats(struct ext *e, const float *in, const float *out, uint32_t n)
     if (e->stats == NULL) {
         return -ENOMEM;
     }
-    const float *src[2] = {in, out};
-    uint64_t dim[2] = {e->nin, e->nout};
-    float *dst = e->stats;
-    for (int k = 0; k < 2; k++) {
-        for (uint64_t j = 0; j < dim[k]; j++) {
-            double s = 0, s2 = 0;
-            for (uint32_t i = 0; i < n; i++) {
-                double v = src[k][i * dim[k] + j];
-                s += v;
-                s2 += v * v;
-            }
-            double m = s / n, var = s2 / n - m * m;
-            dst[j] = (float)m;
-            /* A constant feature normalises to 0, not to inf. */
-            dst[dim[k] + j] = var > 1e-12 ? (float)sqrt(var) : 1.0f;
+    for (uint32_t j = 0; j < e->nin; j++) {
+        double s = 0, s2 = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            double v = in[(size_t)i * e->nin + j];
+            s += v;
+            s2 += v * v;
         }
-        dst += 2 * dim[k];
+        double m = s / n, var = s2 / n - m * m;
+        e->stats[j] = (float)m;
+        e->stats[e->nin + j] = var > 1e-12 * (1 + m * m)
+                                   ? (float)sqrt(var)
+                                   : (float)(fabs(m) > 1 ? fabs(m) : 1);
+    }
+    double s = 0, s2 = 0;
+    size_t total = (size_t)n * e->nout;
+    for (size_t i = 0; i < total; i++) {
+        s += out[i];
+        s2 += (double)out[i] * out[i];
+    }
+    double m = total ? s / (double)total : 0,
+           var = total ? s2 / (double)total - m * m : 0;
+    float sd = var > 1e-12 * (1 + m * m) ? (float)sqrt(var)
+                                         : (float)(fabs(m) > 1 ? fabs(m) : 1);
+    float *om = e->stats + 2 * (size_t)e->nin, *os = om + e->nout;
+    for (uint64_t j = 0; j < e->nout; j++) {
+        om[j] = (float)m;
+        os[j] = sd;
     }
     e->have_stats = 1;
     return 0;
@@ -621,6 +635,8 @@ handle_one(struct ext *e, const surge_consumer_ctx *ctx, surge_reservoir *r)
         p->credit = (uint32_t)(c > MAX_CREDIT ? MAX_CREDIT : c);
     } else if (strcmp(t, "ack") == 0 && map_u64(h, "id", &v) == 0) {
         handle_ack(e, p, v, nf == 3 ? &f[2] : NULL, r);
+    } else if (strcmp(t, "ping") == 0) {
+        send_simple(e, p, "pong");
     } else if (strcmp(t, "validation") == 0) {
         handle_validation(e, p, h, ctx);
     } else if (strcmp(t, "bye") == 0) {
@@ -704,6 +720,7 @@ serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
     int rc = send_msg(e, p, &sb, b, d, l, e->prio ? 4 : 3);
     msgpack_sbuffer_destroy(&sb);
     pthread_mutex_lock(&e->mu);
+    p->last_sent_ns = surge_now_ns();
     p->credit--;
     p->batches++;
     p->rows_served += (uint64_t)n;
@@ -823,7 +840,12 @@ ext_run(void *state, const surge_consumer_ctx *ctx)
         uint64_t now = surge_now_ns();
         for (int i = 0; i < e->n_peers; i++) {
             struct peer *p = &e->peers[i];
-            if (p->state == P_ACTIVE && now - p->last_seen_ns > tmo) {
+            /* Only a consumer that holds batches (or should say bye) can
+             * be late: one waiting for a batch is waiting on us. */
+            uint64_t last = p->last_seen_ns > p->last_sent_ns ? p->last_seen_ns
+                                                              : p->last_sent_ns;
+            if (p->state == P_ACTIVE && (p->n_out > 0 || finished) &&
+                now - last > tmo) {
                 SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
                           "external consumer %d silent for %.1f s: its %" PRIu32
                           " unacked batches are counted as unacked",

@@ -97,3 +97,10 @@ TESTS += tests/integration/python_study.sh
 EXTRA_DIST += tests/integration/python_study.sh \
 	solvers/wave1d_py/wave1d.py python/pyproject.toml python/README.md \
 	python/surge/__init__.py python/surge/client.py
+
+# external_torch: the FNO example (solvers/heat2d/train_torch.py) trains
+# from a live heat2d study through surge serve --consumer external and
+# surge.torch; exact per-consumer counts, a consumer that dies.
+TESTS += tests/integration/external_torch.sh
+EXTRA_DIST += tests/integration/external_torch.sh \
+	solvers/heat2d/train_torch.py python/surge/torch.py

@@ -132,14 +132,18 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
     server: the server's server.json (its "external"."endpoint" is used)
     or an endpoint string. token: the study token (default $SURGE_TOKEN).
     credit: batches requested ahead (1..16). timeout_s: longest wait for
-    any answer; the server drops a consumer silent for its own timeout
+    an answer (while waiting for a batch, the server is pinged after each
+    timeout_s of silence, and only its silence is an error); the server
+    drops a consumer that holds batches and is silent for its own timeout
     (welcome's timeout_s), so iterate or call heartbeat() within it.
     pin_memory: return pinned tensors (default: when CUDA is available).
     max_batches: stop after this many batches (0 = until the study ends).
+    connect_timeout_s: longest wait for the welcome, which comes once the
+    study's first sample arrived.
     """
 
     def __init__(self, server, token=None, credit=2, timeout_s=60.0,
-                 pin_memory=None, max_batches=0):
+                 pin_memory=None, max_batches=0, connect_timeout_s=600.0):
         super().__init__()
         if isinstance(server, str) and server.endswith(".json"):
             with open(server) as f:
@@ -156,6 +160,7 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
             raise ValueError("credit must be 1..16")
         self.credit = credit
         self.timeout_ms = int(timeout_s * 1000)
+        self.connect_timeout_s = connect_timeout_s
         self.pin = (torch.cuda.is_available() if pin_memory is None
                     else pin_memory)
         self.max_batches = max_batches
@@ -175,18 +180,29 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
         parts = [packb(header)] + list(frames)
         self._sock.send_multipart(parts, copy=False)
 
-    def _recv(self):
-        if not self._sock.poll(self.timeout_ms):
-            raise SurgeExternalError("no answer from %s within %.0f s" %
-                                     (self.endpoint, self.timeout_ms / 1e3))
+    def _recv(self, wait=False):
+        # wait: a batch may take long (slow solvers): on each silent
+        # timeout ask the server whether it is alive; give up only when
+        # it does not answer that.
+        while not self._sock.poll(self.timeout_ms):
+            if not wait:
+                raise SurgeExternalError("no answer from %s within %.0f s" %
+                                         (self.endpoint,
+                                          self.timeout_ms / 1e3))
+            self._send({"type": "ping"})
+            if not self._sock.poll(self.timeout_ms):
+                raise SurgeExternalError("server at %s does not answer" %
+                                         self.endpoint)
         frames = self._sock.recv_multipart(copy=False)
         h = unpackb(frames[0].buffer)
+        if h.get("type") == "pong":
+            return self._recv(wait)
         if h.get("type") == "error":
             raise SurgeExternalError("server: %s (%d)" %
                                      (h.get("message"), h.get("code", 0)))
         if h.get("type") == "stats":
             self._set_stats(h, frames[1:])
-            return self._recv()
+            return self._recv(wait)
         return h, frames[1:]
 
     def _set_stats(self, h, f):
@@ -208,6 +224,11 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.connect(self.endpoint)
         self._send({"type": "hello", "token": self.token})
+        # The server answers once the study's first sample set the shape.
+        if not self._sock.poll(int(self.connect_timeout_s * 1000)):
+            raise SurgeExternalError(
+                "no welcome from %s within %.0f s (no sample yet?)" %
+                (self.endpoint, self.connect_timeout_s))
         h, _ = self._recv()
         if h.get("type") != "welcome":
             raise SurgeExternalError("expected welcome, got %r" % h)
@@ -235,7 +256,7 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
         every consumer). Waits for that batch if needed."""
         self.connect()
         while self.stats is None:
-            h, f = self._recv()
+            h, f = self._recv(wait=True)
             self._stash(h, f)
         return self.stats
 
@@ -277,7 +298,7 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
     def _next_msg(self):
         if self._pending:
             return self._pending.pop(0)
-        return self._recv()
+        return self._recv(wait=True)
 
     def _ack(self):
         if self._last is None:
