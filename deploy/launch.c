@@ -642,7 +642,7 @@ start_server(struct launch *L, char *err, size_t errcap)
         /* The server's consumer that trains; the trainer's settings are
          * in study.resolved.json ("trainer"). */
         PUSH("--consumer");
-        PUSH("trainer");
+        PUSH(s->tr_kind == 1 ? "external" : "trainer");
     }
     PUSH_U64("--validation-bytes", s->server_validation_bytes);
     PUSH_U64("--validation-every", s->server_validation_every);
@@ -1401,9 +1401,12 @@ write_summary(struct launch *L, json_t *raw_stats, double wall, int interrupted,
     const surge_study *s = L->s;
     json_t *j = json_object();
     /* The trainer's final figures (server/train.c writes trainer.json). */
-    json_t *trainer = s->tr_enabled ? read_out_json(L, "trainer.json") : NULL;
+    /* The C trainer writes trainer.json; an external trainer (trainer.kind
+     * external) saves its model itself. */
+    int internal = s->tr_enabled && s->tr_kind == 0;
+    json_t *trainer = internal ? read_out_json(L, "trainer.json") : NULL;
     /* A study that trains exists to produce its model. */
-    if (s->tr_enabled && !interrupted) {
+    if (internal && !interrupted) {
         json_t *model = json_object_get(trainer, "model");
         const char *why =
             json_string_value(json_object_get(trainer, "model_error"));
@@ -1710,7 +1713,7 @@ write_summary(struct launch *L, json_t *raw_stats, double wall, int interrupted,
         printf("  model     %s\n", json_is_string(model)
                                        ? json_string_value(model)
                                        : "not written");
-    } else if (s->tr_enabled) {
+    } else if (s->tr_enabled && s->tr_kind == 0) {
         printf("  trainer   no trainer.json (see %s/server.log)\n", L->out);
     }
     printf("  server    %d restart(s)%s\n", L->restarts,
@@ -2300,7 +2303,7 @@ surge_launch_main(int argc, char **argv)
             kill(L.server.pid, SIGTERM);
         }
         double wait = stopping ? L.s->kill_grace_s : L.s->server_stop_timeout_s;
-        if (!stopping && L.s->tr_enabled) {
+        if (!stopping && L.s->tr_enabled && L.s->tr_kind == 0) {
             /* Show the training that follows the runs until the server
              * exits, stops on its own cap, or a signal comes. */
             double t_end = surge_now_s() + wait;

@@ -188,6 +188,8 @@ static const struct key keys[] = {
      "auto|on|off"},
     /* trainer (trainer/trainer.h names and defaults), then the loop */
     {"trainer.enabled", T_BOOL, O(tr_enabled), 0, "false", 0, 0, 0, NULL},
+    {"trainer.kind", T_ENUM, O(tr_kind), 0, "\"internal\"", 0, 0, 0,
+     "internal|external"},
     {"trainer.layers", T_INTV, O(tr_layers), O(tr_nlayers), "[256, 256, 256]",
      1, 1 << 20, 0, NULL},
     {"trainer.activation", T_ENUM, O(tr_activation), 0, "\"relu\"", 0, 0, 0,

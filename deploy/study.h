@@ -144,6 +144,8 @@ typedef struct surge_study {
      * names, flat), then the server's training-loop keys. Enum values are
      * the index in the key's list of names, which is the trainer's enum. */
     int tr_enabled;     /* train in the server (else discard) */
+    int tr_kind;        /* internal 0 (the C trainer), external 1 (batches
+                           served to surge.torch: --consumer external) */
     int64_t *tr_layers; /* (tr_nlayers) hidden widths */
     size_t tr_nlayers;  /* 0..16 */
     int tr_activation;  /* relu 0, gelu 1, tanh 2 */
