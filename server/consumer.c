@@ -133,11 +133,8 @@ const surge_consumer_ops surge_consumer_count = {.name = "count",
                                                  .destroy = discard_destroy};
 
 static const surge_consumer_ops *const consumers[] = {
-    &surge_consumer_discard,
-    &surge_consumer_count,
-    &surge_consumer_trainer,
-    &surge_consumer_writer,
-    &surge_consumer_external,
+    &surge_consumer_discard, &surge_consumer_count,    &surge_consumer_trainer,
+    &surge_consumer_writer,  &surge_consumer_external,
 };
 
 const surge_consumer_ops *
