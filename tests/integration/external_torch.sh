@@ -25,7 +25,7 @@ train_pid=
 die_pid=
 on_exit() { lib_kill_pids "$train_pid" "$die_pid"; lib_term_wait "$server_pid"; }
 
-tap_plan 7
+tap_plan 8
 
 RUNS=8
 EPOCHS=6
@@ -93,6 +93,47 @@ else
     diag "$(cat "$tmp/tok.out")"
 fi
 
+# A raw peer that sends what surge.torch never would: each is answered
+# with an error (or ignored) and counted; the server keeps serving.
+if timeout 30 "$PY" - "$ext" >"$tmp/bad.out" 2>&1 <<'EOF'
+import sys, zmq
+from surge.torch import packb, unpackb
+s = zmq.Context.instance().socket(zmq.DEALER)
+s.setsockopt(zmq.LINGER, 0)
+s.connect(sys.argv[1])
+def ask(*frames):
+    s.send_multipart(list(frames))
+    while True:
+        assert s.poll(10000), "no answer to %r" % (frames[:1],)
+        h = unpackb(s.recv_multipart()[0])
+        if h["type"] != "stats":
+            return h
+for f in [(b"\xc1",),                               # not msgpack
+          (packb({"type": "credit", "n": 1}),),     # before hello
+          (packb({"type": "hello"}),)]:             # no token
+    h = ask(*f)
+    assert h["type"] == "error", (f, h)
+h = ask(packb({"type": "hello", "token": "external-test-token"}))
+assert h["type"] == "welcome", h
+for f in [(packb({"type": "nonsense"}),),
+          (packb({"type": "validation", "start": 0, "count": 0}),),
+          (packb({"type": "credit"}),),
+          (b"\x92\x01\x02",),                      # an array, not a map
+          (b"x" * 5000,)]:                          # header over 4 KiB
+    h = ask(*f)
+    assert h["type"] == "error", (f, h)
+s.send_multipart([packb({"type": "ack", "id": 123456})])  # unknown batch
+h = ask(packb({"type": "bye"}))
+assert h["type"] == "bye", h
+print("all refused")
+EOF
+then
+    ok "malformed requests are refused, the server keeps serving"
+else
+    not_ok "malformed requests are refused, the server keeps serving"
+    diag "$(cat "$tmp/bad.out")"
+fi
+
 kill -TERM "$server_pid"
 lib_wait_exit "$train_pid" 900
 train_pid=
@@ -114,10 +155,11 @@ ext = st["external"]
 cons = ext["consumers"]
 held = sum(1 for s in range(runs) if s % 4 == 3) * steps  # validation-every 4
 if what == "counts":
-    assert len(cons) == 2, cons
+    assert len(cons) == 3, cons  # trainer, the dead one, the raw peer
     dead = [c for c in cons if c["state"] == "timed_out"]
-    live = [c for c in cons if c["state"] == "left"]
+    live = [c for c in cons if c["state"] == "left" and c["batches"] > 0]
     assert len(dead) == 1 and len(live) == 1, cons
+    assert ext["bad_messages"] >= 7 and ext["rejected"] >= 2, ext
     d, t = dead[0], live[0]
     # Its first batch's ack may or may not have left before it died.
     assert d["batches"] >= 2 and d["rows_acked"] in (0, 16), d
