@@ -7,3 +7,4 @@ include bench/monitoring/local.mk
 include bench/online_offline/local.mk
 include bench/gpu/local.mk
 include bench/clients/local.mk
+include bench/external/local.mk

@@ -1,0 +1,238 @@
+/*
+ * bench/external/bench-external.c - `make bench-external`: samples/s that
+ * surge serve --consumer external (server/external.c) delivers to a Python
+ * consumer (surge.torch.ReservoirDataset, over tcp loopback), against (a)
+ * the in-process C gather of the same batches (surge_store_get_batch from
+ * the same store) and (b) a Melissa-style PyTorch DataLoader that takes one
+ * sample at a time from a NumPy buffer (bench/external/consume.py). Sample
+ * sizes 16 KiB and 1 MiB, batch 256; the store holds POOL samples under
+ * policy reservoir (with replacement: it serves forever). Medians of REPS
+ * repetitions; ends with one JSON line.
+ *
+ *     bench-external --python PY --script consume.py --pythonpath DIR
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <surge/error.h>
+
+#include "common/util.h"
+#include "server/consumer.h"
+#include "server/options.h"
+#include "server/store.h"
+
+#define BATCH 256
+#define REPS 3
+#define NIN 4
+
+struct runner {
+    const surge_consumer_ops *ops;
+    void *state;
+    surge_consumer_ctx ctx;
+    int rc;
+};
+
+static void *
+run_main(void *arg)
+{
+    struct runner *r = arg;
+    r->rc = r->ops->run(r->state, &r->ctx);
+    return NULL;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Run cmd, return the number it printed (or -1). */
+static double
+run_python(const char *cmd)
+{
+    FILE *p = popen(cmd, "r");
+    if (p == NULL) {
+        return -1;
+    }
+    char line[256] = "";
+    double v = -1;
+    while (fgets(line, sizeof line, p) != NULL) {
+        char *end = NULL;
+        double x = strtod(line, &end);
+        if (end != line) {
+            v = x;
+        }
+    }
+    if (pclose(p) != 0) {
+        return -1;
+    }
+    return v;
+}
+
+static int
+one_size(size_t sample_bytes, uint64_t pool, int batches, const char *py,
+         const char *script, const char *pypath, json_t *out)
+{
+    uint64_t nout = sample_bytes / 4 - NIN;
+    surge_server_options o;
+    surge_server_options_init(&o);
+    o.token[0] = '\0';
+    o.batch_size = BATCH;
+    snprintf(o.policy, sizeof o.policy, "%s", "reservoir");
+    o.store_bytes = (pool + BATCH) * (sample_bytes + 256);
+    /* ipc: what a consumer on the server's node uses (surge.torch takes
+     * any endpoint); SURGE_BENCH_BIND overrides (e.g. tcp://127.0.0.1:*). */
+    const char *bind = getenv("SURGE_BENCH_BIND");
+    snprintf(o.external_bind, sizeof o.external_bind,
+             "ipc:///tmp/surge-bench-external-%ld", (long)getpid());
+    if (bind != NULL && bind[0] != '\0') {
+        snprintf(o.external_bind, sizeof o.external_bind, "%s", bind);
+    }
+    surge_reservoir_config rc;
+    if (surge_server_reservoir_config(&o, &rc) != 0) {
+        return -1;
+    }
+    surge_store_config sc = {"train", SURGE_STORE_STREAM, 0, &rc};
+    surge_store *s = NULL;
+    if (surge_store_create(&s, &sc) != 0 ||
+        surge_store_set_shape(s, NIN, nout) != 0) {
+        fprintf(stderr, "bench-external: cannot create the store\n");
+        return -1;
+    }
+    float *in = calloc(NIN, sizeof(float));
+    float *outv = malloc(nout * sizeof(float));
+    for (uint64_t j = 0; j < nout; j++) {
+        outv[j] = (float)j;
+    }
+    for (uint64_t i = 0; i < pool; i++) {
+        in[0] = (float)i;
+        if (surge_store_try_put(s, 0, (int64_t)i, in, outv) != 0) {
+            fprintf(stderr, "bench-external: put %llu refused\n",
+                    (unsigned long long)i);
+            return -1;
+        }
+    }
+    /* (a) the in-process gather, into buffers allocated once. */
+    float *bx = surge_huge_alloc((size_t)BATCH * NIN * 4);
+    float *by = surge_huge_alloc((size_t)BATCH * nout * 4);
+    double gather[REPS];
+    for (int r = 0; r < REPS; r++) {
+        uint64_t t0 = surge_now_ns(), rows = 0;
+        for (int b = 0; b < batches; b++) {
+            int n = surge_store_get_batch(s, BATCH, bx, by, NULL, NULL, 5000);
+            if (n <= 0) {
+                fprintf(stderr, "bench-external: get_batch: %s\n",
+                        surge_strerror(n));
+                return -1;
+            }
+            rows += (uint64_t)n;
+        }
+        gather[r] = rows / ((surge_now_ns() - t0) / 1e9);
+    }
+    surge_huge_free(bx, (size_t)BATCH * NIN * 4);
+    surge_huge_free(by, (size_t)BATCH * nout * 4);
+    qsort(gather, REPS, sizeof gather[0], cmp_double);
+
+    /* The external consumer over the same store. */
+    struct runner R = {0};
+    R.ops = surge_consumer_find("external");
+    surge_consumer_prep prep = {s, NULL, NULL, NULL};
+    if (R.ops->create(&R.state, &o) != 0 ||
+        R.ops->prepare(R.state, &prep) != 0) {
+        return -1;
+    }
+    json_t *info = json_object();
+    R.ops->info(R.state, info);
+    char ep[256];
+    snprintf(ep, sizeof ep, "%s",
+             json_string_value(json_object_get(
+                 json_object_get(info, "external"), "endpoint")));
+    json_decref(info);
+    R.ctx.train = s;
+    R.ctx.opts = &o;
+    pthread_t th;
+    if (pthread_create(&th, NULL, run_main, &R) != 0) {
+        return -1;
+    }
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "PYTHONPATH='%s' timeout 300 '%s' '%s' external '%s' %d %d",
+             pypath, py, script, ep, batches, REPS);
+    /* The ipc socket file goes with the consumer (ZeroMQ unlinks it). */
+    double ext = run_python(cmd);
+    surge_store_stop(s);
+    pthread_join(th, NULL);
+    surge_consumer_stats cs;
+    R.ops->stats(R.state, &cs);
+    R.ops->destroy(R.state);
+    surge_store_destroy(&s);
+    free(in);
+    free(outv);
+
+    /* (b) the per-sample DataLoader. */
+    snprintf(cmd, sizeof cmd,
+             "timeout 300 '%s' '%s' loader %d %llu %llu %d %d %d", py, script,
+             NIN, (unsigned long long)nout, (unsigned long long)pool, BATCH,
+             batches, REPS);
+    double loader = run_python(cmd);
+    if (ext <= 0 || loader <= 0) {
+        fprintf(stderr, "bench-external: the Python side failed\n");
+        return -1;
+    }
+    double g = gather[REPS / 2];
+    printf("%7zu KiB  external %10.0f  in-process gather %10.0f  per-sample "
+           "DataLoader %10.0f samples/s  (%.2fx gather, %.1fx loader)\n",
+           sample_bytes / 1024, ext, g, loader, ext / g, ext / loader);
+    json_t *j = json_pack("{s:f,s:f,s:f,s:f,s:f,s:I}", "external_sps", ext,
+                          "gather_sps", g, "loader_sps", loader, "vs_gather",
+                          ext / g, "vs_loader", ext / loader, "rows_served",
+                          (json_int_t)cs.samples);
+    char key[32];
+    snprintf(key, sizeof key, "%zuKiB", sample_bytes / 1024);
+    json_object_set_new(out, key, j);
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *py = "/usr/bin/python3", *script = NULL, *pypath = "python";
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--python") == 0) {
+            py = argv[i + 1];
+        } else if (strcmp(argv[i], "--script") == 0) {
+            script = argv[i + 1];
+        } else if (strcmp(argv[i], "--pythonpath") == 0) {
+            pypath = argv[i + 1];
+        } else {
+            fprintf(stderr, "bench-external: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (script == NULL) {
+        fprintf(stderr, "usage: bench-external --python PY --script "
+                        "consume.py --pythonpath DIR\n");
+        return 2;
+    }
+    json_t *out = json_object();
+    json_object_set_new(out, "bench", json_string("external"));
+    json_object_set_new(out, "batch", json_integer(BATCH));
+    if (one_size(16 * 1024, 2048, 200, py, script, pypath, out) != 0 ||
+        one_size(1024 * 1024, 512, 8, py, script, pypath, out) != 0) {
+        json_decref(out);
+        return 1;
+    }
+    char *line = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
+    printf("%s\n", line);
+    free(line);
+    json_decref(out);
+    return 0;
+}
