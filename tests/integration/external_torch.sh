@@ -31,7 +31,7 @@ RUNS=8
 EPOCHS=6
 STEPS=30
 timeout -k 5 100 "$SURGE" serve --output-dir "$tmp" --consumer external \
-    --batch-size 16 --policy firo --epochs 6 --watermark 64 --validation-every 4 --external-timeout 3 \
+    --batch-size 16 --policy firo --epochs 6 --watermark 64 --validation-every 4 --external-timeout 10 \
     --field-shapes temperature=16x16 --log-level warn \
     >"$tmp/serve.log" 2>&1 &
 server_pid=$!
