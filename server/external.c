@@ -685,7 +685,11 @@ serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
         if (n == SURGE_ETIMEDOUT) {
             return 0;
         }
-        return n == 0 || n == SURGE_ECLOSED ? SURGE_ECLOSED : (int)n;
+        /* 0: the policy has nothing left (finished); SURGE_ECLOSED: the
+         * store was stopped (a stop now, not a drain). */
+        return n == 0               ? SURGE_ECLOSED
+               : n == SURGE_ECLOSED ? -ECANCELED
+                                    : (int)n;
     }
     if (!e->have_stats && compute_stats(e, in, out, (uint32_t)n) == 0) {
         for (int i = 0; i < e->n_peers; i++) {
@@ -876,7 +880,10 @@ ext_run(void *state, const surge_consumer_ctx *ctx)
         if (!have_credit) {
             surge_reservoir_stats st;
             surge_reservoir_get_stats(r, &st);
-            if (st.closed || st.finished) {
+            if (st.closed && !st.finished) {
+                break; /* stopped: the server does not wait any more */
+            }
+            if (st.finished) {
                 finished = 1;
             } else if (st.reception_ended && !any_active(e) &&
                        now - idle_since > tmo) {
@@ -905,12 +912,16 @@ ext_run(void *state, const surge_consumer_ctx *ctx)
             rc = serve_one(e, p, r, POLL_MS);
             if (rc == SURGE_ECLOSED) {
                 finished = 1;
+            } else if (rc == -ECANCELED) {
+                goto stopped;
             } else if (rc < 0) {
                 return rc;
             }
             break;
         }
     }
+stopped:
+    /* Batches still held when the server stops count as unacked. */
     for (int i = 0; i < e->n_peers; i++) {
         if (e->peers[i].state == P_ACTIVE && e->peers[i].n_out > 0) {
             drop_outstanding(e, &e->peers[i], P_TIMED_OUT);

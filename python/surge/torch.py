@@ -330,7 +330,6 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
                 break
             if t != "batch":
                 raise SurgeExternalError("unexpected message %r" % h)
-            self._ack()
             n, nin, nout = h["rows"], h["nin"], h["nout"]
             x = _tensor(_f32(f[0], n, nin))
             y = _tensor(_f32(f[1], n, nout))
@@ -347,6 +346,10 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
             self._send({"type": "credit", "n": 1})
             yield Batch(h["id"], x, y, w, _tensor(ids[:, 0].copy()),
                         _tensor(ids[:, 1].copy()))
+            # The model is done with this batch: ack it (with its losses)
+            # before waiting for the next, so a consumer waiting for data
+            # holds nothing the server could count as lost.
+            self._ack()
         self._ack()
 
     def validation(self, chunk=1024):
