@@ -182,9 +182,16 @@ struct train {
 /* ------------------------------------------------------------ settings */
 
 static const char *const loop_keys[] = {
-    "enabled",    "max_steps",        "max_wall_s",         "steps_after_end",
-    "eval_every", "checkpoint_every", "checkpoint_every_s", "time_min",
+    "enabled",
+    "max_steps",
+    "max_wall_s",
+    "steps_after_end",
+    "eval_every",
+    "checkpoint_every",
+    "checkpoint_every_s",
+    "time_min",
     "time_max",
+    "kind", /* internal (this trainer) or external */
 };
 
 static double
