@@ -46,6 +46,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -704,6 +705,24 @@ start_server(struct launch *L, char *err, size_t errcap)
     if (rc != 0) {
         surge_strv_free(&argv);
         return rc;
+    }
+    if (s->tr_enabled && s->tr_kind == 1) {
+        /* An external trainer (surge.torch) needs the study token, which
+         * is random and in no file otherwise: write it, owner-only, before
+         * server.json appears. */
+        char tpath[OUT_MAX + 32];
+        snprintf(tpath, sizeof tpath, "%s/external.token", L->out);
+        int fd = open(tpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || write(fd, L->token, strlen(L->token)) !=
+                          (ssize_t)strlen(L->token)) {
+            snprintf(err, errcap, "%.900s: %s", tpath, strerror(errno));
+            if (fd >= 0) {
+                close(fd);
+            }
+            surge_strv_free(&argv);
+            return -EIO;
+        }
+        close(fd);
     }
     rc = surge_server_proc_start(&L->server, argv.v, L->token, json_path, log,
                                  s->server_start_timeout_s, &stop_signal, err,

@@ -130,7 +130,9 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
     """Batches from a live surge study's training reservoir.
 
     server: the server's server.json (its "external"."endpoint" is used)
-    or an endpoint string. token: the study token (default $SURGE_TOKEN).
+    or an endpoint string. token: the study token (default: the
+    external.token file `surge launch` writes next to server.json, else
+    $SURGE_TOKEN).
     credit: batches requested ahead (1..16). timeout_s: longest wait for
     an answer (while waiting for a batch, the server is pinged after each
     timeout_s of silence, and only its silence is an error); the server
@@ -152,6 +154,12 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
                 raise SurgeExternalError(
                     "%s has no external endpoint: start the server with "
                     "--consumer external" % server)
+            # surge launch (trainer.kind external) writes the study token
+            # next to server.json, owner-only.
+            tok = os.path.join(os.path.dirname(server), "external.token")
+            if token is None and os.path.exists(tok):
+                with open(tok) as f:
+                    token = f.read().strip()
             server = info["external"]["endpoint"]
         self.endpoint = server
         self.token = token if token is not None else os.environ.get(
