@@ -192,6 +192,18 @@ pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
            (v != NULL ? pack_str(pk, v) : msgpack_pack_nil(pk));
 }
 
+/* header_begin - start a reply header in sb: a map of nkeys entries whose
+ * first is "type" = type (nkeys counts it). The caller destroys sb. */
+static void
+header_begin(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t nkeys,
+             const char *type)
+{
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(pk, nkeys);
+    pack_kv_str(pk, "type", type);
+}
+
 /* Find key k of map o: the value, or NULL. */
 static const msgpack_object *
 map_get(const msgpack_object *o, const char *k)
@@ -283,11 +295,8 @@ static void
 send_error(struct ext *e, const struct peer *p, int code, const char *what)
 {
     msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 3);
-    pack_kv_str(&pk, "type", "error");
+    header_begin(&sb, &pk, 3, "error");
     pack_str(&pk, "code");
     msgpack_pack_int(&pk, code);
     pack_kv_str(&pk, "message", what);
@@ -299,11 +308,8 @@ static void
 send_simple(struct ext *e, const struct peer *p, const char *type)
 {
     msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    pack_kv_str(&pk, "type", type);
+    header_begin(&sb, &pk, 1, type);
     (void)send_msg(e, p, &sb, NULL, NULL, NULL, 0);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -315,11 +321,8 @@ send_welcome(struct ext *e, const struct peer *p, int idx,
     const char *fields =
         ctx->output_fields != NULL ? ctx->output_fields(ctx->io) : NULL;
     msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 10);
-    pack_kv_str(&pk, "type", "welcome");
+    header_begin(&sb, &pk, 10, "welcome");
     pack_kv_u64(&pk, "consumer", (uint64_t)idx);
     pack_kv_u64(&pk, "nin", e->nin);
     pack_kv_u64(&pk, "nout", e->nout);
@@ -383,11 +386,8 @@ static void
 send_stats(struct ext *e, const struct peer *p)
 {
     msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 3);
-    pack_kv_str(&pk, "type", "stats");
+    header_begin(&sb, &pk, 3, "stats");
     pack_kv_u64(&pk, "nin", e->nin);
     pack_kv_u64(&pk, "nout", e->nout);
     void *d[4] = {e->stats, e->stats + e->nin, e->stats + 2 * e->nin,
@@ -496,11 +496,8 @@ handle_validation(struct ext *e, struct peer *p, const msgpack_object *h,
         }
     }
     msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 5);
-    pack_kv_str(&pk, "type", "validation");
+    header_begin(&sb, &pk, 5, "validation");
     pack_kv_u64(&pk, "start", start);
     pack_kv_u64(&pk, "rows", got);
     pack_kv_u64(&pk, "total", total);
@@ -709,11 +706,8 @@ serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
     }
     uint64_t id = e->next_id++;
     msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 5);
-    pack_kv_str(&pk, "type", "batch");
+    header_begin(&sb, &pk, 5, "batch");
     pack_kv_u64(&pk, "id", id);
     pack_kv_u64(&pk, "rows", (uint64_t)n);
     pack_kv_u64(&pk, "nin", e->nin);
