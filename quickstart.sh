@@ -117,7 +117,7 @@ demo)
     configure_build build
     rm -rf runs/heat2d-demo
     log "running the heat2d study (solvers/heat2d/study.json)"
-    exec build/server/surge launch solvers/heat2d/study.json
+    exec build/cli/surge launch solvers/heat2d/study.json
     ;;
 test)
     install_packages "${build_packages[@]}" "${test_packages[@]}"

@@ -1,7 +1,7 @@
 /*
  * common/image.h - false-colour images of 2-D fields (the viridis colormap)
  * and line plots of 1-D ones, as in-memory PNGs (libpng). Used by `surge
- * predict` (trainer/predict.c) and the monitoring previews (server/metrics.c).
+ * predict` (trainer/predict.c) and the monitoring previews (monitor/metrics.c).
  *
  * A convenience library of its own, common/libsurge_image.la, so that the
  * client library (which absorbs common/libsurge_common.la) needs no libpng.

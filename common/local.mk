@@ -16,7 +16,7 @@ common_libsurge_common_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) \
 common_libsurge_common_la_LIBADD = $(MSGPACK_LIBS) $(SODIUM_LIBS) $(ZMQ_LIBS) -lm
 # False-colour images (viridis, PNG): a library of its own so that libsurge,
 # which absorbs libsurge_common, needs no libpng. Linked by `surge predict`
-# (trainer/libsurge_predict.la) and the monitor (server/libsurge_monitor.la).
+# (trainer/libsurge_predict.la) and the monitor (monitor/libsurge_monitor.la).
 noinst_LTLIBRARIES += common/libsurge_image.la
 common_libsurge_image_la_SOURCES = common/image.h common/image.c
 common_libsurge_image_la_CFLAGS = $(AM_CFLAGS) $(PNG_CFLAGS)

@@ -18,7 +18,7 @@
 #include "common/auth.h"
 #include "common/protocol.h"
 #include "common/util.h"
-#include "server/commands.h"
+#include "deploy/keys.h"
 
 static void
 usage(FILE *out)

@@ -75,7 +75,7 @@
 #include "deploy/study_config.h"
 #include "deploy/util.h"
 #include "server/consumer.h"
-#include "server/http.h"
+#include "monitor/http.h"
 
 #define COMPONENT "launch"
 #define TICK_S 0.05    /* loop period */

@@ -1,7 +1,6 @@
 /*
  * deploy/launch.h - `surge launch`, the subcommand that runs a study
- * (deploy/launch.c has the design). Registered in server/surge.c's table
- * and declared again in server/commands.h.
+ * (deploy/launch.c has the design); cli/surge.c dispatches to it.
  */
 #ifndef SURGE_DEPLOY_LAUNCH_H
 #define SURGE_DEPLOY_LAUNCH_H

@@ -27,7 +27,7 @@
 
 #include <jansson.h>
 
-#include "server/metrics.h"
+#include "monitor/metrics.h"
 #include "server/options.h"
 #include "server/store.h"
 

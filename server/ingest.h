@@ -47,7 +47,7 @@
 
 #include "common/protocol.h"
 #include "server/counters.h"
-#include "server/metrics.h"
+#include "monitor/metrics.h"
 #include "server/options.h"
 #include "server/store.h"
 

@@ -1,19 +1,7 @@
-# server/: the `surge` program (server/surge.c dispatches to subcommands)
-# and the server library: ingest (ZeroMQ + libuv), assembly, control.
-bin_PROGRAMS += server/surge
-server_surge_SOURCES = server/surge.c server/commands.h
-# Subcommands from other folders add their library here, before common.
-server_surge_LDADD = \
-	deploy/libsurge_deploy.la \
-	trainer/libsurge_predict.la \
-	server/libsurge_server.la \
-	server/libsurge_monitor.la \
-	reservoir/libsurge_reservoir.la \
-	clients/libsurge.la \
-	common/libsurge_common.la \
-	$(ZMQ_LIBS) $(UV_LIBS) $(MSGPACK_LIBS) $(JANSSON_LIBS) $(GSL_LIBS) \
-	$(PTHREAD_LIBS) -lm
-
+# server/: `surge serve`, the server library: options, the I/O loop,
+# sessions and assembly, stores, the consumer slot and its consumers, the
+# glue that feeds the server's figures to monitor/. The `surge` program that
+# dispatches to it is cli/.
 # The server library (`surge serve`): options, I/O loop, sessions and
 # assembly, stores, consumer slot. Unit tests: tests/unit/server/local.mk.
 noinst_LTLIBRARIES += server/libsurge_server.la
@@ -27,11 +15,13 @@ server_libsurge_server_la_SOURCES = \
 	server/train.c server/writer.c server/external.c \
 	server/ingest.h server/ingest.c \
 	server/server.h server/server.c \
+	server/monitor.h server/monitor.c \
 	server/serve.c
 server_libsurge_server_la_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS) $(UV_CFLAGS) \
 	$(JANSSON_CFLAGS) $(MSGPACK_CFLAGS)
 # The trainer consumer (server/train.c) links the trainer library.
 server_libsurge_server_la_LIBADD = trainer/libsurge_trainer.la \
+	monitor/libsurge_monitor.la \
 	$(ZMQ_LIBS) $(UV_LIBS) $(MSGPACK_LIBS) $(JANSSON_LIBS) $(PTHREAD_LIBS) -lm
 
 # Fault tests of `surge serve` with real processes, and their two helper
@@ -73,6 +63,3 @@ EXTRA_DIST += tests/integration/train_serve.sh tests/integration/train_feed.sh
 # The same on the GPU, resumed on the CPU (skips without a device).
 TESTS += tests/integration/train_cuda.sh
 EXTRA_DIST += tests/integration/train_cuda.sh
-
-# Monitoring (HTTP, metrics, dashboard, surge top): server/monitor.mk.
-include %reldir%/monitor.mk

@@ -38,8 +38,8 @@
 
 #include "server/consumer.h"
 #include "server/counters.h"
-#include "server/http.h"
-#include "server/metrics.h"
+#include "monitor/http.h"
+#include "monitor/metrics.h"
 #include "server/store.h"
 
 typedef struct surge_monitor surge_monitor;

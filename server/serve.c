@@ -12,7 +12,6 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "server/commands.h"
 #include "server/options.h"
 #include "server/server.h"
 

@@ -56,6 +56,10 @@ int surge_server_run(surge_server *srv);
 /* surge_server_endpoint - the bound endpoint (port resolved). */
 const char *surge_server_endpoint(const surge_server *srv);
 
+/* surge_serve_main - `surge serve [options]`; argv[0] is "serve". Returns
+ * the process exit status: 0 ok, 1 failure, 2 usage error. */
+int surge_serve_main(int argc, char **argv);
+
 /* surge_server_destroy - close everything; sets *srv to NULL. */
 void surge_server_destroy(surge_server **srv);
 

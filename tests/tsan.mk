@@ -8,8 +8,8 @@
 TSAN_UNIT_TESTS = \
 	tests/unit/reservoir/test_reservoir \
 	tests/unit/server/test_store \
-	tests/unit/server/test_metrics \
-	tests/unit/server/test_http
+	tests/unit/monitor/test_metrics \
+	tests/unit/monitor/test_http
 # train_serve.sh: `surge launch` with mpirun'd heat2d ranks (the client
 # library and ZeroMQ's I/O thread), and servers with their I/O, trainer and
 # checkpoint threads, killed and resumed. server_backpressure.sh is left
@@ -18,7 +18,7 @@ TSAN_UNIT_TESTS = \
 # be understood before it joins this list.
 TSAN_INTEGRATION_TESTS = tests/integration/train_serve.sh
 # The programs the scripts run.
-TSAN_NEEDS = server/surge solvers/heat2d/surge-heat2d
+TSAN_NEEDS = cli/surge solvers/heat2d/surge-heat2d
 
 if WITH_TSAN
 # The producer/consumer stress test, linked with the reservoir library (the

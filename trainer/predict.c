@@ -22,7 +22,7 @@
 
 #include "common/image.h"
 #include "common/util.h"
-#include "server/commands.h"
+#include "trainer/predict.h"
 #include "trainer/trainer.h"
 
 #define MAX_SIDE 65536 /* pixels per side of the PNG */

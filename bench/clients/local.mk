@@ -7,8 +7,8 @@
 # options (e.g. --reps 5 --clients 2000).
 EXTRA_DIST += bench/clients/bench-clients.sh
 BENCH_TARGETS += bench-clients
-bench-clients: tests/integration/many_clients$(EXEEXT) server/surge$(EXEEXT)
+bench-clients: tests/integration/many_clients$(EXEEXT) cli/surge$(EXEEXT)
 	sh $(abs_top_srcdir)/bench/clients/bench-clients.sh \
-		--surge $(abs_top_builddir)/server/surge \
+		--surge $(abs_top_builddir)/cli/surge \
 		--many $(abs_top_builddir)/tests/integration/many_clients \
 		$(BENCH_CLIENTS_FLAGS)

@@ -6,7 +6,7 @@ noinst_PROGRAMS += bench/external/bench-external
 bench_external_bench_external_SOURCES = bench/external/bench-external.c
 bench_external_bench_external_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 bench_external_bench_external_LDADD = server/libsurge_server.la \
-	server/libsurge_monitor.la trainer/libsurge_trainer.la \
+	monitor/libsurge_monitor.la trainer/libsurge_trainer.la \
 	reservoir/libsurge_reservoir.la \
 	clients/libsurge.la common/libsurge_common.la \
 	$(ZMQ_LIBS) $(UV_LIBS) $(MSGPACK_LIBS) $(JANSSON_LIBS) $(GSL_LIBS) \

@@ -5,7 +5,7 @@
 # compiler toolchain for surge and lacks libzmq, libuv, msgpack-c, GSL,
 # http-parser and cmocka. So: build here with --with-cuda (BUILD_DIR,
 # default build/, must be configured with it), install into a staging
-# prefix, and lay out BUILD_DIR/gpu-bundle like a build tree (server/surge,
+# prefix, and lay out BUILD_DIR/gpu-bundle like a build tree (cli/surge,
 # solvers/heat2d/surge-heat2d, the GPU tests, bench-trainer-cuda) plus lib/
 # holding libsurge and every shared library those programs need that the
 # GPU machine lacks. Carry BUILD_DIR/gpu-bundle with the repository and run
@@ -30,7 +30,7 @@ make -C "$build" install DESTDIR="$stage" prefix=/opt/surge >/dev/null ||
 out=$build/gpu-bundle
 rm -rf "$out"
 mkdir -p "$out/lib" "$out/server" "$out/solvers/heat2d"
-cp -L "$stage/opt/surge/bin/surge" "$out/server/surge"
+cp -L "$stage/opt/surge/bin/surge" "$out/cli/surge"
 cp -L "$stage/opt/surge/bin/surge-heat2d" "$out/solvers/heat2d/surge-heat2d"
 cp -L "$stage"/opt/surge/lib/libsurge.so* "$out/lib/" 2>/dev/null || true
 for p in $progs; do

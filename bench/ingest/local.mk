@@ -10,6 +10,6 @@ bench_ingest_ingest_bench_LDADD = clients/libsurge.la \
 	common/libsurge_common.la $(ZMQ_LIBS) $(MSGPACK_LIBS) -lm
 
 BENCH_TARGETS += bench-ingest
-bench-ingest: bench/ingest/ingest_bench$(EXEEXT) server/surge$(EXEEXT)
-	bench/ingest/ingest_bench --surge $(abs_top_builddir)/server/surge \
+bench-ingest: bench/ingest/ingest_bench$(EXEEXT) cli/surge$(EXEEXT)
+	bench/ingest/ingest_bench --surge $(abs_top_builddir)/cli/surge \
 		$(BENCH_INGEST_FLAGS)

@@ -8,11 +8,11 @@ bench_monitoring_monitor_bench_SOURCES = bench/monitoring/monitor_bench.c \
 	bench/common/harness.c bench/common/harness.h
 bench_monitoring_monitor_bench_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(UV_CFLAGS)
-bench_monitoring_monitor_bench_LDADD = server/libsurge_monitor.la \
+bench_monitoring_monitor_bench_LDADD = monitor/libsurge_monitor.la \
 	clients/libsurge.la common/libsurge_common.la $(JANSSON_LIBS) \
 	$(HTTP_PARSER_LIBS) -lm
 
 BENCH_TARGETS += bench-monitoring
-bench-monitoring: bench/monitoring/monitor_bench$(EXEEXT) server/surge$(EXEEXT)
-	bench/monitoring/monitor_bench --surge $(abs_top_builddir)/server/surge \
+bench-monitoring: bench/monitoring/monitor_bench$(EXEEXT) cli/surge$(EXEEXT)
+	bench/monitoring/monitor_bench --surge $(abs_top_builddir)/cli/surge \
 		$(BENCH_MONITORING_FLAGS)

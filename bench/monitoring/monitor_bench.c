@@ -53,7 +53,7 @@
 
 #include "bench/common/harness.h"
 #include "common/util.h"
-#include "server/http.h"
+#include "monitor/http.h"
 
 #define MAX_REPS 31
 #define TIMEOUT_MS 120000

@@ -13,7 +13,7 @@ EXTRA_DIST += bench/online_offline/run.sh
 
 BENCH_BUDGET_S = 60
 BENCH_TARGETS += bench-online-offline
-bench-online-offline: bench/online_offline/offline_train server/surge \
+bench-online-offline: bench/online_offline/offline_train cli/surge \
 		solvers/heat2d/surge-heat2d
 	MPIRUN='$(MPIRUN)' $(SHELL) $(srcdir)/bench/online_offline/run.sh \
 		'$(abs_top_builddir)' '$(abs_top_srcdir)' $(BENCH_BUDGET_S)

@@ -1,6 +1,6 @@
 /*
  * tests/fuzz/fuzz_http.c - libFuzzer harness for the monitoring HTTP
- * server's request handling (server/http.c): any bytes a client can send.
+ * server's request handling (monitor/http.c): any bytes a client can send.
  *
  * The real server runs on a libuv loop in this thread, listening on
  * 127.0.0.1 (port chosen by the kernel, started once). Each input is sent
@@ -32,8 +32,8 @@
 #include <uv.h>
 
 #include "common/log.h"
-#include "server/http.h"
-#include "server/metrics.h"
+#include "monitor/http.h"
+#include "monitor/metrics.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);

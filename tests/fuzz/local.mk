@@ -27,13 +27,13 @@ FUZZ_REPLAY = \
 	tests/fuzz/replay_http
 check_PROGRAMS += $(FUZZ_REPLAY)
 TESTS += $(FUZZ_REPLAY)
-FUZZ_INGEST_LIBS = server/libsurge_server.la server/libsurge_monitor.la \
+FUZZ_INGEST_LIBS = server/libsurge_server.la monitor/libsurge_monitor.la \
 	reservoir/libsurge_reservoir.la common/libsurge_common.la \
 	$(ZMQ_LIBS) $(UV_LIBS) $(JANSSON_LIBS) $(MSGPACK_LIBS) \
 	$(PTHREAD_LIBS) -lm
 FUZZ_STUDY_LIBS = deploy/libsurge_deploy.la common/libsurge_common.la \
 	$(JANSSON_LIBS) $(GSL_LIBS) $(PTHREAD_LIBS) -lm
-FUZZ_HTTP_LIBS = server/libsurge_monitor.la common/libsurge_common.la \
+FUZZ_HTTP_LIBS = monitor/libsurge_monitor.la common/libsurge_common.la \
 	$(UV_LIBS) $(HTTP_PARSER_LIBS) $(PTHREAD_LIBS) -lm
 tests_fuzz_replay_protocol_SOURCES = tests/fuzz/fuzz_protocol.c \
 	tests/fuzz/replay.c

@@ -6,7 +6,7 @@
 # Sets on sourcing: SURGE HEAT CLIENT PEER SLURM_LOCAL PY MPIRUN (paths only;
 # lib_need checks the ones a script uses).
 
-SURGE="$SURGE_BUILDDIR/server/surge"
+SURGE="$SURGE_BUILDDIR/cli/surge"
 HEAT="$SURGE_BUILDDIR/solvers/heat2d/surge-heat2d"
 CLIENT="$SURGE_BUILDDIR/tests/integration/server_client"
 PEER="$SURGE_BUILDDIR/tests/integration/server_peer"

@@ -20,8 +20,8 @@
 
 #include <uv.h>
 
-#include "server/http.h"
-#include "server/metrics.h"
+#include "monitor/http.h"
+#include "monitor/metrics.h"
 
 struct feed {
     uv_loop_t *loop;             /* default loop */

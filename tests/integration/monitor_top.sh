@@ -47,7 +47,7 @@ run_top top1
 import json, re, subprocess, sys, time, urllib.request
 
 def fmt(v):
-    # surge top's format for rates (server/top.c fmt()).
+    # surge top's format for rates (cli/top.c fmt()).
     if v is None:
         return "-"
     a = abs(v)

@@ -1,5 +1,5 @@
 # tests/unit/server/local.mk: unit tests of server/ (the ingest side; the
-# monitoring tests are registered in server/monitor.mk). One cmocka binary
+# monitoring library's tests are registered in monitor/local.mk). One cmocka binary
 # per module; server_test.h holds the shared message builders.
 SERVER_UNIT_TESTS = \
 	tests/unit/server/test_sessions \
@@ -13,7 +13,7 @@ SERVER_UNIT_TESTS = \
 check_PROGRAMS += $(SERVER_UNIT_TESTS)
 TESTS += $(SERVER_UNIT_TESTS)
 SERVER_UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) $(MSGPACK_CFLAGS)
-SERVER_UNIT_LDADD = server/libsurge_server.la server/libsurge_monitor.la \
+SERVER_UNIT_LDADD = server/libsurge_server.la monitor/libsurge_monitor.la \
 	reservoir/libsurge_reservoir.la common/libsurge_common.la \
 	$(ZMQ_LIBS) $(UV_LIBS) $(JANSSON_LIBS) $(MSGPACK_LIBS) $(CMOCKA_LIBS) \
 	$(PTHREAD_LIBS) -lm

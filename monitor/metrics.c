@@ -1,5 +1,5 @@
 /*
- * server/metrics.c - the metrics registry and its renderings (see
+ * monitor/metrics.c - the metrics registry and its renderings (see
  * metrics.h).
  *
  * DESIGN. Entries live in one array in registration order; each records the
@@ -30,7 +30,7 @@
 
 #include <jansson.h>
 
-#include "server/metrics.h"
+#include "monitor/metrics.h"
 #include "common/image.h"
 
 /* Largest text a render may produce; a registry of SURGE_METRICS_MAX

@@ -1,5 +1,5 @@
 /*
- * server/metrics.h - the server's metrics registry: counters, gauges and
+ * monitor/metrics.h - the server's metrics registry: counters, gauges and
  * histograms with fixed buckets, rendered as Prometheus text (/metrics), a
  * JSON status snapshot (/api/v1/status), a time series ring sampled at a
  * fixed interval (/api/v1/series) and a field preview as PNG images

@@ -1,5 +1,5 @@
 /*
- * server/surge.c - `surge`, the one program users run: dispatches to the
+ * cli/surge.c - `surge`, the one program users run: dispatches to the
  * subcommands (serve, launch, top, predict, ...). Each subcommand parses its
  * own flags; this file only picks it and prints the overall usage.
  */
@@ -10,7 +10,11 @@
 
 #include <surge/client.h>
 
-#include "server/commands.h"
+#include "cli/top.h"
+#include "deploy/keys.h"
+#include "deploy/launch.h"
+#include "server/server.h"
+#include "trainer/predict.h"
 
 struct command {
     const char *name;

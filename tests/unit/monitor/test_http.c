@@ -1,5 +1,5 @@
 /*
- * tests/unit/server/test_http.c - the monitoring HTTP server over real
+ * tests/unit/monitor/test_http.c - the monitoring HTTP server over real
  * sockets: routes, keep-alive and pipelining, every limit (headers, URL,
  * body, connections, request deadline, idle timeout), malformed input, the
  * token on a non-loopback bind, and the blocking client.
@@ -34,8 +34,8 @@
 
 #include <surge/error.h>
 
-#include "server/http.h"
-#include "server/metrics.h"
+#include "monitor/http.h"
+#include "monitor/metrics.h"
 
 struct fixture {
     uv_loop_t loop;                /* run by the I/O thread */
@@ -826,5 +826,5 @@ main(void)
         cmocka_unit_test(test_token_on_public_bind),
         cmocka_unit_test(test_client),
     };
-    return cmocka_run_group_tests_name("server/http", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("monitor/http", tests, NULL, NULL);
 }

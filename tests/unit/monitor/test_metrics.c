@@ -1,5 +1,5 @@
 /*
- * tests/unit/server/test_metrics.c - the metrics registry: registration
+ * tests/unit/monitor/test_metrics.c - the metrics registry: registration
  * rules, Prometheus text, the series ring, the status JSON and the preview
  * images.
  */
@@ -18,7 +18,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "server/metrics.h"
+#include "monitor/metrics.h"
 
 static int
 setup(void **state)
@@ -545,5 +545,5 @@ main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_registration, setup,
                                         teardown),
     };
-    return cmocka_run_group_tests_name("server/metrics", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("monitor/metrics", tests, NULL, NULL);
 }

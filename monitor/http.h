@@ -1,5 +1,5 @@
 /*
- * server/http.h - the monitoring HTTP server (on the server's libuv loop)
+ * monitor/http.h - the monitoring HTTP server (on the server's libuv loop)
  * and a minimal blocking HTTP client for `surge top` and the tests.
  *
  * The server is read-only: GET and HEAD of
@@ -38,7 +38,7 @@
 
 #include <uv.h>
 
-#include "server/metrics.h"
+#include "monitor/metrics.h"
 
 typedef struct surge_http surge_http;
 
@@ -143,8 +143,8 @@ struct surge_status_summary {
 int surge_http_get_status(const char *base_url, const char *token,
                           int timeout_ms, struct surge_status_summary *out);
 
-/* The dashboard page, embedded at build time from server/dashboard.html
- * (generated server/dashboard_html.c). */
+/* The dashboard page, embedded at build time from monitor/dashboard.html
+ * (generated monitor/dashboard_html.c). */
 extern const unsigned char surge_dashboard_html[];
 extern const size_t surge_dashboard_html_len;
 

@@ -1,5 +1,5 @@
 /*
- * server/top.c - `surge top`: a terminal monitor of a running server.
+ * cli/top.c - `surge top`: a terminal monitor of a running server.
  *
  * It polls the server's /api/v1/status (the same snapshot the dashboard and
  * the launcher read, so the numbers agree) and redraws one screen in place
@@ -32,8 +32,8 @@
 
 #include <surge/error.h>
 
-#include "server/commands.h"
-#include "server/http.h"
+#include "cli/top.h"
+#include "monitor/http.h"
 
 #define URL_MAX 512
 #define SCREEN_MAX 65536 /* bytes of one frame */

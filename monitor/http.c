@@ -1,5 +1,5 @@
 /*
- * server/http.c - the monitoring HTTP server and a blocking client (see
+ * monitor/http.c - the monitoring HTTP server and a blocking client (see
  * http.h).
  *
  * DESIGN. Each connection owns a uv_tcp_t, a uv_timer_t and an input
@@ -57,7 +57,7 @@
 
 #include "common/auth.h"
 #include "common/log.h"
-#include "server/http.h"
+#include "monitor/http.h"
 
 #define IN_CAP 16384          /* input buffer per connection */
 #define FIELD_CAP 32          /* header names we care about are short */
