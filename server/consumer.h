@@ -31,7 +31,8 @@
 #include "server/options.h"
 #include "server/store.h"
 
-struct json_t; /* jansson's json_t */
+struct json_t;      /* jansson's json_t */
+struct surge_ranks; /* server/ranks.h */
 
 /* What a consumer's io_call function may read on the I/O thread. */
 typedef struct surge_consumer_io_view {
@@ -56,6 +57,10 @@ typedef struct surge_consumer_ctx {
     surge_store *train;      /* stream store: take batches */
     surge_store *validation; /* keep store: read samples; may be NULL */
     const surge_server_options *opts;
+    /* ranks - this process's place in the server's MPI job
+     * (server/ranks.h): rank, R, and the communicator the consumer thread
+     * alone may use (ranks->train). Never NULL; R = 1 without MPI. */
+    const struct surge_ranks *ranks;
     surge_metrics *metrics; /* the monitoring registry, NULL with --http
                                off: a trainer registers its metrics here
                                (surge_trainer_loss, ... in metrics.h) and

@@ -16,13 +16,15 @@ server_libsurge_server_la_SOURCES = \
 	server/ingest.h server/ingest.c \
 	server/server.h server/server.c \
 	server/monitor.h server/monitor.c \
+	server/ranks.h server/ranks.c \
 	server/serve.c
 server_libsurge_server_la_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS) $(UV_CFLAGS) \
-	$(JANSSON_CFLAGS) $(MSGPACK_CFLAGS)
+	$(JANSSON_CFLAGS) $(MSGPACK_CFLAGS) $(MPI_CFLAGS)
 # The trainer consumer (server/train.c) links the trainer library.
 server_libsurge_server_la_LIBADD = trainer/libsurge_trainer.la \
 	monitor/libsurge_monitor.la \
-	$(ZMQ_LIBS) $(UV_LIBS) $(MSGPACK_LIBS) $(JANSSON_LIBS) $(PTHREAD_LIBS) -lm
+	$(ZMQ_LIBS) $(UV_LIBS) $(MSGPACK_LIBS) $(JANSSON_LIBS) $(MPI_LIBS) \
+	$(PTHREAD_LIBS) -lm
 
 # Fault tests of `surge serve` with real processes, and their two helper
 # programs: a libsurge client rank, and a raw ZeroMQ peer that sends what a

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "server/options.h"
+#include "server/ranks.h"
 #include "server/server.h"
 
 int
@@ -38,14 +39,24 @@ surge_serve_main(int argc, char **argv)
     /* A client that vanishes must not kill the server through SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
 
+    /* Under mpirun or srun this process is one rank of R (server/ranks.h);
+     * MPI starts before any thread does. */
+    static surge_ranks ranks;
+    rc = surge_ranks_init(&ranks, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "surge serve: %s\n", err);
+        return 1;
+    }
     surge_server *srv = NULL;
-    rc = surge_server_create(&srv, &opts);
+    rc = surge_server_create(&srv, &opts, &ranks);
     if (rc < 0) {
         fprintf(stderr, "surge serve: cannot start: %s\n", surge_strerror(rc));
+        surge_ranks_fini(&ranks);
         return 1;
     }
     rc = surge_server_run(srv);
     surge_server_destroy(&srv);
+    surge_ranks_fini(&ranks);
     if (rc < 0) {
         fprintf(stderr, "surge serve: %s\n", surge_strerror(rc));
         return 1;

@@ -1314,7 +1314,8 @@ zmq_setup(surge_server *srv)
 }
 
 int
-surge_server_create(surge_server **out, const surge_server_options *o)
+surge_server_create(surge_server **out, const surge_server_options *o,
+                    const struct surge_ranks *ranks)
 {
     int rc;
     surge_server *srv = calloc(1, sizeof *srv);
@@ -1397,6 +1398,7 @@ surge_server_create(surge_server **out, const surge_server_options *o)
     srv->cctx.train = srv->train;
     srv->cctx.validation = srv->validation;
     srv->cctx.opts = o;
+    srv->cctx.ranks = ranks;
     srv->cctx.io_call = io_call;
     srv->cctx.io = srv;
     srv->cctx.output_fields = output_fields;

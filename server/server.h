@@ -42,10 +42,14 @@
 
 typedef struct surge_server surge_server;
 
-/* surge_server_create - bind the socket, start nothing yet. o is borrowed
- * and must outlive the server. 0; SURGE_ECONFIG (bad bind endpoint, output
+struct surge_ranks; /* server/ranks.h */
+
+/* surge_server_create - bind the socket, start nothing yet. o and ranks
+ * (this process's place in the server's MPI job: server/ranks.h) are
+ * borrowed and must outlive the server. 0; SURGE_ECONFIG (bad bind endpoint, output
  * folder not writable; logged), -ENOMEM. *out untouched on failure. */
-int surge_server_create(surge_server **out, const surge_server_options *o);
+int surge_server_create(surge_server **out, const surge_server_options *o,
+                        const struct surge_ranks *ranks);
 
 /* surge_server_run - write server.json, start the consumer thread, run the
  * loop until a stop, write server-stats.json. Returns 0 on a clean stop,
