@@ -46,8 +46,8 @@ struct surge_ranks; /* server/ranks.h */
 
 /* surge_server_create - bind the socket, start nothing yet. o and ranks
  * (this process's place in the server's MPI job: server/ranks.h) are
- * borrowed and must outlive the server. 0; SURGE_ECONFIG (bad bind endpoint, output
- * folder not writable; logged), -ENOMEM. *out untouched on failure. */
+ * borrowed and must outlive the server. 0; SURGE_ECONFIG (bad bind endpoint,
+ * output folder not writable; logged), -ENOMEM. *out untouched on failure. */
 int surge_server_create(surge_server **out, const surge_server_options *o,
                         const struct surge_ranks *ranks);
 
