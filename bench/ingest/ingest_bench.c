@@ -29,11 +29,18 @@
  * same counts but copies nothing (no gather): the table header and the
  * JSON line say which ran.
  *
+ * --server-ranks R runs the server as an MPI job of R ranks (`mpirun -np R
+ * --oversubscribe surge serve`, docs/scaling.md): the senders connect to
+ * rank 0's endpoint and libsurge spreads their steps over the ranks; the
+ * counts checked are rank 0's sums. `make bench-scaling` uses it.
+ *
  * Usage: ingest_bench --surge PATH/TO/surge [--reps N] [--scale X]
  *        [--sizes 16K,64K,1M,8M] [--senders 1,4] [--consumer discard|count]
+ *        [--server-ranks R]
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -62,6 +69,7 @@
 
 static const char *surge_path;
 static const char *consumer = "discard"; /* --consumer of surge serve */
+static int server_ranks = 1;             /* --server-ranks: R of the server */
 static int go_write_fd = -1;   /* parent's end of the go pipe: children close
                                   it so that the parent's close reads as EOF */
 static int done_write_fd = -1; /* parent's end of the done pipe (never
@@ -429,10 +437,23 @@ start_server(uint64_t field_bytes)
             sb = (uint64_t)256 << 20;
         }
         snprintf(store, sizeof store, "%llu", (unsigned long long)sb);
-        execl(surge_path, surge_path, "serve", "--bind", "tcp://127.0.0.1:*",
-              "--output-dir", server_dir, "--log-level", "warn",
-              "--sim-timeout", "0", "--store-bytes", store, "--batch-size",
-              "16", "--consumer", consumer, (char *)NULL);
+        if (server_ranks > 1) {
+            /* One process group for mpirun and its ranks: SIGTERM to mpirun
+             * is forwarded to every rank. */
+            char np[16];
+            snprintf(np, sizeof np, "%d", server_ranks);
+            execlp("mpirun", "mpirun", "-np", np, "--oversubscribe", surge_path,
+                   "serve", "--bind", "tcp://127.0.0.1:*", "--output-dir",
+                   server_dir, "--log-level", "warn", "--sim-timeout", "0",
+                   "--store-bytes", store, "--batch-size", "16", "--consumer",
+                   consumer, (char *)NULL);
+        } else {
+            execl(surge_path, surge_path, "serve", "--bind",
+                  "tcp://127.0.0.1:*", "--output-dir", server_dir,
+                  "--log-level", "warn", "--sim-timeout", "0", "--store-bytes",
+                  store, "--batch-size", "16", "--consumer", consumer,
+                  (char *)NULL);
+        }
         _exit(127);
     }
     server_pid = pid;
@@ -497,14 +518,22 @@ server_counts(uint64_t *accepted, int *add_up)
     return 0;
 }
 
+/* Remove the server's folder: its files (server.json, stats, log, and
+ * with several ranks each rank's own) and the folder itself. */
 static void
 cleanup_dir(void)
 {
-    const char *files[] = {"server.json", "server-stats.json", "server.log"};
-    char path[300];
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", server_dir, files[i]);
-        unlink(path);
+    DIR *d = opendir(server_dir);
+    if (d != NULL) {
+        struct dirent *e;
+        char path[600];
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+                snprintf(path, sizeof path, "%s/%s", server_dir, e->d_name);
+                unlink(path);
+            }
+        }
+        closedir(d);
     }
     rmdir(server_dir);
 }
@@ -558,6 +587,9 @@ main(int argc, char **argv)
         } else if (strcmp(argv[i], "--consumer") == 0 && v &&
                    (strcmp(v, "discard") == 0 || strcmp(v, "count") == 0)) {
             consumer = v;
+        } else if (strcmp(argv[i], "--server-ranks") == 0 && v &&
+                   surge_parse_int64(v, &iv) == 0 && iv >= 1 && iv <= 64) {
+            server_ranks = (int)iv;
         } else if (strcmp(argv[i], "--reps") == 0 && v &&
                    surge_parse_int64(v, &iv) == 0 && iv >= 1 &&
                    iv <= MAX_REPS) {
@@ -574,7 +606,7 @@ main(int argc, char **argv)
             fprintf(stderr,
                     "usage: ingest_bench --surge PATH [--reps 1..%d] "
                     "[--scale X] [--sizes 16K,64K,1M,8M] [--senders 1,4] "
-                    "[--consumer discard|count]\n"
+                    "[--consumer discard|count] [--server-ranks 1..64]\n"
                     "bad or incomplete argument: %s\n",
                     MAX_REPS, argv[i]);
             return 2;
@@ -716,8 +748,8 @@ main(int argc, char **argv)
         }
     }
     printf("{\"bench\":\"ingest\",\"consumer\":\"%s\",\"reps\":%d,"
-           "\"results\":[",
-           consumer, reps);
+           "\"server_ranks\":%d,\"results\":[",
+           consumer, reps, server_ranks);
     for (int i = 0; i < nrows; i++) {
         double ratio = rows[i].bare > 0 ? rows[i].surge / rows[i].bare : 0;
         printf("%s{\"field_bytes\":%llu,\"senders\":%d,"
