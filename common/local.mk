@@ -21,5 +21,12 @@ noinst_LTLIBRARIES += common/libsurge_image.la
 common_libsurge_image_la_SOURCES = common/image.h common/image.c
 common_libsurge_image_la_CFLAGS = $(AM_CFLAGS) $(PNG_CFLAGS)
 common_libsurge_image_la_LIBADD = $(PNG_LIBS) -lm
+# Tables of configuration keys (common/keytab.h): a library of its own so
+# that libsurge, which absorbs libsurge_common, needs no jansson. Linked by
+# the trainer (its "trainer" keys) and the launcher (the study file).
+noinst_LTLIBRARIES += common/libsurge_keytab.la
+common_libsurge_keytab_la_SOURCES = common/keytab.h common/keytab.c
+common_libsurge_keytab_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+common_libsurge_keytab_la_LIBADD = $(JANSSON_LIBS) -lm
 # The wire protocol spec that this codec implements.
 EXTRA_DIST += docs/protocol.md

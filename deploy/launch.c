@@ -651,7 +651,7 @@ start_server(struct launch *L, char *err, size_t errcap)
         PUSH("--field-shapes");
         PUSH(s->field_shapes);
     }
-    PUSH_U64("--batch-size", s->tr_batch_size);
+    PUSH_U64("--batch-size", s->trainer.batch_size);
     /* The consumer drains the store (and the trainer finishes) after the
      * end of reception within this; a bit less than our own wait, so the
      * server ends on its own rather than by our SIGTERM. */

@@ -18,8 +18,8 @@ deploy_libsurge_deploy_la_SOURCES = \
 deploy_libsurge_deploy_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) \
 	$(GSL_CFLAGS) $(ZMQ_CFLAGS) $(UV_CFLAGS)
 deploy_libsurge_deploy_la_LIBADD = reservoir/libsurge_reservoir.la \
-	trainer/libsurge_trainer.la common/libsurge_common.la \
-	$(JANSSON_LIBS) $(GSL_LIBS) $(ZMQ_LIBS)
+	trainer/libsurge_trainer.la common/libsurge_keytab.la \
+	common/libsurge_common.la $(JANSSON_LIBS) $(GSL_LIBS) $(ZMQ_LIBS)
 
 # Integration tests of the launcher (real mpirun, real server).
 TESTS += tests/integration/e2e_study.sh \

@@ -1512,9 +1512,9 @@ surge_slurm_wrap_server(void *state, char *const *server_argv, surge_strv *out)
         rc = rc ? rc : surge_strv_push(&v, "--ntasks=1");
         snprintf(buf, sizeof buf, "--job-name=%s-server", sl->job_name);
         rc = rc ? rc : surge_strv_push(&v, buf);
-        if (rc == 0 && s->tr_threads > 0) {
+        if (rc == 0 && s->trainer.threads > 0) {
             snprintf(buf, sizeof buf, "--cpus-per-task=%lld",
-                     (long long)s->tr_threads);
+                     (long long)s->trainer.threads);
             rc = surge_strv_push(&v, buf);
         }
         if (rc == 0 && s->slurm_partition[0] != '\0') {

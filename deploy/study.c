@@ -1,10 +1,14 @@
 /*
  * deploy/study.c - the study file parser (jansson), strict and table-driven.
  *
- * DESIGN. Every leaf key of the study file is one row of `keys[]` below:
- * its dotted path, its type, where it lands in struct surge_study, its
- * bounds and its default (as JSON text, applied through the same setter as
- * a user's value, so a default can never bypass validation). The parser
+ * DESIGN. Every leaf key of the study file is one row of a key table
+ * (common/keytab.h): its dotted path, its type, where it lands in struct
+ * surge_study, its bounds and its default (as JSON text, applied through
+ * the same setter as a user's value, so a default can never bypass
+ * validation). The launcher's own keys are `keys[]` below; a section that
+ * fills another folder's struct is one row naming that folder's table
+ * (the "trainer" section is trainer/config.c's surge_trainer_keys, which
+ * the trainer's own parser reads too), so no key is written twice. The parser
  * walks the user's JSON object by object; a key is either a row of the
  * table, a section (a prefix of some row), or unknown, and unknown keys are
  * errors with a "did you mean" hint when a known key is close. Two
@@ -30,7 +34,9 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <pthread.h>
 
+#include "common/keytab.h"
 #include "deploy/study.h"
 #include "deploy/util.h"
 
@@ -39,45 +45,34 @@
 #define STUDY_MAX_RUNS INT64_C(10000000)
 #define STUDY_MAX_WORDS 4096 /* words in solver.command */
 #define STUDY_MAX_WORD 4096  /* bytes in one expanded word */
-#define STUDY_MAX_LAYERS 16  /* SURGE_TRAINER_MAX_LAYERS */
 
-enum ktype {
-    T_STR,  /* char * */
-    T_INT,  /* int64_t, integer in [min, max] */
-    T_SIZE, /* uint64_t bytes: integer or "256MiB" */
-    T_NUM,  /* double, finite, bounds per flags */
-    T_BOOL, /* int 0/1 */
-    T_ENUM, /* int index into choices */
-    T_STRV, /* surge_strv */
-    T_INTV  /* int64_t * at off, size_t count at off2; elements >= min */
-};
-
-enum kflag {
-    F_MIN_EXCL = 1 << 0, /* value > min (else >= min) */
-    F_MAX_EXCL = 1 << 1, /* value < max (else <= max) */
-    F_NO_MAX = 1 << 2,   /* no upper bound */
-    F_NONEMPTY = 1 << 3, /* T_STR, T_STRV, T_INTV: not empty */
-    F_NAME = 1 << 4,     /* T_STR: [A-Za-z0-9_.-], 1..64 bytes */
-    F_NO_MIN = 1 << 5    /* T_NUM: no lower bound */
-};
-
-struct key {
-    const char *path; /* dotted path from the top of the file */
-    enum ktype type;
-    size_t off;          /* offset of the value in surge_study */
-    size_t off2;         /* T_INTV: offset of the element count */
-    const char *def;     /* default as JSON text; NULL: no default */
-    double min;          /* lower bound (T_INT, T_NUM, T_SIZE, T_INTV) */
-    double max;          /* upper bound unless F_NO_MAX */
-    unsigned flags;      /* enum kflag */
-    const char *choices; /* T_ENUM: "a|b|c", index order = enum order */
-};
+/* The table's types and flags (common/keytab.h), short. */
+#define T_STR SURGE_KEY_STR
+#define T_INT SURGE_KEY_INT
+#define T_SIZE SURGE_KEY_SIZE
+#define T_NUM SURGE_KEY_NUM
+#define T_BOOL SURGE_KEY_BOOL
+#define T_ENUM SURGE_KEY_ENUM
+#define T_STRV SURGE_KEY_CUSTOM /* surge_strv: parse_strv() */
+#define F_MIN_EXCL SURGE_KEY_MIN_EXCL
+#define F_MAX_EXCL SURGE_KEY_MAX_EXCL
+#define F_NO_MAX SURGE_KEY_NO_MAX
+#define F_NONEMPTY SURGE_KEY_NONEMPTY
+#define F_NAME SURGE_KEY_NAME
+#define F_NO_MIN SURGE_KEY_NO_MIN
+#define CH SURGE_KEY_CHOICES
 
 #define O(f) offsetof(surge_study, f)
 #define NOMAX (F_NO_MAX)
 
-/* All keys and all defaults. docs/configuration.md mirrors this table. */
-static const struct key keys[] = {
+/* The launcher's keys and their defaults, and the sections that other
+ * folders' tables fill (SURGE_KEY_TABLE rows: the trainer's keys are
+ * trainer/config.c's surge_trainer_keys). docs/configuration.md documents
+ * every key (tests/unit/deploy/test_study.c compares). The launcher's
+ * rows leave out the last fields, size (0: int64_t, char *) and sub. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+static const struct surge_key keys[] = {
     /* study */
     {"study.name", T_STR, O(name), 0, "\"study\"", 0, 0, F_NAME, NULL},
     {"study.seed", T_INT, O(seed), 0, "1", 0, 0, NOMAX, NULL},
@@ -87,7 +82,7 @@ static const struct key keys[] = {
      NOMAX | F_MIN_EXCL, NULL},
     /* sampler */
     {"sampler.kind", T_ENUM, O(sampler), 0, "\"uniform\"", 0, 0, 0,
-     "uniform|lhs|halton|sobol|csv"},
+     CH("uniform", "lhs", "halton", "sobol", "csv")},
     {"sampler.runs", T_INT, O(runs), 0, NULL, 1, (double)STUDY_MAX_RUNS, 0,
      NULL},
     {"sampler.file", T_STR, O(sampler_file), 0, NULL, 0, 0, F_NONEMPTY, NULL},
@@ -103,7 +98,7 @@ static const struct key keys[] = {
     {"solver.field_shapes", T_STR, O(field_shapes), 0, "\"\"", 0, 0, 0, NULL},
     /* scheduler */
     {"scheduler.kind", T_ENUM, O(scheduler), 0, "\"local\"", 0, 0, 0,
-     "local|slurm"},
+     CH("local", "slurm")},
     {"scheduler.max_concurrent", T_INT, O(max_concurrent), 0, "0", 0, 100000, 0,
      NULL},
     {"scheduler.mpirun", T_STR, O(mpirun), 0, "\"mpirun\"", 0, 0, 0, NULL},
@@ -154,7 +149,7 @@ static const struct key keys[] = {
      "\"64MiB\"", 1, 0, NOMAX, NULL},
     /* reservoir (reservoir/reservoir.h names and defaults) */
     {"reservoir.policy", T_ENUM, O(res_policy), 0, "\"reservoir\"", 0, 0, 0,
-     "fifo|firo|reservoir"},
+     CH("fifo", "firo", "reservoir")},
     {"reservoir.capacity_bytes", T_SIZE, O(res_capacity_bytes), 0, "\"1GiB\"",
      1, 0, NOMAX, NULL},
     {"reservoir.max_batch", T_INT, O(res_max_batch), 0, "0", 0, 1 << 20, 0,
@@ -182,51 +177,15 @@ static const struct key keys[] = {
     {"reservoir.prioritized.epsilon", T_NUM, O(res_prio_epsilon), 0, "1e-06", 0,
      0, NOMAX | F_MIN_EXCL, NULL},
     {"reservoir.storage", T_ENUM, O(res_storage), 0, "\"auto\"", 0, 0, 0,
-     "auto|host|device"},
+     CH("auto", "host", "device")},
     {"reservoir.device", T_INT, O(res_device), 0, "0", 0, 1024, 0, NULL},
     {"reservoir.prefetch", T_ENUM, O(res_prefetch), 0, "\"auto\"", 0, 0, 0,
-     "auto|on|off"},
+     CH("auto", "on", "off")},
     /* trainer (trainer/trainer.h names and defaults), then the loop */
     {"trainer.enabled", T_BOOL, O(tr_enabled), 0, "false", 0, 0, 0, NULL},
     {"trainer.kind", T_ENUM, O(tr_kind), 0, "\"internal\"", 0, 0, 0,
-     "internal|external"},
-    {"trainer.layers", T_INTV, O(tr_layers), O(tr_nlayers), "[256, 256, 256]",
-     1, 1 << 20, 0, NULL},
-    {"trainer.activation", T_ENUM, O(tr_activation), 0, "\"relu\"", 0, 0, 0,
-     "relu|gelu|tanh"},
-    {"trainer.optimizer", T_ENUM, O(tr_optimizer), 0, "\"adam\"", 0, 0, 0,
-     "adam|adamw|sgd"},
-    {"trainer.lr", T_NUM, O(tr_lr), 0, "0.001", 0, 0, NOMAX | F_MIN_EXCL, NULL},
-    {"trainer.beta1", T_NUM, O(tr_beta1), 0, "0.9", 0, 1, F_MAX_EXCL, NULL},
-    {"trainer.beta2", T_NUM, O(tr_beta2), 0, "0.999", 0, 1, F_MAX_EXCL, NULL},
-    {"trainer.eps", T_NUM, O(tr_eps), 0, "1e-08", 0, 0, NOMAX | F_MIN_EXCL,
-     NULL},
-    {"trainer.weight_decay", T_NUM, O(tr_weight_decay), 0, "0", 0, 0, NOMAX,
-     NULL},
-    {"trainer.momentum", T_NUM, O(tr_momentum), 0, "0.9", 0, 1, F_MAX_EXCL,
-     NULL},
-    {"trainer.schedule", T_ENUM, O(tr_schedule), 0, "\"constant\"", 0, 0, 0,
-     "constant|cosine|step"},
-    {"trainer.warmup_steps", T_INT, O(tr_warmup_steps), 0, "0", 0, 0, NOMAX,
-     NULL},
-    {"trainer.total_steps", T_INT, O(tr_total_steps), 0, "0", 0, 0, NOMAX,
-     NULL},
-    {"trainer.min_lr", T_NUM, O(tr_min_lr), 0, "0", 0, 0, NOMAX, NULL},
-    {"trainer.step_size", T_INT, O(tr_step_size), 0, "1000", 1, 0, NOMAX, NULL},
-    {"trainer.gamma", T_NUM, O(tr_gamma), 0, "0.5", 0, 1, F_MIN_EXCL, NULL},
-    {"trainer.grad_clip", T_NUM, O(tr_grad_clip), 0, "0", 0, 0, NOMAX, NULL},
-    {"trainer.batch_size", T_INT, O(tr_batch_size), 0, "256", 1, 1 << 20, 0,
-     NULL},
-    {"trainer.threads", T_INT, O(tr_threads), 0, "0", 0, 1024, 0, NULL},
-    {"trainer.seed", T_INT, O(tr_seed), 0, "42", 0, 0, NOMAX, NULL},
-    {"trainer.out_norm", T_ENUM, O(tr_out_norm), 0, "\"global\"", 0, 0, 0,
-     "global|element"},
-    {"trainer.out_norm_samples", T_INT, O(tr_out_norm_samples), 0, "1000", 1, 0,
-     NOMAX, NULL},
-    {"trainer.backend", T_STR, O(tr_backend), 0, "\"cpu\"", 0, 0, F_NONEMPTY,
-     NULL},
-    {"trainer.precision", T_ENUM, O(tr_precision), 0, "\"fp32\"", 0, 0, 0,
-     "fp32|tf32|bf16"},
+     CH("internal", "external")},
+    {"trainer", SURGE_KEY_TABLE, O(trainer), .sub = surge_trainer_keys},
     {"trainer.max_steps", T_INT, O(tr_max_steps), 0, "0", 0, 0, NOMAX, NULL},
     {"trainer.max_wall_s", T_NUM, O(tr_max_wall_s), 0, "0", 0, 0, NOMAX, NULL},
     {"trainer.steps_after_end", T_INT, O(tr_steps_after_end), 0, "0", 0, 0,
@@ -241,8 +200,10 @@ static const struct key keys[] = {
      NULL},
     {"trainer.time_max", T_NUM, O(tr_time_max), 0, "0", 0, 0, F_NO_MIN | NOMAX,
      NULL},
+    {NULL, SURGE_KEY_CUSTOM, 0, 0, NULL, 0, 0, 0, NULL, 0, NULL},
 };
-#define NKEYS (sizeof keys / sizeof keys[0])
+#pragma GCC diagnostic pop
+#define NKEYS (sizeof keys / sizeof keys[0] - 1)
 
 /* Keys with their own code, listed for surge_study_key_paths(). */
 static const char *const special_paths[] = {
@@ -250,6 +211,60 @@ static const char *const special_paths[] = {
     "parameters[].max", "solver.command",
 };
 #define NSPECIAL (sizeof special_paths / sizeof special_paths[0])
+
+/* Every leaf key with its full path: the rows of keys[], a TABLE row
+ * replaced by its table's rows under its name ("trainer" + "lr" =
+ * "trainer.lr"). Built once; read-only afterwards. */
+struct flat_key {
+    char path[STUDY_MAX_PATH];
+    const struct surge_key *k;
+    size_t base; /* offset in surge_study of the struct k->off is in */
+};
+#define FLAT_MAX 256
+static struct flat_key flat[FLAT_MAX];
+static size_t nflat; /* 0 when the tables do not fit (a bug) */
+static pthread_once_t flat_once = PTHREAD_ONCE_INIT;
+
+static bool
+flat_add(const char *prefix, const struct surge_key *k, size_t base)
+{
+    if (nflat == FLAT_MAX) {
+        return false;
+    }
+    struct flat_key *f = &flat[nflat++];
+    snprintf(f->path, sizeof f->path, "%s%s%s", prefix,
+             prefix[0] != '\0' ? "." : "", k->name);
+    f->k = k;
+    f->base = base;
+    return true;
+}
+
+static void
+flat_build(void)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct surge_key *k = &keys[i];
+        bool ok = true;
+        if (k->type == SURGE_KEY_TABLE) {
+            for (const struct surge_key *c = k->sub; ok && c->name != NULL;
+                 c++) {
+                ok = flat_add(k->name, c, k->off);
+            }
+        } else {
+            ok = flat_add("", k, 0);
+        }
+        if (!ok) {
+            nflat = 0;
+            return;
+        }
+    }
+}
+
+static void
+flat_init(void)
+{
+    pthread_once(&flat_once, flat_build);
+}
 
 /* Placeholders the command template knows besides parameter names; a
  * parameter may not take one of these names. */
@@ -262,7 +277,7 @@ struct parser {
     surge_study *s;
     char *err;
     size_t errcap;
-    bool seen[NKEYS]; /* keys the user set */
+    bool seen[FLAT_MAX]; /* keys the user set, by index in flat[] */
     bool seen_params;
     bool seen_command;
 };
@@ -350,30 +365,14 @@ surge_strv_finish(surge_strv *v, int rc, char *const *tail, surge_strv *out)
 
 /* ------------------------------------------------------------ messages */
 
-static const char *
-enum_name(const char *choices, int index, char *buf, size_t cap)
-{
-    const char *p = choices;
-    for (int i = 0; i < index && p != NULL; i++) {
-        p = strchr(p, '|');
-        if (p != NULL) {
-            p++;
-        }
-    }
-    if (p == NULL) {
-        return "?";
-    }
-    size_t n = strcspn(p, "|");
-    snprintf(buf, cap, "%.*s", (int)n, p);
-    return buf;
-}
+static const struct flat_key *find_key(const char *path);
 
 const char *
 surge_sampler_kind_name(int kind)
 {
-    static const char *const names[] = {"uniform", "lhs", "halton", "sobol",
-                                        "csv"};
-    return kind >= 0 && kind < 5 ? names[kind] : "?";
+    flat_init();
+    const struct flat_key *f = find_key("sampler.kind");
+    return f != NULL ? surge_keytab_choice(f->k, kind) : "?";
 }
 
 const char *
@@ -382,67 +381,6 @@ surge_scheduler_kind_name(int kind)
     return kind == SURGE_SCHEDULER_LOCAL   ? "local"
            : kind == SURGE_SCHEDULER_SLURM ? "slurm"
                                            : "?";
-}
-
-static void
-fmt_num(char *buf, size_t cap, double v)
-{
-    if (v == floor(v) && fabs(v) < 1e15) {
-        snprintf(buf, cap, "%.0f", v);
-        return;
-    }
-    snprintf(buf, cap, "%.17g", v);
-    /* Shortest form that reads back: try fewer digits first. */
-    for (int prec = 1; prec <= 17; prec++) {
-        char tmp[64];
-        snprintf(tmp, sizeof tmp, "%.*g", prec, v);
-        if (strtod(tmp, NULL) == v) {
-            snprintf(buf, cap, "%s", tmp);
-            return;
-        }
-    }
-}
-
-/* "must be > 0", "must be in [0, 1)", "must be an integer >= 1" ... */
-static void
-bounds_text(const struct key *k, char *buf, size_t cap)
-{
-    char lo[64], hi[64];
-    fmt_num(lo, sizeof lo, k->min);
-    fmt_num(hi, sizeof hi, k->max);
-    const char *what = k->type == T_INT || k->type == T_INTV ? "an integer "
-                       : k->type == T_SIZE ? "a size in bytes (an integer or "
-                                             "a string like \"256MiB\") "
-                                           : "";
-    if (k->flags & F_NO_MIN) {
-        snprintf(buf, cap, "must be %sa finite number", what);
-    } else if (k->flags & F_NO_MAX) {
-        snprintf(buf, cap, "must be %s%s %s", what,
-                 (k->flags & F_MIN_EXCL) ? ">" : ">=", lo);
-    } else {
-        snprintf(buf, cap, "must be %sin %c%s, %s%c", what,
-                 (k->flags & F_MIN_EXCL) ? '(' : '[', lo, hi,
-                 (k->flags & F_MAX_EXCL) ? ')' : ']');
-    }
-}
-
-static bool
-in_bounds(const struct key *k, double v)
-{
-    if (!isfinite(v)) {
-        return false;
-    }
-    if (!(k->flags & F_NO_MIN)) {
-        if ((k->flags & F_MIN_EXCL) ? !(v > k->min) : !(v >= k->min)) {
-            return false;
-        }
-    }
-    if (!(k->flags & F_NO_MAX)) {
-        if ((k->flags & F_MAX_EXCL) ? !(v < k->max) : !(v <= k->max)) {
-            return false;
-        }
-    }
-    return true;
 }
 
 static bool
@@ -498,8 +436,8 @@ suggest(const char *prefix, const char *name, char *buf, size_t cap)
     char best[STUDY_MAX_PATH] = "";
     int best_d = 3; /* only close names are worth a hint */
     char child[STUDY_MAX_PATH];
-    for (size_t i = 0; i < NKEYS + NSPECIAL; i++) {
-        const char *path = i < NKEYS ? keys[i].path : special_paths[i - NKEYS];
+    for (size_t i = 0; i < nflat + NSPECIAL; i++) {
+        const char *path = i < nflat ? flat[i].path : special_paths[i - nflat];
         if (!child_of(path, prefix, child, sizeof child)) {
             continue;
         }
@@ -518,217 +456,53 @@ suggest(const char *prefix, const char *name, char *buf, size_t cap)
 
 /* ------------------------------------------------------------ values */
 
+/* A T_STRV key: an array of strings. */
 static int
-parse_size_text(const char *s, uint64_t *out)
+set_strv(struct parser *p, const struct surge_key *k, surge_strv *slot,
+         const char *path, json_t *v)
 {
-    static const struct {
-        const char *suffix;
-        uint64_t mult;
-    } units[] = {
-        {"", 1},
-        {"B", 1},
-        {"KiB", UINT64_C(1) << 10},
-        {"MiB", UINT64_C(1) << 20},
-        {"GiB", UINT64_C(1) << 30},
-        {"TiB", UINT64_C(1) << 40},
-        {"kB", 1000},
-        {"KB", 1000},
-        {"MB", 1000000},
-        {"GB", 1000000000},
-        {"TB", UINT64_C(1000000000000)},
-    };
-    char *end = NULL;
-    if (s[0] < '0' || s[0] > '9') {
-        return -EINVAL;
+    if (!json_is_array(v)) {
+        return fail(p, "%s: must be an array of strings", path);
     }
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno == ERANGE) {
-        return -ERANGE;
-    }
-    while (*end == ' ') {
-        end++;
-    }
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-        if (strcmp(end, units[i].suffix) == 0) {
-            if (v > UINT64_MAX / units[i].mult) {
-                return -ERANGE;
-            }
-            *out = (uint64_t)v * units[i].mult;
-            return 0;
+    surge_strv nv = {NULL, 0};
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e)
+    {
+        if (!json_is_string(e) ||
+            strlen(json_string_value(e)) != json_string_length(e)) {
+            surge_strv_free(&nv);
+            return fail(p, "%s[%zu]: must be a string", path, i);
+        }
+        if (surge_strv_push(&nv, json_string_value(e)) != 0) {
+            surge_strv_free(&nv);
+            return -ENOMEM;
         }
     }
-    return -EINVAL;
+    if ((k->flags & F_NONEMPTY) && nv.n == 0) {
+        return fail(p, "%s: must not be empty", path);
+    }
+    surge_strv_free(slot);
+    *slot = nv;
+    return 0;
 }
 
 static int
-set_key(struct parser *p, const struct key *k, const char *path, json_t *v)
+set_key(struct parser *p, const struct flat_key *f, const char *path, json_t *v)
 {
-    char *base = (char *)p->s;
-    char bt[256];
-    switch (k->type) {
-    case T_STR: {
-        if (!json_is_string(v)) {
-            return fail(p, "%s: must be a string", path);
-        }
-        const char *str = json_string_value(v);
-        if (strlen(str) != json_string_length(v)) {
-            return fail(p, "%s: must not contain NUL characters", path);
-        }
-        if ((k->flags & F_NAME) && !valid_name(str)) {
-            return fail(p, "%s: must be 1 to 64 characters of [A-Za-z0-9_.-]",
-                        path);
-        }
-        if ((k->flags & F_NONEMPTY) && str[0] == '\0') {
-            return fail(p, "%s: must not be empty", path);
-        }
-        char *copy = strdup(str);
-        if (copy == NULL) {
-            return -ENOMEM;
-        }
-        char **slot = (char **)(base + k->off);
-        free(*slot);
-        *slot = copy;
-        return 0;
+    char *base = (char *)p->s + f->base;
+    if (f->k->type == T_STRV) {
+        return set_strv(p, f->k, (surge_strv *)(base + f->k->off), path, v);
     }
-    case T_INT: {
-        bounds_text(k, bt, sizeof bt);
-        if (!json_is_integer(v)) {
-            return fail(p, "%s: %s", path, bt);
-        }
-        json_int_t x = json_integer_value(v);
-        if (!in_bounds(k, (double)x) || x < 0) {
-            return fail(p, "%s: %s", path, bt);
-        }
-        *(int64_t *)(base + k->off) = (int64_t)x;
-        return 0;
-    }
-    case T_SIZE: {
-        bounds_text(k, bt, sizeof bt);
-        uint64_t x = 0;
-        if (json_is_integer(v) && json_integer_value(v) >= 0) {
-            x = (uint64_t)json_integer_value(v);
-        } else if (!json_is_string(v) ||
-                   parse_size_text(json_string_value(v), &x) != 0) {
-            return fail(p, "%s: %s", path, bt);
-        }
-        if (!in_bounds(k, (double)x)) {
-            return fail(p, "%s: %s", path, bt);
-        }
-        *(uint64_t *)(base + k->off) = x;
-        return 0;
-    }
-    case T_NUM: {
-        if (!json_is_number(v)) {
-            return fail(p, "%s: must be a number", path);
-        }
-        double x = json_number_value(v);
-        if (!in_bounds(k, x)) {
-            bounds_text(k, bt, sizeof bt);
-            return fail(p, "%s: %s", path, bt);
-        }
-        *(double *)(base + k->off) = x;
-        return 0;
-    }
-    case T_BOOL:
-        if (!json_is_boolean(v)) {
-            return fail(p, "%s: must be true or false", path);
-        }
-        *(int *)(base + k->off) = json_is_true(v) ? 1 : 0;
-        return 0;
-    case T_ENUM: {
-        const char *str = json_is_string(v) ? json_string_value(v) : NULL;
-        const char *c = k->choices;
-        for (int i = 0; str != NULL && c != NULL; i++) {
-            size_t n = strcspn(c, "|");
-            if (strlen(str) == n && strncmp(str, c, n) == 0) {
-                *(int *)(base + k->off) = i;
-                return 0;
-            }
-            c = c[n] == '|' ? c + n + 1 : NULL;
-        }
-        char list[256];
-        size_t li = 0;
-        for (const char *q = k->choices; *q != '\0' && li + 3 < sizeof list;
-             q++) {
-            if (*q == '|') {
-                list[li++] = ',';
-                list[li++] = ' ';
-            } else {
-                list[li++] = *q;
-            }
-        }
-        list[li] = '\0';
-        return fail(p, "%s: must be one of: %s", path, list);
-    }
-    case T_STRV: {
-        if (!json_is_array(v)) {
-            return fail(p, "%s: must be an array of strings", path);
-        }
-        surge_strv nv = {NULL, 0};
-        size_t i;
-        json_t *e;
-        json_array_foreach(v, i, e)
-        {
-            if (!json_is_string(e) ||
-                strlen(json_string_value(e)) != json_string_length(e)) {
-                surge_strv_free(&nv);
-                return fail(p, "%s[%zu]: must be a string", path, i);
-            }
-            if (surge_strv_push(&nv, json_string_value(e)) != 0) {
-                surge_strv_free(&nv);
-                return -ENOMEM;
-            }
-        }
-        if ((k->flags & F_NONEMPTY) && nv.n == 0) {
-            return fail(p, "%s: must not be empty", path);
-        }
-        surge_strv *slot = (surge_strv *)(base + k->off);
-        surge_strv_free(slot);
-        *slot = nv;
-        return 0;
-    }
-    case T_INTV: {
-        bounds_text(k, bt, sizeof bt);
-        if (!json_is_array(v)) {
-            return fail(p, "%s: must be an array of integers", path);
-        }
-        size_t n = json_array_size(v);
-        if ((k->flags & F_NONEMPTY) && n == 0) {
-            return fail(p, "%s: must not be empty", path);
-        }
-        if (n > STUDY_MAX_LAYERS) {
-            return fail(p, "%s: at most %d entries", path, STUDY_MAX_LAYERS);
-        }
-        int64_t *a = calloc(n > 0 ? n : 1, sizeof *a);
-        if (a == NULL) {
-            return -ENOMEM;
-        }
-        for (size_t i = 0; i < n; i++) {
-            json_t *e = json_array_get(v, i);
-            if (!json_is_integer(e) ||
-                !in_bounds(k, (double)json_integer_value(e))) {
-                free(a);
-                return fail(p, "%s[%zu]: %s", path, i, bt);
-            }
-            a[i] = (int64_t)json_integer_value(e);
-        }
-        int64_t **slot = (int64_t **)(base + k->off);
-        free(*slot);
-        *slot = a;
-        *(size_t *)(base + k->off2) = n;
-        return 0;
-    }
-    }
-    return SURGE_EINTERNAL;
+    return surge_keytab_set(f->k, base, path, v, p->err, p->errcap);
 }
 
-static const struct key *
+static const struct flat_key *
 find_key(const char *path)
 {
-    for (size_t i = 0; i < NKEYS; i++) {
-        if (strcmp(keys[i].path, path) == 0) {
-            return &keys[i];
+    for (size_t i = 0; i < nflat; i++) {
+        if (strcmp(flat[i].path, path) == 0) {
+            return &flat[i];
         }
     }
     return NULL;
@@ -738,8 +512,8 @@ static bool
 is_section(const char *path)
 {
     size_t n = strlen(path);
-    for (size_t i = 0; i < NKEYS + NSPECIAL; i++) {
-        const char *k = i < NKEYS ? keys[i].path : special_paths[i - NKEYS];
+    for (size_t i = 0; i < nflat + NSPECIAL; i++) {
+        const char *k = i < nflat ? flat[i].path : special_paths[i - nflat];
         if (strncmp(k, path, n) == 0 && k[n] == '.') {
             return true;
         }
@@ -991,11 +765,11 @@ walk(struct parser *p, json_t *obj, const char *prefix)
         } else if (strcmp(path, "solver.command") == 0) {
             rc = parse_command(p, v);
         } else {
-            const struct key *key = find_key(path);
+            const struct flat_key *key = find_key(path);
             if (key != NULL) {
                 rc = set_key(p, key, path, v);
                 if (rc == 0) {
-                    p->seen[key - keys] = true;
+                    p->seen[key - flat] = true;
                 }
             } else if (is_section(path)) {
                 if (!json_is_object(v)) {
@@ -1015,25 +789,28 @@ walk(struct parser *p, json_t *obj, const char *prefix)
     return 0;
 }
 
+/* The tables' defaults (common/keytab.h), then those of the T_STRV keys,
+ * which only this file parses. */
 static int
 apply_defaults(struct parser *p)
 {
-    for (size_t i = 0; i < NKEYS; i++) {
-        if (keys[i].def == NULL) {
+    int rc = surge_keytab_defaults(keys, p->s, p->err, p->errcap);
+    for (size_t i = 0; rc == 0 && i < nflat; i++) {
+        if (flat[i].k->type != T_STRV || flat[i].k->def == NULL) {
             continue;
         }
         json_error_t jerr;
-        json_t *v = json_loads(keys[i].def, JSON_DECODE_ANY, &jerr);
+        json_t *v = json_loads(flat[i].k->def, JSON_DECODE_ANY, &jerr);
         if (v == NULL) {
-            return fail(p, "%s: bad built-in default (a bug)", keys[i].path);
+            return fail(p, "%s: bad built-in default (a bug)", flat[i].path);
         }
-        int rc = set_key(p, &keys[i], keys[i].path, v);
+        rc = set_key(p, &flat[i], flat[i].path, v);
         json_decref(v);
-        if (rc != 0) {
-            return rc == SURGE_ECONFIG ? SURGE_EINTERNAL : rc;
+        if (rc == SURGE_ECONFIG) {
+            rc = SURGE_EINTERNAL;
         }
     }
-    return 0;
+    return rc;
 }
 
 /* Replace {name} in output_dir by the study name. */
@@ -1083,10 +860,10 @@ cross_checks(struct parser *p)
     if (!p->seen_command) {
         return fail(p, "solver.command: required");
     }
-    const struct key *runs = find_key("sampler.runs");
-    const struct key *file = find_key("sampler.file");
+    const struct flat_key *runs = find_key("sampler.runs");
+    const struct flat_key *file = find_key("sampler.file");
     if (s->sampler == SURGE_SAMPLER_CSV) {
-        if (!p->seen[file - keys]) {
+        if (!p->seen[file - flat]) {
             return fail(p, "sampler.file: required when sampler.kind is csv");
         }
         if (s->sampler_file[0] != '/' && s->study_dir != NULL) {
@@ -1100,10 +877,10 @@ cross_checks(struct parser *p)
             s->sampler_file = abs;
         }
     } else {
-        if (!p->seen[runs - keys]) {
+        if (!p->seen[runs - flat]) {
             return fail(p, "sampler.runs: required (the number of runs)");
         }
-        if (p->seen[file - keys]) {
+        if (p->seen[file - flat]) {
             return fail(p, "sampler.file: only used when sampler.kind is csv");
         }
     }
@@ -1117,21 +894,9 @@ cross_checks(struct parser *p)
         strncmp(s->server_bind, "ipc://", 6) != 0) {
         return fail(p, "server.bind: must be a tcp:// or ipc:// endpoint");
     }
-    if (strcmp(s->tr_backend, "cpu") != 0 &&
-        strcmp(s->tr_backend, "cuda") != 0 &&
-        strcmp(s->tr_backend, "auto") != 0) {
-        return fail(p, "trainer.backend: must be one of: cpu, cuda, auto");
-    }
-    if (strcmp(s->tr_backend, "cpu") == 0 && s->tr_precision != 0) {
-        return fail(p, "trainer.precision: tf32 and bf16 need backend cuda "
-                       "or auto (the cpu backend computes in fp32)");
-    }
-    if (s->tr_schedule == 1 && s->tr_total_steps <= s->tr_warmup_steps) {
-        return fail(p, "trainer.total_steps: must be > warmup_steps with the "
-                       "cosine schedule");
-    }
-    if (s->tr_min_lr > s->tr_lr) {
-        return fail(p, "trainer.min_lr: must be <= lr");
+    char why[512];
+    if (surge_trainer_config_check(&s->trainer, why, sizeof why) != 0) {
+        return fail(p, "%s", why);
     }
     if (s->res_epochs != 1 && s->res_policy != 1) {
         return fail(p, "reservoir.epochs: only the firo policy uses epochs "
@@ -1161,7 +926,6 @@ cross_checks(struct parser *p)
     double zeros[SURGE_MAX_PARAMS] = {0};
     surge_expand_ctx ctx = {0, 0, zeros, "/run", "/out", "/bin"};
     surge_strv tmp = {NULL, 0};
-    char why[512];
     rc = surge_study_expand_command(s, &ctx, &tmp, why, sizeof why);
     surge_strv_free(&tmp);
     if (rc == SURGE_ECONFIG) {
@@ -1173,22 +937,12 @@ cross_checks(struct parser *p)
 static void
 study_free_fields(surge_study *s)
 {
-    for (size_t i = 0; i < NKEYS; i++) {
-        char *slot = (char *)s + keys[i].off;
-        switch (keys[i].type) {
-        case T_STR:
-            free(*(char **)slot);
-            *(char **)slot = NULL;
-            break;
-        case T_STRV:
-            surge_strv_free((surge_strv *)slot);
-            break;
-        case T_INTV:
-            free(*(int64_t **)slot);
-            *(int64_t **)slot = NULL;
-            break;
-        default:
-            break;
+    for (size_t i = 0; i < nflat; i++) {
+        char *base = (char *)s + flat[i].base;
+        if (flat[i].k->type == T_STRV) {
+            surge_strv_free((surge_strv *)(base + flat[i].k->off));
+        } else {
+            surge_keytab_free(flat[i].k, base);
         }
     }
     surge_strv_free(&s->command);
@@ -1213,6 +967,14 @@ surge_study_parse(surge_study **out, const char *text, const char *origin,
 {
     int rc;
     char cwd[4096];
+    flat_init();
+    if (nflat == 0) {
+        snprintf(err, errcap,
+                 "the study's key tables hold more than %d "
+                 "keys (a bug)",
+                 FLAT_MAX);
+        return SURGE_EINTERNAL;
+    }
     surge_study *s = calloc(1, sizeof *s);
     if (s == NULL) {
         return -ENOMEM;
@@ -1314,15 +1076,24 @@ surge_study_param_index(const surge_study *s, const char *name)
 const char *const *
 surge_study_key_paths(size_t *n)
 {
-    static const char *paths[NKEYS + NSPECIAL];
-    for (size_t i = 0; i < NKEYS; i++) {
-        paths[i] = keys[i].path;
+    static const char *paths[FLAT_MAX + NSPECIAL];
+    flat_init();
+    for (size_t i = 0; i < nflat; i++) {
+        paths[i] = flat[i].path;
     }
     for (size_t i = 0; i < NSPECIAL; i++) {
-        paths[NKEYS + i] = special_paths[i];
+        paths[nflat + i] = special_paths[i];
     }
-    *n = NKEYS + NSPECIAL;
+    *n = nflat + NSPECIAL;
     return paths;
+}
+
+const struct surge_key *
+surge_study_key(const char *path)
+{
+    flat_init();
+    const struct flat_key *f = find_key(path);
+    return f != NULL ? f->k : NULL;
 }
 
 /* ------------------------------------------------------------ expansion */
@@ -1516,56 +1287,26 @@ surge_study_to_json(const surge_study *s)
     }
     json_object_set_new(json_object_get(root, "solver"), "command",
                         strv_json(&s->command));
-    for (size_t i = 0; i < NKEYS; i++) {
-        const struct key *k = &keys[i];
-        const char *slot = base + k->off;
-        const char *leaf = strrchr(k->path, '.') + 1;
-        json_t *sec = section(root, k->path);
+    flat_init();
+    for (size_t i = 0; i < nflat; i++) {
+        const struct surge_key *k = flat[i].k;
+        const char *slot = base + flat[i].base + k->off;
+        const char *leaf = strrchr(flat[i].path, '.') + 1;
+        json_t *sec = section(root, flat[i].path);
         json_t *v = NULL;
-        char buf[64];
         if (sec == NULL) {
             goto out;
         }
-        switch (k->type) {
-        case T_STR: {
-            const char *str = *(char *const *)slot;
-            if (str == NULL) {
-                continue; /* optional and unset */
-            }
-            v = json_string(str);
-            break;
-        }
-        case T_INT:
-            if (k->def == NULL && *(const int64_t *)slot == 0) {
-                continue; /* sampler.runs of a csv study: not set */
-            }
-            v = json_integer((json_int_t) * (const int64_t *)slot);
-            break;
-        case T_SIZE:
-            v = json_integer((json_int_t) * (const uint64_t *)slot);
-            break;
-        case T_NUM:
-            v = json_real(*(const double *)slot);
-            break;
-        case T_BOOL:
-            v = json_boolean(*(const int *)slot);
-            break;
-        case T_ENUM:
-            v = json_string(
-                enum_name(k->choices, *(const int *)slot, buf, sizeof buf));
-            break;
-        case T_STRV:
+        if (k->type == T_STRV) {
             v = strv_json((const surge_strv *)slot);
-            break;
-        case T_INTV: {
-            const int64_t *a = *(int64_t *const *)slot;
-            size_t n = *(const size_t *)(base + k->off2);
-            v = json_array();
-            for (size_t j = 0; v != NULL && j < n; j++) {
-                json_array_append_new(v, json_integer((json_int_t)a[j]));
-            }
-            break;
-        }
+        } else if (k->type == T_STR && k->size == 0 &&
+                   *(char *const *)slot == NULL) {
+            continue; /* optional and unset */
+        } else if (k->type == T_INT && k->def == NULL &&
+                   *(const int64_t *)slot == 0) {
+            continue; /* sampler.runs of a csv study: not set */
+        } else {
+            v = surge_keytab_to_json(k, base + flat[i].base);
         }
         if (v == NULL || json_object_set_new(sec, leaf, v) != 0) {
             goto out;

@@ -3,9 +3,11 @@
  *
  * A study file is one JSON object (parsed with jansson) with the sections
  * study, parameters, sampler, solver, scheduler, server, reservoir and
- * trainer. docs/configuration.md documents every key; the table of keys in
- * study.c is the single place where their types, bounds and defaults live,
- * and a unit test checks that the page names every key of the table.
+ * trainer. docs/configuration.md documents every key. Each key's type,
+ * bounds and default live in one table (common/keytab.h): the launcher's
+ * own keys in study.c, the trainer's in trainer/config.c (study.c takes
+ * that table whole for the "trainer" section), and unit tests check that
+ * the page documents every key of the tables with its default.
  *
  * Parsing is strict: an unknown key, a value of the wrong type or an
  * impossible value is an error whose text starts with the key's path, e.g.
@@ -24,6 +26,7 @@
 #include <stdint.h>
 
 #include "common/protocol.h"
+#include "trainer/trainer.h"
 
 /* A NULL-terminated array of owned strings (v[n] == NULL). */
 typedef struct surge_strv {
@@ -140,41 +143,20 @@ typedef struct surge_study {
     int64_t res_device; /* device: CUDA ordinal */
     int res_prefetch;   /* prefetch: 0 auto, 1 on, 2 off */
 
-    /* trainer: the keys of trainer/trainer.h's surge_trainer_config (same
-     * names, flat), then the server's training-loop keys. Enum values are
-     * the index in the key's list of names, which is the trainer's enum. */
-    int tr_enabled;     /* train in the server (else discard) */
-    int tr_kind;        /* internal 0 (the C trainer), external 1 (batches
-                           served to surge.torch: --consumer external) */
-    int64_t *tr_layers; /* (tr_nlayers) hidden widths */
-    size_t tr_nlayers;  /* 0..16 */
-    int tr_activation;  /* relu 0, gelu 1, tanh 2 */
-    int tr_optimizer;   /* adam 0, adamw 1, sgd 2 */
-    double tr_lr;
-    double tr_beta1;
-    double tr_beta2;
-    double tr_eps;
-    double tr_weight_decay;
-    double tr_momentum;
-    int tr_schedule; /* constant 0, cosine 1, step 2 */
-    int64_t tr_warmup_steps;
-    int64_t tr_total_steps; /* cosine horizon */
-    double tr_min_lr;
-    int64_t tr_step_size;
-    double tr_gamma;
-    double tr_grad_clip; /* 0: off */
-    int64_t tr_batch_size;
-    int64_t tr_threads; /* 0: from the environment */
-    int64_t tr_seed;
-    int tr_out_norm; /* global 0, element 1 */
-    int64_t tr_out_norm_samples;
-    char *tr_backend;                /* "cpu" | "cuda" | "auto" */
-    int tr_precision;                /* enum surge_trainer_precision */
-    int64_t tr_max_steps;            /* 0: no limit */
-    double tr_max_wall_s;            /* 0: no limit */
-    int64_t tr_steps_after_end;      /* steps once reception has ended */
-    int64_t tr_eval_every;           /* steps between validations */
-    int64_t tr_checkpoint_every;     /* steps between checkpoints; 0 off */
+    /* trainer: whether and how the server trains, the keys of
+     * trainer/trainer.h's surge_trainer_config (its table of keys,
+     * surge_trainer_keys), then the server's training-loop keys. */
+    int tr_enabled; /* train in the server (else discard) */
+    int tr_kind;    /* internal 0 (the C trainer), external 1 (batches
+                       served to surge.torch: --consumer external) */
+    struct surge_trainer_config trainer; /* the model and its optimizer:
+                                            surge_trainer_keys' keys
+                                            (n_inputs, n_outputs 0) */
+    int64_t tr_max_steps;                /* 0: no limit */
+    double tr_max_wall_s;                /* 0: no limit */
+    int64_t tr_steps_after_end;          /* steps once reception has ended */
+    int64_t tr_eval_every;               /* steps between validations */
+    int64_t tr_checkpoint_every;         /* steps between checkpoints; 0 off */
     double tr_checkpoint_every_s;    /* seconds between checkpoints; 0 off */
     double tr_time_min, tr_time_max; /* simulated time range of the samples
                                         (input normalization); equal: taken
@@ -209,6 +191,13 @@ int surge_study_param_index(const surge_study *s, const char *name);
  * "trainer.optimizer.lr"; arrays of objects as "parameters[].min"), for
  * documentation checks. Static storage. */
 const char *const *surge_study_key_paths(size_t *n);
+
+/* surge_study_key - the table row of the key at a dotted path (a row of
+ * study.c's own table, or of the table a section takes from another
+ * folder, e.g. "trainer.lr" in surge_trainer_keys), NULL for an unknown
+ * path and for the keys with their own code. For documentation checks
+ * and tests. */
+const struct surge_key *surge_study_key(const char *path);
 
 /* Values the command placeholders expand to for one attempt of one run. */
 typedef struct surge_expand_ctx {

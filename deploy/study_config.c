@@ -18,8 +18,8 @@ surge_study_reservoir_config(const surge_study *s, size_t input_dim,
     cfg->capacity_bytes = (size_t)s->res_capacity_bytes;
     cfg->input_dim = input_dim;
     cfg->output_dim = output_dim;
-    cfg->max_batch =
-        (size_t)(s->res_max_batch > 0 ? s->res_max_batch : s->tr_batch_size);
+    cfg->max_batch = (size_t)(s->res_max_batch > 0 ? s->res_max_batch
+                                                   : s->trainer.batch_size);
     cfg->watermark = (size_t)s->res_watermark;
     cfg->seed = (uint64_t)s->res_seed;
     cfg->epochs = (unsigned)s->res_epochs;
@@ -43,35 +43,9 @@ void
 surge_study_trainer_config(const surge_study *s, int n_inputs, int n_outputs,
                            struct surge_trainer_config *cfg)
 {
-    surge_trainer_config_defaults(cfg);
+    *cfg = s->trainer;
     cfg->n_inputs = n_inputs;
     cfg->n_outputs = n_outputs;
-    cfg->n_layers = (int)s->tr_nlayers;
-    for (size_t i = 0; i < s->tr_nlayers && i < SURGE_TRAINER_MAX_LAYERS; i++) {
-        cfg->layers[i] = (int)s->tr_layers[i];
-    }
-    cfg->activation = s->tr_activation;
-    cfg->optimizer = s->tr_optimizer;
-    cfg->lr = s->tr_lr;
-    cfg->beta1 = s->tr_beta1;
-    cfg->beta2 = s->tr_beta2;
-    cfg->eps = s->tr_eps;
-    cfg->weight_decay = s->tr_weight_decay;
-    cfg->momentum = s->tr_momentum;
-    cfg->schedule = s->tr_schedule;
-    cfg->warmup_steps = (long)s->tr_warmup_steps;
-    cfg->total_steps = (long)s->tr_total_steps;
-    cfg->min_lr = s->tr_min_lr;
-    cfg->step_size = (long)s->tr_step_size;
-    cfg->gamma = s->tr_gamma;
-    cfg->grad_clip = s->tr_grad_clip;
-    cfg->batch_size = (int)s->tr_batch_size;
-    cfg->threads = (int)s->tr_threads;
-    cfg->seed = (uint64_t)s->tr_seed;
-    cfg->out_norm = s->tr_out_norm;
-    cfg->out_norm_samples = (long)s->tr_out_norm_samples;
-    snprintf(cfg->backend, sizeof cfg->backend, "%s", s->tr_backend);
-    cfg->precision = s->tr_precision;
 }
 
 int

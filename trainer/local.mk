@@ -19,7 +19,8 @@ trainer_libsurge_trainer_la_SOURCES = \
 	trainer/peek.c
 trainer_libsurge_trainer_la_CFLAGS = $(AM_CFLAGS) $(BLAS_CFLAGS) \
 	$(JANSSON_CFLAGS) $(HOT_CFLAGS) -fno-math-errno -fopenmp-simd
-trainer_libsurge_trainer_la_LIBADD = common/libsurge_common.la \
+trainer_libsurge_trainer_la_LIBADD = common/libsurge_keytab.la \
+	common/libsurge_common.la \
 	$(BLAS_LIBS) $(JANSSON_LIBS) -lm
 
 # `surge predict` (trainer/predict.c): the model file to .npy and PNG. A

@@ -70,6 +70,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/keytab.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -149,31 +151,43 @@ struct surge_trainer_config {
     int precision;                        /* enum surge_trainer_precision */
 };
 
-/* surge_trainer_config_defaults - fill cfg with the defaults: layers
- * [256, 256, 256], relu, adam (lr 1e-3, betas 0.9/0.999, eps 1e-8, wd 0),
- * momentum 0.9, constant schedule, no warmup, total_steps 0, min_lr 0,
- * step_size 1000, gamma 0.5, no clipping, batch 256, threads 0, seed 42,
- * global output normalisation over 1000 samples, backend "cpu", precision
- * fp32.
- * n_inputs and n_outputs are set to 0: the caller must set them. */
+/* surge_trainer_config_defaults - fill cfg with the defaults of
+ * surge_trainer_keys (docs/configuration.md lists them), zero elsewhere:
+ * n_inputs and n_outputs are 0, the caller must set them. */
 void surge_trainer_config_defaults(struct surge_trainer_config *cfg);
 
-/* surge_trainer_config_validate - check every field. Returns 0, or
- * SURGE_ECONFIG with the first problem in err, naming the key:
- * "trainer.layers[1]: must be > 0 (got -3)", "trainer.lr: must be > 0". */
+/* surge_trainer_keys - the "trainer" section's keys, one row each (name,
+ * type, field, bounds, names, default; common/keytab.h), ended by a row
+ * whose name is NULL. The single place where these keys are defined:
+ * surge_trainer_config_defaults, _check, _from_json and the launcher's
+ * study parser (deploy/study.c) all read it. */
+extern const struct surge_key surge_trainer_keys[];
+
+/* surge_trainer_config_check - check every key's value against its row of
+ * surge_trainer_keys, then the rules across keys (cosine: total_steps >
+ * warmup_steps; min_lr <= lr; the cpu backend computes in fp32). Not
+ * n_inputs, n_outputs or what the build offers: see _validate. Returns 0,
+ * or SURGE_ECONFIG with the first problem in err, naming the key and the
+ * value: "trainer.lr: must be > 0 (got -1)". */
+int surge_trainer_config_check(const struct surge_trainer_config *cfg,
+                               char *err, size_t errlen);
+
+/* surge_trainer_config_validate - surge_trainer_config_check, then
+ * n_inputs, n_outputs, the parameter count and the backend's presence in
+ * this build. Returns 0, or SURGE_ECONFIG with the first problem in err,
+ * naming the key: "trainer.layers[1]: must be an integer in [1, 1048576]
+ * (got -3)". */
 int surge_trainer_config_validate(const struct surge_trainer_config *cfg,
                                   char *err, size_t errlen);
 
 /* surge_trainer_config_from_json - override fields of cfg from the JSON
- * object text json (len bytes; the study file's "trainer" section). Keys:
- * layers (array of ints), activation ("relu"|"gelu"|"tanh"), optimizer
- * ("adam"|"adamw"|"sgd"), schedule ("constant"|"cosine"|"step"), out_norm
- * ("global"|"element"), backend ("cpu"|"cuda"|"auto"), precision
- * ("fp32"|"tf32"|"bf16"), the numbers above by field name.
- * Unknown keys, wrong types and unknown names are rejected with SURGE_ECONFIG
- * and err naming the key ("trainer.activation: unknown 'foo' (expected relu,
- * gelu or tanh)"). Does not validate ranges: call validate after setting
- * n_inputs/n_outputs. On error cfg may be partly updated. */
+ * object text json (len bytes; the study file's "trainer" section without
+ * the server's loop keys), key by key through surge_trainer_keys: unknown
+ * keys, wrong types, unknown names and values out of a key's bounds are
+ * rejected with SURGE_ECONFIG and err naming the key and the value
+ * ("trainer.activation: must be one of: relu, gelu, tanh (got \"foo\")").
+ * Rules across keys are left to _check/_validate (call it after setting
+ * n_inputs/n_outputs). On error cfg may be partly updated. */
 int surge_trainer_config_from_json(struct surge_trainer_config *cfg,
                                    const char *json, size_t len, char *err,
                                    size_t errlen);

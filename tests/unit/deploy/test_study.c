@@ -2,8 +2,9 @@
  * tests/unit/deploy/test_study.c - the study file parser: good files and
  * their defaults, and every error path with the message it must give (the
  * key's path first). Also command splitting and placeholder expansion, the
- * JSON round trip of the effective study, and that docs/configuration.md
- * documents every key of the table.
+ * JSON round trip of the effective study. The key tables themselves (one
+ * row per key, the trainer's shared with its own parser, the docs) are
+ * checked by test_keys.c.
  */
 #include "config.h"
 
@@ -20,11 +21,6 @@
 #include <cmocka.h>
 
 #include "deploy/study.h"
-#include "deploy/study_config.h"
-
-#ifndef SURGE_TOP_SRCDIR
-#define SURGE_TOP_SRCDIR "."
-#endif
 
 #define P1 "[{\"name\": \"a\", \"min\": 0, \"max\": 1}]"
 #define P2                                                                     \
@@ -129,12 +125,12 @@ test_minimal_defaults(void **state)
     assert_int_equal(s->server_max_partial_bytes, 256u << 20);
     assert_int_equal(s->res_policy, 2); /* reservoir */
     assert_int_equal(s->res_capacity_bytes, UINT64_C(1) << 30);
-    assert_int_equal(s->tr_nlayers, 3);
-    assert_int_equal(s->tr_layers[0], 256);
-    assert_true(s->tr_lr == 1e-3);
-    assert_int_equal(s->tr_seed, 42);
-    assert_string_equal(s->tr_backend, "cpu");
-    assert_int_equal(s->tr_precision, 0); /* fp32 */
+    assert_int_equal(s->trainer.n_layers, 3);
+    assert_int_equal(s->trainer.layers[0], 256);
+    assert_true(s->trainer.lr == 1e-3);
+    assert_int_equal(s->trainer.seed, 42);
+    assert_string_equal(s->trainer.backend, "cpu");
+    assert_int_equal(s->trainer.precision, 0); /* fp32 */
     assert_string_equal(s->study_dir, "/base");
     surge_study_destroy(&s);
     assert_null(s);
@@ -197,12 +193,12 @@ test_full_file(void **state)
     assert_int_equal(s->res_epochs, 3);
     assert_true(s->res_rate_spi == 2.5);
     assert_int_equal(s->tr_enabled, 1);
-    assert_int_equal(s->tr_nlayers, 2);
-    assert_int_equal(s->tr_layers[1], 16);
-    assert_int_equal(s->tr_activation, 2);
-    assert_int_equal(s->tr_optimizer, 2);
-    assert_int_equal(s->tr_schedule, 1);
-    assert_string_equal(s->tr_backend, "cuda");
+    assert_int_equal(s->trainer.n_layers, 2);
+    assert_int_equal(s->trainer.layers[1], 16);
+    assert_int_equal(s->trainer.activation, 2);
+    assert_int_equal(s->trainer.optimizer, 2);
+    assert_int_equal(s->trainer.schedule, 1);
+    assert_string_equal(s->trainer.backend, "cuda");
     surge_study_destroy(&s);
 }
 
@@ -268,8 +264,8 @@ test_round_trip(void **state)
     char *b = surge_study_to_json(t);
     assert_non_null(b);
     assert_string_equal(a, b);
-    assert_true(t->tr_lr == 0.1234567890123);
-    assert_int_equal(t->tr_nlayers, 0);
+    assert_true(t->trainer.lr == 0.1234567890123);
+    assert_int_equal(t->trainer.n_layers, 0);
     assert_int_equal(t->ranks, 3);
     assert_true(t->res_rate_min_diff == -5.5);
     free(a);
@@ -374,7 +370,7 @@ test_bad_json(void **state)
         "trainer.backend: must be one of: cpu, cuda, auto");
     expect_error(
         study_text(NULL, NULL, NULL, "\"trainer\": {\"precision\": \"bf16\"}"),
-        "", "trainer.precision: tf32 and bf16 need backend cuda");
+        "", "trainer.precision: bf16 needs backend cuda");
     expect_error(
         study_text(NULL, NULL, NULL, "\"reservoir\": {\"rate\": {\"spi\": 1}}"),
         "reservoir.rate.spi: ", "unknown key");
@@ -646,68 +642,6 @@ test_load_errors(void **state)
 }
 
 /* docs/configuration.md documents every key of the table. */
-static void
-test_docs_name_every_key(void **state)
-{
-    (void)state;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/docs/configuration.md", SURGE_TOP_SRCDIR);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        print_error("cannot open %s\n", path);
-    }
-    assert_non_null(f);
-    static char text[1 << 20];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    size_t nkeys;
-    const char *const *keys = surge_study_key_paths(&nkeys);
-    assert_true(nkeys > 50);
-    int missing = 0;
-    for (size_t i = 0; i < nkeys; i++) {
-        char quoted[300];
-        snprintf(quoted, sizeof quoted, "`%s`", keys[i]);
-        if (strstr(text, quoted) == NULL) {
-            print_error("docs/configuration.md does not document %s\n", quoted);
-            missing++;
-        }
-    }
-    assert_int_equal(missing, 0);
-}
-
-/* The study's trainer keys repeat the trainer library's own (deploy/study.c
- * has a table with defaults; trainer/config.c has its defaults): a study
- * that says nothing about the trainer must give exactly the library's
- * defaults, so the two can never drift apart unnoticed. */
-static void
-test_trainer_defaults_match_library(void **state)
-{
-    (void)state;
-    surge_study *s = parse_ok(study_text(NULL, NULL, NULL, NULL));
-    struct surge_trainer_config from_study;
-    struct surge_trainer_config library;
-    surge_study_trainer_config(s, 6, 4096, &from_study);
-    surge_trainer_config_defaults(&library);
-    library.n_inputs = 6;
-    library.n_outputs = 4096;
-    assert_int_equal(from_study.n_layers, library.n_layers);
-    for (int i = 0; i < library.n_layers; i++) {
-        assert_int_equal(from_study.layers[i], library.layers[i]);
-    }
-    assert_int_equal(from_study.activation, library.activation);
-    assert_int_equal(from_study.optimizer, library.optimizer);
-    assert_int_equal(from_study.schedule, library.schedule);
-    assert_int_equal(from_study.batch_size, library.batch_size);
-    assert_int_equal(from_study.out_norm, library.out_norm);
-    assert_int_equal(from_study.out_norm_samples, library.out_norm_samples);
-    assert_string_equal(from_study.backend, library.backend);
-    /* Every field at once, the ones above included (both start from a
-     * zeroed struct, so padding compares equal too). */
-    assert_memory_equal(&from_study, &library, sizeof library);
-    surge_study_destroy(&s);
-}
-
 int
 main(void)
 {
@@ -724,8 +658,6 @@ main(void)
         cmocka_unit_test(test_bad_parameters),
         cmocka_unit_test(test_bad_solver_and_sampler),
         cmocka_unit_test(test_load_errors),
-        cmocka_unit_test(test_docs_name_every_key),
-        cmocka_unit_test(test_trainer_defaults_match_library),
     };
     return cmocka_run_group_tests_name("deploy/study", tests, NULL, NULL);
 }

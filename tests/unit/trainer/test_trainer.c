@@ -1058,44 +1058,51 @@ test_config_errors(void **state)
     c.layers[1] = -3;
     assert_int_equal(surge_trainer_config_validate(&c, err, sizeof err),
                      SURGE_ECONFIG);
-    assert_string_equal(err, "trainer.layers[1]: must be > 0 (got -3)");
+    assert_string_equal(
+        err, "trainer.layers[1]: must be an integer in [1, 1048576] (got -3)");
     surge_trainer *t = NULL;
     assert_int_equal(surge_trainer_create(&c, &t, err, sizeof err),
                      SURGE_ECONFIG);
     assert_null(t);
 
     expect_json_error("{\"activation\": \"foo\"}",
-                      "trainer.activation: unknown 'foo' (expected relu, "
-                      "gelu or tanh)");
+                      "trainer.activation: must be one of: relu, gelu, tanh "
+                      "(got \"foo\")");
     expect_json_error("{\"layers\": [64, -1]}",
-                      "trainer.layers[1]: must be > 0 (got -1)");
+                      "trainer.layers[1]: must be an integer in [1, 1048576] "
+                      "(got -1)");
     expect_json_error("{\"layers\": [64, 0, 3]}",
-                      "trainer.layers[1]: must be > 0 (got 0)");
+                      "trainer.layers[1]: must be an integer in [1, 1048576] "
+                      "(got 0)");
     expect_json_error("{\"layers\": [64, 2.5]}",
-                      "trainer.layers[1]: must be an integer");
+                      "trainer.layers[1]: must be an integer in [1, 1048576] "
+                      "(got 2.5)");
     expect_json_error("{\"layers\": 64}", "trainer.layers: must be an array");
     expect_json_error("{\"lerning_rate\": 0.1}",
                       "trainer.lerning_rate: unknown key");
     expect_json_error("{\"lr\": \"fast\"}", "trainer.lr: must be a number");
     expect_json_error("{\"lr\": -1}", "trainer.lr: must be > 0");
     expect_json_error("{\"optimizer\": \"adagrad\"}",
-                      "trainer.optimizer: unknown 'adagrad'");
+                      "trainer.optimizer: must be one of: adam, adamw, sgd "
+                      "(got \"adagrad\")");
     expect_json_error("{\"schedule\": \"cosine\"}",
                       "trainer.total_steps: must be > warmup_steps");
     expect_json_error("{\"schedule\": \"step\", \"gamma\": 0}",
-                      "trainer.gamma: must be in (0, 1]");
+                      "trainer.gamma: must be in (0, 1] (got 0)");
     expect_json_error("{\"beta2\": 1.0}", "trainer.beta2: must be in [0, 1)");
     expect_json_error("{\"batch_size\": 0}", "trainer.batch_size");
     expect_json_error("{\"threads\": -2}", "trainer.threads");
     expect_json_error("{\"grad_clip\": -1}", "trainer.grad_clip");
     expect_json_error("{\"backend\": \"tpu\"}",
-                      "trainer.backend: unknown 'tpu'");
-    expect_json_error("{\"seed\": -5}", "trainer.seed: must be >= 0");
+                      "trainer.backend: must be one of: cpu, cuda, auto "
+                      "(got \"tpu\")");
+    expect_json_error("{\"seed\": -5}",
+                      "trainer.seed: must be an integer >= 0 (got -5)");
     expect_json_error("{\"lr\": 1e-3,}", "trainer: invalid JSON");
     expect_json_error("[1, 2]", "trainer: must be a JSON object");
     expect_json_error("{\"layers\": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,"
                       "17]}",
-                      "trainer.layers: at most 16 hidden layers");
+                      "trainer.layers: at most 16 entries (got 17)");
 
     /* A good section sets every kind of key. */
     const char *good = "{\"layers\": [1024, 1024, 1024], \"activation\": "

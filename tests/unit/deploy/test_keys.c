@@ -1,0 +1,534 @@
+/*
+ * tests/unit/deploy/test_keys.c - every configuration key lives in one
+ * table (common/keytab.h). The trainer's keys (trainer/config.c,
+ * surge_trainer_keys) are the rows the study parser uses for the "trainer"
+ * section, not a copy: both parsers accept and refuse the same values, with
+ * the same message, at bounds read from the table here (so a bound changed
+ * in the table moves what both accept). No key is listed twice, and
+ * docs/configuration.md documents each key with the table's type, bounds,
+ * names and default.
+ */
+#include "config.h"
+
+#include <limits.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "common/keytab.h"
+#include "deploy/study.h"
+#include "trainer/trainer.h"
+
+#ifndef SURGE_TOP_SRCDIR
+#define SURGE_TOP_SRCDIR "."
+#endif
+
+/* Values that the rules across keys accept whatever the key probed is:
+ * min_lr <= lr, total_steps > warmup_steps for cosine, a precision other
+ * than fp32 needs a backend other than cpu. */
+#define CONTEXT                                                                \
+    "{\"backend\": \"auto\", \"lr\": 100, \"total_steps\": 1000000000}"
+
+/* Parse the trainer section text (a JSON object) with both parsers:
+ * the trainer's own into *lib (from its defaults), the study parser into
+ * *study (the study's trainer struct). Returns the two return codes; the
+ * messages go to err_lib and err_study. */
+static void
+parse_both(const char *section, struct surge_trainer_config *lib, int *rc_lib,
+           char *err_lib, struct surge_trainer_config *study, int *rc_study,
+           char *err_study)
+{
+    surge_trainer_config_defaults(lib);
+    *rc_lib = surge_trainer_config_from_json(lib, section, strlen(section),
+                                             err_lib, 512);
+    char text[4096];
+    snprintf(text, sizeof text,
+             "{\"parameters\": [{\"name\": \"a\", \"min\": 0, \"max\": 1}], "
+             "\"sampler\": {\"runs\": 2}, \"solver\": {\"command\": \"p\"}, "
+             "\"trainer\": %s}",
+             section);
+    surge_study *s = NULL;
+    *rc_study = surge_study_parse(&s, text, "<test>", "/", err_study, 512);
+    if (s != NULL) {
+        *study = s->trainer;
+        surge_study_destroy(&s);
+    }
+}
+
+/* The context with key k set to the JSON value v (text). */
+static void
+section_with(const struct surge_key *k, const char *v, char *out, size_t cap)
+{
+    json_error_t jerr;
+    json_t *o = json_loads(CONTEXT, 0, &jerr);
+    json_t *x = json_loads(v, JSON_DECODE_ANY, &jerr);
+    assert_non_null(o);
+    assert_non_null(x);
+    assert_int_equal(json_object_set_new(o, k->name, x), 0);
+    char *t = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    assert_non_null(t);
+    snprintf(out, cap, "%s", t);
+    free(t);
+    json_decref(o);
+}
+
+/* A value of key k inside its bounds and, where it can be, not its
+ * default, as JSON text. */
+static void
+probe_value(const struct surge_key *k, char *buf, size_t cap)
+{
+    bool no_max = (k->flags & SURGE_KEY_NO_MAX) != 0;
+    switch (k->type) {
+    case SURGE_KEY_ENUM:
+    case SURGE_KEY_STR:
+        assert_non_null(k->choices);
+        snprintf(buf, cap, "\"%s\"", k->choices[1]);
+        return;
+    case SURGE_KEY_INT:
+        snprintf(buf, cap, "%.0f", no_max ? k->min + 7 : k->max);
+        return;
+    case SURGE_KEY_INTV:
+        snprintf(buf, cap, "[%.0f, %.0f]", k->min, k->max);
+        return;
+    case SURGE_KEY_NUM:
+        if (k->flags & SURGE_KEY_NO_MIN) {
+            snprintf(buf, cap, "1.5");
+        } else if (no_max) {
+            snprintf(buf, cap, "%.17g", k->min + 1.5);
+        } else {
+            snprintf(buf, cap, "%.17g", k->min + (k->max - k->min) / 4);
+        }
+        return;
+    default:
+        fail_msg("trainer.%s: a type this test does not probe", k->name);
+    }
+}
+
+static void
+test_one_table(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    const char *const *paths = surge_study_key_paths(&n);
+    /* No path twice in the study (its own rows, the trainer's, those with
+     * their own code). */
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = i + 1; j < n; j++) {
+            if (strcmp(paths[i], paths[j]) == 0) {
+                fail_msg("%s is listed twice", paths[i]);
+            }
+        }
+    }
+    /* Every trainer key is the study's key of the same name: the same row,
+     * not a copy of it. */
+    size_t ntrainer = 0;
+    for (const struct surge_key *k = surge_trainer_keys; k->name != NULL; k++) {
+        char path[128];
+        snprintf(path, sizeof path, "trainer.%s", k->name);
+        if (surge_study_key(path) != k) {
+            fail_msg("%s: the study does not read the trainer's row", path);
+        }
+        for (const struct surge_key *o = surge_trainer_keys; o != k; o++) {
+            assert_string_not_equal(o->name, k->name);
+        }
+        assert_non_null(k->def); /* the trainer has a default for each */
+        if (k->type == SURGE_KEY_INT && k->size == sizeof(int)) {
+            /* An int field: its bound must fit the field. */
+            assert_false(k->flags & SURGE_KEY_NO_MAX);
+            assert_true(k->max <= INT_MAX);
+        }
+        ntrainer++;
+    }
+    assert_true(ntrainer >= 20);
+    /* The defaults pass the table's own checks and the rules across keys;
+     * a study that says nothing gives exactly them. */
+    struct surge_trainer_config lib, study;
+    char e1[512], e2[512];
+    int r1, r2;
+    memset(&lib, 0xa5, sizeof lib);
+    assert_int_equal(surge_keytab_defaults(surge_trainer_keys, &lib, e1, 512),
+                     0);
+    assert_int_equal(surge_trainer_config_check(&lib, e1, sizeof e1), 0);
+    parse_both("{}", &lib, &r1, e1, &study, &r2, e2);
+    assert_int_equal(r1, 0);
+    assert_int_equal(r2, 0);
+    assert_memory_equal(&lib, &study, sizeof lib);
+}
+
+/* Each trainer key, set to a value other than its default, lands in the
+ * same field with the same value through both parsers. */
+static void
+test_both_parsers_read_every_key(void **state)
+{
+    (void)state;
+    for (const struct surge_key *k = surge_trainer_keys; k->name != NULL; k++) {
+        char v[128], section[1024], e1[512] = "", e2[512] = "";
+        struct surge_trainer_config lib, study, dflt;
+        int r1, r2;
+        probe_value(k, v, sizeof v);
+        section_with(k, v, section, sizeof section);
+        parse_both(section, &lib, &r1, e1, &study, &r2, e2);
+        if (r1 != 0 || r2 != 0) {
+            fail_msg("%s: trainer %d '%s', study %d '%s'", section, r1, e1, r2,
+                     e2);
+        }
+        assert_memory_equal(&lib, &study, sizeof lib);
+        /* The probe changed the field (or equals the default). */
+        surge_trainer_config_defaults(&dflt);
+        json_t *def = json_loads(k->def, JSON_DECODE_ANY, NULL);
+        json_t *got = json_loads(v, JSON_DECODE_ANY, NULL);
+        if (!json_equal(def, got)) {
+            assert_true(memcmp((char *)&lib + k->off, (char *)&dflt + k->off,
+                               k->size) != 0);
+        }
+        json_decref(def);
+        json_decref(got);
+    }
+}
+
+/* Set the field of an INT or NUM key to v, as the field's type. */
+static void
+set_field(const struct surge_key *k, struct surge_trainer_config *c, double v)
+{
+    char *slot = (char *)c + k->off;
+    if (k->type == SURGE_KEY_NUM) {
+        memcpy(slot, &v, sizeof v);
+    } else if (k->size == sizeof(int)) {
+        int x = (int)v;
+        memcpy(slot, &x, sizeof x);
+    } else {
+        int64_t x = (int64_t)v;
+        memcpy(slot, &x, sizeof x);
+    }
+}
+
+/* Both parsers refuse value v (JSON text) of key k with the same message;
+ * with a scalar (the same value as a number), _check refuses it in a
+ * struct with the same words. */
+static void
+expect_refused(const struct surge_key *k, const char *v, const double *scalar)
+{
+    char section[1024], e1[512] = "", e2[512] = "", e3[512] = "";
+    struct surge_trainer_config lib, study;
+    int r1, r2;
+    section_with(k, v, section, sizeof section);
+    parse_both(section, &lib, &r1, e1, &study, &r2, e2);
+    if (r1 != SURGE_ECONFIG || r2 != SURGE_ECONFIG || strcmp(e1, e2) != 0) {
+        fail_msg("%s: trainer %d '%s', study %d '%s'", section, r1, e1, r2, e2);
+    }
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "trainer.%s", k->name);
+    assert_memory_equal(e1, prefix, strlen(prefix));
+    if (scalar != NULL) {
+        struct surge_trainer_config c;
+        surge_trainer_config_defaults(&c);
+        set_field(k, &c, *scalar);
+        assert_int_equal(surge_trainer_config_check(&c, e3, sizeof e3),
+                         SURGE_ECONFIG);
+        /* The same expectation, up to the value quoted. */
+        size_t n = strcspn(e1, "(");
+        assert_memory_equal(e1, e3, n);
+    }
+}
+
+static void
+expect_accepted(const struct surge_key *k, const char *v)
+{
+    char section[1024], e1[512] = "", e2[512] = "";
+    struct surge_trainer_config lib, study;
+    int r1, r2;
+    section_with(k, v, section, sizeof section);
+    parse_both(section, &lib, &r1, e1, &study, &r2, e2);
+    if (r1 != 0 || r2 != 0) {
+        fail_msg("%s: trainer %d '%s', study %d '%s'", section, r1, e1, r2, e2);
+    }
+}
+
+/* Values just inside and just outside each key's bounds, read from the
+ * table: both parsers and _check agree on every one. */
+static void
+test_bounds_come_from_the_table(void **state)
+{
+    (void)state;
+    int refused = 0;
+    for (const struct surge_key *k = surge_trainer_keys; k->name != NULL; k++) {
+        char v[128];
+        if (k->choices != NULL) {
+            expect_refused(k, "\"no-such-name\"", NULL);
+            expect_refused(k, "1", NULL);
+            for (int i = 0; k->choices[i] != NULL; i++) {
+                snprintf(v, sizeof v, "\"%s\"", k->choices[i]);
+                expect_accepted(k, v);
+            }
+            refused++;
+            continue;
+        }
+        bool integer = k->type == SURGE_KEY_INT || k->type == SURGE_KEY_INTV;
+        const char *fmt = k->type == SURGE_KEY_INTV ? "[%.17g]" : "%.17g";
+        bool scalar = k->type != SURGE_KEY_INTV;
+        double step = integer ? 1 : 0.5;
+        if (!(k->flags & SURGE_KEY_NO_MIN)) {
+            double lo =
+                (k->flags & SURGE_KEY_MIN_EXCL) ? k->min : k->min - step;
+            snprintf(v, sizeof v, fmt, lo);
+            expect_refused(k, v, scalar ? &lo : NULL);
+            refused++;
+            if (!(k->flags & SURGE_KEY_MIN_EXCL)) {
+                snprintf(v, sizeof v, fmt, k->min);
+                expect_accepted(k, v);
+            }
+        }
+        if (!(k->flags & SURGE_KEY_NO_MAX)) {
+            double hi =
+                (k->flags & SURGE_KEY_MAX_EXCL) ? k->max : k->max + step;
+            snprintf(v, sizeof v, fmt, hi);
+            expect_refused(k, v, scalar ? &hi : NULL);
+            refused++;
+            if (!(k->flags & SURGE_KEY_MAX_EXCL)) {
+                snprintf(v, sizeof v, fmt, k->max);
+                expect_accepted(k, v);
+            }
+        }
+        if (integer) {
+            expect_refused(k, scalar ? "1.5" : "[1.5]", NULL);
+        }
+        if (k->type == SURGE_KEY_INTV) {
+            /* One entry more than the field holds. */
+            size_t cap = k->size / sizeof(int), o = 0;
+            char many[512];
+            o += (size_t)snprintf(many + o, sizeof many - o, "[");
+            for (size_t i = 0; i <= cap; i++) {
+                o += (size_t)snprintf(many + o, sizeof many - o, "%s%.0f",
+                                      i > 0 ? ", " : "", k->min);
+            }
+            snprintf(many + o, sizeof many - o, "]");
+            expect_refused(k, many, NULL);
+        }
+    }
+    assert_true(refused >= 25);
+}
+
+/* ---- docs/configuration.md against the tables ---- */
+
+/* A bound as the page writes it: 1, 0.5, 1e300, 2^20, 2^32-1, 10^7; false
+ * for a word (lr, min_diff: a rule across keys, not a bound). */
+static bool
+doc_number(const char *s, size_t len, double *out)
+{
+    char buf[64];
+    if (len == 0 || len >= sizeof buf) {
+        return false;
+    }
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    char *end;
+    double v = strtod(buf, &end);
+    if (end == buf) {
+        return false;
+    }
+    if (*end == '^') {
+        char *e2;
+        double ex = strtod(end + 1, &e2);
+        v = pow(v, ex);
+        end = e2;
+    }
+    if (*end == '-' || *end == '+') {
+        char *e3;
+        double d = strtod(end, &e3);
+        v += d;
+        end = e3;
+    }
+    *out = v;
+    return *end == '\0';
+}
+
+/* Check the page's type column t against key k; NULL or a reason. */
+static const char *
+doc_type_mismatch(const struct surge_key *k, const char *t, char *why,
+                  size_t cap)
+{
+    if (k->choices != NULL) {
+        char want[256] = "";
+        size_t o = 0;
+        for (int i = 0; k->choices[i] != NULL; i++) {
+            o += (size_t)snprintf(want + o, sizeof want - o, "%s`%s`",
+                                  i > 0 ? ", " : "", k->choices[i]);
+        }
+        if (strcmp(t, want) != 0) {
+            snprintf(why, cap, "names '%s', the table %s", t, want);
+            return why;
+        }
+        return NULL;
+    }
+    static const struct {
+        enum surge_key_type type;
+        const char *word;
+    } words[] = {{SURGE_KEY_INT, "integer"},  {SURGE_KEY_NUM, "number"},
+                 {SURGE_KEY_SIZE, "size"},    {SURGE_KEY_BOOL, "boolean"},
+                 {SURGE_KEY_INTV, "list of"}, {SURGE_KEY_CUSTOM, "list of"}};
+    const char *word = NULL;
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        if (words[i].type == k->type) {
+            word = words[i].word;
+        }
+    }
+    if (k->type == SURGE_KEY_STR) {
+        word = (k->flags & SURGE_KEY_NAME) ? "name" : "string";
+    }
+    if (word == NULL || strncmp(t, word, strlen(word)) != 0) {
+        snprintf(why, cap, "type '%s', the table's is not '%s'", t,
+                 word != NULL ? word : "?");
+        return why;
+    }
+    /* Bounds: "> X", ">= X", "in [A, B)" ... where the page has them. */
+    const char *b = strstr(t, " in ");
+    const char *ge = strstr(t, " >= ");
+    const char *gt = strstr(t, " > ");
+    double lo, hi;
+    bool lo_excl = false, hi_excl = false, have_lo = false, have_hi = false;
+    if (b != NULL) {
+        const char *open = b + 4;
+        const char *comma = strchr(open, ',');
+        const char *close = comma != NULL ? strpbrk(comma, ")]") : NULL;
+        if (comma == NULL || close == NULL) {
+            snprintf(why, cap, "bounds '%s' unreadable", t);
+            return why;
+        }
+        lo_excl = *open == '(';
+        hi_excl = *close == ')';
+        have_lo = doc_number(open + 1, (size_t)(comma - open - 1), &lo);
+        have_hi = doc_number(comma + 2, (size_t)(close - comma - 2), &hi);
+    } else if (ge != NULL || gt != NULL) {
+        const char *x = ge != NULL ? ge + 4 : gt + 3;
+        lo_excl = ge == NULL;
+        have_lo = doc_number(x, strlen(x), &lo);
+        hi = 0;
+        have_hi = false;
+        if (have_lo && !(k->flags & SURGE_KEY_NO_MAX)) {
+            snprintf(why, cap, "'%s' has no upper bound, the table %g", t,
+                     k->max);
+            return why;
+        }
+    } else if (k->type == SURGE_KEY_NUM && !(k->flags & SURGE_KEY_NO_MIN)) {
+        snprintf(why, cap, "'%s' has no bounds, the table has", t);
+        return why;
+    }
+    if (have_lo &&
+        (lo != k->min || lo_excl != !!(k->flags & SURGE_KEY_MIN_EXCL) ||
+         (k->flags & SURGE_KEY_NO_MIN))) {
+        snprintf(why, cap, "lower bound '%s', the table %s%g", t,
+                 (k->flags & SURGE_KEY_MIN_EXCL) ? ">" : ">=", k->min);
+        return why;
+    }
+    if (have_hi && ((k->flags & SURGE_KEY_NO_MAX) || hi != k->max ||
+                    hi_excl != !!(k->flags & SURGE_KEY_MAX_EXCL))) {
+        snprintf(why, cap, "upper bound '%s', the table %s%g", t,
+                 (k->flags & SURGE_KEY_MAX_EXCL) ? "<" : "<=", k->max);
+        return why;
+    }
+    return NULL;
+}
+
+static void
+test_docs_match_the_tables(void **state)
+{
+    (void)state;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/docs/configuration.md", SURGE_TOP_SRCDIR);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        print_error("cannot open %s\n", path);
+    }
+    assert_non_null(f);
+    char line[8192];
+    int rows = 0, bad = 0;
+    size_t n = 0;
+    const char *const *paths = surge_study_key_paths(&n);
+    bool *documented = calloc(n, sizeof *documented);
+    assert_non_null(documented);
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "## What a study writes", 22) == 0) {
+            break; /* the rest of the page has files, not keys */
+        }
+        /* A key's row: | `path` | type | default | meaning | */
+        if (strncmp(line, "| `", 3) != 0) {
+            continue;
+        }
+        char *name = line + 3;
+        char *tick = strchr(name, '`');
+        if (tick == NULL || tick[1] != ' ' || tick[2] != '|') {
+            continue;
+        }
+        *tick = '\0';
+        if (name[0] == '{' || name[0] == '-' || strchr(name, '.') == NULL) {
+            continue; /* placeholders, flags, environment variables */
+        }
+        char *type = tick + 4;
+        char *sep = strstr(type, " | ");
+        assert_non_null(sep);
+        *sep = '\0';
+        char *dflt = sep + 3;
+        sep = strstr(dflt, " | ");
+        assert_non_null(sep);
+        *sep = '\0';
+        size_t i;
+        for (i = 0; i < n && strcmp(paths[i], name) != 0; i++) {
+        }
+        if (i == n) {
+            print_error("docs: `%s` is not a key of the tables\n", name);
+            bad++;
+            continue;
+        }
+        documented[i] = true;
+        rows++;
+        const struct surge_key *k = surge_study_key(name);
+        if (k == NULL) {
+            continue; /* a key with its own code (parameters, command) */
+        }
+        char why[512];
+        if (doc_type_mismatch(k, type, why, sizeof why) != NULL) {
+            print_error("docs: `%s`: %s\n", name, why);
+            bad++;
+        }
+        char want[256];
+        snprintf(want, sizeof want, "`%s`", k->def);
+        if (k->def != NULL && strcmp(dflt, want) != 0) {
+            print_error("docs: `%s`: default %s, the table's %s\n", name, dflt,
+                        want);
+            bad++;
+        }
+    }
+    fclose(f);
+    /* Every key has its row ("parameters", a section of its own, has a
+     * heading). */
+    for (size_t i = 0; i < n; i++) {
+        if (!documented[i] && strchr(paths[i], '.') != NULL) {
+            print_error("docs: no row for `%s`\n", paths[i]);
+            bad++;
+        }
+    }
+    free(documented);
+    assert_true(rows > 80);
+    assert_int_equal(bad, 0);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_table),
+        cmocka_unit_test(test_both_parsers_read_every_key),
+        cmocka_unit_test(test_bounds_come_from_the_table),
+        cmocka_unit_test(test_docs_match_the_tables),
+    };
+    return cmocka_run_group_tests_name("keys", tests, NULL, NULL);
+}
