@@ -21,27 +21,32 @@
 #include "common/keytab.h"
 #include "common/protocol.h"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-fail(char *err, size_t errlen, const char *fmt, ...)
+int
+surge_keytab_verror(char *err, size_t errlen, const char *fmt, va_list ap)
 {
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-        /* Keys and values come from a file and are quoted in the message,
-         * which must stay one line (a log line, a terminal): control
-         * characters (a key "r\nks" decoded from JSON) become '?'. */
-        for (char *c = err; *c != '\0'; c++) {
-            if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-                *c = '?';
-            }
+    if (err == NULL || errlen == 0) {
+        return SURGE_ECONFIG;
+    }
+    vsnprintf(err, errlen, fmt, ap);
+    /* Keys and values come from a file and are quoted in the message,
+     * which must stay one line (a log line, a terminal): control
+     * characters (a key "r\nks" decoded from JSON) become '?'. */
+    for (char *c = err; *c != '\0'; c++) {
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+            *c = '?';
         }
     }
     return SURGE_ECONFIG;
+}
+
+int
+surge_keytab_error(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = surge_keytab_verror(err, errlen, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 const struct surge_key *
@@ -257,28 +262,32 @@ set_str(const struct surge_key *k, char *slot, const char *path, json_t *v,
     char bt[256], got[96];
     if (!json_is_string(v)) {
         got_json(v, got, sizeof got);
-        return fail(err, errlen, "%s: must be a string%s", path, got);
+        return surge_keytab_error(err, errlen, "%s: must be a string%s", path,
+                                  got);
     }
     const char *str = json_string_value(v);
     if (strlen(str) != json_string_length(v)) {
-        return fail(err, errlen, "%s: must not contain NUL characters", path);
+        return surge_keytab_error(err, errlen,
+                                  "%s: must not contain NUL characters", path);
     }
     if (k->choices != NULL && surge_keytab_choice_index(k, str) < 0) {
         expected(k, bt, sizeof bt);
         got_json(v, got, sizeof got);
-        return fail(err, errlen, "%s: %s%s", path, bt, got);
+        return surge_keytab_error(err, errlen, "%s: %s%s", path, bt, got);
     }
     if ((k->flags & SURGE_KEY_NAME) && !surge_proto_valid_name(str)) {
-        return fail(err, errlen,
-                    "%s: must be 1 to 64 characters of [A-Za-z0-9_.-]", path);
+        return surge_keytab_error(
+            err, errlen, "%s: must be 1 to 64 characters of [A-Za-z0-9_.-]",
+            path);
     }
     if ((k->flags & SURGE_KEY_NONEMPTY) && str[0] == '\0') {
-        return fail(err, errlen, "%s: must not be empty", path);
+        return surge_keytab_error(err, errlen, "%s: must not be empty", path);
     }
     if (k->size > 0) {
         if (strlen(str) >= k->size) {
-            return fail(err, errlen, "%s: too long (at most %zu bytes)", path,
-                        k->size - 1);
+            return surge_keytab_error(err, errlen,
+                                      "%s: too long (at most %zu bytes)", path,
+                                      k->size - 1);
         }
         snprintf(slot, k->size, "%s", str);
         return 0;
@@ -302,16 +311,16 @@ set_intv(const struct surge_key *k, void *base, const char *path, json_t *v,
     size_t cap = k->size / sizeof(int);
     if (!json_is_array(v)) {
         got_json(v, got, sizeof got);
-        return fail(err, errlen, "%s: must be an array of integers%s", path,
-                    got);
+        return surge_keytab_error(
+            err, errlen, "%s: must be an array of integers%s", path, got);
     }
     size_t n = json_array_size(v);
     if ((k->flags & SURGE_KEY_NONEMPTY) && n == 0) {
-        return fail(err, errlen, "%s: must not be empty", path);
+        return surge_keytab_error(err, errlen, "%s: must not be empty", path);
     }
     if (n > cap) {
-        return fail(err, errlen, "%s: at most %zu entries (got %zu)", path, cap,
-                    n);
+        return surge_keytab_error(
+            err, errlen, "%s: at most %zu entries (got %zu)", path, cap, n);
     }
     int a[256];
     if (cap > sizeof a / sizeof a[0]) {
@@ -325,7 +334,8 @@ set_intv(const struct surge_key *k, void *base, const char *path, json_t *v,
             json_integer_value(e) > INT_MAX) {
             expected(k, bt, sizeof bt);
             got_json(e, got, sizeof got);
-            return fail(err, errlen, "%s[%zu]: %s%s", path, i, bt, got);
+            return surge_keytab_error(err, errlen, "%s[%zu]: %s%s", path, i, bt,
+                                      got);
         }
         a[i] = (int)json_integer_value(e);
     }
@@ -343,7 +353,7 @@ bad(const struct surge_key *k, const char *path, json_t *v, char *err,
     char bt[256], got[96];
     expected(k, bt, sizeof bt);
     got_json(v, got, sizeof got);
-    return fail(err, errlen, "%s: %s%s", path, bt, got);
+    return surge_keytab_error(err, errlen, "%s: %s%s", path, bt, got);
 }
 
 int
@@ -379,7 +389,8 @@ surge_keytab_set(const struct surge_key *k, void *base, const char *path,
     case SURGE_KEY_NUM: {
         if (!json_is_number(v)) {
             got_json(v, got, sizeof got);
-            return fail(err, errlen, "%s: must be a number%s", path, got);
+            return surge_keytab_error(err, errlen, "%s: must be a number%s",
+                                      path, got);
         }
         double x = json_number_value(v);
         if (!in_bounds(k, x)) {
@@ -391,7 +402,8 @@ surge_keytab_set(const struct surge_key *k, void *base, const char *path,
     case SURGE_KEY_BOOL: {
         if (!json_is_boolean(v)) {
             got_json(v, got, sizeof got);
-            return fail(err, errlen, "%s: must be true or false%s", path, got);
+            return surge_keytab_error(err, errlen,
+                                      "%s: must be true or false%s", path, got);
         }
         int b = json_is_true(v) ? 1 : 0;
         memcpy(slot, &b, sizeof b);
@@ -413,8 +425,8 @@ surge_keytab_set(const struct surge_key *k, void *base, const char *path,
     case SURGE_KEY_CUSTOM:
         break;
     }
-    return fail(err, errlen, "%s: not a value the key table sets (a bug)",
-                path);
+    return surge_keytab_error(
+        err, errlen, "%s: not a value the key table sets (a bug)", path);
 }
 
 int
@@ -430,8 +442,8 @@ surge_keytab_defaults(const struct surge_key *t, void *base, char *err,
             json_error_t jerr;
             json_t *v = json_loads(t->def, JSON_DECODE_ANY, &jerr);
             if (v == NULL) {
-                return fail(err, errlen, "%s: bad built-in default (a bug)",
-                            t->name);
+                return surge_keytab_error(
+                    err, errlen, "%s: bad built-in default (a bug)", t->name);
             }
             rc = surge_keytab_set(t, base, t->name, v, err, errlen);
             json_decref(v);
@@ -454,8 +466,8 @@ surge_keytab_check(const struct surge_key *k, const void *base,
     case SURGE_KEY_INT: {
         int64_t x = get_int(k, slot);
         if (!in_bounds(k, (double)x)) {
-            return fail(err, errlen, "%s: %s (got %lld)", path, bt,
-                        (long long)x);
+            return surge_keytab_error(err, errlen, "%s: %s (got %lld)", path,
+                                      bt, (long long)x);
         }
         return 0;
     }
@@ -463,8 +475,8 @@ surge_keytab_check(const struct surge_key *k, const void *base,
         uint64_t x;
         memcpy(&x, slot, sizeof x);
         if (!in_bounds(k, (double)x)) {
-            return fail(err, errlen, "%s: %s (got %llu)", path, bt,
-                        (unsigned long long)x);
+            return surge_keytab_error(err, errlen, "%s: %s (got %llu)", path,
+                                      bt, (unsigned long long)x);
         }
         return 0;
     }
@@ -473,7 +485,8 @@ surge_keytab_check(const struct surge_key *k, const void *base,
         memcpy(&x, slot, sizeof x);
         if (!in_bounds(k, x)) {
             fmt_num(got, sizeof got, x);
-            return fail(err, errlen, "%s: %s (got %s)", path, bt, got);
+            return surge_keytab_error(err, errlen, "%s: %s (got %s)", path, bt,
+                                      got);
         }
         return 0;
     }
@@ -484,7 +497,7 @@ surge_keytab_check(const struct surge_key *k, const void *base,
         bool ok = k->type == SURGE_KEY_BOOL ? (x == 0 || x == 1)
                                             : x >= 0 && x < n_choices(k);
         if (!ok) {
-            return fail(
+            return surge_keytab_error(
                 err, errlen, "%s: %s (got the value %d)", path,
                 k->type == SURGE_KEY_BOOL ? "must be true or false" : bt, x);
         }
@@ -495,16 +508,19 @@ surge_keytab_check(const struct surge_key *k, const void *base,
         if (k->size == 0) {
             memcpy(&s, slot, sizeof s);
         } else if (memchr(slot, '\0', k->size) == NULL) {
-            return fail(err, errlen, "%s: not a terminated string", path);
+            return surge_keytab_error(err, errlen,
+                                      "%s: not a terminated string", path);
         }
         if (s == NULL) {
             return 0;
         }
         if (k->choices != NULL && surge_keytab_choice_index(k, s) < 0) {
-            return fail(err, errlen, "%s: %s (got \"%.64s\")", path, bt, s);
+            return surge_keytab_error(err, errlen, "%s: %s (got \"%.64s\")",
+                                      path, bt, s);
         }
         if ((k->flags & SURGE_KEY_NONEMPTY) && s[0] == '\0') {
-            return fail(err, errlen, "%s: must not be empty", path);
+            return surge_keytab_error(err, errlen, "%s: must not be empty",
+                                      path);
         }
         return 0;
     }
@@ -512,14 +528,16 @@ surge_keytab_check(const struct surge_key *k, const void *base,
         int n;
         memcpy(&n, (const char *)base + k->off2, sizeof n);
         if (n < 0 || (size_t)n > k->size / sizeof(int)) {
-            return fail(err, errlen, "%s: at most %zu entries (got %d)", path,
-                        k->size / sizeof(int), n);
+            return surge_keytab_error(err, errlen,
+                                      "%s: at most %zu entries (got %d)", path,
+                                      k->size / sizeof(int), n);
         }
         for (int i = 0; i < n; i++) {
             int x;
             memcpy(&x, slot + (size_t)i * sizeof x, sizeof x);
             if (!in_bounds(k, x)) {
-                return fail(err, errlen, "%s[%d]: %s (got %d)", path, i, bt, x);
+                return surge_keytab_error(err, errlen, "%s[%d]: %s (got %d)",
+                                          path, i, bt, x);
             }
         }
         return 0;

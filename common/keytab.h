@@ -24,6 +24,7 @@
 #ifndef SURGE_COMMON_KEYTAB_H
 #define SURGE_COMMON_KEYTAB_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -80,6 +81,17 @@ struct surge_key {
 
 /* SURGE_KEY_CHOICES("a", "b") - a NULL-terminated list for choices. */
 #define SURGE_KEY_CHOICES(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* surge_keytab_error - format a configuration error into err (errlen
+ * bytes, always terminated; nothing when err is NULL or errlen 0) as one
+ * line: control characters of keys and values quoted from a file become
+ * '?'. Returns SURGE_ECONFIG, for `return surge_keytab_error(...)`. */
+int surge_keytab_error(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* surge_keytab_verror - the same with a va_list. */
+int surge_keytab_verror(char *err, size_t errlen, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* surge_keytab_find - the row of table t called name, or NULL. */
 const struct surge_key *surge_keytab_find(const struct surge_key *t,

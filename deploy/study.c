@@ -288,21 +288,13 @@ static int fail(struct parser *p, const char *fmt, ...)
 static int
 fail(struct parser *p, const char *fmt, ...)
 {
-    if (p->err != NULL && p->errcap > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(p->err, p->errcap, fmt, ap);
-        va_end(ap);
-        /* Keys and values from the file are quoted in the message, which
-         * must stay one line (a log line, a terminal): control characters
-         * (a key "r\nks" decoded from JSON) become '?'. Found by fuzzing. */
-        for (char *c = p->err; *c != '\0'; c++) {
-            if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-                *c = '?';
-            }
-        }
-    }
-    return SURGE_ECONFIG;
+    /* One line, control characters of the file's keys and values shown as
+     * '?' (found by fuzzing). */
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = surge_keytab_verror(p->err, p->errcap, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 /* ------------------------------------------------------------ strv */

@@ -147,21 +147,6 @@ surge_trainer_config_defaults(struct surge_trainer_config *cfg)
     (void)surge_keytab_defaults(surge_trainer_keys, cfg, NULL, 0);
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return SURGE_ECONFIG;
-}
-
 int
 surge_trainer_config_check(const struct surge_trainer_config *c, char *err,
                            size_t errlen)
@@ -180,21 +165,24 @@ surge_trainer_config_check(const struct surge_trainer_config *c, char *err,
     /* Rules across keys. */
     if (c->schedule == SURGE_SCHED_COSINE &&
         c->total_steps <= c->warmup_steps) {
-        return fail(err, errlen,
-                    "trainer.total_steps: must be > warmup_steps (%ld) for "
-                    "the cosine schedule (got %ld)",
-                    c->warmup_steps, c->total_steps);
+        return surge_keytab_error(
+            err, errlen,
+            "trainer.total_steps: must be > warmup_steps (%ld) for "
+            "the cosine schedule (got %ld)",
+            c->warmup_steps, c->total_steps);
     }
     if (c->min_lr > c->lr) {
-        return fail(err, errlen, "trainer.min_lr: must be <= lr (%g) (got %g)",
-                    c->lr, c->min_lr);
+        return surge_keytab_error(err, errlen,
+                                  "trainer.min_lr: must be <= lr (%g) (got %g)",
+                                  c->lr, c->min_lr);
     }
     if (strcmp(c->backend, "cpu") == 0 &&
         c->precision != SURGE_PRECISION_FP32) {
-        return fail(err, errlen,
-                    "trainer.precision: %s needs backend cuda or auto (the "
-                    "cpu backend computes in fp32)",
-                    surge_trainer_precision_name(c->precision));
+        return surge_keytab_error(
+            err, errlen,
+            "trainer.precision: %s needs backend cuda or auto (the "
+            "cpu backend computes in fp32)",
+            surge_trainer_precision_name(c->precision));
     }
     return 0;
 }
@@ -208,24 +196,28 @@ surge_trainer_config_validate(const struct surge_trainer_config *c, char *err,
         return rc;
     }
     if (c->n_inputs < 1 || c->n_inputs > SURGE_TRAINER_MAX_WIDTH) {
-        return fail(err, errlen, "trainer.n_inputs: must be in 1..%d (got %d)",
-                    SURGE_TRAINER_MAX_WIDTH, c->n_inputs);
+        return surge_keytab_error(err, errlen,
+                                  "trainer.n_inputs: must be in 1..%d (got %d)",
+                                  SURGE_TRAINER_MAX_WIDTH, c->n_inputs);
     }
     if (c->n_outputs < 1 || c->n_outputs > SURGE_TRAINER_MAX_WIDTH) {
-        return fail(err, errlen, "trainer.n_outputs: must be in 1..%d (got %d)",
-                    SURGE_TRAINER_MAX_WIDTH, c->n_outputs);
+        return surge_keytab_error(
+            err, errlen, "trainer.n_outputs: must be in 1..%d (got %d)",
+            SURGE_TRAINER_MAX_WIDTH, c->n_outputs);
     }
     if (mlp_count_params(c->n_inputs, c->n_outputs, c->n_layers, c->layers) ==
         0) {
-        return fail(err, errlen,
-                    "trainer.layers: the model has more than %ld parameters",
-                    (long)SURGE_TRAINER_MAX_PARAMS);
+        return surge_keytab_error(
+            err, errlen,
+            "trainer.layers: the model has more than %ld parameters",
+            (long)SURGE_TRAINER_MAX_PARAMS);
     }
     if (strcmp(c->backend, "cuda") == 0 &&
         surge_backend_find(c->backend) == NULL) {
-        return fail(err, errlen,
-                    "trainer.backend: cuda: this build has no CUDA backend "
-                    "(configure --with-cuda), use cpu or auto");
+        return surge_keytab_error(
+            err, errlen,
+            "trainer.backend: cuda: this build has no CUDA backend "
+            "(configure --with-cuda), use cpu or auto");
     }
     return 0;
 }
@@ -240,17 +232,17 @@ surge_trainer_config_from_json(struct surge_trainer_config *cfg,
         err[0] = '\0';
     }
     if (json == NULL) {
-        return fail(err, errlen, "trainer: no JSON text");
+        return surge_keytab_error(err, errlen, "trainer: no JSON text");
     }
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        return fail(err, errlen,
-                    "trainer: invalid JSON at line %d column %d: %s", jerr.line,
-                    jerr.column, jerr.text);
+        return surge_keytab_error(
+            err, errlen, "trainer: invalid JSON at line %d column %d: %s",
+            jerr.line, jerr.column, jerr.text);
     }
     int rc = 0;
     if (!json_is_object(root)) {
-        rc = fail(err, errlen, "trainer: must be a JSON object");
+        rc = surge_keytab_error(err, errlen, "trainer: must be a JSON object");
         goto out;
     }
     const char *key;
@@ -259,7 +251,8 @@ surge_trainer_config_from_json(struct surge_trainer_config *cfg,
     {
         const struct surge_key *k = surge_keytab_find(surge_trainer_keys, key);
         if (k == NULL) {
-            rc = fail(err, errlen, "trainer.%.64s: unknown key", key);
+            rc = surge_keytab_error(err, errlen, "trainer.%.64s: unknown key",
+                                    key);
             goto out;
         }
         char path[64];

@@ -276,25 +276,22 @@ test_bounds_come_from_the_table(void **state)
         const char *fmt = k->type == SURGE_KEY_INTV ? "[%.17g]" : "%.17g";
         bool scalar = k->type != SURGE_KEY_INTV;
         double step = integer ? 1 : 0.5;
-        if (!(k->flags & SURGE_KEY_NO_MIN)) {
-            double lo =
-                (k->flags & SURGE_KEY_MIN_EXCL) ? k->min : k->min - step;
-            snprintf(v, sizeof v, fmt, lo);
-            expect_refused(k, v, scalar ? &lo : NULL);
-            refused++;
-            if (!(k->flags & SURGE_KEY_MIN_EXCL)) {
-                snprintf(v, sizeof v, fmt, k->min);
-                expect_accepted(k, v);
+        /* Each bound: just outside it refused, on it accepted (unless
+         * the interval is open there). */
+        for (int side = 0; side < 2; side++) {
+            unsigned none = side == 0 ? SURGE_KEY_NO_MIN : SURGE_KEY_NO_MAX;
+            unsigned excl = side == 0 ? SURGE_KEY_MIN_EXCL : SURGE_KEY_MAX_EXCL;
+            double edge = side == 0 ? k->min : k->max;
+            double out =
+                (k->flags & excl) ? edge : edge + (side == 0 ? -step : step);
+            if (k->flags & none) {
+                continue;
             }
-        }
-        if (!(k->flags & SURGE_KEY_NO_MAX)) {
-            double hi =
-                (k->flags & SURGE_KEY_MAX_EXCL) ? k->max : k->max + step;
-            snprintf(v, sizeof v, fmt, hi);
-            expect_refused(k, v, scalar ? &hi : NULL);
+            snprintf(v, sizeof v, fmt, out);
+            expect_refused(k, v, scalar ? &out : NULL);
             refused++;
-            if (!(k->flags & SURGE_KEY_MAX_EXCL)) {
-                snprintf(v, sizeof v, fmt, k->max);
+            if (!(k->flags & excl)) {
+                snprintf(v, sizeof v, fmt, edge);
                 expect_accepted(k, v);
             }
         }
