@@ -149,6 +149,34 @@ test_one_table(void **state)
         ntrainer++;
     }
     assert_true(ntrainer >= 20);
+    /* An ENUM row's names are in its enum's order. */
+    static const struct {
+        const char *name;
+        int (*parse)(const char *);
+        int value;
+    } names[] = {
+        {"relu", surge_trainer_activation_parse, SURGE_ACT_RELU},
+        {"gelu", surge_trainer_activation_parse, SURGE_ACT_GELU},
+        {"tanh", surge_trainer_activation_parse, SURGE_ACT_TANH},
+        {"adam", surge_trainer_optimizer_parse, SURGE_OPT_ADAM},
+        {"adamw", surge_trainer_optimizer_parse, SURGE_OPT_ADAMW},
+        {"sgd", surge_trainer_optimizer_parse, SURGE_OPT_SGD},
+        {"constant", surge_trainer_schedule_parse, SURGE_SCHED_CONSTANT},
+        {"cosine", surge_trainer_schedule_parse, SURGE_SCHED_COSINE},
+        {"step", surge_trainer_schedule_parse, SURGE_SCHED_STEP},
+        {"fp32", surge_trainer_precision_parse, SURGE_PRECISION_FP32},
+        {"tf32", surge_trainer_precision_parse, SURGE_PRECISION_TF32},
+        {"bf16", surge_trainer_precision_parse, SURGE_PRECISION_BF16},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        assert_int_equal(names[i].parse(names[i].name), names[i].value);
+    }
+    const struct surge_key *on = surge_study_key("trainer.out_norm");
+    assert_non_null(on);
+    assert_int_equal(surge_keytab_choice_index(on, "global"),
+                     SURGE_OUTNORM_GLOBAL);
+    assert_int_equal(surge_keytab_choice_index(on, "element"),
+                     SURGE_OUTNORM_ELEMENT);
     /* The defaults pass the table's own checks and the rules across keys;
      * a study that says nothing gives exactly them. */
     struct surge_trainer_config lib, study;
