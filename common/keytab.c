@@ -1,6 +1,8 @@
 /*
- * common/keytab.c - the setter, checker and printer of configuration key
- * tables (common/keytab.h), on jansson values.
+ * common/keytab.c - the part of configuration key tables (common/keytab.h)
+ * that needs no JSON library: rows, bounds, the typed setters that every
+ * decoder shares (common/keytab_impl.h), defaults read from their text,
+ * checks of a filled struct and the message formatter.
  */
 #include "config.h"
 
@@ -14,11 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include <surge/error.h>
 
 #include "common/keytab.h"
+#include "common/keytab_impl.h"
 #include "common/protocol.h"
 
 int
@@ -143,19 +144,6 @@ expected(const struct surge_key *k, char *buf, size_t cap)
     }
 }
 
-/* The value the user gave, short: ' (got -1)', ' (got "foo")'. */
-static void
-got_json(json_t *v, char *buf, size_t cap)
-{
-    char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-    if (text == NULL) {
-        buf[0] = '\0';
-        return;
-    }
-    snprintf(buf, cap, " (got %.64s%s)", text, strlen(text) > 64 ? "..." : "");
-    free(text);
-}
-
 static bool
 in_bounds(const struct surge_key *k, double v)
 {
@@ -183,33 +171,87 @@ int_is_narrow(const struct surge_key *k)
     return k->size == sizeof(int);
 }
 
-static int64_t
-get_int(const struct surge_key *k, const void *slot)
+static bool
+int_is_unsigned(const struct surge_key *k)
 {
+    return (k->flags & SURGE_KEY_UNSIGNED) != 0;
+}
+
+int64_t
+keytab_get_int(const struct surge_key *k, const void *base)
+{
+    const char *slot = (const char *)base + k->off;
     if (int_is_narrow(k)) {
+        if (int_is_unsigned(k)) {
+            unsigned x;
+            memcpy(&x, slot, sizeof x);
+            return x;
+        }
         int x;
         memcpy(&x, slot, sizeof x);
         return x;
     }
-    int64_t x;
+    int64_t x; /* a uint64_t field's value when <= INT64_MAX */
     memcpy(&x, slot, sizeof x);
     return x;
 }
 
-/* x in the field's width, false when it does not fit. */
+/* The INT field's value as a double, for bounds and messages (a uint64_t
+ * field may hold more than INT64_MAX when code filled it). */
+static double
+int_value(const struct surge_key *k, const void *base)
+{
+    if (!int_is_narrow(k) && int_is_unsigned(k)) {
+        uint64_t x;
+        memcpy(&x, (const char *)base + k->off, sizeof x);
+        return (double)x;
+    }
+    return (double)keytab_get_int(k, base);
+}
+
+/* x in the field's width and signedness, false when it does not fit. */
 static bool
 put_int(const struct surge_key *k, void *slot, int64_t x)
 {
+    if (int_is_unsigned(k) && x < 0) {
+        return false;
+    }
     if (int_is_narrow(k)) {
-        if (x < INT_MIN || x > INT_MAX) {
+        if (int_is_unsigned(k) ? x > (int64_t)UINT_MAX
+                               : (x < INT_MIN || x > INT_MAX)) {
             return false;
         }
-        int v = (int)x;
-        memcpy(slot, &v, sizeof v);
+        if (int_is_unsigned(k)) {
+            unsigned v = (unsigned)x;
+            memcpy(slot, &v, sizeof v);
+        } else {
+            int v = (int)x;
+            memcpy(slot, &v, sizeof v);
+        }
         return true;
     }
-    memcpy(slot, &x, sizeof x);
+    memcpy(slot, &x, sizeof x); /* int64_t, or uint64_t with x >= 0 */
     return true;
+}
+
+static bool
+bool_is_narrow(const struct surge_key *k)
+{
+    return k->size == sizeof(bool);
+}
+
+int
+keytab_get_bool(const struct surge_key *k, const void *base)
+{
+    const char *slot = (const char *)base + k->off;
+    if (bool_is_narrow(k)) {
+        unsigned char b; /* a bool's byte: 0 or 1 when it is one */
+        memcpy(&b, slot, sizeof b);
+        return b;
+    }
+    int x;
+    memcpy(&x, slot, sizeof x);
+    return x;
 }
 
 static int
@@ -255,25 +297,92 @@ parse_size_text(const char *s, uint64_t *out)
     return -EINVAL;
 }
 
-static int
-set_str(const struct surge_key *k, char *slot, const char *path, json_t *v,
-        char *err, size_t errlen)
+/* ------------------------------------------------------------ setters */
+
+int
+keytab_bad(const struct surge_key *k, const char *path, const char *got,
+           char *err, size_t errlen)
 {
-    char bt[256], got[96];
-    if (!json_is_string(v)) {
-        got_json(v, got, sizeof got);
-        return surge_keytab_error(err, errlen, "%s: must be a string%s", path,
-                                  got);
+    char bt[256];
+    expected(k, bt, sizeof bt);
+    return surge_keytab_error(err, errlen, "%s: %s%s", path, bt, got);
+}
+
+int
+keytab_put_int(const struct surge_key *k, void *base, const char *path,
+               int64_t x, const char *got, char *err, size_t errlen)
+{
+    if (!in_bounds(k, (double)x) || !put_int(k, (char *)base + k->off, x)) {
+        return keytab_bad(k, path, got, err, errlen);
     }
-    const char *str = json_string_value(v);
-    if (strlen(str) != json_string_length(v)) {
-        return surge_keytab_error(err, errlen,
-                                  "%s: must not contain NUL characters", path);
+    return 0;
+}
+
+int
+keytab_put_size(const struct surge_key *k, void *base, const char *path,
+                uint64_t x, const char *got, char *err, size_t errlen)
+{
+    if (!in_bounds(k, (double)x)) {
+        return keytab_bad(k, path, got, err, errlen);
     }
+    memcpy((char *)base + k->off, &x, sizeof x);
+    return 0;
+}
+
+int
+keytab_put_size_text(const struct surge_key *k, void *base, const char *path,
+                     const char *text, const char *got, char *err,
+                     size_t errlen)
+{
+    uint64_t x = 0;
+    if (parse_size_text(text, &x) != 0) {
+        return keytab_bad(k, path, got, err, errlen);
+    }
+    return keytab_put_size(k, base, path, x, got, err, errlen);
+}
+
+int
+keytab_put_num(const struct surge_key *k, void *base, const char *path,
+               double x, const char *got, char *err, size_t errlen)
+{
+    if (!in_bounds(k, x)) {
+        return keytab_bad(k, path, got, err, errlen);
+    }
+    memcpy((char *)base + k->off, &x, sizeof x);
+    return 0;
+}
+
+void
+keytab_put_bool(const struct surge_key *k, void *base, bool b)
+{
+    char *slot = (char *)base + k->off;
+    if (bool_is_narrow(k)) {
+        memcpy(slot, &b, sizeof b);
+    } else {
+        int x = b ? 1 : 0;
+        memcpy(slot, &x, sizeof x);
+    }
+}
+
+int
+keytab_put_enum(const struct surge_key *k, void *base, const char *path,
+                const char *name, const char *got, char *err, size_t errlen)
+{
+    int i = surge_keytab_choice_index(k, name);
+    if (i < 0) {
+        return keytab_bad(k, path, got, err, errlen);
+    }
+    memcpy((char *)base + k->off, &i, sizeof i);
+    return 0;
+}
+
+int
+keytab_put_str(const struct surge_key *k, void *base, const char *path,
+               const char *str, const char *got, char *err, size_t errlen)
+{
+    char *slot = (char *)base + k->off;
     if (k->choices != NULL && surge_keytab_choice_index(k, str) < 0) {
-        expected(k, bt, sizeof bt);
-        got_json(v, got, sizeof got);
-        return surge_keytab_error(err, errlen, "%s: %s%s", path, bt, got);
+        return keytab_bad(k, path, got, err, errlen);
     }
     if ((k->flags & SURGE_KEY_NAME) && !surge_proto_valid_name(str)) {
         return surge_keytab_error(
@@ -303,18 +412,11 @@ set_str(const struct surge_key *k, char *slot, const char *path, json_t *v,
     return 0;
 }
 
-static int
-set_intv(const struct surge_key *k, void *base, const char *path, json_t *v,
-         char *err, size_t errlen)
+int
+keytab_put_intv(const struct surge_key *k, void *base, const char *path,
+                const int64_t *a, size_t n, char *err, size_t errlen)
 {
-    char bt[256], got[96];
     size_t cap = k->size / sizeof(int);
-    if (!json_is_array(v)) {
-        got_json(v, got, sizeof got);
-        return surge_keytab_error(
-            err, errlen, "%s: must be an array of integers%s", path, got);
-    }
-    size_t n = json_array_size(v);
     if ((k->flags & SURGE_KEY_NONEMPTY) && n == 0) {
         return surge_keytab_error(err, errlen, "%s: must not be empty", path);
     }
@@ -322,111 +424,153 @@ set_intv(const struct surge_key *k, void *base, const char *path, json_t *v,
         return surge_keytab_error(
             err, errlen, "%s: at most %zu entries (got %zu)", path, cap, n);
     }
-    int a[256];
-    if (cap > sizeof a / sizeof a[0]) {
+    int v[256];
+    if (cap > sizeof v / sizeof v[0]) {
         return SURGE_EINTERNAL;
     }
     for (size_t i = 0; i < n; i++) {
-        json_t *e = json_array_get(v, i);
-        if (!json_is_integer(e) ||
-            !in_bounds(k, (double)json_integer_value(e)) ||
-            json_integer_value(e) < INT_MIN ||
-            json_integer_value(e) > INT_MAX) {
+        if (!in_bounds(k, (double)a[i]) || a[i] < INT_MIN || a[i] > INT_MAX) {
+            char bt[256];
             expected(k, bt, sizeof bt);
-            got_json(e, got, sizeof got);
-            return surge_keytab_error(err, errlen, "%s[%zu]: %s%s", path, i, bt,
-                                      got);
+            return surge_keytab_error(err, errlen, "%s[%zu]: %s (got %lld)",
+                                      path, i, bt, (long long)a[i]);
         }
-        a[i] = (int)json_integer_value(e);
+        v[i] = (int)a[i];
     }
     int count = (int)n;
-    memcpy((char *)base + k->off, a, n * sizeof(int));
+    memcpy((char *)base + k->off, v, n * sizeof(int));
     memcpy((char *)base + k->off2, &count, sizeof count);
     return 0;
 }
 
-/* The message for value v of key k out of its type or bounds. */
-static int
-bad(const struct surge_key *k, const char *path, json_t *v, char *err,
-    size_t errlen)
+/* ------------------------------------------------------------ defaults */
+
+/* An integer that is the whole of text. */
+static bool
+text_int(const char *text, int64_t *out)
 {
-    char bt[256], got[96];
-    expected(k, bt, sizeof bt);
-    got_json(v, got, sizeof got);
-    return surge_keytab_error(err, errlen, "%s: %s%s", path, bt, got);
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (end == text || *end != '\0' || errno == ERANGE) {
+        return false;
+    }
+    *out = v;
+    return true;
 }
 
-int
-surge_keytab_set(const struct surge_key *k, void *base, const char *path,
-                 json_t *v, char *err, size_t errlen)
+/* A JSON string literal without escapes: its contents into buf. */
+static bool
+text_string(const char *text, char *buf, size_t cap)
 {
-    char *slot = (char *)base + k->off;
-    char got[96];
+    size_t n = strlen(text);
+    if (n < 2 || text[0] != '"' || text[n - 1] != '"' || n - 2 >= cap ||
+        memchr(text + 1, '"', n - 2) != NULL ||
+        memchr(text + 1, '\\', n - 2) != NULL) {
+        return false;
+    }
+    memcpy(buf, text + 1, n - 2);
+    buf[n - 2] = '\0';
+    return true;
+}
+
+/* "[1, 2, 3]": at most cap integers. */
+static bool
+text_intv(const char *text, int64_t *a, size_t cap, size_t *n)
+{
+    const char *c = text;
+    *n = 0;
+    if (*c++ != '[') {
+        return false;
+    }
+    while (*c == ' ') {
+        c++;
+    }
+    if (*c == ']') {
+        return c[1] == '\0';
+    }
+    for (;;) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(c, &end, 10);
+        if (end == c || errno == ERANGE || *n == cap) {
+            return false;
+        }
+        a[(*n)++] = v;
+        c = end;
+        while (*c == ' ') {
+            c++;
+        }
+        if (*c == ']') {
+            return c[1] == '\0';
+        }
+        if (*c++ != ',') {
+            return false;
+        }
+    }
+}
+
+/* Set key k at base from its default's text (common/keytab.h). */
+static int
+set_default(const struct surge_key *k, void *base, char *err, size_t errlen)
+{
+    const char *t = k->def;
+    char got[160], str[128], *end;
+    int64_t i;
+    size_t n;
+    snprintf(got, sizeof got, " (got %.64s)", t);
     switch (k->type) {
-    case SURGE_KEY_STR:
-        return set_str(k, slot, path, v, err, errlen);
     case SURGE_KEY_INT:
-        if (!json_is_integer(v) ||
-            !in_bounds(k, (double)json_integer_value(v)) ||
-            !put_int(k, slot, (int64_t)json_integer_value(v))) {
-            return bad(k, path, v, err, errlen);
+        if (text_int(t, &i)) {
+            return keytab_put_int(k, base, k->name, i, got, err, errlen);
         }
-        return 0;
-    case SURGE_KEY_SIZE: {
-        uint64_t x = 0;
-        if (json_is_integer(v) && json_integer_value(v) >= 0) {
-            x = (uint64_t)json_integer_value(v);
-        } else if (!json_is_string(v) ||
-                   parse_size_text(json_string_value(v), &x) != 0) {
-            return bad(k, path, v, err, errlen);
+        break;
+    case SURGE_KEY_SIZE:
+        if (text_int(t, &i) && i >= 0) {
+            return keytab_put_size(k, base, k->name, (uint64_t)i, got, err,
+                                   errlen);
         }
-        if (!in_bounds(k, (double)x)) {
-            return bad(k, path, v, err, errlen);
+        if (text_string(t, str, sizeof str)) {
+            return keytab_put_size_text(k, base, k->name, str, got, err,
+                                        errlen);
         }
-        memcpy(slot, &x, sizeof x);
-        return 0;
-    }
+        break;
     case SURGE_KEY_NUM: {
-        if (!json_is_number(v)) {
-            got_json(v, got, sizeof got);
-            return surge_keytab_error(err, errlen, "%s: must be a number%s",
-                                      path, got);
+        double x = strtod(t, &end);
+        if (end != t && *end == '\0') {
+            return keytab_put_num(k, base, k->name, x, got, err, errlen);
         }
-        double x = json_number_value(v);
-        if (!in_bounds(k, x)) {
-            return bad(k, path, v, err, errlen);
-        }
-        memcpy(slot, &x, sizeof x);
-        return 0;
-    }
-    case SURGE_KEY_BOOL: {
-        if (!json_is_boolean(v)) {
-            got_json(v, got, sizeof got);
-            return surge_keytab_error(err, errlen,
-                                      "%s: must be true or false%s", path, got);
-        }
-        int b = json_is_true(v) ? 1 : 0;
-        memcpy(slot, &b, sizeof b);
-        return 0;
-    }
-    case SURGE_KEY_ENUM: {
-        int i = json_is_string(v)
-                    ? surge_keytab_choice_index(k, json_string_value(v))
-                    : -1;
-        if (i < 0) {
-            return bad(k, path, v, err, errlen);
-        }
-        memcpy(slot, &i, sizeof i);
-        return 0;
-    }
-    case SURGE_KEY_INTV:
-        return set_intv(k, base, path, v, err, errlen);
-    case SURGE_KEY_TABLE:
-    case SURGE_KEY_CUSTOM:
         break;
     }
-    return surge_keytab_error(
-        err, errlen, "%s: not a value the key table sets (a bug)", path);
+    case SURGE_KEY_BOOL:
+        if (strcmp(t, "true") == 0 || strcmp(t, "false") == 0) {
+            keytab_put_bool(k, base, t[0] == 't');
+            return 0;
+        }
+        break;
+    case SURGE_KEY_ENUM:
+        if (text_string(t, str, sizeof str)) {
+            return keytab_put_enum(k, base, k->name, str, got, err, errlen);
+        }
+        break;
+    case SURGE_KEY_STR:
+        if (text_string(t, str, sizeof str)) {
+            return keytab_put_str(k, base, k->name, str, got, err, errlen);
+        }
+        break;
+    case SURGE_KEY_INTV: {
+        int64_t a[256];
+        if (text_intv(t, a, sizeof a / sizeof a[0], &n)) {
+            return keytab_put_intv(k, base, k->name, a, n, err, errlen);
+        }
+        break;
+    }
+    case SURGE_KEY_TABLE:
+    case SURGE_KEY_CUSTOM:
+        return 0;
+    }
+    return surge_keytab_error(err, errlen, "%s: bad built-in default %s (a bug)",
+                              k->name, t);
 }
 
 int
@@ -438,15 +582,8 @@ surge_keytab_defaults(const struct surge_key *t, void *base, char *err,
         if (t->type == SURGE_KEY_TABLE) {
             rc = surge_keytab_defaults(t->sub, (char *)base + t->off, err,
                                        errlen);
-        } else if (t->def != NULL && t->type != SURGE_KEY_CUSTOM) {
-            json_error_t jerr;
-            json_t *v = json_loads(t->def, JSON_DECODE_ANY, &jerr);
-            if (v == NULL) {
-                return surge_keytab_error(
-                    err, errlen, "%s: bad built-in default (a bug)", t->name);
-            }
-            rc = surge_keytab_set(t, base, t->name, v, err, errlen);
-            json_decref(v);
+        } else if (t->def != NULL) {
+            rc = set_default(t, base, err, errlen);
         }
         if (rc != 0) {
             return rc == SURGE_ECONFIG ? SURGE_EINTERNAL : rc;
@@ -454,6 +591,8 @@ surge_keytab_defaults(const struct surge_key *t, void *base, char *err,
     }
     return 0;
 }
+
+/* ------------------------------------------------------------ checks */
 
 int
 surge_keytab_check(const struct surge_key *k, const void *base,
@@ -464,10 +603,11 @@ surge_keytab_check(const struct surge_key *k, const void *base,
     expected(k, bt, sizeof bt);
     switch (k->type) {
     case SURGE_KEY_INT: {
-        int64_t x = get_int(k, slot);
-        if (!in_bounds(k, (double)x)) {
-            return surge_keytab_error(err, errlen, "%s: %s (got %lld)", path,
-                                      bt, (long long)x);
+        double x = int_value(k, base);
+        if (!in_bounds(k, x)) {
+            fmt_num(got, sizeof got, x);
+            return surge_keytab_error(err, errlen, "%s: %s (got %s)", path, bt,
+                                      got);
         }
         return 0;
     }
@@ -493,7 +633,11 @@ surge_keytab_check(const struct surge_key *k, const void *base,
     case SURGE_KEY_BOOL:
     case SURGE_KEY_ENUM: {
         int x;
-        memcpy(&x, slot, sizeof x);
+        if (k->type == SURGE_KEY_BOOL) {
+            x = keytab_get_bool(k, base);
+        } else {
+            memcpy(&x, slot, sizeof x);
+        }
         bool ok = k->type == SURGE_KEY_BOOL ? (x == 0 || x == 1)
                                             : x >= 0 && x < n_choices(k);
         if (!ok) {
@@ -562,55 +706,3 @@ surge_keytab_free(const struct surge_key *k, void *base)
     }
 }
 
-json_t *
-surge_keytab_to_json(const struct surge_key *k, const void *base)
-{
-    const char *slot = (const char *)base + k->off;
-    switch (k->type) {
-    case SURGE_KEY_STR: {
-        const char *s = slot;
-        if (k->size == 0) {
-            memcpy(&s, slot, sizeof s);
-        }
-        return s != NULL ? json_string(s) : NULL;
-    }
-    case SURGE_KEY_INT:
-        return json_integer((json_int_t)get_int(k, slot));
-    case SURGE_KEY_SIZE: {
-        uint64_t x;
-        memcpy(&x, slot, sizeof x);
-        return json_integer((json_int_t)x);
-    }
-    case SURGE_KEY_NUM: {
-        double x;
-        memcpy(&x, slot, sizeof x);
-        return json_real(x);
-    }
-    case SURGE_KEY_BOOL:
-    case SURGE_KEY_ENUM: {
-        int x;
-        memcpy(&x, slot, sizeof x);
-        return k->type == SURGE_KEY_BOOL
-                   ? json_boolean(x)
-                   : json_string(surge_keytab_choice(k, x));
-    }
-    case SURGE_KEY_INTV: {
-        int n;
-        memcpy(&n, (const char *)base + k->off2, sizeof n);
-        json_t *a = json_array();
-        for (int i = 0; a != NULL && i < n; i++) {
-            int x;
-            memcpy(&x, slot + (size_t)i * sizeof x, sizeof x);
-            if (json_array_append_new(a, json_integer(x)) != 0) {
-                json_decref(a);
-                return NULL;
-            }
-        }
-        return a;
-    }
-    case SURGE_KEY_TABLE:
-    case SURGE_KEY_CUSTOM:
-        break;
-    }
-    return NULL;
-}

@@ -18,6 +18,20 @@
  * of docs/configuration.md, and quote the value given (control characters
  * shown as '?', so that a message stays one line).
  *
+ * Two libraries. The row type, the defaults, the value checks and the
+ * message formatter (common/keytab.c) need no JSON library: they are part
+ * of libsurge_common, so that a folder without jansson (reservoir/, whose
+ * keys are surge_reservoir_keys) applies its own defaults and checks from
+ * its table. Reading and writing JSON values (common/keytab_json.c) is
+ * libsurge_keytab, with jansson.
+ *
+ * A default is the key's value as JSON text, as docs/configuration.md
+ * shows it ("0.6", "\"1GiB\"", "[256, 256]"): a number, an integer, a
+ * string without escapes, true or false, or an array of integers. The
+ * core reads that small subset itself and stores it through the same
+ * checks as a user's value (surge_keytab_set), so a default can never
+ * bypass them.
+ *
  * Threads: tables are constant data; every function is reentrant.
  * Errors: 0, SURGE_ECONFIG with the message in err, or -ENOMEM.
  */
@@ -35,10 +49,11 @@ struct json_t; /* jansson's json_t; callers of the JSON calls include it */
 
 enum surge_key_type {
     SURGE_KEY_INT,   /* integer in bounds: an int field (size 4) or an
-                        8-byte one (int64_t, long, uint64_t; size 0 = 8) */
+                        8-byte one (int64_t, long; size 0 = 8); with
+                        SURGE_KEY_UNSIGNED, unsigned or uint64_t, size_t */
     SURGE_KEY_SIZE,  /* uint64_t bytes: an integer or "256MiB" */
     SURGE_KEY_NUM,   /* double, finite, in bounds */
-    SURGE_KEY_BOOL,  /* int 0 or 1 */
+    SURGE_KEY_BOOL,  /* int 0 or 1; a bool when size is sizeof(bool) */
     SURGE_KEY_ENUM,  /* int: index of the value in choices */
     SURGE_KEY_STR,   /* size 0: char * owned by the struct (freed by
                         surge_keytab_free); size > 0: char[size]; with
@@ -58,7 +73,8 @@ enum surge_key_flag {
     SURGE_KEY_NO_MAX = 1 << 2,   /* no upper bound */
     SURGE_KEY_NONEMPTY = 1 << 3, /* STR, INTV, CUSTOM lists: not empty */
     SURGE_KEY_NAME = 1 << 4,     /* STR: [A-Za-z0-9_.-], 1..64 bytes */
-    SURGE_KEY_NO_MIN = 1 << 5    /* NUM: no lower bound */
+    SURGE_KEY_NO_MIN = 1 << 5,   /* NUM: no lower bound */
+    SURGE_KEY_UNSIGNED = 1 << 6  /* INT: the field is unsigned (min >= 0) */
 };
 
 struct surge_key {
@@ -68,8 +84,9 @@ struct surge_key {
     enum surge_key_type type;    /* what the value is, where it goes */
     size_t off;                  /* offset of the field in the struct */
     size_t off2;                 /* INTV: offset of the int count */
-    const char *def;             /* default as JSON text, applied through
-                                    the setter; NULL: no default */
+    const char *def;             /* default as JSON text (see above),
+                                    applied through the setter's checks;
+                                    NULL: no default */
     double min;                  /* lower bound (INT, SIZE, NUM, INTV) */
     double max;                  /* upper bound unless SURGE_KEY_NO_MAX */
     unsigned flags;              /* enum surge_key_flag */
@@ -81,6 +98,8 @@ struct surge_key {
 
 /* SURGE_KEY_CHOICES("a", "b") - a NULL-terminated list for choices. */
 #define SURGE_KEY_CHOICES(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* ---- libsurge_common (common/keytab.c): no JSON library ---- */
 
 /* surge_keytab_error - format a configuration error into err (errlen
  * bytes, always terminated; nothing when err is NULL or errlen 0) as one
@@ -97,16 +116,9 @@ int surge_keytab_verror(char *err, size_t errlen, const char *fmt, va_list ap)
 const struct surge_key *surge_keytab_find(const struct surge_key *t,
                                           const char *name);
 
-/* surge_keytab_set - parse JSON value v for key k into the struct at base
- * (the struct the table describes). path names the key in messages.
- * Returns 0, SURGE_ECONFIG (err: "path: must be ..."), -ENOMEM;
- * SURGE_EINTERNAL for a TABLE or CUSTOM row. On error the field keeps
- * its value. */
-int surge_keytab_set(const struct surge_key *k, void *base, const char *path,
-                     struct json_t *v, char *err, size_t errlen);
-
 /* surge_keytab_defaults - set every key of table t that has a default,
- * at base. A default that its own key refuses is a bug in the table:
+ * at base (CUSTOM rows are their owner's to default). A default that
+ * does not read, or that its own key refuses, is a bug in the table:
  * SURGE_EINTERNAL with the key named in err. -ENOMEM. */
 int surge_keytab_defaults(const struct surge_key *t, void *base, char *err,
                           size_t errlen);
@@ -121,12 +133,6 @@ int surge_keytab_check(const struct surge_key *k, const void *base,
  * owned string); the field becomes NULL. */
 void surge_keytab_free(const struct surge_key *k, void *base);
 
-/* surge_keytab_to_json - the value of key k at base as a new JSON
- * reference, in the form the setter reads back; NULL for an owned string
- * that is not set, on -ENOMEM, and for TABLE and CUSTOM rows. */
-struct json_t *surge_keytab_to_json(const struct surge_key *k,
-                                    const void *base);
-
 /* surge_keytab_choice - the name of value i of key k (ENUM, STR with
  * choices), or "?" when out of range. Static storage. */
 const char *surge_keytab_choice(const struct surge_key *k, int i);
@@ -134,6 +140,22 @@ const char *surge_keytab_choice(const struct surge_key *k, int i);
 /* surge_keytab_choice_index - the index of name among k's choices, or -1
  * (also for name NULL). */
 int surge_keytab_choice_index(const struct surge_key *k, const char *name);
+
+/* ---- libsurge_keytab (common/keytab_json.c): JSON values ---- */
+
+/* surge_keytab_set - parse JSON value v for key k into the struct at base
+ * (the struct the table describes). path names the key in messages.
+ * Returns 0, SURGE_ECONFIG (err: "path: must be ..."), -ENOMEM;
+ * SURGE_EINTERNAL for a TABLE or CUSTOM row. On error the field keeps
+ * its value. */
+int surge_keytab_set(const struct surge_key *k, void *base, const char *path,
+                     struct json_t *v, char *err, size_t errlen);
+
+/* surge_keytab_to_json - the value of key k at base as a new JSON
+ * reference, in the form the setter reads back; NULL for an owned string
+ * that is not set, on -ENOMEM, and for TABLE and CUSTOM rows. */
+struct json_t *surge_keytab_to_json(const struct surge_key *k,
+                                    const void *base);
 
 #ifdef __cplusplus
 }

@@ -10,7 +10,8 @@ common_libsurge_common_la_SOURCES = \
 	common/protocol.h common/protocol.c \
 	common/checksum.c \
 	common/rng.h common/rng.c \
-	common/util.h common/util.c
+	common/util.h common/util.c \
+	common/keytab.h common/keytab_impl.h common/keytab.c
 common_libsurge_common_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) \
 	$(SODIUM_CFLAGS) $(ZMQ_CFLAGS)
 common_libsurge_common_la_LIBADD = $(MSGPACK_LIBS) $(SODIUM_LIBS) $(ZMQ_LIBS) -lm
@@ -21,11 +22,15 @@ noinst_LTLIBRARIES += common/libsurge_image.la
 common_libsurge_image_la_SOURCES = common/image.h common/image.c
 common_libsurge_image_la_CFLAGS = $(AM_CFLAGS) $(PNG_CFLAGS)
 common_libsurge_image_la_LIBADD = $(PNG_LIBS) -lm
-# Tables of configuration keys (common/keytab.h): a library of its own so
-# that libsurge, which absorbs libsurge_common, needs no jansson. Linked by
-# the trainer (its "trainer" keys) and the launcher (the study file).
+# Tables of configuration keys (common/keytab.h): the rows, defaults and
+# checks are in libsurge_common above (the reservoir, which has no jansson,
+# reads its own table); their JSON setter and printer are a library of
+# their own so that libsurge, which absorbs libsurge_common, needs no
+# jansson. Linked by the trainer (its "trainer" keys) and the launcher
+# (the study file).
 noinst_LTLIBRARIES += common/libsurge_keytab.la
-common_libsurge_keytab_la_SOURCES = common/keytab.h common/keytab.c
+common_libsurge_keytab_la_SOURCES = common/keytab.h common/keytab_impl.h \
+	common/keytab_json.c
 common_libsurge_keytab_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 common_libsurge_keytab_la_LIBADD = $(JANSSON_LIBS) -lm
 # The wire protocol spec that this codec implements.
