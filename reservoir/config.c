@@ -1,47 +1,96 @@
 /*
- * reservoir/config.c - the reservoir's configuration: defaults, policy
- * names and the checks that name the study file's key of what is wrong.
- * Checks that span several options (which policy allows which option) are
- * kept in one function on purpose: one place answers "is this config
- * valid", in a fixed order of messages.
+ * reservoir/config.c - the reservoir's configuration: its table of keys
+ * (the one place where each key's name, type, bounds, names and default
+ * live; the study parser reads the same rows, deploy/study.c), defaults,
+ * policy names and the checks that name the study file's key of what is
+ * wrong. Checks that span several options (which policy allows which
+ * option) are kept in one function on purpose: one place answers "is
+ * this config valid", in a fixed order of messages.
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "common/keytab.h"
 #include "reservoir/reservoir_impl.h"
+
+#define OFF(f) offsetof(surge_reservoir_config, f)
+#define SZ(f) sizeof(((surge_reservoir_config *)0)->f)
+#define UNSIGNED SURGE_KEY_UNSIGNED
+#define NOMAX SURGE_KEY_NO_MAX
+
+/* The table stores an ENUM as an int and a SIZE as a uint64_t. */
+static_assert(sizeof(enum surge_reservoir_policy) == sizeof(int),
+              "policy is an ENUM key");
+static_assert(sizeof(size_t) == sizeof(uint64_t), "capacity is a SIZE key");
+
+/* Every key of the "reservoir" section that means the same in the study
+ * file as here: name, type, field, count field, default (JSON text), min,
+ * max, flags, names (index order = the enum's), field size. Not keys:
+ * input_dim and output_dim (the sample's shape, from the data), max_batch
+ * (the consumer's batch; the study's key also has 0 = the trainer's
+ * batch_size) and storage (the study's key also has auto, which the
+ * server resolves): their defaults and checks are below.
+ * docs/configuration.md documents each key (a unit test compares). */
+const struct surge_key surge_reservoir_keys[] = {
+    {"policy", SURGE_KEY_ENUM, OFF(policy), 0, "\"reservoir\"", 0, 0, 0,
+     SURGE_KEY_CHOICES("fifo", "firo", "reservoir"), SZ(policy), NULL},
+    {"capacity_bytes", SURGE_KEY_SIZE, OFF(capacity_bytes), 0, "\"1GiB\"", 1, 0,
+     NOMAX, NULL, SZ(capacity_bytes), NULL},
+    {"watermark", SURGE_KEY_INT, OFF(watermark), 0, "0", 0, 0, NOMAX | UNSIGNED,
+     NULL, SZ(watermark), NULL},
+    {"seed", SURGE_KEY_INT, OFF(seed), 0, "1", 0, 0, NOMAX | UNSIGNED, NULL,
+     SZ(seed), NULL},
+    {"epochs", SURGE_KEY_INT, OFF(epochs), 0, "1", 1, 4294967295.0, UNSIGNED,
+     NULL, SZ(epochs), NULL},
+    {"max_uses", SURGE_KEY_INT, OFF(max_uses), 0, "0", 0, 4294967295.0,
+     UNSIGNED, NULL, SZ(max_uses), NULL},
+    {"rate.samples_per_insert", SURGE_KEY_NUM, OFF(rate.samples_per_insert), 0,
+     "0", 0, 0, NOMAX, NULL, SZ(rate.samples_per_insert), NULL},
+    {"rate.min_diff", SURGE_KEY_NUM, OFF(rate.min_diff), 0, "-1e300", 0, 0,
+     SURGE_KEY_NO_MIN | NOMAX, NULL, SZ(rate.min_diff), NULL},
+    {"rate.max_diff", SURGE_KEY_NUM, OFF(rate.max_diff), 0, "1e300", 0, 0,
+     SURGE_KEY_NO_MIN | NOMAX, NULL, SZ(rate.max_diff), NULL},
+    {"balance_sims", SURGE_KEY_BOOL, OFF(balance_sims), 0, "false", 0, 0, 0,
+     NULL, SZ(balance_sims), NULL},
+    {"prioritized.enabled", SURGE_KEY_BOOL, OFF(prioritized.enabled), 0,
+     "false", 0, 0, 0, NULL, SZ(prioritized.enabled), NULL},
+    {"prioritized.alpha", SURGE_KEY_NUM, OFF(prioritized.alpha), 0, "0.6", 0, 1,
+     0, NULL, SZ(prioritized.alpha), NULL},
+    {"prioritized.beta", SURGE_KEY_NUM, OFF(prioritized.beta), 0, "0.4", 0, 1, 0,
+     NULL, SZ(prioritized.beta), NULL},
+    {"prioritized.epsilon", SURGE_KEY_NUM, OFF(prioritized.epsilon), 0, "1e-06",
+     0, 0, NOMAX | SURGE_KEY_MIN_EXCL, NULL, SZ(prioritized.epsilon), NULL},
+    {"device", SURGE_KEY_INT, OFF(device), 0, "0", 0, 1024, 0, NULL, SZ(device),
+     NULL},
+    {NULL, SURGE_KEY_CUSTOM, 0, 0, NULL, 0, 0, 0, NULL, 0, NULL},
+};
+
+static const struct surge_key *
+key(const char *name)
+{
+    return surge_keytab_find(surge_reservoir_keys, name);
+}
 
 const char *
 surge_reservoir_policy_name(enum surge_reservoir_policy p)
 {
-    switch (p) {
-    case SURGE_RESERVOIR_FIFO:
-        return "fifo";
-    case SURGE_RESERVOIR_FIRO:
-        return "firo";
-    case SURGE_RESERVOIR_RESERVOIR:
-        return "reservoir";
-    }
-    return "unknown";
+    const char *name = surge_keytab_choice(key("policy"), (int)p);
+    return strcmp(name, "?") != 0 ? name : "unknown";
 }
 
 int
 surge_reservoir_policy_parse(const char *name, enum surge_reservoir_policy *p)
 {
-    if (name == NULL) {
+    int i = surge_keytab_choice_index(key("policy"), name);
+    if (i < 0) {
         return -EINVAL;
     }
-    if (strcmp(name, "fifo") == 0) {
-        *p = SURGE_RESERVOIR_FIFO;
-    } else if (strcmp(name, "firo") == 0) {
-        *p = SURGE_RESERVOIR_FIRO;
-    } else if (strcmp(name, "reservoir") == 0) {
-        *p = SURGE_RESERVOIR_RESERVOIR;
-    } else {
-        return -EINVAL;
-    }
+    *p = (enum surge_reservoir_policy)i;
     return 0;
 }
 
@@ -49,17 +98,11 @@ void
 surge_reservoir_config_init(surge_reservoir_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
-    cfg->policy = SURGE_RESERVOIR_RESERVOIR;
-    cfg->capacity_bytes = (size_t)1 << 30;
+    /* Only a default its own key refuses fails here, which the unit tests
+     * rule out (tests/unit/deploy/test_keys.c). */
+    (void)surge_keytab_defaults(surge_reservoir_keys, cfg, NULL, 0);
+    /* Not keys of the table (see there): storage is host (0). */
     cfg->max_batch = 256;
-    cfg->seed = 1;
-    cfg->epochs = 1;
-    cfg->rate.samples_per_insert = 0.0;
-    cfg->rate.min_diff = -1e300;
-    cfg->rate.max_diff = 1e300;
-    cfg->prioritized.alpha = 0.6;
-    cfg->prioritized.beta = 0.4;
-    cfg->prioritized.epsilon = 1e-6;
 }
 
 int
@@ -131,180 +174,148 @@ surge_reservoir_config_check(const surge_reservoir_config *cfg, char *err,
 }
 
 int
-res_config_check(const surge_reservoir_config *cfg, bool allow_device,
-                 char *err, size_t errlen)
+surge_reservoir_config_check_keys(const surge_reservoir_config *cfg,
+                                  char *err, size_t errlen)
 {
-    size_t sample_bytes, slot_bytes, nslots;
-    const char *pname = surge_reservoir_policy_name(cfg->policy);
     bool fifo = cfg->policy == SURGE_RESERVOIR_FIFO;
     bool firo = cfg->policy == SURGE_RESERVOIR_FIRO;
     bool resv = cfg->policy == SURGE_RESERVOIR_RESERVOIR;
 
     surge_set_err(err, errlen, "ok");
-    if (!fifo && !firo && !resv) {
-        surge_set_err(err, errlen,
-                      "reservoir.policy: unknown policy %d (fifo, firo or "
-                      "reservoir)",
-                      (int)cfg->policy);
-        return SURGE_ECONFIG;
+    for (const struct surge_key *k = surge_reservoir_keys; k->name != NULL;
+         k++) {
+        char path[64];
+        snprintf(path, sizeof path, "reservoir.%s", k->name);
+        int rc = surge_keytab_check(k, cfg, path, err, errlen);
+        if (rc != 0) {
+            return rc;
+        }
     }
-    int rc =
-        res_derive_sizes(cfg, &sample_bytes, &slot_bytes, &nslots, err, errlen);
-    if (rc != 0) {
-        return rc;
-    }
+    const char *pname = surge_reservoir_policy_name(cfg->policy);
     if (cfg->max_batch == 0) {
-        surge_set_err(err, errlen, "reservoir.max_batch: must be >= 1");
-        return SURGE_ECONFIG;
+        return surge_keytab_error(err, errlen,
+                                  "reservoir.max_batch: must be >= 1");
     }
-    if (cfg->max_batch > MAX_SLOTS) {
-        surge_set_err(err, errlen, "reservoir.max_batch: %zu is too large",
-                      cfg->max_batch);
-        return SURGE_ECONFIG;
+    if (cfg->storage != SURGE_RESERVOIR_STORAGE_HOST &&
+        cfg->storage != SURGE_RESERVOIR_STORAGE_DEVICE) {
+        return surge_keytab_error(err, errlen,
+                                  "reservoir.storage: unknown storage %d (host "
+                                  "or device)",
+                                  (int)cfg->storage);
     }
-    if (nslots == 0) {
-        surge_set_err(
-            err, errlen,
-            "reservoir.capacity_bytes: %zu bytes cannot hold one sample "
-            "of %zu bytes (slot %zu bytes)",
-            cfg->capacity_bytes, sample_bytes, slot_bytes);
-        return SURGE_ECONFIG;
-    }
-    if (nslots > MAX_SLOTS) {
-        surge_set_err(
-            err, errlen,
-            "reservoir.capacity_bytes: %zu slots of %zu bytes is more "
-            "than the %u a reservoir can index",
-            nslots, slot_bytes, (unsigned)MAX_SLOTS);
-        return SURGE_ECONFIG;
-    }
-    if ((fifo || firo) && nslots < cfg->max_batch) {
-        surge_set_err(
-            err, errlen,
-            "reservoir.capacity_bytes: holds %zu samples of %zu bytes; "
-            "policy %s needs at least max_batch (%zu)",
-            nslots, slot_bytes, pname, cfg->max_batch);
-        return SURGE_ECONFIG;
-    }
-    if (cfg->watermark > nslots) {
-        surge_set_err(
-            err, errlen,
-            "reservoir.watermark: must be <= capacity in samples (%zu)",
-            nslots);
-        return SURGE_ECONFIG;
-    }
-    if (cfg->epochs == 0) {
-        surge_set_err(err, errlen, "reservoir.epochs: must be >= 1");
-        return SURGE_ECONFIG;
-    }
+    /* Rules across keys. */
     if (cfg->epochs != 1 && !firo) {
-        surge_set_err(err, errlen,
-                      "reservoir.epochs: only policy firo has pseudo-epochs "
-                      "(policy is %s; leave epochs at 1)",
-                      pname);
-        return SURGE_ECONFIG;
+        return surge_keytab_error(
+            err, errlen,
+            "reservoir.epochs: only policy firo has pseudo-epochs "
+            "(policy is %s; leave epochs at 1)",
+            pname);
     }
     if (cfg->max_uses != 0 && !resv) {
-        surge_set_err(err, errlen,
-                      "reservoir.max_uses: only for policy reservoir (%s uses "
-                      "each sample %s)",
-                      pname, fifo ? "once" : "epochs times");
-        return SURGE_ECONFIG;
+        return surge_keytab_error(
+            err, errlen,
+            "reservoir.max_uses: only for policy reservoir (%s uses each "
+            "sample %s)",
+            pname, fifo ? "once" : "epochs times");
     }
     double spi = cfg->rate.samples_per_insert;
-    if (!(spi >= 0.0) || !isfinite(spi)) {
-        surge_set_err(
-            err, errlen,
-            "reservoir.rate.samples_per_insert: must be a finite number "
-            ">= 0 (0 = no rate limiter)");
-        return SURGE_ECONFIG;
+    double lo = cfg->rate.min_diff, hi = cfg->rate.max_diff;
+    if (!(hi > lo)) {
+        return surge_keytab_error(err, errlen,
+                                  "reservoir.rate.max_diff: must be > min_diff "
+                                  "(%g) (got %g)",
+                                  lo, hi);
     }
     if (spi > 0.0) {
-        double lo = cfg->rate.min_diff, hi = cfg->rate.max_diff;
         if (!resv) {
-            surge_set_err(
+            return surge_keytab_error(
                 err, errlen,
                 "reservoir.rate.samples_per_insert: the rate limiter is "
                 "only for policy reservoir (%s is paced by its data)",
                 pname);
-            return SURGE_ECONFIG;
-        }
-        if (isnan(lo)) {
-            surge_set_err(err, errlen, "reservoir.rate.min_diff: not a number");
-            return SURGE_ECONFIG;
-        }
-        if (isnan(hi)) {
-            surge_set_err(err, errlen, "reservoir.rate.max_diff: not a number");
-            return SURGE_ECONFIG;
         }
         if (!(hi - lo >= (double)cfg->max_batch + spi)) {
-            surge_set_err(
+            return surge_keytab_error(
                 err, errlen,
                 "reservoir.rate.max_diff: max_diff - min_diff (%g) must "
                 "be >= max_batch + samples_per_insert (%g), or the "
                 "producer and consumers could both wait",
                 hi - lo, (double)cfg->max_batch + spi);
-            return SURGE_ECONFIG;
         }
     }
     if (cfg->balance_sims && fifo) {
-        surge_set_err(
+        return surge_keytab_error(
             err, errlen,
             "reservoir.balance_sims: not with policy fifo (a fifo batch "
             "is the oldest samples)");
-        return SURGE_ECONFIG;
     }
-    if (cfg->storage != SURGE_RESERVOIR_STORAGE_HOST &&
-        cfg->storage != SURGE_RESERVOIR_STORAGE_DEVICE) {
-        surge_set_err(err, errlen,
-                      "reservoir.storage: unknown storage %d (host or "
-                      "device)",
-                      (int)cfg->storage);
-        return SURGE_ECONFIG;
+    if (cfg->prioritized.enabled && fifo) {
+        return surge_keytab_error(
+            err, errlen,
+            "reservoir.prioritized.enabled: not with policy fifo (a fifo "
+            "batch is the oldest samples)");
+    }
+    if (cfg->prioritized.enabled && cfg->balance_sims) {
+        return surge_keytab_error(
+            err, errlen,
+            "reservoir.prioritized.enabled: not together with balance_sims "
+            "(choose one way of drawing)");
+    }
+    return 0;
+}
+
+int
+res_config_check(const surge_reservoir_config *cfg, bool allow_device,
+                 char *err, size_t errlen)
+{
+    size_t sample_bytes, slot_bytes, nslots;
+    int rc = surge_reservoir_config_check_keys(cfg, err, errlen);
+    if (rc != 0) {
+        return rc;
+    }
+    rc =
+        res_derive_sizes(cfg, &sample_bytes, &slot_bytes, &nslots, err, errlen);
+    if (rc != 0) {
+        return rc;
+    }
+    if (cfg->max_batch > MAX_SLOTS) {
+        return surge_keytab_error(err, errlen,
+                                  "reservoir.max_batch: %zu is too large",
+                                  cfg->max_batch);
+    }
+    if (nslots == 0) {
+        return surge_keytab_error(
+            err, errlen,
+            "reservoir.capacity_bytes: %zu bytes cannot hold one sample "
+            "of %zu bytes (slot %zu bytes)",
+            cfg->capacity_bytes, sample_bytes, slot_bytes);
+    }
+    if (nslots > MAX_SLOTS) {
+        return surge_keytab_error(
+            err, errlen,
+            "reservoir.capacity_bytes: %zu slots of %zu bytes is more "
+            "than the %u a reservoir can index",
+            nslots, slot_bytes, (unsigned)MAX_SLOTS);
+    }
+    if (cfg->policy != SURGE_RESERVOIR_RESERVOIR && nslots < cfg->max_batch) {
+        return surge_keytab_error(
+            err, errlen,
+            "reservoir.capacity_bytes: holds %zu samples of %zu bytes; "
+            "policy %s needs at least max_batch (%zu)",
+            nslots, slot_bytes, surge_reservoir_policy_name(cfg->policy),
+            cfg->max_batch);
+    }
+    if (cfg->watermark > nslots) {
+        return surge_keytab_error(
+            err, errlen,
+            "reservoir.watermark: must be <= capacity in samples (%zu)",
+            nslots);
     }
     if (cfg->storage == SURGE_RESERVOIR_STORAGE_DEVICE && !allow_device) {
-        surge_set_err(err, errlen,
-                      "reservoir.storage: device needs a build with CUDA "
-                      "(configure --with-cuda); use host");
-        return SURGE_ECONFIG;
-    }
-    if (cfg->device < 0) {
-        surge_set_err(err, errlen,
-                      "reservoir.device: must be a CUDA device ordinal >= 0");
-        return SURGE_ECONFIG;
-    }
-    if (cfg->prioritized.enabled) {
-        if (fifo) {
-            surge_set_err(
-                err, errlen,
-                "reservoir.prioritized.enabled: not with policy fifo (a "
-                "fifo batch is the oldest samples)");
-            return SURGE_ECONFIG;
-        }
-        if (cfg->balance_sims) {
-            surge_set_err(err, errlen,
-                          "reservoir.prioritized.enabled: not together with "
-                          "balance_sims (choose one way of drawing)");
-            return SURGE_ECONFIG;
-        }
-        double a = cfg->prioritized.alpha, b = cfg->prioritized.beta;
-        double e = cfg->prioritized.epsilon;
-        if (!(a >= 0.0 && a <= 1.0)) {
-            surge_set_err(err, errlen,
-                          "reservoir.prioritized.alpha: must be in [0, 1]");
-            return SURGE_ECONFIG;
-        }
-        if (!(b >= 0.0 && b <= 1.0)) {
-            surge_set_err(err, errlen,
-                          "reservoir.prioritized.beta: must be in [0, 1]");
-            return SURGE_ECONFIG;
-        }
-        if (!(e > 0.0) || !isfinite(e)) {
-            surge_set_err(
-                err, errlen,
-                "reservoir.prioritized.epsilon: must be finite and > 0");
-            return SURGE_ECONFIG;
-        }
+        return surge_keytab_error(err, errlen,
+                                  "reservoir.storage: device needs a build "
+                                  "with CUDA (configure --with-cuda); use "
+                                  "host");
     }
     return 0;
 }

@@ -69,6 +69,8 @@
 
 #include <surge/error.h>
 
+#include "common/keytab.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -243,9 +245,26 @@ typedef struct surge_reservoir_stats {
     bool closed;                  /* surge_reservoir_shutdown called */
 } surge_reservoir_stats;
 
-/* surge_reservoir_config_init - fill cfg with the defaults listed above.
+/* surge_reservoir_keys - the study file's "reservoir" keys that fill this
+ * struct, one row each (name under "reservoir.", type, field, bounds,
+ * names, default; common/keytab.h), ended by a row whose name is NULL.
+ * The one place where their defaults and bounds live: config_init and
+ * config_check read it, and so does the study parser (deploy/study.c). */
+extern const struct surge_key surge_reservoir_keys[];
+
+/* surge_reservoir_config_init - fill cfg with the defaults listed above
+ * (those of surge_reservoir_keys, max_batch 256, storage host).
  * input_dim and output_dim stay 0: the caller must set them. */
 void surge_reservoir_config_init(surge_reservoir_config *cfg);
+
+/* surge_reservoir_config_check_keys - the part of config_check that
+ * needs neither the sample's shape nor the build: each key against its
+ * row of surge_reservoir_keys, max_batch >= 1, storage a known value, and
+ * the rules across keys (which policy allows which option, the rate
+ * limiter's window). For a study file, checked before its samples' size
+ * is known. 0 or SURGE_ECONFIG, as config_check. */
+int surge_reservoir_config_check_keys(const surge_reservoir_config *cfg,
+                                      char *err, size_t errlen);
 
 /* surge_reservoir_config_check - validate cfg without allocating anything.
  * Returns 0, or SURGE_ECONFIG with a sentence in err (at most errlen bytes,

@@ -46,8 +46,10 @@ tests_unit_reservoir_test_reservoir_stress_CFLAGS = $(AM_CFLAGS) \
 	-fsanitize=thread $(CMOCKA_CFLAGS)
 tests_unit_reservoir_test_reservoir_stress_LDFLAGS = $(AM_LDFLAGS) \
 	-fsanitize=thread
-tests_unit_reservoir_test_reservoir_stress_LDADD = $(CMOCKA_LIBS) \
-	$(PTHREAD_LIBS) -lm
+# The key table's code (common/keytab.c, single-threaded configuration)
+# comes from libsurge_common uninstrumented.
+tests_unit_reservoir_test_reservoir_stress_LDADD = common/libsurge_common.la \
+	$(MSGPACK_LIBS) $(CMOCKA_LIBS) $(PTHREAD_LIBS) -lm
 if HAVE_CUDA
 tests_unit_reservoir_test_reservoir_stress_LDADD += \
 	reservoir/storage_cuda.lo -L$(CUDA_DIR)/lib64 -lcudart -lstdc++
