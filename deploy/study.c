@@ -38,7 +38,9 @@
 
 #include "common/keytab.h"
 #include "deploy/study.h"
+#include "deploy/study_config.h"
 #include "deploy/util.h"
+#include "reservoir/reservoir.h"
 
 #define STUDY_MAX_FILE_BYTES (1u << 20) /* a study file is small */
 #define STUDY_MAX_PATH 256              /* dotted key paths */
@@ -64,6 +66,37 @@
 
 #define O(f) offsetof(surge_study, f)
 #define NOMAX (F_NO_MAX)
+
+/* Where each key of reservoir/config.c's surge_reservoir_keys lands in
+ * struct surge_study. The study keeps that section in fields of its own
+ * (res_*, which deploy/launch.c passes to `surge serve`), so its rows are
+ * the reservoir's rows (type, bounds, names, default) with the study's
+ * field put in: res_rows, made once by flat_build(). test_keys checks
+ * that they differ from the reservoir's in nothing else. */
+#define RES(key, f) {key, O(f), sizeof(((surge_study *)0)->f)}
+static const struct res_field {
+    const char *key;
+    size_t off;
+    size_t size;
+} res_fields[] = {
+    RES("policy", res_policy),
+    RES("capacity_bytes", res_capacity_bytes),
+    RES("watermark", res_watermark),
+    RES("seed", res_seed),
+    RES("epochs", res_epochs),
+    RES("max_uses", res_max_uses),
+    RES("rate.samples_per_insert", res_rate_spi),
+    RES("rate.min_diff", res_rate_min_diff),
+    RES("rate.max_diff", res_rate_max_diff),
+    RES("balance_sims", res_balance_sims),
+    RES("prioritized.enabled", res_prio_enabled),
+    RES("prioritized.alpha", res_prio_alpha),
+    RES("prioritized.beta", res_prio_beta),
+    RES("prioritized.epsilon", res_prio_epsilon),
+    RES("device", res_device),
+};
+#define NRES (sizeof res_fields / sizeof res_fields[0])
+static struct surge_key res_rows[NRES + 1]; /* + the NULL row */
 
 /* The launcher's keys and their defaults, and the sections that other
  * folders' tables fill (SURGE_KEY_TABLE rows: the trainer's keys are
@@ -147,38 +180,18 @@ static const struct surge_key keys[] = {
      4294967295.0, 0, NULL},
     {"server.validation_bytes", T_SIZE, O(server_validation_bytes), 0,
      "\"64MiB\"", 1, 0, NOMAX, NULL},
-    /* reservoir (reservoir/reservoir.h names and defaults) */
-    {"reservoir.policy", T_ENUM, O(res_policy), 0, "\"reservoir\"", 0, 0, 0,
-     CH("fifo", "firo", "reservoir")},
-    {"reservoir.capacity_bytes", T_SIZE, O(res_capacity_bytes), 0, "\"1GiB\"",
-     1, 0, NOMAX, NULL},
+    /* reservoir: the keys of reservoir/config.c's surge_reservoir_keys
+     * (res_rows, below), then three whose meaning in a study is not the
+     * library struct's, so they are the launcher's own: max_batch 0 means
+     * trainer.batch_size (the library's must be >= 1); storage has auto,
+     * which the server resolves from the trainer's backend (the library
+     * has host and device only); prefetch is how the server feeds its
+     * trainer, not a reservoir setting at all. */
+    {"reservoir", SURGE_KEY_TABLE, 0, .sub = res_rows},
     {"reservoir.max_batch", T_INT, O(res_max_batch), 0, "0", 0, 1 << 20, 0,
      NULL},
-    {"reservoir.watermark", T_INT, O(res_watermark), 0, "0", 0, 0, NOMAX, NULL},
-    {"reservoir.seed", T_INT, O(res_seed), 0, "1", 0, 0, NOMAX, NULL},
-    {"reservoir.epochs", T_INT, O(res_epochs), 0, "1", 1, 4294967295.0, 0,
-     NULL},
-    {"reservoir.max_uses", T_INT, O(res_max_uses), 0, "0", 0, 4294967295.0, 0,
-     NULL},
-    {"reservoir.rate.samples_per_insert", T_NUM, O(res_rate_spi), 0, "0", 0, 0,
-     NOMAX, NULL},
-    {"reservoir.rate.min_diff", T_NUM, O(res_rate_min_diff), 0, "-1e300", 0, 0,
-     F_NO_MIN | NOMAX, NULL},
-    {"reservoir.rate.max_diff", T_NUM, O(res_rate_max_diff), 0, "1e300", 0, 0,
-     F_NO_MIN | NOMAX, NULL},
-    {"reservoir.balance_sims", T_BOOL, O(res_balance_sims), 0, "false", 0, 0, 0,
-     NULL},
-    {"reservoir.prioritized.enabled", T_BOOL, O(res_prio_enabled), 0, "false",
-     0, 0, 0, NULL},
-    {"reservoir.prioritized.alpha", T_NUM, O(res_prio_alpha), 0, "0.6", 0, 1, 0,
-     NULL},
-    {"reservoir.prioritized.beta", T_NUM, O(res_prio_beta), 0, "0.4", 0, 1, 0,
-     NULL},
-    {"reservoir.prioritized.epsilon", T_NUM, O(res_prio_epsilon), 0, "1e-06", 0,
-     0, NOMAX | F_MIN_EXCL, NULL},
     {"reservoir.storage", T_ENUM, O(res_storage), 0, "\"auto\"", 0, 0, 0,
      CH("auto", "host", "device")},
-    {"reservoir.device", T_INT, O(res_device), 0, "0", 0, 1024, 0, NULL},
     {"reservoir.prefetch", T_ENUM, O(res_prefetch), 0, "\"auto\"", 0, 0, 0,
      CH("auto", "on", "off")},
     /* trainer (trainer/trainer.h names and defaults), then the loop */
@@ -239,9 +252,36 @@ flat_add(const char *prefix, const struct surge_key *k, size_t base)
     return true;
 }
 
+/* res_rows from the reservoir's table; false when the two lists differ
+ * (a bug: a reservoir key without a field here, or the reverse). */
+static bool
+res_rows_build(void)
+{
+    size_t n = 0;
+    for (const struct surge_key *k = surge_reservoir_keys; k->name != NULL;
+         k++) {
+        n++;
+    }
+    for (size_t i = 0; i < NRES; i++) {
+        const struct surge_key *k =
+            surge_keytab_find(surge_reservoir_keys, res_fields[i].key);
+        if (k == NULL || n != NRES) {
+            return false;
+        }
+        res_rows[i] = *k;
+        res_rows[i].off = res_fields[i].off;
+        res_rows[i].size = res_fields[i].size;
+    }
+    return true;
+}
+
 static void
 flat_build(void)
 {
+    if (!res_rows_build()) {
+        nflat = 0;
+        return;
+    }
     for (size_t i = 0; i < NKEYS; i++) {
         const struct surge_key *k = &keys[i];
         bool ok = true;
@@ -890,24 +930,13 @@ cross_checks(struct parser *p)
     if (surge_trainer_config_check(&s->trainer, why, sizeof why) != 0) {
         return fail(p, "%s", why);
     }
-    if (s->res_epochs != 1 && s->res_policy != 1) {
-        return fail(p, "reservoir.epochs: only the firo policy uses epochs "
-                       "(must be 1 otherwise)");
-    }
-    if (s->res_max_uses != 0 && s->res_policy != 2) {
-        return fail(p, "reservoir.max_uses: only the reservoir policy caps "
-                       "uses (must be 0 otherwise)");
-    }
-    if (s->res_rate_min_diff >= s->res_rate_max_diff) {
-        return fail(p, "reservoir.rate.max_diff: must be > min_diff");
-    }
-    if (s->res_balance_sims && s->res_prio_enabled) {
-        return fail(p, "reservoir.balance_sims: cannot be combined with "
-                       "prioritized.enabled");
-    }
-    if ((s->res_balance_sims || s->res_prio_enabled) && s->res_policy == 0) {
-        return fail(p, "reservoir.policy: fifo takes the oldest samples; "
-                       "balance_sims and prioritized need firo or reservoir");
+    /* The reservoir's rules across keys, its own (reservoir/config.c);
+     * those that need the sample's shape or the build wait for
+     * surge_study_check_components. */
+    surge_reservoir_config rcfg;
+    surge_study_reservoir_config(s, s->nparams + 1, 1, &rcfg);
+    if (surge_reservoir_config_check_keys(&rcfg, why, sizeof why) != 0) {
+        return fail(p, "%s", why);
     }
     rc = expand_output_dir(p);
     if (rc != 0) {

@@ -151,8 +151,8 @@ test_full_file(void **state)
         "\"server\": {\"bind\": \"ipc:///tmp/x\", \"max_partial_bytes\": "
         "\"2MiB\", \"checksum_log\": true, \"args\": [\"--exit-idle\", "
         "\"5\"], \"validation_every\": 4},"
-        "\"reservoir\": {\"policy\": \"firo\", \"capacity_bytes\": 1000000, "
-        "\"epochs\": 3, \"balance_sims\": true, \"rate\": "
+        "\"reservoir\": {\"policy\": \"reservoir\", \"capacity_bytes\": "
+        "1000000, \"max_uses\": 3, \"balance_sims\": true, \"rate\": "
         "{\"samples_per_insert\": 2.5, \"min_diff\": -10, \"max_diff\": "
         "1000}},"
         "\"trainer\": {\"enabled\": true, \"layers\": [32, 16], "
@@ -188,9 +188,10 @@ test_full_file(void **state)
     assert_int_equal(s->server_checksum_log, 1);
     assert_int_equal(s->server_args.n, 2);
     assert_int_equal(s->server_validation_every, 4);
-    assert_int_equal(s->res_policy, 1);
+    assert_int_equal(s->res_policy, 2);
     assert_int_equal(s->res_capacity_bytes, 1000000);
-    assert_int_equal(s->res_epochs, 3);
+    assert_int_equal(s->res_max_uses, 3);
+    assert_int_equal(s->res_balance_sims, 1);
     assert_true(s->res_rate_spi == 2.5);
     assert_int_equal(s->tr_enabled, 1);
     assert_int_equal(s->trainer.n_layers, 2);
@@ -453,17 +454,26 @@ test_bad_values(void **state)
          "trainer.total_steps: ", "must be > warmup_steps"},
         {"\"trainer\": {\"lr\": 0.1, \"min_lr\": 0.2}",
          "trainer.min_lr: ", "must be <= lr"},
+        /* the reservoir's own rules (reservoir/config.c) */
         {"\"reservoir\": {\"epochs\": 2}",
-         "reservoir.epochs: ", "only the firo policy"},
+         "reservoir.epochs: ", "only policy firo has pseudo-epochs"},
         {"\"reservoir\": {\"policy\": \"fifo\", \"max_uses\": 2}",
-         "reservoir.max_uses: ", "only the reservoir policy"},
+         "reservoir.max_uses: ", "only for policy reservoir"},
         {"\"reservoir\": {\"rate\": {\"min_diff\": 5, \"max_diff\": 5}}",
-         "reservoir.rate.max_diff: ", "must be > min_diff"},
+         "reservoir.rate.max_diff: ", "must be > min_diff (5) (got 5)"},
         {"\"reservoir\": {\"balance_sims\": true, \"prioritized\": "
          "{\"enabled\": true}}",
-         "reservoir.balance_sims: ", "cannot be combined"},
+         "reservoir.prioritized.enabled: ", "not together with balance_sims"},
         {"\"reservoir\": {\"policy\": \"fifo\", \"balance_sims\": true}",
-         "reservoir.policy: ", "need firo or reservoir"},
+         "reservoir.balance_sims: ", "not with policy fifo"},
+        {"\"reservoir\": {\"policy\": \"firo\", \"rate\": "
+         "{\"samples_per_insert\": 1}}",
+         "reservoir.rate.samples_per_insert: ", "only for policy reservoir"},
+        /* max_batch 0 is trainer.batch_size (256) in the rate window */
+        {"\"reservoir\": {\"rate\": {\"samples_per_insert\": 1, "
+         "\"min_diff\": 0, \"max_diff\": 200}}",
+         "reservoir.rate.max_diff: ", "must be >= max_batch + "
+         "samples_per_insert (257)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         expect_error(study_text(NULL, NULL, NULL, cases[i].extra),
