@@ -4,12 +4,19 @@
  * surge_trainer_keys) are the rows the study parser uses for the "trainer"
  * section, not a copy: both parsers accept and refuse the same values, with
  * the same message, at bounds read from the table here (so a bound changed
- * in the table moves what both accept). No key is listed twice, and
- * docs/configuration.md documents each key with the table's type, bounds,
- * names and default.
+ * in the table moves what both accept). The reservoir's keys
+ * (reservoir/config.c, surge_reservoir_keys) are the study's "reservoir"
+ * rows with the study's fields: a value the study reads lands in the
+ * library's struct as the library's own row would put it, the study and
+ * the library's check refuse the same values in the same words, and a
+ * study that says nothing gives the library's defaults. Every default
+ * reads the same through the core's text reader as through jansson. No
+ * key is listed twice, and docs/configuration.md documents each key with
+ * the table's type, bounds, names and default.
  */
 #include "config.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <setjmp.h>
@@ -26,6 +33,8 @@
 
 #include "common/keytab.h"
 #include "deploy/study.h"
+#include "deploy/study_config.h"
+#include "reservoir/reservoir.h"
 #include "trainer/trainer.h"
 
 #ifndef SURGE_TOP_SRCDIR
@@ -99,6 +108,12 @@ probe_value(const struct surge_key *k, char *buf, size_t cap)
     case SURGE_KEY_INTV:
         snprintf(buf, cap, "[%.0f, %.0f]", k->min, k->max);
         return;
+    case SURGE_KEY_SIZE:
+        snprintf(buf, cap, "\"3MiB\"");
+        return;
+    case SURGE_KEY_BOOL:
+        snprintf(buf, cap, "true");
+        return;
     case SURGE_KEY_NUM:
         if (k->flags & SURGE_KEY_NO_MIN) {
             snprintf(buf, cap, "1.5");
@@ -109,7 +124,7 @@ probe_value(const struct surge_key *k, char *buf, size_t cap)
         }
         return;
     default:
-        fail_msg("trainer.%s: a type this test does not probe", k->name);
+        fail_msg("%s: a type this test does not probe", k->name);
     }
 }
 
@@ -342,6 +357,356 @@ test_bounds_come_from_the_table(void **state)
     assert_true(refused >= 25);
 }
 
+/* ---- the reservoir's keys ---- */
+
+/* The study file with reservoir section {key: v} (v JSON text; k NULL:
+ * an empty section), and whatever context the reservoir's rules across
+ * keys need for that key: epochs only for firo. */
+static void
+reservoir_study(const struct surge_key *k, const char *v, char *out,
+                size_t cap)
+{
+    json_error_t jerr;
+    json_t *sec = json_object();
+    assert_non_null(sec);
+    if (k != NULL) {
+        if (strcmp(k->name, "epochs") == 0) {
+            json_object_set_new(sec, "policy", json_string("firo"));
+        }
+        /* "rate.min_diff" is {"rate": {"min_diff": v}} */
+        json_t *o = sec;
+        char name[128];
+        snprintf(name, sizeof name, "%s", k->name);
+        char *dot = strchr(name, '.');
+        if (dot != NULL) {
+            *dot = '\0';
+            o = json_object();
+            json_object_set_new(sec, name, o);
+        }
+        json_t *x = json_loads(v, JSON_DECODE_ANY, &jerr);
+        assert_non_null(x);
+        json_object_set_new(o, dot != NULL ? dot + 1 : name, x);
+    }
+    char *t = json_dumps(sec, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    assert_non_null(t);
+    snprintf(out, cap,
+             "{\"parameters\": [{\"name\": \"a\", \"min\": 0, \"max\": 1}], "
+             "\"sampler\": {\"runs\": 2}, \"solver\": {\"command\": \"p\"}, "
+             "\"reservoir\": %s}",
+             t);
+    free(t);
+    json_decref(sec);
+}
+
+/* Parse it; on success *cfg is the library struct the study gives
+ * (deploy/study_config.c's mapping, samples of 2 + 1 floats). */
+static int
+reservoir_parse(const char *text, surge_reservoir_config *cfg, char *err)
+{
+    surge_study *s = NULL;
+    int rc = surge_study_parse(&s, text, "<test>", "/", err, 512);
+    if (s != NULL) {
+        surge_study_reservoir_config(s, 2, 1, cfg);
+        surge_study_destroy(&s);
+    }
+    return rc;
+}
+
+/* The library's defaults with its own row k set to v (JSON text), and
+ * the context of reservoir_study(). */
+static void
+reservoir_lib(const struct surge_key *k, const char *v,
+              surge_reservoir_config *cfg)
+{
+    char err[512] = "";
+    surge_reservoir_config_init(cfg);
+    cfg->input_dim = 2;
+    cfg->output_dim = 1;
+    if (strcmp(k->name, "epochs") == 0) {
+        cfg->policy = SURGE_RESERVOIR_FIRO;
+    }
+    json_t *x = json_loads(v, JSON_DECODE_ANY, NULL);
+    assert_non_null(x);
+    if (surge_keytab_set(k, cfg, k->name, x, err, sizeof err) != 0) {
+        fail_msg("reservoir.%s = %s: %s", k->name, v, err);
+    }
+    json_decref(x);
+}
+
+static void
+test_reservoir_one_table(void **state)
+{
+    (void)state;
+    size_t nres = 0;
+    for (const struct surge_key *k = surge_reservoir_keys; k->name != NULL;
+         k++) {
+        char path[128];
+        snprintf(path, sizeof path, "reservoir.%s", k->name);
+        const struct surge_key *sk = surge_study_key(path);
+        if (sk == NULL) {
+            fail_msg("%s: not a key of the study", path);
+        }
+        /* The reservoir's row with the study's field: nothing else
+         * differs. */
+        struct surge_key a = *k, b = *sk;
+        a.off = b.off = 0;
+        a.size = b.size = 0;
+        assert_memory_equal(&a, &b, sizeof a);
+        assert_non_null(k->def);
+        for (const struct surge_key *o = surge_reservoir_keys; o != k; o++) {
+            assert_string_not_equal(o->name, k->name);
+        }
+        nres++;
+    }
+    assert_true(nres >= 15);
+    /* The policy names are in the enum's order. */
+    enum surge_reservoir_policy p;
+    assert_int_equal(surge_reservoir_policy_parse("fifo", &p), 0);
+    assert_int_equal(p, SURGE_RESERVOIR_FIFO);
+    assert_int_equal(surge_reservoir_policy_parse("firo", &p), 0);
+    assert_int_equal(p, SURGE_RESERVOIR_FIRO);
+    assert_int_equal(surge_reservoir_policy_parse("reservoir", &p), 0);
+    assert_int_equal(p, SURGE_RESERVOIR_RESERVOIR);
+    assert_int_equal(surge_reservoir_policy_parse("lifo", &p), -EINVAL);
+    /* The defaults pass the library's checks, and a study that says
+     * nothing gives exactly them (max_batch: trainer.batch_size, 256 as
+     * the library's). */
+    surge_reservoir_config lib, study;
+    char err[512] = "", text[2048];
+    memset(&lib, 0xa5, sizeof lib);
+    surge_reservoir_config_init(&lib);
+    lib.input_dim = 2;
+    lib.output_dim = 1;
+    assert_int_equal(surge_reservoir_config_check(&lib, err, sizeof err), 0);
+    reservoir_study(NULL, NULL, text, sizeof text);
+    memset(&study, 0x5a, sizeof study);
+    assert_int_equal(reservoir_parse(text, &study, err), 0);
+    assert_memory_equal(&lib, &study, sizeof lib);
+}
+
+/* Each reservoir key, set to a value other than its default in the
+ * study, lands in the library's struct as the library's own row puts
+ * it. */
+static void
+test_reservoir_keys_land_in_the_library(void **state)
+{
+    (void)state;
+    for (const struct surge_key *k = surge_reservoir_keys; k->name != NULL;
+         k++) {
+        char v[128], text[2048], err[512] = "";
+        surge_reservoir_config lib, study, dflt;
+        probe_value(k, v, sizeof v);
+        reservoir_study(k, v, text, sizeof text);
+        if (reservoir_parse(text, &study, err) != 0) {
+            fail_msg("%s: %s", text, err);
+        }
+        reservoir_lib(k, v, &lib);
+        assert_memory_equal(&lib, &study, sizeof lib);
+        surge_reservoir_config_init(&dflt);
+        assert_true(memcmp((char *)&lib + k->off, (char *)&dflt + k->off,
+                           k->size) != 0);
+    }
+}
+
+/* Store v in the field of INT or NUM row k of a reservoir config, as the
+ * field's type; false when v does not fit the field's type. */
+static bool
+reservoir_set_field(const struct surge_key *k, surge_reservoir_config *c,
+                    double v)
+{
+    char *slot = (char *)c + k->off;
+    bool uns = (k->flags & SURGE_KEY_UNSIGNED) != 0;
+    if (k->type == SURGE_KEY_NUM) {
+        memcpy(slot, &v, sizeof v);
+    } else if (k->size == sizeof(int)) {
+        if (uns ? !(v >= 0 && v <= UINT_MAX) : !(v >= INT_MIN && v <= INT_MAX)) {
+            return false;
+        }
+        if (uns) {
+            unsigned x = (unsigned)v;
+            memcpy(slot, &x, sizeof x);
+        } else {
+            int x = (int)v;
+            memcpy(slot, &x, sizeof x);
+        }
+    } else if (k->type == SURGE_KEY_INT || k->type == SURGE_KEY_SIZE) {
+        if (uns || k->type == SURGE_KEY_SIZE ? !(v >= 0) : false) {
+            return false;
+        }
+        int64_t x = (int64_t)v;
+        memcpy(slot, &x, sizeof x);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* Just inside and just outside each reservoir key's bounds, read from
+ * its row: the study refuses and accepts the same values as the
+ * library's check of its struct, in the same words. */
+static void
+test_reservoir_bounds(void **state)
+{
+    (void)state;
+    int refused = 0;
+    for (const struct surge_key *k = surge_reservoir_keys; k->name != NULL;
+         k++) {
+        char v[128], text[2048], e1[512] = "", e2[512] = "", prefix[128];
+        surge_reservoir_config c;
+        snprintf(prefix, sizeof prefix, "reservoir.%s: ", k->name);
+        if (k->type == SURGE_KEY_BOOL) {
+            reservoir_study(k, "1", text, sizeof text);
+            assert_int_equal(reservoir_parse(text, &c, e1), SURGE_ECONFIG);
+            assert_memory_equal(e1, prefix, strlen(prefix));
+            continue;
+        }
+        if (k->choices != NULL) {
+            reservoir_study(k, "\"no-such-name\"", text, sizeof text);
+            assert_int_equal(reservoir_parse(text, &c, e1), SURGE_ECONFIG);
+            assert_memory_equal(e1, prefix, strlen(prefix));
+            for (int i = 0; k->choices[i] != NULL; i++) {
+                snprintf(v, sizeof v, "\"%s\"", k->choices[i]);
+                reservoir_study(k, v, text, sizeof text);
+                if (reservoir_parse(text, &c, e1) != 0) {
+                    fail_msg("%s: %s", text, e1);
+                }
+            }
+            /* The library's check: a value past the names. */
+            surge_reservoir_config_init(&c);
+            int past = 0;
+            while (k->choices[past] != NULL) {
+                past++;
+            }
+            memcpy((char *)&c + k->off, &past, sizeof past);
+            assert_int_equal(surge_reservoir_config_check_keys(&c, e2, 512),
+                             SURGE_ECONFIG);
+            assert_memory_equal(e2, prefix, strlen(prefix));
+            refused++;
+            continue;
+        }
+        bool integer = k->type != SURGE_KEY_NUM;
+        double step = integer ? 1 : 0.5;
+        for (int side = 0; side < 2; side++) {
+            unsigned none = side == 0 ? SURGE_KEY_NO_MIN : SURGE_KEY_NO_MAX;
+            unsigned excl = side == 0 ? SURGE_KEY_MIN_EXCL : SURGE_KEY_MAX_EXCL;
+            double edge = side == 0 ? k->min : k->max;
+            double out =
+                (k->flags & excl) ? edge : edge + (side == 0 ? -step : step);
+            if (k->flags & none) {
+                continue;
+            }
+            snprintf(v, sizeof v, "%.17g", out);
+            reservoir_study(k, v, text, sizeof text);
+            int rc = reservoir_parse(text, &c, e1);
+            if (rc != SURGE_ECONFIG ||
+                strncmp(e1, prefix, strlen(prefix)) != 0) {
+                fail_msg("%s: %d '%s'", text, rc, e1);
+            }
+            reservoir_lib(k, k->def, &c); /* the context */
+            if (reservoir_set_field(k, &c, out)) {
+                assert_int_equal(surge_reservoir_config_check_keys(&c, e2, 512),
+                                 SURGE_ECONFIG);
+                size_t n = strcspn(e1, "(");
+                if (strncmp(e1, e2, n) != 0) {
+                    fail_msg("study '%s', library '%s'", e1, e2);
+                }
+            }
+            refused++;
+            if (!(k->flags & excl)) {
+                snprintf(v, sizeof v, "%.17g", edge);
+                reservoir_study(k, v, text, sizeof text);
+                if (reservoir_parse(text, &c, e1) != 0) {
+                    fail_msg("%s: %s", text, e1);
+                }
+                reservoir_lib(k, v, &c);
+                if (surge_reservoir_config_check_keys(&c, e2, 512) != 0) {
+                    fail_msg("reservoir.%s = %s: %s", k->name, v, e2);
+                }
+            }
+        }
+        if (integer) {
+            reservoir_study(k, "1.5", text, sizeof text);
+            assert_int_equal(reservoir_parse(text, &c, e1), SURGE_ECONFIG);
+            assert_memory_equal(e1, prefix, strlen(prefix));
+        }
+    }
+    assert_true(refused >= 12);
+}
+
+/* ---- defaults: the core's text reader against jansson ---- */
+
+/* Every default of row k reads, through surge_keytab_defaults (no
+ * jansson), into the same field as the JSON setter puts it. */
+static void
+default_reads_as_json(const struct surge_key *k, const char *path)
+{
+    if (k->def == NULL || k->type == SURGE_KEY_CUSTOM) {
+        return;
+    }
+    struct surge_key one[2];
+    memset(one, 0, sizeof one);
+    one[0] = *k;
+    union {
+        char bytes[1024];
+        double align;
+    } a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    char err[512] = "";
+    assert_true((k->size > 0 ? k->size : 8) + sizeof(int) <= sizeof a.bytes);
+    /* The row at offset 0 (and its count after the field). */
+    one[0].off = 0;
+    one[0].off2 = k->type == SURGE_KEY_INTV ? k->size : 0;
+    if (surge_keytab_defaults(one, &a, err, sizeof err) != 0) {
+        fail_msg("%s: default %s: %s", path, k->def, err);
+    }
+    json_t *v = json_loads(k->def, JSON_DECODE_ANY, NULL);
+    assert_non_null(v);
+    if (surge_keytab_set(&one[0], &b, path, v, err, sizeof err) != 0) {
+        fail_msg("%s: default %s: %s", path, k->def, err);
+    }
+    json_decref(v);
+    if (k->type == SURGE_KEY_STR && k->size == 0) {
+        /* An owned string: two copies of the same text. */
+        char *sa, *sb;
+        memcpy(&sa, a.bytes, sizeof sa);
+        memcpy(&sb, b.bytes, sizeof sb);
+        assert_string_equal(sa, sb);
+    } else {
+        assert_memory_equal(&a, &b, sizeof a);
+    }
+    surge_keytab_free(&one[0], &a);
+    surge_keytab_free(&one[0], &b);
+}
+
+static void
+test_defaults_read_as_json(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    int read = 0;
+    const char *const *paths = surge_study_key_paths(&n);
+    for (size_t i = 0; i < n; i++) {
+        const struct surge_key *k = surge_study_key(paths[i]);
+        if (k != NULL) {
+            default_reads_as_json(k, paths[i]);
+            read += k->def != NULL;
+        }
+    }
+    assert_true(read > 80);
+    /* A default the reader cannot read is a bug the table's user hears
+     * of. */
+    const struct surge_key bad[] = {
+        {"x", SURGE_KEY_NUM, 0, 0, "0.5x", 0, 1, 0, NULL, 0, NULL},
+        {NULL, SURGE_KEY_CUSTOM, 0, 0, NULL, 0, 0, 0, NULL, 0, NULL},
+    };
+    double x = 0;
+    char err[128] = "";
+    assert_int_equal(surge_keytab_defaults(bad, &x, err, sizeof err),
+                     SURGE_EINTERNAL);
+    assert_non_null(strstr(err, "x: bad built-in default"));
+}
+
 /* ---- docs/configuration.md against the tables ---- */
 
 /* A bound as the page writes it: 1, 0.5, 1e300, 2^20, 2^32-1, 10^7; false
@@ -553,6 +918,10 @@ main(void)
         cmocka_unit_test(test_one_table),
         cmocka_unit_test(test_both_parsers_read_every_key),
         cmocka_unit_test(test_bounds_come_from_the_table),
+        cmocka_unit_test(test_reservoir_one_table),
+        cmocka_unit_test(test_reservoir_keys_land_in_the_library),
+        cmocka_unit_test(test_reservoir_bounds),
+        cmocka_unit_test(test_defaults_read_as_json),
         cmocka_unit_test(test_docs_match_the_tables),
     };
     return cmocka_run_group_tests_name("keys", tests, NULL, NULL);
