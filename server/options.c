@@ -291,6 +291,10 @@ struct flag {
     size_t off; /* offsetof the field */
     size_t len; /* capacity for K_STR */
     const char *help;
+    int show_default; /* --help adds "(default X)", X the field's value
+                         after surge_server_options_init: a default set
+                         there (the reservoir's: its table of keys,
+                         reservoir/config.c) is written once */
 };
 
 #define F(field) offsetof(surge_server_options, field)
@@ -299,175 +303,193 @@ struct flag {
 static const struct flag flags[] = {
     {"bind", "ENDPOINT", K_STR, F(bind), S(bind),
      "ZeroMQ endpoint to listen on (default tcp://127.0.0.1:*, a free "
-     "port). A non-loopback address needs a study token."},
+     "port). A non-loopback address needs a study token.",
+     0},
     {"token-file", "FILE", K_SPECIAL, 0, 0,
      "read the study token from FILE (default: $SURGE_TOKEN; without one "
-     "tokens are not checked)"},
+     "tokens are not checked)",
+     0},
     {"curve-keys", "FILE", K_STR, F(curve_keys), S(curve_keys),
      "encrypt and authenticate every connection with ZeroMQ CURVE, with the "
      "server key file FILE (mode 0600, e.g. from `surge keys curve DIR`): "
-     "only its client keys get in"},
+     "only its client keys get in",
+     0},
     {"output-dir", "DIR", K_STR, F(output_dir), S(output_dir),
-     "write server.json (endpoint, pid) and server-stats.json here "
-     "(default .)"},
+     "write server.json (endpoint, pid) and server-stats.json here", 1},
     {"checksum-log", "FILE", K_STR, F(checksum_log), S(checksum_log),
      "append 'sim step checksum' for every assembled sample (checksum of "
-     "surge_checksum_f32 over the output vector, decimal)"},
+     "surge_checksum_f32 over the output vector, decimal)",
+     0},
     {"max-message-bytes", "SIZE", K_SIZE, F(max_message_bytes), 0,
-     "largest message frame accepted; bigger ones close the connection "
-     "(default 64M)"},
+     "largest message frame accepted; bigger ones close the connection", 1},
     {"rcvhwm-bytes", "SIZE", K_SIZE, F(rcvhwm_bytes), 0,
-     "receive queue per client connection before its sends block "
-     "(default 64M)"},
+     "receive queue per client connection before its sends block", 1},
     {"max-connections", "N", K_U32, F(max_connections), 0,
      "client connections open at once (tcp or ipc); a connection over the "
-     "limit is cut as it comes, counted and logged (default 2048; mind "
-     "ulimit -n)"},
+     "limit is cut as it comes, counted and logged; mind ulimit -n",
+     1},
     {"max-presession-bytes", "SIZE", K_SIZE, F(max_presession_bytes), 0,
      "largest message a peer without a session (no accepted hello) may "
      "send: a bigger one is dropped unread and the peer told to say hello; "
-     "one more and its connection is cut (default 64K; at least 20K)"},
+     "one more and its connection is cut; at least 20K",
+     1},
     {"max-held-bytes", "SIZE", K_SIZE, F(max_held_bytes), 0,
-     "under backpressure (store full) the server goes on reading: messages "
-     "of peers with a session are held, up to this many bytes, while those "
-     "of peers without one are answered or dropped at once; past it "
-     "reading stops (default 64M)"},
+     "under backpressure (store full) the server goes on reading: messages of "
+     "peers with a session are held, up to this many bytes, while those of "
+     "peers without one are answered or dropped at once; past it reading stops",
+     1},
     {"max-partial-bytes", "SIZE", K_SIZE, F(max_partial_bytes), 0,
-     "memory for partially assembled steps; when full the oldest partial "
-     "step is dropped (default 256M)"},
+     "memory for partially assembled steps; when full the oldest partial step "
+     "is dropped",
+     1},
     {"sim-timeout", "SECONDS", K_SECONDS, F(sim_timeout_s), 0,
      "a simulation that sends nothing this long is failed and its partial "
-     "steps dropped; 0 = never (default 600)"},
+     "steps dropped; 0 = never",
+     1},
     {"join-timeout", "SECONDS", K_SECONDS, F(join_timeout_s), 0,
      "a simulation whose ranks have not all said hello this long after its "
      "first did is failed (its partial steps dropped as sim_not_joined); at "
-     "the end of reception such simulations are failed at once; 0 = never "
-     "(default 120)"},
+     "the end of reception such simulations are failed at once; 0 = never",
+     1},
     {"max-joining-sims", "N", K_U32, F(max_joining_sims), 0,
-     "simulations that may wait for their ranks at once; a hello that "
-     "would open one more is rejected (default 1024)"},
+     "simulations that may wait for their ranks at once; a hello that would "
+     "open one more is rejected",
+     1},
     {"policy", "NAME", K_STR, F(policy), S(policy),
      "training store policy: fifo (oldest first, each used once), firo "
      "(random, each used --epochs times) or reservoir (watermark, with "
-     "replacement, evicts used samples) (default fifo)"},
+     "replacement, evicts used samples)",
+     1},
     {"store-bytes", "SIZE", K_SIZE, F(store_bytes), 0,
-     "training store (reservoir) capacity; when the policy makes a put "
-     "wait, the server stops reading (backpressure) (default 256M)"},
+     "training store (reservoir) capacity; when the policy makes a put wait, "
+     "the server stops reading (backpressure)",
+     1},
     {"watermark", "N", K_SIZET, F(reservoir.watermark), 0,
      "samples present before the first batch (policy reservoir: default "
-     "the batch size; fifo/firo: at least a batch)"},
+     "the batch size; fifo/firo: at least a batch)",
+     0},
     {"seed", "N", K_U64, F(reservoir.seed), 0,
-     "seed of the store's random draws (default 1)"},
+     "seed of the store's random draws", 1},
     {"epochs", "N", K_UNSIGNED, F(reservoir.epochs), 0,
-     "policy firo: times each sample is used (default 1)"},
+     "policy firo: times each sample is used", 1},
     {"max-uses", "N", K_UNSIGNED, F(reservoir.max_uses), 0,
-     "policy reservoir: remove a sample after N uses; 0 = no cap "
-     "(default 0)"},
+     "policy reservoir: remove a sample after N uses; 0 = no cap", 1},
     {"samples-per-insert", "X", K_REAL, F(reservoir.rate.samples_per_insert), 0,
-     "policy reservoir: rate limiter target of rows served per sample put; "
-     "0 = off (default 0)"},
+     "policy reservoir: rate limiter target of rows served per sample put; 0 = "
+     "off",
+     1},
     {"rate-min-diff", "X", K_REAL, F(reservoir.rate.min_diff), 0,
-     "rate limiter: a batch waits while puts*spi - served - B < X"},
+     "rate limiter: a batch waits while puts*spi - served - B < X", 1},
     {"rate-max-diff", "X", K_REAL, F(reservoir.rate.max_diff), 0,
-     "rate limiter: a put waits while (puts+1)*spi - served > X"},
+     "rate limiter: a put waits while (puts+1)*spi - served > X", 1},
     {"balance-sims", "BOOL", K_BOOL, F(reservoir.balance_sims), 0,
-     "firo/reservoir: spread each batch over the simulations present "
-     "(default false)"},
+     "firo/reservoir: spread each batch over the simulations present", 1},
     {"prioritized", "BOOL", K_BOOL, F(reservoir.prioritized.enabled), 0,
-     "firo/reservoir: loss-prioritized draws (the trainer reports losses) "
-     "(default false)"},
+     "firo/reservoir: loss-prioritized draws (the trainer reports losses)", 1},
     {"priority-alpha", "X", K_REAL, F(reservoir.prioritized.alpha), 0,
-     "prioritized: exponent on priorities, in [0, 1] (default 0.6)"},
+     "prioritized: exponent on priorities, in [0, 1]", 1},
     {"priority-beta", "X", K_REAL, F(reservoir.prioritized.beta), 0,
-     "prioritized: importance weight exponent, in [0, 1] (default 0.4)"},
+     "prioritized: importance weight exponent, in [0, 1]", 1},
     {"priority-epsilon", "X", K_REAL, F(reservoir.prioritized.epsilon), 0,
-     "prioritized: added to each loss, > 0 (default 1e-6)"},
+     "prioritized: added to each loss, > 0", 1},
     {"reservoir-storage", "NAME", K_STR, F(storage), S(storage),
-     "where the training store keeps samples: host, device (a copy on the "
-     "CUDA device, batches gathered there; a CUDA build) or auto (device "
-     "when the trainer's backend is cuda and a device is present, else "
-     "host) (default auto)"},
+     "where the training store keeps samples: host, device (a copy on the CUDA "
+     "device, batches gathered there; a CUDA build) or auto (device when the "
+     "trainer's backend is cuda and a device is present, else host)",
+     1},
     {"reservoir-device", "N", K_UNSIGNED, F(reservoir.device), 0,
-     "CUDA device ordinal of the device storage (default 0)"},
+     "CUDA device ordinal of the device storage", 1},
     {"prefetch", "NAME", K_STR, F(prefetch), S(prefetch),
      "trainer fed from a host store: on (gather batch k+1 while batch k "
-     "trains; not with --prioritized), off, or auto (on for a GPU "
-     "trainer) (default auto)"},
+     "trains; not with --prioritized), off, or auto (on for a GPU trainer)",
+     1},
     {"validation-bytes", "SIZE", K_SIZE, F(validation_bytes), 0,
-     "validation store capacity (default 64M)"},
+     "validation store capacity", 1},
     {"validation-every", "N", K_U32, F(validation_every), 0,
-     "hold out simulations with id % N == N-1 for validation; 0 = none "
-     "(default 0)"},
+     "hold out simulations with id % N == N-1 for validation; 0 = none", 1},
     {"validation-sims", "LIST", K_SPECIAL, 0, 0,
-     "comma-separated simulation ids also held out for validation"},
+     "comma-separated simulation ids also held out for validation", 0},
     {"field-shapes", "LIST", K_SPECIAL, 0, 0,
      "the output fields' shapes for the model file, e.g. "
      "temperature=64x64,u=2000 (default: each field 1-D; "
-     "study: solver.field_shapes)"},
+     "study: solver.field_shapes)",
+     0},
     {"consumer", "NAME", K_STR, F(consumer), S(consumer),
-     "what drains the training store: discard (gather each batch into "
-     "its buffers, as a trainer does, and drop it) or count (take each "
-     "batch with the same counts but read nothing: no gather), trainer "
-     "(train the surrogate: docs/trainer.md) or writer (append every "
-     "sample to <output-dir>/samples.f32, as an offline pipeline would) "
-     "(default discard)"},
+     "what drains the training store: discard (gather each batch into its "
+     "buffers, as a trainer does, and drop it) or count (take each batch with "
+     "the same counts but read nothing: no gather), trainer (train the "
+     "surrogate: docs/trainer.md) or writer (append every sample to "
+     "<output-dir>/samples.f32, as an offline pipeline would)",
+     1},
     {"study", "FILE", K_STR, F(study), S(study),
      "trainer: the study file whose \"parameters\" (input ranges) and "
      "\"trainer\" section configure it (default "
-     "<output-dir>/study.resolved.json when it exists)"},
+     "<output-dir>/study.resolved.json when it exists)",
+     0},
     {"resume", "[FILE]", K_SPECIAL, 0, 0,
      "trainer: continue from this checkpoint (default "
      "<output-dir>/checkpoint.safetensors): weights, optimizer, "
-     "normalization, step, reservoir, and the steps already assembled"},
+     "normalization, step, reservoir, and the steps already assembled",
+     0},
     {"study-id", "ID", K_STR, F(study_id), S(study_id),
      "trainer: the identity of the study, kept in its checkpoints: --resume "
      "refuses a checkpoint written for another study (surge launch gives "
-     "its own; default none)"},
+     "its own; default none)",
+     0},
     {"max-steps", "N", K_REAL, F(max_steps), 0,
      "trainer: stop training after N steps; 0 = no limit (default: "
-     "trainer.max_steps)"},
+     "trainer.max_steps)",
+     0},
     {"max-wall", "SECONDS", K_REAL, F(max_wall_s), 0,
      "trainer: stop training after this long; 0 = no limit (default: "
-     "trainer.max_wall_s)"},
+     "trainer.max_wall_s)",
+     0},
     {"steps-after-end", "N", K_REAL, F(steps_after_end), 0,
      "trainer: stop N steps after reception ended; 0 = when the reservoir "
-     "has served what it holds (default: trainer.steps_after_end)"},
+     "has served what it holds (default: trainer.steps_after_end)",
+     0},
     {"eval-every", "N", K_REAL, F(eval_every), 0,
-     "trainer: steps between validations (default: trainer.eval_every)"},
+     "trainer: steps between validations (default: trainer.eval_every)", 0},
     {"checkpoint-every", "N", K_REAL, F(checkpoint_every), 0,
      "trainer: steps between checkpoints; 0 = none (default: "
-     "trainer.checkpoint_every)"},
+     "trainer.checkpoint_every)",
+     0},
     {"checkpoint-interval", "SECONDS", K_REAL, F(checkpoint_interval_s), 0,
      "trainer: seconds between checkpoints; 0 = none (default: "
-     "trainer.checkpoint_every_s)"},
+     "trainer.checkpoint_every_s)",
+     0},
     {"progress-interval", "SECONDS", K_REAL, F(progress_interval_s), 0,
      "trainer: seconds between progress lines (default: "
-     "study.progress_interval_s, else 5)"},
-    {"batch-size", "N", K_U32, F(batch_size), 0,
-     "samples per consumer batch (default 64)"},
+     "study.progress_interval_s, else 5)",
+     0},
+    {"batch-size", "N", K_U32, F(batch_size), 0, "samples per consumer batch",
+     1},
     {"external-bind", "ENDPOINT", K_STR, F(external_bind), S(external_bind),
      "external consumer: where trainers in other processes (surge.torch) "
      "connect; the bound address goes to server.json as "
-     "\"external\".\"endpoint\" (default tcp://127.0.0.1:*)"},
+     "\"external\".\"endpoint\"",
+     1},
     {"external-timeout", "SECONDS", K_SECONDS, F(external_timeout_s), 0,
-     "external consumer: a consumer silent this long is dropped (its "
-     "unacked rows counted as such); also how long to wait for consumers "
-     "after reception ended (default 30)"},
+     "external consumer: a consumer silent this long is dropped (its unacked "
+     "rows counted as such); also how long to wait for consumers after "
+     "reception ended",
+     1},
     {"consumer-delay-ms", "MS", K_MS, F(consumer_delay_ms), 0,
-     "discard consumer: sleep this long per batch, to emulate a slow "
-     "trainer (default 0)"},
+     "discard consumer: sleep this long per batch, to emulate a slow trainer",
+     1},
     {"http", "ADDR", K_STR, F(http), S(http),
      "monitoring HTTP server (dashboard, /metrics, /api/v1): HOST:PORT, "
      "PORT or off; a non-loopback HOST needs the study token; its address "
-     "goes to server.json as \"http\" (default 127.0.0.1:0, a free port)"},
+     "goes to server.json as \"http\" (default 127.0.0.1:0, a free port)",
+     0},
     {"stop-timeout", "SECONDS", K_SECONDS, F(stop_timeout_s), 0,
-     "after a stop, wait at most this long for the consumer to drain "
-     "(default 10)"},
+     "after a stop, wait at most this long for the consumer to drain", 1},
     {"exit-idle", "SECONDS", K_SECONDS, F(exit_idle_s), 0,
-     "exit when no simulation is active and nothing arrived for this long; "
-     "0 = never (default 0)"},
+     "exit when no simulation is active and nothing arrived for this long; 0 = "
+     "never",
+     1},
     {"log-level", "LEVEL", K_SPECIAL, 0, 0,
-     "error, warn, info or debug (default info or $SURGE_LOG_LEVEL)"},
+     "error, warn, info or debug (default info or $SURGE_LOG_LEVEL)", 0},
 };
 
 /* Print text wrapped at 79 columns, continuation lines indented by
@@ -500,9 +522,78 @@ print_wrapped(FILE *out, const char *text, int col, int indent)
     }
 }
 
+/* The value of flag f's field in o, as the flag takes it: "64M", "0.6",
+ * "true", "fifo". */
+static void
+field_text(const surge_server_options *o, const struct flag *f, char *buf,
+           size_t cap)
+{
+    const char *base = (const char *)o + f->off;
+    uint64_t u = 0;
+    double d;
+    switch (f->kind) {
+    case K_STR:
+        snprintf(buf, cap, "%s", base);
+        return;
+    case K_SIZE: {
+        static const struct {
+            uint64_t mult;
+            const char *unit;
+        } units[] = {{GIB, "G"}, {MIB, "M"}, {KIB, "K"}, {1, ""}};
+        memcpy(&u, base, sizeof u);
+        size_t i = 0;
+        while (u == 0 ? units[i].mult != 1 : u % units[i].mult != 0) {
+            i++;
+        }
+        snprintf(buf, cap, "%llu%s", (unsigned long long)(u / units[i].mult),
+                 units[i].unit);
+        return;
+    }
+    case K_U32: {
+        uint32_t x;
+        memcpy(&x, base, sizeof x);
+        u = x;
+        break;
+    }
+    case K_UNSIGNED: {
+        unsigned x;
+        memcpy(&x, base, sizeof x);
+        u = x;
+        break;
+    }
+    case K_SIZET: {
+        size_t x;
+        memcpy(&x, base, sizeof x);
+        u = x;
+        break;
+    }
+    case K_U64:
+        memcpy(&u, base, sizeof u);
+        break;
+    case K_SECONDS:
+    case K_MS:
+    case K_REAL:
+        memcpy(&d, base, sizeof d);
+        snprintf(buf, cap, "%g", d);
+        return;
+    case K_BOOL: {
+        bool b;
+        memcpy(&b, base, sizeof b);
+        snprintf(buf, cap, "%s", b ? "true" : "false");
+        return;
+    }
+    case K_SPECIAL:
+        snprintf(buf, cap, "?");
+        return;
+    }
+    snprintf(buf, cap, "%llu", (unsigned long long)u);
+}
+
 void
 surge_server_options_usage(FILE *out)
 {
+    surge_server_options dflt;
+    surge_server_options_init(&dflt);
     fprintf(out,
             "usage: surge serve [options]\n\n"
             "Run the surge server: receive simulation fields from libsurge "
@@ -513,7 +604,14 @@ surge_server_options_usage(FILE *out)
         char lhs[64];
         snprintf(lhs, sizeof lhs, "--%s %s", flags[i].name, flags[i].arg);
         fprintf(out, "  %-27s ", lhs);
-        print_wrapped(out, flags[i].help, 30, 30);
+        char help[1024], value[128];
+        snprintf(help, sizeof help, "%s", flags[i].help);
+        if (flags[i].show_default) {
+            field_text(&dflt, &flags[i], value, sizeof value);
+            snprintf(help, sizeof help, "%s (default %s)", flags[i].help,
+                     value);
+        }
+        print_wrapped(out, help, 30, 30);
     }
     fprintf(out, "  %-27s %s\n", "--help", "show this text");
     fprintf(out, "\nenvironment: SURGE_TOKEN (study token), SURGE_LOG_LEVEL\n");

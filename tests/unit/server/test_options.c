@@ -1,7 +1,8 @@
 /*
  * tests/unit/server/test_options.c - `surge serve` options: defaults,
  * strict parsing with the flag named in every error, sizes, the token
- * rules for non-loopback binds, validation sims.
+ * rules for non-loopback binds, validation sims; --help gives the
+ * reservoir's defaults from its table of keys.
  */
 #include "config.h"
 
@@ -19,6 +20,8 @@
 
 #include <surge/error.h>
 
+#include "common/keytab.h"
+#include "reservoir/reservoir.h"
 #include "server/options.h"
 
 static char err[512];
@@ -279,6 +282,85 @@ usage_lists_every_flag(void **state)
     free(buf);
 }
 
+/* The text of flag's entry in the usage text u, on one line (the
+ * wrapping undone), into out. */
+static void
+usage_entry(const char *u, const char *flag, char *out, size_t cap)
+{
+    char head[64];
+    snprintf(head, sizeof head, "\n  %s ", flag);
+    const char *p = strstr(u, head);
+    if (p == NULL) {
+        fail_msg("--help has no %s", flag);
+    }
+    p += 1;
+    const char *end = strstr(p, "\n  --");
+    size_t o = 0;
+    for (; p < end && o + 1 < cap; p++) {
+        if (*p == '\n' || (*p == ' ' && o > 0 && out[o - 1] == ' ')) {
+            if (o > 0 && out[o - 1] != ' ') {
+                out[o++] = ' ';
+            }
+            continue;
+        }
+        out[o++] = *p;
+    }
+    out[o] = '\0';
+}
+
+/* Each reservoir flag's "(default X)" is its key's default in the
+ * reservoir's table (reservoir/config.c), not a copy in the help. */
+static void
+usage_defaults_come_from_the_table(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *flag;
+        const char *key;
+    } pairs[] = {
+        {"--seed", "seed"},
+        {"--epochs", "epochs"},
+        {"--max-uses", "max_uses"},
+        {"--samples-per-insert", "rate.samples_per_insert"},
+        {"--rate-min-diff", "rate.min_diff"},
+        {"--rate-max-diff", "rate.max_diff"},
+        {"--balance-sims", "balance_sims"},
+        {"--prioritized", "prioritized.enabled"},
+        {"--priority-alpha", "prioritized.alpha"},
+        {"--priority-beta", "prioritized.beta"},
+        {"--priority-epsilon", "prioritized.epsilon"},
+        {"--reservoir-device", "device"},
+    };
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    surge_server_options_usage(f);
+    fclose(f);
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        const struct surge_key *k =
+            surge_keytab_find(surge_reservoir_keys, pairs[i].key);
+        assert_non_null(k);
+        assert_non_null(k->def);
+        char entry[1024];
+        usage_entry(buf, pairs[i].flag, entry, sizeof entry);
+        const char *d = strstr(entry, "(default ");
+        if (d == NULL) {
+            fail_msg("%s: no default in '%s'", pairs[i].flag, entry);
+        }
+        d += strlen("(default ");
+        char shown[64];
+        snprintf(shown, sizeof shown, "%.*s", (int)strcspn(d, ")"), d);
+        if (k->type == SURGE_KEY_BOOL) {
+            assert_string_equal(shown, k->def);
+        } else if (strtod(shown, NULL) != strtod(k->def, NULL)) {
+            fail_msg("%s: --help says %s, reservoir.%s's default is %s",
+                     pairs[i].flag, shown, k->name, k->def);
+        }
+    }
+    free(buf);
+}
+
 int
 main(void)
 {
@@ -290,6 +372,7 @@ main(void)
         cmocka_unit_test(reservoir_options),
         cmocka_unit_test(bind_needs_token_off_loopback),
         cmocka_unit_test(usage_lists_every_flag),
+        cmocka_unit_test(usage_defaults_come_from_the_table),
         cmocka_unit_test(field_shapes),
     };
     return cmocka_run_group_tests_name("server_options", tests, NULL, NULL);
