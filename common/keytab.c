@@ -569,8 +569,8 @@ set_default(const struct surge_key *k, void *base, char *err, size_t errlen)
     case SURGE_KEY_CUSTOM:
         return 0;
     }
-    return surge_keytab_error(err, errlen, "%s: bad built-in default %s (a bug)",
-                              k->name, t);
+    return surge_keytab_error(
+        err, errlen, "%s: bad built-in default %s (a bug)", k->name, t);
 }
 
 int
@@ -705,4 +705,3 @@ surge_keytab_free(const struct surge_key *k, void *base)
         memcpy(slot, &s, sizeof s);
     }
 }
-

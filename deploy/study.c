@@ -8,10 +8,12 @@
  * validation). The launcher's own keys are `keys[]` below; a section that
  * fills another folder's struct is one row naming that folder's table
  * (the "trainer" section is trainer/config.c's surge_trainer_keys, which
- * the trainer's own parser reads too), so no key is written twice. The parser
- * walks the user's JSON object by object; a key is either a row of the
- * table, a section (a prefix of some row), or unknown, and unknown keys are
- * errors with a "did you mean" hint when a known key is close. Two
+ * the trainer's own parser reads too; the "reservoir" section's rows are
+ * reservoir/config.c's surge_reservoir_keys with the study's fields), so
+ * no key is written twice. The parser walks the user's JSON object by
+ * object; a key is either a row of the table, a section (a prefix of some
+ * row), or unknown, and unknown keys are errors with a "did you mean" hint
+ * when a known key is close. Two
  * structured keys have their own code: `parameters` (an array of {name,
  * min, max}) and `solver.command` (a string split into words, or an array).
  * Cross-key rules (csv needs a file, sobol's dimension limit, placeholders
@@ -73,27 +75,27 @@
  * the reservoir's rows (type, bounds, names, default) with the study's
  * field put in: res_rows, made once by flat_build(). test_keys checks
  * that they differ from the reservoir's in nothing else. */
-#define RES(key, f) {key, O(f), sizeof(((surge_study *)0)->f)}
+#define FIELD(f) O(f), sizeof(((surge_study *)0)->f)
 static const struct res_field {
     const char *key;
     size_t off;
     size_t size;
 } res_fields[] = {
-    RES("policy", res_policy),
-    RES("capacity_bytes", res_capacity_bytes),
-    RES("watermark", res_watermark),
-    RES("seed", res_seed),
-    RES("epochs", res_epochs),
-    RES("max_uses", res_max_uses),
-    RES("rate.samples_per_insert", res_rate_spi),
-    RES("rate.min_diff", res_rate_min_diff),
-    RES("rate.max_diff", res_rate_max_diff),
-    RES("balance_sims", res_balance_sims),
-    RES("prioritized.enabled", res_prio_enabled),
-    RES("prioritized.alpha", res_prio_alpha),
-    RES("prioritized.beta", res_prio_beta),
-    RES("prioritized.epsilon", res_prio_epsilon),
-    RES("device", res_device),
+    {"policy", FIELD(res_policy)},
+    {"capacity_bytes", FIELD(res_capacity_bytes)},
+    {"watermark", FIELD(res_watermark)},
+    {"seed", FIELD(res_seed)},
+    {"epochs", FIELD(res_epochs)},
+    {"max_uses", FIELD(res_max_uses)},
+    {"rate.samples_per_insert", FIELD(res_rate_spi)},
+    {"rate.min_diff", FIELD(res_rate_min_diff)},
+    {"rate.max_diff", FIELD(res_rate_max_diff)},
+    {"balance_sims", FIELD(res_balance_sims)},
+    {"prioritized.enabled", FIELD(res_prio_enabled)},
+    {"prioritized.alpha", FIELD(res_prio_alpha)},
+    {"prioritized.beta", FIELD(res_prio_beta)},
+    {"prioritized.epsilon", FIELD(res_prio_epsilon)},
+    {"device", FIELD(res_device)},
 };
 #define NRES (sizeof res_fields / sizeof res_fields[0])
 static struct surge_key res_rows[NRES + 1]; /* + the NULL row */

@@ -61,8 +61,8 @@ const struct surge_key surge_reservoir_keys[] = {
      "false", 0, 0, 0, NULL, SZ(prioritized.enabled), NULL},
     {"prioritized.alpha", SURGE_KEY_NUM, OFF(prioritized.alpha), 0, "0.6", 0, 1,
      0, NULL, SZ(prioritized.alpha), NULL},
-    {"prioritized.beta", SURGE_KEY_NUM, OFF(prioritized.beta), 0, "0.4", 0, 1, 0,
-     NULL, SZ(prioritized.beta), NULL},
+    {"prioritized.beta", SURGE_KEY_NUM, OFF(prioritized.beta), 0, "0.4", 0, 1,
+     0, NULL, SZ(prioritized.beta), NULL},
     {"prioritized.epsilon", SURGE_KEY_NUM, OFF(prioritized.epsilon), 0, "1e-06",
      0, 0, NOMAX | SURGE_KEY_MIN_EXCL, NULL, SZ(prioritized.epsilon), NULL},
     {"device", SURGE_KEY_INT, OFF(device), 0, "0", 0, 1024, 0, NULL, SZ(device),
@@ -174,8 +174,8 @@ surge_reservoir_config_check(const surge_reservoir_config *cfg, char *err,
 }
 
 int
-surge_reservoir_config_check_keys(const surge_reservoir_config *cfg,
-                                  char *err, size_t errlen)
+surge_reservoir_config_check_keys(const surge_reservoir_config *cfg, char *err,
+                                  size_t errlen)
 {
     bool fifo = cfg->policy == SURGE_RESERVOIR_FIFO;
     bool firo = cfg->policy == SURGE_RESERVOIR_FIRO;

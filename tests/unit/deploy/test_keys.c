@@ -363,8 +363,7 @@ test_bounds_come_from_the_table(void **state)
  * an empty section), and whatever context the reservoir's rules across
  * keys need for that key: epochs only for firo. */
 static void
-reservoir_study(const struct surge_key *k, const char *v, char *out,
-                size_t cap)
+reservoir_study(const struct surge_key *k, const char *v, char *out, size_t cap)
 {
     json_error_t jerr;
     json_t *sec = json_object();
@@ -519,7 +518,8 @@ reservoir_set_field(const struct surge_key *k, surge_reservoir_config *c,
     if (k->type == SURGE_KEY_NUM) {
         memcpy(slot, &v, sizeof v);
     } else if (k->size == sizeof(int)) {
-        if (uns ? !(v >= 0 && v <= UINT_MAX) : !(v >= INT_MIN && v <= INT_MAX)) {
+        if (uns ? !(v >= 0 && v <= UINT_MAX)
+                : !(v >= INT_MIN && v <= INT_MAX)) {
             return false;
         }
         if (uns) {

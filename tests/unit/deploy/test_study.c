@@ -472,7 +472,8 @@ test_bad_values(void **state)
         /* max_batch 0 is trainer.batch_size (256) in the rate window */
         {"\"reservoir\": {\"rate\": {\"samples_per_insert\": 1, "
          "\"min_diff\": 0, \"max_diff\": 200}}",
-         "reservoir.rate.max_diff: ", "must be >= max_batch + "
+         "reservoir.rate.max_diff: ",
+         "must be >= max_batch + "
          "samples_per_insert (257)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
