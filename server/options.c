@@ -4,6 +4,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <limits.h>
@@ -522,6 +523,9 @@ print_wrapped(FILE *out, const char *text, int col, int indent)
     }
 }
 
+static_assert(sizeof(unsigned) == sizeof(uint32_t), "K_UNSIGNED is 32 bits");
+static_assert(sizeof(size_t) == sizeof(uint64_t), "K_SIZET is 64 bits");
+
 /* The value of flag f's field in o, as the flag takes it: "64M", "0.6",
  * "true", "fifo". */
 static void
@@ -549,24 +553,14 @@ field_text(const surge_server_options *o, const struct flag *f, char *buf,
                  units[i].unit);
         return;
     }
-    case K_U32: {
+    case K_U32:
+    case K_UNSIGNED: { /* uint32_t, unsigned: the same (asserted below) */
         uint32_t x;
         memcpy(&x, base, sizeof x);
         u = x;
         break;
     }
-    case K_UNSIGNED: {
-        unsigned x;
-        memcpy(&x, base, sizeof x);
-        u = x;
-        break;
-    }
-    case K_SIZET: {
-        size_t x;
-        memcpy(&x, base, sizeof x);
-        u = x;
-        break;
-    }
+    case K_SIZET: /* size_t, uint64_t: the same (asserted below) */
     case K_U64:
         memcpy(&u, base, sizeof u);
         break;

@@ -16,7 +16,6 @@
  */
 #include "config.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <setjmp.h>
@@ -238,20 +237,38 @@ test_both_parsers_read_every_key(void **state)
     }
 }
 
-/* Set the field of an INT or NUM key to v, as the field's type. */
-static void
-set_field(const struct surge_key *k, struct surge_trainer_config *c, double v)
+/* Store v in the field of INT or NUM row k of the struct at base, as the
+ * field's type (int, unsigned, int64_t, uint64_t, double); false when v
+ * does not fit that type. */
+static bool
+set_field(const struct surge_key *k, void *base, double v)
 {
-    char *slot = (char *)c + k->off;
+    char *slot = (char *)base + k->off;
+    bool uns = (k->flags & SURGE_KEY_UNSIGNED) != 0;
     if (k->type == SURGE_KEY_NUM) {
         memcpy(slot, &v, sizeof v);
     } else if (k->size == sizeof(int)) {
-        int x = (int)v;
-        memcpy(slot, &x, sizeof x);
-    } else {
+        if (uns ? !(v >= 0 && v <= UINT_MAX)
+                : !(v >= INT_MIN && v <= INT_MAX)) {
+            return false;
+        }
+        if (uns) {
+            unsigned x = (unsigned)v;
+            memcpy(slot, &x, sizeof x);
+        } else {
+            int x = (int)v;
+            memcpy(slot, &x, sizeof x);
+        }
+    } else if (k->type == SURGE_KEY_INT) {
+        if (uns && !(v >= 0)) {
+            return false;
+        }
         int64_t x = (int64_t)v;
         memcpy(slot, &x, sizeof x);
+    } else {
+        return false;
     }
+    return true;
 }
 
 /* Both parsers refuse value v (JSON text) of key k with the same message;
@@ -274,7 +291,7 @@ expect_refused(const struct surge_key *k, const char *v, const double *scalar)
     if (scalar != NULL) {
         struct surge_trainer_config c;
         surge_trainer_config_defaults(&c);
-        set_field(k, &c, *scalar);
+        assert_true(set_field(k, &c, *scalar));
         assert_int_equal(surge_trainer_config_check(&c, e3, sizeof e3),
                          SURGE_ECONFIG);
         /* The same expectation, up to the value quoted. */
@@ -294,6 +311,25 @@ expect_accepted(const struct surge_key *k, const char *v)
     if (r1 != 0 || r2 != 0) {
         fail_msg("%s: trainer %d '%s', study %d '%s'", section, r1, e1, r2, e2);
     }
+}
+
+/* Key k's bound on side 0 (min) or 1 (max), step apart from the values
+ * next to it: false when there is none; else *edge, *out (the nearest
+ * value outside: the edge itself where the interval is open) and whether
+ * the edge is accepted. */
+static bool
+bound_probe(const struct surge_key *k, int side, double step, double *edge,
+            double *out, bool *edge_ok)
+{
+    unsigned none = side == 0 ? SURGE_KEY_NO_MIN : SURGE_KEY_NO_MAX;
+    unsigned excl = side == 0 ? SURGE_KEY_MIN_EXCL : SURGE_KEY_MAX_EXCL;
+    if (k->flags & none) {
+        return false;
+    }
+    *edge = side == 0 ? k->min : k->max;
+    *edge_ok = !(k->flags & excl);
+    *out = *edge_ok ? *edge + (side == 0 ? -step : step) : *edge;
+    return true;
 }
 
 /* Values just inside and just outside each key's bounds, read from the
@@ -322,18 +358,15 @@ test_bounds_come_from_the_table(void **state)
         /* Each bound: just outside it refused, on it accepted (unless
          * the interval is open there). */
         for (int side = 0; side < 2; side++) {
-            unsigned none = side == 0 ? SURGE_KEY_NO_MIN : SURGE_KEY_NO_MAX;
-            unsigned excl = side == 0 ? SURGE_KEY_MIN_EXCL : SURGE_KEY_MAX_EXCL;
-            double edge = side == 0 ? k->min : k->max;
-            double out =
-                (k->flags & excl) ? edge : edge + (side == 0 ? -step : step);
-            if (k->flags & none) {
+            double edge, out;
+            bool edge_ok;
+            if (!bound_probe(k, side, step, &edge, &out, &edge_ok)) {
                 continue;
             }
             snprintf(v, sizeof v, fmt, out);
             expect_refused(k, v, scalar ? &out : NULL);
             refused++;
-            if (!(k->flags & excl)) {
+            if (edge_ok) {
                 snprintf(v, sizeof v, fmt, edge);
                 expect_accepted(k, v);
             }
@@ -458,15 +491,9 @@ test_reservoir_one_table(void **state)
         nres++;
     }
     assert_true(nres >= 15);
-    /* The policy names are in the enum's order. */
-    enum surge_reservoir_policy p;
-    assert_int_equal(surge_reservoir_policy_parse("fifo", &p), 0);
-    assert_int_equal(p, SURGE_RESERVOIR_FIFO);
-    assert_int_equal(surge_reservoir_policy_parse("firo", &p), 0);
-    assert_int_equal(p, SURGE_RESERVOIR_FIRO);
-    assert_int_equal(surge_reservoir_policy_parse("reservoir", &p), 0);
-    assert_int_equal(p, SURGE_RESERVOIR_RESERVOIR);
-    assert_int_equal(surge_reservoir_policy_parse("lifo", &p), -EINVAL);
+    /* (That the policy names are in the enum's order is
+     * tests/unit/reservoir/test_reservoir's: surge_reservoir_policy_parse
+     * reads the table.) */
     /* The defaults pass the library's checks, and a study that says
      * nothing gives exactly them (max_batch: trainer.batch_size, 256 as
      * the library's). */
@@ -505,40 +532,6 @@ test_reservoir_keys_land_in_the_library(void **state)
         assert_true(memcmp((char *)&lib + k->off, (char *)&dflt + k->off,
                            k->size) != 0);
     }
-}
-
-/* Store v in the field of INT or NUM row k of a reservoir config, as the
- * field's type; false when v does not fit the field's type. */
-static bool
-reservoir_set_field(const struct surge_key *k, surge_reservoir_config *c,
-                    double v)
-{
-    char *slot = (char *)c + k->off;
-    bool uns = (k->flags & SURGE_KEY_UNSIGNED) != 0;
-    if (k->type == SURGE_KEY_NUM) {
-        memcpy(slot, &v, sizeof v);
-    } else if (k->size == sizeof(int)) {
-        if (uns ? !(v >= 0 && v <= UINT_MAX)
-                : !(v >= INT_MIN && v <= INT_MAX)) {
-            return false;
-        }
-        if (uns) {
-            unsigned x = (unsigned)v;
-            memcpy(slot, &x, sizeof x);
-        } else {
-            int x = (int)v;
-            memcpy(slot, &x, sizeof x);
-        }
-    } else if (k->type == SURGE_KEY_INT || k->type == SURGE_KEY_SIZE) {
-        if (uns || k->type == SURGE_KEY_SIZE ? !(v >= 0) : false) {
-            return false;
-        }
-        int64_t x = (int64_t)v;
-        memcpy(slot, &x, sizeof x);
-    } else {
-        return false;
-    }
-    return true;
 }
 
 /* Just inside and just outside each reservoir key's bounds, read from
@@ -587,12 +580,9 @@ test_reservoir_bounds(void **state)
         bool integer = k->type != SURGE_KEY_NUM;
         double step = integer ? 1 : 0.5;
         for (int side = 0; side < 2; side++) {
-            unsigned none = side == 0 ? SURGE_KEY_NO_MIN : SURGE_KEY_NO_MAX;
-            unsigned excl = side == 0 ? SURGE_KEY_MIN_EXCL : SURGE_KEY_MAX_EXCL;
-            double edge = side == 0 ? k->min : k->max;
-            double out =
-                (k->flags & excl) ? edge : edge + (side == 0 ? -step : step);
-            if (k->flags & none) {
+            double edge, out;
+            bool edge_ok;
+            if (!bound_probe(k, side, step, &edge, &out, &edge_ok)) {
                 continue;
             }
             snprintf(v, sizeof v, "%.17g", out);
@@ -603,7 +593,7 @@ test_reservoir_bounds(void **state)
                 fail_msg("%s: %d '%s'", text, rc, e1);
             }
             reservoir_lib(k, k->def, &c); /* the context */
-            if (reservoir_set_field(k, &c, out)) {
+            if (set_field(k, &c, out)) {
                 assert_int_equal(surge_reservoir_config_check_keys(&c, e2, 512),
                                  SURGE_ECONFIG);
                 size_t n = strcspn(e1, "(");
@@ -612,7 +602,7 @@ test_reservoir_bounds(void **state)
                 }
             }
             refused++;
-            if (!(k->flags & excl)) {
+            if (edge_ok) {
                 snprintf(v, sizeof v, "%.17g", edge);
                 reservoir_study(k, v, text, sizeof text);
                 if (reservoir_parse(text, &c, e1) != 0) {

@@ -260,16 +260,24 @@ bind_needs_token_off_loopback(void **state)
     assert_non_null(strstr(err, "cannot open"));
 }
 
-static void
-usage_lists_every_flag(void **state)
+/* The --help text, malloc'ed. */
+static char *
+usage_text(void)
 {
-    (void)state;
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     assert_non_null(f);
     surge_server_options_usage(f);
     fclose(f);
+    return buf;
+}
+
+static void
+usage_lists_every_flag(void **state)
+{
+    (void)state;
+    char *buf = usage_text();
     const char *flags[] = {
         "--bind",         "--token-file",        "--output-dir",
         "--checksum-log", "--max-partial-bytes", "--sim-timeout",
@@ -331,12 +339,7 @@ usage_defaults_come_from_the_table(void **state)
         {"--priority-epsilon", "prioritized.epsilon"},
         {"--reservoir-device", "device"},
     };
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    assert_non_null(f);
-    surge_server_options_usage(f);
-    fclose(f);
+    char *buf = usage_text();
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
         const struct surge_key *k =
             surge_keytab_find(surge_reservoir_keys, pairs[i].key);
