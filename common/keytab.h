@@ -6,11 +6,15 @@
  *
  * DESIGN. A key lives in exactly one table, owned by the folder whose
  * struct it fills: the trainer's keys in trainer/config.c
- * (surge_trainer_keys, over struct surge_trainer_config), the launcher's
- * own in deploy/study.c. A parser that reads a section of another folder
- * (the study file's "trainer" section) takes that folder's table as a
- * row of kind SURGE_KEY_TABLE rather than writing the keys again, so a
- * bound, a name or a default changed in the table changes every parser,
+ * (surge_trainer_keys, over struct surge_trainer_config), the
+ * reservoir's in reservoir/config.c (surge_reservoir_keys, over
+ * surge_reservoir_config), the launcher's own in deploy/study.c. A parser
+ * that reads a section of another folder (the study file's "trainer"
+ * section) takes that folder's table as a row of kind SURGE_KEY_TABLE
+ * rather than writing the keys again (where it keeps the section in
+ * fields of its own, as the study does the "reservoir" section, the
+ * TABLE's rows are that table's rows with only off and size changed), so
+ * a bound, a name or a default changed in the table changes every parser,
  * the defaults and the value checks at once.
  *
  * Messages start with the key's path as the caller names it
