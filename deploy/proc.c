@@ -6,6 +6,10 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +17,8 @@
 #include "deploy/proc.h"
 #include "deploy/scheduler.h"
 #include "deploy/util.h"
+
+extern char **environ;
 
 void
 surge_proc_child_setup(pid_t parent, int in_fd, int out_fd, int err_fd)
@@ -60,4 +66,62 @@ surge_proc_sweep_session(pid_t sid)
         }
     }
     return n;
+}
+
+char **
+surge_proc_env(char *const *extra, const char *tmp)
+{
+    static const char *const tmpvars[] = {"TMPDIR", "OMPI_MCA_orte_tmpdir_base",
+                                          "OMPI_MCA_prte_tmpdir_base"};
+    enum { NTMP = sizeof tmpvars / sizeof tmpvars[0] };
+    size_t n = 0, m = 0;
+    while (environ[n] != NULL) {
+        n++;
+    }
+    while (extra != NULL && extra[m] != NULL) {
+        m++;
+    }
+    size_t ntmp = tmp != NULL ? NTMP : 0;
+    size_t vlen = 0;
+    for (size_t k = 0; k < ntmp; k++) {
+        vlen += strlen(tmpvars[k]) + strlen(tmp) + 2;
+    }
+    size_t nadd = m + ntmp;
+    char **env = calloc(1, (n + nadd + 1 + nadd) * sizeof *env + vlen);
+    if (env == NULL) {
+        return NULL;
+    }
+    /* add[0..nadd): what replaces or joins environ; the tmp strings live
+     * after the pointers. */
+    char **add = env + n + nadd + 1;
+    char *p = (char *)(add + nadd);
+    for (size_t j = 0; j < m; j++) {
+        add[j] = extra[j];
+    }
+    for (size_t k = 0; k < ntmp; k++) {
+        size_t len = strlen(tmpvars[k]) + strlen(tmp) + 2;
+        snprintf(p, len, "%s=%s", tmpvars[k], tmp);
+        add[m + k] = p;
+        p += len;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool replaced = false;
+        for (size_t j = 0; j < nadd; j++) {
+            size_t klen = strcspn(add[j], "=");
+            if (strncmp(environ[i], add[j], klen) == 0 &&
+                environ[i][klen] == '=') {
+                replaced = true;
+                break;
+            }
+        }
+        if (!replaced) {
+            env[o++] = environ[i];
+        }
+    }
+    for (size_t j = 0; j < nadd; j++) {
+        env[o++] = add[j];
+    }
+    env[o] = NULL;
+    return env;
 }

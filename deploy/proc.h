@@ -32,4 +32,13 @@ void surge_proc_status(int wstatus, int *exit_code, int *sig);
  * Returns how many processes it signalled (0: the session was empty). */
 int surge_proc_sweep_session(pid_t sid);
 
+/* surge_proc_env - the environment for a child: ours, with the entries of
+ * extra (NULL-terminated "NAME=value", may be NULL) and, when tmp is not
+ * NULL, TMPDIR, OMPI_MCA_orte_tmpdir_base and OMPI_MCA_prte_tmpdir_base set
+ * to tmp (the folder that keeps an mpirun's session directory apart from
+ * every other mpirun's), each added or replacing the one of the same name.
+ * The strings of environ and extra are borrowed; the array and the tmp
+ * entries are one allocation: free(env). NULL on ENOMEM. */
+char **surge_proc_env(char *const *extra, const char *tmp);
+
 #endif

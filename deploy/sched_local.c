@@ -46,8 +46,6 @@
 #include "deploy/scheduler_slurm.h"
 #include "deploy/util.h"
 
-extern char **environ;
-
 #define LOCAL_MAX_JOBS 65536
 
 struct local_job {
@@ -258,67 +256,6 @@ local_wrap(void *state, char *const *solver_argv, int64_t ranks,
     return surge_strv_finish(&v, rc, solver_argv, out);
 }
 
-/* The environment of a job: the launcher's, with the spec's entries and
- * the job's tmp folder (TMPDIR and Open MPI's tmpdir bases) added or
- * replacing those of the same name. The strings of environ and spec are
- * borrowed; the array and the tmp entries are one allocation (free(env)). */
-static char **
-build_env(char *const *extra, const char *tmp)
-{
-    static const char *const tmpvars[] = {"TMPDIR", "OMPI_MCA_orte_tmpdir_base",
-                                          "OMPI_MCA_prte_tmpdir_base"};
-    enum { NTMP = sizeof tmpvars / sizeof tmpvars[0] };
-    size_t n = 0, m = 0;
-    while (environ[n] != NULL) {
-        n++;
-    }
-    while (extra != NULL && extra[m] != NULL) {
-        m++;
-    }
-    size_t vlen = 0;
-    for (size_t k = 0; k < NTMP; k++) {
-        vlen += strlen(tmpvars[k]) + strlen(tmp) + 2;
-    }
-    size_t nadd = m + NTMP;
-    char **env = calloc(1, (n + nadd + 1 + nadd) * sizeof *env + vlen);
-    if (env == NULL) {
-        return NULL;
-    }
-    /* add[0..nadd): what replaces or joins environ; the tmp strings live
-     * after the pointers. */
-    char **add = env + n + nadd + 1;
-    char *p = (char *)(add + nadd);
-    for (size_t j = 0; j < m; j++) {
-        add[j] = extra[j];
-    }
-    for (size_t k = 0; k < NTMP; k++) {
-        size_t len = strlen(tmpvars[k]) + strlen(tmp) + 2;
-        snprintf(p, len, "%s=%s", tmpvars[k], tmp);
-        add[m + k] = p;
-        p += len;
-    }
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        bool replaced = false;
-        for (size_t j = 0; j < nadd; j++) {
-            size_t klen = strcspn(add[j], "=");
-            if (strncmp(environ[i], add[j], klen) == 0 &&
-                environ[i][klen] == '=') {
-                replaced = true;
-                break;
-            }
-        }
-        if (!replaced) {
-            env[o++] = environ[i];
-        }
-    }
-    for (size_t j = 0; j < nadd; j++) {
-        env[o++] = add[j];
-    }
-    env[o] = NULL;
-    return env;
-}
-
 static int
 local_submit(void *state, const surge_job_spec *spec, uint64_t *job, char *err,
              size_t errcap)
@@ -361,7 +298,7 @@ local_submit(void *state, const surge_job_spec *spec, uint64_t *job, char *err,
         (void)surge_deploy_rm_rf(tmp);
         return -e;
     }
-    char **env = build_env(spec->env, tmp);
+    char **env = surge_proc_env(spec->env, tmp);
     if (env == NULL) {
         close(logfd);
         (void)surge_deploy_rm_rf(tmp);

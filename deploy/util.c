@@ -255,3 +255,31 @@ surge_deploy_rm_rf(const char *path)
     }
     return rc;
 }
+
+int
+surge_deploy_find_in_path(const char *name, char *out, size_t cap)
+{
+    if (strchr(name, '/') != NULL) {
+        int w = snprintf(out, cap, "%s", name);
+        if (w < 0 || (size_t)w >= cap) {
+            return -ENAMETOOLONG;
+        }
+        return access(out, X_OK) == 0 ? 0 : -ENOENT;
+    }
+    const char *path = getenv("PATH");
+    if (path == NULL || path[0] == '\0') {
+        path = "/usr/local/bin:/usr/bin:/bin";
+    }
+    while (*path != '\0') {
+        size_t n = strcspn(path, ":");
+        int w = snprintf(out, cap, "%.*s/%s", (int)n, path, name);
+        if (n > 0 && w > 0 && (size_t)w < cap && access(out, X_OK) == 0) {
+            return 0;
+        }
+        path += n;
+        if (*path == ':') {
+            path++;
+        }
+    }
+    return -ENOENT;
+}

@@ -49,4 +49,11 @@ int surge_deploy_dirname(const char *path, char *out, size_t cap);
  * yet; symbolic links are not followed. A relative path is left as is. */
 void surge_deploy_normalize_path(char *path);
 
+/* surge_deploy_find_in_path - the path of the executable program name
+ * into out (cap bytes): name itself when it holds a '/', else the first
+ * match in PATH (/usr/local/bin:/usr/bin:/bin when PATH is unset), for
+ * callers that execve. 0, -ENOENT (not found or not executable),
+ * -ENAMETOOLONG. */
+int surge_deploy_find_in_path(const char *name, char *out, size_t cap);
+
 #endif /* SURGE_DEPLOY_UTIL_H */
