@@ -178,6 +178,17 @@ static const struct surge_key keys[] = {
      NULL},
     {"server.encrypt", T_BOOL, O(server_encrypt), 0, "false", 0, 0, 0, NULL},
     {"server.args", T_STRV, O(server_args), 0, "[]", 0, 0, 0, NULL},
+    /* server as an MPI job of server.ranks ranks */
+    {"server.ranks", T_INT, O(server_ranks), 0, "1", 1, SURGE_MAX_RANKS, 0,
+     NULL},
+    {"server.nodes", T_INT, O(server_nodes), 0, "1", 1, SURGE_MAX_RANKS, 0,
+     NULL},
+    {"server.ranks_per_node", T_INT, O(server_ranks_per_node), 0, "0", 0,
+     SURGE_MAX_RANKS, 0, NULL},
+    {"server.launcher", T_ENUM, O(server_launcher), 0, "\"auto\"", 0, 0, 0,
+     CH("auto", "direct", "mpirun")},
+    {"server.mpirun_args", T_STRV, O(server_mpirun_args), 0, "[]", 0, 0, 0,
+     NULL},
     {"server.validation_every", T_INT, O(server_validation_every), 0, "0", 0,
      4294967295.0, 0, NULL},
     {"server.validation_bytes", T_SIZE, O(server_validation_bytes), 0,
@@ -882,6 +893,65 @@ expand_output_dir(struct parser *p)
     return 0;
 }
 
+/* server.ranks, nodes, ranks_per_node and launcher: how the server's R
+ * ranks are started (launch.c start_server). */
+static int
+server_ranks_checks(struct parser *p)
+{
+    surge_study *s = p->s;
+    bool as_job =
+        s->scheduler == SURGE_SCHEDULER_SLURM && s->slurm_server_as_job;
+    const struct flat_key *kranks = find_key("server.ranks");
+    if (s->server_ranks_per_node > 0) {
+        int64_t r = s->server_nodes * s->server_ranks_per_node;
+        if (!p->seen[kranks - flat]) {
+            if (r > SURGE_MAX_RANKS) {
+                return fail(p,
+                            "server.ranks_per_node: server.nodes x "
+                            "ranks_per_node must be <= %d",
+                            SURGE_MAX_RANKS);
+            }
+            s->server_ranks = r;
+        } else if (r != s->server_ranks) {
+            return fail(p,
+                        "server.ranks_per_node: server.nodes x "
+                        "ranks_per_node = %lld, but server.ranks = %lld",
+                        (long long)r, (long long)s->server_ranks);
+        }
+    }
+    if (s->server_nodes > s->server_ranks) {
+        return fail(p, "server.nodes: must be <= server.ranks (%lld)",
+                    (long long)s->server_ranks);
+    }
+    if (!as_job && (s->server_nodes > 1 || s->server_ranks_per_node > 0)) {
+        return fail(p,
+                    "server.%s: only with scheduler.kind slurm and "
+                    "scheduler.slurm.server_as_job (otherwise every rank "
+                    "runs on the launcher's machine)",
+                    s->server_nodes > 1 ? "nodes" : "ranks_per_node");
+    }
+    if (as_job && s->server_launcher == 2) {
+        return fail(p, "server.launcher: mpirun cannot start the server as a "
+                       "Slurm job (scheduler.slurm.server_as_job: srun "
+                       "starts it)");
+    }
+    if (s->server_launcher == 1 && s->server_ranks > 1) {
+        return fail(p,
+                    "server.launcher: direct starts one process; "
+                    "server.ranks = %lld needs mpirun (auto or mpirun)",
+                    (long long)s->server_ranks);
+    }
+    bool mpirun = !as_job && (s->server_launcher == 2 ||
+                              (s->server_launcher == 0 && s->server_ranks > 1));
+    if (s->server_mpirun_args.n > 0 && !mpirun) {
+        return fail(p, "server.mpirun_args: mpirun does not start this "
+                       "server (only with server.ranks > 1 or "
+                       "server.launcher mpirun, without "
+                       "scheduler.slurm.server_as_job)");
+    }
+    return 0;
+}
+
 static int
 cross_checks(struct parser *p)
 {
@@ -927,6 +997,10 @@ cross_checks(struct parser *p)
     if (strncmp(s->server_bind, "tcp://", 6) != 0 &&
         strncmp(s->server_bind, "ipc://", 6) != 0) {
         return fail(p, "server.bind: must be a tcp:// or ipc:// endpoint");
+    }
+    rc = server_ranks_checks(p);
+    if (rc != 0) {
+        return rc;
     }
     char why[512];
     if (surge_trainer_config_check(&s->trainer, why, sizeof why) != 0) {

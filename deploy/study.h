@@ -117,6 +117,12 @@ typedef struct surge_study {
     int server_checksum_log; /* --checksum-log <output>/checksums.log */
     int server_encrypt;      /* ZeroMQ CURVE; keys in <output>/keys */
     surge_strv server_args;  /* extra `surge serve` flags, verbatim */
+    /* the server as an MPI job (docs/configuration.md, docs/slurm.md) */
+    int64_t server_ranks;          /* R, >= 1; 1: one process as before */
+    int64_t server_nodes;          /* Slurm server_as_job: srun --nodes */
+    int64_t server_ranks_per_node; /* srun --ntasks-per-node; 0: not given */
+    int server_launcher;           /* auto 0, direct 1, mpirun 2 */
+    surge_strv server_mpirun_args; /* extra flags for the server's mpirun */
 
     int64_t server_validation_every;  /* sims with id % N == N-1 held out */
     uint64_t server_validation_bytes; /* validation store capacity */
