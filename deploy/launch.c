@@ -577,6 +577,49 @@ finished_runs(const struct launch *L, json_t *progress, bool *done)
     return 0;
 }
 
+/* The server's R ranks on this machine: "<mpirun's path> -np R --bind-to
+ * none [server.mpirun_args] surge serve ...". mpirun is scheduler.mpirun
+ * (or "mpirun" when that is empty), found in PATH now, so a missing one
+ * is a clear error rather than an exec failure in the log. No binding:
+ * Open MPI binds each rank to one core by default (for np <= 2), which
+ * would put a rank's I/O thread and all its trainer threads on that one
+ * core. --oversubscribe and --allow-run-as-root are not added: they come
+ * from server.mpirun_args or the environment (OMPI_MCA_rmaps_base_
+ * oversubscribe, OMPI_ALLOW_RUN_AS_ROOT), as the user decides. */
+static int
+wrap_server_mpirun(const surge_study *s, char *const *server_argv,
+                   surge_strv *out, char *err, size_t errcap)
+{
+    const char *prog = s->mpirun[0] != '\0' ? s->mpirun : "mpirun";
+    char path[MAX_PATH], np[32];
+    int rc = surge_deploy_find_in_path(prog, path, sizeof path);
+    if (rc != 0) {
+        snprintf(err, errcap,
+                 "server.ranks = %lld: the server's ranks are started with "
+                 "mpirun, and '%.200s' (scheduler.mpirun) is not an "
+                 "executable in PATH",
+                 (long long)s->server_ranks, prog);
+        return SURGE_ECONFIG;
+    }
+    bool bind = false;
+    for (size_t i = 0; i < s->server_mpirun_args.n; i++) {
+        bind = bind || strncmp(s->server_mpirun_args.v[i], "--bind-to", 9) == 0;
+    }
+    surge_strv v = {NULL, 0};
+    snprintf(np, sizeof np, "%lld", (long long)s->server_ranks);
+    rc = surge_strv_push(&v, path);
+    rc = rc ? rc : surge_strv_push(&v, "-np");
+    rc = rc ? rc : surge_strv_push(&v, np);
+    if (!bind) {
+        rc = rc ? rc : surge_strv_push(&v, "--bind-to");
+        rc = rc ? rc : surge_strv_push(&v, "none");
+    }
+    for (size_t i = 0; rc == 0 && i < s->server_mpirun_args.n; i++) {
+        rc = surge_strv_push(&v, s->server_mpirun_args.v[i]);
+    }
+    return surge_strv_finish(&v, rc, server_argv, out);
+}
+
 static int
 start_server(struct launch *L, char *err, size_t errcap)
 {
@@ -686,20 +729,28 @@ start_server(struct launch *L, char *err, size_t errcap)
 #undef PUSH
 #undef PUSH_U64
 #undef PUSH_REAL
-    if (rc == 0 && L->ops == &surge_sched_slurm_ops && s->slurm_server_as_job) {
-        /* The server as a Slurm job of its own: srun stays in the
-         * foreground as our child, so it is supervised like a local
-         * process, and SIGTERM to it cancels the job. */
+    bool as_job = L->ops == &surge_sched_slurm_ops && s->slurm_server_as_job;
+    bool mpirun = !as_job && (s->server_launcher == 2 ||
+                              (s->server_launcher == 0 && s->server_ranks > 1));
+    if (rc == 0 && (as_job || mpirun)) {
         surge_strv wrapped = {NULL, 0};
-        rc = surge_slurm_wrap_server(L->sched, argv.v, &wrapped);
-        if (rc != 0) {
-            snprintf(err, errcap, "scheduler.slurm.server_as_job: %s",
-                     rc == -ENOENT ? "srun not found in PATH"
-                                   : surge_strerror(rc));
-            surge_strv_free(&argv);
-            return rc;
+        if (as_job) {
+            /* The server as a Slurm job (or job step) of its own: srun
+             * stays in the foreground as our child, so it is supervised
+             * like a local process, and SIGTERM to it cancels the job. */
+            rc = surge_slurm_wrap_server(L->sched, argv.v, &wrapped);
+            if (rc != 0) {
+                snprintf(err, errcap, "scheduler.slurm.server_as_job: %s",
+                         rc == -ENOENT ? "srun not found in PATH"
+                                       : surge_strerror(rc));
+            }
+        } else {
+            rc = wrap_server_mpirun(s, argv.v, &wrapped, err, errcap);
         }
         surge_strv_free(&argv);
+        if (rc != 0) {
+            return rc;
+        }
         argv = wrapped;
     }
     if (rc != 0) {
@@ -724,12 +775,23 @@ start_server(struct launch *L, char *err, size_t errcap)
         }
         close(fd);
     }
-    rc = surge_server_proc_start(&L->server, argv.v, L->token, json_path, log,
-                                 s->server_start_timeout_s, &stop_signal, err,
-                                 errcap);
+    rc = surge_server_proc_start(&L->server, argv.v, L->token, mpirun,
+                                 json_path, log, s->server_start_timeout_s,
+                                 &stop_signal, err, errcap);
     surge_strv_free(&argv);
     if (rc != 0) {
         return rc;
+    }
+    if (L->server.ranks != s->server_ranks) {
+        /* E.g. mpirun started R processes that each run alone (an MPI the
+         * server was not built with), or a server without ranks. */
+        snprintf(err, errcap,
+                 "the server at %s reports %ld rank(s) in server.json, the "
+                 "study asks for server.ranks = %lld (see server.log)",
+                 L->server.endpoint, L->server.ranks,
+                 (long long)s->server_ranks);
+        surge_server_proc_wait(&L->server, 0, s->kill_grace_s);
+        return SURGE_ENOSERVER;
     }
     char ckeys[OUT_MAX + 32] = "";
     if (L->curve_dir[0] != '\0') {
@@ -771,8 +833,9 @@ start_server(struct launch *L, char *err, size_t errcap)
     }
     L->ping_misses = 0;
     L->next_ping = surge_now_s() + s->server_ping_interval_s;
-    SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "server pid %d at %s",
-              (int)L->server.pid, L->server.endpoint);
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "server pid %d at %s (%ld rank%s)",
+              (int)L->server.pid, L->server.endpoint, L->server.ranks,
+              L->server.ranks == 1 ? "" : "s");
     return 0;
 }
 

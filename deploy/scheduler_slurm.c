@@ -1473,28 +1473,6 @@ slurm_wrap(void *state, char *const *solver_argv, int64_t ranks,
     return surge_strv_finish(&v, rc, solver_argv, out);
 }
 
-/* The full path of program name found in PATH (executable), into out. */
-static int
-find_in_path(const char *name, char *out, size_t cap)
-{
-    const char *path = getenv("PATH");
-    if (path == NULL || path[0] == '\0') {
-        path = "/usr/local/bin:/usr/bin:/bin";
-    }
-    while (*path != '\0') {
-        size_t n = strcspn(path, ":");
-        int w = snprintf(out, cap, "%.*s/%s", (int)n, path, name);
-        if (n > 0 && w > 0 && (size_t)w < cap && access(out, X_OK) == 0) {
-            return 0;
-        }
-        path += n;
-        if (*path == ':') {
-            path++;
-        }
-    }
-    return -ENOENT;
-}
-
 int
 surge_slurm_wrap_server(void *state, char *const *server_argv, surge_strv *out)
 {
@@ -1503,20 +1481,43 @@ surge_slurm_wrap_server(void *state, char *const *server_argv, surge_strv *out)
     surge_strv v = {NULL, 0};
     char buf[256];
     int rc = 0;
+    if (!s->slurm_server_as_job) {
+        return surge_strv_finish(&v, 0, server_argv, out);
+    }
+    /* The server is started with execve (no PATH search): give srun's
+     * full path. */
+    char srun[MAX_PATH];
+    rc = surge_deploy_find_in_path("srun", srun, sizeof srun);
+    rc = rc ? rc : surge_strv_push(&v, srun);
+    snprintf(buf, sizeof buf, "--nodes=%lld", (long long)s->server_nodes);
+    rc = rc ? rc : surge_strv_push(&v, buf);
+    snprintf(buf, sizeof buf, "--ntasks=%lld", (long long)s->server_ranks);
+    rc = rc ? rc : surge_strv_push(&v, buf);
+    if (rc == 0 && s->server_ranks_per_node > 0) {
+        snprintf(buf, sizeof buf, "--ntasks-per-node=%lld",
+                 (long long)s->server_ranks_per_node);
+        rc = surge_strv_push(&v, buf);
+    }
+    if (rc == 0 && s->server_ranks > 1) {
+        /* The ranks are one MPI job: PMIx wires them up (mpirun cannot
+         * start a job step, so scheduler.slurm.mpi "mpirun" means pmix
+         * here), and one rank that dies ends the step, so that the
+         * launcher sees the unit end and restarts it whole. */
+        snprintf(buf, sizeof buf, "--mpi=%s",
+                 strcmp(s->slurm_mpi, "mpirun") == 0 ? "pmix" : s->slurm_mpi);
+        rc = surge_strv_push(&v, buf);
+        rc = rc ? rc : surge_strv_push(&v, "--kill-on-bad-exit=1");
+    }
+    snprintf(buf, sizeof buf, "--job-name=%s-server",
+             sl->steps_mode ? s->name : sl->job_name);
+    rc = rc ? rc : surge_strv_push(&v, buf);
+    if (rc == 0 && s->trainer.threads > 0) {
+        snprintf(buf, sizeof buf, "--cpus-per-task=%lld",
+                 (long long)s->trainer.threads);
+        rc = surge_strv_push(&v, buf);
+    }
     if (!sl->steps_mode) {
-        /* The server is started with execve (no PATH search): give srun's
-         * full path. */
-        char srun[MAX_PATH];
-        rc = find_in_path("srun", srun, sizeof srun);
-        rc = rc ? rc : surge_strv_push(&v, srun);
-        rc = rc ? rc : surge_strv_push(&v, "--ntasks=1");
-        snprintf(buf, sizeof buf, "--job-name=%s-server", sl->job_name);
-        rc = rc ? rc : surge_strv_push(&v, buf);
-        if (rc == 0 && s->trainer.threads > 0) {
-            snprintf(buf, sizeof buf, "--cpus-per-task=%lld",
-                     (long long)s->trainer.threads);
-            rc = surge_strv_push(&v, buf);
-        }
+        /* A job of its own; a job step takes the allocation's. */
         if (rc == 0 && s->slurm_partition[0] != '\0') {
             snprintf(buf, sizeof buf, "--partition=%s", s->slurm_partition);
             rc = surge_strv_push(&v, buf);
@@ -1529,10 +1530,10 @@ surge_slurm_wrap_server(void *state, char *const *server_argv, surge_strv *out)
             snprintf(buf, sizeof buf, "--time=%s", s->slurm_time_limit);
             rc = surge_strv_push(&v, buf);
         }
-        /* Ctrl-C reaches srun only through the launcher, which sends
-         * SIGTERM; make SIGINT end the job too rather than print status. */
-        rc = rc ? rc : surge_strv_push(&v, "--quit-on-interrupt");
     }
+    /* Ctrl-C reaches srun only through the launcher, which sends SIGTERM;
+     * make SIGINT end the job too rather than print status. */
+    rc = rc ? rc : surge_strv_push(&v, "--quit-on-interrupt");
     return surge_strv_finish(&v, rc, server_argv, out);
 }
 

@@ -32,16 +32,22 @@ extern const surge_scheduler_ops surge_sched_slurm_ops;
 #define SURGE_SLURM_CMD_TIMEOUT_S 30.0 /* default for one Slurm command */
 
 /* surge_slurm_wrap_server - the argv that runs the server (server_argv,
- * e.g. "surge serve ...") as a Slurm job of its own: "srun --ntasks=1
- * --job-name=<study job name>-server [--cpus-per-task=trainer.threads]
+ * e.g. "surge serve ...") with scheduler.slurm.server_as_job: "<srun's
+ * path> --nodes=<server.nodes> --ntasks=<server.ranks>
+ * [--ntasks-per-node=<server.ranks_per_node>] [--mpi=<scheduler.slurm.mpi,
+ * pmix for "mpirun"> --kill-on-bad-exit=1 when R > 1]
+ * --job-name=<job name>-server [--cpus-per-task=trainer.threads]
  * [--partition --account --time from scheduler.slurm] --quit-on-interrupt
- * server_argv...". srun stays in the foreground as the launcher's child,
- * so the launcher supervises it like a local server process: srun exits
- * with the server's status, and SIGTERM to srun cancels the job. The
+ * server_argv...": outside an allocation a Slurm job of its own, inside one
+ * (steps mode; job name <study name>-server, no partition, account or
+ * time) a job step of the allocation. srun stays in the foreground as the
+ * launcher's child, so the launcher supervises it like a local server
+ * process: srun exits with the server's status (with R > 1: ends the step
+ * when one rank dies), and SIGTERM to srun cancels the job or step. The
  * server writes server.json (with its own endpoint) into the output
- * folder, which must be shared with the compute nodes. Inside an
- * allocation (steps mode) the server runs on the launcher's node and argv
- * is copied unchanged. argv[0] is srun's full path (found in PATH), for
+ * folder, which must be shared with the compute nodes. Without
+ * server_as_job argv is copied unchanged (the server runs on the
+ * launcher's node). argv[0] is srun's full path (found in PATH), for
  * callers that execve. state is the slurm scheduler's; *out (caller frees
  * with surge_strv_free) replaces what it held. 0, -ENOENT (no srun in
  * PATH) or -ENOMEM. */

@@ -19,13 +19,44 @@
 #include "deploy/server_proc.h"
 #include "deploy/util.h"
 
-extern char **environ;
-
 #define SERVER_JSON_MAX_BYTES 65536
+
+/* "ranks" and "endpoints" of a server.json whose "endpoint" is ep. */
+static int
+read_ranks(json_t *root, const char *ep, long *ranks)
+{
+    json_t *jr = json_object_get(root, "ranks");
+    json_t *je = json_object_get(root, "endpoints");
+    *ranks = 1;
+    if (jr != NULL) {
+        if (!json_is_integer(jr) || json_integer_value(jr) < 1 ||
+            json_integer_value(jr) > 1 << 20) {
+            return SURGE_EPROTO;
+        }
+        *ranks = (long)json_integer_value(jr);
+    }
+    if (je == NULL) {
+        return 0;
+    }
+    if (!json_is_array(je) || json_array_size(je) != (size_t)*ranks ||
+        !json_is_string(json_array_get(je, 0)) ||
+        strcmp(json_string_value(json_array_get(je, 0)), ep) != 0) {
+        return SURGE_EPROTO;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(je, i, v)
+    {
+        if (!json_is_string(v) || json_string_length(v) == 0) {
+            return SURGE_EPROTO;
+        }
+    }
+    return 0;
+}
 
 int
 surge_server_proc_read_endpoint(const char *json_path, char *endpoint,
-                                char *http, size_t cap, long *pid)
+                                char *http, size_t cap, long *pid, long *ranks)
 {
     char *text = NULL;
     size_t len = 0;
@@ -52,19 +83,34 @@ surge_server_proc_read_endpoint(const char *json_path, char *endpoint,
         if (json_is_string(jh) && json_string_length(jh) < cap) {
             snprintf(http, cap, "%s", json_string_value(jh));
         }
-        rc = 0;
+        rc = read_ranks(root, endpoint, ranks);
     }
     json_decref(root);
     return rc;
 }
 
 static void
+remove_tmp(surge_server_proc *sp)
+{
+    if (sp->tmp[0] != '\0') {
+        int rc = surge_deploy_rm_rf(sp->tmp);
+        if (rc != 0) {
+            SURGE_LOG(SURGE_LOG_WARN, "launch", "%s: %s", sp->tmp,
+                      strerror(-rc));
+        }
+        sp->tmp[0] = '\0';
+    }
+}
+
+static void
 record_exit(surge_server_proc *sp, int wstatus)
 {
     surge_proc_status(wstatus, &sp->exit_code, &sp->signal);
-    /* Anything the server left in its session goes with it. */
+    /* Anything the server left in its session goes with it (with R > 1:
+     * every rank mpirun had not reaped yet). */
     surge_proc_sweep_session(sp->pid);
     sp->pid = 0;
+    remove_tmp(sp);
 }
 
 int
@@ -118,7 +164,7 @@ surge_server_proc_wait(surge_server_proc *sp, double wait_s, double grace_s)
 
 int
 surge_server_proc_start(surge_server_proc *sp, char *const *argv,
-                        const char *token, const char *json_path,
+                        const char *token, int mpi_tmp, const char *json_path,
                         const char *log_path, double timeout_s,
                         volatile sig_atomic_t *stop, char *err, size_t errcap)
 {
@@ -128,35 +174,42 @@ surge_server_proc_start(surge_server_proc *sp, char *const *argv,
         snprintf(err, errcap, "%s: %s", json_path, strerror(e));
         return -e;
     }
-    /* The environment: ours, SURGE_TOKEN replaced. */
-    size_t n = 0;
-    while (environ[n] != NULL) {
-        n++;
-    }
-    char **env = calloc(n + 2, sizeof *env);
-    char *tokvar = NULL;
-    size_t toklen = strlen(token) + sizeof "SURGE_TOKEN=";
-    tokvar = malloc(toklen);
-    if (env == NULL || tokvar == NULL) {
-        free(env);
-        free(tokvar);
-        return -ENOMEM;
-    }
-    snprintf(tokvar, toklen, "SURGE_TOKEN=%s", token);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (strncmp(environ[i], "SURGE_TOKEN=", 12) != 0) {
-            env[o++] = environ[i];
+    /* The environment: ours, SURGE_TOKEN replaced, and with mpi_tmp the
+     * tmp folder of the server's mpirun. */
+    if (mpi_tmp) {
+        const char *base = getenv("TMPDIR");
+        if (base == NULL || base[0] != '/' || strlen(base) > 256) {
+            base = "/tmp";
+        }
+        snprintf(sp->tmp, sizeof sp->tmp, "%s/surge-server-XXXXXX", base);
+        if (mkdtemp(sp->tmp) == NULL) {
+            int e = errno;
+            snprintf(err, errcap, "temporary folder %s: %s", sp->tmp,
+                     strerror(e));
+            sp->tmp[0] = '\0';
+            return -e;
         }
     }
-    env[o++] = tokvar;
-    env[o] = NULL;
+    size_t toklen = strlen(token) + sizeof "SURGE_TOKEN=";
+    char *tokvar = malloc(toklen);
+    char **env = NULL;
+    if (tokvar != NULL) {
+        snprintf(tokvar, toklen, "SURGE_TOKEN=%s", token);
+        char *extra[2] = {tokvar, NULL};
+        env = surge_proc_env(extra, mpi_tmp ? sp->tmp : NULL);
+    }
+    if (env == NULL) {
+        free(tokvar);
+        remove_tmp(sp);
+        return -ENOMEM;
+    }
     int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (logfd < 0) {
         int e = errno;
         free(env);
         free(tokvar);
         snprintf(err, errcap, "%s: %s", log_path, strerror(e));
+        remove_tmp(sp);
         return -e;
     }
     pid_t parent = getpid();
@@ -167,6 +220,7 @@ surge_server_proc_start(surge_server_proc *sp, char *const *argv,
         free(tokvar);
         close(logfd);
         snprintf(err, errcap, "fork: %s", strerror(e));
+        remove_tmp(sp);
         return -e;
     }
     if (pid == 0) {
@@ -183,8 +237,9 @@ surge_server_proc_start(surge_server_proc *sp, char *const *argv,
     double end = sp->started_at + timeout_s;
     for (;;) {
         long jpid = -1;
-        int rc = surge_server_proc_read_endpoint(
-            json_path, sp->endpoint, sp->http, sizeof sp->endpoint, &jpid);
+        int rc = surge_server_proc_read_endpoint(json_path, sp->endpoint,
+                                                 sp->http, sizeof sp->endpoint,
+                                                 &jpid, &sp->ranks);
         /* The file was removed before the start, so any server.json is
          * this server's. Its pid is ours unless the command wraps the
          * server (srun runs it as a Slurm job, maybe on another node). */
