@@ -383,6 +383,76 @@ test_wrap_inside_allocation(void **unused)
     surge_study_destroy(&s);
 }
 
+/* server_as_job with server.ranks: the server is an srun of R tasks (an MPI
+ * job, ended whole by one rank's death), a job step inside an allocation.
+ * srun is found in PATH: a stand-in here, so no Slurm is needed. */
+static void
+test_wrap_server_ranks(void **unused)
+{
+    (void)unused;
+    const char *text =
+        "{\"study\": {\"name\": \"w\"},"
+        " \"parameters\": [{\"name\": \"a\", \"min\": 0, \"max\": 1}],"
+        " \"sampler\": {\"runs\": 2},"
+        " \"solver\": {\"command\": \"heat --x {a}\"},"
+        " \"scheduler\": {\"kind\": \"slurm\","
+        "   \"slurm\": {\"mpi\": \"mpirun\", \"server_as_job\": true}},"
+        " \"server\": {\"nodes\": 2, \"ranks_per_node\": 2},"
+        " \"trainer\": {\"threads\": 3}}";
+    surge_study *s = NULL;
+    char err[256];
+    assert_int_equal(
+        surge_study_parse(&s, text, "<test>", "/tmp", err, sizeof err), 0);
+    char dir[] = "/tmp/test-srun-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char srun[64];
+    snprintf(srun, sizeof srun, "%s/srun", dir);
+    FILE *f = fopen(srun, "w");
+    assert_non_null(f);
+    fputs("#!/bin/sh\nexit 0\n", f);
+    fclose(f);
+    assert_int_equal(chmod(srun, 0755), 0);
+    char *path = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
+    assert_int_equal(setenv("PATH", dir, 1), 0);
+    assert_int_equal(setenv("SLURM_JOB_ID", "4242", 1), 0);
+    const surge_scheduler_ops *ops = &surge_sched_slurm_ops;
+    void *st = NULL;
+    assert_int_equal(ops->create(&st, s, err, sizeof err), 0);
+    unsetenv("SLURM_JOB_ID");
+
+    char *server[] = {"/bin/surge", "serve", NULL};
+    surge_strv out = {NULL, 0};
+    int rc = surge_slurm_wrap_server(st, server, &out);
+    const char *want[] = {srun,
+                          "--nodes=2",
+                          "--ntasks=4",
+                          "--ntasks-per-node=2",
+                          "--mpi=pmix", /* "mpirun" cannot make a step */
+                          "--kill-on-bad-exit=1",
+                          "--job-name=w-server",
+                          "--cpus-per-task=3",
+                          "--quit-on-interrupt",
+                          "/bin/surge",
+                          "serve",
+                          NULL};
+    if (rc == 0) {
+        strv_equal(&out, want);
+    }
+    surge_strv_free(&out);
+    /* No srun in PATH: -ENOENT, the caller says so. */
+    unlink(srun);
+    int rc2 = surge_slurm_wrap_server(st, server, &out);
+    rmdir(dir);
+    if (path != NULL) {
+        setenv("PATH", path, 1);
+        free(path);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(rc2, -ENOENT);
+    ops->destroy(&st);
+    surge_study_destroy(&s);
+}
+
 int
 main(void)
 {
@@ -397,6 +467,7 @@ main(void)
         cmocka_unit_test(test_shell_quote),
         cmocka_unit_test(test_job_script),
         cmocka_unit_test(test_wrap_inside_allocation),
+        cmocka_unit_test(test_wrap_server_ranks),
     };
     return cmocka_run_group_tests_name("scheduler_slurm", tests, NULL, NULL);
 }

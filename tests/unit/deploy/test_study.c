@@ -652,6 +652,77 @@ test_load_errors(void **state)
     unlink(path);
 }
 
+/* server.ranks, nodes, ranks_per_node, launcher and mpirun_args: defaults,
+ * the product rule and every combination refused, with its message. */
+static void
+test_server_ranks(void **state)
+{
+    (void)state;
+    surge_study *s = parse_ok(study_text(NULL, NULL, NULL, NULL));
+    assert_int_equal(s->server_ranks, 1);
+    assert_int_equal(s->server_nodes, 1);
+    assert_int_equal(s->server_ranks_per_node, 0);
+    assert_int_equal(s->server_launcher, 0);
+    assert_int_equal(s->server_mpirun_args.n, 0);
+    surge_study_destroy(&s);
+    s = parse_ok(study_text(NULL, NULL, NULL,
+                            "\"server\": {\"ranks\": 3, \"mpirun_args\": "
+                            "[\"--oversubscribe\"]}"));
+    assert_int_equal(s->server_ranks, 3);
+    assert_string_equal(s->server_mpirun_args.v[0], "--oversubscribe");
+    surge_study_destroy(&s);
+    /* Slurm: nodes x ranks_per_node gives R when R is not given. */
+#define AS_JOB                                                                 \
+    "\"scheduler\": {\"kind\": \"slurm\", \"slurm\": {\"server_as_job\": "     \
+    "true}}, "
+    s = parse_ok(
+        study_text(NULL, NULL, NULL,
+                   AS_JOB "\"server\": {\"nodes\": 2, \"ranks_per_node\": 3}"));
+    assert_int_equal(s->server_ranks, 6);
+    surge_study_destroy(&s);
+    s = parse_ok(study_text(NULL, NULL, NULL,
+                            AS_JOB "\"server\": {\"ranks\": 5, \"nodes\": 2}"));
+    assert_int_equal(s->server_ranks, 5);
+    assert_int_equal(s->server_nodes, 2);
+    surge_study_destroy(&s);
+    expect_error(study_text(NULL, NULL, NULL, "\"server\": {\"ranks\": 0}"),
+                 "server.ranks: ", "must be an integer in [1, 65536]");
+    expect_error(study_text(NULL, NULL, NULL, "\"server\": {\"ranks\": 1.5}"),
+                 "server.ranks: ", "integer");
+    expect_error(study_text(NULL, NULL, NULL,
+                            AS_JOB "\"server\": {\"ranks\": 4, \"nodes\": 2, "
+                                   "\"ranks_per_node\": 3}"),
+                 "server.ranks_per_node: ", "= 6, but server.ranks = 4");
+    expect_error(study_text(NULL, NULL, NULL,
+                            AS_JOB "\"server\": {\"ranks\": 2, \"nodes\": 3}"),
+                 "server.nodes: ", "must be <= server.ranks (2)");
+    expect_error(study_text(NULL, NULL, NULL,
+                            "\"server\": {\"ranks\": 4, \"nodes\": 2}"),
+                 "server.nodes: ", "only with scheduler.kind slurm");
+    expect_error(study_text(NULL, NULL, NULL,
+                            "\"scheduler\": {\"kind\": \"slurm\"}, "
+                            "\"server\": {\"ranks_per_node\": 1}"),
+                 "server.ranks_per_node: ", "server_as_job");
+    expect_error(study_text(NULL, NULL, NULL,
+                            "\"server\": {\"ranks\": 2, \"launcher\": "
+                            "\"direct\"}"),
+                 "server.launcher: ", "server.ranks = 2 needs mpirun");
+    expect_error(
+        study_text(NULL, NULL, NULL, "\"server\": {\"launcher\": \"srun\"}"),
+        "server.launcher: ", "auto");
+    expect_error(study_text(NULL, NULL, NULL,
+                            AS_JOB "\"server\": {\"launcher\": \"mpirun\"}"),
+                 "server.launcher: ", "srun starts it");
+    expect_error(
+        study_text(NULL, NULL, NULL, "\"server\": {\"mpirun_args\": [\"-x\"]}"),
+        "server.mpirun_args: ", "mpirun does not start this server");
+    expect_error(study_text(NULL, NULL, NULL,
+                            AS_JOB "\"server\": {\"ranks\": 2, "
+                                   "\"mpirun_args\": [\"-x\"]}"),
+                 "server.mpirun_args: ", "server_as_job");
+#undef AS_JOB
+}
+
 /* docs/configuration.md documents every key of the table. */
 int
 main(void)
@@ -669,6 +740,7 @@ main(void)
         cmocka_unit_test(test_bad_parameters),
         cmocka_unit_test(test_bad_solver_and_sampler),
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_server_ranks),
     };
     return cmocka_run_group_tests_name("deploy/study", tests, NULL, NULL);
 }
