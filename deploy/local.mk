@@ -31,7 +31,8 @@ TESTS += tests/integration/e2e_study.sh \
 	tests/integration/launch_nospace.sh \
 	tests/integration/launch_slurm_server.sh \
 	tests/integration/launch_cli.sh \
-	tests/integration/launch_training.sh
+	tests/integration/launch_training.sh \
+	tests/integration/launch_server_ranks.sh
 EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_faults.sh \
 	tests/integration/launch_interrupt.sh \
@@ -42,6 +43,7 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_slurm_server.sh \
 	tests/integration/launch_cli.sh \
 	tests/integration/launch_training.sh \
+	tests/integration/launch_server_ranks.sh \
 	docs/configuration.md \
 	solvers/heat2d/study.json
 
