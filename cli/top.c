@@ -144,6 +144,61 @@ pct(char *buf, size_t cap, double v)
     return buf;
 }
 
+/* The server's ranks (status "ranks", docs/monitoring.md): each rank's
+ * ingest rate and count and its reservoir shard's occupancy, for a server
+ * of 2 ranks or more (the totals above are their sums). At most 16 rows
+ * and never more than half the screen, so the runs stay in view. */
+static void
+render_ranks(json_t *ranks, struct frame *f)
+{
+    size_t n = json_array_size(ranks);
+    char a[40], b[40], c[40], d[40], e[40], g[40];
+    if (n < 2) {
+        return;
+    }
+    size_t shown = n;
+    if (shown > 16) {
+        shown = 16;
+    }
+    if (f->max_lines > 0 && shown > (size_t)(f->max_lines / 2)) {
+        shown = (size_t)(f->max_lines / 2);
+    }
+    line(f, "%s", "");
+    line(f, "%5s  %11s  %11s  %7s  %-21s %-16s %6s  %s", "RANK", "SAMPLES/S",
+         "SAMPLES", "DROPPED", "RESERVOIR", "OCCUPANCY", "AGE", "ENDPOINT");
+    for (size_t i = 0; i < shown; i++) {
+        json_t *o = json_array_get(ranks, i);
+        double size = num(o, "reservoir_size");
+        double cap = num(o, "reservoir_capacity");
+        double occ = num(o, "occupancy");
+        if (!isfinite(occ) && isfinite(size) && cap > 0) {
+            occ = size / cap;
+        }
+        char res[88], bar[64] = "-", age[24] = "-";
+        snprintf(res, sizeof res, "%s/%s", fmt(d, sizeof d, size),
+                 fmt(e, sizeof e, cap));
+        if (isfinite(occ)) {
+            int fill = (int)(fmin(1.0, fmax(0.0, occ)) * 8 + 0.5);
+            snprintf(bar, sizeof bar, "[%-8.*s] %s", fill, "########",
+                     pct(g, sizeof g, occ));
+        }
+        double age_s = num(o, "age_s");
+        if (isfinite(age_s)) {
+            snprintf(age, sizeof age, "%.1fs", fmin(age_s, 99999.0));
+        }
+        const char *ep = json_string_value(json_object_get(o, "endpoint"));
+        line(f, "%5s  %11s  %11s  %7s  %-21s %-16s %6s  %s",
+             fmt(a, sizeof a, num(o, "rank")),
+             fmt(b, sizeof b, num(o, "received_per_s")),
+             fmt(c, sizeof c, num(o, "samples")),
+             fmt(g, sizeof g, num(o, "dropped")), res, bar, age,
+             ep != NULL ? ep : "-");
+    }
+    if (shown < n) {
+        line(f, "  ... %zu more ranks", n - shown);
+    }
+}
+
 static void
 render(struct top *t, json_t *st, const char *error, struct frame *f)
 {
@@ -202,6 +257,8 @@ render(struct top *t, json_t *st, const char *error, struct frame *f)
     line(f, "waiting    producers %s   trainer %s",
          pct(a, sizeof a, num(r, "producer_wait")),
          pct(b, sizeof b, num(r, "trainer_wait")));
+
+    render_ranks(json_object_get(st, "ranks"), f);
 
     json_t *runs = json_object_get(st, "runs");
     size_t nruns = json_array_size(runs);

@@ -51,7 +51,8 @@ tests_integration_monitor_feed_LDADD = monitor/libsurge_monitor.la \
 MONITOR_TESTS = \
 	tests/integration/monitor_http.sh \
 	tests/integration/monitor_top.sh \
-	tests/integration/monitor_dashboard.sh
+	tests/integration/monitor_dashboard.sh \
+	tests/integration/monitor_ranks.sh
 TESTS += $(MONITOR_TESTS)
 EXTRA_DIST += $(MONITOR_TESTS) tests/integration/monitor_common.sh
 CLEANFILES += tests/integration/artifacts/dashboard.png \
