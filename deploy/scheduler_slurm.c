@@ -1468,6 +1468,10 @@ slurm_wrap(void *state, char *const *solver_argv, int64_t ranks,
         if (rc == 0 && sl->steps_mode) {
             snprintf(buf, sizeof buf, "--job-name=%s-steps", s->name);
             rc = surge_strv_push(&v, buf);
+            /* Only the run's CPUs: a step without --exact waits for every
+             * CPU of the allocation, so runs (and a server step) would
+             * take turns instead of running side by side (Slurm 22.05). */
+            rc = rc ? rc : surge_strv_push(&v, "--exact");
         }
     }
     return surge_strv_finish(&v, rc, solver_argv, out);
@@ -1516,7 +1520,11 @@ surge_slurm_wrap_server(void *state, char *const *server_argv, surge_strv *out)
                  (long long)s->trainer.threads);
         rc = surge_strv_push(&v, buf);
     }
-    if (!sl->steps_mode) {
+    if (sl->steps_mode) {
+        /* Only the CPUs asked for: a step with --nodes otherwise takes
+         * every CPU of its nodes, and the runs' steps wait for ever. */
+        rc = rc ? rc : surge_strv_push(&v, "--exact");
+    } else {
         /* A job of its own; a job step takes the allocation's. */
         if (rc == 0 && s->slurm_partition[0] != '\0') {
             snprintf(buf, sizeof buf, "--partition=%s", s->slurm_partition);

@@ -365,6 +365,7 @@ test_wrap_inside_allocation(void **unused)
                           "--ntasks=3",
                           "--kill-on-bad-exit=1",
                           "--job-name=w-steps",
+                          "--exact",
                           "heat",
                           "--x",
                           "0.5",
@@ -431,6 +432,7 @@ test_wrap_server_ranks(void **unused)
                           "--kill-on-bad-exit=1",
                           "--job-name=w-server",
                           "--cpus-per-task=3",
+                          "--exact", /* not every CPU of the node */
                           "--quit-on-interrupt",
                           "/bin/surge",
                           "serve",
