@@ -620,15 +620,18 @@ wrap_server_mpirun(const surge_study *s, char *const *server_argv,
     return surge_strv_finish(&v, rc, server_argv, out);
 }
 
+/* The server's command line into *out: `surge serve` with the study's
+ * options, wrapped in mpirun (*mpirun set) or srun when the study asks for
+ * that. With a checkpoint to resume from (a restart, --resume) it adds
+ * --resume and sets L->resumed. 0, or an error with err filled in. */
 static int
-start_server(struct launch *L, char *err, size_t errcap)
+server_command(struct launch *L, surge_strv *out, bool *mpirun, char *err,
+               size_t errcap)
 {
     const surge_study *s = L->s;
     surge_strv argv = {NULL, 0};
-    char json_path[MAX_PATH], log[MAX_PATH], buf[MAX_PATH];
+    char buf[MAX_PATH];
     int rc = 0;
-    snprintf(json_path, sizeof json_path, "%s/server.json", L->out);
-    snprintf(log, sizeof log, "%s/server.log", L->out);
 #define PUSH(str)                                                              \
     do {                                                                       \
         if (rc == 0) {                                                         \
@@ -730,9 +733,9 @@ start_server(struct launch *L, char *err, size_t errcap)
 #undef PUSH_U64
 #undef PUSH_REAL
     bool as_job = L->ops == &surge_sched_slurm_ops && s->slurm_server_as_job;
-    bool mpirun = !as_job && (s->server_launcher == 2 ||
-                              (s->server_launcher == 0 && s->server_ranks > 1));
-    if (rc == 0 && (as_job || mpirun)) {
+    *mpirun = !as_job && (s->server_launcher == 2 ||
+                          (s->server_launcher == 0 && s->server_ranks > 1));
+    if (rc == 0 && (as_job || *mpirun)) {
         surge_strv wrapped = {NULL, 0};
         if (as_job) {
             /* The server as a Slurm job (or job step) of its own: srun
@@ -755,6 +758,23 @@ start_server(struct launch *L, char *err, size_t errcap)
     }
     if (rc != 0) {
         surge_strv_free(&argv);
+        return rc;
+    }
+    surge_strv_move(out, &argv);
+    return 0;
+}
+
+static int
+start_server(struct launch *L, char *err, size_t errcap)
+{
+    const surge_study *s = L->s;
+    surge_strv argv = {NULL, 0};
+    char json_path[MAX_PATH], log[MAX_PATH];
+    bool mpirun = false;
+    snprintf(json_path, sizeof json_path, "%s/server.json", L->out);
+    snprintf(log, sizeof log, "%s/server.log", L->out);
+    int rc = server_command(L, &argv, &mpirun, err, errcap);
+    if (rc != 0) {
         return rc;
     }
     if (s->tr_enabled && s->tr_kind == 1) {
@@ -2106,7 +2126,21 @@ prepare(struct launch *L, const char *outdir_override, int dry)
 static int
 dry_run(struct launch *L)
 {
-    char err[512];
+    char err[512] = "";
+    surge_strv server = {NULL, 0};
+    bool mpirun = false;
+    int src = server_command(L, &server, &mpirun, err, sizeof err);
+    if (src != 0) {
+        fprintf(stderr, "surge launch: %s\n",
+                err[0] != '\0' ? err : surge_strerror(src));
+        return 2;
+    }
+    printf("server:");
+    for (size_t k = 0; k < server.n; k++) {
+        printf(" %s", server.v[k][0] != '\0' ? server.v[k] : "''");
+    }
+    printf("\n");
+    surge_strv_free(&server);
     for (size_t i = 0; i < L->nruns; i++) {
         struct run *r = &L->runs[i];
         char rdir[MAX_PATH];

@@ -12,7 +12,7 @@ lib_need "$SURGE"
 lib_full_stacks
 lib_tmpdir
 
-tap_plan 19
+tap_plan 22
 # Relative output folders (the default runs/study) land in $tmp.
 cd "$tmp" || exit 1
 
@@ -72,7 +72,25 @@ EOF
 timeout 30 "$SURGE" launch --dry-run "$tmp/study.json" >"$tmp/dry" \
     2>"$tmp/dry.err"
 check "--dry-run exits 0" test $? -eq 0
-check "--dry-run prints one command per run" test "$(wc -l <"$tmp/dry")" -eq 3
+check "--dry-run prints one command per run" \
+    test "$(grep -c '^[0-9]*: ' "$tmp/dry")" -eq 3
+check "--dry-run prints the server's command (one process for R = 1)" \
+    grep -q "^server: [^ ]*/surge serve --output-dir $tmp/out-dry " "$tmp/dry"
+# server.ranks 2: one mpirun of 2 ranks, its flags from server.mpirun_args;
+# a missing mpirun is named.
+sed 's|"scheduler"|"server": {"ranks": 2, "mpirun_args": ["--oversubscribe"]},\n  "scheduler"|' \
+    "$tmp/study.json" >"$tmp/ranks.json"
+timeout 30 "$SURGE" launch --dry-run --output-dir "$tmp/ranks" \
+    "$tmp/ranks.json" >"$tmp/dry-ranks" 2>&1
+check "server.ranks 2: the server is mpirun -np 2 --bind-to none [server.mpirun_args] surge serve" \
+    grep -q "^server: /usr/bin/mpirun -np 2 --bind-to none --oversubscribe [^ ]*/surge serve " \
+    "$tmp/dry-ranks"
+sed 's|/usr/bin/mpirun|/nonexistent/mpirun|' "$tmp/ranks.json" >"$tmp/nompi.json"
+timeout 30 "$SURGE" launch --dry-run --output-dir "$tmp/nompi" \
+    "$tmp/nompi.json" >"$tmp/dry-nompi" 2>&1
+rc=$?
+check "server.ranks 2 without mpirun: exit 2 naming scheduler.mpirun ($rc)" \
+    test "$rc" -eq 2 -a -n "$(grep "'/nonexistent/mpirun' (scheduler.mpirun) is not an executable" "$tmp/dry-nompi")"
 # Halton's first point in base 2 is 1/2: T = 5 for run 0.
 check "placeholders expanded, mpirun wrapper, solver found" \
     grep -q "^0: /usr/bin/mpirun -np 3 --oversubscribe .*-x X .*solvers/heat2d/surge-heat2d --t 5 --sim 0 --a 1$" \
