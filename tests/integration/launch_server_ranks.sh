@@ -124,11 +124,13 @@ launcher=$!
 tmpvar=
 parent=
 i=0
-while [ $i -lt 300 ] && [ -z "$tmpvar" ]; do
+while [ $i -lt 300 ] && [ -z "$parent" ]; do
+    # the rank's parent, then its environment, while it still runs
     p=$(rank_pid "$tmp/plain" $((R - 1)))
-    [ -n "$p" ] && tmpvar=$(tr '\0' '\n' 2>/dev/null <"/proc/$p/environ" |
+    pp=$([ -n "$p" ] && ps -o ppid= -p "$p" | tr -d ' ')
+    [ -n "$pp" ] && v=$(tr '\0' '\n' 2>/dev/null <"/proc/$p/environ" |
         grep '^OMPI_MCA_orte_tmpdir_base=') &&
-        parent=$(ps -o comm= -p "$(ps -o ppid= -p "$p")")
+        parent=$(ps -o comm= -p "$pp") && tmpvar=$v
     sleep 0.05
     i=$((i + 1))
 done
