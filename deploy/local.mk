@@ -45,7 +45,8 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_training.sh \
 	tests/integration/launch_server_ranks.sh \
 	docs/configuration.md \
-	solvers/heat2d/study.json
+	solvers/heat2d/study.json \
+	solvers/heat2d/study-ranks.json
 
 # Trust: a run cannot take another run's ranks (per-run keys), and CURVE
 # encryption of a whole study (docs/protocol.md, "Trust").
@@ -67,4 +68,5 @@ TESTS += tests/integration/slurm_study.sh \
 EXTRA_DIST += tests/integration/slurm_study.sh \
 	tests/integration/slurm_queue_wait.sh \
 	deploy/slurm-local.sh \
-	solvers/heat2d/study-slurm.json
+	solvers/heat2d/study-slurm.json \
+	solvers/heat2d/study-slurm-ranks.json
