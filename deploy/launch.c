@@ -1697,9 +1697,10 @@ write_summary(struct launch *L, json_t *raw_stats, double wall, int interrupted,
     json_object_set_new(j, "ingest_mb_per_s", json_real(mbps));
     json_object_set_new(j, "counts_add_up", json_boolean(ok));
     json_object_set_new(j, "server",
-                        json_pack("{s:i,s:b,s:i,s:i}", "restarts", L->restarts,
-                                  "failed", L->server_failed, "exit_code",
-                                  L->server.exit_code, "signal",
+                        json_pack("{s:I,s:i,s:b,s:i,s:i}", "ranks",
+                                  (json_int_t)L->s->server_ranks, "restarts",
+                                  L->restarts, "failed", L->server_failed,
+                                  "exit_code", L->server.exit_code, "signal",
                                   L->server.signal));
     if (raw_stats != NULL) {
         json_object_set(json_object_get(j, "server"), "stats", raw_stats);
@@ -1818,8 +1819,14 @@ write_summary(struct launch *L, json_t *raw_stats, double wall, int interrupted,
     } else if (s->tr_enabled && s->tr_kind == 0) {
         printf("  trainer   no trainer.json (see %s/server.log)\n", L->out);
     }
-    printf("  server    %d restart(s)%s\n", L->restarts,
-           L->server_failed ? ", failed" : "");
+    if (s->server_ranks > 1) {
+        printf("  server    %lld ranks, %d restart(s) of all of them%s\n",
+               (long long)s->server_ranks, L->restarts,
+               L->server_failed ? ", failed" : "");
+    } else {
+        printf("  server    %d restart(s)%s\n", L->restarts,
+               L->server_failed ? ", failed" : "");
+    }
     printf("  counts    %s\n", ok ? "add up" : "DO NOT add up");
     for (size_t i = 0; i < sizeof L->errors / sizeof L->errors[0]; i++) {
         if (L->errors[i][0] != '\0') {

@@ -82,6 +82,8 @@ def fail(msg):
     sys.exit(1)
 if s["runs"]["ok"] != runs or not s["counts_add_up"]:
     fail("not every run ok, or the counts do not add up")
+if s["server"]["ranks"] != R:
+    fail("summary.json's server.ranks")
 if what.startswith("server.json"):
     j = json.load(open(f"{out}/server.json"))
     eps = j.get("endpoints", [j["endpoint"]])
