@@ -1,23 +1,42 @@
 #!/bin/sh
 # tests/integration/launch_server_ranks.sh - `surge launch` with the server
-# as one mpirun job of R ranks (R = $SERVER_RANKS, default 1 with
+# as one MPI job of R ranks (R = $SERVER_RANKS, default 1 with
 # server.launcher mpirun; launch_server_ranks2.sh runs it with
-# server.ranks 2), on heat2d runs of 2 solver ranks:
+# server.ranks 2), on heat2d runs of 2 solver ranks. The server is one
+# mpirun; with SERVER_SLURM=1 (launch_slurm_server_ranks.sh) it is a Slurm
+# job of R tasks (scheduler.slurm.server_as_job, srun --mpi=pmix) on a
+# local 2-node Slurm that this script starts (deploy/slurm-local.sh).
 #   1. a study to the end: exit 0, server.json names R ranks and R
 #      endpoints, every step of every run assembled exactly once across the
-#      ranks, summary.json's counts add up; the server's mpirun had a tmp
-#      folder of its own (TMPDIR and Open MPI's tmpdir base, in every rank),
-#      removed at the end;
+#      ranks, summary.json's counts add up; mpirun: the server's mpirun had
+#      a tmp folder of its own (TMPDIR and Open MPI's tmpdir base, in every
+#      rank), removed at the end, and the ranks were its children; Slurm:
+#      the server was the job <name>-server of R tasks, COMPLETED;
 #   2. the same with the trainer and checkpoints, and the highest server
-#      rank killed with SIGKILL mid-study: mpirun ends the whole job, the
-#      launcher restarts the server whole (one restart) with --resume from
-#      the checkpoint, every run ok, the counts still add up, every step
-#      assembled; nothing left running.
+#      rank killed with SIGKILL mid-study: mpirun (srun --kill-on-bad-exit)
+#      ends the whole job, the launcher restarts the server whole (one
+#      restart) with --resume from the checkpoint, every run ok, the counts
+#      still add up, every step assembled; nothing left running.
 . "$SURGE_SRCDIR/tests/tap.sh"
 . "$SURGE_SRCDIR/tests/integration/lib.sh"
-lib_study_env
-lib_need "$(command -v "$MPIRUN")"
 R=${SERVER_RANKS:-1}
+if [ -n "$SERVER_SLURM" ]; then
+    lib_slurm_need munged slurmctld slurmd sbatch squeue scancel scontrol srun
+    lib_need "$SURGE" "$HEAT" "$PY"
+    lib_full_stacks
+    lib_slurm_tmpdir /tmp/surge-slurm-ranks.XXXXXX 8
+    SLURM_LOCAL_NODES=$R # one server rank per node
+    export SLURM_LOCAL_NODES
+    ranks="\"ranks\": $R, \"nodes\": $R"
+    sched='"kind": "slurm", "max_concurrent": 2, "kill_grace_s": 2,
+                "slurm": {"time_limit": "5:00", "poll_interval_s": 0.3,
+                          "array_threshold": 0, "server_as_job": true}'
+else
+    lib_study_env
+    lib_need "$(command -v "$MPIRUN")"
+    [ "$R" -eq 1 ] && ranks='"launcher": "mpirun"' || ranks="\"ranks\": $R"
+    sched="\"mpirun\": \"$MPIRUN\", \"max_concurrent\": 2, \"kill_grace_s\": 2"
+fi
 launcher=
 on_exit() { lib_kill_pids "$launcher"; }
 SURGE_LOG_LEVEL=info # the waits read "server pid N at" and "resuming"
@@ -26,12 +45,6 @@ export SURGE_LOG_LEVEL TMPDIR
 mkdir -p "$TMPDIR"
 RUNS=4
 STEPS=30
-
-if [ "$R" -eq 1 ]; then
-    ranks='"launcher": "mpirun"'
-else
-    ranks="\"ranks\": $R"
-fi
 # study NAME TRAINER: 4 runs of 2 ranks, 30 steps each, 30 ms apart.
 study() {
     cat >"$tmp/$1.json" <<EOF
@@ -44,10 +57,9 @@ $(heat2d_params)
   "solver": {"command": ["$HEAT", "--nx", "16", "--ny", "8", "--steps",
                          "$STEPS", "--step-delay-ms", "30"],
              "ranks": 2, "retries": 0, "client_timeout_s": 5},
-  "scheduler": {"mpirun": "$MPIRUN", "max_concurrent": 2,
-                "kill_grace_s": 2},
+  "scheduler": {$sched},
   "server": {$ranks, "ping_interval_s": 0.3, "restarts": 1,
-             "checksum_log": true, "start_timeout_s": 30},
+             "checksum_log": true, "start_timeout_s": 60},
   "reservoir": {"policy": "fifo", "capacity_bytes": "4MiB"},
   "trainer": {"enabled": $2, "layers": [16], "batch_size": 4,
               "threads": 1, "time_min": 0, "time_max": 1,
@@ -58,13 +70,14 @@ EOF
 }
 
 # rank_pid OUT RANK: the pid of server rank RANK of the study in OUT (its
-# command line names OUT; Open MPI tells each process its rank).
+# command line names OUT; mpirun or srun tells each process its rank).
 rank_pid() {
     for d in /proc/[0-9]*; do
         tr '\0' ' ' 2>/dev/null <"$d/cmdline" | grep -q " serve .*$1" ||
             continue
         tr '\0' '\n' 2>/dev/null <"$d/environ" |
-            grep -qx "OMPI_COMM_WORLD_RANK=$2" && echo "${d#/proc/}" &&
+            grep -qx -e "OMPI_COMM_WORLD_RANK=$2" -e "SLURM_PROCID=$2" &&
+            echo "${d#/proc/}" &&
             return 0
     done
     return 1
@@ -116,7 +129,12 @@ elif what.startswith("restart"):
         fail("steps missing")
 PYEOF
 
-tap_plan 11
+if [ -n "$SERVER_SLURM" ]; then
+    tap_plan 10
+    lib_slurm_start
+else
+    tap_plan 11
+fi
 
 # 1. To the end, no trainer.
 study plain false
@@ -126,7 +144,7 @@ launcher=$!
 tmpvar=
 parent=
 i=0
-while [ $i -lt 300 ] && [ -z "$parent" ]; do
+while [ -z "$SERVER_SLURM" ] && [ $i -lt 300 ] && [ -z "$parent" ]; do
     # the rank's parent, then its environment, while it still runs
     p=$(rank_pid "$tmp/plain" $((R - 1)))
     pp=$([ -n "$p" ] && ps -o ppid= -p "$p" | tr -d ' ')
@@ -139,15 +157,22 @@ done
 lib_wait_exit "$launcher" 900
 launcher=
 lib_check_launch_ok "$status" "$tmp/plain.err" "$tmp/plain"
-case "$tmpvar" in
-"OMPI_MCA_orte_tmpdir_base=$TMPDIR/surge-server-"*)
-    ok "server rank $((R - 1)) ran with its mpirun's own tmp folder" ;;
-*) not_ok "server rank $((R - 1)) ran with its mpirun's own tmp folder ($tmpvar)" ;;
-esac
-check "the server's tmp folder is gone" \
-    test -z "$(ls "$TMPDIR" | grep surge-server)"
-check "the server's ranks were children of one mpirun ($parent)" \
-    test "$parent" = mpirun
+if [ -n "$SERVER_SLURM" ]; then
+    st=$(squeue -h -t all -o '%j %T %D' |
+        awk '$1 ~ /^surge-plain-.*-server$/ {print $2, $3}')
+    check "the server ran as a Slurm job <name>-server on $R node(s), COMPLETED ($st)" \
+        test "$st" = "COMPLETED $R"
+else
+    case "$tmpvar" in
+    "OMPI_MCA_orte_tmpdir_base=$TMPDIR/surge-server-"*)
+        ok "server rank $((R - 1)) ran with its mpirun's own tmp folder" ;;
+    *) not_ok "server rank $((R - 1)) ran with its mpirun's own tmp folder ($tmpvar)" ;;
+    esac
+    check "the server's tmp folder is gone" \
+        test -z "$(ls "$TMPDIR" | grep surge-server)"
+    check "the server's ranks were children of one mpirun ($parent)" \
+        test "$parent" = mpirun
+fi
 lib_py_checks "$tmp/check.py" "$tmp/plain $RUNS $STEPS $R" \
     "server.json: $R ranks, $R endpoints" \
     "once: every step assembled exactly once across $R rank(s), counts add up"
@@ -172,7 +197,8 @@ check "the launcher restarted the whole server from the checkpoint" \
     grep -q "resuming from $tmp/kill/checkpoint.safetensors" "$tmp/kill.err"
 lib_py_checks "$tmp/check.py" "$tmp/kill $RUNS $STEPS $R" \
     "restart: one restart, the counts still add up, no step missing"
-left=$(ps -eo args= | grep -F "$tmp/" | grep -v grep | grep -cv "ps -eo")
+left=$(ps -eo args= | grep -F -e "$tmp/kill" -e "$tmp/plain" | grep -v grep |
+    grep -cv "ps -eo")
 check "no process left behind ($left)" test "$left" -eq 0
 
 tap_done
