@@ -40,8 +40,8 @@ extern const surge_scheduler_ops surge_sched_slurm_ops;
  * [--partition --account --time from scheduler.slurm] --quit-on-interrupt
  * server_argv...": outside an allocation a Slurm job of its own, inside one
  * (steps mode; job name <study name>-server, --exact, no partition,
- * account or time) a job step of the allocation. srun stays in the foreground as the
- * launcher's child, so the launcher supervises it like a local server
+ * account or time) a job step of the allocation. srun stays in the foreground
+ * as the launcher's child, so the launcher supervises it like a local server
  * process: srun exits with the server's status (with R > 1: ends the step
  * when one rank dies), and SIGTERM to srun cancels the job or step. The
  * server writes server.json (with its own endpoint) into the output
