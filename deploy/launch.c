@@ -578,10 +578,10 @@ finished_runs(const struct launch *L, json_t *progress, bool *done)
 }
 
 /* The server's R ranks on this machine: "<mpirun's path> -np R --bind-to
- * none [server.mpirun_args] surge serve ...". mpirun is scheduler.mpirun
- * (or "mpirun" when that is empty), found in PATH now, so a missing one
- * is a clear error rather than an exec failure in the log. No binding:
- * Open MPI binds each rank to one core by default (for np <= 2), which
+ * none -x SURGE_TOKEN [server.mpirun_args] surge serve ...". mpirun is
+ * scheduler.mpirun (or "mpirun" when that is empty), found in PATH now, so a
+ * missing one is a clear error rather than an exec failure in the log. No
+ * binding: Open MPI binds each rank to one core by default (for np <= 2), which
  * would put a rank's I/O thread and all its trainer threads on that one
  * core. --oversubscribe and --allow-run-as-root are not added: they come
  * from server.mpirun_args or the environment (OMPI_MCA_rmaps_base_
@@ -614,6 +614,11 @@ wrap_server_mpirun(const surge_study *s, char *const *server_argv,
         rc = rc ? rc : surge_strv_push(&v, "--bind-to");
         rc = rc ? rc : surge_strv_push(&v, "none");
     }
+    /* Ranks that mpirun places on other nodes (inside an allocation) get
+     * the token too; by name, so that its value stays off the command
+     * line. */
+    rc = rc ? rc : surge_strv_push(&v, "-x");
+    rc = rc ? rc : surge_strv_push(&v, "SURGE_TOKEN");
     for (size_t i = 0; rc == 0 && i < s->server_mpirun_args.n; i++) {
         rc = surge_strv_push(&v, s->server_mpirun_args.v[i]);
     }

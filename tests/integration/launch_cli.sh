@@ -83,7 +83,7 @@ sed 's|"scheduler"|"server": {"ranks": 2, "mpirun_args": ["--oversubscribe"]},\n
 timeout 30 "$SURGE" launch --dry-run --output-dir "$tmp/ranks" \
     "$tmp/ranks.json" >"$tmp/dry-ranks" 2>&1
 check "server.ranks 2: the server is mpirun -np 2 --bind-to none [server.mpirun_args] surge serve" \
-    grep -q "^server: /usr/bin/mpirun -np 2 --bind-to none --oversubscribe [^ ]*/surge serve " \
+    grep -q "^server: /usr/bin/mpirun -np 2 --bind-to none -x SURGE_TOKEN --oversubscribe [^ ]*/surge serve " \
     "$tmp/dry-ranks"
 sed 's|/usr/bin/mpirun|/nonexistent/mpirun|' "$tmp/ranks.json" >"$tmp/nompi.json"
 timeout 30 "$SURGE" launch --dry-run --output-dir "$tmp/nompi" \
