@@ -505,18 +505,33 @@ checkpoint_exists(const struct launch *L)
     return stat(p, &st) == 0;
 }
 
-/* The progress object of the checkpoint a server resumes from: the newest
- * when it is readable and of this study, else the one before (the
+/* Rank r's name for one of the server's files (docs/trainer.md): rank 0
+ * keeps base, rank r > 0 puts ".rank<r>" before the extension
+ * ("checkpoint.safetensors" -> "checkpoint.rank1.safetensors",
+ * "trainer.json" -> "trainer.rank1.json"). */
+static void
+rank_name(const char *base, int64_t r, char *buf, size_t cap)
+{
+    size_t stem = strcspn(base, ".");
+    if (r == 0) {
+        snprintf(buf, cap, "%s", base);
+    } else {
+        snprintf(buf, cap, "%.*s.rank%lld%s", (int)stem, base, (long long)r,
+                 base + stem);
+    }
+}
+
+/* The progress object of rank r's checkpoint a server resumes from: the
+ * newest when it is readable and of this study, else the one before (the
  * server's own fallback, server/train.c). NULL when neither is. */
 static json_t *
-resume_progress(const struct launch *L)
+rank_progress(const struct launch *L, int64_t r)
 {
-    static const char *const names[] = {CHECKPOINT_FILE,
-                                        CHECKPOINT_FILE ".prev"};
-    for (size_t i = 0; i < 2; i++) {
-        char p[MAX_PATH], err[512];
+    for (int prev = 0; prev < 2; prev++) {
+        char name[128], p[MAX_PATH], err[512];
         json_t *j = NULL;
-        snprintf(p, sizeof p, "%s/%s", L->out, names[i]);
+        rank_name(CHECKPOINT_FILE, r, name, sizeof name);
+        snprintf(p, sizeof p, "%s/%s%s", L->out, name, prev ? ".prev" : "");
         if (surge_train_checkpoint_progress(p, &j, err, sizeof err) != 0) {
             continue;
         }
@@ -527,6 +542,44 @@ resume_progress(const struct launch *L)
         json_decref(j);
     }
     return NULL;
+}
+
+/* The progress a server resumes from: rank 0's checkpoint's, and with R >
+ * 1 ranks (each resumes from its own file) "server_counts" summed over
+ * every rank's and "sims_finished" the runs that every rank holds whole (a
+ * run's steps are spread over the ranks). A rank without a checkpoint
+ * holds no run whole. NULL without rank 0's. */
+static json_t *
+resume_progress(const struct launch *L)
+{
+    json_t *p0 = rank_progress(L, 0);
+    json_t *counts = json_object_get(p0, "server_counts");
+    json_t *fin = json_object_get(p0, "sims_finished");
+    for (int64_t r = 1; p0 != NULL && r < L->s->server_ranks; r++) {
+        json_t *pr = rank_progress(L, r);
+        json_t *rfin = json_object_get(pr, "sims_finished");
+        if (json_is_object(counts) &&
+            surge_train_counts_add(counts,
+                                   json_object_get(pr, "server_counts")) != 0) {
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "checkpoint of server rank %lld: its server_counts do "
+                      "not fit rank 0's",
+                      (long long)r);
+        }
+        /* Keep the runs rank r holds too (both lists are short: runs). */
+        for (size_t i = json_array_size(fin); i-- > 0;) {
+            json_t *sim = json_array_get(fin, i);
+            bool held = false;
+            for (size_t k = 0; !held && k < json_array_size(rfin); k++) {
+                held = json_equal(sim, json_array_get(rfin, k));
+            }
+            if (!held) {
+                json_array_remove(fin, i);
+            }
+        }
+        json_decref(pr);
+    }
+    return p0;
 }
 
 /* steps.assembled of the server counts the current server carried over
@@ -1525,7 +1578,9 @@ write_summary(struct launch *L, json_t *raw_stats, double wall, int interrupted,
         }
     }
     /* The counts of the whole study: the last server's plus those it
-     * carried over from its checkpoint (the earlier servers' share). */
+     * carried over from its checkpoint (the earlier servers' share; with
+     * R ranks both are the sums over the ranks, rank 0's trainer.json
+     * carrying every rank's share, docs/trainer.md). */
     json_t *stats = raw_stats != NULL ? json_deep_copy(raw_stats) : NULL;
     json_t *carried = json_object_get(trainer, "carried_counts");
     if (stats != NULL && json_is_object(carried) &&
