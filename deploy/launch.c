@@ -1115,6 +1115,14 @@ poll_runs(struct launch *L, bool stopping)
             continue;
         }
         L->ops->release(L->sched, r->job);
+        if (st.exit_code != 0 && !stopping &&
+            !surge_server_proc_alive(&L->server)) {
+            /* The server ended too (a rank of it died and mpirun ended the
+             * job, while we waited on a PING): the run failed because of
+             * it. check_server() restarts the server below and the run
+             * goes again without using up a retry. */
+            r->server_lost = 1;
+        }
         run_ended(L, r, &st, stopping);
         if (count_state(L, RUN_RUNNING) == 0 &&
             count_state(L, RUN_QUEUED) == 0) {
