@@ -197,6 +197,7 @@ render_ranks(json_t *ranks, struct frame *f)
     if (shown < n) {
         line(f, "  ... %zu more ranks", n - shown);
     }
+    line(f, "%s", "");
 }
 
 static void
