@@ -4,6 +4,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -124,4 +125,27 @@ surge_proc_env(char *const *extra, const char *tmp)
     }
     env[o] = NULL;
     return env;
+}
+
+int
+surge_proc_mkdtemp(const char *prefix, char *buf, size_t cap, char *err,
+                   size_t errcap)
+{
+    const char *base = getenv("TMPDIR");
+    if (base == NULL || base[0] != '/' || strlen(base) > 256) {
+        base = "/tmp";
+    }
+    int n = snprintf(buf, cap, "%s/%s-XXXXXX", base, prefix);
+    if (n < 0 || (size_t)n >= cap) {
+        buf[0] = '\0';
+        snprintf(err, errcap, "temporary folder under %s: name too long", base);
+        return -ENAMETOOLONG;
+    }
+    if (mkdtemp(buf) == NULL) {
+        int e = errno;
+        snprintf(err, errcap, "temporary folder %s: %s", buf, strerror(e));
+        buf[0] = '\0';
+        return -e;
+    }
+    return 0;
 }

@@ -41,4 +41,12 @@ int surge_proc_sweep_session(pid_t sid);
  * entries are one allocation: free(env). NULL on ENOMEM. */
 char **surge_proc_env(char *const *extra, const char *tmp);
 
+/* surge_proc_mkdtemp - a fresh folder <TMPDIR or /tmp>/<prefix>-XXXXXX
+ * (mkdtemp, mode 0700) into buf (cap bytes; "" on failure), kept short
+ * because Unix socket paths under it are limited to 108 bytes: a TMPDIR
+ * that is not absolute or longer than 256 bytes is replaced by /tmp. 0, or
+ * -errno with the reason in err. */
+int surge_proc_mkdtemp(const char *prefix, char *buf, size_t cap, char *err,
+                       size_t errcap);
+
 #endif

@@ -87,17 +87,10 @@ make_job_tmp(struct local *l, int64_t sim, int64_t attempt, char *buf,
              size_t cap, char *err, size_t errcap)
 {
     if (l->tmp[0] == '\0') {
-        const char *base = getenv("TMPDIR");
-        if (base == NULL || base[0] != '/' || strlen(base) > 256) {
-            base = "/tmp";
-        }
-        snprintf(l->tmp, sizeof l->tmp, "%s/surge-XXXXXX", base);
-        if (mkdtemp(l->tmp) == NULL) {
-            int e = errno;
-            snprintf(err, errcap, "temporary folder %s: %s", l->tmp,
-                     strerror(e));
-            l->tmp[0] = '\0';
-            return -e;
+        int rc =
+            surge_proc_mkdtemp("surge", l->tmp, sizeof l->tmp, err, errcap);
+        if (rc != 0) {
+            return rc;
         }
     }
     int rc = job_tmp(l, sim, attempt, l->next_id, buf, cap);

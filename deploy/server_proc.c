@@ -177,17 +177,10 @@ surge_server_proc_start(surge_server_proc *sp, char *const *argv,
     /* The environment: ours, SURGE_TOKEN replaced, and with mpi_tmp the
      * tmp folder of the server's mpirun. */
     if (mpi_tmp) {
-        const char *base = getenv("TMPDIR");
-        if (base == NULL || base[0] != '/' || strlen(base) > 256) {
-            base = "/tmp";
-        }
-        snprintf(sp->tmp, sizeof sp->tmp, "%s/surge-server-XXXXXX", base);
-        if (mkdtemp(sp->tmp) == NULL) {
-            int e = errno;
-            snprintf(err, errcap, "temporary folder %s: %s", sp->tmp,
-                     strerror(e));
-            sp->tmp[0] = '\0';
-            return -e;
+        int rc = surge_proc_mkdtemp("surge-server", sp->tmp, sizeof sp->tmp,
+                                    err, errcap);
+        if (rc != 0) {
+            return rc;
         }
     }
     size_t toklen = strlen(token) + sizeof "SURGE_TOKEN=";
