@@ -14,6 +14,7 @@ trainer_libsurge_trainer_la_SOURCES = \
 	trainer/mlp.h trainer/mlp.c \
 	trainer/config.c \
 	trainer/trainer.c \
+	trainer/dp.c \
 	trainer/safetensors.h trainer/safetensors.c \
 	trainer/model.c \
 	trainer/peek.c
@@ -22,6 +23,15 @@ trainer_libsurge_trainer_la_CFLAGS = $(AM_CFLAGS) $(BLAS_CFLAGS) \
 trainer_libsurge_trainer_la_LIBADD = common/libsurge_keytab.la \
 	common/libsurge_common.la \
 	$(BLAS_LIBS) $(JANSSON_LIBS) -lm
+
+# The data-parallel replicas' sums over MPI (trainer/replicas_mpi.h): a
+# library of its own so that the trainer library needs no MPI.
+noinst_LTLIBRARIES += trainer/libsurge_replicas.la
+trainer_libsurge_replicas_la_SOURCES = trainer/replicas_mpi.h \
+	trainer/replicas_mpi.c
+trainer_libsurge_replicas_la_CFLAGS = $(AM_CFLAGS) $(MPI_CFLAGS)
+trainer_libsurge_replicas_la_LIBADD = trainer/libsurge_trainer.la \
+	common/libsurge_common.la $(MPI_LIBS) -lpthread -lm
 
 # `surge predict` (trainer/predict.c): the model file to .npy and PNG. A
 # library of its own so that the trainer library needs no libpng (the PNG

@@ -135,6 +135,7 @@ release(surge_trainer *t)
     size_t nout = (size_t)t->cfg.batch_size * (size_t)t->cfg.n_outputs;
     size_t nstate =
         (t->cfg.optimizer != SURGE_OPT_SGD ? 2 : 1) * t->mlp.n_params;
+    trainer_dp_release(t);
     if (t->graph != NULL) {
         t->ops->graph_free(t->ctx, t->graph);
         t->graph = NULL;
@@ -470,8 +471,8 @@ surge_trainer_set_output_norm(surge_trainer *t, const float *mean,
 
 /* The optimizer update of one layer, called by mlp_backward as soon as
  * that layer's gradients are final. */
-static void
-update_layer(void *arg, int k)
+void
+trainer_update_layer(void *arg, int k)
 {
     surge_trainer *t = arg;
     const struct mlp_linear *l = &t->mlp.lin[k];
@@ -483,8 +484,8 @@ update_layer(void *arg, int k)
 }
 
 /* The error of a failed backend as the trainer's return code. */
-static int
-backend_rc(surge_trainer *t, int rc)
+int
+trainer_backend_rc(surge_trainer *t, int rc)
 {
     if (t->ops->error(t->ctx) != NULL) {
         return -EIO;
@@ -521,7 +522,7 @@ step_body(surge_trainer *t, const float *x, const float *y, const float *w,
     } else {
         /* Without clipping each layer is updated as soon as its gradient
          * is final, while gradient and weights are still in cache. */
-        mlp_backward(m, m->xn, rows, update_layer, t);
+        mlp_backward(m, m->xn, rows, trainer_update_layer, t);
     }
     ops->opt_scalars(t->ctx, &t->opt, t->st_d, SURGE_OPT_END, t->rep_d);
 }
@@ -540,7 +541,7 @@ run_staged(surge_trainer *t, int rows, int has_w, int has_rl)
         (unsigned)rows | (unsigned)has_w << 21 | (unsigned)has_rl << 22;
     if (ops->graph_begin == NULL || t->graph_off) {
         step_body(t, m->stage_x, m->stage_y, w, rows, rl);
-        return backend_rc(t, 0);
+        return trainer_backend_rc(t, 0);
     }
     if (t->graph == NULL || t->graph_key != key) {
         if (t->graph != NULL) {
@@ -561,17 +562,17 @@ run_staged(surge_trainer *t, int rows, int has_w, int has_rl)
             t->graph = NULL;
             t->graph_off = 1;
             step_body(t, m->stage_x, m->stage_y, w, rows, rl);
-            return backend_rc(t, 0);
+            return trainer_backend_rc(t, 0);
         }
         t->graph_key = key;
     }
-    return backend_rc(t, ops->graph_launch(t->ctx, t->graph));
+    return trainer_backend_rc(t, ops->graph_launch(t->ctx, t->graph));
 }
 
 /* Freeze the output statistics before the first step (trainer.h). y is
  * host memory. */
-static int
-freeze_before_step(surge_trainer *t, const float *y, int rows)
+int
+trainer_freeze_before_step(surge_trainer *t, const float *y, int rows)
 {
     if (t->out_frozen) {
         return 0;
@@ -583,14 +584,14 @@ freeze_before_step(surge_trainer *t, const float *y, int rows)
         }
     }
     surge_trainer_freeze_outputs(t);
-    return backend_rc(t, 0);
+    return trainer_backend_rc(t, 0);
 }
 
 /* Read the published report (consistent snapshot: seq before and after)
  * and fold it into t->step. Returns 1 when steps finished since the last
  * read, 0 when none, SURGE_ESTATE when one of them was skipped. */
-static int
-read_report(surge_trainer *t, struct surge_trainer_step_info *info)
+int
+trainer_read_report(surge_trainer *t, struct surge_trainer_step_info *info)
 {
     struct surge_step_report r;
     const volatile struct surge_step_report *v = t->rep;
@@ -640,7 +641,7 @@ queue_step(surge_trainer *t, const float *x, const float *y, const float *w,
     int rc;
     if (t->ops->unified) {
         step_body(t, x, y, w, rows, row_loss);
-        return backend_rc(t, 0);
+        return trainer_backend_rc(t, 0);
     }
     size_t nx = (size_t)rows * (size_t)c->n_inputs;
     size_t ny = (size_t)rows * (size_t)c->n_outputs;
@@ -667,7 +668,7 @@ queue_step(surge_trainer *t, const float *x, const float *y, const float *w,
     if (rc == 0 && row_loss != NULL && device) {
         rc = t->ops->copy(t->ctx, row_loss, m->row_loss, (size_t)rows);
     }
-    return backend_rc(t, rc);
+    return trainer_backend_rc(t, rc);
 }
 
 int
@@ -678,7 +679,7 @@ surge_trainer_step(surge_trainer *t, const float *x, const float *y,
     if (x == NULL || y == NULL || rows < 1 || rows > t->cfg.batch_size) {
         return -EINVAL;
     }
-    int rc = freeze_before_step(t, y, rows);
+    int rc = trainer_freeze_before_step(t, y, rows);
     if (rc == 0) {
         rc = queue_step(t, x, y, weight, rows, row_loss, 0);
     }
@@ -689,9 +690,9 @@ surge_trainer_step(surge_trainer *t, const float *x, const float *y,
         rc = t->ops->sync(t->ctx);
     }
     if (rc != 0) {
-        return backend_rc(t, rc);
+        return trainer_backend_rc(t, rc);
     }
-    rc = read_report(t, info);
+    rc = trainer_read_report(t, info);
     return rc == 1 ? 0 : rc;
 }
 
@@ -714,10 +715,10 @@ surge_trainer_step_async(surge_trainer *t, const float *x, const float *y,
             yh = t->host_out;
         }
         if (rc == 0) {
-            rc = freeze_before_step(t, yh, rows);
+            rc = trainer_freeze_before_step(t, yh, rows);
         }
         if (rc != 0) {
-            return backend_rc(t, rc);
+            return trainer_backend_rc(t, rc);
         }
     }
     if (!device && row_loss != NULL && !t->ops->unified) {
@@ -727,7 +728,7 @@ surge_trainer_step_async(surge_trainer *t, const float *x, const float *y,
             rc = t->ops->download(t->ctx, row_loss, t->mlp.row_loss,
                                   (size_t)rows);
         }
-        return backend_rc(t, rc);
+        return trainer_backend_rc(t, rc);
     }
     return queue_step(t, x, y, weight, rows, row_loss, device);
 }
@@ -738,7 +739,7 @@ surge_trainer_poll(surge_trainer *t, struct surge_trainer_step_info *info)
     if (t->ops->error(t->ctx) != NULL) {
         return -EIO;
     }
-    return read_report(t, info);
+    return trainer_read_report(t, info);
 }
 
 int
@@ -746,9 +747,9 @@ surge_trainer_sync(surge_trainer *t, struct surge_trainer_step_info *info)
 {
     int rc = t->ops->sync(t->ctx);
     if (rc != 0) {
-        return backend_rc(t, rc);
+        return trainer_backend_rc(t, rc);
     }
-    rc = read_report(t, info);
+    rc = trainer_read_report(t, info);
     return rc == 1 ? 0 : rc;
 }
 
@@ -757,9 +758,9 @@ trainer_set_step(surge_trainer *t, uint64_t step)
 {
     int rc = t->ops->sync(t->ctx);
     if (rc != 0) {
-        return backend_rc(t, rc);
+        return trainer_backend_rc(t, rc);
     }
-    (void)read_report(t, NULL);
+    (void)trainer_read_report(t, NULL);
     /* Only the counter changes: upload the state with it replaced. The
      * struct is a whole number of floats (static assertion below). */
     struct surge_step_state st;
@@ -776,7 +777,7 @@ trainer_set_step(surge_trainer *t, uint64_t step)
         rc = t->ops->sync(t->ctx);
     }
     if (rc != 0) {
-        return backend_rc(t, rc);
+        return trainer_backend_rc(t, rc);
     }
     t->step = step;
     t->rep->step = step;
@@ -826,7 +827,7 @@ load_inputs(surge_trainer *t, const float *x, int rows)
     if (!t->ops->unified) {
         int rc = t->ops->upload(t->ctx, t->mlp.stage_x, x, n);
         if (rc != 0) {
-            return backend_rc(t, rc);
+            return trainer_backend_rc(t, rc);
         }
         src = t->mlp.stage_x;
     }
@@ -917,13 +918,25 @@ surge_trainer_evaluate(surge_trainer *t, const float *x, const float *y,
             }
         }
     }
-    double count = (double)rows * (double)nout;
-    out->mse = se_n / count;
-    out->mse_phys = se / count;
-    out->rel_l2 = yy > 0.0 ? sqrt(se / yy) : (se > 0.0 ? INFINITY : 0.0);
-    out->rel_l2_mean = rel_rows > 0 ? rel_sum / (double)rel_rows : 0.0;
+    out->sum_se_n = se_n;
+    out->sum_se = se;
+    out->sum_yy = yy;
+    out->sum_rel = rel_sum;
+    out->rel_rows = (double)rel_rows;
     out->rows = rows;
+    surge_trainer_eval_from_sums(out, t->cfg.n_outputs);
     return 0;
+}
+
+void
+surge_trainer_eval_from_sums(struct surge_trainer_eval_result *r, int n_outputs)
+{
+    double count = (double)r->rows * (double)n_outputs;
+    double se = r->sum_se, yy = r->sum_yy;
+    r->mse = count > 0 ? r->sum_se_n / count : 0.0;
+    r->mse_phys = count > 0 ? se / count : 0.0;
+    r->rel_l2 = yy > 0.0 ? sqrt(se / yy) : (se > 0.0 ? INFINITY : 0.0);
+    r->rel_l2_mean = r->rel_rows > 0 ? r->sum_rel / r->rel_rows : 0.0;
 }
 
 uint64_t

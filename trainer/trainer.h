@@ -360,7 +360,22 @@ struct surge_trainer_eval_result {
     double rel_l2_mean; /* mean over rows of ||yhat_i - y_i|| / ||y_i||
                            (rows with ||y_i|| == 0 skipped) */
     long rows;          /* rows evaluated */
+    /* The sums the figures above come from, so that evaluations of parts
+     * of a set (one per data-parallel replica) add up to the evaluation of
+     * the whole (surge_trainer_eval_from_sums). */
+    double sum_se_n; /* sum of squared errors, normalised units */
+    double sum_se;   /* sum of squared errors, physical units */
+    double sum_yy;   /* sum of squared targets, physical units */
+    double sum_rel;  /* sum over rows of ||yhat_i - y_i|| / ||y_i|| */
+    double rel_rows; /* rows in sum_rel (||y_i|| > 0) */
 };
+
+/* surge_trainer_eval_from_sums - recompute mse, mse_phys, rel_l2 and
+ * rel_l2_mean of r from its sums and rows (n_outputs values per row), e.g.
+ * after adding the sums and rows of several replicas' evaluations. rows 0
+ * gives zero errors. */
+void surge_trainer_eval_from_sums(struct surge_trainer_eval_result *r,
+                                  int n_outputs);
 
 /* surge_trainer_evaluate - evaluate on rows samples x (rows, n_inputs),
  * y (rows, n_outputs), physical units, in chunks of batch_size (no
@@ -394,6 +409,86 @@ int surge_trainer_set_params(surge_trainer *t, const float *src, size_t n);
  * n) is a no-op. */
 void *surge_trainer_host_alloc(surge_trainer *t, size_t bytes);
 void surge_trainer_host_free(surge_trainer *t, void *p, size_t bytes);
+
+/*
+ * DATA PARALLEL. R replicas of one model (one trainer per MPI rank, each
+ * fed from its own data) take the same steps: each computes the gradient
+ * of its rows, the gradients are summed across replicas, every replica
+ * applies the same update, so the weights stay identical (docs/trainer.md,
+ * "Data-parallel training"). The loss of a step is the mean over the
+ * global batch, the rows of every replica together:
+ *     L = (1 / B_global) * sum over all replicas' rows of w_i l_i
+ * so R replicas with B / R rows each take the step one trainer takes with
+ * the B rows (within float rounding: the products sum in another order).
+ * A replica with no rows contributes a zero gradient (a zero-row batch).
+ * The trainer does no communication itself: it calls the operations
+ * below, which a caller implements over MPI (trainer/replicas_mpi.h).
+ */
+struct surge_trainer_replicas_ops {
+    /* sum - replace v (n doubles) by its sum over the replicas; blocking.
+     * Every replica makes the same calls in the same order. 0 or <0. */
+    int (*sum)(void *arg, double *v, int n);
+    /* grad_start - start summing n floats at buf (host memory) in place
+     * over the replicas, in the background; buf is not touched by the
+     * trainer until the matching grad_wait. Buckets are started and
+     * waited for in the same order on every replica. 0 or <0. */
+    int (*grad_start)(void *arg, float *buf, size_t n);
+    /* grad_wait - wait for the oldest bucket started and not yet waited
+     * for. 0 or <0 (the sum failed: the step fails with -EIO). */
+    int (*grad_wait)(void *arg);
+};
+
+/* surge_trainer_set_replicas - make t one of the replicas of a
+ * data-parallel group: steps go through surge_trainer_step_replicated,
+ * gradients are summed with ops in buckets of about bucket_bytes (whole
+ * layers, last layer first, started as soon as backward has finished
+ * them, so the sum of one bucket overlaps the backward pass of the next:
+ * as PyTorch DDP's buckets). ops and arg must outlive t. On a backend
+ * that is not unified (cuda) the gradients go through a pinned host
+ * buffer (host-staged). Allocates that buffer: -ENOMEM. ops NULL turns
+ * data parallelism off again. */
+int surge_trainer_set_replicas(surge_trainer *t,
+                               const struct surge_trainer_replicas_ops *ops,
+                               void *arg, size_t bucket_bytes);
+
+/* surge_trainer_step_replicated - one data-parallel step: every replica
+ * calls it with its own rows (0..batch_size; x, y may be NULL when rows is
+ * 0) and the same global_rows, the sum of every replica's rows (>= 1),
+ * which the caller agreed on beforehand. Arguments and returns otherwise
+ * as surge_trainer_step; info->loss is the global loss (the same on every
+ * replica), row_loss the rows' own losses. The step runs eagerly (no CUDA
+ * graph) and waits for its end. Non-finite loss or norm: skipped on every
+ * replica alike (SURGE_ESTATE). -EINVAL without replicas (set_replicas)
+ * or with bad rows; -EIO when the backend or a sum failed. */
+int surge_trainer_step_replicated(surge_trainer *t, const float *x,
+                                  const float *y, const float *weight, int rows,
+                                  long global_rows, float *row_loss,
+                                  struct surge_trainer_step_info *info);
+
+/* surge_trainer_replicas_freeze - freeze the output statistics from what
+ * every replica observed (surge_trainer_observe_outputs on its own rows),
+ * merged exactly (counts, means and squared deviations), so that every
+ * replica normalises alike; replaces statistics a replica froze alone.
+ * A collective: every replica calls it once, before its first replicated
+ * step (not after a checkpoint load, which restores equal statistics).
+ * 0, -EINVAL without replicas, -ENOMEM, -EIO when a sum failed. */
+int surge_trainer_replicas_freeze(surge_trainer *t);
+
+/* surge_trainer_dp_stats - what the gradient sums cost so far: buckets
+ * summed, seconds the step waited for them after its backward pass
+ * (exposed, not hidden behind compute), and steps taken replicated. */
+struct surge_trainer_dp_stats {
+    uint64_t steps;    /* replicated steps */
+    uint64_t buckets;  /* buckets summed */
+    double exposed_s;  /* time in grad_wait */
+    double loss_sum_s; /* time in the loss's blocking sum */
+};
+void surge_trainer_dp_get_stats(const surge_trainer *t,
+                                struct surge_trainer_dp_stats *out);
+
+/* surge_trainer_params_hash - a 64-bit hash (FNV-1a) of the bytes of the
+ * parameter vector: equal on replicas with bit-identical weights. */
+uint64_t surge_trainer_params_hash(const surge_trainer *t);
 
 /*
  * FILES. Both the model file and the checkpoint are safetensors files

@@ -52,7 +52,32 @@ struct surge_trainer {
     void *graph;
     unsigned graph_key; /* rows | weight << 21 | row_loss << 22 */
     int graph_off;      /* 1: capture failed once, run eagerly */
+    /* Data parallelism (trainer/dp.c); rops NULL: off. */
+    const struct surge_trainer_replicas_ops *rops;
+    void *rarg;
+    size_t bucket_floats; /* bucket size target */
+    float *grad_host;     /* non-unified: (n_params) pinned staging */
+    float *w_host;        /* (batch) scaled row weights, host */
+    struct surge_trainer_dp_stats dp;
 };
+
+/* trainer_freeze_before_step - freeze the output statistics before the
+ * first step from y (rows, n_outputs) host memory (trainer.h). */
+int trainer_freeze_before_step(surge_trainer *t, const float *y, int rows);
+
+/* trainer_read_report - fold the published step report into t->step;
+ * 1 new steps, 0 none, SURGE_ESTATE one was skipped. */
+int trainer_read_report(surge_trainer *t, struct surge_trainer_step_info *info);
+
+/* trainer_backend_rc - rc, or -EIO once the backend recorded a failure. */
+int trainer_backend_rc(surge_trainer *t, int rc);
+
+/* trainer_update_layer - the optimizer update of layer k (arg is the
+ * trainer), with the squared gradient norm added to the step's sumsq. */
+void trainer_update_layer(void *arg, int k);
+
+/* trainer_dp_release - free what surge_trainer_set_replicas allocated. */
+void trainer_dp_release(surge_trainer *t);
 
 /* trainer_lr_at - the scheduled learning rate before step s (0-based). */
 double trainer_lr_at(const struct surge_trainer_config *cfg, uint64_t s);

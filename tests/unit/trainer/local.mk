@@ -41,3 +41,13 @@ tests_unit_trainer_test_backend_cuda_SOURCES = \
 tests_unit_trainer_test_backend_cuda_CFLAGS = $(trainer_test_cflags) \
 	$(CUDA_CFLAGS)
 tests_unit_trainer_test_backend_cuda_LDADD = $(trainer_test_ldadd)
+
+# Data-parallel equivalence under mpirun -np 2 (trainer.h DATA PARALLEL).
+check_PROGRAMS += tests/integration/trainer_dp_equiv
+tests_integration_trainer_dp_equiv_SOURCES = \
+	tests/integration/trainer_dp_equiv.c
+tests_integration_trainer_dp_equiv_CFLAGS = $(AM_CFLAGS) $(MPI_CFLAGS)
+tests_integration_trainer_dp_equiv_LDADD = trainer/libsurge_replicas.la \
+	$(trainer_test_ldadd) $(MPI_LIBS)
+TESTS += tests/integration/trainer_dp.sh
+EXTRA_DIST += tests/integration/trainer_dp.sh

@@ -1,0 +1,33 @@
+#!/bin/sh
+# tests/integration/trainer_dp.sh - data-parallel training at the trainer
+# level: trainer_dp_equiv under mpirun -np 2 (2 ranks with B/2 rows each
+# take the step of 1 trainer with B rows, within a stated tolerance; zero-
+# row batches; replicas bit-identical; merged output statistics).
+. "$SURGE_SRCDIR/tests/tap.sh"
+. "$SURGE_SRCDIR/tests/integration/lib.sh"
+PROG="$SURGE_BUILDDIR/tests/integration/trainer_dp_equiv"
+lib_need "$PROG"
+command -v "$MPIRUN" >/dev/null 2>&1 || skip_all "no $MPIRUN"
+lib_tmpdir
+lib_full_stacks
+EXPECT=14
+tap_plan $((EXPECT + 1))
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1 \
+    timeout 60 "$MPIRUN" -np 2 "$PROG" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+grep '^#' "$tmp/out"
+check "mpirun -np 2 trainer_dp_equiv exits 0 (rc $rc)" [ "$rc" -eq 0 ]
+n=0
+while IFS= read -r line; do
+    case $line in
+    PASS*) ok "${line#PASS }"; n=$((n + 1)) ;;
+    FAIL*) not_ok "${line#FAIL }"; n=$((n + 1)) ;;
+    esac
+done <"$tmp/out"
+while [ "$n" -lt "$EXPECT" ]; do
+    not_ok "a check is missing (see stderr below)"
+    n=$((n + 1))
+done
+[ "$rc" -eq 0 ] || sed 's/^/# /' "$tmp/err" | tail -20
+tap_done
