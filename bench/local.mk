@@ -8,3 +8,4 @@ include bench/online_offline/local.mk
 include bench/gpu/local.mk
 include bench/clients/local.mk
 include bench/external/local.mk
+include bench/scaling/local.mk

@@ -141,6 +141,9 @@ layer_done(void *arg, int k)
     struct dp_step *s = arg;
     surge_trainer *t = s->t;
     struct mlp *m = &t->mlp;
+    if (t->rops->progress != NULL && s->nb > s->waited) {
+        t->rops->progress(t->rarg);
+    }
     if (s->open_hi < 0) {
         s->open_hi = k;
         s->open_n = 0;

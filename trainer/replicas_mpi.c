@@ -31,6 +31,7 @@ struct job {
 };
 
 struct surge_replicas_mpi {
+    int mode;      /* enum surge_replicas_progress */
     MPI_Comm comm; /* the caller's: small blocking sums */
     MPI_Comm grad; /* duplicate: the thread's gradient sums */
     pthread_t thread;
@@ -40,6 +41,7 @@ struct surge_replicas_mpi {
     struct job ring[MAX_PENDING]; /* guarded by mu */
     uint64_t posted, done, taken; /* guarded by mu */
     int quit;                     /* guarded by mu */
+    MPI_Request req[MAX_PENDING]; /* TEST: the caller's thread only */
     _Atomic uint64_t comm_ns;     /* written by the thread */
 };
 
@@ -86,9 +88,25 @@ comm_main(void *arg)
 }
 
 int
-surge_replicas_mpi_create(surge_replicas_mpi **out, MPI_Comm comm, char *err,
-                          size_t errlen)
+surge_replicas_progress_parse(const char *name)
 {
+    if (strcmp(name, "thread") == 0) {
+        return SURGE_REPLICAS_THREAD;
+    }
+    if (strcmp(name, "test") == 0) {
+        return SURGE_REPLICAS_TEST;
+    }
+    return -1;
+}
+
+int
+surge_replicas_mpi_create(surge_replicas_mpi **out, MPI_Comm comm, int progress,
+                          char *err, size_t errlen)
+{
+    if (progress != SURGE_REPLICAS_THREAD && progress != SURGE_REPLICAS_TEST) {
+        snprintf(err, errlen, "unknown gradient progress mode %d", progress);
+        return SURGE_ECONFIG;
+    }
     int provided = 0;
     MPI_Query_thread(&provided);
     if (provided < MPI_THREAD_MULTIPLE) {
@@ -103,6 +121,7 @@ surge_replicas_mpi_create(surge_replicas_mpi **out, MPI_Comm comm, char *err,
         return -ENOMEM;
     }
     r->comm = comm;
+    r->mode = progress;
     if (MPI_Comm_dup(comm, &r->grad) != MPI_SUCCESS) {
         snprintf(err, errlen, "MPI_Comm_dup failed");
         free(r);
@@ -110,6 +129,10 @@ surge_replicas_mpi_create(surge_replicas_mpi **out, MPI_Comm comm, char *err,
     }
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
+    if (progress == SURGE_REPLICAS_TEST) {
+        *out = r;
+        return 0;
+    }
     int rc = pthread_create(&r->thread, NULL, comm_main, r);
     if (rc != 0) {
         snprintf(err, errlen, "gradient thread: %s", strerror(rc));
@@ -155,10 +178,64 @@ ops_sum(void *arg, double *v, int n)
                : -EIO;
 }
 
+/* TEST mode: the caller's thread does everything, no lock needed. */
+static int
+test_start(surge_replicas_mpi *r, float *buf, size_t n)
+{
+    if (r->posted - r->taken >= MAX_PENDING) {
+        return -ENOSPC;
+    }
+    if (n > (size_t)INT_MAX) {
+        return -E2BIG;
+    }
+    uint64_t t0 = surge_now_ns();
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM,
+                            r->grad, &r->req[r->posted % MAX_PENDING]);
+    r->comm_ns += surge_now_ns() - t0;
+    if (rc != MPI_SUCCESS) {
+        return -EIO;
+    }
+    r->posted++;
+    return 0;
+}
+
+static int
+test_wait(surge_replicas_mpi *r)
+{
+    if (r->taken == r->posted) {
+        return -EINVAL;
+    }
+    uint64_t t0 = surge_now_ns();
+    int rc = MPI_Wait(&r->req[r->taken % MAX_PENDING], MPI_STATUS_IGNORE);
+    r->comm_ns += surge_now_ns() - t0;
+    r->taken++;
+    return rc == MPI_SUCCESS ? 0 : -EIO;
+}
+
+static void
+ops_progress(void *arg)
+{
+    surge_replicas_mpi *r = arg;
+    if (r->mode != SURGE_REPLICAS_TEST) {
+        return;
+    }
+    uint64_t t0 = surge_now_ns();
+    for (uint64_t i = r->taken; i < r->posted; i++) {
+        int flag = 0;
+        /* A completed request becomes MPI_REQUEST_NULL: the later Wait
+         * returns at once. */
+        MPI_Test(&r->req[i % MAX_PENDING], &flag, MPI_STATUS_IGNORE);
+    }
+    r->comm_ns += surge_now_ns() - t0;
+}
+
 static int
 ops_grad_start(void *arg, float *buf, size_t n)
 {
     surge_replicas_mpi *r = arg;
+    if (r->mode == SURGE_REPLICAS_TEST) {
+        return test_start(r, buf, n);
+    }
     pthread_mutex_lock(&r->mu);
     if (r->posted - r->taken >= MAX_PENDING) {
         pthread_mutex_unlock(&r->mu);
@@ -178,6 +255,9 @@ static int
 ops_grad_wait(void *arg)
 {
     surge_replicas_mpi *r = arg;
+    if (r->mode == SURGE_REPLICAS_TEST) {
+        return test_wait(r);
+    }
     pthread_mutex_lock(&r->mu);
     if (r->taken == r->posted) {
         pthread_mutex_unlock(&r->mu);
@@ -198,6 +278,7 @@ const struct surge_trainer_replicas_ops surge_replicas_mpi_ops = {
     .sum = ops_sum,
     .grad_start = ops_grad_start,
     .grad_wait = ops_grad_wait,
+    .progress = ops_progress,
 };
 
 double

@@ -30,12 +30,30 @@
 
 typedef struct surge_replicas_mpi surge_replicas_mpi;
 
+/* How the gradient sums move on while backward computes. */
+enum surge_replicas_progress {
+    /* A communication thread runs a blocking MPI_Allreduce per bucket:
+     * full overlap when the node has a core to spare for it (and for the
+     * MPI library's polling); on a node whose cores all compute, it
+     * competes with the backward pass for them. */
+    SURGE_REPLICAS_THREAD = 0,
+    /* MPI_Iallreduce per bucket, moved on by MPI_Test after every layer
+     * of backward, finished by MPI_Wait: no extra thread, so no
+     * competition, but the library progresses only inside those calls. */
+    SURGE_REPLICAS_TEST = 1
+};
+
+/* surge_replicas_progress_parse - "thread" or "test" to the enum; -1 for
+ * another name. */
+int surge_replicas_progress_parse(const char *name);
+
 /* surge_replicas_mpi_create - the replicas of comm (every rank calls it:
- * it duplicates comm, a collective) and its communication thread. comm
- * must stay valid until destroy. 0, or SURGE_ECONFIG with err (MPI gives
- * less than MPI_THREAD_MULTIPLE), -ENOMEM, or an errno of the thread. */
+ * it duplicates comm, a collective) summing gradients as progress says
+ * (enum surge_replicas_progress; THREAD starts the thread). comm must
+ * stay valid until destroy. 0, or SURGE_ECONFIG with err (MPI gives less
+ * than MPI_THREAD_MULTIPLE), -ENOMEM, or an errno of the thread. */
 int surge_replicas_mpi_create(surge_replicas_mpi **out, MPI_Comm comm,
-                              char *err, size_t errlen);
+                              int progress, char *err, size_t errlen);
 
 /* surge_replicas_mpi_destroy - stop the thread (after the last grad_wait),
  * free the duplicate (a collective: every rank calls it); *r = NULL. NULL
@@ -45,8 +63,9 @@ void surge_replicas_mpi_destroy(surge_replicas_mpi **r);
 /* The ops for surge_trainer_set_replicas; arg is the surge_replicas_mpi. */
 extern const struct surge_trainer_replicas_ops surge_replicas_mpi_ops;
 
-/* surge_replicas_mpi_comm_s - seconds the communication thread spent in
- * gradient sums so far (their whole network time, hidden or not). */
+/* surge_replicas_mpi_comm_s - seconds spent in gradient sums so far: the
+ * communication thread's whole time in them (THREAD), or the time inside
+ * MPI_Iallreduce, MPI_Test and MPI_Wait (TEST). */
 double surge_replicas_mpi_comm_s(const surge_replicas_mpi *r);
 
 /* surge_replicas_mpi_compare - compare the replicas' parameters p (n

@@ -436,6 +436,10 @@ struct surge_trainer_replicas_ops {
     /* grad_wait - wait for the oldest bucket started and not yet waited
      * for. 0 or <0 (the sum failed: the step fails with -EIO). */
     int (*grad_wait)(void *arg);
+    /* progress - optional (NULL): called after every layer of backward,
+     * so that an implementation without a thread of its own can move its
+     * started sums on (MPI_Test). */
+    void (*progress)(void *arg);
 };
 
 /* surge_trainer_set_replicas - make t one of the replicas of a

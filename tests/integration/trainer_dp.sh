@@ -10,24 +10,26 @@ lib_need "$PROG"
 command -v "$MPIRUN" >/dev/null 2>&1 || skip_all "no $MPIRUN"
 lib_tmpdir
 lib_full_stacks
-EXPECT=14
-tap_plan $((EXPECT + 1))
-OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1 \
-    timeout 60 "$MPIRUN" -np 2 "$PROG" >"$tmp/out" 2>"$tmp/err"
-rc=$?
-grep '^#' "$tmp/out"
-check "mpirun -np 2 trainer_dp_equiv exits 0 (rc $rc)" [ "$rc" -eq 0 ]
-n=0
-while IFS= read -r line; do
-    case $line in
-    PASS*) ok "${line#PASS }"; n=$((n + 1)) ;;
-    FAIL*) not_ok "${line#FAIL }"; n=$((n + 1)) ;;
-    esac
-done <"$tmp/out"
-while [ "$n" -lt "$EXPECT" ]; do
-    not_ok "a check is missing (see stderr below)"
-    n=$((n + 1))
+EXPECT=17
+tap_plan $((2 * EXPECT + 2))
+for mode in thread test; do
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1 \
+        timeout 60 "$MPIRUN" -np 2 "$PROG" $mode >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    grep '^#' "$tmp/out"
+    check "mpirun -np 2 trainer_dp_equiv $mode exits 0 (rc $rc)" [ "$rc" -eq 0 ]
+    n=0
+    while IFS= read -r line; do
+        case $line in
+        PASS*) ok "$mode: ${line#PASS }"; n=$((n + 1)) ;;
+        FAIL*) not_ok "$mode: ${line#FAIL }"; n=$((n + 1)) ;;
+        esac
+    done <"$tmp/out"
+    while [ "$n" -lt "$EXPECT" ]; do
+        not_ok "$mode: a check is missing (see stderr below)"
+        n=$((n + 1))
+    done
+    [ "$rc" -eq 0 ] || sed 's/^/# /' "$tmp/err" | tail -20
 done
-[ "$rc" -eq 0 ] || sed 's/^/# /' "$tmp/err" | tail -20
 tap_done

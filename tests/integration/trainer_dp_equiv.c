@@ -10,6 +10,7 @@
  * products sum the rows in another order, so bit equality is not
  * expected) and equal each other bit for bit. Rank 0 prints one line per
  * check, "PASS text" or "FAIL text"; the script turns them into TAP.
+ * Argument: the gradient progress mode, thread (default) or test.
  */
 #include "config.h"
 
@@ -198,9 +199,18 @@ main(int argc, char **argv)
         MPI_Finalize();
         return 1;
     }
+    int mode = argc > 1 ? surge_replicas_progress_parse(argv[1]) : 0;
+    if (mode < 0) {
+        if (rank == 0) {
+            printf("FAIL usage: trainer_dp_equiv [thread|test]\n");
+        }
+        MPI_Finalize();
+        return 1;
+    }
     char err[256] = "";
     surge_replicas_mpi *rep = NULL;
-    if (surge_replicas_mpi_create(&rep, MPI_COMM_WORLD, err, sizeof err) != 0) {
+    if (surge_replicas_mpi_create(&rep, MPI_COMM_WORLD, mode, err,
+                                  sizeof err) != 0) {
         printf("FAIL replicas: %s\n", err);
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
