@@ -21,7 +21,8 @@ server_libsurge_server_la_SOURCES = \
 server_libsurge_server_la_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS) $(UV_CFLAGS) \
 	$(JANSSON_CFLAGS) $(MSGPACK_CFLAGS) $(MPI_CFLAGS)
 # The trainer consumer (server/train.c) links the trainer library.
-server_libsurge_server_la_LIBADD = trainer/libsurge_trainer.la \
+server_libsurge_server_la_LIBADD = trainer/libsurge_replicas.la \
+	trainer/libsurge_trainer.la \
 	monitor/libsurge_monitor.la \
 	$(ZMQ_LIBS) $(UV_LIBS) $(MSGPACK_LIBS) $(JANSSON_LIBS) $(MPI_LIBS) \
 	$(PTHREAD_LIBS) -lm
@@ -62,6 +63,9 @@ EXTRA_DIST += tests/integration/server_curve.sh
 # PyTorch, surge serve --resume): server/train.c, trainer/predict.c.
 TESTS += tests/integration/train_serve.sh tests/integration/train_feed.sh
 EXTRA_DIST += tests/integration/train_serve.sh tests/integration/train_feed.sh
+# Data-parallel training in a server of 2 ranks (mpirun, heat2d runs).
+TESTS += tests/integration/train_ranks.sh
+EXTRA_DIST += tests/integration/train_ranks.sh
 # The same on the GPU, resumed on the CPU (skips without a device).
 TESTS += tests/integration/train_cuda.sh
 EXTRA_DIST += tests/integration/train_cuda.sh

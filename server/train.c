@@ -49,8 +49,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <jansson.h>
+#include <mpi.h>
 
 #include <surge/error.h>
 
@@ -59,6 +61,8 @@
 #include "common/util.h"
 #include "server/consumer.h"
 #include "server/feed.h"
+#include "server/ranks.h"
+#include "trainer/replicas_mpi.h"
 #include "trainer/trainer.h"
 
 #define COMPONENT "trainer"
@@ -173,6 +177,7 @@ struct resumed {
 
 struct train {
     struct settings s;
+    int rank, R;         /* this rank of the server's R (create) */
     struct resumed *res; /* NULL unless --resume */
     const surge_server_options *o;
     _Atomic uint64_t batches; /* trained (stats, any thread) */
@@ -296,9 +301,46 @@ file_exists(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* This process's rank and R. create and prepare run on the main thread
+ * before run() gets ctx->ranks, but after server/ranks.c started MPI (or
+ * did not: then rank 0 of 1); its communicators are duplicates of
+ * MPI_COMM_WORLD, so the numbering is the same. */
+static void
+world_place(int *rank, int *size)
+{
+    int up = 0, down = 0;
+    *rank = 0;
+    *size = 1;
+    MPI_Initialized(&up);
+    MPI_Finalized(&down);
+    if (up && !down) {
+        MPI_Comm_rank(MPI_COMM_WORLD, rank);
+        MPI_Comm_size(MPI_COMM_WORLD, size);
+    }
+}
+
+/* Rank r > 0's name for one of the trainer's files: ".rank<r>" before the
+ * extension of the file name ("checkpoint.safetensors" ->
+ * "checkpoint.rank1.safetensors", "trainer.json" -> "trainer.rank1.json").
+ * Rank 0 keeps the name (R = 1's files are rank 0's). */
 static int
-read_settings(struct settings *s, const surge_server_options *o, char *err,
-              size_t errlen)
+rank_path(char *dst, size_t cap, const char *base, int rank)
+{
+    if (rank == 0) {
+        int n = snprintf(dst, cap, "%s", base);
+        return n >= 0 && (size_t)n < cap ? 0 : SURGE_ECONFIG;
+    }
+    const char *slash = strrchr(base, '/');
+    const char *dot = strrchr(slash != NULL ? slash : base, '.');
+    size_t stem = dot != NULL ? (size_t)(dot - base) : strlen(base);
+    int n = snprintf(dst, cap, "%.*s.rank%d%s", (int)stem, base, rank,
+                     dot != NULL ? dot : "");
+    return n >= 0 && (size_t)n < cap ? 0 : SURGE_ECONFIG;
+}
+
+static int
+read_settings(struct settings *s, const surge_server_options *o, int rank,
+              char *err, size_t errlen)
 {
     surge_trainer_config_defaults(&s->tcfg);
     s->eval_every = 100;
@@ -362,6 +404,25 @@ read_settings(struct settings *s, const surge_server_options *o, char *err,
         snprintf(s->resume, sizeof s->resume, "%s", o->resume);
     } else if (o->resume_default) {
         snprintf(s->resume, sizeof s->resume, "%s", s->ckpt);
+    }
+    /* Every rank has its own checkpoint and report (docs/trainer.md,
+     * "Data-parallel training"); rank 0 alone writes the model. */
+    char tmp[PATH_CAP];
+    if (rank > 0) {
+        memcpy(tmp, s->ckpt, sizeof tmp);
+        int r1 = rank_path(s->ckpt, sizeof s->ckpt, tmp, rank);
+        memcpy(tmp, s->report, sizeof tmp);
+        int r2 = rank_path(s->report, sizeof s->report, tmp, rank);
+        int r3 = 0;
+        if (s->resume[0] != '\0') {
+            memcpy(tmp, s->resume, sizeof tmp);
+            r3 = rank_path(s->resume, sizeof s->resume, tmp, rank);
+        }
+        if (r1 != 0 || r2 != 0 || r3 != 0) {
+            snprintf(err, errlen, "trainer: output path too long for rank %d",
+                     rank);
+            return SURGE_ECONFIG;
+        }
     }
     /* The server's batch is the trainer's batch. */
     s->tcfg.batch_size = (int)o->batch_size;
@@ -461,6 +522,22 @@ apply_blob(struct train *tr, const surge_consumer_prep *prep,
                  "written for study '%.64s', this server works for study "
                  "'%.64s' (--study-id): refused",
                  blob_study(res->progress), tr->o->study_id);
+        goto fail;
+    }
+    /* A server of R ranks resumes from the checkpoints of a server of R
+     * ranks, each rank from its own (its shard of the samples). */
+    json_int_t cr = json_integer_value(json_object_get(res->progress, "ranks"));
+    json_int_t ck = json_integer_value(json_object_get(res->progress, "rank"));
+    if (cr == 0) {
+        cr = 1; /* written before ranks existed: R = 1 */
+    }
+    if (cr != tr->R || ck != tr->rank) {
+        snprintf(err, errlen,
+                 "written by rank %lld of a server of %lld rank(s); this is "
+                 "rank %d of %d: resume with the same number of ranks "
+                 "(mpirun -np %lld)",
+                 (long long)ck, (long long)cr, tr->rank, tr->R, (long long)cr);
+        rc = SURGE_ECONFIG;
         goto fail;
     }
     r.off += (size_t)jlen;
@@ -774,7 +851,47 @@ struct loop {
     double time_lo, time_hi; /* time range used */
     const char *time_src;
     surge_gauge *g_step, *g_loss, *g_vloss, *g_rel, *g_wait;
+    /* Data parallelism, R > 1 (docs/trainer.md, "Data-parallel
+     * training"); with R = 1 none of these is used. */
+    int R;                   /* ranks */
+    MPI_Comm comm;           /* ctx->ranks->train: this thread's */
+    surge_replicas_mpi *rep; /* the gradient sums */
+    int progress_mode;       /* enum surge_replicas_progress */
+    long global_rows;        /* rows of the current step, all ranks */
+    int ckpt_due;            /* rank 0's clock says: checkpoint now */
+    int rep_checked;         /* replicas compared at the end */
+    int rep_identical;       /* ... bit for bit */
+    double rep_diff;         /* ... largest |p - p_rank0| */
+    int have_sums;           /* sums[] holds the counts of all ranks */
+    double sums[6];          /* rows, distinct, discarded, rows_discarded, puts,
+                                unserved, summed over the ranks */
 };
+
+/* A small sum, min or max over the ranks (R > 1) that waits politely: a
+ * rank that waits here for another still in its 200 ms wait for data
+ * sleeps instead of spinning in MPI's progress loop (it shares the node
+ * with the I/O thread). 0 or -EIO. */
+static int
+dp_allreduce(const struct loop *L, void *buf, int n, MPI_Datatype type,
+             MPI_Op op)
+{
+    MPI_Request req;
+    if (MPI_Iallreduce(MPI_IN_PLACE, buf, n, type, op, L->comm, &req) !=
+        MPI_SUCCESS) {
+        return -EIO;
+    }
+    for (;;) {
+        int done = 0;
+        if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+            return -EIO;
+        }
+        if (done) {
+            return 0;
+        }
+        struct timespec ts = {0, 100000}; /* 0.1 ms */
+        nanosleep(&ts, NULL);
+    }
+}
 
 /* Share of this run's wall time the trainer waited for data (batches not
  * ready: the reservoir below its watermark, or the gather itself when it
@@ -932,16 +1049,54 @@ preview_layout(struct loop *L, size_t *ny, size_t *nx)
     return 1;
 }
 
+/* The model's errors on the validation samples: this rank's (R = 1), or
+ * every rank's together (R > 1: a collective, every rank calls it at the
+ * same point, with its own samples or none; the sums of the parts make
+ * the figures of the whole). 0 with *out set, 1 when there is no sample
+ * anywhere, <0 on failure. */
+static int
+eval_all(struct loop *L, struct surge_trainer_eval_result *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = 0;
+    if (L->nval > 0) {
+        rc = surge_trainer_evaluate(L->t, L->val_in, L->val_out, (long)L->nval,
+                                    out);
+    }
+    if (L->R == 1) {
+        return rc != 0 ? rc : L->nval > 0 ? 0 : 1;
+    }
+    if (rc != 0) {
+        memset(out, 0, sizeof *out);
+    }
+    double v[7] = {(double)out->rows,  out->sum_se_n, out->sum_se,
+                   out->sum_yy,        out->sum_rel,  out->rel_rows,
+                   rc != 0 ? 1.0 : 0.0};
+    if (dp_allreduce(L, v, 7, MPI_DOUBLE, MPI_SUM) != 0 || v[6] > 0) {
+        return -EIO;
+    }
+    out->rows = (long)v[0];
+    out->sum_se_n = v[1];
+    out->sum_se = v[2];
+    out->sum_yy = v[3];
+    out->sum_rel = v[4];
+    out->rel_rows = v[5];
+    surge_trainer_eval_from_sums(out, (int)L->nout);
+    return out->rows > 0 ? 0 : 1;
+}
+
 static void
 evaluate(struct loop *L)
 {
-    if (sync_validation(L) < 0 || L->nval == 0) {
+    int src = sync_validation(L);
+    if (L->R == 1 && (src < 0 || L->nval == 0)) {
         return;
     }
-    if (surge_trainer_evaluate(L->t, L->val_in, L->val_out, (long)L->nval,
-                               &L->ev) != 0) {
+    struct surge_trainer_eval_result ev;
+    if (eval_all(L, &ev) != 0) {
         return;
     }
+    L->ev = ev;
     L->have_ev = 1;
     L->ev_step = surge_trainer_steps(L->t);
     if (L->g_vloss != NULL) {
@@ -952,7 +1107,7 @@ evaluate(struct loop *L)
     }
     size_t ny, nx;
     int lines = preview_layout(L, &ny, &nx);
-    if (L->ctx->metrics != NULL && ny > 0 && L->pred != NULL) {
+    if (L->ctx->metrics != NULL && ny > 0 && L->pred != NULL && L->nval > 0) {
         /* The last validation sample: the latest time step seen. */
         uint64_t i = L->nval - 1;
         const float *truth = L->val_out + i * L->nout;
@@ -1052,6 +1207,18 @@ progress_json(const struct loop *L)
         L->stop_reason ? L->stop_reason : "");
 }
 
+/* progress_json with this rank's place: a checkpoint is one rank's. */
+static json_t *
+progress_json_ranked(const struct loop *L)
+{
+    json_t *p = progress_json(L);
+    if (p != NULL) {
+        json_object_set_new(p, "ranks", json_integer(L->tr->R));
+        json_object_set_new(p, "rank", json_integer(L->tr->rank));
+    }
+    return p;
+}
+
 static int
 write_checkpoint(struct loop *L)
 {
@@ -1085,7 +1252,7 @@ write_checkpoint(struct loop *L)
     if (nval > L->nval) {
         nval = L->nval;
     }
-    json_t *pj = progress_json(L);
+    json_t *pj = progress_json_ranked(L);
     /* Whose checkpoint this is, and which runs it holds whole (what
      * `surge launch --resume` need not run again). */
     if (pj != NULL) {
@@ -1197,48 +1364,63 @@ stop_training(struct loop *L, const char *why)
               surge_trainer_steps(L->t), why);
 }
 
+static void note_end(struct loop *L);
+
 /* The stopping rules, checked after each step and on idle waits. */
 static void
 check_stop(struct loop *L)
 {
     const struct settings *s = &L->tr->s;
     uint64_t steps = surge_trainer_steps(L->t);
-    if (!L->end_seen) {
+    if (!L->end_seen && L->R == 1) {
+        /* R > 1: the end is every rank's end, which dp_train learns. */
         surge_store_stats st;
         surge_store_get_stats(L->ctx->train, &st);
         if (st.ended) {
-            L->end_seen = 1;
-            L->step_at_end = steps;
-            SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
-                      "reception ended at step %" PRIu64
-                      ": training on what the reservoir holds",
-                      steps);
-            if (s->steps_after_end > 0 && !L->stopped && L->r != NULL) {
-                surge_reservoir_stats rs;
-                surge_reservoir_get_stats(L->r, &rs);
-                L->tail_cap = rs.occupancy_samples + (uint64_t)L->B;
-                L->tail_x = malloc((size_t)L->tail_cap * L->nin * 4);
-                L->tail_y = malloc((size_t)L->tail_cap * L->nout * 4);
-                if (L->tail_x == NULL || L->tail_y == NULL) {
-                    SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
-                              "no memory to keep the last %" PRIu64
-                              " samples: training ends with the drain",
-                              L->tail_cap);
-                    free(L->tail_x);
-                    free(L->tail_y);
-                    L->tail_x = L->tail_y = NULL;
-                    L->tail_cap = 0;
-                }
-            }
+            note_end(L);
         }
     }
     if (s->max_steps > 0 && steps >= (uint64_t)s->max_steps) {
         stop_training(L, "max_steps");
-    } else if (s->max_wall_s > 0 && elapsed_s(L) >= s->max_wall_s) {
+    } else if (L->R == 1 && s->max_wall_s > 0 &&
+               elapsed_s(L) >= s->max_wall_s) {
+        /* R > 1: rank 0's clock decides, through dp_train's sync. */
         stop_training(L, "max_wall_s");
     } else if (L->end_seen && s->steps_after_end > 0 &&
                steps - L->step_at_end >= (uint64_t)s->steps_after_end) {
         stop_training(L, "steps_after_end");
+    }
+}
+
+/* Reception has ended (on every rank, R > 1): train on what the
+ * reservoir holds, keeping it for steps_after_end. */
+static void
+note_end(struct loop *L)
+{
+    const struct settings *s = &L->tr->s;
+    uint64_t steps = surge_trainer_steps(L->t);
+    L->end_seen = 1;
+    L->step_at_end = steps;
+    SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+              "reception ended at step %" PRIu64
+              ": training on what the reservoir holds",
+              steps);
+    if (s->steps_after_end > 0 && !L->stopped && L->r != NULL) {
+        surge_reservoir_stats rs;
+        surge_reservoir_get_stats(L->r, &rs);
+        L->tail_cap = rs.occupancy_samples + (uint64_t)L->B;
+        L->tail_x = malloc((size_t)L->tail_cap * L->nin * 4);
+        L->tail_y = malloc((size_t)L->tail_cap * L->nout * 4);
+        if (L->tail_x == NULL || L->tail_y == NULL) {
+            SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                      "no memory to keep the last %" PRIu64
+                      " samples: training ends with the drain",
+                      L->tail_cap);
+            free(L->tail_x);
+            free(L->tail_y);
+            L->tail_x = L->tail_y = NULL;
+            L->tail_cap = 0;
+        }
     }
 }
 
@@ -1255,8 +1437,10 @@ periodic(struct loop *L, int stepped)
     if (!L->stopped &&
         ((stepped && s->checkpoint_every > 0 &&
           steps % (uint64_t)s->checkpoint_every == 0) ||
-         (s->checkpoint_every_s > 0 && steps > L->last_ckpt_step &&
-          (now - L->last_ckpt_ns) / 1e9 >= s->checkpoint_every_s)) &&
+         (L->R > 1
+              ? L->ckpt_due
+              : s->checkpoint_every_s > 0 && steps > L->last_ckpt_step &&
+                    (now - L->last_ckpt_ns) / 1e9 >= s->checkpoint_every_s)) &&
         (L->feed == NULL || !surge_feed_busy(L->feed))) {
         /* Never with a batch drawn ahead (prefetch): its rows would be
          * counted served in the checkpoint but not trained on. */
@@ -1297,6 +1481,12 @@ consume(struct loop *L, int n)
         if (rc == 0) {
             rc = surge_trainer_sync(L->t, &si);
         }
+    } else if (L->R > 1) {
+        /* Every rank steps together, with its rows or none (dp_train). */
+        rc = surge_trainer_step_replicated(
+            L->t, n > 0 ? L->x : NULL, n > 0 ? L->y : NULL,
+            L->prio ? L->w : NULL, n, L->global_rows,
+            L->prio ? L->row_loss : NULL, &si);
     } else {
         rc = surge_trainer_step(L->t, L->x, L->y, L->prio ? L->w : NULL, n,
                                 L->prio ? L->row_loss : NULL, &si);
@@ -1376,6 +1566,16 @@ set_ranges(struct loop *L, const float *x, long rows)
             lo[j] = v < lo[j] ? v : lo[j];
             hi[j] = v > hi[j] ? v : hi[j];
         }
+    }
+    /* Replicas normalise alike: the ranges over every rank's samples. */
+    if (L->R > 1 &&
+        (dp_allreduce(L, lo, (int)L->nin, MPI_FLOAT, MPI_MIN) != 0 ||
+         dp_allreduce(L, hi, (int)L->nin, MPI_FLOAT, MPI_MAX) != 0)) {
+        free(lo);
+        free(hi);
+        return -EIO;
+    }
+    for (uint32_t j = 0; j < L->nin; j++) {
         if (!(lo[j] <= hi[j])) {
             lo[j] = hi[j] = 0;
         }
@@ -1492,7 +1692,12 @@ start_feed(struct loop *L)
         }
     }
     surge_feed_alloc a = {feed_alloc, feed_free, L->t};
-    if (rs.storage == SURGE_RESERVOIR_STORAGE_DEVICE) {
+    if (L->R > 1) {
+        /* Replicated steps take host rows (staged to the device by the
+         * trainer) and every batch is drawn when the step is agreed on:
+         * no prefetch, no device gather. */
+        mode = SURGE_FEED_SYNC;
+    } else if (rs.storage == SURGE_RESERVOIR_STORAGE_DEVICE) {
         /* Device rows go straight to the CUDA step. Prioritized sampling
          * (host row losses) and steps_after_end (keeps host copies of the
          * last samples) take host batches, gathered from the device
@@ -1529,6 +1734,8 @@ warm_up(struct loop *L, float **wx, float **wy, surge_batch_info **winfo,
         int **wn, int *nb_out, int *finished)
 {
     long want = surge_trainer_config_get(L->t)->out_norm_samples;
+    /* R > 1: each rank its share; surge_trainer_replicas_freeze merges. */
+    want = (want + L->R - 1) / L->R;
     /* Rows are packed (a short batch comes only while draining); one
      * spare batch of room, as seen may stop short of a multiple of B. */
     int cap = (int)((want + L->B - 1) / L->B);
@@ -1616,6 +1823,103 @@ jreal_or_null(double v, int have)
     return have && isfinite(v) ? json_real(v) : json_null();
 }
 
+/* R > 1, trainer.json: the replicas' agreement and what the gradient
+ * sums cost; on rank 0, the counts summed over the ranks in place of its
+ * own (kept as "rank_counts"), so that the launcher's identities hold on
+ * the sums as server-stats.json's do. */
+static void
+dp_report(struct loop *L, json_t *j)
+{
+    struct surge_trainer_dp_stats st;
+    memset(&st, 0, sizeof st);
+    if (L->t != NULL) {
+        surge_trainer_dp_get_stats(L->t, &st);
+    }
+    double comm = L->rep != NULL ? surge_replicas_mpi_comm_s(L->rep) : 0;
+    json_object_set_new(
+        j, "data_parallel",
+        json_pack("{s:s,s:I,s:I,s:f,s:f,s:f}", "progress",
+                  L->progress_mode == SURGE_REPLICAS_TEST ? "test" : "thread",
+                  "steps", (json_int_t)st.steps, "buckets",
+                  (json_int_t)st.buckets, "exposed_s", st.exposed_s, "comm_s",
+                  comm, "loss_sum_s", st.loss_sum_s));
+    if (L->rep_checked) {
+        char hash[32];
+        snprintf(hash, sizeof hash, "%016" PRIx64,
+                 surge_trainer_params_hash(L->t));
+        json_object_set_new(j, "replicas",
+                            json_pack("{s:b,s:f,s:s}", "identical",
+                                      L->rep_identical, "max_abs_diff",
+                                      L->rep_diff, "params_hash", hash));
+    }
+    if (!L->have_sums || L->tr->rank != 0) {
+        return;
+    }
+    json_t *own = json_object_get(j, "counts");
+    json_object_set(j, "rank_counts", own);
+    uint64_t rows = (uint64_t)L->sums[0], distinct = (uint64_t)L->sums[1];
+    uint64_t disc = (uint64_t)L->sums[2], rdisc = (uint64_t)L->sums[3];
+    uint64_t puts = (uint64_t)L->sums[4], unserved = (uint64_t)L->sums[5];
+    json_object_set_new(j, "rows_trained", json_integer((json_int_t)rows));
+    json_object_set_new(j, "samples_trained",
+                        json_integer((json_int_t)distinct));
+    json_object_set_new(j, "samples_discarded", json_integer((json_int_t)disc));
+    json_object_set_new(j, "rows_discarded", json_integer((json_int_t)rdisc));
+    double wall = L->t0_ns != 0 ? elapsed_s(L) : 0;
+    json_object_set_new(j, "samples_per_s",
+                        wall > 0 ? json_real((double)rows / wall)
+                                 : json_null());
+    json_object_set_new(
+        j, "counts",
+        json_pack("{s:s,s:I,s:I,s:I,s:I,s:b}", "identity",
+                  "store_puts = samples_trained + samples_discarded + "
+                  "samples_unserved",
+                  "store_puts", (json_int_t)puts, "samples_trained",
+                  (json_int_t)distinct, "samples_discarded", (json_int_t)disc,
+                  "samples_unserved", (json_int_t)unserved, "add_up",
+                  puts == distinct + disc + unserved));
+}
+
+/* R > 1, at the end, a collective: compare the replicas (bit for bit with
+ * rank 0's) and sum the counts over the ranks for rank 0's report. */
+static void
+dp_finish(struct loop *L)
+{
+    size_t np = surge_trainer_num_params(L->t);
+    float *p = malloc(np * sizeof *p);
+    int got = p != NULL && surge_trainer_get_params(L->t, p, np) == 0;
+    int bad = !got;
+    if (dp_allreduce(L, &bad, 1, MPI_INT, MPI_MAX) == 0 && !bad) {
+        L->rep_checked =
+            surge_replicas_mpi_compare(L->rep, p, np, &L->rep_identical,
+                                       &L->rep_diff) == 0;
+    }
+    free(p);
+    if (L->rep_checked) {
+        SURGE_LOG(L->rep_identical ? SURGE_LOG_INFO : SURGE_LOG_ERROR,
+                  COMPONENT,
+                  "replicas of %d ranks %s after %" PRIu64
+                  " steps (largest difference to rank 0's weights %g)",
+                  L->R, L->rep_identical ? "identical" : "DIFFER",
+                  surge_trainer_steps(L->t), L->rep_diff);
+    }
+    surge_reservoir_stats rs;
+    memset(&rs, 0, sizeof rs);
+    if (L->r != NULL) {
+        surge_reservoir_get_stats(L->r, &rs);
+    }
+    double v[6] = {(double)L->rows,
+                   (double)L->distinct,
+                   (double)L->discarded,
+                   (double)L->rows_discarded,
+                   (double)rs.puts,
+                   (double)(rs.uses_present[0] + rs.uses_removed[0])};
+    if (dp_allreduce(L, v, 6, MPI_DOUBLE, MPI_SUM) == 0) {
+        memcpy(L->sums, v, sizeof v);
+        L->have_sums = 1;
+    }
+}
+
 /* trainer.json: the trainer's final figures, for the launcher's summary. */
 static void
 write_report(struct loop *L, const struct surge_trainer_eval_result *untrained,
@@ -1665,7 +1969,8 @@ write_report(struct loop *L, const struct surge_trainer_eval_result *untrained,
         "samples_per_s",
         wall > 0 ? json_real((double)L->rows / wall) : json_null(),
         "validation", val, "checkpoints", (json_int_t)L->ckpts, "model",
-        model_ok ? json_string(model) : json_null(), "resumed_from",
+        model_ok && L->tr->rank == 0 ? json_string(model) : json_null(),
+        "resumed_from",
         L->tr->res != NULL ? json_string(L->tr->s.resume) : json_null(),
         "counts", counts, "time_source",
         L->time_src != NULL ? L->time_src : "none");
@@ -1691,7 +1996,12 @@ write_report(struct loop *L, const struct surge_trainer_eval_result *untrained,
     json_object_set_new(j, "carried_counts",
                         carried != NULL ? json_deep_copy(carried)
                                         : json_null());
-    if (!model_ok) {
+    json_object_set_new(j, "ranks", json_integer(L->tr->R));
+    json_object_set_new(j, "rank", json_integer(L->tr->rank));
+    if (L->R > 1) {
+        dp_report(L, j);
+    }
+    if (!model_ok && L->tr->rank == 0) {
         json_object_set_new(j, "model_error",
                             json_string(L->model_err[0] != '\0' ? L->model_err
                                         : L->t == NULL
@@ -1723,20 +2033,29 @@ finish_training(struct loop *L, struct surge_trainer_eval_result *untrained,
                 int *have_untrained)
 {
     evaluate(L);
-    if (L->nval > 0 && L->init_params != NULL) {
+    if ((L->nval > 0 || L->R > 1) && L->init_params != NULL) {
+        /* R > 1 a collective on every rank, samples or not. */
         size_t np = surge_trainer_num_params(L->t);
         float *cur = malloc(np * sizeof *cur);
-        if (cur != NULL && surge_trainer_get_params(L->t, cur, np) == 0 &&
-            surge_trainer_set_params(L->t, L->init_params, np) == 0) {
-            *have_untrained =
-                surge_trainer_evaluate(L->t, L->val_in, L->val_out,
-                                       (long)L->nval, untrained) == 0;
+        int swapped = cur != NULL &&
+                      surge_trainer_get_params(L->t, cur, np) == 0 &&
+                      surge_trainer_set_params(L->t, L->init_params, np) == 0;
+        struct surge_trainer_eval_result u;
+        int erc = eval_all(L, &u);
+        if (swapped) {
+            *have_untrained = erc == 0;
+            if (erc == 0) {
+                *untrained = u;
+            }
             (void)surge_trainer_set_params(L->t, cur, np);
         }
         free(cur);
     }
     if (surge_trainer_steps(L->t) > L->last_ckpt_step) {
         (void)write_checkpoint(L);
+    }
+    if (L->tr->rank > 0) {
+        return 0; /* the model is rank 0's to write */
     }
     char shape[64] = "";
     size_t ny, nx;
@@ -1798,6 +2117,24 @@ restore_progress(struct loop *L, json_t *p)
      * again with this server's settings (a larger max_steps continues). */
 }
 
+/* A batch of B rows drawn uniformly with replacement from the tail. */
+static void
+tail_draw(struct loop *L)
+{
+    for (int i = 0; i < L->B; i++) {
+        L->rng ^= L->rng << 13;
+        L->rng ^= L->rng >> 7;
+        L->rng ^= L->rng << 17;
+        uint64_t j = L->rng % L->tail_n;
+        memcpy(L->x + (size_t)i * L->nin, L->tail_x + j * L->nin,
+               (size_t)L->nin * 4);
+        memcpy(L->y + (size_t)i * L->nout, L->tail_y + j * L->nout,
+               (size_t)L->nout * 4);
+        L->info[i].uses = 2; /* not a first use */
+        L->info[i].weight = 1;
+    }
+}
+
 /* steps_after_end once the reservoir is drained: batches drawn uniformly
  * with replacement from the samples it held at the end (kept as it
  * drained them), until a stopping rule says so or the server stops. */
@@ -1821,18 +2158,7 @@ train_tail(struct loop *L)
             stop_training(L, "server_stop");
             break;
         }
-        for (int i = 0; i < L->B; i++) {
-            L->rng ^= L->rng << 13;
-            L->rng ^= L->rng >> 7;
-            L->rng ^= L->rng << 17;
-            uint64_t j = L->rng % L->tail_n;
-            memcpy(L->x + (size_t)i * L->nin, L->tail_x + j * L->nin,
-                   (size_t)L->nin * 4);
-            memcpy(L->y + (size_t)i * L->nout, L->tail_y + j * L->nout,
-                   (size_t)L->nout * 4);
-            L->info[i].uses = 2; /* not a first use */
-            L->info[i].weight = 1;
-        }
+        tail_draw(L);
         int rc = consume(L, L->B);
         if (rc < 0) {
             return rc;
@@ -1840,6 +2166,232 @@ train_tail(struct loop *L)
         check_stop(L);
         periodic(L, rc > 0);
     }
+    return 0;
+}
+
+/* R > 1: the gradient sums over ctx->ranks->train. The progress mode is
+ * SURGE_DP_PROGRESS (thread or test, default test: docs/trainer.md says
+ * which suits which node), the bucket size SURGE_DP_BUCKET_MB (default
+ * 4). */
+static int
+start_replicas(struct loop *L, char *err, size_t errlen)
+{
+    L->comm = L->ctx->ranks->train;
+    const char *pm = getenv("SURGE_DP_PROGRESS");
+    L->progress_mode = pm != NULL && pm[0] != '\0'
+                           ? surge_replicas_progress_parse(pm)
+                           : SURGE_REPLICAS_TEST;
+    if (L->progress_mode < 0) {
+        snprintf(err, errlen,
+                 "SURGE_DP_PROGRESS: '%.32s' (expected thread or test)", pm);
+        return SURGE_ECONFIG;
+    }
+    double mb = 4;
+    const char *bm = getenv("SURGE_DP_BUCKET_MB");
+    if (bm != NULL && bm[0] != '\0') {
+        char *end;
+        mb = strtod(bm, &end);
+        if (*end != '\0' || !(mb > 0) || mb > 4096) {
+            snprintf(err, errlen,
+                     "SURGE_DP_BUCKET_MB: '%.32s' (expected 0 < MB <= 4096)",
+                     bm);
+            return SURGE_ECONFIG;
+        }
+    }
+    int rc = surge_replicas_mpi_create(&L->rep, L->comm, L->progress_mode, err,
+                                       errlen);
+    if (rc == 0) {
+        rc = surge_trainer_set_replicas(L->t, &surge_replicas_mpi_ops, L->rep,
+                                        (size_t)(mb * 1048576.0));
+        if (rc != 0) {
+            snprintf(err, errlen, "data-parallel buffers: %s",
+                     surge_strerror(rc));
+        }
+    }
+    if (rc == 0) {
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                  "data-parallel: rank %d of %d, gradients summed in buckets "
+                  "of %g MB (progress: %s), global batch %d x %d",
+                  L->tr->rank, L->R, mb,
+                  L->progress_mode == SURGE_REPLICAS_TEST ? "test" : "thread",
+                  L->R, L->B);
+    }
+    return rc;
+}
+
+/* What every rank says at each round of dp_train's lockstep (summed). */
+enum {
+    DS_ROWS,    /* rows of its batch for this step (0: none ready) */
+    DS_DRAINED, /* its reception ended and its reservoir is drained */
+    DS_CLOSED,  /* its store closed: the server stops */
+    DS_ENDED,   /* its reception ended */
+    DS_STOP,    /* rank 0: max_wall_s reached */
+    DS_CKPT,    /* rank 0: checkpoint_every_s due */
+    DS_FAILED,  /* it failed (feed, step): every rank stops */
+    DS_N
+};
+
+/* Training with R > 1 ranks (docs/trainer.md, "Data-parallel training"):
+ * rounds in lockstep. In each round every rank takes its next batch (its
+ * warm-up batches first, then the feed; waiting for it only when no rank
+ * had rows in the last round, so a rank below its watermark gives a
+ * zero-row batch instead of holding the others), then one small sum tells
+ * every rank what all of them have; a step is taken when the rows add up
+ * to at least one. The end, the stops and the time-based checkpoint are
+ * decided from those sums, so every rank decides alike at the same step:
+ * reception ends when it has ended on every rank; training ends when
+ * every rank is drained (then, with steps_after_end, every rank draws from
+ * the samples it kept, a rank with none giving zero rows), on a stopping
+ * rule, or when any rank fails or its server stops. Returns 0 or <0;
+ * *finished 2 when the server stopped. */
+static int
+dp_train(struct loop *L, float *wx, float *wy, surge_batch_info *winfo,
+         const int *wn, int nwarm, int *finished,
+         struct surge_trainer_eval_result *untrained, int *have_untrained,
+         int *model_ok)
+{
+    const struct settings *s = &L->tr->s;
+    int rank = L->tr->rank;
+    int drained = *finished != 0, closed = *finished == 2, failed = 0;
+    int final_done = 0, wb = 0;
+    size_t woff = 0;
+    long last_global = 1;
+    int rc = 0, frc = 0;
+    if (!drained) {
+        frc = start_feed(L);
+        if (frc < 0) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "batch feed: %s",
+                      surge_strerror(frc));
+            failed = 1;
+        }
+    }
+    for (;;) {
+        long n = 0;
+        if (failed) {
+            n = 0;
+        } else if (wb < nwarm) {
+            memcpy(L->x, wx + woff * L->nin, (size_t)wn[wb] * L->nin * 4);
+            memcpy(L->y, wy + woff * L->nout, (size_t)wn[wb] * L->nout * 4);
+            memcpy(L->info, winfo + woff, (size_t)wn[wb] * sizeof *L->info);
+            woff += (size_t)wn[wb];
+            n = wn[wb++];
+        } else if (!drained) {
+            int wait = last_global > 0 && !L->stopped ? 0 : GET_TIMEOUT_MS;
+            n = surge_feed_next(L->feed, &L->x, &L->y, &L->info, 0, wait);
+            if (n == SURGE_ETIMEDOUT) {
+                n = 0;
+            } else if (n == 0) {
+                drained = 1;
+            } else if (n == SURGE_ECLOSED) {
+                drained = closed = 1;
+                n = 0;
+            } else if (n < 0) {
+                SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "batch feed: %s",
+                          surge_strerror((int)n));
+                frc = (int)n;
+                failed = 1;
+                n = 0;
+            }
+        } else if (L->tail_phase && !L->stopped && L->tail_n > 0) {
+            tail_draw(L);
+            n = L->B;
+        }
+        surge_store_stats st;
+        surge_store_get_stats(L->ctx->train, &st);
+        uint64_t now = surge_now_ns();
+        double v[DS_N];
+        memset(v, 0, sizeof v);
+        v[DS_ROWS] = (double)n;
+        v[DS_DRAINED] = drained;
+        v[DS_CLOSED] = closed;
+        v[DS_ENDED] = st.ended || drained;
+        v[DS_STOP] =
+            rank == 0 && s->max_wall_s > 0 && elapsed_s(L) >= s->max_wall_s;
+        v[DS_CKPT] = rank == 0 && s->checkpoint_every_s > 0 &&
+                     surge_trainer_steps(L->t) > L->last_ckpt_step &&
+                     (now - L->last_ckpt_ns) / 1e9 >= s->checkpoint_every_s;
+        v[DS_FAILED] = failed;
+        if (dp_allreduce(L, v, DS_N, MPI_DOUBLE, MPI_SUM) != 0) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                      "the ranks' lockstep sum failed: training ends");
+            return -EIO;
+        }
+        if (v[DS_FAILED] > 0) {
+            stop_training(L, "rank_failed");
+            return failed ? frc : -EIO;
+        }
+        L->global_rows = (long)v[DS_ROWS];
+        L->ckpt_due = v[DS_CKPT] > 0;
+        if (!L->end_seen && v[DS_ENDED] >= L->R) {
+            note_end(L);
+        }
+        if (v[DS_STOP] > 0) {
+            stop_training(L, "max_wall_s");
+        }
+        int stepped = 0;
+        if (L->global_rows > 0 || (n > 0 && L->stopped)) {
+            rc = consume(L, (int)n);
+            if (rc < 0) {
+                /* The step's own collectives were made: the others
+                 * learn of it at the next round. */
+                frc = rc;
+                failed = 1;
+                continue;
+            }
+            stepped = rc > 0;
+        }
+        last_global = L->global_rows;
+        check_stop(L);
+        periodic(L, stepped);
+        if (L->stopped && !final_done) {
+            rc = finish_training(L, untrained, have_untrained);
+            *model_ok = rc == 0;
+            final_done = 1;
+        }
+        if (v[DS_CLOSED] > 0) {
+            *finished = 2;
+            break;
+        }
+        if (v[DS_DRAINED] < L->R) {
+            continue;
+        }
+        /* Every rank is drained. */
+        if (L->stopped || s->steps_after_end <= 0) {
+            break;
+        }
+        if (!L->tail_phase) {
+            L->tail_phase = 1;
+            L->rng =
+                (L->tr->s.tcfg.seed + (uint64_t)rank) * 0x9E3779B97F4A7C15ull +
+                1;
+            SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                      "every rank drained at step %" PRIu64
+                      ": training on until %" PRId64
+                      " steps after the end, on the %" PRIu64
+                      " samples this rank held",
+                      surge_trainer_steps(L->t), s->steps_after_end, L->tail_n);
+        } else if (L->global_rows == 0) {
+            break; /* no rank kept a sample */
+        }
+    }
+    if (!L->stopped) {
+        stop_training(L, *finished == 2 ? "server_stop" : "reservoir_drained");
+    }
+    if (!final_done) {
+        rc = finish_training(L, untrained, have_untrained);
+        *model_ok = rc == 0;
+    } else {
+        /* Held-out samples that came after the stop, on any rank: the
+         * final figures are over all of them (as with R = 1). */
+        uint64_t before = L->nval;
+        (void)sync_validation(L);
+        int more = L->nval > before || !L->have_ev;
+        if (dp_allreduce(L, &more, 1, MPI_INT, MPI_MAX) == 0 && more) {
+            rc = finish_training(L, untrained, have_untrained);
+            *model_ok = rc == 0;
+        }
+    }
+    dp_finish(L);
     return 0;
 }
 
@@ -1898,6 +2450,20 @@ train_run(void *state, const surge_consumer_ctx *ctx)
     }
     L.r = surge_store_reservoir(ctx->train);
     L.prio = tr->o->reservoir.prioritized.enabled;
+    L.R = ctx->ranks != NULL && ctx->ranks->size > 1 ? ctx->ranks->size : 1;
+    if (L.R != tr->R) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "the server has %d ranks but MPI_COMM_WORLD %d", L.R, tr->R);
+        rc = SURGE_EINTERNAL;
+        goto out;
+    }
+    if (L.R > 1) {
+        rc = start_replicas(&L, err, sizeof err);
+        if (rc != 0) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "%s", err);
+            goto out;
+        }
+    }
     size_t np = surge_trainer_num_params(L.t);
     L.init_params = malloc(np * sizeof *L.init_params);
     if (L.init_params != NULL) {
@@ -1947,6 +2513,21 @@ train_run(void *state, const surge_consumer_ctx *ctx)
         }
         L.last_ckpt_step = surge_trainer_steps(L.t);
     }
+    if (L.R > 1) {
+        /* Every rank resumed from its own checkpoint: they must be of one
+         * step (a rank that fell back to its .prev would not be). */
+        unsigned long long lo = surge_trainer_steps(L.t), hi = lo;
+        if (dp_allreduce(&L, &lo, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN) != 0 ||
+            dp_allreduce(&L, &hi, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX) != 0 ||
+            lo != hi) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                      "the ranks start from different steps (%llu to %llu): "
+                      "their checkpoints are not of one instant",
+                      lo, hi);
+            rc = SURGE_ECONFIG;
+            goto out;
+        }
+    }
     L.step0 = surge_trainer_steps(L.t);
     int finished = 0;
     if (!surge_trainer_outputs_frozen(L.t)) {
@@ -1954,7 +2535,20 @@ train_run(void *state, const surge_consumer_ctx *ctx)
         if (rc < 0) {
             goto out;
         }
-        surge_trainer_freeze_outputs(L.t);
+        if (L.R > 1) {
+            /* Training starts on every rank at once, when every rank has
+             * its share of the samples for the statistics (or its
+             * reception ended): merged, they are the same everywhere. */
+            rc = surge_trainer_replicas_freeze(L.t);
+            if (rc != 0) {
+                SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                          "output statistics across ranks: %s",
+                          surge_strerror(rc));
+                goto out;
+            }
+        } else {
+            surge_trainer_freeze_outputs(L.t);
+        }
     }
     if (tr->res == NULL) {
         /* Ranges from the study; what it lacks, from the first samples
@@ -1977,6 +2571,14 @@ train_run(void *state, const surge_consumer_ctx *ctx)
               L.step0);
     check_stop(&L);
     evaluate(&L);
+    if (L.R > 1) {
+        rc = dp_train(&L, wx, wy, winfo, wn, nwarm, &finished, &untrained,
+                      &have_untrained, &model_ok);
+        if (rc < 0) {
+            goto out;
+        }
+        goto done;
+    }
     /* The warm-up batches, in order. */
     size_t off = 0;
     for (int b = 0; b < nwarm; b++) {
@@ -2068,6 +2670,7 @@ train_run(void *state, const surge_consumer_ctx *ctx)
             model_ok = rc == 0;
         }
     }
+done:
     progress_line(&L, surge_now_ns());
     if (L.have_ev) {
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
@@ -2103,6 +2706,7 @@ out:
     free(L.tail_x);
     free(L.tail_y);
     surge_trainer_destroy(&L.t);
+    surge_replicas_mpi_destroy(&L.rep);
     return rc;
 }
 
@@ -2117,7 +2721,8 @@ train_create(void **state, const surge_server_options *o)
     }
     tr->o = o;
     char err[2048] = "";
-    int rc = read_settings(&tr->s, o, err, sizeof err);
+    world_place(&tr->rank, &tr->R);
+    int rc = read_settings(&tr->s, o, tr->rank, err, sizeof err);
     if (rc != 0) {
         SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "%s", err);
         free(tr->s.pnames);
