@@ -10,7 +10,8 @@
  * products sum the rows in another order, so bit equality is not
  * expected) and equal each other bit for bit. Rank 0 prints one line per
  * check, "PASS text" or "FAIL text"; the script turns them into TAP.
- * Argument: the gradient progress mode, thread (default) or test.
+ * Arguments: the gradient progress mode, thread (default) or test, and
+ * the backend, cpu (default) or cuda.
  */
 #include "config.h"
 
@@ -31,6 +32,7 @@
 #define STEPS 30
 
 static int rank, nranks;
+static const char *backend = "cpu";
 static float X[B * NIN], Y[B * NOUT], W[B];
 
 static void
@@ -78,6 +80,7 @@ config(int optimizer, double clip)
     c.batch_size = B;
     c.threads = 1;
     c.out_norm_samples = B;
+    snprintf(c.backend, sizeof c.backend, "%s", backend);
     return c;
 }
 
@@ -200,9 +203,12 @@ main(int argc, char **argv)
         return 1;
     }
     int mode = argc > 1 ? surge_replicas_progress_parse(argv[1]) : 0;
+    if (argc > 2) {
+        backend = argv[2]; /* cuda: host-staged gradient sums */
+    }
     if (mode < 0) {
         if (rank == 0) {
-            printf("FAIL usage: trainer_dp_equiv [thread|test]\n");
+            printf("FAIL usage: trainer_dp_equiv [thread|test] [cpu|cuda]\n");
         }
         MPI_Finalize();
         return 1;

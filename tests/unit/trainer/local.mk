@@ -49,5 +49,6 @@ tests_integration_trainer_dp_equiv_SOURCES = \
 tests_integration_trainer_dp_equiv_CFLAGS = $(AM_CFLAGS) $(MPI_CFLAGS)
 tests_integration_trainer_dp_equiv_LDADD = trainer/libsurge_replicas.la \
 	$(trainer_test_ldadd) $(MPI_LIBS)
-TESTS += tests/integration/trainer_dp.sh
-EXTRA_DIST += tests/integration/trainer_dp.sh
+TESTS += tests/integration/trainer_dp.sh tests/integration/trainer_dp_cuda.sh
+EXTRA_DIST += tests/integration/trainer_dp.sh \
+	tests/integration/trainer_dp_cuda.sh
