@@ -41,7 +41,7 @@ EOF
 ARGS="--consumer trainer --study $tmp/study.json --validation-sims 2,5
       --policy reservoir --store-bytes 4MiB --log-level info"
 
-tap_plan 14
+tap_plan 13
 
 # run SIM ENDPOINT: one heat2d run of 2 solver ranks.
 run() {
