@@ -4,20 +4,24 @@
  * (6 -> 1024 -> 1024 -> 1024 -> 4096, ReLU, Adam, 6.3 M parameters: 25 MB
  * of gradients) on its own batch of B rows (default 256, data in memory).
  *
- * Measured in the same run, each as the median over --steps steps after
- * two warm-up steps, every rank stepping at once:
- *   local        plain steps, no communication (the baseline: what a rank
- *                computes, with every rank's compute competing as in the
- *                data-parallel steps)
- *   dp           replicated steps, gradients summed in buckets of
- *                --bucket-mb overlapped with backward (the server's way)
- *   dp_serial    replicated steps with one bucket for the whole vector,
- *                started after backward: nothing overlaps
- *   allreduce    a blocking MPI_Allreduce of the whole gradient vector
- * and from the dp steps: the time the step waited for its buckets after
- * backward (exposed) and the communication thread's time per step.
- * hidden_share = 1 - exposed / allreduce: the part of the sum's cost that
- * the overlap took off the step. samples_per_s = R * B / dp step time.
+ * Measured in the same run, as the median over --steps steps after two
+ * warm-up steps, the variants taking turns (one step each per round, every
+ * rank at once) so that all see the same load:
+ *   local      plain steps, no communication: the baseline, what a rank
+ *              computes while every rank computes
+ *   dp_serial  replicated steps, one bucket for the whole vector, started
+ *              after backward: nothing overlaps
+ *   dp_thread  replicated steps, buckets of --bucket-mb summed by the
+ *              communication thread while backward goes on
+ *   dp_test    the same with MPI_Iallreduce moved on by MPI_Test between
+ *              layers (the server's default)
+ *   allreduce  a blocking MPI_Allreduce of the whole gradient vector
+ * For each replicated variant: added_ms = its step - local's, and
+ * hidden_share = 1 - added_ms / allreduce_ms (clamped to [0, 1]): the
+ * share of the sum's cost that did not show in the step; for the
+ * overlapped ones also exposed_ms (the wait for the buckets after
+ * backward) and comm_ms (time in the sums: the thread's, or inside the MPI
+ * calls). samples_per_s: R x B per step of local (R = 1) or dp_test.
  * Rank 0 prints one JSON line.
  *
  * Usage: mpirun -np R bench-dp [--steps N] [--batch B] [--threads T]
@@ -89,54 +93,65 @@ make_trainer(const struct run *r)
     return t;
 }
 
-/* Median step time (ms) of plain (dp == 0) or replicated steps. */
-static double
-time_steps(const struct run *r, surge_replicas_mpi *rep, int dp,
-           size_t bucket_bytes, double *exposed_ms, double *comm_ms)
+/* The variants, timed in turns (one step of each per round, every rank
+ * at once), so that all see the same load on a shared machine. */
+enum { V_LOCAL, V_SERIAL, V_THREAD, V_TEST, V_N };
+static const char *const vname[V_N] = {"local", "dp_serial", "dp_thread",
+                                       "dp_test"};
+
+struct variant {
+    surge_trainer *t;
+    surge_replicas_mpi *rep; /* NULL: plain steps */
+    double *ms;              /* (steps) */
+    double exposed_ms;       /* per step, after the warm-up */
+    double comm_ms;
+    double median_ms;
+};
+
+static void
+time_variants(const struct run *r, struct variant *v)
 {
-    surge_trainer *t = make_trainer(r);
-    if (dp && surge_trainer_set_replicas(t, &surge_replicas_mpi_ops, rep,
-                                         bucket_bytes) != 0) {
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-    double *ms = calloc((size_t)r->steps, sizeof *ms);
-    double comm0 = 0, exp0 = 0;
     long global = (long)r->batch * nranks;
+    double e0[V_N] = {0}, c0[V_N] = {0};
     for (int s = 0; s < r->steps + 2; s++) {
-        if (s == 2 && dp) {
+        for (int k = 0; k < V_N; k++) {
+            if (s == 2 && v[k].rep != NULL) {
+                struct surge_trainer_dp_stats st;
+                surge_trainer_dp_get_stats(v[k].t, &st);
+                e0[k] = st.exposed_s;
+                c0[k] = surge_replicas_mpi_comm_s(v[k].rep);
+            }
+            MPI_Barrier(MPI_COMM_WORLD);
+            uint64_t t0 = surge_now_ns();
+            int rc = v[k].rep != NULL
+                         ? surge_trainer_step_replicated(v[k].t, r->x, r->y,
+                                                         NULL, r->batch, global,
+                                                         NULL, NULL)
+                         : surge_trainer_step(v[k].t, r->x, r->y, NULL,
+                                              r->batch, NULL, NULL);
+            if (rc != 0) {
+                fprintf(stderr, "bench-dp: %s step: %d\n", vname[k], rc);
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+            if (s >= 2) {
+                v[k].ms[s - 2] = (surge_now_ns() - t0) / 1e6;
+            }
+        }
+    }
+    for (int k = 0; k < V_N; k++) {
+        if (v[k].rep != NULL) {
             struct surge_trainer_dp_stats st;
-            surge_trainer_dp_get_stats(t, &st);
-            exp0 = st.exposed_s;
-            comm0 = surge_replicas_mpi_comm_s(rep);
+            surge_trainer_dp_get_stats(v[k].t, &st);
+            double x[2] = {(st.exposed_s - e0[k]) * 1e3 / r->steps,
+                           (surge_replicas_mpi_comm_s(v[k].rep) - c0[k]) * 1e3 /
+                               r->steps};
+            MPI_Allreduce(MPI_IN_PLACE, x, 2, MPI_DOUBLE, MPI_MAX,
+                          MPI_COMM_WORLD);
+            v[k].exposed_ms = x[0];
+            v[k].comm_ms = x[1];
         }
-        MPI_Barrier(MPI_COMM_WORLD);
-        uint64_t t0 = surge_now_ns();
-        int rc =
-            dp ? surge_trainer_step_replicated(t, r->x, r->y, NULL, r->batch,
-                                               global, NULL, NULL)
-               : surge_trainer_step(t, r->x, r->y, NULL, r->batch, NULL, NULL);
-        if (rc != 0) {
-            fprintf(stderr, "bench-dp: step: %d\n", rc);
-            MPI_Abort(MPI_COMM_WORLD, 1);
-        }
-        if (s >= 2) {
-            ms[s - 2] = (surge_now_ns() - t0) / 1e6;
-        }
+        v[k].median_ms = median(v[k].ms, r->steps);
     }
-    if (dp) {
-        struct surge_trainer_dp_stats st;
-        surge_trainer_dp_get_stats(t, &st);
-        double v[2] = {(st.exposed_s - exp0) * 1e3 / r->steps,
-                       (surge_replicas_mpi_comm_s(rep) - comm0) * 1e3 /
-                           r->steps};
-        MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-        *exposed_ms = v[0];
-        *comm_ms = v[1];
-    }
-    double m = median(ms, r->steps);
-    free(ms);
-    surge_trainer_destroy(&t);
-    return m;
 }
 
 static double
@@ -230,35 +245,58 @@ main(int argc, char **argv)
         np = surge_trainer_num_params(t);
         surge_trainer_destroy(&t);
     }
-    double e0, c0, e1, c1, e2, c2;
     size_t bucket = (size_t)(r.bucket_mb * 1048576.0);
-    double local = time_steps(&r, rep, 0, 0, NULL, NULL);
-    double dp = time_steps(&r, rep, 1, bucket, &e0, &c0);
-    double dpt = time_steps(&r, rep_test, 1, bucket, &e2, &c2);
-    double serial = time_steps(&r, rep, 1, np * sizeof(float), &e1, &c1);
+    struct variant v[V_N];
+    memset(v, 0, sizeof v);
+    for (int k = 0; k < V_N; k++) {
+        v[k].t = make_trainer(&r);
+        v[k].ms = calloc((size_t)r.steps, sizeof *v[k].ms);
+        v[k].rep = k == V_TEST ? rep_test : k == V_LOCAL ? NULL : rep;
+        size_t b = k == V_SERIAL ? np * sizeof(float) : bucket;
+        if (v[k].ms == NULL ||
+            (v[k].rep != NULL &&
+             surge_trainer_set_replicas(v[k].t, &surge_replicas_mpi_ops,
+                                        v[k].rep, b) != 0)) {
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+    }
+    time_variants(&r, v);
     double ar = time_allreduce(np, r.steps);
-    double hidden = ar > 0 ? 1.0 - e0 / ar : 0.0;
-    hidden = hidden < 0 ? 0 : hidden > 1 ? 1 : hidden;
-    double hidden_t = ar > 0 ? 1.0 - e2 / ar : 0.0;
-    hidden_t = hidden_t < 0 ? 0 : hidden_t > 1 ? 1 : hidden_t;
-    double best = dp < dpt ? dp : dpt;
-    best = best < serial ? best : serial;
+    double local = v[V_LOCAL].median_ms;
+    /* What the sums added to a step, and the share of a blocking
+     * allreduce's time that did not show: 1 - added / allreduce. */
+    double hidden[V_N];
+    for (int k = 0; k < V_N; k++) {
+        double h = ar > 0 ? 1.0 - (v[k].median_ms - local) / ar : 0.0;
+        hidden[k] = h < 0 ? 0 : h > 1 ? 1 : h;
+    }
+    double rate = nranks * r.batch / (local / 1e3);
+    if (nranks > 1) {
+        rate = nranks * r.batch / (v[V_TEST].median_ms / 1e3);
+    }
     if (rank == 0) {
         printf("{\"bench\": \"dp\", \"ranks\": %d, \"model\": "
                "\"6-1024-1024-1024-4096\", \"params\": %zu, "
                "\"gradient_mb\": %.1f, \"batch_per_rank\": %d, "
                "\"threads_per_rank\": %d, \"bucket_mb\": %g, \"steps\": %d, "
-               "\"allreduce_ms\": %.2f, \"step_ms_local\": %.2f, "
-               "\"step_ms_dp_serial\": %.2f, \"step_ms_dp_thread\": %.2f, "
-               "\"exposed_ms_thread\": %.2f, \"comm_ms_thread\": %.2f, "
-               "\"hidden_share_thread\": %.3f, \"step_ms_dp_test\": %.2f, "
-               "\"exposed_ms_test\": %.2f, \"comm_ms_test\": %.2f, "
-               "\"hidden_share_test\": %.3f, \"samples_per_s_local\": %.1f, "
-               "\"samples_per_s\": %.1f}\n",
+               "\"allreduce_ms\": %.2f, \"step_ms_local\": %.2f",
                nranks, np, np * 4 / 1e6, r.batch, r.threads, r.bucket_mb,
-               r.steps, ar, local, serial, dp, e0, c0, hidden, dpt, e2, c2,
-               hidden_t, nranks * r.batch / (local / 1e3),
-               nranks * r.batch / (best / 1e3));
+               r.steps, ar, local);
+        for (int k = V_SERIAL; k < V_N; k++) {
+            printf(", \"step_ms_%s\": %.2f, \"added_ms_%s\": %.2f, "
+                   "\"hidden_share_%s\": %.3f",
+                   vname[k], v[k].median_ms, vname[k], v[k].median_ms - local,
+                   vname[k], hidden[k]);
+            if (k != V_SERIAL) {
+                printf(", \"exposed_ms_%s\": %.2f, \"comm_ms_%s\": %.2f",
+                       vname[k], v[k].exposed_ms, vname[k], v[k].comm_ms);
+            }
+        }
+        printf(", \"samples_per_s\": %.1f}\n", rate);
+    }
+    for (int k = 0; k < V_N; k++) {
+        surge_trainer_destroy(&v[k].t);
+        free(v[k].ms);
     }
     free(r.x);
     free(r.y);
