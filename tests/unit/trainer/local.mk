@@ -42,6 +42,13 @@ tests_unit_trainer_test_backend_cuda_CFLAGS = $(trainer_test_cflags) \
 	$(CUDA_CFLAGS)
 tests_unit_trainer_test_backend_cuda_LDADD = $(trainer_test_ldadd)
 
+# Data-parallel steps without MPI: one replica, and two as threads.
+check_PROGRAMS += tests/unit/trainer/test_dp
+TESTS += tests/unit/trainer/test_dp
+tests_unit_trainer_test_dp_SOURCES = tests/unit/trainer/test_dp.c
+tests_unit_trainer_test_dp_CFLAGS = $(trainer_test_cflags)
+tests_unit_trainer_test_dp_LDADD = $(trainer_test_ldadd) -lpthread
+
 # Data-parallel equivalence under mpirun -np 2 (trainer.h DATA PARALLEL).
 check_PROGRAMS += tests/integration/trainer_dp_equiv
 tests_integration_trainer_dp_equiv_SOURCES = \
