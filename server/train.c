@@ -863,6 +863,8 @@ struct loop {
     int rep_identical;       /* ... bit for bit */
     double rep_diff;         /* ... largest |p - p_rank0| */
     int have_sums;           /* sums[] holds the counts of all ranks */
+    json_t *carried_all;     /* rank 0: every rank's carried server counts,
+                                summed (NULL: none or R = 1) */
     double sums[6];          /* rows, distinct, discarded, rows_discarded, puts,
                                 unserved, summed over the ranks */
 };
@@ -1880,6 +1882,60 @@ dp_report(struct loop *L, json_t *j)
                   puts == distinct + disc + unserved));
 }
 
+/* R > 1, at the end, a collective: the server counts each rank's
+ * checkpoint carried (its own share of the earlier servers' counts),
+ * summed on rank 0 for its report's carried_counts. */
+static void
+gather_carried(struct loop *L)
+{
+    json_t *own = L->tr->res != NULL
+                      ? json_object_get(L->tr->res->progress, "server_counts")
+                      : NULL;
+    char *text = own != NULL ? json_dumps(own, JSON_COMPACT) : NULL;
+    int len = text != NULL ? (int)strlen(text) + 1 : 0;
+    int *lens = calloc((size_t)L->R, sizeof *lens);
+    int *offs = calloc((size_t)L->R, sizeof *offs);
+    char *all = NULL;
+    /* Every step below is taken by every rank or by none. */
+    int bad = lens == NULL || offs == NULL;
+    if (dp_allreduce(L, &bad, 1, MPI_INT, MPI_MAX) != 0 || bad ||
+        MPI_Gather(&len, 1, MPI_INT, lens, 1, MPI_INT, 0, L->comm) !=
+            MPI_SUCCESS) {
+        goto out;
+    }
+    size_t total = 0;
+    for (int r = 0; r < L->R && L->tr->rank == 0; r++) {
+        offs[r] = (int)total;
+        total += (size_t)lens[r];
+    }
+    if (L->tr->rank == 0) {
+        all = malloc(total > 0 ? total : 1);
+        bad = all == NULL;
+    }
+    if (MPI_Bcast(&bad, 1, MPI_INT, 0, L->comm) != MPI_SUCCESS || bad ||
+        MPI_Gatherv(text, len, MPI_CHAR, all, lens, offs, MPI_CHAR, 0,
+                    L->comm) != MPI_SUCCESS) {
+        goto out;
+    }
+    for (int r = 0; r < L->R && L->tr->rank == 0; r++) {
+        if (lens[r] == 0) {
+            continue;
+        }
+        json_t *c = json_loads(all + offs[r], 0, NULL);
+        if (L->carried_all == NULL) {
+            L->carried_all = c;
+        } else {
+            (void)surge_train_counts_add(L->carried_all, c);
+            json_decref(c);
+        }
+    }
+out:
+    free(all);
+    free(lens);
+    free(offs);
+    free(text);
+}
+
 /* R > 1, at the end, a collective: compare the replicas (bit for bit with
  * rank 0's) and sum the counts over the ranks for rank 0's report. */
 static void
@@ -1918,6 +1974,7 @@ dp_finish(struct loop *L)
         memcpy(L->sums, v, sizeof v);
         L->have_sums = 1;
     }
+    gather_carried(L);
 }
 
 /* trainer.json: the trainer's final figures, for the launcher's summary. */
@@ -1993,6 +2050,9 @@ write_report(struct loop *L, const struct surge_trainer_eval_result *untrained,
     json_t *carried = L->tr->res != NULL ? json_object_get(L->tr->res->progress,
                                                            "server_counts")
                                          : NULL;
+    if (L->carried_all != NULL) {
+        carried = L->carried_all; /* R > 1: every rank's, summed */
+    }
     json_object_set_new(j, "carried_counts",
                         carried != NULL ? json_deep_copy(carried)
                                         : json_null());
@@ -2707,6 +2767,7 @@ out:
     free(L.tail_y);
     surge_trainer_destroy(&L.t);
     surge_replicas_mpi_destroy(&L.rep);
+    json_decref(L.carried_all);
     return rc;
 }
 
