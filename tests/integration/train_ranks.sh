@@ -12,6 +12,8 @@
 # trained on the same runs with batch 16. Last, --resume: the same 2 ranks
 # resume from their checkpoints and train on new runs to --max-steps; one
 # rank alone refuses rank 0's checkpoint of 2 ranks with a clear error.
+# And a 2-rank server stopped (SIGTERM) mid-study resumes both shards from
+# its periodic checkpoints and trains on with the runs still to come.
 . "$SURGE_SRCDIR/tests/tap.sh"
 . "$SURGE_SRCDIR/tests/integration/lib.sh"
 
@@ -41,7 +43,7 @@ EOF
 ARGS="--consumer trainer --study $tmp/study.json --validation-sims 2,5
       --policy reservoir --store-bytes 4MiB --log-level info"
 
-tap_plan 13
+tap_plan 15
 
 # run SIM ENDPOINT: one heat2d run of 2 solver ranks.
 run() {
@@ -62,7 +64,7 @@ serve2() {
         -np 1 "$SURGE" serve --output-dir "$d0" --bind "ipc://$d0/s" \
         --batch-size 8 $ARGS "$@" : \
         -np 1 "$SURGE" serve --output-dir "$d1" --bind "ipc://$d1/s" \
-        --batch-size 8 $ARGS "$@" >"$d0/serve.log" 2>&1 &
+        --batch-size 8 $ARGS "$@" >>"$d0/serve.log" 2>&1 &
     server=$!
     pids="$pids $server"
 }
@@ -182,6 +184,51 @@ sys.exit(0 if a["steps"] == b["steps"] == int(sys.argv[3]) + 40
          else 1)
 EOF
 check "resumed: both ranks trained on to the same step, replicas identical" \
+    test $? -eq 0
+diag "$(cat "$tmp/check")"
+
+# ------------------------------------------------------- stopped mid-study
+# SIGTERM while both shards hold samples: a periodic checkpoint (every 100
+# steps) of both ranks at one step keeps them; the resumed ranks load their
+# shards back and train on with the runs still to come.
+serve2 "$tmp/d" "$tmp/e"
+wait_sock "$tmp/d/s"
+wait_sock "$tmp/e/s"
+run 0 "ipc://$tmp/d/s"
+run 1 "ipc://$tmp/e/s"
+sleep 2
+kill -TERM "$server"
+wait "$server"
+rm -f "$tmp/d/s" "$tmp/e/s"
+serve2 "$tmp/d" "$tmp/e" --resume
+wait_sock "$tmp/d/s"
+wait_sock "$tmp/e/s"
+for s in 2 3 4 5; do
+    if [ $((s % 2)) -eq 0 ]; then run $s "ipc://$tmp/d/s"; else run $s "ipc://$tmp/e/s"; fi
+done
+end_reception "ipc://$tmp/d/s" "ipc://$tmp/e/s"
+wait "$server"
+status=$?
+back='step [1-9][0-9]*, [1-9][0-9]* samples back'
+n0=$(grep -c "resuming from .*/d/checkpoint.safetensors: $back" "$tmp/d/serve.log")
+n1=$(grep -c "resuming from .*/e/checkpoint.rank1.safetensors: $back" "$tmp/d/serve.log")
+if [ "$status" -eq 0 ] && [ "$n0" -eq 1 ] && [ "$n1" -eq 1 ]; then
+    ok "stopped mid-study: both ranks resume their shards (samples back in each reservoir)"
+else
+    not_ok "stopped mid-study: both ranks resume their shards (status $status, $n0 $n1)"
+    grep -E 'resum|checkpoint|stop' "$tmp/d/serve.log" | tail -8 | sed 's/^/# /'
+fi
+"$PY" - "$tmp/d/trainer.json" "$tmp/e/trainer.rank1.json" >"$tmp/check" \
+    2>&1 <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+print("steps", a["steps"], b["steps"], "this run", a["steps_this_run"])
+sys.exit(0 if a["steps"] == b["steps"] > a["steps_this_run"] > 0
+         and a["replicas"]["identical"] and a["counts"]["add_up"]
+         and a["validation"]["samples"] + b["validation"]["samples"] == 80
+         else 1)
+EOF
+check "stopped mid-study: trained on after the resume, replicas identical, counts add up" \
     test $? -eq 0
 diag "$(cat "$tmp/check")"
 
