@@ -1,19 +1,21 @@
 #!/bin/sh
 # tests/integration/train_ranks.sh - data-parallel training in a server of
 # 2 ranks (docs/trainer.md, "Data-parallel training"), with real heat2d
-# runs: `mpirun` starts `surge serve` as 2 ranks (MPMD, so that each rank
-# has its own endpoint and output folder whatever the routing does), runs
-# 0, 2, 4 go to rank 0 and 1, 3, 5 to rank 1 (runs 2 and 5 held out for
-# validation), END_RECEPTION ends both. Then: the replicas are identical
-# (trainer.json and trainer.rank1.json: the bit-for-bit comparison made
-# at the end, and the same parameter hash), the counts add up on the
-# sums, only rank 0 writes the model, and the validation error of the
-# 2-rank server (batch 8 per rank) is within a factor 2 of one server's
-# trained on the same runs with batch 16. Last, --resume: the same 2 ranks
-# resume from their checkpoints and train on new runs to --max-steps; one
-# rank alone refuses rank 0's checkpoint of 2 ranks with a clear error.
-# And a 2-rank server stopped (SIGTERM) mid-study resumes both shards from
-# its periodic checkpoints and trains on with the runs still to come.
+# runs of 2 solver ranks: `mpirun` starts `surge serve` as 2 ranks (MPMD,
+# so that each rank has its own endpoint and output folder whatever the
+# routing does); runs 0 and 2 go to rank 0, 1 and 3 to rank 1 (runs 2 and
+# 3 held out for validation); both train to --max-steps 1500, then
+# END_RECEPTION ends them. Checked: the replicas are identical
+# (trainer.json and trainer.rank1.json: the bit-for-bit comparison made at
+# the end, and the same parameter hash), the counts add up on the sums,
+# only rank 0 writes the model, and the validation error of the 2-rank
+# server (batch 8 per rank) is within a factor 2 of one server's trained on
+# the same runs for as many steps with batch 16. Then --resume: the same 2
+# ranks resume from their checkpoints and train on new runs to
+# --max-steps; one rank alone refuses rank 0's checkpoint of 2 ranks with
+# a clear error. Last, a 2-rank server whose training stopped (--max-steps)
+# while its shards held samples resumes both shards, trains on with the
+# runs to come and, once every rank is drained, takes steps_after_end.
 . "$SURGE_SRCDIR/tests/tap.sh"
 . "$SURGE_SRCDIR/tests/integration/lib.sh"
 
@@ -40,7 +42,7 @@ $(heat2d_params)
               "steps_after_end": 300}
 }
 EOF
-ARGS="--consumer trainer --study $tmp/study.json --validation-sims 2,5
+ARGS="--consumer trainer --study $tmp/study.json --validation-sims 2,3
       --policy reservoir --store-bytes 4MiB --log-level info"
 
 tap_plan 15
@@ -51,6 +53,14 @@ run() {
         SURGE_PARAMS="$((10 * $1)),20,$((90 - 10 * $1)),40,50" \
         timeout 60 "$MPIRUN" -np 2 "$HEAT" --nx 16 --ny 12 --steps 40 \
         --dt 0.005 >>"$tmp/solver.log" 2>&1
+}
+
+# pair S0 EP0 S1 EP1: two runs at once, S0 to EP0 and S1 to EP1.
+pair() {
+    run "$1" "$2" &
+    p0=$!
+    run "$3" "$4"
+    wait "$p0"
 }
 
 # serve2 DIR0 DIR1 [ARGS...]: the 2-rank server, in the background.
@@ -78,6 +88,17 @@ wait_sock() {
     done
 }
 
+# wait_stop LOG STEP N: until LOG says N times that training stopped at
+# STEP (20 s at most).
+wait_stop() {
+    i=0
+    while [ "$(grep -c "training stops at step $2:" "$1")" -lt "$3" ] &&
+        [ $i -lt 200 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+}
+
 end_reception() {
     for ep in "$@"; do
         "$PEER" control "$ep" end >>"$tmp/peer.log" 2>&1
@@ -85,12 +106,12 @@ end_reception() {
 }
 
 # ------------------------------------------------------- 2 ranks, train
-serve2 "$tmp/a" "$tmp/b"
+serve2 "$tmp/a" "$tmp/b" --max-steps 1500
 wait_sock "$tmp/a/s"
 wait_sock "$tmp/b/s"
-for s in 0 1 2 3 4 5; do
-    if [ $((s % 2)) -eq 0 ]; then run $s "ipc://$tmp/a/s"; else run $s "ipc://$tmp/b/s"; fi
-done
+pair 0 "ipc://$tmp/a/s" 1 "ipc://$tmp/b/s"
+pair 2 "ipc://$tmp/a/s" 3 "ipc://$tmp/b/s"
+wait_stop "$tmp/a/serve.log" 1500 2
 end_reception "ipc://$tmp/a/s" "ipc://$tmp/b/s"
 wait "$server"
 status=$?
@@ -113,8 +134,8 @@ check("both ranks: replicas identical bit for bit after training",
       and ra.get("max_abs_diff") == 0)
 check("same parameter hash on both ranks",
       ra.get("params_hash") and ra.get("params_hash") == rb.get("params_hash"))
-check("same steps on both ranks, > 300 (steps_after_end)",
-      a["steps"] == b["steps"] and a["steps"] > 300)
+check("both ranks trained to --max-steps 1500",
+      a["steps"] == b["steps"] == 1500)
 check("ranks 2, rank 0 and 1", a["ranks"] == 2 and b["ranks"] == 2
       and a["rank"] == 0 and b["rank"] == 1)
 c = a["counts"]
@@ -140,11 +161,13 @@ check "no model file in rank 1's folder" test ! -e "$tmp/b/model.safetensors"
 mkdir -p "$tmp/c"
 # shellcheck disable=SC2086
 timeout -k 5 150 "$SURGE" serve --output-dir "$tmp/c" --bind "ipc://$tmp/c/s" \
-    --batch-size 16 $ARGS >"$tmp/c/serve.log" 2>&1 &
+    --batch-size 16 --max-steps 1500 $ARGS >"$tmp/c/serve.log" 2>&1 &
 server=$!
 pids="$pids $server"
 wait_sock "$tmp/c/s"
-for s in 0 1 2 3 4 5; do run $s "ipc://$tmp/c/s"; done
+pair 0 "ipc://$tmp/c/s" 1 "ipc://$tmp/c/s"
+pair 2 "ipc://$tmp/c/s" 3 "ipc://$tmp/c/s"
+wait_stop "$tmp/c/serve.log" 1500 1
 end_reception "ipc://$tmp/c/s"
 wait "$server"
 "$PY" - "$tmp/a/trainer.json" "$tmp/c/trainer.json" >"$tmp/check" 2>&1 <<'EOF'
@@ -167,8 +190,7 @@ wait_sock "$tmp/a/s"
 wait_sock "$tmp/b/s"
 # New runs for the resumed ranks (the checkpoints' reservoirs were
 # drained at the end of the first server).
-run 6 "ipc://$tmp/a/s"
-run 7 "ipc://$tmp/b/s"
+pair 4 "ipc://$tmp/a/s" 5 "ipc://$tmp/b/s"
 end_reception "ipc://$tmp/a/s" "ipc://$tmp/b/s"
 wait "$server"
 status=$?
@@ -187,25 +209,25 @@ check "resumed: both ranks trained on to the same step, replicas identical" \
     test $? -eq 0
 diag "$(cat "$tmp/check")"
 
-# ------------------------------------------------------- stopped mid-study
-# SIGTERM while both shards hold samples: a periodic checkpoint (every 100
-# steps) of both ranks at one step keeps them; the resumed ranks load their
-# shards back and train on with the runs still to come.
-serve2 "$tmp/d" "$tmp/e"
+# ------------------------------------------------------- shards resumed
+# Training stops at --max-steps 200 while both shards still hold samples:
+# the checkpoints taken then keep them; the resumed ranks load their
+# shards back, train on with the runs still to come and, once every rank
+# is drained, steps_after_end (300) more steps from what each rank kept.
+serve2 "$tmp/d" "$tmp/e" --max-steps 200
 wait_sock "$tmp/d/s"
 wait_sock "$tmp/e/s"
-run 0 "ipc://$tmp/d/s"
-run 1 "ipc://$tmp/e/s"
-sleep 2
-kill -TERM "$server"
+pair 0 "ipc://$tmp/d/s" 1 "ipc://$tmp/e/s"
+# Both ranks stopped at step 200 (before END_RECEPTION drains the shards).
+wait_stop "$tmp/d/serve.log" 200 2
+end_reception "ipc://$tmp/d/s" "ipc://$tmp/e/s"
 wait "$server"
 rm -f "$tmp/d/s" "$tmp/e/s"
 serve2 "$tmp/d" "$tmp/e" --resume
 wait_sock "$tmp/d/s"
 wait_sock "$tmp/e/s"
-for s in 2 3 4 5; do
-    if [ $((s % 2)) -eq 0 ]; then run $s "ipc://$tmp/d/s"; else run $s "ipc://$tmp/e/s"; fi
-done
+pair 2 "ipc://$tmp/d/s" 3 "ipc://$tmp/e/s"
+pair 4 "ipc://$tmp/d/s" 5 "ipc://$tmp/e/s"
 end_reception "ipc://$tmp/d/s" "ipc://$tmp/e/s"
 wait "$server"
 status=$?
@@ -213,9 +235,9 @@ back='step [1-9][0-9]*, [1-9][0-9]* samples back'
 n0=$(grep -c "resuming from .*/d/checkpoint.safetensors: $back" "$tmp/d/serve.log")
 n1=$(grep -c "resuming from .*/e/checkpoint.rank1.safetensors: $back" "$tmp/d/serve.log")
 if [ "$status" -eq 0 ] && [ "$n0" -eq 1 ] && [ "$n1" -eq 1 ]; then
-    ok "stopped mid-study: both ranks resume their shards (samples back in each reservoir)"
+    ok "both ranks resume their shards (samples back in each reservoir)"
 else
-    not_ok "stopped mid-study: both ranks resume their shards (status $status, $n0 $n1)"
+    not_ok "both ranks resume their shards (status $status, $n0 $n1)"
     grep -E 'resum|checkpoint|stop' "$tmp/d/serve.log" | tail -8 | sed 's/^/# /'
 fi
 "$PY" - "$tmp/d/trainer.json" "$tmp/e/trainer.rank1.json" >"$tmp/check" \
@@ -223,12 +245,13 @@ fi
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
 print("steps", a["steps"], b["steps"], "this run", a["steps_this_run"])
-sys.exit(0 if a["steps"] == b["steps"] > a["steps_this_run"] > 0
+sys.exit(0 if a["steps"] == b["steps"] > 500 and a["steps_this_run"] > 300
+         and a["stop_reason"] == b["stop_reason"] == "steps_after_end"
          and a["replicas"]["identical"] and a["counts"]["add_up"]
          and a["validation"]["samples"] + b["validation"]["samples"] == 80
          else 1)
 EOF
-check "stopped mid-study: trained on after the resume, replicas identical, counts add up" \
+check "resumed shards: trained on, and steps_after_end after every rank drained; replicas identical, counts add up" \
     test $? -eq 0
 diag "$(cat "$tmp/check")"
 
