@@ -34,6 +34,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <msgpack.h>
@@ -45,6 +46,7 @@
 #include "common/util.h"
 #include "reservoir/reservoir.h"
 #include "server/consumer.h"
+#include "server/shmring.h"
 
 #define COMPONENT "external"
 #define MAX_PEERS 64
@@ -53,12 +55,15 @@
 #define MAX_VALIDATION 4096 /* rows per validation reply */
 #define POOL_KEEP 8         /* free buffers kept for reuse */
 #define POLL_MS 20
+#define SHM_SLOTS 4  /* most ring slots per consumer (2 at least) */
+#define SHM_ALIGN 64 /* region alignment inside a slot */
 
 enum peer_state { P_ACTIVE, P_LEFT, P_TIMED_OUT };
 
 struct outstanding {
     uint64_t id;
     uint32_t rows;
+    int32_t slot;           /* ring slot holding the batch; -1 = ZeroMQ */
     surge_batch_info *info; /* rows entries (priorities) */
 };
 
@@ -71,6 +76,13 @@ struct peer {
     int ended_sent;
     struct outstanding out[MAX_CREDIT];
     uint32_t n_out;
+    /* Shared-memory transfer (docs/protocol.md): the consumer's ring, NULL
+     * when its batches go over ZeroMQ. Offered in the welcome; no batch is
+     * served until the consumer attached (or declined: ring freed). */
+    surge_shm_ring *ring;
+    int shm_pending;         /* offered, not attached yet */
+    uint64_t shm_offered_ns; /* when */
+    char transport_why[96];  /* why ZeroMQ, for the welcome and info */
     /* Counts (under ext.mu for info(); written by the consumer thread). */
     uint64_t batches, rows_served, rows_acked, rows_unacked, losses_applied,
         validation_rows;
@@ -107,6 +119,12 @@ struct ext {
     pthread_mutex_t pool_mu;
     struct buf *pool;
     int pool_n;
+    /* Shared-memory rings: the budget (--external-shm) and what the rings
+     * of the consumers hold now; the slot layout (offsets in bytes of the
+     * regions for a full batch), set once the shape is known. */
+    uint64_t shm_budget, shm_used;
+    char boot_id[64]; /* this host's identity; "" = unknown: no shm */
+    size_t off_out, off_ids, off_w, slot_bytes;
 };
 
 /* ---------------------------------------------------------- buffer pool */
@@ -322,7 +340,7 @@ send_welcome(struct ext *e, const struct peer *p, int idx,
         ctx->output_fields != NULL ? ctx->output_fields(ctx->io) : NULL;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    header_begin(&sb, &pk, 10, "welcome");
+    header_begin(&sb, &pk, 13, "welcome");
     pack_kv_u64(&pk, "consumer", (uint64_t)idx);
     pack_kv_u64(&pk, "nin", e->nin);
     pack_kv_u64(&pk, "nout", e->nout);
@@ -334,8 +352,168 @@ send_welcome(struct ext *e, const struct peer *p, int idx,
     msgpack_pack_double(&pk, e->timeout_s);
     pack_kv_str(&pk, "fields", fields);
     pack_kv_str(&pk, "field_shapes", ctx->opts->field_shapes);
+    pack_kv_str(&pk, "transport", p->ring != NULL ? "shm" : "zmq");
+    pack_kv_str(&pk, "transport_reason",
+                p->ring != NULL ? NULL : p->transport_why);
+    pack_str(&pk, "shm");
+    if (p->ring == NULL) {
+        msgpack_pack_nil(&pk);
+    } else {
+        /* The slot layout: a batch of r rows has its inputs at in (r x nin
+         * floats), outputs at out (r x nout), sample ids at ids (r x 2
+         * int64) and weights at w (r floats), from the slot's start. */
+        msgpack_pack_map(&pk, 7);
+        pack_kv_str(&pk, "name", surge_shm_ring_name(p->ring));
+        pack_kv_u64(&pk, "slots", surge_shm_ring_slots(p->ring));
+        pack_kv_u64(&pk, "slot_bytes", e->slot_bytes);
+        pack_kv_u64(&pk, "in", 0);
+        pack_kv_u64(&pk, "out", e->off_out);
+        pack_kv_u64(&pk, "ids", e->off_ids);
+        pack_kv_u64(&pk, "w", e->off_w);
+    }
     (void)send_msg(e, p, &sb, NULL, NULL, NULL, 0);
     msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---------------------------------------------------------- shared memory */
+
+static size_t
+align_up(size_t v, size_t a)
+{
+    return (v + a - 1) / a * a;
+}
+
+/* The slot layout for full batches of the store's shape. */
+static void
+set_layout(struct ext *e)
+{
+    size_t B = e->batch;
+    e->off_out = align_up(B * e->nin * 4, SHM_ALIGN);
+    e->off_ids = align_up(e->off_out + B * e->nout * 4, SHM_ALIGN);
+    e->off_w = align_up(e->off_ids + B * 16, SHM_ALIGN);
+    long page = sysconf(_SC_PAGESIZE);
+    e->slot_bytes = align_up(e->off_w + B * 4, page > 0 ? (size_t)page : 4096);
+}
+
+/* This host's boot id: two processes that read the same one run on the
+ * same kernel (and share its /dev/shm unless a container separates them;
+ * then the consumer's attach fails and it says so). */
+static void
+read_boot_id(char *out, size_t cap)
+{
+    out[0] = '\0';
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f == NULL) {
+        return;
+    }
+    if (fgets(out, (int)cap, f) == NULL) {
+        out[0] = '\0';
+    }
+    out[strcspn(out, "\r\n")] = '\0';
+    fclose(f);
+}
+
+static int
+str_is(const msgpack_object *o, const char *s)
+{
+    return o != NULL && o->type == MSGPACK_OBJECT_STR &&
+           o->via.str.size == strlen(s) &&
+           memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
+}
+
+/* The consumer's ring goes (it left, declined or never attached): its
+ * memory returns to the budget. Its slots must not be in use any more. */
+static void
+free_ring(struct ext *e, struct peer *p)
+{
+    pthread_mutex_lock(&e->mu); /* info() reads ring and shm_used */
+    surge_shm_ring *ring = p->ring;
+    p->ring = NULL;
+    if (ring != NULL) {
+        e->shm_used -= surge_shm_ring_bytes(ring);
+    }
+    pthread_mutex_unlock(&e->mu);
+    surge_shm_ring_destroy(&ring);
+    p->shm_pending = 0;
+}
+
+/* A hello: offer p a ring when it asked for one ("transport": "shm"), runs
+ * on this host ("host" = our boot id) and the budget holds 2 slots or
+ * more; otherwise say why it gets ZeroMQ. */
+static void
+offer_shm(struct ext *e, struct peer *p, const msgpack_object *h)
+{
+    if (p->ring != NULL || p->transport_why[0] != '\0') {
+        return; /* decided at its first hello */
+    }
+    const char *why = NULL;
+    uint64_t left = e->shm_budget - e->shm_used;
+    uint64_t slots = e->slot_bytes > 0 ? left / e->slot_bytes : 0;
+    slots = slots > SHM_SLOTS ? SHM_SLOTS : slots;
+    if (!str_is(map_get(h, "transport"), "shm")) {
+        why = "not asked for";
+    } else if (e->shm_budget == 0) {
+        why = "disabled (--external-shm 0)";
+    } else if (e->boot_id[0] == '\0' ||
+               !str_is(map_get(h, "host"), e->boot_id)) {
+        why = "consumer on another host";
+    } else if (slots < 2) {
+        why = "--external-shm budget used up";
+    }
+    if (why == NULL) {
+        surge_shm_ring *ring = NULL;
+        int rc = surge_shm_ring_create(&ring, (uint32_t)slots, e->slot_bytes);
+        if (rc == 0) {
+            pthread_mutex_lock(&e->mu);
+            p->ring = ring;
+            e->shm_used += surge_shm_ring_bytes(ring);
+            pthread_mutex_unlock(&e->mu);
+            p->shm_pending = 1;
+            p->shm_offered_ns = surge_now_ns();
+            return;
+        }
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                  "shared memory of %" PRIu64 " bytes: %s",
+                  slots * (uint64_t)e->slot_bytes, surge_strerror(rc));
+        why = "cannot create the shared memory";
+    }
+    snprintf(p->transport_why, sizeof p->transport_why, "%s", why);
+}
+
+/* "attach": the consumer mapped the ring ("ok": true; the name goes, so
+ * nothing stays behind in /dev/shm) or could not ("ok": false, "reason":
+ * its batches go over ZeroMQ). */
+static void
+handle_attach(struct ext *e, struct peer *p, int idx, const msgpack_object *h)
+{
+    const msgpack_object *ok = map_get(h, "ok");
+    if (!p->shm_pending || ok == NULL || ok->type != MSGPACK_OBJECT_BOOLEAN) {
+        e->bad_messages++;
+        send_error(e, p, -EPROTO,
+                   p->shm_pending ? "attach: ok (a boolean) required"
+                                  : "attach: no shared memory offered");
+        return;
+    }
+    if (ok->via.boolean) {
+        surge_shm_ring_unlink(p->ring);
+        p->shm_pending = 0;
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                  "external consumer %d: batches in shared memory (%" PRIu32
+                  " slots of %zu bytes)",
+                  idx, surge_shm_ring_slots(p->ring), e->slot_bytes);
+        return;
+    }
+    const msgpack_object *why = map_get(h, "reason");
+    int n = why != NULL && why->type == MSGPACK_OBJECT_STR
+                ? (int)(why->via.str.size > 80 ? 80 : why->via.str.size)
+                : 0;
+    SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+              "external consumer %d cannot map the shared memory (%.*s): "
+              "batches over ZeroMQ",
+              idx, n, n > 0 ? why->via.str.ptr : "");
+    free_ring(e, p);
+    snprintf(p->transport_why, sizeof p->transport_why, "%s",
+             "the consumer could not map the shared memory");
 }
 
 /* Normalisation statistics of the first batch (double sums): inputs per
@@ -399,7 +577,8 @@ send_stats(struct ext *e, const struct peer *p)
 
 /* ---------------------------------------------------------- accounting */
 
-/* Count p's outstanding batches as unacked (it left or went silent). */
+/* Count p's outstanding batches as unacked (it left or went silent); its
+ * ring, if any, goes. */
 static void
 drop_outstanding(struct ext *e, struct peer *p, enum peer_state why)
 {
@@ -412,10 +591,15 @@ drop_outstanding(struct ext *e, struct peer *p, enum peer_state why)
     p->credit = 0;
     p->state = why;
     pthread_mutex_unlock(&e->mu);
+    free_ring(e, p);
 }
 
+/* An ack of batch id; in shared memory it names the batch's slot too (a
+ * check that both sides agree on which slot is given back). A refused ack
+ * leaves the batch outstanding. */
 static void
-handle_ack(struct ext *e, struct peer *p, uint64_t id, const zmq_msg_t *loss,
+handle_ack(struct ext *e, struct peer *p, uint64_t id,
+           const msgpack_object *slot, const zmq_msg_t *loss,
            surge_reservoir *r)
 {
     uint32_t i = 0;
@@ -428,7 +612,28 @@ handle_ack(struct ext *e, struct peer *p, uint64_t id, const zmq_msg_t *loss,
                   "consumer acked unknown batch %" PRIu64, id);
         return;
     }
+    int slot_ok = p->out[i].slot < 0
+                      ? slot == NULL
+                      : slot != NULL &&
+                            slot->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+                            slot->via.u64 == (uint64_t)p->out[i].slot;
+    if (!slot_ok) {
+        e->bad_messages++;
+        send_error(e, p, -EINVAL,
+                   p->out[i].slot < 0
+                       ? "ack: a slot, but this batch came over ZeroMQ"
+                       : "ack: slot missing or not the batch's slot");
+        return;
+    }
     struct outstanding o = p->out[i];
+    if (o.slot >= 0 && p->ring != NULL) {
+        int rc = surge_shm_ring_release(p->ring, o.slot);
+        if (rc < 0) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                      "slot %" PRId32 " of batch %" PRIu64 ": %s", o.slot, id,
+                      surge_strerror(rc));
+        }
+    }
     memmove(&p->out[i], &p->out[i + 1], (p->n_out - i - 1) * sizeof p->out[0]);
     p->n_out--;
     long applied = 0;
@@ -612,8 +817,11 @@ handle_one(struct ext *e, const surge_consumer_ctx *ctx, surge_reservoir *r)
             goto out;
         }
         p->last_seen_ns = surge_now_ns();
-        SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "external consumer %d joined",
-                  idx);
+        offer_shm(e, p, h);
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                  "external consumer %d joined (%s%s%s)", idx,
+                  p->ring != NULL ? "shared memory offered" : "ZeroMQ",
+                  p->ring != NULL ? "" : ": ", p->transport_why);
         send_welcome(e, p, idx, ctx);
         if (e->have_stats) {
             send_stats(e, p);
@@ -631,7 +839,9 @@ handle_one(struct ext *e, const surge_consumer_ctx *ctx, surge_reservoir *r)
         uint64_t c = p->credit + v;
         p->credit = (uint32_t)(c > MAX_CREDIT ? MAX_CREDIT : c);
     } else if (strcmp(t, "ack") == 0 && map_u64(h, "id", &v) == 0) {
-        handle_ack(e, p, v, nf == 3 ? &f[2] : NULL, r);
+        handle_ack(e, p, v, map_get(h, "slot"), nf == 3 ? &f[2] : NULL, r);
+    } else if (strcmp(t, "attach") == 0) {
+        handle_attach(e, p, idx, h);
     } else if (strcmp(t, "ping") == 0) {
         send_simple(e, p, "pong");
     } else if (strcmp(t, "validation") == 0) {
@@ -665,20 +875,39 @@ serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
     uint32_t B = e->batch;
     size_t bin = (size_t)B * e->nin * 4, bout = (size_t)B * e->nout * 4;
     size_t bytes = bin + bout + (size_t)B * 16 + (size_t)B * 4;
-    struct buf *b = buf_get(e, bytes);
+    /* Shared memory: the gather writes straight into a slot of the
+     * consumer's ring, and only the header crosses ZeroMQ. */
+    int slot = p->ring != NULL ? surge_shm_ring_acquire(p->ring) : -1;
+    if (p->ring != NULL && slot < 0) {
+        return 0; /* every slot held: wait for an ack */
+    }
+    struct buf *b = slot < 0 ? buf_get(e, bytes) : NULL;
     surge_batch_info *info = malloc((size_t)B * sizeof *info);
-    if (b == NULL || info == NULL) {
+    if ((slot < 0 && b == NULL) || info == NULL) {
         free(info);
         if (b != NULL) {
             buf_put(e, b);
         }
+        if (slot >= 0) {
+            (void)surge_shm_ring_release(p->ring, slot);
+        }
         return -ENOMEM;
     }
-    float *in = (float *)b->data, *out = (float *)(b->data + bin);
+    unsigned char *base =
+        slot >= 0 ? surge_shm_ring_slot(p->ring, slot) : b->data;
+    size_t off_out = slot >= 0 ? e->off_out : bin;
+    size_t off_ids = slot >= 0 ? e->off_ids : bin + bout;
+    size_t off_w = slot >= 0 ? e->off_w : bin + bout + (size_t)B * 16;
+    float *in = (float *)base, *out = (float *)(base + off_out);
     long n = surge_reservoir_get_batch(r, B, in, out, info, timeout_ms);
     if (n <= 0) {
         free(info);
-        buf_put(e, b);
+        if (b != NULL) {
+            buf_put(e, b);
+        }
+        if (slot >= 0) {
+            (void)surge_shm_ring_release(p->ring, slot);
+        }
         if (n == SURGE_ETIMEDOUT) {
             return 0;
         }
@@ -697,8 +926,8 @@ serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
     }
     /* Rows, then ids and weights: when n < B (the drain) the frames just
      * cover the first n rows of each region. */
-    int64_t *ids = (int64_t *)(b->data + bin + bout);
-    float *w = (float *)(b->data + bin + bout + (size_t)B * 16);
+    int64_t *ids = (int64_t *)(base + off_ids);
+    float *w = (float *)(base + off_w);
     for (long i = 0; i < n; i++) {
         ids[2 * i] = (int64_t)info[i].sim;
         ids[2 * i + 1] = (int64_t)info[i].step;
@@ -707,15 +936,24 @@ serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
     uint64_t id = e->next_id++;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    header_begin(&sb, &pk, 5, "batch");
+    header_begin(&sb, &pk, slot >= 0 ? 6 : 5, "batch");
     pack_kv_u64(&pk, "id", id);
     pack_kv_u64(&pk, "rows", (uint64_t)n);
     pack_kv_u64(&pk, "nin", e->nin);
     pack_kv_u64(&pk, "nout", e->nout);
-    void *d[4] = {in, out, ids, w};
-    size_t l[4] = {(size_t)n * e->nin * 4, (size_t)n * e->nout * 4,
-                   (size_t)n * 16, (size_t)n * 4};
-    int rc = send_msg(e, p, &sb, b, d, l, e->prio ? 4 : 3);
+    int rc;
+    if (slot >= 0) {
+        pack_kv_u64(&pk, "slot", (uint64_t)slot);
+        rc = send_msg(e, p, &sb, NULL, NULL, NULL, 0);
+        if (rc < 0) {
+            (void)surge_shm_ring_release(p->ring, slot);
+        }
+    } else {
+        void *d[4] = {in, out, ids, w};
+        size_t l[4] = {(size_t)n * e->nin * 4, (size_t)n * e->nout * 4,
+                       (size_t)n * 16, (size_t)n * 4};
+        rc = send_msg(e, p, &sb, b, d, l, e->prio ? 4 : 3);
+    }
     msgpack_sbuffer_destroy(&sb);
     pthread_mutex_lock(&e->mu);
     p->last_sent_ns = surge_now_ns();
@@ -728,7 +966,8 @@ serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
         p->rows_unacked += (uint64_t)n;
         free(info);
     } else {
-        p->out[p->n_out++] = (struct outstanding){id, (uint32_t)n, info};
+        p->out[p->n_out++] =
+            (struct outstanding){id, (uint32_t)n, (int32_t)slot, info};
     }
     pthread_mutex_unlock(&e->mu);
     atomic_fetch_add(&e->batches, 1);
@@ -754,6 +993,8 @@ ext_create(void **state, const surge_server_options *o)
     e->batch = o->batch_size;
     e->timeout_s = o->external_timeout_s;
     e->prio = o->reservoir.prioritized.enabled;
+    e->shm_budget = o->external_shm_bytes;
+    read_boot_id(e->boot_id, sizeof e->boot_id);
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->pool_mu, NULL);
     *state = e;
@@ -797,6 +1038,16 @@ ext_prepare(void *state, const surge_consumer_prep *prep)
     return 0;
 }
 
+/* Can p be sent a batch now: credit, room for one more outstanding, and
+ * with shared memory an attached ring with a free slot. */
+static int
+can_serve(const struct peer *p)
+{
+    return p->state == P_ACTIVE && p->credit > 0 && p->n_out < MAX_CREDIT &&
+           !p->shm_pending &&
+           (p->ring == NULL || surge_shm_ring_free(p->ring) > 0);
+}
+
 static int
 any_active(const struct ext *e)
 {
@@ -820,6 +1071,7 @@ ext_run(void *state, const surge_consumer_ctx *ctx)
         return rc;
     }
     surge_reservoir *r = surge_store_reservoir(ctx->train);
+    set_layout(e);
     const uint64_t tmo = (uint64_t)(e->timeout_s * 1e9);
     int finished = 0;
     uint64_t idle_since = surge_now_ns();
@@ -828,9 +1080,7 @@ ext_run(void *state, const surge_consumer_ctx *ctx)
         zmq_pollitem_t pi = {e->sock, 0, ZMQ_POLLIN, 0};
         int have_credit = 0;
         for (int i = 0; i < e->n_peers; i++) {
-            have_credit |= e->peers[i].state == P_ACTIVE &&
-                           e->peers[i].credit > 0 &&
-                           e->peers[i].n_out < MAX_CREDIT;
+            have_credit |= can_serve(&e->peers[i]);
         }
         zmq_poll(&pi, 1, have_credit && !finished ? 0 : POLL_MS);
         while (handle_one(e, ctx, r) == 0) {
@@ -842,6 +1092,18 @@ ext_run(void *state, const surge_consumer_ctx *ctx)
              * be late: one waiting for a batch is waiting on us. */
             uint64_t last = p->last_seen_ns > p->last_sent_ns ? p->last_seen_ns
                                                               : p->last_sent_ns;
+            if (p->shm_pending && now - p->shm_offered_ns > tmo) {
+                /* Offered and never attached (nor declined): withdraw it,
+                 * so the name does not stay in /dev/shm; an attach that
+                 * comes later is refused. */
+                SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                          "external consumer %d did not attach its shared "
+                          "memory within %.1f s: batches over ZeroMQ",
+                          i, e->timeout_s);
+                free_ring(e, p);
+                snprintf(p->transport_why, sizeof p->transport_why, "%s",
+                         "shared memory not attached in time");
+            }
             if (p->state == P_ACTIVE && (p->n_out > 0 || finished) &&
                 now - last > tmo) {
                 SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
@@ -898,8 +1160,7 @@ ext_run(void *state, const surge_consumer_ctx *ctx)
         /* Round robin over the consumers with credit. */
         for (int k = 0; k < e->n_peers; k++) {
             struct peer *p = &e->peers[(rr + k) % e->n_peers];
-            if (p->state != P_ACTIVE || p->credit == 0 ||
-                p->n_out >= MAX_CREDIT) {
+            if (!can_serve(p)) {
                 continue;
             }
             rr = (rr + k + 1) % e->n_peers;
@@ -951,8 +1212,9 @@ ext_info(void *state, json_t *obj)
         acked += p->rows_acked;
         unacked += p->rows_unacked;
         json_array_append_new(
-            arr, json_pack("{s:i,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "consumer",
-                           i, "state", names[p->state], "batches",
+            arr, json_pack("{s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+                           "consumer", i, "state", names[p->state], "transport",
+                           p->ring != NULL ? "shm" : "zmq", "batches",
                            (json_int_t)p->batches, "rows_served",
                            (json_int_t)p->rows_served, "rows_acked",
                            (json_int_t)p->rows_acked, "rows_unacked",
@@ -969,6 +1231,10 @@ ext_info(void *state, json_t *obj)
     json_object_set_new(ext, "bad_messages",
                         json_integer((json_int_t)e->bad_messages));
     json_object_set_new(ext, "rejected", json_integer((json_int_t)e->rejected));
+    json_object_set_new(ext, "shm_bytes",
+                        json_integer((json_int_t)e->shm_used));
+    json_object_set_new(ext, "shm_limit",
+                        json_integer((json_int_t)e->shm_budget));
     pthread_mutex_unlock(&e->mu);
     json_object_set_new(obj, "external", ext);
 }
@@ -992,6 +1258,7 @@ ext_destroy(void *state)
         for (uint32_t j = 0; j < e->peers[i].n_out; j++) {
             free(e->peers[i].out[j].info);
         }
+        surge_shm_ring_destroy(&e->peers[i].ring);
     }
     while (e->pool != NULL) {
         struct buf *b = e->pool;
