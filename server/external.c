@@ -81,6 +81,8 @@ struct peer {
      * served until the consumer attached (or declined: ring freed). */
     surge_shm_ring *ring;
     int shm_pending;         /* offered, not attached yet */
+    int attached;            /* it took batches in shared memory (for
+                                info(), which reads it under mu) */
     uint64_t shm_offered_ns; /* when */
     char transport_why[96];  /* why ZeroMQ, for the welcome and info */
     /* Counts (under ext.mu for info(); written by the consumer thread). */
@@ -497,6 +499,9 @@ handle_attach(struct ext *e, struct peer *p, int idx, const msgpack_object *h)
     if (ok->via.boolean) {
         surge_shm_ring_unlink(p->ring);
         p->shm_pending = 0;
+        pthread_mutex_lock(&e->mu);
+        p->attached = 1;
+        pthread_mutex_unlock(&e->mu);
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
                   "external consumer %d: batches in shared memory (%" PRIu32
                   " slots of %zu bytes)",
@@ -1214,7 +1219,7 @@ ext_info(void *state, json_t *obj)
         json_array_append_new(
             arr, json_pack("{s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
                            "consumer", i, "state", names[p->state], "transport",
-                           p->ring != NULL ? "shm" : "zmq", "batches",
+                           p->attached ? "shm" : "zmq", "batches",
                            (json_int_t)p->batches, "rows_served",
                            (json_int_t)p->rows_served, "rows_acked",
                            (json_int_t)p->rows_acked, "rows_unacked",

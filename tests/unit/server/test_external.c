@@ -583,7 +583,7 @@ test_shm(void **st)
     json_t *cons = json_object_get(ext, "consumers");
     assert_int_equal(json_array_size(cons), 4);
     assert_int_equal(json_integer_value(json_object_get(ext, "shm_bytes")), 0);
-    const char *want[4] = {"zmq", "zmq", "zmq", "zmq"}; /* a's ring is gone */
+    const char *want[4] = {"shm", "zmq", "zmq", "zmq"};
     uint64_t served = 0, acked = 0, unacked = 0, pending = 0;
     for (size_t i = 0; i < 4; i++) {
         json_t *ci = json_array_get(cons, i);
