@@ -43,6 +43,7 @@
 #include <surge/error.h>
 
 #include "common/log.h"
+#include "common/protocol.h"
 #include "common/util.h"
 #include "reservoir/reservoir.h"
 #include "server/consumer.h"
@@ -127,6 +128,16 @@ struct ext {
     uint64_t shm_budget, shm_used;
     char boot_id[64]; /* this host's identity; "" = unknown: no shm */
     size_t off_out, off_ids, off_w, slot_bytes;
+    /* Checkpoints (below): where, how often, whose; what the checkpoint
+     * resumed from carried (read-only once prepare returned). */
+    char ckpt[SURGE_SERVER_MAX_PATH + 32]; /* "" = none */
+    char resume[SURGE_SERVER_MAX_PATH + 32];
+    char study_id[65];
+    double ckpt_every_s;      /* 0 = none */
+    uint64_t last_ckpt_ns;    /* consumer thread */
+    uint64_t ckpts;           /* written */
+    json_t *carried;          /* server_counts resumed from, or NULL */
+    json_t *carried_finished; /* its sims_finished, or NULL */
 };
 
 /* ---------------------------------------------------------- buffer pool */
@@ -984,6 +995,432 @@ serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
     return 1;
 }
 
+/* ---------------------------------------------------------- checkpoint */
+
+/* What a checkpoint of the external consumer holds (the model is the
+ * user's: surge.torch never gives it to the server), in
+ * <output_dir>/external-checkpoint.bin, written atomically every
+ * --checkpoint-interval seconds (default 10) and read back by --resume
+ * (surge launch passes it to a restarted server). Host byte order:
+ *     "SURGEEX1"                           magic and version (8 bytes)
+ *     u32 nin, u32 0, u64 nout             sample shape
+ *     u64 len, len bytes of JSON           progress: study_id,
+ *                                          sims_finished, server_counts
+ *     u64 n, n x (i64 sim, i64 step)       steps assembled (record)
+ *     u64 n, n floats                      normalisation statistics (0 or
+ *                                          2 (nin + nout): in_mean, in_std,
+ *                                          out_mean, out_std)
+ *     u64 n, n x (i64 sim, i64 step, f32 in[nin], f32 out[nout])
+ *                                          validation samples
+ *     u64 len, len bytes                   surge_reservoir_save stream
+ * server_counts are the server's counters at the snapshot plus, as
+ * "consumer" (batches, samples) and "external" (rows_served, rows_acked,
+ * rows_unacked), what this consumer had done; batches outstanding at the
+ * snapshot count as unacked (a server resumed from it never sees their
+ * acks). All carry on across restarts: a resumed server adds its
+ * checkpoint's server_counts to its own in the next, and reports them as
+ * external.carried_counts. The store's own counters (taken, evicted,
+ * retired) need no carrying: they are part of the reservoir state. */
+#define CKPT_NAME "external-checkpoint.bin"
+#define CKPT_MAGIC "SURGEEX1"
+#define CKPT_DEFAULT_S 10.0
+#define IO_CALL_TIMEOUT_MS 10000
+
+struct snap {
+    struct ext *e;
+    surge_bytes rec; /* (sim, step) pairs */
+    uint64_t nrec;
+    surge_bytes val; /* validation rows */
+    uint64_t nval;
+    surge_bytes res;  /* reservoir stream */
+    json_t *finished; /* sims finished with all they sent in a store */
+    json_t *counts;   /* the server's counters */
+    surge_store *train, *validation;
+};
+
+static int
+snap_rec_cb(void *arg, int64_t sim, int64_t step)
+{
+    struct snap *s = arg;
+    int64_t ss[2] = {sim, step};
+    s->nrec++;
+    return surge_bytes_put(&s->rec, ss, sizeof ss);
+}
+
+static int
+snap_fin_cb(void *arg, int64_t sim)
+{
+    struct snap *s = arg;
+    return json_array_append_new(s->finished, json_integer(sim)) == 0 ? 0
+                                                                      : -ENOMEM;
+}
+
+static int
+snap_res_cb(void *arg, const void *p, size_t n)
+{
+    return surge_bytes_put(arg, p, n);
+}
+
+/* On the I/O thread: nothing is put meanwhile, and the consumer thread
+ * waits in io_call, so record, counters, store, validation and reservoir
+ * describe one instant. */
+static int
+snap_fn(void *arg, const surge_consumer_io_view *view)
+{
+    struct snap *s = arg;
+    struct ext *e = s->e;
+    int rc = view->export_assembled(view->io, snap_rec_cb, s);
+    rc = rc < 0 ? rc : view->export_finished(view->io, snap_fin_cb, s);
+    rc = rc < 0 ? rc : view->export_counts(view->io, &s->counts);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = surge_reservoir_save(surge_store_reservoir(s->train), snap_res_cb,
+                              &s->res);
+    if (rc < 0 || s->validation == NULL) {
+        return rc;
+    }
+    surge_store_stats st;
+    surge_store_get_stats(s->validation, &st);
+    size_t row = 16 + 4 * ((size_t)e->nin + e->nout);
+    unsigned char *tmp = malloc(row);
+    if (tmp == NULL) {
+        return -ENOMEM;
+    }
+    for (uint64_t i = 0; i < st.occupancy && rc == 0; i++) {
+        int64_t *ss = (int64_t *)tmp;
+        float *in = (float *)(tmp + 16), *out = in + e->nin;
+        if (surge_store_read(s->validation, i, in, out, &ss[0], &ss[1]) < 0) {
+            break;
+        }
+        rc = surge_bytes_put(&s->val, tmp, row);
+        s->nval++;
+    }
+    free(tmp);
+    return rc;
+}
+
+/* The consumer's counts for a checkpoint (consumer thread). */
+static json_t *
+own_counts(struct ext *e)
+{
+    uint64_t served = 0, acked = 0, unacked = 0;
+    pthread_mutex_lock(&e->mu);
+    for (int i = 0; i < e->n_peers; i++) {
+        const struct peer *p = &e->peers[i];
+        served += p->rows_served;
+        acked += p->rows_acked;
+        unacked += p->rows_served - p->rows_acked; /* pending: unacked */
+    }
+    pthread_mutex_unlock(&e->mu);
+    return json_pack("{s:{s:I,s:I,s:I},s:{s:I,s:I}}", "external", "rows_served",
+                     (json_int_t)served, "rows_acked", (json_int_t)acked,
+                     "rows_unacked", (json_int_t)unacked, "consumer", "batches",
+                     (json_int_t)atomic_load(&e->batches), "samples",
+                     (json_int_t)atomic_load(&e->samples));
+}
+
+static int
+write_checkpoint(struct ext *e, const surge_consumer_ctx *ctx)
+{
+    struct snap s = {
+        .e = e, .train = ctx->train, .validation = ctx->validation};
+    surge_bytes b = {0};
+    char *ptext = NULL;
+    json_t *pj = NULL, *own = own_counts(e);
+    s.finished = json_array();
+    int rc = s.finished != NULL && own != NULL ? 0 : -ENOMEM;
+    if (rc == 0 && e->carried_finished != NULL) {
+        json_array_extend(s.finished, e->carried_finished);
+    }
+    if (rc == 0) {
+        rc = ctx->io_call(ctx->io, snap_fn, &s, IO_CALL_TIMEOUT_MS);
+    }
+    if (rc == 0 && (surge_train_counts_add(s.counts, own) != 0 ||
+                    surge_train_counts_add(s.counts, e->carried) != 0)) {
+        rc = SURGE_EPROTO;
+    }
+    if (rc == 0) {
+        pj = json_pack("{s:s,s:O,s:O}", "study_id", e->study_id,
+                       "sims_finished", s.finished, "server_counts", s.counts);
+        ptext = pj != NULL ? json_dumps(pj, JSON_COMPACT) : NULL;
+        rc = ptext != NULL ? 0 : -ENOMEM;
+    }
+    uint32_t nin = e->nin, zero = 0;
+    uint64_t nstats = e->have_stats ? 2 * ((uint64_t)e->nin + e->nout) : 0;
+    rc = rc ? rc : surge_bytes_put(&b, CKPT_MAGIC, 8);
+    rc = rc ? rc : surge_bytes_put(&b, &nin, 4);
+    rc = rc ? rc : surge_bytes_put(&b, &zero, 4);
+    rc = rc ? rc : surge_bytes_u64(&b, e->nout);
+    rc = rc ? rc : surge_bytes_u64(&b, ptext != NULL ? strlen(ptext) : 0);
+    rc =
+        rc ? rc : surge_bytes_put(&b, ptext, ptext != NULL ? strlen(ptext) : 0);
+    rc = rc ? rc : surge_bytes_u64(&b, s.nrec);
+    rc = rc ? rc : surge_bytes_put(&b, s.rec.p, s.rec.len);
+    rc = rc ? rc : surge_bytes_u64(&b, nstats);
+    rc = rc ? rc : surge_bytes_put(&b, e->stats, nstats * 4);
+    rc = rc ? rc : surge_bytes_u64(&b, s.nval);
+    rc = rc ? rc : surge_bytes_put(&b, s.val.p, s.val.len);
+    rc = rc ? rc : surge_bytes_u64(&b, s.res.len);
+    rc = rc ? rc : surge_bytes_put(&b, s.res.p, s.res.len);
+    rc = rc ? rc : surge_write_file_atomic(e->ckpt, b.p, b.len);
+    if (rc < 0) {
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT, "checkpoint %s skipped: %s",
+                  e->ckpt, surge_strerror(rc));
+    } else {
+        e->ckpts++;
+        SURGE_LOG(SURGE_LOG_DEBUG, COMPONENT,
+                  "checkpoint %s: %zu bytes, %" PRIu64 " steps assembled",
+                  e->ckpt, b.len, s.nrec);
+    }
+    free(ptext);
+    json_decref(pj);
+    json_decref(own);
+    json_decref(s.finished);
+    json_decref(s.counts);
+    surge_bytes_free(&s.rec);
+    surge_bytes_free(&s.val);
+    surge_bytes_free(&s.res);
+    surge_bytes_free(&b);
+    return rc;
+}
+
+/* Read the whole file at path into *blob (the caller frees it). */
+static int
+read_file(const char *path, unsigned char **blob, size_t *len, char *err,
+          size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        int rc = -errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return rc;
+    }
+    int rc = 0;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 ||
+        fseek(f, 0, SEEK_SET) != 0) {
+        rc = -EIO;
+    }
+    unsigned char *p = rc == 0 ? malloc(n > 0 ? (size_t)n : 1) : NULL;
+    if (rc == 0 && p == NULL) {
+        rc = -ENOMEM;
+    }
+    if (rc == 0 && fread(p, 1, (size_t)n, f) != (size_t)n) {
+        rc = -EIO;
+    }
+    fclose(f);
+    if (rc != 0) {
+        free(p);
+        snprintf(err, errlen, "%s: %s", path, surge_strerror(rc));
+        return rc;
+    }
+    *blob = p;
+    *len = (size_t)n;
+    return 0;
+}
+
+/* The parts of a checkpoint blob, checked (pointers into the blob). */
+struct ckpt {
+    uint32_t nin;
+    uint64_t nout;
+    json_t *progress;
+    surge_reader rec, val, res;
+    uint64_t nrec, nstats, nval;
+    const unsigned char *stats;
+};
+
+static int
+ckpt_parse(const unsigned char *blob, size_t len, struct ckpt *c, char *err,
+           size_t errlen)
+{
+    surge_reader r = {blob, len, 0};
+    char magic[8];
+    uint32_t pad;
+    uint64_t jlen, rlen;
+    memset(c, 0, sizeof *c);
+    if (surge_reader_get(&r, magic, 8) != 0 ||
+        memcmp(magic, CKPT_MAGIC, 8) != 0) {
+        snprintf(err, errlen, "not a checkpoint of the external consumer");
+        return SURGE_EPROTO;
+    }
+    if (surge_reader_get(&r, &c->nin, 4) || surge_reader_get(&r, &pad, 4) ||
+        surge_reader_get(&r, &c->nout, 8) || c->nin < 1 ||
+        c->nin > (1u << 20) || c->nout < 1 ||
+        c->nout > (uint64_t)SURGE_MAX_FIELDS * SURGE_MAX_FIELD_ELEMS ||
+        surge_reader_get(&r, &jlen, 8) || jlen > len - r.off) {
+        snprintf(err, errlen, "corrupt checkpoint (shape)");
+        return SURGE_EPROTO;
+    }
+    json_error_t je;
+    c->progress = json_loadb((const char *)blob + r.off, (size_t)jlen, 0, &je);
+    r.off += (size_t)jlen;
+    size_t row = 16 + 4 * ((size_t)c->nin + c->nout);
+    const char *what = NULL;
+    if (!json_is_object(c->progress)) {
+        what = "progress JSON";
+    } else if (surge_reader_get(&r, &c->nrec, 8) ||
+               c->nrec > (len - r.off) / 16) {
+        what = "record";
+    }
+    if (what == NULL) {
+        c->rec = (surge_reader){blob + r.off, (size_t)c->nrec * 16, 0};
+        r.off += (size_t)c->nrec * 16;
+        if (surge_reader_get(&r, &c->nstats, 8) ||
+            (c->nstats != 0 && c->nstats != 2 * ((uint64_t)c->nin + c->nout)) ||
+            c->nstats * 4 > len - r.off) {
+            what = "statistics";
+        }
+    }
+    if (what == NULL) {
+        c->stats = blob + r.off;
+        r.off += (size_t)c->nstats * 4;
+        if (surge_reader_get(&r, &c->nval, 8) ||
+            c->nval > (len - r.off) / row) {
+            what = "validation";
+        }
+    }
+    if (what == NULL) {
+        c->val = (surge_reader){blob + r.off, (size_t)c->nval * row, 0};
+        r.off += (size_t)c->nval * row;
+        if (surge_reader_get(&r, &rlen, 8) || rlen != len - r.off) {
+            what = "reservoir length";
+        }
+    }
+    if (what != NULL) {
+        snprintf(err, errlen, "corrupt checkpoint (%s)", what);
+        json_decref(c->progress);
+        c->progress = NULL;
+        return SURGE_EPROTO;
+    }
+    c->res = (surge_reader){blob + r.off, (size_t)rlen, 0};
+    return 0;
+}
+
+int
+surge_external_checkpoint_progress(const char *path, json_t **out, char *err,
+                                   size_t errlen)
+{
+    unsigned char *blob = NULL;
+    size_t len = 0;
+    struct ckpt c = {0};
+    int rc = read_file(path, &blob, &len, err, errlen);
+    if (rc == 0) {
+        rc = ckpt_parse(blob, len, &c, err, errlen);
+    }
+    free(blob);
+    if (rc == 0) {
+        *out = c.progress;
+    }
+    return rc;
+}
+
+static int
+ckpt_res_cb(void *arg, void *dst, size_t n)
+{
+    return surge_reader_get(arg, dst, n);
+}
+
+/* --resume: restore the record, the shape, the statistics, the held-out
+ * samples and the reservoir, and keep the counts to carry on. A failure
+ * before anything was changed leaves the server as it was; after, the
+ * server does not start. */
+static int
+resume(struct ext *e, const surge_consumer_prep *prep, const char *path)
+{
+    char err[1024] = "";
+    unsigned char *blob = NULL;
+    size_t len = 0;
+    struct ckpt c = {0};
+    int rc = read_file(path, &blob, &len, err, sizeof err);
+    if (rc == 0) {
+        rc = ckpt_parse(blob, len, &c, err, sizeof err);
+    }
+    if (rc == 0) {
+        const char *id =
+            json_string_value(json_object_get(c.progress, "study_id"));
+        if (strcmp(id != NULL ? id : "", e->study_id) != 0) {
+            snprintf(err, sizeof err,
+                     "written for study '%.64s', this server works for "
+                     "study '%.64s' (--study-id): refused",
+                     id != NULL ? id : "", e->study_id);
+            rc = SURGE_EPROTO;
+        }
+    }
+    for (uint64_t i = 0; rc == 0 && i < c.nrec; i++) {
+        int64_t ss[2];
+        (void)surge_reader_get(&c.rec, ss, sizeof ss);
+        rc = prep->mark_assembled(prep->arg, ss[0], ss[1]);
+        if (rc < 0) {
+            snprintf(err, sizeof err, "record of assembled steps: %s",
+                     surge_strerror(rc));
+        }
+    }
+    if (rc == 0) {
+        rc = surge_store_set_shape(prep->train, c.nin, c.nout);
+        if (rc < 0) {
+            snprintf(err, sizeof err, "training store: %s",
+                     surge_store_error(prep->train));
+        }
+    }
+    if (rc == 0 && c.res.len > 0) {
+        char why[256] = "";
+        rc = surge_reservoir_load(surge_store_reservoir(prep->train),
+                                  ckpt_res_cb, &c.res, why, sizeof why);
+        if (rc < 0) {
+            snprintf(err, sizeof err, "reservoir state: %s (%s)", why,
+                     surge_strerror(rc));
+        }
+    }
+    if (rc == 0 && c.nval > 0 && prep->validation != NULL) {
+        rc = surge_store_set_shape(prep->validation, c.nin, c.nout);
+        size_t row = 16 + 4 * ((size_t)c.nin + c.nout);
+        unsigned char *tmp = malloc(row);
+        rc = rc == 0 && tmp == NULL ? -ENOMEM : rc;
+        for (uint64_t i = 0; rc == 0 && i < c.nval; i++) {
+            (void)surge_reader_get(&c.val, tmp, row);
+            const int64_t *ss = (const int64_t *)tmp;
+            const float *in = (const float *)(tmp + 16);
+            /* A full validation store keeps what it has: the rest was
+             * evicted before too. */
+            (void)surge_store_try_put(prep->validation, ss[0], ss[1], in,
+                                      in + c.nin);
+        }
+        free(tmp);
+        if (rc < 0) {
+            snprintf(err, sizeof err, "validation store: %s",
+                     surge_strerror(rc));
+        }
+    }
+    if (rc == 0 && c.nstats > 0) {
+        e->nin = c.nin;
+        e->nout = c.nout;
+        e->stats = malloc((size_t)c.nstats * 4);
+        rc = e->stats != NULL ? 0 : -ENOMEM;
+        if (rc == 0) {
+            memcpy(e->stats, c.stats, (size_t)c.nstats * 4);
+            e->have_stats = 1;
+        }
+    }
+    if (rc == 0) {
+        e->carried = json_incref(json_object_get(c.progress, "server_counts"));
+        e->carried_finished =
+            json_incref(json_object_get(c.progress, "sims_finished"));
+        surge_store_stats st;
+        surge_store_get_stats(prep->train, &st);
+        SURGE_LOG(
+            SURGE_LOG_INFO, COMPONENT,
+            "resuming from %s: %" PRIu64 " steps already assembled, %" PRIu64
+            " samples back in the reservoir, %" PRIu64 " held-out samples",
+            path, c.nrec, st.occupancy, c.nval);
+    } else {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "--resume: %s: %s", path, err);
+    }
+    json_decref(c.progress);
+    free(blob);
+    return rc;
+}
+
 /* ---------------------------------------------------------- ops */
 
 static int
@@ -1000,6 +1437,17 @@ ext_create(void **state, const surge_server_options *o)
     e->prio = o->reservoir.prioritized.enabled;
     e->shm_budget = o->external_shm_bytes;
     read_boot_id(e->boot_id, sizeof e->boot_id);
+    snprintf(e->study_id, sizeof e->study_id, "%s", o->study_id);
+    e->ckpt_every_s = o->checkpoint_interval_s >= 0 ? o->checkpoint_interval_s
+                                                    : CKPT_DEFAULT_S;
+    if (o->output_dir[0] != '\0') {
+        snprintf(e->ckpt, sizeof e->ckpt, "%s/" CKPT_NAME, o->output_dir);
+    }
+    if (o->resume[0] != '\0') {
+        snprintf(e->resume, sizeof e->resume, "%s", o->resume);
+    } else if (o->resume_default) {
+        snprintf(e->resume, sizeof e->resume, "%s", e->ckpt);
+    }
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->pool_mu, NULL);
     *state = e;
@@ -1009,8 +1457,13 @@ ext_create(void **state, const surge_server_options *o)
 static int
 ext_prepare(void *state, const surge_consumer_prep *prep)
 {
-    (void)prep;
     struct ext *e = state;
+    if (e->resume[0] != '\0') {
+        int rc = resume(e, prep, e->resume);
+        if (rc < 0) {
+            return rc;
+        }
+    }
     e->zctx = zmq_ctx_new();
     if (e->zctx == NULL) {
         return -ENOMEM;
@@ -1078,6 +1531,7 @@ ext_run(void *state, const surge_consumer_ctx *ctx)
     surge_reservoir *r = surge_store_reservoir(ctx->train);
     set_layout(e);
     const uint64_t tmo = (uint64_t)(e->timeout_s * 1e9);
+    e->last_ckpt_ns = surge_now_ns();
     int finished = 0;
     uint64_t idle_since = surge_now_ns();
     int rr = 0;
@@ -1091,6 +1545,11 @@ ext_run(void *state, const surge_consumer_ctx *ctx)
         while (handle_one(e, ctx, r) == 0) {
         }
         uint64_t now = surge_now_ns();
+        if (e->ckpt[0] != '\0' && ctx->io_call != NULL && e->ckpt_every_s > 0 &&
+            (now - e->last_ckpt_ns) / 1e9 >= e->ckpt_every_s) {
+            (void)write_checkpoint(e, ctx);
+            e->last_ckpt_ns = now = surge_now_ns();
+        }
         for (int i = 0; i < e->n_peers; i++) {
             struct peer *p = &e->peers[i];
             /* Only a consumer that holds batches (or should say bye) can
@@ -1240,6 +1699,12 @@ ext_info(void *state, json_t *obj)
                         json_integer((json_int_t)e->shm_used));
     json_object_set_new(ext, "shm_limit",
                         json_integer((json_int_t)e->shm_budget));
+    json_object_set_new(ext, "checkpoints", json_integer((json_int_t)e->ckpts));
+    if (e->carried != NULL) {
+        /* What earlier servers of the study did (surge launch adds it to
+         * this server's counts). */
+        json_object_set_new(ext, "carried_counts", json_deep_copy(e->carried));
+    }
     pthread_mutex_unlock(&e->mu);
     json_object_set_new(obj, "external", ext);
 }
@@ -1272,6 +1737,8 @@ ext_destroy(void *state)
         free(b);
     }
     free(e->stats);
+    json_decref(e->carried);
+    json_decref(e->carried_finished);
     pthread_mutex_destroy(&e->mu);
     pthread_mutex_destroy(&e->pool_mu);
     free(e);

@@ -26,6 +26,7 @@ import json
 import mmap
 import os
 import struct
+import time
 import warnings
 from collections import namedtuple
 
@@ -43,6 +44,10 @@ sims and steps (rows,) int64: the rows' sample identities."""
 
 class SurgeExternalError(RuntimeError):
     """The server refused a request, or did not answer in time."""
+
+
+class _ServerGone(SurgeExternalError):
+    """The server stopped answering (it died, or is being restarted)."""
 
 
 # ---------------------------------------------------------------- msgpack
@@ -202,15 +207,27 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
     offers it, else ZeroMQ) or "zmq" (always over ZeroMQ). After
     connect(), self.transport says which one is used and
     self.welcome["transport_reason"] why not shared memory.
+    reconnect_timeout_s: when the server dies and `surge launch` restarts
+    it from its checkpoint (a new server.json), wait this long for the new
+    one and carry on with it (0 = raise instead). Only with a server.json
+    path. The batch held when the server died is lost with it (the new
+    server counts what its checkpoint says); the normalisation statistics
+    stay those first received (the checkpoint restores the same ones).
     """
 
     def __init__(self, server, token=None, credit=2, timeout_s=60.0,
                  pin_memory=None, max_batches=0, connect_timeout_s=600.0,
-                 transport="auto"):
+                 transport="auto", reconnect_timeout_s=300.0):
         super().__init__()
+        self._info_path = None
+        self._server_pid = None
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.reconnects = 0
         if isinstance(server, str) and server.endswith(".json"):
+            self._info_path = server
             with open(server) as f:
                 info = json.load(f)
+            self._server_pid = info.get("pid")
             if "external" not in info:
                 raise SurgeExternalError(
                     "%s has no external endpoint: start the server with "
@@ -266,8 +283,8 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
                                           self.timeout_ms / 1e3))
             self._send({"type": "ping"})
             if not self._sock.poll(self.timeout_ms):
-                raise SurgeExternalError("server at %s does not answer" %
-                                         self.endpoint)
+                raise _ServerGone("server at %s does not answer" %
+                                  self.endpoint)
         frames = self._sock.recv_multipart(copy=False)
         h = unpackb(frames[0].buffer)
         if h.get("type") == "pong":
@@ -281,6 +298,8 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
         return h, frames[1:]
 
     def _set_stats(self, h, f):
+        if self.stats is not None:
+            return  # fixed once received (a restarted server resends)
         nin, nout = h["nin"], h["nout"]
         self.stats = {
             "in_mean": _tensor(_f32(f[0], 0, 0).copy()),
@@ -416,11 +435,48 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
             losses) else np.asarray(losses, dtype=np.float32)
         self._losses = np.ascontiguousarray(a, dtype=np.float32).tobytes()
 
+    def _reconnect(self, why):
+        """The server is gone: wait for the one `surge launch` restarts
+        (server.json names another pid) and say hello to it."""
+        if self._info_path is None or self.reconnect_timeout_s <= 0:
+            raise why
+        warnings.warn("surge.torch: %s; waiting up to %.0f s for a restarted "
+                      "server" % (why, self.reconnect_timeout_s))
+        self._sock.close()
+        self._sock = None
+        self._shm = None
+        self._pending = None
+        self._last = self._last_slot = self._losses = None
+        deadline = time.monotonic() + self.reconnect_timeout_s
+        while True:
+            try:
+                with open(self._info_path) as fh:
+                    info = json.load(fh)
+                if (info.get("pid") != self._server_pid and
+                        "external" in info):
+                    break
+            except (OSError, ValueError):
+                pass  # not there yet (it is replaced atomically)
+            if time.monotonic() > deadline:
+                raise SurgeExternalError(
+                    "server gone and no new one in %s within %.0f s" %
+                    (self._info_path, self.reconnect_timeout_s)) from why
+            time.sleep(0.2)
+        self._server_pid = info.get("pid")
+        self.endpoint = info["external"]["endpoint"]
+        self.connect()
+        self.reconnects += 1
+
     def __iter__(self):
         self.connect()
         self._send({"type": "credit", "n": self.credit})
         while not self.max_batches or self.batches < self.max_batches:
-            h, f = self._next_msg()
+            try:
+                h, f = self._next_msg()
+            except _ServerGone as e:
+                self._reconnect(e)
+                self._send({"type": "credit", "n": self.credit})
+                continue
             t = h.get("type")
             if t == "end":
                 self.ended = True
