@@ -9,7 +9,9 @@
  * the wrong slot, no slot, or a slot for a ZeroMQ batch are refused and
  * counted; the ring bounds what is outstanding; a consumer on another
  * host, one past the budget and one that declines get ZeroMQ; leaving
- * frees the ring; the counts add up.
+ * frees the ring; the counts add up. --resume refuses a file that is
+ * not a checkpoint of the external consumer, one cut short and one of
+ * another study, and takes a good one (shape, carried counts).
  */
 #include "config.h"
 
@@ -619,12 +621,122 @@ test_shm(void **st)
     surge_store_destroy(&s);
 }
 
+/* Write a checkpoint blob of the external consumer (server/external.c)
+ * with no record, statistics, held-out samples or reservoir; cut drops
+ * that many bytes from its end. */
+static void
+write_ckpt(const char *path, const char *study, size_t cut)
+{
+    char json[256];
+    snprintf(json, sizeof json,
+             "{\"study_id\":\"%s\",\"sims_finished\":[3],"
+             "\"server_counts\":{\"external\":{\"rows_served\":40}}}",
+             study);
+    unsigned char blob[512];
+    size_t n = 0;
+    uint32_t nin = 2, zero = 0;
+    uint64_t nout = 3, jlen = strlen(json), none = 0;
+    memcpy(blob, "SURGEEX1", 8);
+    n = 8;
+    memcpy(blob + n, &nin, 4);
+    memcpy(blob + n + 4, &zero, 4);
+    memcpy(blob + n + 8, &nout, 8);
+    memcpy(blob + n + 16, &jlen, 8);
+    n += 24;
+    memcpy(blob + n, json, jlen);
+    n += jlen;
+    for (int i = 0; i < 4; i++) { /* record, stats, validation, reservoir */
+        memcpy(blob + n, &none, 8);
+        n += 8;
+    }
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(blob, 1, n - cut, f), n - cut);
+    fclose(f);
+}
+
+static int
+mark_none(void *arg, int64_t sim, int64_t step)
+{
+    (void)arg;
+    (void)sim;
+    (void)step;
+    return 0;
+}
+
+static void
+test_resume(void **st)
+{
+    (void)st;
+    char path[] = "/tmp/surge-test-external-ckpt-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    surge_server_options o;
+    surge_server_options_init(&o);
+    snprintf(o.study_id, sizeof o.study_id, "%s", "mine");
+    snprintf(o.resume, sizeof o.resume, "%s", path);
+    surge_reservoir_config rc;
+    assert_int_equal(surge_server_reservoir_config(&o, &rc), 0);
+    const surge_consumer_ops *ops = surge_consumer_find("external");
+    const char *const what[] = {"garbage", "cut", "other study", "good"};
+    for (int k = 0; k < 4; k++) {
+        if (k == 0) {
+            FILE *f = fopen(path, "wb");
+            assert_non_null(f);
+            fputs("not a checkpoint at all, just text", f);
+            fclose(f);
+        } else {
+            write_ckpt(path, k == 2 ? "other" : "mine", k == 1 ? 5 : 0);
+        }
+        surge_store_config sc = {"train", SURGE_STORE_STREAM, 0, &rc};
+        surge_store *s = NULL;
+        assert_int_equal(surge_store_create(&s, &sc), 0);
+        void *state = NULL;
+        assert_int_equal(ops->create(&state, &o), 0);
+        surge_consumer_prep prep = {s, NULL, mark_none, NULL};
+        int r = ops->prepare(state, &prep);
+        print_message("# resume from %s: %d\n", what[k], r);
+        if (k < 3) {
+            assert_true(r < 0);
+        } else {
+            assert_int_equal(r, 0);
+            uint32_t nin = 0;
+            uint64_t nout = 0;
+            assert_int_equal(surge_store_wait_shape(s, 0, &nin, &nout), 0);
+            assert_int_equal(nin, 2);
+            assert_int_equal(nout, 3);
+            json_t *info = json_object();
+            ops->info(state, info);
+            json_t *c = json_object_get(json_object_get(info, "external"),
+                                        "carried_counts");
+            assert_int_equal(
+                json_integer_value(json_object_get(
+                    json_object_get(c, "external"), "rows_served")),
+                40);
+            json_decref(info);
+            json_t *pj = NULL;
+            char err[256];
+            assert_int_equal(
+                surge_external_checkpoint_progress(path, &pj, err, sizeof err),
+                0);
+            assert_int_equal(
+                json_array_size(json_object_get(pj, "sims_finished")), 1);
+            json_decref(pj);
+        }
+        ops->destroy(state);
+        surge_store_destroy(&s);
+    }
+    unlink(path);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serve),
         cmocka_unit_test(test_shm),
+        cmocka_unit_test(test_resume),
     };
     return cmocka_run_group_tests_name("external", tests, NULL, NULL);
 }
