@@ -1,6 +1,7 @@
 """bench/online_offline/fno_arm.py - the external PyTorch arm of
 `make bench-online-offline`: the FNO of solvers/heat2d/train_torch.py (the
-same class), Adam, batch 64, one thread, trained for a wall-clock budget
+same class), Adam, batch 16 (the server's --batch-size online), one
+thread, trained for a wall-clock budget
 
     fno_arm.py online SERVER_JSON BUDGET_S VAL_DIR H W
         from the live stream: surge.torch.ReservoirDataset on
@@ -11,13 +12,15 @@ same class), Adam, batch 64, one thread, trained for a wall-clock budget
         epoch, every batch read from the file (a map-style Dataset over
         np.memmap in a DataLoader, as offline pipelines do);
 
-then evaluated on the held-out runs in VAL_DIR (samples.f32, the same
+then evaluated on the held-out runs in VAL_DIR (online also the untrained
+model, the same in both arms: same seed) (samples.f32, the same
 files as the C arms' evaluation) in physical units: MSE and relative L2
 over all values, as offline_train eval computes them. Normalisation: the
 server's recipe (inputs per feature, outputs over the whole vector), from
 the server's first batch online and from the whole file offline. Prints
 one JSON object.
 """
+import copy
 import json
 import os
 import sys
@@ -30,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "solvers", "heat2d"))
 from train_torch import FNO2d  # noqa: E402
 
-BATCH = 64
+BATCH = 16
 LR = 3e-3
 
 
@@ -75,6 +78,7 @@ class Trainer:
     def __init__(self, nin, shape, st):
         torch.manual_seed(0)
         self.model = FNO2d(nin, shape)
+        self.initial = copy.deepcopy(self.model)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
         self.st = st
         self.batches = self.rows = 0
@@ -115,6 +119,7 @@ def online(server, budget, val_dir, shape):
          "rows_trained": tr.rows, "distinct_samples": len(seen),
          "bytes_written": 0, "transport": transport}
     r.update(evaluate(tr.model, st, val_dir))
+    r["val_rel_l2_untrained"] = evaluate(tr.initial, st, val_dir)["val_rel_l2"]
     return r
 
 

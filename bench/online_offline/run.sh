@@ -207,11 +207,12 @@ else
 import json, sys
 on, off = (json.load(open(p)) for p in sys.argv[1:3])
 on["runs"], off["runs"], off["gen_s"] = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-print("online : %d runs, %d batches in %.1f s of training, %d distinct samples "
-      "(%s); held-out rel L2 %.4f, MSE %.4g" % (on["runs"], on["batches"],
-      on["train_s"], on["distinct_samples"], on["transport"], on["val_rel_l2"],
-      on["val_mse"]), file=sys.stderr)
-print("offline: %d runs in %.1f s of generation, %d batches in %.1f s (%.2f "
+print("FNO online : %d runs, %d batches in %.1f s of training, %d distinct "
+      "samples (%s); held-out rel L2 %.4f (untrained %.4f), MSE %.4g" %
+      (on["runs"], on["batches"], on["train_s"], on["distinct_samples"],
+       on["transport"], on["val_rel_l2"], on["val_rel_l2_untrained"],
+       on["val_mse"]), file=sys.stderr)
+print("FNO offline: %d runs in %.1f s of generation, %d batches in %.1f s (%.2f "
       "epochs); held-out rel L2 %.4f, MSE %.4g" % (off["runs"], off["gen_s"],
       off["batches"], off["train_s"], off["epochs"], off["val_rel_l2"],
       off["val_mse"]), file=sys.stderr)
