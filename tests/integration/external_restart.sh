@@ -31,7 +31,7 @@ $(heat2d_params)
   ],
   "sampler": {"runs": 6},
   "solver": {"command": ["$HEAT", "--nx", "16", "--ny", "16", "--steps",
-                         "40", "--step-delay-ms", "25"],
+                         "80", "--step-delay-ms", "25"],
              "ranks": 1, "retries": 0, "client_timeout_s": 5},
   "scheduler": {"mpirun": "$MPIRUN", "max_concurrent": 2,
                 "kill_grace_s": 2},
@@ -68,16 +68,30 @@ lib_wait_file "$tmp/out/server.json" 60
 timeout 200 "$PY" "$tmp/consume.py" "$tmp/out/server.json" "$tmp/batches" \
     >"$tmp/consumer.out" 2>"$tmp/consumer.err" &
 consumer=$!
+# Kill it once a checkpoint was taken after the consumer's fifth batch (so
+# the checkpoint holds rows served to it).
 n=0
 while [ $n -lt 600 ]; do
-    [ -s "$tmp/out/external-checkpoint.bin" ] && [ -s "$tmp/batches" ] &&
-        [ "$(cat "$tmp/batches")" -ge 5 ] 2>/dev/null && break
+    [ -s "$tmp/batches" ] && [ "$(cat "$tmp/batches")" -ge 5 ] 2>/dev/null &&
+        break
+    sleep 0.1
+    n=$((n + 1))
+done
+touch "$tmp/mark"
+newer() {
+    "$PY" -c 'import os, sys
+sys.exit(0 if os.stat(sys.argv[1]).st_mtime_ns > os.stat(sys.argv[2]).st_mtime_ns else 1)' \
+        "$1" "$2" 2>/dev/null
+}
+n=0
+while [ $n -lt 300 ] && ! newer "$tmp/out/external-checkpoint.bin" "$tmp/mark"
+do
     sleep 0.1
     n=$((n + 1))
 done
 old=$(lib_json "$tmp/out/server.json" 'j["pid"]' 2>/dev/null)
 if [ -n "$old" ] && kill -0 "$old" 2>/dev/null &&
-    [ -s "$tmp/out/external-checkpoint.bin" ]; then
+    newer "$tmp/out/external-checkpoint.bin" "$tmp/mark"; then
     kill -9 "$old"
     ok "killed the server (pid $old) mid-stream, after a checkpoint"
 else
