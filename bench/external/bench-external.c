@@ -11,8 +11,9 @@
  * description goes into the JSON). Sample sizes 16 KiB and 1 MiB, batch
  * 256; the store holds POOL samples under policy reservoir (with
  * replacement: it serves forever). Both Python sides run with glibc's
- * trimming off (the peer at its best). Medians of REPS repetitions; ends
- * with one JSON line.
+ * trimming off (the peer at its best). The arms run interleaved, REPS
+ * times; medians (rates, and per-repetition ratios); ends with one JSON
+ * line.
  *
  *     bench-external --python PY --script consume.py --pythonpath DIR
  */
@@ -34,7 +35,7 @@
 #include "server/store.h"
 
 #define BATCH 256
-#define REPS 3
+#define REPS 5
 #define NIN 4
 /* glibc keeps freed memory (PERF-NOTES: trimming costs PyTorch ~2x). */
 #define MALLOC_ENV                                                             \
@@ -133,28 +134,8 @@ one_size(size_t sample_bytes, uint64_t pool, int batches, const char *py,
             return -1;
         }
     }
-    /* (a) the in-process gather, into buffers allocated once. */
-    float *bx = surge_huge_alloc((size_t)BATCH * NIN * 4);
-    float *by = surge_huge_alloc((size_t)BATCH * nout * 4);
-    double gather[REPS];
-    for (int r = 0; r < REPS; r++) {
-        uint64_t t0 = surge_now_ns(), rows = 0;
-        for (int b = 0; b < batches; b++) {
-            int n = surge_store_get_batch(s, BATCH, bx, by, NULL, NULL, 5000);
-            if (n <= 0) {
-                fprintf(stderr, "bench-external: get_batch: %s\n",
-                        surge_strerror(n));
-                return -1;
-            }
-            rows += (uint64_t)n;
-        }
-        gather[r] = rows / ((surge_now_ns() - t0) / 1e9);
-    }
-    surge_huge_free(bx, (size_t)BATCH * NIN * 4);
-    surge_huge_free(by, (size_t)BATCH * nout * 4);
-    qsort(gather, REPS, sizeof gather[0], cmp_double);
-
-    /* The external consumer over the same store. */
+    /* The external consumer over the same store, idle between the
+     * Python runs. */
     struct runner R = {0};
     R.ops = surge_consumer_find("external");
     surge_consumer_prep prep = {s, NULL, NULL, NULL};
@@ -175,18 +156,62 @@ one_size(size_t sample_bytes, uint64_t pool, int batches, const char *py,
     if (pthread_create(&th, NULL, run_main, &R) != 0) {
         return -1;
     }
+    /* The arms interleaved, one repetition of each in turn, so that each
+     * ratio compares arms measured under the same load (the machine is
+     * shared): the ratios reported are medians of per-repetition ratios. */
+    float *bx = surge_huge_alloc((size_t)BATCH * NIN * 4);
+    float *by = surge_huge_alloc((size_t)BATCH * nout * 4);
+    double gather[REPS], ext[REPS], ext_zmq[REPS], loader[REPS];
+    double r_gather[REPS], r_loader[REPS], r_zmq[REPS];
     char cmd[2048], transport[64] = "", zmq_transport[64] = "";
-    snprintf(cmd, sizeof cmd,
-             "%s PYTHONPATH='%s' timeout 300 '%s' '%s' external '%s' %d %d "
-             "auto",
-             MALLOC_ENV, pypath, py, script, ep, batches, REPS);
-    double ext = run_python(cmd, "transport ", transport, sizeof transport);
-    snprintf(cmd, sizeof cmd,
-             "%s PYTHONPATH='%s' timeout 300 '%s' '%s' external '%s' %d %d "
-             "zmq",
-             MALLOC_ENV, pypath, py, script, ep, batches, REPS);
-    double ext_zmq =
-        run_python(cmd, "transport ", zmq_transport, sizeof zmq_transport);
+    int status = 0;
+    for (int r = 0; r < REPS && status == 0; r++) {
+        /* (a) the in-process gather, into buffers allocated once. */
+        uint64_t t0 = surge_now_ns(), rows = 0;
+        for (int b = 0; b < batches; b++) {
+            int n = surge_store_get_batch(s, BATCH, bx, by, NULL, NULL, 5000);
+            if (n <= 0) {
+                fprintf(stderr, "bench-external: get_batch: %s\n",
+                        surge_strerror(n));
+                status = -1;
+                break;
+            }
+            rows += (uint64_t)n;
+        }
+        gather[r] = rows / ((surge_now_ns() - t0) / 1e9);
+        snprintf(cmd, sizeof cmd,
+                 "%s PYTHONPATH='%s' timeout 300 '%s' '%s' external '%s' %d "
+                 "1 auto",
+                 MALLOC_ENV, pypath, py, script, ep, batches);
+        ext[r] = run_python(cmd, "transport ", transport, sizeof transport);
+        snprintf(cmd, sizeof cmd,
+                 "%s PYTHONPATH='%s' timeout 300 '%s' '%s' external '%s' %d "
+                 "1 zmq",
+                 MALLOC_ENV, pypath, py, script, ep, batches);
+        ext_zmq[r] =
+            run_python(cmd, "transport ", zmq_transport, sizeof zmq_transport);
+        /* (b) the per-sample DataLoader. */
+        snprintf(cmd, sizeof cmd,
+                 "%s timeout 300 '%s' '%s' loader %d %llu %llu %d %d 1",
+                 MALLOC_ENV, py, script, NIN, (unsigned long long)nout,
+                 (unsigned long long)pool, BATCH, batches);
+        loader[r] = run_python(cmd, "peer ", peer, peer_cap);
+        if (ext[r] <= 0 || ext_zmq[r] <= 0 || loader[r] <= 0) {
+            fprintf(stderr, "bench-external: the Python side failed\n");
+            status = -1;
+        } else if (strcmp(transport, "shm") != 0 ||
+                   strcmp(zmq_transport, "zmq") != 0) {
+            fprintf(stderr,
+                    "bench-external: transports %s and %s, not shm and zmq\n",
+                    transport, zmq_transport);
+            status = -1;
+        }
+        r_gather[r] = ext[r] / gather[r];
+        r_loader[r] = ext[r] / loader[r];
+        r_zmq[r] = ext_zmq[r] / gather[r];
+    }
+    surge_huge_free(bx, (size_t)BATCH * NIN * 4);
+    surge_huge_free(by, (size_t)BATCH * nout * 4);
     /* The ipc socket file goes with the consumer (ZeroMQ unlinks it). */
     surge_store_stop(s);
     pthread_join(th, NULL);
@@ -196,33 +221,30 @@ one_size(size_t sample_bytes, uint64_t pool, int batches, const char *py,
     surge_store_destroy(&s);
     free(in);
     free(outv);
-
-    /* (b) the per-sample DataLoader. */
-    snprintf(cmd, sizeof cmd,
-             "%s timeout 300 '%s' '%s' loader %d %llu %llu %d %d %d",
-             MALLOC_ENV, py, script, NIN, (unsigned long long)nout,
-             (unsigned long long)pool, BATCH, batches, REPS);
-    double loader = run_python(cmd, "peer ", peer, peer_cap);
-    if (ext <= 0 || ext_zmq <= 0 || loader <= 0) {
-        fprintf(stderr, "bench-external: the Python side failed\n");
-        return -1;
+    if (status != 0) {
+        return status;
     }
-    if (strcmp(transport, "shm") != 0 || strcmp(zmq_transport, "zmq") != 0) {
-        fprintf(stderr,
-                "bench-external: transports %s and %s, not shm and zmq\n",
-                transport, zmq_transport);
-        return -1;
+    json_t *reps_gather = json_array(), *reps_loader = json_array();
+    for (int r = 0; r < REPS; r++) {
+        json_array_append_new(reps_gather, json_real(r_gather[r]));
+        json_array_append_new(reps_loader, json_real(r_loader[r]));
     }
-    double g = gather[REPS / 2];
+    double *all[] = {gather, ext, ext_zmq, loader, r_gather, r_loader, r_zmq};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) {
+        qsort(all[k], REPS, sizeof(double), cmp_double);
+    }
+    int m = REPS / 2;
     printf("%7zu KiB  external %10.0f (shm), %10.0f (zmq)  in-process "
            "gather %10.0f  per-sample DataLoader %10.0f samples/s  (%.2fx "
-           "gather, %.1fx loader)\n",
-           sample_bytes / 1024, ext, ext_zmq, g, loader, ext / g, ext / loader);
-    json_t *j = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I}", "external_sps",
-                          ext, "external_zmq_sps", ext_zmq, "gather_sps", g,
-                          "loader_sps", loader, "vs_gather", ext / g,
-                          "vs_loader", ext / loader, "zmq_vs_gather",
-                          ext_zmq / g, "rows_served", (json_int_t)cs.samples);
+           "gather, %.1fx loader: medians of %d interleaved repetitions)\n",
+           sample_bytes / 1024, ext[m], ext_zmq[m], gather[m], loader[m],
+           r_gather[m], r_loader[m], REPS);
+    json_t *j = json_pack(
+        "{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:o,s:o}", "external_sps", ext[m],
+        "external_zmq_sps", ext_zmq[m], "gather_sps", gather[m], "loader_sps",
+        loader[m], "vs_gather", r_gather[m], "vs_loader", r_loader[m],
+        "zmq_vs_gather", r_zmq[m], "rows_served", (json_int_t)cs.samples,
+        "vs_gather_reps", reps_gather, "vs_loader_reps", reps_loader);
     char key[32];
     snprintf(key, sizeof key, "%zuKiB", sample_bytes / 1024);
     json_object_set_new(out, key, j);
