@@ -52,12 +52,15 @@ esac
 
 # A consumer that dies (no bye, no ack) right after its second batch.
 cat >"$tmp/die.py" <<'EOF'
-import os, sys
+import os, sys, time
 from surge.torch import ReservoirDataset
 ds = ReservoirDataset(sys.argv[1], credit=2, timeout_s=40, transport="zmq")
 open(sys.argv[2], "w").write("up\n")
 for i, b in enumerate(ds):
     if i == 1:
+        # The ack of batch 0 went out when batch 1 was asked for: give
+        # ZeroMQ's I/O thread time to send it, then die holding batch 1.
+        time.sleep(1)
         os._exit(0)
 EOF
 timeout 60 "$PY" "$tmp/die.py" "$tmp/server.json" "$tmp/die.up" \
