@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <surge/error.h>
+
 #include "common/alloc.h"
 #include "common/util.h"
 
@@ -339,4 +341,56 @@ surge_ratelimit_allow(surge_ratelimit *rl, uint64_t now_ns,
     }
     rl->suppressed = 0;
     return 1;
+}
+
+int
+surge_bytes_put(surge_bytes *b, const void *src, size_t n)
+{
+    if (n > SIZE_MAX / 2 - b->len) {
+        return -ENOMEM;
+    }
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap < 4096 ? 4096 : b->cap;
+        while (cap < b->len + n) {
+            cap *= 2;
+        }
+        unsigned char *q = realloc(b->p, cap);
+        if (q == NULL) {
+            return -ENOMEM;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    if (n > 0) {
+        memcpy(b->p + b->len, src, n);
+    }
+    b->len += n;
+    return 0;
+}
+
+int
+surge_bytes_u64(surge_bytes *b, uint64_t v)
+{
+    return surge_bytes_put(b, &v, sizeof v);
+}
+
+void
+surge_bytes_free(surge_bytes *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+int
+surge_reader_get(surge_reader *r, void *dst, size_t n)
+{
+    if (n > r->len - r->off) {
+        return SURGE_EPROTO;
+    }
+    if (dst != NULL && n > 0) {
+        memcpy(dst, r->p + r->off, n);
+    }
+    r->off += n;
+    return 0;
 }

@@ -1,7 +1,8 @@
 /*
  * common/util.h - small utilities every surge part shares: a monotonic
  * clock, strict number parsing, atomic file writes, pre-faulted huge-page
- * memory, glibc malloc tuning and a rate limiter for log lines.
+ * memory, glibc malloc tuning, a rate limiter for log lines, and a
+ * growable byte buffer with a bounded reader (binary checkpoint blobs).
  *
  * All functions are thread-safe unless a declaration says otherwise, and
  * none prints or exits.
@@ -119,5 +120,28 @@ void surge_ratelimit_init(surge_ratelimit *rl, uint32_t burst,
  * since the previous allowed one; 0 when it should be dropped (counted). */
 int surge_ratelimit_allow(surge_ratelimit *rl, uint64_t now_ns,
                           uint64_t *suppressed);
+
+/* A growable byte buffer: zero-initialise, append, free. Not thread-safe. */
+typedef struct surge_bytes {
+    unsigned char *p;
+    size_t len, cap;
+} surge_bytes;
+
+/* surge_bytes_put - append n bytes of src. 0 or -ENOMEM (b unchanged). */
+int surge_bytes_put(surge_bytes *b, const void *src, size_t n);
+/* surge_bytes_u64 - append v (host byte order). 0 or -ENOMEM. */
+int surge_bytes_u64(surge_bytes *b, uint64_t v);
+/* surge_bytes_free - free the bytes; b is empty again. */
+void surge_bytes_free(surge_bytes *b);
+
+/* A bounded reader over len bytes at p, from offset off. */
+typedef struct surge_reader {
+    const unsigned char *p;
+    size_t len, off;
+} surge_reader;
+
+/* surge_reader_get - copy the next n bytes to dst (NULL: skip them). 0, or
+ * SURGE_EPROTO when fewer than n are left (nothing read). */
+int surge_reader_get(surge_reader *r, void *dst, size_t n);
 
 #endif /* SURGE_COMMON_UTIL_H */

@@ -89,6 +89,10 @@
  * given it with --resume (and falls back to CHECKPOINT_FILE ".prev", the
  * one before, when it is unreadable). */
 #define CHECKPOINT_FILE "checkpoint.safetensors"
+/* With trainer.kind external the server's checkpoint holds no model (the
+ * user's trainer keeps its own): the reservoir, the record and the counts
+ * (server/external.c). */
+#define EXTERNAL_CHECKPOINT_FILE "external-checkpoint.bin"
 /* The study's identity: written at a fresh start, kept by --resume; the
  * server writes it into every checkpoint and refuses another study's. */
 #define STUDY_ID_FILE "study-id"
@@ -491,13 +495,20 @@ control(struct launch *L, int op, int64_t sim, char *msg, size_t cap)
 
 /* ------------------------------------------------------------ server */
 
+/* The file the study's server checkpoints to. */
+static const char *
+checkpoint_file(const struct launch *L)
+{
+    return L->s->tr_kind == 1 ? EXTERNAL_CHECKPOINT_FILE : CHECKPOINT_FILE;
+}
+
 /* The study's checkpoint or the one before it is in the folder. */
 static int
 checkpoint_exists(const struct launch *L)
 {
     char p[MAX_PATH];
     struct stat st;
-    snprintf(p, sizeof p, "%s/" CHECKPOINT_FILE, L->out);
+    snprintf(p, sizeof p, "%s/%s", L->out, checkpoint_file(L));
     if (stat(p, &st) == 0) {
         return 1;
     }
@@ -527,12 +538,18 @@ rank_name(const char *base, int64_t r, char *buf, size_t cap)
 static json_t *
 rank_progress(const struct launch *L, int64_t r)
 {
-    for (int prev = 0; prev < 2; prev++) {
+    /* With trainer.kind external: the external consumer's checkpoint,
+     * written atomically (no ".prev"). */
+    int external = L->s->tr_kind == 1;
+    for (int prev = 0; prev < (external ? 1 : 2); prev++) {
         char name[128], p[MAX_PATH], err[512];
         json_t *j = NULL;
-        rank_name(CHECKPOINT_FILE, r, name, sizeof name);
+        rank_name(checkpoint_file(L), r, name, sizeof name);
         snprintf(p, sizeof p, "%s/%s%s", L->out, name, prev ? ".prev" : "");
-        if (surge_train_checkpoint_progress(p, &j, err, sizeof err) != 0) {
+        if ((external
+                 ? surge_external_checkpoint_progress(p, &j, err, sizeof err)
+                 : surge_train_checkpoint_progress(p, &j, err, sizeof err)) !=
+            0) {
             continue;
         }
         const char *id = json_string_value(json_object_get(j, "study_id"));
@@ -778,7 +795,7 @@ server_command(struct launch *L, surge_strv *out, bool *mpirun, char *err,
     json_decref(L->resumed);
     L->resumed = NULL;
     if ((L->restarts > 0 || L->resume) && checkpoint_exists(L)) {
-        snprintf(buf, sizeof buf, "%s/" CHECKPOINT_FILE, L->out);
+        snprintf(buf, sizeof buf, "%s/%s", L->out, checkpoint_file(L));
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "resuming from %s", buf);
         PUSH("--resume");
         PUSH(buf);
@@ -1590,7 +1607,11 @@ write_summary(struct launch *L, json_t *raw_stats, double wall, int interrupted,
      * R ranks both are the sums over the ranks, rank 0's trainer.json
      * carrying every rank's share, docs/trainer.md). */
     json_t *stats = raw_stats != NULL ? json_deep_copy(raw_stats) : NULL;
-    json_t *carried = json_object_get(trainer, "carried_counts");
+    int external = s->tr_enabled && s->tr_kind == 1;
+    json_t *carried =
+        external ? json_object_get(json_object_get(raw_stats, "external"),
+                                   "carried_counts")
+                 : json_object_get(trainer, "carried_counts");
     if (stats != NULL && json_is_object(carried) &&
         surge_train_counts_add(stats, carried) != 0) {
         add_error(L, "%s",
@@ -1694,6 +1715,26 @@ write_summary(struct launch *L, json_t *raw_stats, double wall, int interrupted,
             ok = ok && train == trained + discarded + unserved &&
                  started ==
                      trained + discarded + unserved + validation + ndropped;
+        } else if (external) {
+            /* Rows count a sample each time it is served (policies reuse
+             * samples): every training sample is in the store or left it
+             * (evicted or retired), every row taken was served to a
+             * consumer, and every row served was acked by it or counted
+             * unacked (it died, left or timed out holding it). With the
+             * counts of the servers before a restart (carried). */
+            uint64_t served = jget(stats, "external.rows_served");
+            ok = ok &&
+                 train == in_store + jget(stats, "store.evicted") +
+                              jget(stats, "store.retired") &&
+                 jget(stats, "store.taken") == served &&
+                 served == jget(stats, "external.rows_acked") +
+                               jget(stats, "external.rows_unacked");
+            json_object_set_new(
+                samples, "identity",
+                json_string("train = in_store + evicted + retired; taken = "
+                            "rows_served = rows_acked + rows_unacked"));
+            json_object_set_new(samples, "rows_served",
+                                json_integer((json_int_t)served));
         } else {
             ok = ok && train == consumed + in_store;
         }
@@ -2024,6 +2065,8 @@ fresh_folder(struct launch *L)
                                         CHECKPOINT_FILE,
                                         CHECKPOINT_FILE ".prev",
                                         CHECKPOINT_FILE ".corrupt",
+                                        EXTERNAL_CHECKPOINT_FILE,
+                                        "external.token",
                                         "runs",
                                         STUDY_ID_FILE};
     for (size_t i = 0; i < sizeof stale / sizeof stale[0]; i++) {

@@ -158,4 +158,11 @@ extern const surge_consumer_ops surge_consumer_writer;
  * in other processes (surge.torch) over ZeroMQ; docs/protocol.md. */
 extern const surge_consumer_ops surge_consumer_external;
 
+/* surge_external_checkpoint_progress - the progress object of the external
+ * consumer's checkpoint at path ("study_id", "sims_finished",
+ * "server_counts") into *out (the caller owns it). 0, or <0 with err: not
+ * a readable checkpoint of the external consumer. Any thread. */
+int surge_external_checkpoint_progress(const char *path, struct json_t **out,
+                                       char *err, size_t errlen);
+
 #endif /* SURGE_SERVER_CONSUMER_H */

@@ -34,6 +34,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <msgpack.h>
@@ -42,9 +43,11 @@
 #include <surge/error.h>
 
 #include "common/log.h"
+#include "common/protocol.h"
 #include "common/util.h"
 #include "reservoir/reservoir.h"
 #include "server/consumer.h"
+#include "server/shmring.h"
 
 #define COMPONENT "external"
 #define MAX_PEERS 64
@@ -53,12 +56,15 @@
 #define MAX_VALIDATION 4096 /* rows per validation reply */
 #define POOL_KEEP 8         /* free buffers kept for reuse */
 #define POLL_MS 20
+#define SHM_SLOTS 4  /* most ring slots per consumer (2 at least) */
+#define SHM_ALIGN 64 /* region alignment inside a slot */
 
 enum peer_state { P_ACTIVE, P_LEFT, P_TIMED_OUT };
 
 struct outstanding {
     uint64_t id;
     uint32_t rows;
+    int32_t slot;           /* ring slot holding the batch; -1 = ZeroMQ */
     surge_batch_info *info; /* rows entries (priorities) */
 };
 
@@ -71,6 +77,15 @@ struct peer {
     int ended_sent;
     struct outstanding out[MAX_CREDIT];
     uint32_t n_out;
+    /* Shared-memory transfer (docs/protocol.md): the consumer's ring, NULL
+     * when its batches go over ZeroMQ. Offered in the welcome; no batch is
+     * served until the consumer attached (or declined: ring freed). */
+    surge_shm_ring *ring;
+    int shm_pending;         /* offered, not attached yet */
+    int attached;            /* it took batches in shared memory (for
+                                info(), which reads it under mu) */
+    uint64_t shm_offered_ns; /* when */
+    char transport_why[96];  /* why ZeroMQ, for the welcome and info */
     /* Counts (under ext.mu for info(); written by the consumer thread). */
     uint64_t batches, rows_served, rows_acked, rows_unacked, losses_applied,
         validation_rows;
@@ -107,6 +122,22 @@ struct ext {
     pthread_mutex_t pool_mu;
     struct buf *pool;
     int pool_n;
+    /* Shared-memory rings: the budget (--external-shm) and what the rings
+     * of the consumers hold now; the slot layout (offsets in bytes of the
+     * regions for a full batch), set once the shape is known. */
+    uint64_t shm_budget, shm_used;
+    char boot_id[64]; /* this host's identity; "" = unknown: no shm */
+    size_t off_out, off_ids, off_w, slot_bytes;
+    /* Checkpoints (below): where, how often, whose; what the checkpoint
+     * resumed from carried (read-only once prepare returned). */
+    char ckpt[SURGE_SERVER_MAX_PATH + 32]; /* "" = none */
+    char resume[SURGE_SERVER_MAX_PATH + 32];
+    char study_id[65];
+    double ckpt_every_s;      /* 0 = none */
+    uint64_t last_ckpt_ns;    /* consumer thread */
+    uint64_t ckpts;           /* written */
+    json_t *carried;          /* server_counts resumed from, or NULL */
+    json_t *carried_finished; /* its sims_finished, or NULL */
 };
 
 /* ---------------------------------------------------------- buffer pool */
@@ -322,7 +353,7 @@ send_welcome(struct ext *e, const struct peer *p, int idx,
         ctx->output_fields != NULL ? ctx->output_fields(ctx->io) : NULL;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    header_begin(&sb, &pk, 10, "welcome");
+    header_begin(&sb, &pk, 13, "welcome");
     pack_kv_u64(&pk, "consumer", (uint64_t)idx);
     pack_kv_u64(&pk, "nin", e->nin);
     pack_kv_u64(&pk, "nout", e->nout);
@@ -334,8 +365,171 @@ send_welcome(struct ext *e, const struct peer *p, int idx,
     msgpack_pack_double(&pk, e->timeout_s);
     pack_kv_str(&pk, "fields", fields);
     pack_kv_str(&pk, "field_shapes", ctx->opts->field_shapes);
+    pack_kv_str(&pk, "transport", p->ring != NULL ? "shm" : "zmq");
+    pack_kv_str(&pk, "transport_reason",
+                p->ring != NULL ? NULL : p->transport_why);
+    pack_str(&pk, "shm");
+    if (p->ring == NULL) {
+        msgpack_pack_nil(&pk);
+    } else {
+        /* The slot layout: a batch of r rows has its inputs at in (r x nin
+         * floats), outputs at out (r x nout), sample ids at ids (r x 2
+         * int64) and weights at w (r floats), from the slot's start. */
+        msgpack_pack_map(&pk, 7);
+        pack_kv_str(&pk, "name", surge_shm_ring_name(p->ring));
+        pack_kv_u64(&pk, "slots", surge_shm_ring_slots(p->ring));
+        pack_kv_u64(&pk, "slot_bytes", e->slot_bytes);
+        pack_kv_u64(&pk, "in", 0);
+        pack_kv_u64(&pk, "out", e->off_out);
+        pack_kv_u64(&pk, "ids", e->off_ids);
+        pack_kv_u64(&pk, "w", e->off_w);
+    }
     (void)send_msg(e, p, &sb, NULL, NULL, NULL, 0);
     msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---------------------------------------------------------- shared memory */
+
+static size_t
+align_up(size_t v, size_t a)
+{
+    return (v + a - 1) / a * a;
+}
+
+/* The slot layout for full batches of the store's shape. */
+static void
+set_layout(struct ext *e)
+{
+    size_t B = e->batch;
+    e->off_out = align_up(B * e->nin * 4, SHM_ALIGN);
+    e->off_ids = align_up(e->off_out + B * e->nout * 4, SHM_ALIGN);
+    e->off_w = align_up(e->off_ids + B * 16, SHM_ALIGN);
+    long page = sysconf(_SC_PAGESIZE);
+    e->slot_bytes = align_up(e->off_w + B * 4, page > 0 ? (size_t)page : 4096);
+}
+
+/* This host's boot id: two processes that read the same one run on the
+ * same kernel (and share its /dev/shm unless a container separates them;
+ * then the consumer's attach fails and it says so). */
+static void
+read_boot_id(char *out, size_t cap)
+{
+    out[0] = '\0';
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f == NULL) {
+        return;
+    }
+    if (fgets(out, (int)cap, f) == NULL) {
+        out[0] = '\0';
+    }
+    out[strcspn(out, "\r\n")] = '\0';
+    fclose(f);
+}
+
+static int
+str_is(const msgpack_object *o, const char *s)
+{
+    return o != NULL && o->type == MSGPACK_OBJECT_STR &&
+           o->via.str.size == strlen(s) &&
+           memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
+}
+
+/* The consumer's ring goes (it left, declined or never attached): its
+ * memory returns to the budget. Its slots must not be in use any more. */
+static void
+free_ring(struct ext *e, struct peer *p)
+{
+    pthread_mutex_lock(&e->mu); /* info() reads ring and shm_used */
+    surge_shm_ring *ring = p->ring;
+    p->ring = NULL;
+    if (ring != NULL) {
+        e->shm_used -= surge_shm_ring_bytes(ring);
+    }
+    pthread_mutex_unlock(&e->mu);
+    surge_shm_ring_destroy(&ring);
+    p->shm_pending = 0;
+}
+
+/* A hello: offer p a ring when it asked for one ("transport": "shm"), runs
+ * on this host ("host" = our boot id) and the budget holds 2 slots or
+ * more; otherwise say why it gets ZeroMQ. */
+static void
+offer_shm(struct ext *e, struct peer *p, const msgpack_object *h)
+{
+    if (p->ring != NULL || p->transport_why[0] != '\0') {
+        return; /* decided at its first hello */
+    }
+    const char *why = NULL;
+    uint64_t left = e->shm_budget - e->shm_used;
+    uint64_t slots = e->slot_bytes > 0 ? left / e->slot_bytes : 0;
+    slots = slots > SHM_SLOTS ? SHM_SLOTS : slots;
+    if (!str_is(map_get(h, "transport"), "shm")) {
+        why = "not asked for";
+    } else if (e->shm_budget == 0) {
+        why = "disabled (--external-shm 0)";
+    } else if (e->boot_id[0] == '\0' ||
+               !str_is(map_get(h, "host"), e->boot_id)) {
+        why = "consumer on another host";
+    } else if (slots < 2) {
+        why = "--external-shm budget used up";
+    }
+    if (why == NULL) {
+        surge_shm_ring *ring = NULL;
+        int rc = surge_shm_ring_create(&ring, (uint32_t)slots, e->slot_bytes);
+        if (rc == 0) {
+            pthread_mutex_lock(&e->mu);
+            p->ring = ring;
+            e->shm_used += surge_shm_ring_bytes(ring);
+            pthread_mutex_unlock(&e->mu);
+            p->shm_pending = 1;
+            p->shm_offered_ns = surge_now_ns();
+            return;
+        }
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                  "shared memory of %" PRIu64 " bytes: %s",
+                  slots * (uint64_t)e->slot_bytes, surge_strerror(rc));
+        why = "cannot create the shared memory";
+    }
+    snprintf(p->transport_why, sizeof p->transport_why, "%s", why);
+}
+
+/* "attach": the consumer mapped the ring ("ok": true; the name goes, so
+ * nothing stays behind in /dev/shm) or could not ("ok": false, "reason":
+ * its batches go over ZeroMQ). */
+static void
+handle_attach(struct ext *e, struct peer *p, int idx, const msgpack_object *h)
+{
+    const msgpack_object *ok = map_get(h, "ok");
+    if (!p->shm_pending || ok == NULL || ok->type != MSGPACK_OBJECT_BOOLEAN) {
+        e->bad_messages++;
+        send_error(e, p, -EPROTO,
+                   p->shm_pending ? "attach: ok (a boolean) required"
+                                  : "attach: no shared memory offered");
+        return;
+    }
+    if (ok->via.boolean) {
+        surge_shm_ring_unlink(p->ring);
+        p->shm_pending = 0;
+        pthread_mutex_lock(&e->mu);
+        p->attached = 1;
+        pthread_mutex_unlock(&e->mu);
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                  "external consumer %d: batches in shared memory (%" PRIu32
+                  " slots of %zu bytes)",
+                  idx, surge_shm_ring_slots(p->ring), e->slot_bytes);
+        return;
+    }
+    const msgpack_object *why = map_get(h, "reason");
+    int n = why != NULL && why->type == MSGPACK_OBJECT_STR
+                ? (int)(why->via.str.size > 80 ? 80 : why->via.str.size)
+                : 0;
+    SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+              "external consumer %d cannot map the shared memory (%.*s): "
+              "batches over ZeroMQ",
+              idx, n, n > 0 ? why->via.str.ptr : "");
+    free_ring(e, p);
+    snprintf(p->transport_why, sizeof p->transport_why, "%s",
+             "the consumer could not map the shared memory");
 }
 
 /* Normalisation statistics of the first batch (double sums): inputs per
@@ -399,7 +593,8 @@ send_stats(struct ext *e, const struct peer *p)
 
 /* ---------------------------------------------------------- accounting */
 
-/* Count p's outstanding batches as unacked (it left or went silent). */
+/* Count p's outstanding batches as unacked (it left or went silent); its
+ * ring, if any, goes. */
 static void
 drop_outstanding(struct ext *e, struct peer *p, enum peer_state why)
 {
@@ -412,10 +607,15 @@ drop_outstanding(struct ext *e, struct peer *p, enum peer_state why)
     p->credit = 0;
     p->state = why;
     pthread_mutex_unlock(&e->mu);
+    free_ring(e, p);
 }
 
+/* An ack of batch id; in shared memory it names the batch's slot too (a
+ * check that both sides agree on which slot is given back). A refused ack
+ * leaves the batch outstanding. */
 static void
-handle_ack(struct ext *e, struct peer *p, uint64_t id, const zmq_msg_t *loss,
+handle_ack(struct ext *e, struct peer *p, uint64_t id,
+           const msgpack_object *slot, const zmq_msg_t *loss,
            surge_reservoir *r)
 {
     uint32_t i = 0;
@@ -428,7 +628,28 @@ handle_ack(struct ext *e, struct peer *p, uint64_t id, const zmq_msg_t *loss,
                   "consumer acked unknown batch %" PRIu64, id);
         return;
     }
+    int slot_ok = p->out[i].slot < 0
+                      ? slot == NULL
+                      : slot != NULL &&
+                            slot->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+                            slot->via.u64 == (uint64_t)p->out[i].slot;
+    if (!slot_ok) {
+        e->bad_messages++;
+        send_error(e, p, -EINVAL,
+                   p->out[i].slot < 0
+                       ? "ack: a slot, but this batch came over ZeroMQ"
+                       : "ack: slot missing or not the batch's slot");
+        return;
+    }
     struct outstanding o = p->out[i];
+    if (o.slot >= 0 && p->ring != NULL) {
+        int rc = surge_shm_ring_release(p->ring, o.slot);
+        if (rc < 0) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                      "slot %" PRId32 " of batch %" PRIu64 ": %s", o.slot, id,
+                      surge_strerror(rc));
+        }
+    }
     memmove(&p->out[i], &p->out[i + 1], (p->n_out - i - 1) * sizeof p->out[0]);
     p->n_out--;
     long applied = 0;
@@ -612,8 +833,11 @@ handle_one(struct ext *e, const surge_consumer_ctx *ctx, surge_reservoir *r)
             goto out;
         }
         p->last_seen_ns = surge_now_ns();
-        SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "external consumer %d joined",
-                  idx);
+        offer_shm(e, p, h);
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                  "external consumer %d joined (%s%s%s)", idx,
+                  p->ring != NULL ? "shared memory offered" : "ZeroMQ",
+                  p->ring != NULL ? "" : ": ", p->transport_why);
         send_welcome(e, p, idx, ctx);
         if (e->have_stats) {
             send_stats(e, p);
@@ -631,7 +855,9 @@ handle_one(struct ext *e, const surge_consumer_ctx *ctx, surge_reservoir *r)
         uint64_t c = p->credit + v;
         p->credit = (uint32_t)(c > MAX_CREDIT ? MAX_CREDIT : c);
     } else if (strcmp(t, "ack") == 0 && map_u64(h, "id", &v) == 0) {
-        handle_ack(e, p, v, nf == 3 ? &f[2] : NULL, r);
+        handle_ack(e, p, v, map_get(h, "slot"), nf == 3 ? &f[2] : NULL, r);
+    } else if (strcmp(t, "attach") == 0) {
+        handle_attach(e, p, idx, h);
     } else if (strcmp(t, "ping") == 0) {
         send_simple(e, p, "pong");
     } else if (strcmp(t, "validation") == 0) {
@@ -665,20 +891,39 @@ serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
     uint32_t B = e->batch;
     size_t bin = (size_t)B * e->nin * 4, bout = (size_t)B * e->nout * 4;
     size_t bytes = bin + bout + (size_t)B * 16 + (size_t)B * 4;
-    struct buf *b = buf_get(e, bytes);
+    /* Shared memory: the gather writes straight into a slot of the
+     * consumer's ring, and only the header crosses ZeroMQ. */
+    int slot = p->ring != NULL ? surge_shm_ring_acquire(p->ring) : -1;
+    if (p->ring != NULL && slot < 0) {
+        return 0; /* every slot held: wait for an ack */
+    }
+    struct buf *b = slot < 0 ? buf_get(e, bytes) : NULL;
     surge_batch_info *info = malloc((size_t)B * sizeof *info);
-    if (b == NULL || info == NULL) {
+    if ((slot < 0 && b == NULL) || info == NULL) {
         free(info);
         if (b != NULL) {
             buf_put(e, b);
         }
+        if (slot >= 0) {
+            (void)surge_shm_ring_release(p->ring, slot);
+        }
         return -ENOMEM;
     }
-    float *in = (float *)b->data, *out = (float *)(b->data + bin);
+    unsigned char *base =
+        slot >= 0 ? surge_shm_ring_slot(p->ring, slot) : b->data;
+    size_t off_out = slot >= 0 ? e->off_out : bin;
+    size_t off_ids = slot >= 0 ? e->off_ids : bin + bout;
+    size_t off_w = slot >= 0 ? e->off_w : bin + bout + (size_t)B * 16;
+    float *in = (float *)base, *out = (float *)(base + off_out);
     long n = surge_reservoir_get_batch(r, B, in, out, info, timeout_ms);
     if (n <= 0) {
         free(info);
-        buf_put(e, b);
+        if (b != NULL) {
+            buf_put(e, b);
+        }
+        if (slot >= 0) {
+            (void)surge_shm_ring_release(p->ring, slot);
+        }
         if (n == SURGE_ETIMEDOUT) {
             return 0;
         }
@@ -697,8 +942,8 @@ serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
     }
     /* Rows, then ids and weights: when n < B (the drain) the frames just
      * cover the first n rows of each region. */
-    int64_t *ids = (int64_t *)(b->data + bin + bout);
-    float *w = (float *)(b->data + bin + bout + (size_t)B * 16);
+    int64_t *ids = (int64_t *)(base + off_ids);
+    float *w = (float *)(base + off_w);
     for (long i = 0; i < n; i++) {
         ids[2 * i] = (int64_t)info[i].sim;
         ids[2 * i + 1] = (int64_t)info[i].step;
@@ -707,15 +952,24 @@ serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
     uint64_t id = e->next_id++;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    header_begin(&sb, &pk, 5, "batch");
+    header_begin(&sb, &pk, slot >= 0 ? 6 : 5, "batch");
     pack_kv_u64(&pk, "id", id);
     pack_kv_u64(&pk, "rows", (uint64_t)n);
     pack_kv_u64(&pk, "nin", e->nin);
     pack_kv_u64(&pk, "nout", e->nout);
-    void *d[4] = {in, out, ids, w};
-    size_t l[4] = {(size_t)n * e->nin * 4, (size_t)n * e->nout * 4,
-                   (size_t)n * 16, (size_t)n * 4};
-    int rc = send_msg(e, p, &sb, b, d, l, e->prio ? 4 : 3);
+    int rc;
+    if (slot >= 0) {
+        pack_kv_u64(&pk, "slot", (uint64_t)slot);
+        rc = send_msg(e, p, &sb, NULL, NULL, NULL, 0);
+        if (rc < 0) {
+            (void)surge_shm_ring_release(p->ring, slot);
+        }
+    } else {
+        void *d[4] = {in, out, ids, w};
+        size_t l[4] = {(size_t)n * e->nin * 4, (size_t)n * e->nout * 4,
+                       (size_t)n * 16, (size_t)n * 4};
+        rc = send_msg(e, p, &sb, b, d, l, e->prio ? 4 : 3);
+    }
     msgpack_sbuffer_destroy(&sb);
     pthread_mutex_lock(&e->mu);
     p->last_sent_ns = surge_now_ns();
@@ -728,7 +982,8 @@ serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
         p->rows_unacked += (uint64_t)n;
         free(info);
     } else {
-        p->out[p->n_out++] = (struct outstanding){id, (uint32_t)n, info};
+        p->out[p->n_out++] =
+            (struct outstanding){id, (uint32_t)n, (int32_t)slot, info};
     }
     pthread_mutex_unlock(&e->mu);
     atomic_fetch_add(&e->batches, 1);
@@ -738,6 +993,432 @@ serve_one(struct ext *e, struct peer *p, surge_reservoir *r, int timeout_ms)
                   id, surge_strerror(rc));
     }
     return 1;
+}
+
+/* ---------------------------------------------------------- checkpoint */
+
+/* What a checkpoint of the external consumer holds (the model is the
+ * user's: surge.torch never gives it to the server), in
+ * <output_dir>/external-checkpoint.bin, written atomically every
+ * --checkpoint-interval seconds (default 10) and read back by --resume
+ * (surge launch passes it to a restarted server). Host byte order:
+ *     "SURGEEX1"                           magic and version (8 bytes)
+ *     u32 nin, u32 0, u64 nout             sample shape
+ *     u64 len, len bytes of JSON           progress: study_id,
+ *                                          sims_finished, server_counts
+ *     u64 n, n x (i64 sim, i64 step)       steps assembled (record)
+ *     u64 n, n floats                      normalisation statistics (0 or
+ *                                          2 (nin + nout): in_mean, in_std,
+ *                                          out_mean, out_std)
+ *     u64 n, n x (i64 sim, i64 step, f32 in[nin], f32 out[nout])
+ *                                          validation samples
+ *     u64 len, len bytes                   surge_reservoir_save stream
+ * server_counts are the server's counters at the snapshot plus, as
+ * "consumer" (batches, samples) and "external" (rows_served, rows_acked,
+ * rows_unacked), what this consumer had done; batches outstanding at the
+ * snapshot count as unacked (a server resumed from it never sees their
+ * acks). All carry on across restarts: a resumed server adds its
+ * checkpoint's server_counts to its own in the next, and reports them as
+ * external.carried_counts. The store's own counters (taken, evicted,
+ * retired) need no carrying: they are part of the reservoir state. */
+#define CKPT_NAME "external-checkpoint.bin"
+#define CKPT_MAGIC "SURGEEX1"
+#define CKPT_DEFAULT_S 10.0
+#define IO_CALL_TIMEOUT_MS 10000
+
+struct snap {
+    struct ext *e;
+    surge_bytes rec; /* (sim, step) pairs */
+    uint64_t nrec;
+    surge_bytes val; /* validation rows */
+    uint64_t nval;
+    surge_bytes res;  /* reservoir stream */
+    json_t *finished; /* sims finished with all they sent in a store */
+    json_t *counts;   /* the server's counters */
+    surge_store *train, *validation;
+};
+
+static int
+snap_rec_cb(void *arg, int64_t sim, int64_t step)
+{
+    struct snap *s = arg;
+    int64_t ss[2] = {sim, step};
+    s->nrec++;
+    return surge_bytes_put(&s->rec, ss, sizeof ss);
+}
+
+static int
+snap_fin_cb(void *arg, int64_t sim)
+{
+    struct snap *s = arg;
+    return json_array_append_new(s->finished, json_integer(sim)) == 0 ? 0
+                                                                      : -ENOMEM;
+}
+
+static int
+snap_res_cb(void *arg, const void *p, size_t n)
+{
+    return surge_bytes_put(arg, p, n);
+}
+
+/* On the I/O thread: nothing is put meanwhile, and the consumer thread
+ * waits in io_call, so record, counters, store, validation and reservoir
+ * describe one instant. */
+static int
+snap_fn(void *arg, const surge_consumer_io_view *view)
+{
+    struct snap *s = arg;
+    struct ext *e = s->e;
+    int rc = view->export_assembled(view->io, snap_rec_cb, s);
+    rc = rc < 0 ? rc : view->export_finished(view->io, snap_fin_cb, s);
+    rc = rc < 0 ? rc : view->export_counts(view->io, &s->counts);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = surge_reservoir_save(surge_store_reservoir(s->train), snap_res_cb,
+                              &s->res);
+    if (rc < 0 || s->validation == NULL) {
+        return rc;
+    }
+    surge_store_stats st;
+    surge_store_get_stats(s->validation, &st);
+    size_t row = 16 + 4 * ((size_t)e->nin + e->nout);
+    unsigned char *tmp = malloc(row);
+    if (tmp == NULL) {
+        return -ENOMEM;
+    }
+    for (uint64_t i = 0; i < st.occupancy && rc == 0; i++) {
+        int64_t *ss = (int64_t *)tmp;
+        float *in = (float *)(tmp + 16), *out = in + e->nin;
+        if (surge_store_read(s->validation, i, in, out, &ss[0], &ss[1]) < 0) {
+            break;
+        }
+        rc = surge_bytes_put(&s->val, tmp, row);
+        s->nval++;
+    }
+    free(tmp);
+    return rc;
+}
+
+/* The consumer's counts for a checkpoint (consumer thread). */
+static json_t *
+own_counts(struct ext *e)
+{
+    uint64_t served = 0, acked = 0, unacked = 0;
+    pthread_mutex_lock(&e->mu);
+    for (int i = 0; i < e->n_peers; i++) {
+        const struct peer *p = &e->peers[i];
+        served += p->rows_served;
+        acked += p->rows_acked;
+        unacked += p->rows_served - p->rows_acked; /* pending: unacked */
+    }
+    pthread_mutex_unlock(&e->mu);
+    return json_pack("{s:{s:I,s:I,s:I},s:{s:I,s:I}}", "external", "rows_served",
+                     (json_int_t)served, "rows_acked", (json_int_t)acked,
+                     "rows_unacked", (json_int_t)unacked, "consumer", "batches",
+                     (json_int_t)atomic_load(&e->batches), "samples",
+                     (json_int_t)atomic_load(&e->samples));
+}
+
+static int
+write_checkpoint(struct ext *e, const surge_consumer_ctx *ctx)
+{
+    struct snap s = {
+        .e = e, .train = ctx->train, .validation = ctx->validation};
+    surge_bytes b = {0};
+    char *ptext = NULL;
+    json_t *pj = NULL, *own = own_counts(e);
+    s.finished = json_array();
+    int rc = s.finished != NULL && own != NULL ? 0 : -ENOMEM;
+    if (rc == 0 && e->carried_finished != NULL) {
+        json_array_extend(s.finished, e->carried_finished);
+    }
+    if (rc == 0) {
+        rc = ctx->io_call(ctx->io, snap_fn, &s, IO_CALL_TIMEOUT_MS);
+    }
+    if (rc == 0 && (surge_train_counts_add(s.counts, own) != 0 ||
+                    surge_train_counts_add(s.counts, e->carried) != 0)) {
+        rc = SURGE_EPROTO;
+    }
+    if (rc == 0) {
+        pj = json_pack("{s:s,s:O,s:O}", "study_id", e->study_id,
+                       "sims_finished", s.finished, "server_counts", s.counts);
+        ptext = pj != NULL ? json_dumps(pj, JSON_COMPACT) : NULL;
+        rc = ptext != NULL ? 0 : -ENOMEM;
+    }
+    uint32_t nin = e->nin, zero = 0;
+    uint64_t nstats = e->have_stats ? 2 * ((uint64_t)e->nin + e->nout) : 0;
+    rc = rc ? rc : surge_bytes_put(&b, CKPT_MAGIC, 8);
+    rc = rc ? rc : surge_bytes_put(&b, &nin, 4);
+    rc = rc ? rc : surge_bytes_put(&b, &zero, 4);
+    rc = rc ? rc : surge_bytes_u64(&b, e->nout);
+    rc = rc ? rc : surge_bytes_u64(&b, ptext != NULL ? strlen(ptext) : 0);
+    rc =
+        rc ? rc : surge_bytes_put(&b, ptext, ptext != NULL ? strlen(ptext) : 0);
+    rc = rc ? rc : surge_bytes_u64(&b, s.nrec);
+    rc = rc ? rc : surge_bytes_put(&b, s.rec.p, s.rec.len);
+    rc = rc ? rc : surge_bytes_u64(&b, nstats);
+    rc = rc ? rc : surge_bytes_put(&b, e->stats, nstats * 4);
+    rc = rc ? rc : surge_bytes_u64(&b, s.nval);
+    rc = rc ? rc : surge_bytes_put(&b, s.val.p, s.val.len);
+    rc = rc ? rc : surge_bytes_u64(&b, s.res.len);
+    rc = rc ? rc : surge_bytes_put(&b, s.res.p, s.res.len);
+    rc = rc ? rc : surge_write_file_atomic(e->ckpt, b.p, b.len);
+    if (rc < 0) {
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT, "checkpoint %s skipped: %s",
+                  e->ckpt, surge_strerror(rc));
+    } else {
+        e->ckpts++;
+        SURGE_LOG(SURGE_LOG_DEBUG, COMPONENT,
+                  "checkpoint %s: %zu bytes, %" PRIu64 " steps assembled",
+                  e->ckpt, b.len, s.nrec);
+    }
+    free(ptext);
+    json_decref(pj);
+    json_decref(own);
+    json_decref(s.finished);
+    json_decref(s.counts);
+    surge_bytes_free(&s.rec);
+    surge_bytes_free(&s.val);
+    surge_bytes_free(&s.res);
+    surge_bytes_free(&b);
+    return rc;
+}
+
+/* Read the whole file at path into *blob (the caller frees it). */
+static int
+read_file(const char *path, unsigned char **blob, size_t *len, char *err,
+          size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        int rc = -errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return rc;
+    }
+    int rc = 0;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 ||
+        fseek(f, 0, SEEK_SET) != 0) {
+        rc = -EIO;
+    }
+    unsigned char *p = rc == 0 ? malloc(n > 0 ? (size_t)n : 1) : NULL;
+    if (rc == 0 && p == NULL) {
+        rc = -ENOMEM;
+    }
+    if (rc == 0 && fread(p, 1, (size_t)n, f) != (size_t)n) {
+        rc = -EIO;
+    }
+    fclose(f);
+    if (rc != 0) {
+        free(p);
+        snprintf(err, errlen, "%s: %s", path, surge_strerror(rc));
+        return rc;
+    }
+    *blob = p;
+    *len = (size_t)n;
+    return 0;
+}
+
+/* The parts of a checkpoint blob, checked (pointers into the blob). */
+struct ckpt {
+    uint32_t nin;
+    uint64_t nout;
+    json_t *progress;
+    surge_reader rec, val, res;
+    uint64_t nrec, nstats, nval;
+    const unsigned char *stats;
+};
+
+static int
+ckpt_parse(const unsigned char *blob, size_t len, struct ckpt *c, char *err,
+           size_t errlen)
+{
+    surge_reader r = {blob, len, 0};
+    char magic[8];
+    uint32_t pad;
+    uint64_t jlen, rlen;
+    memset(c, 0, sizeof *c);
+    if (surge_reader_get(&r, magic, 8) != 0 ||
+        memcmp(magic, CKPT_MAGIC, 8) != 0) {
+        snprintf(err, errlen, "not a checkpoint of the external consumer");
+        return SURGE_EPROTO;
+    }
+    if (surge_reader_get(&r, &c->nin, 4) || surge_reader_get(&r, &pad, 4) ||
+        surge_reader_get(&r, &c->nout, 8) || c->nin < 1 ||
+        c->nin > (1u << 20) || c->nout < 1 ||
+        c->nout > (uint64_t)SURGE_MAX_FIELDS * SURGE_MAX_FIELD_ELEMS ||
+        surge_reader_get(&r, &jlen, 8) || jlen > len - r.off) {
+        snprintf(err, errlen, "corrupt checkpoint (shape)");
+        return SURGE_EPROTO;
+    }
+    json_error_t je;
+    c->progress = json_loadb((const char *)blob + r.off, (size_t)jlen, 0, &je);
+    r.off += (size_t)jlen;
+    size_t row = 16 + 4 * ((size_t)c->nin + c->nout);
+    const char *what = NULL;
+    if (!json_is_object(c->progress)) {
+        what = "progress JSON";
+    } else if (surge_reader_get(&r, &c->nrec, 8) ||
+               c->nrec > (len - r.off) / 16) {
+        what = "record";
+    }
+    if (what == NULL) {
+        c->rec = (surge_reader){blob + r.off, (size_t)c->nrec * 16, 0};
+        r.off += (size_t)c->nrec * 16;
+        if (surge_reader_get(&r, &c->nstats, 8) ||
+            (c->nstats != 0 && c->nstats != 2 * ((uint64_t)c->nin + c->nout)) ||
+            c->nstats * 4 > len - r.off) {
+            what = "statistics";
+        }
+    }
+    if (what == NULL) {
+        c->stats = blob + r.off;
+        r.off += (size_t)c->nstats * 4;
+        if (surge_reader_get(&r, &c->nval, 8) ||
+            c->nval > (len - r.off) / row) {
+            what = "validation";
+        }
+    }
+    if (what == NULL) {
+        c->val = (surge_reader){blob + r.off, (size_t)c->nval * row, 0};
+        r.off += (size_t)c->nval * row;
+        if (surge_reader_get(&r, &rlen, 8) || rlen != len - r.off) {
+            what = "reservoir length";
+        }
+    }
+    if (what != NULL) {
+        snprintf(err, errlen, "corrupt checkpoint (%s)", what);
+        json_decref(c->progress);
+        c->progress = NULL;
+        return SURGE_EPROTO;
+    }
+    c->res = (surge_reader){blob + r.off, (size_t)rlen, 0};
+    return 0;
+}
+
+int
+surge_external_checkpoint_progress(const char *path, json_t **out, char *err,
+                                   size_t errlen)
+{
+    unsigned char *blob = NULL;
+    size_t len = 0;
+    struct ckpt c = {0};
+    int rc = read_file(path, &blob, &len, err, errlen);
+    if (rc == 0) {
+        rc = ckpt_parse(blob, len, &c, err, errlen);
+    }
+    free(blob);
+    if (rc == 0) {
+        *out = c.progress;
+    }
+    return rc;
+}
+
+static int
+ckpt_res_cb(void *arg, void *dst, size_t n)
+{
+    return surge_reader_get(arg, dst, n);
+}
+
+/* --resume: restore the record, the shape, the statistics, the held-out
+ * samples and the reservoir, and keep the counts to carry on. A failure
+ * before anything was changed leaves the server as it was; after, the
+ * server does not start. */
+static int
+resume(struct ext *e, const surge_consumer_prep *prep, const char *path)
+{
+    char err[1024] = "";
+    unsigned char *blob = NULL;
+    size_t len = 0;
+    struct ckpt c = {0};
+    int rc = read_file(path, &blob, &len, err, sizeof err);
+    if (rc == 0) {
+        rc = ckpt_parse(blob, len, &c, err, sizeof err);
+    }
+    if (rc == 0) {
+        const char *id =
+            json_string_value(json_object_get(c.progress, "study_id"));
+        if (strcmp(id != NULL ? id : "", e->study_id) != 0) {
+            snprintf(err, sizeof err,
+                     "written for study '%.64s', this server works for "
+                     "study '%.64s' (--study-id): refused",
+                     id != NULL ? id : "", e->study_id);
+            rc = SURGE_EPROTO;
+        }
+    }
+    for (uint64_t i = 0; rc == 0 && i < c.nrec; i++) {
+        int64_t ss[2];
+        (void)surge_reader_get(&c.rec, ss, sizeof ss);
+        rc = prep->mark_assembled(prep->arg, ss[0], ss[1]);
+        if (rc < 0) {
+            snprintf(err, sizeof err, "record of assembled steps: %s",
+                     surge_strerror(rc));
+        }
+    }
+    if (rc == 0) {
+        rc = surge_store_set_shape(prep->train, c.nin, c.nout);
+        if (rc < 0) {
+            snprintf(err, sizeof err, "training store: %s",
+                     surge_store_error(prep->train));
+        }
+    }
+    if (rc == 0 && c.res.len > 0) {
+        char why[256] = "";
+        rc = surge_reservoir_load(surge_store_reservoir(prep->train),
+                                  ckpt_res_cb, &c.res, why, sizeof why);
+        if (rc < 0) {
+            snprintf(err, sizeof err, "reservoir state: %s (%s)", why,
+                     surge_strerror(rc));
+        }
+    }
+    if (rc == 0 && c.nval > 0 && prep->validation != NULL) {
+        rc = surge_store_set_shape(prep->validation, c.nin, c.nout);
+        size_t row = 16 + 4 * ((size_t)c.nin + c.nout);
+        unsigned char *tmp = malloc(row);
+        rc = rc == 0 && tmp == NULL ? -ENOMEM : rc;
+        for (uint64_t i = 0; rc == 0 && i < c.nval; i++) {
+            (void)surge_reader_get(&c.val, tmp, row);
+            const int64_t *ss = (const int64_t *)tmp;
+            const float *in = (const float *)(tmp + 16);
+            /* A full validation store keeps what it has: the rest was
+             * evicted before too. */
+            (void)surge_store_try_put(prep->validation, ss[0], ss[1], in,
+                                      in + c.nin);
+        }
+        free(tmp);
+        if (rc < 0) {
+            snprintf(err, sizeof err, "validation store: %s",
+                     surge_strerror(rc));
+        }
+    }
+    if (rc == 0 && c.nstats > 0) {
+        e->nin = c.nin;
+        e->nout = c.nout;
+        e->stats = malloc((size_t)c.nstats * 4);
+        rc = e->stats != NULL ? 0 : -ENOMEM;
+        if (rc == 0) {
+            memcpy(e->stats, c.stats, (size_t)c.nstats * 4);
+            e->have_stats = 1;
+        }
+    }
+    if (rc == 0) {
+        e->carried = json_incref(json_object_get(c.progress, "server_counts"));
+        e->carried_finished =
+            json_incref(json_object_get(c.progress, "sims_finished"));
+        surge_store_stats st;
+        surge_store_get_stats(prep->train, &st);
+        SURGE_LOG(
+            SURGE_LOG_INFO, COMPONENT,
+            "resuming from %s: %" PRIu64 " steps already assembled, %" PRIu64
+            " samples back in the reservoir, %" PRIu64 " held-out samples",
+            path, c.nrec, st.occupancy, c.nval);
+    } else {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "--resume: %s: %s", path, err);
+    }
+    json_decref(c.progress);
+    free(blob);
+    return rc;
 }
 
 /* ---------------------------------------------------------- ops */
@@ -754,6 +1435,19 @@ ext_create(void **state, const surge_server_options *o)
     e->batch = o->batch_size;
     e->timeout_s = o->external_timeout_s;
     e->prio = o->reservoir.prioritized.enabled;
+    e->shm_budget = o->external_shm_bytes;
+    read_boot_id(e->boot_id, sizeof e->boot_id);
+    snprintf(e->study_id, sizeof e->study_id, "%s", o->study_id);
+    e->ckpt_every_s = o->checkpoint_interval_s >= 0 ? o->checkpoint_interval_s
+                                                    : CKPT_DEFAULT_S;
+    if (o->output_dir[0] != '\0') {
+        snprintf(e->ckpt, sizeof e->ckpt, "%s/" CKPT_NAME, o->output_dir);
+    }
+    if (o->resume[0] != '\0') {
+        snprintf(e->resume, sizeof e->resume, "%s", o->resume);
+    } else if (o->resume_default) {
+        snprintf(e->resume, sizeof e->resume, "%s", e->ckpt);
+    }
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->pool_mu, NULL);
     *state = e;
@@ -763,8 +1457,13 @@ ext_create(void **state, const surge_server_options *o)
 static int
 ext_prepare(void *state, const surge_consumer_prep *prep)
 {
-    (void)prep;
     struct ext *e = state;
+    if (e->resume[0] != '\0') {
+        int rc = resume(e, prep, e->resume);
+        if (rc < 0) {
+            return rc;
+        }
+    }
     e->zctx = zmq_ctx_new();
     if (e->zctx == NULL) {
         return -ENOMEM;
@@ -797,6 +1496,16 @@ ext_prepare(void *state, const surge_consumer_prep *prep)
     return 0;
 }
 
+/* Can p be sent a batch now: credit, room for one more outstanding, and
+ * with shared memory an attached ring with a free slot. */
+static int
+can_serve(const struct peer *p)
+{
+    return p->state == P_ACTIVE && p->credit > 0 && p->n_out < MAX_CREDIT &&
+           !p->shm_pending &&
+           (p->ring == NULL || surge_shm_ring_free(p->ring) > 0);
+}
+
 static int
 any_active(const struct ext *e)
 {
@@ -820,7 +1529,9 @@ ext_run(void *state, const surge_consumer_ctx *ctx)
         return rc;
     }
     surge_reservoir *r = surge_store_reservoir(ctx->train);
+    set_layout(e);
     const uint64_t tmo = (uint64_t)(e->timeout_s * 1e9);
+    e->last_ckpt_ns = surge_now_ns();
     int finished = 0;
     uint64_t idle_since = surge_now_ns();
     int rr = 0;
@@ -828,20 +1539,35 @@ ext_run(void *state, const surge_consumer_ctx *ctx)
         zmq_pollitem_t pi = {e->sock, 0, ZMQ_POLLIN, 0};
         int have_credit = 0;
         for (int i = 0; i < e->n_peers; i++) {
-            have_credit |= e->peers[i].state == P_ACTIVE &&
-                           e->peers[i].credit > 0 &&
-                           e->peers[i].n_out < MAX_CREDIT;
+            have_credit |= can_serve(&e->peers[i]);
         }
         zmq_poll(&pi, 1, have_credit && !finished ? 0 : POLL_MS);
         while (handle_one(e, ctx, r) == 0) {
         }
         uint64_t now = surge_now_ns();
+        if (e->ckpt[0] != '\0' && ctx->io_call != NULL && e->ckpt_every_s > 0 &&
+            (now - e->last_ckpt_ns) / 1e9 >= e->ckpt_every_s) {
+            (void)write_checkpoint(e, ctx);
+            e->last_ckpt_ns = now = surge_now_ns();
+        }
         for (int i = 0; i < e->n_peers; i++) {
             struct peer *p = &e->peers[i];
             /* Only a consumer that holds batches (or should say bye) can
              * be late: one waiting for a batch is waiting on us. */
             uint64_t last = p->last_seen_ns > p->last_sent_ns ? p->last_seen_ns
                                                               : p->last_sent_ns;
+            if (p->shm_pending && now - p->shm_offered_ns > tmo) {
+                /* Offered and never attached (nor declined): withdraw it,
+                 * so the name does not stay in /dev/shm; an attach that
+                 * comes later is refused. */
+                SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                          "external consumer %d did not attach its shared "
+                          "memory within %.1f s: batches over ZeroMQ",
+                          i, e->timeout_s);
+                free_ring(e, p);
+                snprintf(p->transport_why, sizeof p->transport_why, "%s",
+                         "shared memory not attached in time");
+            }
             if (p->state == P_ACTIVE && (p->n_out > 0 || finished) &&
                 now - last > tmo) {
                 SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
@@ -898,8 +1624,7 @@ ext_run(void *state, const surge_consumer_ctx *ctx)
         /* Round robin over the consumers with credit. */
         for (int k = 0; k < e->n_peers; k++) {
             struct peer *p = &e->peers[(rr + k) % e->n_peers];
-            if (p->state != P_ACTIVE || p->credit == 0 ||
-                p->n_out >= MAX_CREDIT) {
+            if (!can_serve(p)) {
                 continue;
             }
             rr = (rr + k + 1) % e->n_peers;
@@ -951,8 +1676,9 @@ ext_info(void *state, json_t *obj)
         acked += p->rows_acked;
         unacked += p->rows_unacked;
         json_array_append_new(
-            arr, json_pack("{s:i,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "consumer",
-                           i, "state", names[p->state], "batches",
+            arr, json_pack("{s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+                           "consumer", i, "state", names[p->state], "transport",
+                           p->attached ? "shm" : "zmq", "batches",
                            (json_int_t)p->batches, "rows_served",
                            (json_int_t)p->rows_served, "rows_acked",
                            (json_int_t)p->rows_acked, "rows_unacked",
@@ -969,6 +1695,16 @@ ext_info(void *state, json_t *obj)
     json_object_set_new(ext, "bad_messages",
                         json_integer((json_int_t)e->bad_messages));
     json_object_set_new(ext, "rejected", json_integer((json_int_t)e->rejected));
+    json_object_set_new(ext, "shm_bytes",
+                        json_integer((json_int_t)e->shm_used));
+    json_object_set_new(ext, "shm_limit",
+                        json_integer((json_int_t)e->shm_budget));
+    json_object_set_new(ext, "checkpoints", json_integer((json_int_t)e->ckpts));
+    if (e->carried != NULL) {
+        /* What earlier servers of the study did (surge launch adds it to
+         * this server's counts). */
+        json_object_set_new(ext, "carried_counts", json_deep_copy(e->carried));
+    }
     pthread_mutex_unlock(&e->mu);
     json_object_set_new(obj, "external", ext);
 }
@@ -992,6 +1728,7 @@ ext_destroy(void *state)
         for (uint32_t j = 0; j < e->peers[i].n_out; j++) {
             free(e->peers[i].out[j].info);
         }
+        surge_shm_ring_destroy(&e->peers[i].ring);
     }
     while (e->pool != NULL) {
         struct buf *b = e->pool;
@@ -1000,6 +1737,8 @@ ext_destroy(void *state)
         free(b);
     }
     free(e->stats);
+    json_decref(e->carried);
+    json_decref(e->carried_finished);
     pthread_mutex_destroy(&e->mu);
     pthread_mutex_destroy(&e->pool_mu);
     free(e);

@@ -13,6 +13,7 @@ server_libsurge_server_la_SOURCES = \
 	server/consumer.h server/consumer.c \
 	server/feed.h server/feed.c \
 	server/train.c server/writer.c server/external.c \
+	server/shmring.h server/shmring.c \
 	server/ingest.h server/ingest.c \
 	server/server.h server/server.c \
 	server/monitor.h server/monitor.c \

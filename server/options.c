@@ -47,6 +47,7 @@ surge_server_options_init(surge_server_options *o)
     snprintf(o->external_bind, sizeof o->external_bind, "%s",
              "tcp://127.0.0.1:*");
     o->external_timeout_s = 30;
+    o->external_shm_bytes = 1024 * MIB;
     o->batch_size = 64;
     o->max_steps = o->max_wall_s = o->steps_after_end = -1;
     o->eval_every = o->checkpoint_every = o->checkpoint_interval_s = -1;
@@ -474,6 +475,12 @@ static const struct flag flags[] = {
      "external consumer: a consumer silent this long is dropped (its unacked "
      "rows counted as such); also how long to wait for consumers after "
      "reception ended",
+     1},
+    {"external-shm", "SIZE", K_SIZE, F(external_shm_bytes), 0,
+     "external consumer: shared memory for the batch rings of consumers on "
+     "this host (each consumer gets 2 to 4 slots of one batch, while this "
+     "budget lasts; the others, and consumers on other hosts, get their "
+     "batches over ZeroMQ); 0 = ZeroMQ only",
      1},
     {"consumer-delay-ms", "MS", K_MS, F(consumer_delay_ms), 0,
      "discard consumer: sleep this long per batch, to emulate a slow trainer",

@@ -88,10 +88,13 @@ typedef struct surge_server_options {
                                                  field 1-D */
     char consumer[SURGE_SERVER_MAX_NAME];     /* "discard", "trainer", ... */
     uint32_t batch_size;                      /* samples per consumer batch */
-    char external_bind[256];   /* external consumer: ZeroMQ endpoint */
-    double external_timeout_s; /* external consumer: silence limit */
-    double consumer_delay_ms;  /* sleep per batch in the discard consumer
-                                  (to test backpressure); 0 = none */
+    char external_bind[256];     /* external consumer: ZeroMQ endpoint */
+    double external_timeout_s;   /* external consumer: silence limit */
+    uint64_t external_shm_bytes; /* external consumer: shared memory for
+                                    same-host consumers' batch rings, all
+                                    consumers together; 0 = ZeroMQ only */
+    double consumer_delay_ms;    /* sleep per batch in the discard consumer
+                                    (to test backpressure); 0 = none */
     /* The trainer consumer (server/train.c). Numbers: -1 = the study's
      * trainer key of the same name (docs/configuration.md). */
     char study[SURGE_SERVER_MAX_PATH];  /* study file: "parameters" (input

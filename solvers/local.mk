@@ -101,6 +101,10 @@ EXTRA_DIST += tests/integration/python_study.sh \
 # external_torch: the FNO example (solvers/heat2d/train_torch.py) trains
 # from a live heat2d study through surge serve --consumer external and
 # surge.torch; exact per-consumer counts, a consumer that dies.
-TESTS += tests/integration/external_torch.sh
+# external_restart: a surge.torch consumer through a server killed and
+# restarted from its checkpoint under surge launch (trainer.kind external).
+TESTS += tests/integration/external_torch.sh \
+	tests/integration/external_restart.sh
 EXTRA_DIST += tests/integration/external_torch.sh \
+	tests/integration/external_restart.sh \
 	solvers/heat2d/train_torch.py python/surge/torch.py

@@ -1,13 +1,19 @@
 /*
  * bench/external/bench-external.c - `make bench-external`: samples/s that
  * surge serve --consumer external (server/external.c) delivers to a Python
- * consumer (surge.torch.ReservoirDataset, over tcp loopback), against (a)
- * the in-process C gather of the same batches (surge_store_get_batch from
- * the same store) and (b) a Melissa-style PyTorch DataLoader that takes one
- * sample at a time from a NumPy buffer (bench/external/consume.py). Sample
- * sizes 16 KiB and 1 MiB, batch 256; the store holds POOL samples under
- * policy reservoir (with replacement: it serves forever). Medians of REPS
- * repetitions; ends with one JSON line.
+ * consumer (surge.torch.ReservoirDataset on this host: batches gathered
+ * into its shared-memory ring; and, for comparison, the same consumer
+ * forced onto the ZeroMQ transfer a remote consumer gets), against (a) the
+ * in-process C gather of the same batches (surge_store_get_batch from the
+ * same store) and (b) a Melissa-style PyTorch DataLoader that takes one
+ * sample at a time from a Python buffer that a receiver thread filled from
+ * a ZeroMQ sender (bench/external/consume.py says exactly what; its
+ * description goes into the JSON). Sample sizes 16 KiB and 1 MiB, batch
+ * 256; the store holds POOL samples under policy reservoir (with
+ * replacement: it serves forever). Both Python sides run with glibc's
+ * trimming off (the peer at its best). The arms run interleaved, REPS
+ * times; medians (rates, and per-repetition ratios); ends with one JSON
+ * line.
  *
  *     bench-external --python PY --script consume.py --pythonpath DIR
  */
@@ -29,8 +35,11 @@
 #include "server/store.h"
 
 #define BATCH 256
-#define REPS 3
+#define REPS 5
 #define NIN 4
+/* glibc keeps freed memory (PERF-NOTES: trimming costs PyTorch ~2x). */
+#define MALLOC_ENV                                                             \
+    "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824"
 
 struct runner {
     const surge_consumer_ops *ops;
@@ -54,21 +63,25 @@ cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Run cmd, return the number it printed (or -1). */
+/* Run cmd, return the number it printed (or -1); the rest of the line
+ * that starts with tag goes to what (may be NULL). */
 static double
-run_python(const char *cmd)
+run_python(const char *cmd, const char *tag, char *what, size_t cap)
 {
     FILE *p = popen(cmd, "r");
     if (p == NULL) {
         return -1;
     }
-    char line[256] = "";
+    char line[1024] = "";
     double v = -1;
     while (fgets(line, sizeof line, p) != NULL) {
         char *end = NULL;
         double x = strtod(line, &end);
         if (end != line) {
             v = x;
+        } else if (what != NULL && strncmp(line, tag, strlen(tag)) == 0) {
+            snprintf(what, cap, "%s", line + strlen(tag));
+            what[strcspn(what, "\n")] = '\0';
         }
     }
     if (pclose(p) != 0) {
@@ -79,7 +92,8 @@ run_python(const char *cmd)
 
 static int
 one_size(size_t sample_bytes, uint64_t pool, int batches, const char *py,
-         const char *script, const char *pypath, json_t *out)
+         const char *script, const char *pypath, json_t *out, char *peer,
+         size_t peer_cap)
 {
     uint64_t nout = sample_bytes / 4 - NIN;
     surge_server_options o;
@@ -120,28 +134,8 @@ one_size(size_t sample_bytes, uint64_t pool, int batches, const char *py,
             return -1;
         }
     }
-    /* (a) the in-process gather, into buffers allocated once. */
-    float *bx = surge_huge_alloc((size_t)BATCH * NIN * 4);
-    float *by = surge_huge_alloc((size_t)BATCH * nout * 4);
-    double gather[REPS];
-    for (int r = 0; r < REPS; r++) {
-        uint64_t t0 = surge_now_ns(), rows = 0;
-        for (int b = 0; b < batches; b++) {
-            int n = surge_store_get_batch(s, BATCH, bx, by, NULL, NULL, 5000);
-            if (n <= 0) {
-                fprintf(stderr, "bench-external: get_batch: %s\n",
-                        surge_strerror(n));
-                return -1;
-            }
-            rows += (uint64_t)n;
-        }
-        gather[r] = rows / ((surge_now_ns() - t0) / 1e9);
-    }
-    surge_huge_free(bx, (size_t)BATCH * NIN * 4);
-    surge_huge_free(by, (size_t)BATCH * nout * 4);
-    qsort(gather, REPS, sizeof gather[0], cmp_double);
-
-    /* The external consumer over the same store. */
+    /* The external consumer over the same store, idle between the
+     * Python runs. */
     struct runner R = {0};
     R.ops = surge_consumer_find("external");
     surge_consumer_prep prep = {s, NULL, NULL, NULL};
@@ -162,12 +156,63 @@ one_size(size_t sample_bytes, uint64_t pool, int batches, const char *py,
     if (pthread_create(&th, NULL, run_main, &R) != 0) {
         return -1;
     }
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "PYTHONPATH='%s' timeout 300 '%s' '%s' external '%s' %d %d",
-             pypath, py, script, ep, batches, REPS);
+    /* The arms interleaved, one repetition of each in turn, so that each
+     * ratio compares arms measured under the same load (the machine is
+     * shared): the ratios reported are medians of per-repetition ratios. */
+    float *bx = surge_huge_alloc((size_t)BATCH * NIN * 4);
+    float *by = surge_huge_alloc((size_t)BATCH * nout * 4);
+    double gather[REPS], ext[REPS], ext_zmq[REPS], loader[REPS];
+    double r_gather[REPS], r_loader[REPS], r_zmq[REPS];
+    char cmd[2048], transport[64] = "", zmq_transport[64] = "";
+    int status = 0;
+    for (int r = 0; r < REPS && status == 0; r++) {
+        /* (a) the in-process gather, into buffers allocated once. */
+        uint64_t t0 = surge_now_ns(), rows = 0;
+        for (int b = 0; b < batches; b++) {
+            int n = surge_store_get_batch(s, BATCH, bx, by, NULL, NULL, 5000);
+            if (n <= 0) {
+                fprintf(stderr, "bench-external: get_batch: %s\n",
+                        surge_strerror(n));
+                status = -1;
+                break;
+            }
+            rows += (uint64_t)n;
+        }
+        gather[r] = rows / ((surge_now_ns() - t0) / 1e9);
+        snprintf(cmd, sizeof cmd,
+                 "%s PYTHONPATH='%s' timeout 300 '%s' '%s' external '%s' %d "
+                 "1 auto",
+                 MALLOC_ENV, pypath, py, script, ep, batches);
+        ext[r] = run_python(cmd, "transport ", transport, sizeof transport);
+        snprintf(cmd, sizeof cmd,
+                 "%s PYTHONPATH='%s' timeout 300 '%s' '%s' external '%s' %d "
+                 "1 zmq",
+                 MALLOC_ENV, pypath, py, script, ep, batches);
+        ext_zmq[r] =
+            run_python(cmd, "transport ", zmq_transport, sizeof zmq_transport);
+        /* (b) the per-sample DataLoader. */
+        snprintf(cmd, sizeof cmd,
+                 "%s timeout 300 '%s' '%s' loader %d %llu %llu %d %d 1",
+                 MALLOC_ENV, py, script, NIN, (unsigned long long)nout,
+                 (unsigned long long)pool, BATCH, batches);
+        loader[r] = run_python(cmd, "peer ", peer, peer_cap);
+        if (ext[r] <= 0 || ext_zmq[r] <= 0 || loader[r] <= 0) {
+            fprintf(stderr, "bench-external: the Python side failed\n");
+            status = -1;
+        } else if (strcmp(transport, "shm") != 0 ||
+                   strcmp(zmq_transport, "zmq") != 0) {
+            fprintf(stderr,
+                    "bench-external: transports %s and %s, not shm and zmq\n",
+                    transport, zmq_transport);
+            status = -1;
+        }
+        r_gather[r] = ext[r] / gather[r];
+        r_loader[r] = ext[r] / loader[r];
+        r_zmq[r] = ext_zmq[r] / gather[r];
+    }
+    surge_huge_free(bx, (size_t)BATCH * NIN * 4);
+    surge_huge_free(by, (size_t)BATCH * nout * 4);
     /* The ipc socket file goes with the consumer (ZeroMQ unlinks it). */
-    double ext = run_python(cmd);
     surge_store_stop(s);
     pthread_join(th, NULL);
     surge_consumer_stats cs;
@@ -176,25 +221,30 @@ one_size(size_t sample_bytes, uint64_t pool, int batches, const char *py,
     surge_store_destroy(&s);
     free(in);
     free(outv);
-
-    /* (b) the per-sample DataLoader. */
-    snprintf(cmd, sizeof cmd,
-             "timeout 300 '%s' '%s' loader %d %llu %llu %d %d %d", py, script,
-             NIN, (unsigned long long)nout, (unsigned long long)pool, BATCH,
-             batches, REPS);
-    double loader = run_python(cmd);
-    if (ext <= 0 || loader <= 0) {
-        fprintf(stderr, "bench-external: the Python side failed\n");
-        return -1;
+    if (status != 0) {
+        return status;
     }
-    double g = gather[REPS / 2];
-    printf("%7zu KiB  external %10.0f  in-process gather %10.0f  per-sample "
-           "DataLoader %10.0f samples/s  (%.2fx gather, %.1fx loader)\n",
-           sample_bytes / 1024, ext, g, loader, ext / g, ext / loader);
-    json_t *j = json_pack("{s:f,s:f,s:f,s:f,s:f,s:I}", "external_sps", ext,
-                          "gather_sps", g, "loader_sps", loader, "vs_gather",
-                          ext / g, "vs_loader", ext / loader, "rows_served",
-                          (json_int_t)cs.samples);
+    json_t *reps_gather = json_array(), *reps_loader = json_array();
+    for (int r = 0; r < REPS; r++) {
+        json_array_append_new(reps_gather, json_real(r_gather[r]));
+        json_array_append_new(reps_loader, json_real(r_loader[r]));
+    }
+    double *all[] = {gather, ext, ext_zmq, loader, r_gather, r_loader, r_zmq};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) {
+        qsort(all[k], REPS, sizeof(double), cmp_double);
+    }
+    int m = REPS / 2;
+    printf("%7zu KiB  external %10.0f (shm), %10.0f (zmq)  in-process "
+           "gather %10.0f  per-sample DataLoader %10.0f samples/s  (%.2fx "
+           "gather, %.1fx loader: medians of %d interleaved repetitions)\n",
+           sample_bytes / 1024, ext[m], ext_zmq[m], gather[m], loader[m],
+           r_gather[m], r_loader[m], REPS);
+    json_t *j = json_pack(
+        "{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:o,s:o}", "external_sps", ext[m],
+        "external_zmq_sps", ext_zmq[m], "gather_sps", gather[m], "loader_sps",
+        loader[m], "vs_gather", r_gather[m], "vs_loader", r_loader[m],
+        "zmq_vs_gather", r_zmq[m], "rows_served", (json_int_t)cs.samples,
+        "vs_gather_reps", reps_gather, "vs_loader_reps", reps_loader);
     char key[32];
     snprintf(key, sizeof key, "%zuKiB", sample_bytes / 1024);
     json_object_set_new(out, key, j);
@@ -225,11 +275,18 @@ main(int argc, char **argv)
     json_t *out = json_object();
     json_object_set_new(out, "bench", json_string("external"));
     json_object_set_new(out, "batch", json_integer(BATCH));
-    if (one_size(16 * 1024, 2048, 200, py, script, pypath, out) != 0 ||
-        one_size(1024 * 1024, 512, 8, py, script, pypath, out) != 0) {
+    char peer[512] = "";
+    if (one_size(16 * 1024, 2048, 200, py, script, pypath, out, peer,
+                 sizeof peer) != 0 ||
+        one_size(1024 * 1024, 512, 8, py, script, pypath, out, peer,
+                 sizeof peer) != 0) {
         json_decref(out);
         return 1;
     }
+    json_object_set_new(out, "loader", json_string(peer));
+    json_object_set_new(out, "external",
+                        json_string("surge.torch over shared memory (same "
+                                    "host); external_zmq: forced ZeroMQ"));
     char *line = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
     printf("%s\n", line);
     free(line);

@@ -9,11 +9,12 @@ bench_online_offline_offline_train_SOURCES = \
 bench_online_offline_offline_train_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 bench_online_offline_offline_train_LDADD = trainer/libsurge_trainer.la \
 	common/libsurge_common.la $(BLAS_LIBS) $(JANSSON_LIBS) -lm
-EXTRA_DIST += bench/online_offline/run.sh
+EXTRA_DIST += bench/online_offline/run.sh bench/online_offline/fno_arm.py
 
 BENCH_BUDGET_S = 60
 BENCH_TARGETS += bench-online-offline
 bench-online-offline: bench/online_offline/offline_train cli/surge \
 		solvers/heat2d/surge-heat2d
-	MPIRUN='$(MPIRUN)' $(SHELL) $(srcdir)/bench/online_offline/run.sh \
+	MPIRUN='$(MPIRUN)' PY='$(DEBIAN_PYTHON)' \
+		$(SHELL) $(srcdir)/bench/online_offline/run.sh \
 		'$(abs_top_builddir)' '$(abs_top_srcdir)' $(BENCH_BUDGET_S)

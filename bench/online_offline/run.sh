@@ -14,13 +14,23 @@
 # simulations (generated before, outside the budget). Reports batch
 # throughput, distinct samples trained on, bytes written to disk and the
 # validation error for each; the last line is one JSON object.
+# Then the same two ways for an architecture of the user's choice trained
+# by an external PyTorch trainer (bench/online_offline/fno_arm.py: the FNO
+# of solvers/heat2d/train_torch.py, batch 16, one thread) for FNO_BUDGET_S
+# each: online from `surge serve --consumer external` through surge.torch,
+# offline from the writer's file after GEN_FRACTION of the budget; both
+# evaluated (physical units, as offline_train eval) on the same 4 held-out
+# simulations; its numbers go under "fno" in the JSON (null, with the
+# reason on stderr, without Debian's torch).
 #
-# Usage: run.sh BUILDDIR SRCDIR [BUDGET_S [GEN_FRACTION]]
+# Usage: run.sh BUILDDIR SRCDIR [BUDGET_S [GEN_FRACTION [FNO_BUDGET_S]]]
 set -u
 B=$1
 S=$2
 BUDGET=${3:-60}
 GENFRAC=${4:-0.5}
+FNO_BUDGET=${5:-$BUDGET}
+PY=${PY:-/usr/bin/python3}
 SURGE="$B/cli/surge"
 HEAT="$B/solvers/heat2d/surge-heat2d"
 OFF="$B/bench/online_offline/offline_train"
@@ -77,7 +87,10 @@ serve() {
         sleep 0.05
         i=$((i + 1))
     done
-    endpoint=$(sed -n 's/.*"endpoint": *"\([^"]*\)".*/\1/p' "$dir/server.json")
+    # The first "endpoint" is the server's (an external consumer's comes
+    # later, under "external").
+    endpoint=$(sed -n 's/.*"endpoint": *"\([^"]*\)".*/\1/p' "$dir/server.json" |
+        head -1)
 }
 run_one() {
     SURGE_ENDPOINT=$endpoint SURGE_SIM_ID=$1 SURGE_PARAMS=$(params "$1") \
@@ -154,6 +167,64 @@ off_wall=$(elapsed "$t0")
 off_bytes=$(jnum "$tmp/off/samples.json" bytes)
 off_rows_file=$(jnum "$tmp/off/samples.json" rows)
 
+# (c), (d): the FNO, online through surge.torch, offline from files.
+fno=null
+FNO_ARGS="$S/bench/online_offline/fno_arm.py"
+if ! timeout 120 "$PY" -c 'import torch, numpy, zmq' >/dev/null 2>&1; then
+    echo "bench-online-offline: no torch/numpy/zmq in $PY: no FNO arm" >&2
+else
+    export PYTHONPATH="$S/python"
+    t0=$(now)
+    serve "$tmp/fon" --consumer external --policy reservoir --store-bytes 64M \
+        --batch-size 16 --external-timeout 5 --field-shapes temperature=64x64
+    timeout $((FNO_BUDGET * 3 + 120)) "$PY" "$FNO_ARGS" online \
+        "$tmp/fon/server.json" "$FNO_BUDGET" "$tmp/val" 64 64 \
+        >"$tmp/fon.json" 2>"$tmp/fon.err" &
+    fpy=$!
+    pids="$pids $fpy"
+    fon_runs=$(runs_until 0 "$FNO_BUDGET")
+    wait "$fpy"
+    frc=$?
+    stop_server
+    t0=$(now)
+    gen_deadline=$(awk -v b="$FNO_BUDGET" -v f="$GENFRAC" 'BEGIN {print b * f}')
+    serve "$tmp/foff" --consumer writer --policy fifo --store-bytes 64M
+    foff_runs=$(runs_until 0 "$gen_deadline")
+    stop_server
+    fgen_s=$(elapsed "$t0")
+    left=$(awk -v b="$FNO_BUDGET" -v g="$fgen_s" 'BEGIN {l = b - g; print (l > 1 ? l : 1)}')
+    timeout $((FNO_BUDGET * 3 + 120)) "$PY" "$FNO_ARGS" offline "$tmp/foff" \
+        "$left" "$tmp/val" 64 64 >"$tmp/foff.json" 2>"$tmp/foff.err"
+    frc2=$?
+    if [ $frc -ne 0 ] || [ $frc2 -ne 0 ] || [ ! -s "$tmp/fon.json" ] ||
+        [ ! -s "$tmp/foff.json" ]; then
+        echo "bench-online-offline: the FNO arm failed:" >&2
+        tail -n 5 "$tmp/fon.err" "$tmp/foff.err" >&2
+        exit 1
+    fi
+    # One JSON object of both (the Python prints one line each).
+    fno=$("$PY" -c '
+import json, sys
+on, off = (json.load(open(p)) for p in sys.argv[1:3])
+on["runs"], off["runs"], off["gen_s"] = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+print("FNO online : %d runs, %d batches in %.1f s of training, %d distinct "
+      "samples (%s); held-out rel L2 %.4f (untrained %.4f), MSE %.4g" %
+      (on["runs"], on["batches"], on["train_s"], on["distinct_samples"],
+       on["transport"], on["val_rel_l2"], on["val_rel_l2_untrained"],
+       on["val_mse"]), file=sys.stderr)
+print("FNO offline: %d runs in %.1f s of generation, %d batches in %.1f s (%.2f "
+      "epochs); held-out rel L2 %.4f, MSE %.4g" % (off["runs"], off["gen_s"],
+      off["batches"], off["train_s"], off["epochs"], off["val_rel_l2"],
+      off["val_mse"]), file=sys.stderr)
+print(json.dumps({"model": "FNO (solvers/heat2d/train_torch.py FNO2d, width 16, "
+                  "6 modes, 3 layers), Adam 3e-3, batch 16, PyTorch 1 thread",
+                  "budget_s": float(sys.argv[6]), "online": on, "offline": off,
+                  "val_rel_l2_online_over_offline":
+                  on["val_rel_l2"] / off["val_rel_l2"]}))' \
+        "$tmp/fon.json" "$tmp/foff.json" "$fon_runs" "$foff_runs" "$fgen_s" \
+        "$FNO_BUDGET") || exit 1
+fi
+
 awk -v ob="$on_batches" -v ot="$on_train_s" -v od="$on_distinct" \
     -v orows="$on_rows" -v ow="$on_wall" -v oruns="$on_runs" \
     -v omse="$(jnum "$tmp/on.eval" mse)" -v orel="$(jnum "$tmp/on.eval" rel_l2)" \
@@ -163,7 +234,7 @@ awk -v ob="$on_batches" -v ot="$on_train_s" -v od="$on_distinct" \
     -v fe="$(jnum "$tmp/off.train" epochs)" -v fw="$off_wall" -v fg="$gen_s" \
     -v fruns="$off_runs" -v fbytes="$off_bytes" -v frows="$off_rows_file" \
     -v fmse="$(jnum "$tmp/off.eval" mse)" -v frel="$(jnum "$tmp/off.eval" rel_l2)" \
-    -v vs="$(jnum "$tmp/on.eval" samples)" -v budget="$BUDGET" '
+    -v vs="$(jnum "$tmp/on.eval" samples)" -v budget="$BUDGET" -v fno="$fno" '
 BEGIN {
     printf "online : %d runs, %d batches in %.1f s of training (%.1f batches/s), %d distinct samples trained on (%d rows), 0 bytes of data written; held-out rel L2 %.4f, MSE %.4g\n",
         oruns, ob, ot, ob / ot, od, orows, orel, omse
@@ -174,8 +245,8 @@ BEGIN {
     printf "{\"bench\": \"online_offline\", \"budget_s\": %s, \"validation_samples\": %d, " \
         "\"online\": {\"wall_s\": %.2f, \"runs\": %d, \"batches\": %d, \"batches_per_s\": %.2f, \"distinct_samples\": %d, \"rows_trained\": %d, \"bytes_written\": 0, \"val_rel_l2\": %.6g, \"val_mse\": %.6g}, " \
         "\"offline\": {\"wall_s\": %.2f, \"gen_s\": %.2f, \"runs\": %d, \"batches\": %d, \"batches_per_s\": %.2f, \"epochs\": %.3f, \"distinct_samples\": %d, \"bytes_written\": %d, \"val_rel_l2\": %.6g, \"val_mse\": %.6g}, " \
-        "\"ratios\": {\"distinct_samples\": %.3f, \"batches\": %.3f, \"val_rel_l2_online_over_offline\": %.3f}}\n",
+        "\"ratios\": {\"distinct_samples\": %.3f, \"batches\": %.3f, \"val_rel_l2_online_over_offline\": %.3f}, \"fno\": %s}\n",
         budget, vs, ow, oruns, ob, ob / ot, od, orows, orel, omse,
         fw, fg, fruns, fb, fb / ft, fe, fd, fbytes, frel, fmse,
-        od / fd, ob / fb, orel / frel
+        od / fd, ob / fb, orel / frel, fno
 }'

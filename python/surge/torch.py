@@ -2,9 +2,18 @@
 
 ReservoirDataset connects to `surge serve --consumer external` (the
 "external" endpoint in the server's server.json) and yields the batches
-the server's reservoir policy chooses, as tensors over the received
-frames (no copy; pinned copies when pin_memory is set). Protocol:
-docs/protocol.md, "External trainers". Pure Python over pyzmq and NumPy.
+the server's reservoir policy chooses, as tensors with no copy: on the
+server's host the server gathers each batch straight into a slot of a
+shared-memory ring that this process maps, elsewhere (or with
+transport="zmq") the tensors view the received ZeroMQ frames; pinned
+copies when pin_memory is set. Protocol: docs/protocol.md, "External
+trainers". Pure Python over pyzmq, mmap and NumPy.
+
+A batch's tensors are valid until the next batch is asked for (the
+iterator's next step, which acks the batch and gives its slot back to the
+server) or close(): keep them longer with .clone(). pin_memory copies, and
+so does a DataLoader with workers (the batch moves to torch's own shared
+memory), so those batches are the caller's to keep.
 
     ds = ReservoirDataset("out/server.json")
     for b in ds:                       # or DataLoader(ds, batch_size=None)
@@ -14,8 +23,10 @@ docs/protocol.md, "External trainers". Pure Python over pyzmq and NumPy.
         ds.report_losses(loss_rows)    # priorities (prioritized policies)
 """
 import json
+import mmap
 import os
 import struct
+import time
 import warnings
 from collections import namedtuple
 
@@ -33,6 +44,10 @@ sims and steps (rows,) int64: the rows' sample identities."""
 
 class SurgeExternalError(RuntimeError):
     """The server refused a request, or did not answer in time."""
+
+
+class _ServerGone(SurgeExternalError):
+    """The server stopped answering (it died, or is being restarted)."""
 
 
 # ---------------------------------------------------------------- msgpack
@@ -111,6 +126,52 @@ def unpackb(b):
     return o
 
 
+# ---------------------------------------------------------------- shm
+
+def _boot_id():
+    """This host's boot id (the server compares it with its own), or None."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _map_ring(w):
+    """Map the ring the welcome w offers: per slot, tensors (x, y, ids, w)
+    over full batches, after checking that the layout fits the slot."""
+    r = w["shm"]
+    name, slots, sb = r["name"], r["slots"], r["slot_bytes"]
+    B, nin, nout = w["batch"], w["nin"], w["nout"]
+    regions = [(r["in"], B * nin * 4), (r["out"], B * nout * 4),
+               (r["ids"], B * 16), (r["w"], B * 4)]
+    if (not isinstance(name, str) or not name.startswith("/") or
+            "/" in name[1:] or not 1 <= slots <= 32 or sb <= 0 or
+            any(o < 0 or o % 8 or o + n > sb for o, n in regions)):
+        raise ValueError("inconsistent shared-memory offer")
+    fd = os.open("/dev/shm" + name, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_size != slots * sb:
+            raise ValueError("shared memory of the wrong size")
+        # MAP_POPULATE maps every page now, not on each first touch.
+        mm = mmap.mmap(fd, slots * sb, flags=mmap.MAP_SHARED |
+                       getattr(mmap, "MAP_POPULATE", 0))
+    finally:
+        os.close(fd)
+    views = []
+    for k in range(slots):
+        b = k * sb
+
+        def arr(o, dt, count):
+            return np.frombuffer(mm, dtype=dt, count=count, offset=b + o)
+        views.append((
+            _tensor(arr(r["in"], np.float32, B * nin).reshape(B, nin)),
+            _tensor(arr(r["out"], np.float32, B * nout).reshape(B, nout)),
+            _tensor(arr(r["ids"], np.int64, B * 2).reshape(B, 2)),
+            _tensor(arr(r["w"], np.float32, B))))
+    return views
+
+
 # ---------------------------------------------------------------- dataset
 
 def _f32(frame, rows, cols):
@@ -142,14 +203,31 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
     max_batches: stop after this many batches (0 = until the study ends).
     connect_timeout_s: longest wait for the welcome, which comes once the
     study's first sample arrived.
+    transport: "auto" (shared memory when the server runs on this host and
+    offers it, else ZeroMQ) or "zmq" (always over ZeroMQ). After
+    connect(), self.transport says which one is used and
+    self.welcome["transport_reason"] why not shared memory.
+    reconnect_timeout_s: when the server dies and `surge launch` restarts
+    it from its checkpoint (a new server.json), wait this long for the new
+    one and carry on with it (0 = raise instead). Only with a server.json
+    path. The batch held when the server died is lost with it (the new
+    server counts what its checkpoint says); the normalisation statistics
+    stay those first received (the checkpoint restores the same ones).
     """
 
     def __init__(self, server, token=None, credit=2, timeout_s=60.0,
-                 pin_memory=None, max_batches=0, connect_timeout_s=600.0):
+                 pin_memory=None, max_batches=0, connect_timeout_s=600.0,
+                 transport="auto", reconnect_timeout_s=300.0):
         super().__init__()
+        self._info_path = None
+        self._server_pid = None
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.reconnects = 0
         if isinstance(server, str) and server.endswith(".json"):
+            self._info_path = server
             with open(server) as f:
                 info = json.load(f)
+            self._server_pid = info.get("pid")
             if "external" not in info:
                 raise SurgeExternalError(
                     "%s has no external endpoint: start the server with "
@@ -172,6 +250,12 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
         self.pin = (torch.cuda.is_available() if pin_memory is None
                     else pin_memory)
         self.max_batches = max_batches
+        if transport not in ("auto", "zmq"):
+            raise ValueError("transport must be 'auto' or 'zmq'")
+        self.want_shm = transport == "auto"
+        self.transport = None
+        self._shm = None  # per slot: (x, y, ids, w) views, full batch rows
+        self._last_slot = None
         self._ctx = zmq.Context.instance()
         self._sock = None
         self._last = None
@@ -199,8 +283,8 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
                                           self.timeout_ms / 1e3))
             self._send({"type": "ping"})
             if not self._sock.poll(self.timeout_ms):
-                raise SurgeExternalError("server at %s does not answer" %
-                                         self.endpoint)
+                raise _ServerGone("server at %s does not answer" %
+                                  self.endpoint)
         frames = self._sock.recv_multipart(copy=False)
         h = unpackb(frames[0].buffer)
         if h.get("type") == "pong":
@@ -214,6 +298,8 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
         return h, frames[1:]
 
     def _set_stats(self, h, f):
+        if self.stats is not None:
+            return  # fixed once received (a restarted server resends)
         nin, nout = h["nin"], h["nout"]
         self.stats = {
             "in_mean": _tensor(_f32(f[0], 0, 0).copy()),
@@ -231,7 +317,11 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.connect(self.endpoint)
-        self._send({"type": "hello", "token": self.token})
+        hello = {"type": "hello", "token": self.token}
+        host = _boot_id() if self.want_shm else None
+        if host:
+            hello.update(transport="shm", host=host)
+        self._send(hello)
         # The server answers once the study's first sample set the shape.
         if not self._sock.poll(int(self.connect_timeout_s * 1000)):
             raise SurgeExternalError(
@@ -241,6 +331,18 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
         if h.get("type") != "welcome":
             raise SurgeExternalError("expected welcome, got %r" % h)
         self.welcome = h
+        self.transport = "zmq"
+        if h.get("transport") == "shm":
+            try:
+                self._shm = _map_ring(h)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                # Another container, no /dev/shm, a bad offer: ZeroMQ.
+                self._send({"type": "attach", "ok": False,
+                            "reason": str(e)[:80]})
+                h["transport_reason"] = "cannot map: %s" % e
+            else:
+                self._send({"type": "attach", "ok": True})
+                self.transport = "shm"
         return h
 
     @property
@@ -293,6 +395,8 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
             pass
         self._sock.close()
         self._sock = None
+        # The views go; the mapping goes with the last tensor over it.
+        self._shm = None
 
     # -- batches
 
@@ -311,11 +415,15 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
     def _ack(self):
         if self._last is None:
             return
+        ack = {"type": "ack", "id": self._last}
+        if self._last_slot is not None:
+            ack["slot"] = self._last_slot
         if self._losses is not None:
-            self._send({"type": "ack", "id": self._last}, self._losses)
+            self._send(ack, self._losses)
         else:
-            self._send({"type": "ack", "id": self._last})
+            self._send(ack)
         self._last = None
+        self._last_slot = None
         self._losses = None
 
     def report_losses(self, losses):
@@ -327,11 +435,48 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
             losses) else np.asarray(losses, dtype=np.float32)
         self._losses = np.ascontiguousarray(a, dtype=np.float32).tobytes()
 
+    def _reconnect(self, why):
+        """The server is gone: wait for the one `surge launch` restarts
+        (server.json names another pid) and say hello to it."""
+        if self._info_path is None or self.reconnect_timeout_s <= 0:
+            raise why
+        warnings.warn("surge.torch: %s; waiting up to %.0f s for a restarted "
+                      "server" % (why, self.reconnect_timeout_s))
+        self._sock.close()
+        self._sock = None
+        self._shm = None
+        self._pending = None
+        self._last = self._last_slot = self._losses = None
+        deadline = time.monotonic() + self.reconnect_timeout_s
+        while True:
+            try:
+                with open(self._info_path) as fh:
+                    info = json.load(fh)
+                if (info.get("pid") != self._server_pid and
+                        "external" in info):
+                    break
+            except (OSError, ValueError):
+                pass  # not there yet (it is replaced atomically)
+            if time.monotonic() > deadline:
+                raise SurgeExternalError(
+                    "server gone and no new one in %s within %.0f s" %
+                    (self._info_path, self.reconnect_timeout_s)) from why
+            time.sleep(0.2)
+        self._server_pid = info.get("pid")
+        self.endpoint = info["external"]["endpoint"]
+        self.connect()
+        self.reconnects += 1
+
     def __iter__(self):
         self.connect()
         self._send({"type": "credit", "n": self.credit})
         while not self.max_batches or self.batches < self.max_batches:
-            h, f = self._next_msg()
+            try:
+                h, f = self._next_msg()
+            except _ServerGone as e:
+                self._reconnect(e)
+                self._send({"type": "credit", "n": self.credit})
+                continue
             t = h.get("type")
             if t == "end":
                 self.ended = True
@@ -339,26 +484,50 @@ class ReservoirDataset(torch.utils.data.IterableDataset):
             if t != "batch":
                 raise SurgeExternalError("unexpected message %r" % h)
             n, nin, nout = h["rows"], h["nin"], h["nout"]
-            x = _tensor(_f32(f[0], n, nin))
-            y = _tensor(_f32(f[1], n, nout))
-            ids = np.frombuffer(f[2].buffer, dtype=np.int64).reshape(n, 2)
-            w = (_tensor(_f32(f[3], 0, 0)) if len(f) > 3
-                 else torch.ones(n, dtype=torch.float32))
+            if "slot" in h:
+                x, y, w, sims, steps = self._slot_batch(h)
+            else:
+                x = _tensor(_f32(f[0], n, nin))
+                y = _tensor(_f32(f[1], n, nout))
+                ids = np.frombuffer(f[2].buffer, dtype=np.int64).reshape(n, 2)
+                w = (_tensor(_f32(f[3], 0, 0)) if len(f) > 3
+                     else torch.ones(n, dtype=torch.float32))
+                sims = _tensor(ids[:, 0].copy())
+                steps = _tensor(ids[:, 1].copy())
             if self.pin:
                 x, y, w = x.pin_memory(), y.pin_memory(), w.pin_memory()
+                sims, steps = sims.clone(), steps.clone()
             self._last = h["id"]
+            self._last_slot = h.get("slot")
             self.batches += 1
             self.rows += n
             # One credit back for this batch: the server stays credit
             # batches ahead of the model.
             self._send({"type": "credit", "n": 1})
-            yield Batch(h["id"], x, y, w, _tensor(ids[:, 0].copy()),
-                        _tensor(ids[:, 1].copy()))
+            yield Batch(h["id"], x, y, w, sims, steps)
             # The model is done with this batch: ack it (with its losses)
             # before waiting for the next, so a consumer waiting for data
             # holds nothing the server could count as lost.
             self._ack()
         self._ack()
+
+    def _slot_batch(self, h):
+        # Everything in the header is checked against the welcome before
+        # any view is made: a wrong slot or size is the server's bug, and
+        # must not turn into reading the wrong memory.
+        slot, n = h["slot"], h["rows"]
+        if (self._shm is None or not isinstance(slot, int) or
+                not 0 <= slot < len(self._shm) or
+                not 0 < n <= self.welcome["batch"] or
+                h["nin"] != self.welcome["nin"] or
+                h["nout"] != self.welcome["nout"]):
+            raise SurgeExternalError("bad shared-memory batch %r" % h)
+        x, y, ids, w = self._shm[slot]
+        if not self.welcome.get("prioritized"):
+            w = None
+        return (x[:n], y[:n],
+                w[:n] if w is not None else torch.ones(n, dtype=torch.float32),
+                ids[:n, 0], ids[:n, 1])
 
     def validation(self, chunk=1024):
         """Iterate the held-out samples: (x, y, sims, steps) chunks."""

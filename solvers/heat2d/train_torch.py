@@ -150,6 +150,7 @@ def main():
                     "normalization": ds.normalization()}, a.out)
     report = {"model": a.model, "rows": ds.rows, "batches": ds.batches,
               "ended": ds.ended, "last_loss": loss,
+              "transport": ds.transport,
               "untrained_mse": untrained, "heldout_mse": trained,
               "wall_s": round(time.time() - t0, 2)}
     ds.close()

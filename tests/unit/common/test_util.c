@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <surge/error.h>
 
 #include "common/util.h"
 
@@ -186,6 +187,39 @@ test_ratelimit(void **state)
     assert_true(surge_ratelimit_allow(&r2, 11, NULL));
 }
 
+/* The byte buffer grows past its first 4 KiB keeping what it holds; the
+ * reader never reads past the end. */
+static void
+test_bytes(void **state)
+{
+    (void)state;
+    surge_bytes b = {0};
+    for (uint64_t i = 0; i < 1000; i++) {
+        assert_int_equal(surge_bytes_u64(&b, i), 0);
+    }
+    assert_int_equal(surge_bytes_put(&b, "xyz", 3), 0);
+    assert_int_equal(surge_bytes_put(&b, NULL, 0), 0);
+    assert_int_equal(b.len, 8003);
+    assert_int_equal(surge_bytes_put(&b, "x", SIZE_MAX / 2), -ENOMEM);
+    assert_int_equal(b.len, 8003);
+    surge_reader r = {b.p, b.len, 0};
+    uint64_t v = 0;
+    for (uint64_t i = 0; i < 1000; i++) {
+        assert_int_equal(surge_reader_get(&r, &v, 8), 0);
+        assert_int_equal(v, i);
+    }
+    char tail[4] = "";
+    assert_int_equal(surge_reader_get(&r, tail, 4), SURGE_EPROTO);
+    assert_int_equal(r.off, 8000);                      /* nothing read */
+    assert_int_equal(surge_reader_get(&r, NULL, 1), 0); /* skip */
+    assert_int_equal(surge_reader_get(&r, tail, 2), 0);
+    assert_memory_equal(tail, "yz", 2);
+    assert_int_equal(surge_reader_get(&r, tail, 1), SURGE_EPROTO);
+    surge_bytes_free(&b);
+    assert_null(b.p);
+    assert_int_equal(b.len, 0);
+}
+
 int
 main(void)
 {
@@ -198,6 +232,7 @@ main(void)
         cmocka_unit_test(test_huge_alloc),
         cmocka_unit_test(test_malloc_tune),
         cmocka_unit_test(test_ratelimit),
+        cmocka_unit_test(test_bytes),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

@@ -9,7 +9,8 @@ SERVER_UNIT_TESTS = \
 	tests/unit/server/test_feed \
 	tests/unit/server/test_u64map \
 	tests/unit/server/test_alloc_faults \
-	tests/unit/server/test_external
+	tests/unit/server/test_external \
+	tests/unit/server/test_shmring
 check_PROGRAMS += $(SERVER_UNIT_TESTS)
 TESTS += $(SERVER_UNIT_TESTS)
 SERVER_UNIT_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) $(MSGPACK_CFLAGS)
@@ -29,6 +30,9 @@ tests_unit_server_test_external_SOURCES = tests/unit/server/test_external.c
 tests_unit_server_test_external_CFLAGS = $(SERVER_UNIT_CFLAGS) $(ZMQ_CFLAGS) \
 	$(JANSSON_CFLAGS)
 tests_unit_server_test_external_LDADD = $(SERVER_UNIT_LDADD)
+tests_unit_server_test_shmring_SOURCES = tests/unit/server/test_shmring.c
+tests_unit_server_test_shmring_CFLAGS = $(SERVER_UNIT_CFLAGS)
+tests_unit_server_test_shmring_LDADD = $(SERVER_UNIT_LDADD)
 tests_unit_server_test_store_SOURCES = tests/unit/server/test_store.c
 tests_unit_server_test_store_CFLAGS = $(SERVER_UNIT_CFLAGS)
 tests_unit_server_test_store_LDADD = $(SERVER_UNIT_LDADD)
