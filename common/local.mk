@@ -7,6 +7,7 @@ common_libsurge_common_la_SOURCES = \
 	common/auth.h common/auth.c \
 	common/alloc.h common/alloc.c \
 	common/log.h common/log.c \
+	common/pool.h common/pool.c \
 	common/protocol.h common/protocol.c \
 	common/checksum.c \
 	common/rng.h common/rng.c \
@@ -14,7 +15,8 @@ common_libsurge_common_la_SOURCES = \
 	common/keytab.h common/keytab_impl.h common/keytab.c
 common_libsurge_common_la_CFLAGS = $(AM_CFLAGS) $(MSGPACK_CFLAGS) \
 	$(SODIUM_CFLAGS) $(ZMQ_CFLAGS)
-common_libsurge_common_la_LIBADD = $(MSGPACK_LIBS) $(SODIUM_LIBS) $(ZMQ_LIBS) -lm
+common_libsurge_common_la_LIBADD = $(MSGPACK_LIBS) $(SODIUM_LIBS) $(ZMQ_LIBS) \
+	$(PTHREAD_LIBS) -lm
 # False-colour images (viridis, PNG): a library of its own so that libsurge,
 # which absorbs libsurge_common, needs no libpng. Linked by `surge predict`
 # (trainer/libsurge_predict.la) and the monitor (monitor/libsurge_monitor.la).

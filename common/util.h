@@ -73,12 +73,23 @@ int surge_write_file_atomic_mode(const char *path, const void *data, size_t len,
 /* surge_huge_alloc - bytes of zeroed anonymous memory, aligned to 2 MiB,
  * advised MADV_HUGEPAGE (when the kernel allows transparent huge pages) and
  * pre-faulted by touching every page, so that no page fault happens later
- * on a hot path (faults are very slow on these VMs: PERF-NOTES.md). For
- * long-lived big buffers (reservoir, batch buffers). Returns NULL when
- * bytes is 0 or mmap fails. Release with surge_huge_free(p, bytes) with the
- * same bytes. */
+ * on a hot path (faults are very slow on these VMs: PERF-NOTES.md), on
+ * surge_prefault_threads(bytes) threads at once (the calling thread and
+ * short-lived helpers, joined before it returns). For long-lived big
+ * buffers (reservoir, batch buffers). Returns NULL when bytes is 0 or mmap
+ * fails. Release with surge_huge_free(p, bytes) with the same bytes. */
 void *surge_huge_alloc(size_t bytes);
 void surge_huge_free(void *p, size_t bytes);
+
+/* surge_huge_alloc_logged - surge_huge_alloc, with two log lines (info,
+ * component what) when bytes is at least 64 MiB: one before, with the size
+ * and the threads, one after, with the time taken (a big reservoir takes
+ * seconds to pre-fault, and the server accepts nothing meanwhile). */
+void *surge_huge_alloc_logged(size_t bytes, const char *what);
+
+/* surge_prefault_threads - the threads surge_huge_alloc pre-faults bytes
+ * on: one per 64 MiB, at most the online CPUs (and 64). */
+int surge_prefault_threads(size_t bytes);
 
 /* surge_malloc_tune - keep glibc from returning freed memory to the kernel
  * (mallopt M_MMAP_THRESHOLD = 32 MiB, M_TRIM_THRESHOLD = 1 GiB): freeing

@@ -865,6 +865,15 @@ surge_reservoir_get_batch(surge_reservoir *r, size_t B, float *inputs,
                           float *outputs, surge_batch_info *info,
                           int timeout_ms)
 {
+    return surge_reservoir_get_batch_pool(r, B, inputs, outputs, info,
+                                          timeout_ms, NULL);
+}
+
+long
+surge_reservoir_get_batch_pool(surge_reservoir *r, size_t B, float *inputs,
+                               float *outputs, surge_batch_info *info,
+                               int timeout_ms, struct surge_pool *pool)
+{
     if (B == 0 || B > r->cfg.max_batch || (inputs == NULL && r->in_bytes > 0) ||
         (outputs == NULL && r->out_bytes > 0)) {
         return -EINVAL;
@@ -887,7 +896,7 @@ surge_reservoir_get_batch(surge_reservoir *r, size_t B, float *inputs,
     size_t n = (size_t)got;
 
     /* Gather without the lock: the rows are pinned. */
-    r->store->gather(r, rows, n, inputs, outputs);
+    r->store->gather(r, rows, n, inputs, outputs, pool);
 
     res_release_rows(r, n, rows);
     if (rows != stack_rows) {

@@ -76,6 +76,7 @@ extern "C" {
 #endif
 
 typedef struct surge_reservoir surge_reservoir;
+struct surge_pool; /* common/pool.h */
 
 enum surge_reservoir_policy {
     SURGE_RESERVOIR_FIFO = 0,     /* oldest first, each used once */
@@ -384,6 +385,15 @@ void surge_reservoir_put_abort(surge_reservoir *r, surge_reservoir_slot *slot);
 long surge_reservoir_get_batch(surge_reservoir *r, size_t B, float *inputs,
                                float *outputs, surge_batch_info *info,
                                int timeout_ms);
+
+/* surge_reservoir_get_batch_pool - get_batch with the copy into inputs
+ * and outputs spread over the threads of pool (common/pool.h; NULL: the
+ * caller alone, as get_batch), which the caller must own: the CPU
+ * trainer's thread passes the trainer's pool, idle between steps. Same
+ * rows, results and return values as get_batch. */
+long surge_reservoir_get_batch_pool(surge_reservoir *r, size_t B, float *inputs,
+                                    float *outputs, surge_batch_info *info,
+                                    int timeout_ms, struct surge_pool *pool);
 
 /* surge_reservoir_get_batch_view - get_batch without the copy: serve up to
  * B rows exactly as get_batch would (same policy, waiting, counts, uses,

@@ -262,9 +262,10 @@ struct res_storage_ops {
      * published (no lock). */
     void (*commit_fence)(surge_reservoir *r);
     /* gather: copy the n pinned rows into inputs (n, input_dim) and
-     * outputs (n, output_dim) (no lock). */
+     * outputs (n, output_dim) (no lock), on pool's threads (NULL: the
+     * caller's alone). */
     void (*gather)(surge_reservoir *r, const uint32_t *rows, size_t n,
-                   float *inputs, float *outputs);
+                   float *inputs, float *outputs, struct surge_pool *pool);
 };
 
 extern const struct res_storage_ops res_storage_host;

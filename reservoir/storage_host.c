@@ -3,7 +3,8 @@
  * anonymous memory, backed by huge pages where the kernel allows and
  * pre-faulted (surge_huge_alloc); a put writes a slot, a batch is gathered
  * into the caller's arrays, both with streaming (non-temporal) stores when
- * they are big.
+ * they are big; the gather is spread over the caller's thread pool when it
+ * passes one (surge_reservoir_get_batch_pool).
  */
 #include "config.h"
 
@@ -14,6 +15,7 @@
 #define HAVE_STREAM_STORES 1
 #endif
 
+#include "common/pool.h"
 #include "reservoir/reservoir_impl.h"
 
 /* A batch at least this big is written with non-temporal (streaming)
@@ -88,7 +90,7 @@ host_create(surge_reservoir *r, char *err, size_t errlen)
 #endif
     size_t n = r->nslots;
     r->pool_mapped = n * r->slot_bytes;
-    r->pool = surge_huge_alloc(r->pool_mapped);
+    r->pool = surge_huge_alloc_logged(r->pool_mapped, "reservoir");
     if (r->pool == NULL) {
         surge_set_err(err, errlen,
                       "reservoir.capacity_bytes: cannot map %zu bytes for %zu "
@@ -127,41 +129,78 @@ host_commit_fence(surge_reservoir *r)
 #endif
 }
 
+/* One gather, cut into tasks of consecutive rows for a thread pool. */
+struct gather_job {
+    surge_reservoir *r;
+    const uint32_t *rows;
+    size_t n, ntasks;
+    uint8_t *in8, *out8;
+    int stream; /* streaming stores for the outputs */
+};
+
 static void
-host_gather(surge_reservoir *r, const uint32_t *rows, size_t n, float *inputs,
-            float *outputs)
+gather_task(void *arg, size_t task)
 {
+    const struct gather_job *jb = arg;
+    surge_reservoir *r = jb->r;
     const size_t slot_bytes = r->slot_bytes;
     const size_t in_bytes = r->in_bytes, out_bytes = r->out_bytes;
     const uint8_t *pool = r->pool;
-    uint8_t *in8 = (uint8_t *)inputs, *out8 = (uint8_t *)outputs;
-    if (r->copy_stream != NULL &&
-        n * r->sample_bytes >= STREAM_MIN_BATCH_BYTES) {
-        for (size_t i = 0; i < n; i++) {
-            const uint8_t *src = pool + (size_t)rows[i] * slot_bytes;
-            if (in_bytes > 0) {
-                memcpy(in8 + i * in_bytes, src, in_bytes);
-            }
-            if (out_bytes > 0) {
-                r->copy_stream(out8 + i * out_bytes, src + in_bytes, out_bytes);
-            }
+    size_t i0, i1;
+    surge_pool_split(jb->n, jb->ntasks, task, &i0, &i1);
+    for (size_t i = i0; i < i1; i++) {
+        const uint8_t *src = pool + (size_t)jb->rows[i] * slot_bytes;
+        if (in_bytes > 0) {
+            memcpy(jb->in8 + i * in_bytes, src, in_bytes);
         }
-#ifdef HAVE_STREAM_STORES
-        /* Streaming stores are weakly ordered: fence them before the
-         * caller hands the batch to another thread or a device. */
-        _mm_sfence();
-#endif
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            const uint8_t *src = pool + (size_t)rows[i] * slot_bytes;
-            if (in_bytes > 0) {
-                memcpy(in8 + i * in_bytes, src, in_bytes);
-            }
-            if (out_bytes > 0) {
-                memcpy(out8 + i * out_bytes, src + in_bytes, out_bytes);
-            }
+        if (out_bytes == 0) {
+            continue;
+        }
+        if (jb->stream) {
+            r->copy_stream(jb->out8 + i * out_bytes, src + in_bytes, out_bytes);
+        } else {
+            memcpy(jb->out8 + i * out_bytes, src + in_bytes, out_bytes);
         }
     }
+#ifdef HAVE_STREAM_STORES
+    if (jb->stream) {
+        /* Streaming stores are weakly ordered: fence them (on the thread
+         * that made them) before the batch goes to another thread or a
+         * device. */
+        _mm_sfence();
+    }
+#endif
+}
+
+/* Bytes a gather task copies at least: below that, waking another thread
+ * costs more than it saves. */
+#define GATHER_TASK_MIN_BYTES ((size_t)64 << 10)
+
+static void
+host_gather(surge_reservoir *r, const uint32_t *rows, size_t n, float *inputs,
+            float *outputs, surge_pool *pool)
+{
+    struct gather_job jb = {
+        .r = r,
+        .rows = rows,
+        .n = n,
+        .in8 = (uint8_t *)inputs,
+        .out8 = (uint8_t *)outputs,
+        .stream = r->copy_stream != NULL &&
+                  n * r->sample_bytes >= STREAM_MIN_BATCH_BYTES,
+    };
+    /* Two tasks per thread evens out rows that miss in cache; the copy's
+     * result does not depend on how it is cut. */
+    size_t bytes = n * r->sample_bytes;
+    size_t ntasks = 2 * (size_t)surge_pool_threads(pool);
+    if (ntasks > bytes / GATHER_TASK_MIN_BYTES) {
+        ntasks = bytes / GATHER_TASK_MIN_BYTES;
+    }
+    if (ntasks > n) {
+        ntasks = n;
+    }
+    jb.ntasks = ntasks > 0 ? ntasks : 1;
+    surge_pool_run(pool, jb.ntasks, gather_task, &jb);
 }
 
 const struct res_storage_ops res_storage_host = {

@@ -36,6 +36,7 @@ struct surge_feed {
     surge_feed_alloc a;        /* for the feed's sets */
     int cur;                   /* the set the caller holds */
     void *stream;              /* DEVICE: the trainer's stream, or NULL */
+    struct surge_pool *pool;   /* SYNC: the gather's threads, or NULL */
     double wait_s;             /* time next() waited (caller thread) */
     pthread_t th;              /* PREFETCH: the feed thread */
     int th_started;
@@ -276,8 +277,8 @@ surge_feed_next(surge_feed *f, float **x, float **y, surge_batch_info **info,
         break;
     default:
         f->cur = 0;
-        n = surge_reservoir_get_batch(f->r, f->B, f->x[0], f->y[0], f->info[0],
-                                      timeout_ms);
+        n = surge_reservoir_get_batch_pool(f->r, f->B, f->x[0], f->y[0],
+                                           f->info[0], timeout_ms, f->pool);
         break;
     }
     f->wait_s += (double)(surge_now_ns() - t0) * 1e-9;
@@ -285,6 +286,14 @@ surge_feed_next(surge_feed *f, float **x, float **y, surge_batch_info **info,
     *y = f->y[f->cur];
     *info = f->mode == SURGE_FEED_DEVICE ? f->info[0] : f->info[f->cur];
     return n;
+}
+
+void
+surge_feed_set_pool(surge_feed *f, struct surge_pool *pool)
+{
+    if (f->mode == SURGE_FEED_SYNC) {
+        f->pool = pool;
+    }
 }
 
 int

@@ -60,6 +60,12 @@ int surge_feed_create(surge_feed **out, surge_reservoir *r,
                       size_t nout, float *x0, float *y0,
                       surge_batch_info *info0, const surge_feed_alloc *a);
 
+/* surge_feed_set_pool - SYNC: gather each batch on pool's threads
+ * (common/pool.h: the CPU trainer's, idle while the caller gathers;
+ * NULL: the caller alone). Ignored in the other modes, whose gathers run
+ * beside the step. The feed does not own pool. */
+void surge_feed_set_pool(surge_feed *f, struct surge_pool *pool);
+
 /* surge_feed_set_stream - DEVICE: queue each gather on stream (a
  * cudaStream_t, the trainer's: surge_trainer_stream) instead of waiting
  * for it, so a step queued next on that stream sees the rows and the

@@ -213,7 +213,7 @@ shape_keep(surge_store *s, uint32_t nin, uint64_t nout)
         return SURGE_ELIMIT;
     }
     size_t bytes = (size_t)(nslots * sb);
-    unsigned char *mem = surge_huge_alloc(bytes);
+    unsigned char *mem = surge_huge_alloc_logged(bytes, "store");
     if (mem == NULL) {
         return -ENOMEM;
     }

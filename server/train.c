@@ -809,6 +809,7 @@ struct loop {
     surge_feed *feed;            /* batches after the warm-up (feed.h); x, y and
                                     info then point into its buffer sets */
     double warm_wait_s;          /* time the warm-up waited for its batches */
+    double step_s;               /* time in surge_trainer_step (this run) */
     /* validation: restored rows first, then the store's 0..nstore-1 */
     uint64_t nval, val_cap, nrestored, nstore;
     uint64_t val_gen;        /* the validation store's generation copied */
@@ -1485,13 +1486,17 @@ consume(struct loop *L, int n)
         }
     } else if (L->R > 1) {
         /* Every rank steps together, with its rows or none (dp_train). */
+        uint64_t t0 = surge_now_ns();
         rc = surge_trainer_step_replicated(
             L->t, n > 0 ? L->x : NULL, n > 0 ? L->y : NULL,
             L->prio ? L->w : NULL, n, L->global_rows,
             L->prio ? L->row_loss : NULL, &si);
+        L->step_s += (double)(surge_now_ns() - t0) * 1e-9;
     } else {
+        uint64_t t0 = surge_now_ns();
         rc = surge_trainer_step(L->t, L->x, L->y, L->prio ? L->w : NULL, n,
                                 L->prio ? L->row_loss : NULL, &si);
+        L->step_s += (double)(surge_now_ns() - t0) * 1e-9;
     }
     if (rc == SURGE_ESTATE) {
         /* Non-finite loss: the update was skipped. The rows count as
@@ -1616,8 +1621,9 @@ static long
 take(struct loop *L, float *x, float *y, surge_batch_info *info)
 {
     uint64_t t0 = surge_now_ns();
-    long n = surge_reservoir_get_batch(L->r, (size_t)L->B, x, y, info,
-                                       GET_TIMEOUT_MS);
+    long n = surge_reservoir_get_batch_pool(L->r, (size_t)L->B, x, y, info,
+                                            GET_TIMEOUT_MS,
+                                            surge_trainer_pool(L->t));
     L->warm_wait_s += (surge_now_ns() - t0) / 1e9;
     return n;
 }
@@ -1719,6 +1725,10 @@ start_feed(struct loop *L)
                                (size_t)L->nout, L->x, L->y, L->info, &a);
     if (rc == 0 && mode == SURGE_FEED_DEVICE) {
         surge_feed_set_stream(L->feed, surge_trainer_stream(L->t));
+    }
+    if (rc == 0) {
+        /* SYNC: the CPU trainer's threads, idle between steps, gather. */
+        surge_feed_set_pool(L->feed, surge_trainer_pool(L->t));
     }
     if (rc == 0) {
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT, "feed: %s, reservoir storage %s",
@@ -1977,6 +1987,47 @@ dp_finish(struct loop *L)
     gather_carried(L);
 }
 
+/* Where this run's wall time went (docs/trainer.md, "Threads"): waiting
+ * for data and gathering it, the steps and, within them (cpu backend),
+ * the matrix products, the other passes and the optimizer; the rest is
+ * validation, checkpoints and bookkeeping. sgemm_share = gemm_s / wall_s
+ * is the share of the matrix-product bound reached: 1 when the trainer
+ * did nothing but its products. Also logged. */
+static json_t *
+time_split(const struct loop *L, const surge_reservoir_stats *rs)
+{
+    double wall = L->t0_ns != 0 ? (surge_now_ns() - L->t0_ns) / 1e9 : 0;
+    struct surge_trainer_times tt;
+    int have = L->t != NULL && surge_trainer_times(L->t, &tt) == 0;
+    double data = data_wait_s(L);
+    double other = wall - data - L->step_s;
+    json_t *j = json_pack("{s:f,s:f,s:f,s:f,s:f}", "wall_s", wall, "data_s",
+                          data, "data_blocked_s", rs->consumer_wait_s, "step_s",
+                          L->step_s, "other_s", other > 0 ? other : 0.0);
+    if (j == NULL) {
+        return json_null();
+    }
+    json_object_set_new(j, "gemm_s", have ? json_real(tt.gemm_s) : json_null());
+    json_object_set_new(j, "passes_s",
+                        have ? json_real(tt.passes_s) : json_null());
+    json_object_set_new(j, "optimizer_s",
+                        have ? json_real(tt.optimizer_s) : json_null());
+    json_object_set_new(j, "sgemm_share",
+                        have && wall > 0 ? json_real(tt.gemm_s / wall)
+                                         : json_null());
+    if (have && wall > 0) {
+        SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                  "time: %.1f s: data %.1f%% (blocked %.1f%%), steps %.1f%% "
+                  "(matrix products %.1f%%, other passes %.1f%%, optimizer "
+                  "%.1f%%), rest %.1f%%; sgemm share %.2f",
+                  wall, 100 * data / wall, 100 * rs->consumer_wait_s / wall,
+                  100 * L->step_s / wall, 100 * tt.gemm_s / wall,
+                  100 * tt.passes_s / wall, 100 * tt.optimizer_s / wall,
+                  100 * (other > 0 ? other : 0) / wall, tt.gemm_s / wall);
+    }
+    return j;
+}
+
 /* trainer.json: the trainer's final figures, for the launcher's summary. */
 static void
 write_report(struct loop *L, const struct surge_trainer_eval_result *untrained,
@@ -2037,6 +2088,7 @@ write_report(struct loop *L, const struct surge_trainer_eval_result *untrained,
     json_object_set_new(j, "time_range",
                         json_pack("[f,f]", L->time_lo, L->time_hi));
     json_object_set_new(j, "data_wait_s", json_real(data_wait_s(L)));
+    json_object_set_new(j, "time_split", time_split(L, &rs));
     json_object_set_new(j, "data_wait_share", json_real(data_wait_share(L)));
     json_object_set_new(
         j, "feed",

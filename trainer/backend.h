@@ -45,6 +45,8 @@
 extern "C" {
 #endif
 
+struct surge_pool;
+
 /* Activation codes: enum surge_trainer_activation plus the identity used by
  * the output layer. */
 #define SURGE_ACT_NONE (-1)
@@ -238,6 +240,26 @@ struct surge_backend_ops {
     void (*opt_update)(void *ctx, const struct surge_step_state *st, float *p,
                        const float *grad, float *m, float *v, size_t n,
                        double *acc);
+
+    /* pool: the host threads the ops run their passes on (cpu: as many as
+     * the context's BLAS threads; common/pool.h), for the caller's own
+     * host passes between steps (the batch gather); NULL when the backend
+     * has none (cuda). Owned by the context. */
+    struct surge_pool *(*pool)(void *ctx);
+
+    /* times: add to t[SURGE_BACKEND_TIME_*] the nanoseconds the ops of
+     * ctx spent so far in each kind of pass, measured around each op on
+     * the calling thread (cpu; NULL where ops return before the work is
+     * done: cuda). */
+    void (*times)(void *ctx, uint64_t *t);
+};
+
+/* The kinds of pass `times` tells apart. */
+enum surge_backend_time {
+    SURGE_BACKEND_TIME_GEMM = 0,  /* gemm */
+    SURGE_BACKEND_TIME_PASSES,    /* affine, bias_act, act_bwd, mse */
+    SURGE_BACKEND_TIME_OPTIMIZER, /* sumsq, opt_update */
+    SURGE_BACKEND_TIME_N
 };
 
 /* The backends compiled in. surge_backend_find returns NULL for an unknown

@@ -805,6 +805,27 @@ surge_trainer_stream(surge_trainer *t)
     return t->ops->stream(t->ctx);
 }
 
+int
+surge_trainer_times(const surge_trainer *t, struct surge_trainer_times *out)
+{
+    memset(out, 0, sizeof *out);
+    if (t->ops->times == NULL) {
+        return -ENOTSUP;
+    }
+    uint64_t ns[SURGE_BACKEND_TIME_N] = {0};
+    t->ops->times(t->ctx, ns);
+    out->gemm_s = (double)ns[SURGE_BACKEND_TIME_GEMM] * 1e-9;
+    out->passes_s = (double)ns[SURGE_BACKEND_TIME_PASSES] * 1e-9;
+    out->optimizer_s = (double)ns[SURGE_BACKEND_TIME_OPTIMIZER] * 1e-9;
+    return 0;
+}
+
+struct surge_pool *
+surge_trainer_pool(surge_trainer *t)
+{
+    return t->ops->pool != NULL ? t->ops->pool(t->ctx) : NULL;
+}
+
 void *
 surge_trainer_device_alloc(surge_trainer *t, size_t bytes)
 {

@@ -57,7 +57,13 @@
  * THREADS. A surge_trainer is owned by one thread at a time (the server's
  * trainer thread); no call on the same handle may run concurrently. Separate
  * handles are independent, except that the CPU backend's thread count is
- * OpenBLAS's process-wide setting (openblas_set_num_threads).
+ * OpenBLAS's process-wide setting (openblas_set_num_threads). With
+ * threads = T the CPU backend runs its matrix products on T OpenBLAS
+ * threads and every other pass (bias and activation, their backward, the
+ * loss, the optimizer update) on its own pool of T threads (the calling
+ * thread and T - 1 workers, common/pool.h); the two never run at once, so
+ * a step keeps T cores busy. Results are bit for bit the same for any T
+ * (docs/trainer.md, "Threads").
  *
  * ERRORS. Calls return 0 or a negative code: SURGE_E* (include/surge/error.h)
  * or -errno. Calls taking (err, errlen) also write a one-line reason there
@@ -71,6 +77,8 @@
 #include <stdint.h>
 
 #include "common/keytab.h"
+
+struct surge_pool; /* common/pool.h */
 
 #ifdef __cplusplus
 extern "C" {
@@ -140,7 +148,9 @@ struct surge_trainer_config {
     double gamma;                         /* step: factor, (0, 1] */
     double grad_clip;                     /* global-norm clip, 0 = off */
     int batch_size;                       /* max rows per step, >= 1 */
-    int threads;                          /* BLAS threads; 0 = environment
+    int threads;                          /* cpu: BLAS threads and as many
+                                             for every other pass (THREADS);
+                                             0 = environment
                                              (OPENBLAS_NUM_THREADS) */
     uint64_t seed;                        /* weight initialisation */
     int out_norm;                         /* enum surge_trainer_out_norm */
@@ -345,6 +355,27 @@ const char *surge_trainer_backend(const surge_trainer *t);
  * kernels before surge_trainer_step_async without a host wait; NULL on
  * cpu. */
 void *surge_trainer_stream(surge_trainer *t);
+
+/* Where the trainer's steps spent their time so far (seconds, on the
+ * thread that owns it), for reports: the matrix products, the other
+ * per-row passes (bias, activations and their backward, normalisation,
+ * loss), and the optimizer (update and gradient norm). */
+struct surge_trainer_times {
+    double gemm_s;
+    double passes_s;
+    double optimizer_s;
+};
+
+/* surge_trainer_times - fill *out; -ENOTSUP (out zeroed) on a backend
+ * that queues its work and cannot tell (cuda). */
+int surge_trainer_times(const surge_trainer *t,
+                        struct surge_trainer_times *out);
+
+/* surge_trainer_pool - the CPU backend's thread pool (common/pool.h), for
+ * host passes of the trainer's owner between steps (the server gathers
+ * batches with it), on the owner's thread only; NULL on cuda. Owned by
+ * the trainer. */
+struct surge_pool *surge_trainer_pool(surge_trainer *t);
 
 /* surge_trainer_device_alloc / _free - zeroed device memory of the
  * trainer's backend (host memory on cpu) for batches passed with

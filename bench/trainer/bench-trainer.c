@@ -19,8 +19,16 @@
  *             it, and
  *   tuned   : the same with glibc kept from trimming memory
  *             (MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_);
- * both PyTorch processes with torch.set_num_threads and
- * OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set to the thread count. With more
+ * both PyTorch processes get OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set to
+ * the thread count T and split T the way a user gets the most from it
+ * (bench_torch.py, THREADS): Debian's torch computes its products in a
+ * separate OpenBLAS, so it runs torch.set_num_threads(1) with OpenBLAS on
+ * T threads (torch on T threads too would have its OpenMP workers spin
+ * against OpenBLAS's: 1,212 samples/s at T = 2 here, not the 2,300-3,000
+ * the same torch reaches split this way); a torch with its own BLAS gets
+ * torch.set_num_threads(T). The JSON line names the split
+ * (tT_torch_split). surge itself uses T OpenBLAS threads and its own pool
+ * of T threads, alternating (docs/trainer.md, "Threads"). With more
  * than one thread a pause separates the contenders, so that the worker
  * threads one leaves spinning (OpenBLAS, OpenMP) do not slow the next.
  * Then the fused Adam pass alone (part of surge's step). Figures are
@@ -195,6 +203,7 @@ bound_step(struct bound *b)
 struct peer {
     pid_t pid;
     FILE *to, *from;
+    char split[96]; /* "torch_threads=1 blas=openblas blas_threads=2" */
 };
 
 static int
@@ -246,6 +255,18 @@ peer_start(struct peer *p, const char *python, const char *script, int threads,
     char line[256];
     while (fgets(line, sizeof line, p->from) != NULL) {
         if (strncmp(line, "ready", 5) == 0) {
+            /* The thread split it chose, printed as is in the JSON line:
+             * keep [A-Za-z0-9_= ] only. */
+            size_t k = 0;
+            for (const char *c = line + 5; *c != '\0' && *c != '\n'; c++) {
+                int ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                         (*c >= '0' && *c <= '9') || *c == '_' || *c == '=' ||
+                         (*c == ' ' && k > 0);
+                if (ok && k + 1 < sizeof p->split) {
+                    p->split[k++] = *c;
+                }
+            }
+            p->split[k] = '\0';
             return 0;
         }
         if (strncmp(line, "skip", 4) == 0) {
@@ -303,7 +324,8 @@ enum { C_BOUND, C_SURGE, C_TORCH, C_TUNED, C_ADAM, N_FIG };
 /* One thread count: the four contenders in turn, then Adam alone. */
 static void
 bench_threads(int threads, int steps, int torch, const char *python,
-              const char *script, const float *x, const float *y, double *fig)
+              const char *script, const float *x, const float *y, double *fig,
+              char *split, size_t splitlen)
 {
     struct surge_trainer_config c;
     surge_trainer_config_defaults(&c);
@@ -394,6 +416,7 @@ bench_threads(int threads, int steps, int torch, const char *python,
     }
     fprintf(stderr, "# %d thread(s): surge loss %.4g -> %.4g\n", threads, loss0,
             info.loss);
+    snprintf(split, splitlen, "%s", have_torch ? pt.split : "");
     peer_stop(&pt);
     peer_stop(&ptt);
     bound_fini(&bd);
@@ -417,14 +440,21 @@ bench_threads(int threads, int steps, int torch, const char *python,
                                         .inv_bc2_sqrt = 31.6f,
                                         .decay = 1.0f,
                                         .grad_scale = 1.0f}};
+    void *ctx = NULL;
+    if (surge_backend_cpu.create(threads, SURGE_PRECISION_FP32, &ctx, err,
+                                 sizeof err) != 0) {
+        fprintf(stderr, "bench-trainer: %s\n", err);
+        exit(1);
+    }
     for (int s = 0; s < WARMUP + n; s++) {
         double t0 = now_s();
-        surge_backend_cpu.opt_update(NULL, &st, mem, mem + np, mem + 2 * np,
+        surge_backend_cpu.opt_update(ctx, &st, mem, mem + np, mem + 2 * np,
                                      mem + 3 * np, np, NULL);
         if (s >= WARMUP) {
             tv[C_ADAM][s - WARMUP] = now_s() - t0;
         }
     }
+    surge_backend_cpu.destroy(ctx);
     surge_huge_free(mem, bytes);
     for (int k = 0; k < N_FIG; k++) {
         /* A failed peer leaves NaN: the median of what is finite. */
@@ -515,8 +545,10 @@ main(int argc, char **argv)
     }
     double flops = step_flops();
     double res[2][N_FIG];
+    char split[2][96];
     for (int k = 0; k < nthreads; k++) {
-        bench_threads(threads[k], steps, torch, python, script, x, y, res[k]);
+        bench_threads(threads[k], steps, torch, python, script, x, y, res[k],
+                      split[k], sizeof split[k]);
     }
 
     printf("%-8s %-26s %12s %12s %10s\n", "threads", "what", "ms/step",
@@ -548,6 +580,7 @@ main(int argc, char **argv)
         json_num(stdout, KEY("t%d_surge_samples_s"), B / r[C_SURGE], 0);
         json_num(stdout, KEY("t%d_surge_gflops"), flops / r[C_SURGE] * 1e-9, 0);
         json_num(stdout, KEY("t%d_adam_ms"), 1e3 * r[C_ADAM], 0);
+        printf("\"%s\": \"%s\", ", KEY("t%d_torch_split"), split[k]);
         json_num(stdout, KEY("t%d_torch_samples_s"), B / r[C_TORCH], 0);
         json_num(stdout, KEY("t%d_torch_tuned_samples_s"), B / r[C_TUNED], 0);
         json_num(stdout, KEY("t%d_ratio_vs_bound"), r[C_BOUND] / r[C_SURGE], 0);

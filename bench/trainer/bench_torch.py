@@ -4,10 +4,23 @@ data already in memory, in PyTorch as a user writes it: each step draws a
 random minibatch (x[idx], y[idx]) and takes one optimizer step; the timed
 step includes the draw, as bench-trainer's does.
 
+THREADS. --threads T is split between PyTorch's own (OpenMP) thread pool
+and its BLAS the way a user gets the most out of T cores:
+  - when the matrix products go to a separate OpenBLAS (Debian's torch:
+    BLAS_INFO=generic, libopenblas's pthreads), torch.set_num_threads(1)
+    and OpenBLAS on T threads (OPENBLAS_NUM_THREADS=T, set by the caller):
+    with torch on T threads as well, its OpenMP workers spin-wait while
+    OpenBLAS's T threads compute and the two teams fight over the same T
+    cores (measured here on 2 cores: 1,212 samples/s against 2,300-3,000);
+  - otherwise (a wheel with MKL or its own OpenBLAS on torch's OpenMP
+    pool, as PyTorch 2.x on the GPU machine) torch.set_num_threads(T).
+The split is printed on the "ready" line and bench-trainer reports it.
+
 Run by bench-trainer with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set (and,
 for the tuned run, MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_) and
---serve: it prints "ready", then takes one step per "step" line on stdin
-and answers "t SECONDS", until EOF. Alone (without --serve) it prints
+--serve: it prints "ready torch_threads=N blas=NAME blas_threads=M", then
+takes one step per "step" line on stdin and answers "t SECONDS", until
+EOF. Alone (without --serve) it prints
 "step_s T1 T2 ..." (the --steps steps measured after --warmup),
 "median_step_s X" and "loss_end Y". "skip REASON" and exit 0 when torch is
 missing.
@@ -33,7 +46,26 @@ except ImportError as e:  # pragma: no cover
     print("skip torch not available: %s" % e)
     sys.exit(0)
 
-torch.set_num_threads(args.threads)
+
+
+def separate_openblas():
+    """True when a libopenblas of its own is mapped into this process after
+    a matrix product (its pthreads are not torch's OpenMP pool)."""
+    torch.ones(64, 64) @ torch.ones(64, 64)
+    try:
+        with open("/proc/self/maps") as f:
+            return "openblas" in f.read()
+    except OSError:
+        return False
+
+
+if separate_openblas():
+    torch.set_num_threads(1)
+    SPLIT = "torch_threads=1 blas=openblas blas_threads=%d" % args.threads
+else:
+    torch.set_num_threads(args.threads)
+    SPLIT = "torch_threads=%d blas=torch blas_threads=%d" % (args.threads,
+                                                             args.threads)
 torch.manual_seed(0)
 B, NIN, NOUT, NDATA = 256, 6, 4096, 4096
 
@@ -70,7 +102,7 @@ def step():
 
 if args.serve:
     # bench-trainer drives us: one step per "step" line, answer "t SECONDS".
-    print("ready", flush=True)
+    print("ready " + SPLIT, flush=True)
     for line in sys.stdin:
         if line.strip() != "step":
             break
@@ -87,6 +119,7 @@ for s in range(args.warmup + args.steps):
     if s >= args.warmup:
         times.append(dt)
 
+print("split " + SPLIT)
 print("step_s " + " ".join("%.6f" % t for t in times))
 print("median_step_s %.6f" % statistics.median(times))
 print("loss_end %.6g" % float(loss))

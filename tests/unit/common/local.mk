@@ -25,3 +25,9 @@ TESTS += tests/unit/common/test_auth
 tests_unit_common_test_auth_SOURCES = tests/unit/common/test_auth.c
 tests_unit_common_test_auth_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) $(ZMQ_CFLAGS)
 tests_unit_common_test_auth_LDADD = $(common_test_ldadd) $(ZMQ_LIBS)
+
+check_PROGRAMS += tests/unit/common/test_pool
+TESTS += tests/unit/common/test_pool
+tests_unit_common_test_pool_SOURCES = tests/unit/common/test_pool.c
+tests_unit_common_test_pool_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_common_test_pool_LDADD = $(common_test_ldadd) $(PTHREAD_LIBS)

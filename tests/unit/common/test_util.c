@@ -142,6 +142,22 @@ test_huge_alloc(void **state)
     p[bytes - 1] = 1;
     surge_huge_free(p, bytes);
     assert_null(surge_huge_alloc(0));
+    /* Big enough to be pre-faulted on several threads (one per 64 MiB, at
+     * most the CPUs): every page zeroed and writable, none missed at the
+     * shares' edges (an odd number of huge pages, a tail below one). */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(surge_prefault_threads(1), 1);
+    assert_int_equal(surge_prefault_threads((size_t)1 << 40),
+                     cpus > 64 ? 64 : (cpus > 0 ? (int)cpus : 1));
+    size_t big = ((size_t)193 << 20) + 12345;
+    unsigned char *q = surge_huge_alloc_logged(big, "test");
+    assert_non_null(q);
+    for (size_t i = 0; i < big; i += 4096) {
+        assert_int_equal(q[i], 0);
+        q[i] = 1;
+    }
+    assert_int_equal(q[big - 1], 0);
+    surge_huge_free(q, big);
     surge_huge_free(NULL, 10);
 }
 

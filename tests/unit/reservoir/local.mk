@@ -41,7 +41,8 @@ check_PROGRAMS += tests/unit/reservoir/test_reservoir_stress
 TESTS += tests/unit/reservoir/test_reservoir_stress
 tests_unit_reservoir_test_reservoir_stress_SOURCES = \
 	tests/unit/reservoir/test_reservoir_stress.c \
-	$(RESERVOIR_C_SOURCES) common/util.c common/rng.c common/alloc.c
+	$(RESERVOIR_C_SOURCES) common/util.c common/rng.c common/alloc.c \
+	common/pool.c common/log.c
 tests_unit_reservoir_test_reservoir_stress_CFLAGS = $(AM_CFLAGS) \
 	-fsanitize=thread $(CMOCKA_CFLAGS)
 tests_unit_reservoir_test_reservoir_stress_LDFLAGS = $(AM_LDFLAGS) \

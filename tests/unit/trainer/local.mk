@@ -59,3 +59,10 @@ tests_integration_trainer_dp_equiv_LDADD = trainer/libsurge_replicas.la \
 TESTS += tests/integration/trainer_dp.sh tests/integration/trainer_dp_cuda.sh
 EXTRA_DIST += tests/integration/trainer_dp.sh \
 	tests/integration/trainer_dp_cuda.sh
+
+# The threaded passes of the cpu backend against the 1-thread result.
+check_PROGRAMS += tests/unit/trainer/test_threads
+TESTS += tests/unit/trainer/test_threads
+tests_unit_trainer_test_threads_SOURCES = tests/unit/trainer/test_threads.c
+tests_unit_trainer_test_threads_CFLAGS = $(trainer_test_cflags)
+tests_unit_trainer_test_threads_LDADD = $(trainer_test_ldadd)
