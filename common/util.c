@@ -8,6 +8,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,16 +258,19 @@ fail_unlink:
 
 static void prefault(char *p, size_t len, int threads);
 
-void *
-surge_huge_alloc(size_t bytes)
+/* Each pre-fault thread takes at least this much: below it, starting a
+ * thread costs more than the faults it takes over. */
+#define PREFAULT_MIN_PER_THREAD ((size_t)64 << 20)
+#define PREFAULT_MAX_THREADS 64
+/* Allocations at least this big get log lines (and, with _background,
+ * their pre-fault in the background). */
+#define LOGGED_ALLOC_MIN ((size_t)64 << 20)
+
+/* Map len bytes (a multiple of HUGE_PAGE) aligned to 2 MiB, advised
+ * MADV_HUGEPAGE, not yet touched. */
+static char *
+huge_map(size_t len)
 {
-    if (bytes == 0 || bytes > SIZE_MAX - HUGE_PAGE) {
-        return NULL;
-    }
-    if (surge_alloc_should_fail()) {
-        return NULL;
-    }
-    size_t len = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
     /* Over-map by one huge page so the start can be aligned to 2 MiB: the
      * kernel only backs aligned 2 MiB ranges with huge pages. */
     size_t map = len + HUGE_PAGE;
@@ -290,12 +294,161 @@ surge_huge_alloc(size_t bytes)
     /* Advice only: without transparent huge pages this fails harmlessly. */
     (void)madvise(p, len, MADV_HUGEPAGE);
 #endif
-    prefault(p, len, surge_prefault_threads(len));
     return p;
 }
 
-/* Allocations at least this big get the two log lines. */
-#define LOGGED_ALLOC_MIN ((size_t)64 << 20)
+static size_t
+huge_len(size_t bytes)
+{
+    return (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+}
+
+void *
+surge_huge_alloc(size_t bytes)
+{
+    if (bytes == 0 || bytes > SIZE_MAX - 2 * HUGE_PAGE) {
+        return NULL;
+    }
+    if (surge_alloc_should_fail()) {
+        return NULL;
+    }
+    size_t len = huge_len(bytes);
+    char *p = huge_map(len);
+    if (p != NULL) {
+        prefault(p, len, surge_prefault_threads(len));
+    }
+    return p;
+}
+
+/* A background pre-fault: threads take CHUNK-sized pieces in address
+ * order from `next` (so the front of the buffer, which a reservoir fills
+ * first, is faulted first) until none is left or stop is set. */
+#define BG_CHUNK ((size_t)32 << 20)
+
+struct surge_prefault {
+    char *p;
+    size_t len;
+    const char *what; /* log component (a string literal) */
+    int threads;
+    pthread_t th[PREFAULT_MAX_THREADS];
+    int started;
+    atomic_size_t next; /* next chunk's offset */
+    atomic_int stop;
+    atomic_int running; /* threads not yet done; the last one logs */
+    uint64_t t0_ns;
+};
+
+static void *
+bg_run(void *arg)
+{
+    surge_prefault *pf = arg;
+    for (;;) {
+        if (atomic_load_explicit(&pf->stop, memory_order_relaxed)) {
+            break;
+        }
+        size_t off = atomic_fetch_add(&pf->next, BG_CHUNK);
+        if (off >= pf->len) {
+            break;
+        }
+        size_t n = pf->len - off < BG_CHUNK ? pf->len - off : BG_CHUNK;
+        /* Populate without writing: the owner may already be storing
+         * data in these pages. */
+        (void)madvise(pf->p + off, n, MADV_POPULATE_WRITE);
+    }
+    if (atomic_fetch_sub(&pf->running, 1) == 1 && !atomic_load(&pf->stop)) {
+        double s = (double)(surge_now_ns() - pf->t0_ns) * 1e-9;
+        SURGE_LOG(SURGE_LOG_INFO, pf->what,
+                  "%.2f GiB pre-faulted in the background in %.2f s "
+                  "(%.2f GB/s)",
+                  (double)pf->len / (double)(1u << 30), s,
+                  s > 0.0 ? (double)pf->len / s * 1e-9 : 0.0);
+    }
+    return NULL;
+}
+
+void *
+surge_huge_alloc_background(size_t bytes, const char *what,
+                            surge_prefault **pfp)
+{
+    *pfp = NULL;
+    if (bytes == 0 || bytes > SIZE_MAX - 2 * HUGE_PAGE) {
+        return NULL;
+    }
+    if (bytes < LOGGED_ALLOC_MIN) {
+        return surge_huge_alloc(bytes);
+    }
+    if (surge_alloc_should_fail()) {
+        return NULL;
+    }
+    size_t len = huge_len(bytes);
+    char *p = huge_map(len);
+    if (p == NULL) {
+        SURGE_LOG(SURGE_LOG_ERROR, what, "mapping %.2f GiB failed",
+                  (double)len / (double)(1u << 30));
+        return NULL;
+    }
+    surge_prefault *pf = calloc(1, sizeof *pf);
+    /* The first chunk now, which also tells whether the kernel can
+     * populate without writing (MADV_POPULATE_WRITE, Linux 5.14). */
+    size_t first = len < BG_CHUNK ? len : BG_CHUNK;
+    if (pf == NULL || madvise(p, first, MADV_POPULATE_WRITE) != 0) {
+        free(pf);
+        double gib = (double)len / (double)(1u << 30);
+        SURGE_LOG(SURGE_LOG_INFO, what,
+                  "pre-faulting %.2f GiB on %d thread(s); no sample is "
+                  "accepted until it is done",
+                  gib, surge_prefault_threads(len));
+        uint64_t t0 = surge_now_ns();
+        prefault(p, len, surge_prefault_threads(len));
+        double s = (double)(surge_now_ns() - t0) * 1e-9;
+        SURGE_LOG(SURGE_LOG_INFO, what,
+                  "%.2f GiB pre-faulted in %.2f s (%.2f GB/s)", gib, s,
+                  s > 0.0 ? (double)len / s * 1e-9 : 0.0);
+        return p;
+    }
+    pf->p = p;
+    pf->len = len;
+    pf->what = what;
+    pf->t0_ns = surge_now_ns();
+    atomic_init(&pf->next, first);
+    atomic_init(&pf->stop, 0);
+    pf->threads = surge_prefault_threads(len - first);
+    atomic_init(&pf->running, pf->threads);
+    SURGE_LOG(SURGE_LOG_INFO, what,
+              "pre-faulting %.2f GiB in the background on %d thread(s), "
+              "front first; samples are accepted meanwhile",
+              (double)len / (double)(1u << 30), pf->threads);
+    for (int i = 0; i < pf->threads; i++) {
+        if (pthread_create(&pf->th[i], NULL, bg_run, pf) != 0) {
+            break;
+        }
+        pf->started++;
+    }
+    /* Threads that did not start are done already (the pages they would
+     * have faulted are faulted on first use). */
+    int missing = pf->threads - pf->started;
+    if (missing > 0 && atomic_fetch_sub(&pf->running, missing) == missing) {
+        SURGE_LOG(SURGE_LOG_WARN, what,
+                  "no pre-fault thread started: pages fault on first use");
+    }
+    *pfp = pf;
+    return p;
+}
+
+void
+surge_prefault_stop(surge_prefault **pfp)
+{
+    if (pfp == NULL || *pfp == NULL) {
+        return;
+    }
+    surge_prefault *pf = *pfp;
+    atomic_store(&pf->stop, 1);
+    for (int i = 0; i < pf->started; i++) {
+        pthread_join(pf->th[i], NULL);
+    }
+    free(pf);
+    *pfp = NULL;
+}
 
 void *
 surge_huge_alloc_logged(size_t bytes, const char *what)
@@ -305,9 +458,8 @@ surge_huge_alloc_logged(size_t bytes, const char *what)
     }
     double gib = (double)bytes / (double)(1u << 30);
     SURGE_LOG(SURGE_LOG_INFO, what,
-              "mapping %.2f GiB and pre-faulting it on %d thread(s); "
-              "no sample is accepted until it is done",
-              gib, surge_prefault_threads(bytes));
+              "mapping %.2f GiB and pre-faulting it on %d thread(s)", gib,
+              surge_prefault_threads(bytes));
     uint64_t t0 = surge_now_ns();
     void *p = surge_huge_alloc(bytes);
     double s = (double)(surge_now_ns() - t0) * 1e-9;
@@ -339,11 +491,6 @@ prefault_run(void *arg)
     }
     return NULL;
 }
-
-/* Each pre-fault thread takes at least this much: below it, starting a
- * thread costs more than the faults it takes over. */
-#define PREFAULT_MIN_PER_THREAD ((size_t)64 << 20)
-#define PREFAULT_MAX_THREADS 64
 
 int
 surge_prefault_threads(size_t bytes)

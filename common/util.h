@@ -87,6 +87,27 @@ void surge_huge_free(void *p, size_t bytes);
  * seconds to pre-fault, and the server accepts nothing meanwhile). */
 void *surge_huge_alloc_logged(size_t bytes, const char *what);
 
+/* surge_huge_alloc_background - for a buffer the caller fills from its
+ * start (a reservoir's pool): like surge_huge_alloc_logged, but when bytes
+ * is at least 64 MiB and the kernel can populate pages without writing
+ * them (MADV_POPULATE_WRITE, Linux 5.14+), only the first 32 MiB are
+ * faulted before it returns; the rest is faulted in the background, front
+ * first, on surge_prefault_threads threads, while the caller already uses
+ * the memory (a page it reaches first it faults itself; contents are
+ * never touched). *pf receives the background job (NULL when there is
+ * none: small, or pre-faulted synchronously on an older kernel), which
+ * the caller must end with surge_prefault_stop before freeing. Logs when
+ * it starts (size, threads) and when it is done (time). NULL and *pf NULL
+ * when mmap fails. */
+typedef struct surge_prefault surge_prefault;
+void *surge_huge_alloc_background(size_t bytes, const char *what,
+                                  surge_prefault **pf);
+
+/* surge_prefault_stop - stop a background pre-fault (its threads finish
+ * their current 32 MiB), join it and set *pf to NULL. NULL or *pf NULL:
+ * no-op. */
+void surge_prefault_stop(surge_prefault **pf);
+
 /* surge_prefault_threads - the threads surge_huge_alloc pre-faults bytes
  * on: one per 64 MiB, at most the online CPUs (and 64). */
 int surge_prefault_threads(size_t bytes);

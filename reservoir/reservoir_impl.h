@@ -102,8 +102,10 @@ struct surge_reservoir {
     uint8_t *pool;                       /* (nslots, slot_bytes) */
     void (*copy_stream)(uint8_t *dst, const uint8_t *src, size_t n);
     /* streaming copy for big batches, or NULL */
-    size_t pool_mapped; /* bytes asked of surge_huge_alloc */
-    struct slot *slots; /* (nslots) */
+    size_t pool_mapped;       /* bytes asked of surge_huge_alloc */
+    surge_prefault *prefault; /* the pool's background pre-fault, or NULL
+                                 (storage_host.c) */
+    struct slot *slots;       /* (nslots) */
 
     pthread_mutex_t mu;    /* guards everything below */
     pthread_cond_t cv_put; /* producers: room, rate limiter, end, shutdown */

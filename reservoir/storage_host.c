@@ -90,7 +90,10 @@ host_create(surge_reservoir *r, char *err, size_t errlen)
 #endif
     size_t n = r->nslots;
     r->pool_mapped = n * r->slot_bytes;
-    r->pool = surge_huge_alloc_logged(r->pool_mapped, "reservoir");
+    /* The pool fills from its start (res_reset_state), so it can take
+     * samples while the rest is pre-faulted behind them. */
+    r->pool =
+        surge_huge_alloc_background(r->pool_mapped, "reservoir", &r->prefault);
     if (r->pool == NULL) {
         surge_set_err(err, errlen,
                       "reservoir.capacity_bytes: cannot map %zu bytes for %zu "
@@ -104,6 +107,7 @@ host_create(surge_reservoir *r, char *err, size_t errlen)
 static void
 host_destroy(surge_reservoir *r)
 {
+    surge_prefault_stop(&r->prefault);
     surge_huge_free(r->pool, r->pool_mapped);
     r->pool = NULL;
 }

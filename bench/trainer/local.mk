@@ -13,3 +13,16 @@ BENCH_TARGETS += bench-trainer
 bench-trainer: bench/trainer/bench-trainer
 	./bench/trainer/bench-trainer --python '$(DEBIAN_PYTHON)' \
 		--script '$(srcdir)/bench/trainer/bench_torch.py'
+
+# `make bench-trainer-serve`: the end-to-end R = 1 figure (4 heat2d senders
+# of 16 KiB fields, reservoir of 6,000, the reference MLP on
+# BENCH_TRAINER_THREADS threads) against the sgemm bound measured in the
+# same run, with the trainer's time split; one JSON line.
+EXTRA_DIST += bench/trainer/serve_e2e.sh
+BENCH_TRAINER_THREADS = 2
+BENCH_TARGETS += bench-trainer-serve
+bench-trainer-serve: bench/trainer/bench-trainer server/surge \
+		solvers/heat2d/surge-heat2d
+	MPIRUN='$(MPIRUN)' DEBIAN_PYTHON='$(DEBIAN_PYTHON)' $(SHELL) \
+		$(srcdir)/bench/trainer/serve_e2e.sh '$(abs_top_builddir)' 160 \
+		$(BENCH_TRAINER_THREADS)
