@@ -31,7 +31,10 @@
  * of T threads, alternating (docs/trainer.md, "Threads"). With more
  * than one thread a pause separates the contenders, so that the worker
  * threads one leaves spinning (OpenBLAS, OpenMP) do not slow the next.
- * Then the fused Adam pass alone (part of surge's step). Figures are
+ * surge's step is also cut into its parts (medians per step): the gather
+ * (on the trainer's thread pool, as the server's), the matrix products,
+ * the other passes and the optimizer (surge_trainer_times). Then the
+ * fused Adam pass alone (part of surge's step). Figures are
  * medians of --steps steps (a round of blocks first as warm-up); the
  * environment is
  * left as CI has it (OPENBLAS_CORETYPE untouched). Prints a table, then one
@@ -56,6 +59,7 @@
 
 #include <cblas.h>
 
+#include "common/pool.h"
 #include "common/util.h"
 #include "trainer/backend.h"
 #include "trainer/mlp.h"
@@ -319,7 +323,42 @@ peer_stop(struct peer *p)
     memset(p, 0, sizeof *p);
 }
 
-enum { C_BOUND, C_SURGE, C_TORCH, C_TUNED, C_ADAM, N_FIG };
+/* Figures: the four contenders' step times, Adam alone, and the parts of
+ * surge's step (surge_trainer_times, and the gather timed here). */
+enum {
+    C_BOUND,
+    C_SURGE,
+    C_TORCH,
+    C_TUNED,
+    C_ADAM,
+    C_S_GATHER,
+    C_S_GEMM,
+    C_S_PASSES,
+    C_S_OPT,
+    N_FIG
+};
+
+/* The minibatch gather, as the server's reservoir does it: rows copied on
+ * the trainer's thread pool (surge_reservoir_get_batch_pool). */
+struct gather {
+    const float *x, *y;
+    float *bx, *by;
+    const size_t *rows; /* (B) */
+    size_t ntasks;
+};
+
+static void
+gather_task(void *arg, size_t task)
+{
+    const struct gather *g = arg;
+    size_t lo, hi;
+    surge_pool_split(B, g->ntasks, task, &lo, &hi);
+    for (size_t row = lo; row < hi; row++) {
+        size_t k = g->rows[row];
+        memcpy(g->bx + row * NIN, g->x + k * NIN, NIN * sizeof(float));
+        memcpy(g->by + row * NOUT, g->y + k * NOUT, NOUT * sizeof(float));
+    }
+}
 
 /* One thread count: the four contenders in turn, then Adam alone. */
 static void
@@ -349,6 +388,9 @@ bench_threads(int threads, int steps, int torch, const char *python,
     float *by = surge_trainer_host_alloc(t, by_bytes);
     struct bound bd;
     bound_init(&bd);
+    static size_t rows[B];
+    struct surge_pool *pool = surge_trainer_pool(t);
+    struct gather g = {x, y, bx, by, rows, 2 * (size_t)threads};
     struct peer pt = {0}, ptt = {0};
     int have_torch = torch &&
                      peer_start(&pt, python, script, threads, 0) == 0 &&
@@ -378,22 +420,28 @@ bench_threads(int threads, int steps, int torch, const char *python,
         }
         pause_s(gap);
         for (int i = 0; i < BLOCK; i++) {
+            struct surge_trainer_times a, b;
+            (void)surge_trainer_times(t, &a);
             double t0 = now_s();
             for (int row = 0; row < B; row++) { /* a random minibatch */
-                size_t k = (size_t)(mlp_rand_next(&rs) % NDATA);
-                memcpy(bx + (size_t)row * NIN, x + k * NIN,
-                       NIN * sizeof(float));
-                memcpy(by + (size_t)row * NOUT, y + k * NOUT,
-                       NOUT * sizeof(float));
+                rows[row] = (size_t)(mlp_rand_next(&rs) % NDATA);
             }
+            surge_pool_run(pool, g.ntasks, gather_task, &g);
+            double t1 = now_s();
             if (surge_trainer_step(t, bx, by, NULL, B, NULL, &info) != 0) {
                 fprintf(stderr, "bench-trainer: step failed\n");
                 exit(1);
             }
             double ts = now_s() - t0;
+            (void)surge_trainer_times(t, &b);
             loss0 = round == 0 && i == 0 ? info.loss : loss0;
             if (count && i > 0 && n + i - 1 < MAX_STEPS) {
-                tv[C_SURGE][n + i - 1] = ts;
+                int j = n + i - 1;
+                tv[C_SURGE][j] = ts;
+                tv[C_S_GATHER][j] = t1 - t0;
+                tv[C_S_GEMM][j] = b.gemm_s - a.gemm_s;
+                tv[C_S_PASSES][j] = b.passes_s - a.passes_s;
+                tv[C_S_OPT][j] = b.optimizer_s - a.optimizer_s;
             }
         }
         for (int who = C_TORCH; who <= C_TUNED; who++) {
@@ -554,12 +602,15 @@ main(int argc, char **argv)
     printf("%-8s %-26s %12s %12s %10s\n", "threads", "what", "ms/step",
            "samples/s", "GFLOP/s");
     const char *names[N_FIG] = {
-        "sgemm bound (11 products)", "surge step", "pytorch (as users run)",
-        "pytorch (malloc tuned)", "  surge's Adam pass alone"};
+        "sgemm bound (11 products)", "surge step",
+        "pytorch (as users run)",    "pytorch (malloc tuned)",
+        "  surge's Adam pass alone", "  surge: gather",
+        "  surge: products",         "  surge: other passes",
+        "  surge: optimizer"};
     for (int k = 0; k < nthreads; k++) {
         for (int i = 0; i < N_FIG; i++) {
             double t = res[k][i];
-            if (i == C_ADAM) {
+            if (i >= C_ADAM) {
                 printf("%-8d %-26s %12.2f %12s %10s\n", threads[k], names[i],
                        1e3 * t, "", "");
                 continue;
@@ -580,6 +631,10 @@ main(int argc, char **argv)
         json_num(stdout, KEY("t%d_surge_samples_s"), B / r[C_SURGE], 0);
         json_num(stdout, KEY("t%d_surge_gflops"), flops / r[C_SURGE] * 1e-9, 0);
         json_num(stdout, KEY("t%d_adam_ms"), 1e3 * r[C_ADAM], 0);
+        json_num(stdout, KEY("t%d_surge_gather_ms"), 1e3 * r[C_S_GATHER], 0);
+        json_num(stdout, KEY("t%d_surge_gemm_ms"), 1e3 * r[C_S_GEMM], 0);
+        json_num(stdout, KEY("t%d_surge_passes_ms"), 1e3 * r[C_S_PASSES], 0);
+        json_num(stdout, KEY("t%d_surge_optimizer_ms"), 1e3 * r[C_S_OPT], 0);
         printf("\"%s\": \"%s\", ", KEY("t%d_torch_split"), split[k]);
         json_num(stdout, KEY("t%d_torch_samples_s"), B / r[C_TORCH], 0);
         json_num(stdout, KEY("t%d_torch_tuned_samples_s"), B / r[C_TUNED], 0);
