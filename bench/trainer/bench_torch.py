@@ -49,8 +49,12 @@ except ImportError as e:  # pragma: no cover
 
 
 def separate_openblas():
-    """True when a libopenblas of its own is mapped into this process after
-    a matrix product (its pthreads are not torch's OpenMP pool)."""
+    """True when torch was built against the system's BLAS (BLAS_INFO=
+    generic, as Debian's) and that BLAS is an OpenBLAS mapped into this
+    process after a matrix product: its pthreads are not torch's OpenMP
+    pool. A wheel with MKL or a bundled BLAS names it in BLAS_INFO."""
+    if "BLAS_INFO=generic" not in torch.__config__.show():
+        return False
     torch.ones(64, 64) @ torch.ones(64, 64)
     try:
         with open("/proc/self/maps") as f:

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "common/pool.h"
 #include "reservoir/reservoir_internal.h"
 #include "server/feed.h"
 #include "tests/unit/reservoir/emu_device.h"
@@ -86,7 +87,8 @@ static const surge_feed_alloc ALLOC = {feed_test_alloc, feed_test_free, NULL};
 /* Batches of a feed in `mode` equal a get_batch loop's on a twin, in
  * order; a prefetch feed's batches come alternately from its two sets. */
 static void
-check_same_as_get_batch(enum surge_feed_mode mode, int device, void *stream)
+check_same_as_get_batch(enum surge_feed_mode mode, int device, void *stream,
+                        surge_pool *pool)
 {
     surge_reservoir *twin = make(0, SURGE_RESERVOIR_RESERVOIR);
     surge_reservoir *r = make(device, SURGE_RESERVOIR_RESERVOIR);
@@ -103,6 +105,7 @@ check_same_as_get_batch(enum surge_feed_mode mode, int device, void *stream)
     if (stream != NULL) {
         surge_feed_set_stream(f, stream);
     }
+    surge_feed_set_pool(f, pool);
     float *prev = NULL;
     for (int k = 0; k < 30; k++) {
         float *x, *y;
@@ -147,21 +150,35 @@ static void
 test_sync(void **state)
 {
     (void)state;
-    check_same_as_get_batch(SURGE_FEED_SYNC, 0, NULL);
+    check_same_as_get_batch(SURGE_FEED_SYNC, 0, NULL, NULL);
+}
+
+/* SYNC with the trainer's thread pool gathering: the same batches (and
+ * PREFETCH ignores the pool). */
+static void
+test_sync_pool(void **state)
+{
+    (void)state;
+    surge_pool *pool = NULL;
+    assert_int_equal(surge_pool_create(&pool, 3), 0);
+    check_same_as_get_batch(SURGE_FEED_SYNC, 0, NULL, pool);
+    /* PREFETCH gathers beside the step: the pool is not its to use. */
+    check_same_as_get_batch(SURGE_FEED_PREFETCH, 0, NULL, pool);
+    surge_pool_destroy(&pool);
 }
 
 static void
 test_prefetch(void **state)
 {
     (void)state;
-    check_same_as_get_batch(SURGE_FEED_PREFETCH, 0, NULL);
+    check_same_as_get_batch(SURGE_FEED_PREFETCH, 0, NULL, NULL);
 }
 
 static void
 test_device(void **state)
 {
     (void)state;
-    check_same_as_get_batch(SURGE_FEED_DEVICE, 1, NULL);
+    check_same_as_get_batch(SURGE_FEED_DEVICE, 1, NULL, NULL);
 }
 
 /* Device batches queued on the trainer's stream: the same batches; the
@@ -171,7 +188,7 @@ test_device_stream(void **state)
 {
     (void)state;
     int fake_stream;
-    check_same_as_get_batch(SURGE_FEED_DEVICE, 1, &fake_stream);
+    check_same_as_get_batch(SURGE_FEED_DEVICE, 1, &fake_stream, NULL);
 }
 
 /* Prefetch with the reservoir empty: next times out, the draw stays in
@@ -272,6 +289,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sync),
+        cmocka_unit_test(test_sync_pool),
         cmocka_unit_test(test_prefetch),
         cmocka_unit_test(test_device),
         cmocka_unit_test(test_device_stream),
