@@ -335,6 +335,7 @@ struct surge_prefault {
     atomic_size_t next; /* next chunk's offset */
     atomic_int stop;
     atomic_int running; /* threads not yet done; the last one logs */
+    atomic_size_t done; /* bytes populated */
     uint64_t t0_ns;
 };
 
@@ -354,6 +355,7 @@ bg_run(void *arg)
         /* Populate without writing: the owner may already be storing
          * data in these pages. */
         (void)madvise(pf->p + off, n, MADV_POPULATE_WRITE);
+        atomic_fetch_add(&pf->done, n);
     }
     if (atomic_fetch_sub(&pf->running, 1) == 1 && !atomic_load(&pf->stop)) {
         double s = (double)(surge_now_ns() - pf->t0_ns) * 1e-9;
@@ -412,11 +414,12 @@ surge_huge_alloc_background(size_t bytes, const char *what,
     pf->t0_ns = surge_now_ns();
     atomic_init(&pf->next, first);
     atomic_init(&pf->stop, 0);
+    atomic_init(&pf->done, first);
     pf->threads = surge_prefault_threads(len - first);
     atomic_init(&pf->running, pf->threads);
     SURGE_LOG(SURGE_LOG_INFO, what,
               "pre-faulting %.2f GiB in the background on %d thread(s), "
-              "front first; samples are accepted meanwhile",
+              "front first, while it is already in use",
               (double)len / (double)(1u << 30), pf->threads);
     for (int i = 0; i < pf->threads; i++) {
         if (pthread_create(&pf->th[i], NULL, bg_run, pf) != 0) {
@@ -442,9 +445,19 @@ surge_prefault_stop(surge_prefault **pfp)
         return;
     }
     surge_prefault *pf = *pfp;
+    int was_running = atomic_load(&pf->running) > 0;
     atomic_store(&pf->stop, 1);
     for (int i = 0; i < pf->started; i++) {
         pthread_join(pf->th[i], NULL);
+    }
+    if (was_running) {
+        /* The owner is done with the memory before the pre-fault was. */
+        SURGE_LOG(SURGE_LOG_INFO, pf->what,
+                  "background pre-fault stopped after %.2f of %.2f GiB "
+                  "(%.2f s)",
+                  (double)atomic_load(&pf->done) / (double)(1u << 30),
+                  (double)pf->len / (double)(1u << 30),
+                  (double)(surge_now_ns() - pf->t0_ns) * 1e-9);
     }
     free(pf);
     *pfp = NULL;
