@@ -60,6 +60,14 @@ surge_log_get_level(void)
     return level;
 }
 
+static atomic_int log_rank = -1;
+
+void
+surge_log_set_rank(int rank)
+{
+    atomic_store(&log_rank, rank);
+}
+
 static void
 default_handler(int level, const char *component, const char *message)
 {
@@ -71,9 +79,15 @@ default_handler(int level, const char *component, const char *message)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-    int n =
-        snprintf(line, sizeof line, "%s.%03ldZ %s %s %s\n", stamp,
-                 ts.tv_nsec / 1000000L, level_names[level], component, message);
+    int rank = atomic_load(&log_rank);
+    char comp[96];
+    if (rank >= 0) {
+        snprintf(comp, sizeof comp, "%s[%d]", component, rank);
+    } else {
+        snprintf(comp, sizeof comp, "%s", component);
+    }
+    int n = snprintf(line, sizeof line, "%s.%03ldZ %s %s %s\n", stamp,
+                     ts.tv_nsec / 1000000L, level_names[level], comp, message);
     if (n < 0) {
         return;
     }

@@ -28,6 +28,9 @@ void surge_log_set_handler(surge_log_cb cb, void *arg);
 /* Events above level are not formatted. Default SURGE_LOG_INFO, or
  * SURGE_LOG_LEVEL=error|warn|info|debug from the environment. */
 void surge_log_set_level(int level);
+/* surge_log_set_rank - name the process's rank in every line of the
+ * default handler ("component[rank]"); -1 (the default) names none. */
+void surge_log_set_rank(int rank);
 int surge_log_get_level(void);
 /* Parse "error", "warn", "info", "debug"; -1 when unknown. */
 int surge_log_level_parse(const char *name);

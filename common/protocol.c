@@ -261,6 +261,85 @@ check_data(const surge_msg_data *d, const char **why)
     return 0;
 }
 
+static const char *const route_names[] = {"step", "sim"};
+
+const char *
+surge_proto_welcome_endpoint(const surge_msg_welcome *w, uint32_t i)
+{
+    if (w == NULL || i >= w->nservers) {
+        return NULL;
+    }
+    const char *p = w->endpoints;
+    const char *end = w->endpoints + w->endpoints_len;
+    for (uint32_t k = 0; k < i && p < end; k++) {
+        p += strnlen(p, (size_t)(end - p)) + 1;
+    }
+    return p < end ? p : NULL;
+}
+
+int
+surge_proto_welcome_add_endpoint(surge_msg_welcome *w, const char *ep)
+{
+    size_t n = strlen(ep);
+    if (n > SURGE_MAX_ENDPOINT || w->nservers >= SURGE_MAX_SERVER_RANKS ||
+        w->endpoints_len + n + 1 > sizeof w->endpoints) {
+        return SURGE_ELIMIT;
+    }
+    memcpy(w->endpoints + w->endpoints_len, ep, n + 1);
+    w->endpoints_len += (uint32_t)n + 1;
+    w->nservers++;
+    return 0;
+}
+
+/* The server list of a welcome: absent (one rank), or 2..1024 distinct
+ * tcp:// or ipc:// endpoints, the answering rank among them. A client
+ * connects to what this list says, so nothing else may pass. */
+static int
+check_servers(const surge_msg_welcome *w, const char **why)
+{
+    if (w->nservers == 0) {
+        return 0;
+    }
+    if (w->nservers < 2 || w->nservers > SURGE_MAX_SERVER_RANKS) {
+        return fail(why, SURGE_ELIMIT,
+                    "welcome.servers: %u entries, must be 2..%d", w->nservers,
+                    SURGE_MAX_SERVER_RANKS);
+    }
+    if (w->server_rank >= w->nservers) {
+        return fail(why, SURGE_EPROTO,
+                    "welcome.server_rank: %u, must be < %u servers",
+                    w->server_rank, w->nservers);
+    }
+    if (w->route > SURGE_ROUTE_SIM) {
+        return fail(why, SURGE_EPROTO, "welcome.route: unknown");
+    }
+    for (uint32_t i = 0; i < w->nservers; i++) {
+        const char *e = surge_proto_welcome_endpoint(w, i);
+        if (e == NULL || e[0] == '\0') {
+            return fail(why, SURGE_EPROTO, "welcome.servers[%u]: empty", i);
+        }
+        if (strncmp(e, "tcp://", 6) != 0 && strncmp(e, "ipc://", 6) != 0) {
+            return fail(why, SURGE_EPROTO,
+                        "welcome.servers[%u]: \"%.64s\" is not a tcp:// or "
+                        "ipc:// endpoint",
+                        i, e);
+        }
+        if (e[6] == '\0') {
+            return fail(why, SURGE_EPROTO,
+                        "welcome.servers[%u]: no address after the scheme", i);
+        }
+        for (uint32_t k = 0; k < i; k++) {
+            if (strcmp(e, surge_proto_welcome_endpoint(w, k)) == 0) {
+                return fail(why, SURGE_EPROTO,
+                            "welcome.servers[%u]: same endpoint as "
+                            "servers[%u]",
+                            i, k);
+            }
+        }
+    }
+    return 0;
+}
+
 static int
 check_msg(const surge_msg *m, const char **why)
 {
@@ -276,7 +355,7 @@ check_msg(const surge_msg *m, const char **why)
             return fail(why, SURGE_ELIMIT,
                         "welcome.max_payload: must be 1..2^31");
         }
-        return 0;
+        return check_servers(&m->u.welcome, why);
     case SURGE_MSG_REJECT:
         if (m->u.reject.code >= 0) {
             return fail(why, SURGE_EPROTO, "reject.code: must be negative");
@@ -416,6 +495,13 @@ encode_body(msgpack_packer *pk, const surge_msg *m)
         }
         break;
     case SURGE_MSG_WELCOME:
+        /* The server list only from a server of several ranks: a server
+         * of one rank sends exactly the v1 welcome. */
+        if (msgpack_pack_map(pk, 5 + (m->u.welcome.nservers > 0 ? 3 : 0) +
+                                     (m->u.welcome.redirect != 0)) != 0) {
+            return -1;
+        }
+        break;
     case SURGE_MSG_BYE:
     case SURGE_MSG_BYE_ACK:
     case SURGE_MSG_CONTROL:
@@ -468,6 +554,29 @@ encode_body(msgpack_packer *pk, const surge_msg *m)
             KEY(pk, "rank") || msgpack_pack_uint32(pk, m->u.welcome.rank) ||
             KEY(pk, "max_payload") ||
             msgpack_pack_uint64(pk, m->u.welcome.max_payload_bytes) != 0) {
+            return -1;
+        }
+        if (m->u.welcome.nservers == 0) {
+            return 0;
+        }
+        if (KEY(pk, "servers") ||
+            msgpack_pack_array(pk, m->u.welcome.nservers) != 0) {
+            return -1;
+        }
+        for (uint32_t i = 0; i < m->u.welcome.nservers; i++) {
+            if (pk_str(pk, surge_proto_welcome_endpoint(&m->u.welcome, i)) !=
+                0) {
+                return -1;
+            }
+        }
+        if (KEY(pk, "server_rank") ||
+            msgpack_pack_uint32(pk, m->u.welcome.server_rank) != 0 ||
+            KEY(pk, "route") ||
+            pk_str(pk, route_names[m->u.welcome.route]) != 0) {
+            return -1;
+        }
+        if (m->u.welcome.redirect != 0 &&
+            (KEY(pk, "redirect") || msgpack_pack_uint8(pk, 1) != 0)) {
             return -1;
         }
         return 0;
@@ -937,13 +1046,18 @@ enum top_key {
     K_MESSAGE,
     K_STEPS,
     K_RUN_KEY,
+    K_SERVERS,
+    K_SERVER_RANK,
+    K_ROUTE,
+    K_REDIRECT,
     K_NTOP
 };
 
 static const char *const top_names[K_NTOP] = {
     "v",      "type",   "token", "sim",         "rank",  "nranks",
     "params", "fields", "dtype", "max_payload", "code",  "reason",
-    "items",  "slices", "op",    "message",     "steps", "run_key"};
+    "items",  "slices", "op",    "message",     "steps", "run_key",
+    "servers", "server_rank", "route", "redirect"};
 
 enum field_key { F_NAME, F_SIZE, F_OFFSET, F_COUNT, F_N };
 static const char *const field_names[F_N] = {"name", "size", "offset", "count"};
@@ -1275,6 +1389,81 @@ decode_data(const vctx *v, const uint8_t **pos, surge_msg_data *d)
     return 0;
 }
 
+/* The optional server list of a welcome (check_servers validates it). */
+static int
+decode_servers(const vctx *v, const uint8_t **pos, surge_msg_welcome *w)
+{
+    uint64_t n, u;
+    rd r;
+    int rc;
+    w->nservers = 0;
+    w->server_rank = 0;
+    w->route = SURGE_ROUTE_STEP;
+    w->redirect = 0;
+    w->endpoints_len = 0;
+    if (pos[K_SERVERS] == NULL) {
+        if (pos[K_SERVER_RANK] != NULL || pos[K_ROUTE] != NULL ||
+            pos[K_REDIRECT] != NULL) {
+            return fail(v->why, SURGE_EPROTO,
+                        "welcome: server_rank, route or redirect without "
+                        "servers");
+        }
+        return 0;
+    }
+    if ((rc = get_array(v, pos[K_SERVERS], "servers", SURGE_MAX_SERVER_RANKS,
+                        &r, &n))) {
+        return rc;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        const char *str;
+        size_t len;
+        if (rd_str(&r, &str, &len) != RD_OK) {
+            return fail(v->why, SURGE_EPROTO,
+                        "welcome.servers[%llu]: must be a string",
+                        (unsigned long long)i);
+        }
+        if (len > SURGE_MAX_ENDPOINT ||
+            w->endpoints_len + len + 1 > sizeof w->endpoints) {
+            return fail(v->why, SURGE_ELIMIT,
+                        "welcome.servers[%llu]: longer than %d bytes",
+                        (unsigned long long)i, SURGE_MAX_ENDPOINT);
+        }
+        if (memchr(str, '\0', len) != NULL) {
+            return fail(v->why, SURGE_EPROTO,
+                        "welcome.servers[%llu]: contains a NUL byte",
+                        (unsigned long long)i);
+        }
+        memcpy(w->endpoints + w->endpoints_len, str, len);
+        w->endpoints[w->endpoints_len + len] = '\0';
+        w->endpoints_len += (uint32_t)len + 1;
+        w->nservers++;
+    }
+    if ((rc = get_uint(v, pos[K_SERVER_RANK], "server_rank",
+                       SURGE_MAX_SERVER_RANKS, &u))) {
+        return rc;
+    }
+    w->server_rank = (uint32_t)u;
+    char route[8];
+    rc = get_str(v, pos[K_ROUTE], "route", route, sizeof route - 1);
+    if (rc == 0 && strcmp(route, "step") == 0) {
+        w->route = SURGE_ROUTE_STEP;
+    } else if (rc == 0 && strcmp(route, "sim") == 0) {
+        w->route = SURGE_ROUTE_SIM;
+    } else {
+        return rc != 0 && rc != SURGE_ELIMIT
+                   ? rc
+                   : fail(v->why, SURGE_EPROTO,
+                          "welcome.route: must be \"step\" or \"sim\"");
+    }
+    if (pos[K_REDIRECT] != NULL) {
+        if ((rc = get_uint(v, pos[K_REDIRECT], "redirect", 1, &u))) {
+            return rc;
+        }
+        w->redirect = (uint8_t)u;
+    }
+    return 0;
+}
+
 static int
 decode_body(const vctx *v, const uint8_t **pos, surge_msg *m)
 {
@@ -1294,9 +1483,12 @@ decode_body(const vctx *v, const uint8_t **pos, surge_msg *m)
         }
         m->u.welcome.sim = s;
         m->u.welcome.rank = (uint32_t)u;
-        return get_uint(v, pos[K_MAX_PAYLOAD], "max_payload",
-                        SURGE_MAX_PAYLOAD_BYTES,
-                        &m->u.welcome.max_payload_bytes);
+        if ((rc = get_uint(v, pos[K_MAX_PAYLOAD], "max_payload",
+                           SURGE_MAX_PAYLOAD_BYTES,
+                           &m->u.welcome.max_payload_bytes))) {
+            return rc;
+        }
+        return decode_servers(v, pos, &m->u.welcome);
     case SURGE_MSG_REJECT:
         if ((rc = get_int(v, pos[K_CODE], "code", INT32_MIN, -1, &s))) {
             return rc;

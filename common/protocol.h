@@ -98,11 +98,39 @@ typedef struct surge_msg_hello {
     char run_key[SURGE_MAX_RUN_KEY + 1];
 } surge_msg_hello;
 
+/* A server of several ranks (docs/protocol.md, "Server ranks"). */
+#define SURGE_MAX_SERVER_RANKS 1024 /* endpoints in one welcome */
+#define SURGE_MAX_ENDPOINT 255      /* bytes of one endpoint */
+enum surge_route {
+    SURGE_ROUTE_STEP = 0, /* step s goes to server rank s % R */
+    SURGE_ROUTE_SIM = 1   /* every step of sim goes to rank sim % R */
+};
+
 typedef struct surge_msg_welcome {
     int64_t sim;
     uint32_t rank;
     uint64_t max_payload_bytes; /* largest data message accepted */
+    /* Present only from a server of R > 1 ranks (nservers 0: the keys are
+     * absent, a server of one rank, today's welcome). */
+    uint32_t nservers;    /* R: 0, or 2..SURGE_MAX_SERVER_RANKS */
+    uint32_t server_rank; /* which of them answered, < nservers */
+    uint8_t route;        /* enum surge_route */
+    uint8_t redirect;     /* 1: no session was opened by this hello; say
+                             hello to the rank the route names instead */
+    uint32_t endpoints_len; /* bytes used in endpoints */
+    /* nservers endpoints, each NUL-terminated, back to back, in rank
+     * order; each 1..SURGE_MAX_ENDPOINT bytes of tcp:// or ipc://, no
+     * two equal (checked by the codec). */
+    char endpoints[SURGE_MAX_HEADER_BYTES];
 } surge_msg_welcome;
+
+/* surge_proto_welcome_endpoint - the i-th endpoint of w (i < nservers),
+ * or NULL. */
+const char *surge_proto_welcome_endpoint(const surge_msg_welcome *w,
+                                         uint32_t i);
+/* surge_proto_welcome_add_endpoint - append ep to w's list (server side).
+ * 0, or SURGE_ELIMIT when the list is full or ep too long. */
+int surge_proto_welcome_add_endpoint(surge_msg_welcome *w, const char *ep);
 
 typedef struct surge_msg_reject {
     int32_t code;                      /* a SURGE_E* code */

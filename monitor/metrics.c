@@ -137,6 +137,8 @@ struct surge_metrics {
     double prev[R_COUNT]; /* counter values at the previous sample */
 
     surge_metrics_runs_cb runs_cb; /* per-run progress, or NULL */
+    surge_metrics_status_cb status_cb; /* extra status keys, or NULL */
+    void *status_arg;                  /* its argument */
     void *runs_arg;                /* its argument */
     struct surge_run_info *runs;   /* scratch for runs_cb */
     struct info infos[INFO_MAX];   /* "info" in the status JSON */
@@ -788,6 +790,18 @@ surge_metrics_value(surge_metrics *m, const char *name)
 }
 
 void
+surge_metrics_set_status_cb(surge_metrics *m, surge_metrics_status_cb cb,
+                            void *arg)
+{
+    if (m != NULL) {
+        pthread_mutex_lock(&m->lock);
+        m->status_cb = cb;
+        m->status_arg = arg;
+        pthread_mutex_unlock(&m->lock);
+    }
+}
+
+void
 surge_metrics_set_runs_cb(surge_metrics *m, surge_metrics_runs_cb cb, void *arg)
 {
     if (m != NULL) {
@@ -1328,6 +1342,9 @@ render_status_locked(surge_metrics *m, double now_s, char **out, size_t *len)
              &err);
     }
     jset(root, "runs", runs_json(m, &err), &err);
+    if (m->status_cb != NULL && m->status_cb(m->status_arg, root) < 0) {
+        err = 1;
+    }
     jset(root, "metrics", metrics_json(m, &err), &err);
     return jfinish(root, err, out, len);
 }

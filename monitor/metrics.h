@@ -183,6 +183,16 @@ typedef int (*surge_metrics_runs_cb)(void *arg, struct surge_run_info *runs,
 void surge_metrics_set_runs_cb(surge_metrics *m, surge_metrics_runs_cb cb,
                                void *arg);
 
+/* surge_metrics_set_status_cb - install (or with NULL remove) a callback
+ * that adds keys of its own to the status JSON's root object (a jansson
+ * json_t; the server's "ranks" array). It runs on the rendering thread
+ * with the registry locked: it must not call the registry. Returns 0, or
+ * <0 to fail the rendering. */
+struct json_t;
+typedef int (*surge_metrics_status_cb)(void *arg, struct json_t *root);
+void surge_metrics_set_status_cb(surge_metrics *m, surge_metrics_status_cb cb,
+                                 void *arg);
+
 /* surge_metrics_set_info - a free-form key/value string shown under "info"
  * in the status JSON (study name, output folder, backend...). Both strings
  * are copied (key up to 63 bytes, value up to 255); at most 32 keys; a

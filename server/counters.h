@@ -42,6 +42,8 @@ enum surge_msg_drop {
     SURGE_MDROP_PRESESSION_TOO_LARGE, /* over --max-presession-bytes from a
                                          peer without a session: dropped
                                          before decoding */
+    SURGE_MDROP_WRONG_SERVER_RANK, /* a step another server rank owns
+                                      (server ranks, route by step) */
     SURGE_MDROP__COUNT
 };
 
@@ -113,6 +115,9 @@ typedef struct surge_counters {
     } samples;
     struct {
         uint64_t hello;                /* hellos answered with welcome */
+        uint64_t redirected;           /* hellos answered with a welcome
+                                          that sends the client to the
+                                          sim's server rank (no session) */
         uint64_t rejected;             /* hellos answered with reject */
         uint64_t joined;               /* simulations whose ranks all joined */
         uint64_t finished;             /* all ranks said bye */

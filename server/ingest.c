@@ -160,6 +160,12 @@ struct surge_ingest {
     uint64_t partial_bytes; /* all blocks: in use, pending, pooled */
     int end_requested;
     int shutdown_requested;
+    /* This server rank (surge_ingest_set_ranks); size 1: one rank. */
+    uint32_t rank, nranks;
+    int route;             /* enum surge_route */
+    surge_msg_welcome *wl; /* the welcome's server list, or NULL */
+    void (*control_cb)(void *arg, int op, int64_t sim); /* rank 0 relays */
+    void *control_arg;
     uint64_t now_ns;                   /* clock of the message being handled */
     surge_ratelimit rl[4];             /* per log class */
     float inbuf[SURGE_MAX_PARAMS + 1]; /* input vector being put */
@@ -1179,6 +1185,32 @@ complete_ready(surge_ingest *ing, struct sim *s)
     }
 }
 
+/* The welcome for hello m; with several server ranks, their endpoints and
+ * the routing rule (a server of one rank sends exactly the v1 welcome). */
+static void
+welcome(const surge_ingest *ing, const surge_msg_hello *m, surge_msg *reply)
+{
+    /* Not a memset of the whole message: the server list alone is 16 KiB
+     * and is copied only when there is one. */
+    reply->type = SURGE_MSG_WELCOME;
+    surge_msg_welcome *w = &reply->u.welcome;
+    w->sim = m->sim;
+    w->rank = m->rank;
+    w->max_payload_bytes = ing->o->max_message_bytes;
+    w->nservers = 0;
+    w->server_rank = 0;
+    w->route = SURGE_ROUTE_STEP;
+    w->redirect = 0;
+    w->endpoints_len = 0;
+    if (ing->wl != NULL) {
+        w->nservers = ing->wl->nservers;
+        w->server_rank = ing->rank;
+        w->route = (uint8_t)ing->route;
+        w->endpoints_len = ing->wl->endpoints_len;
+        memcpy(w->endpoints, ing->wl->endpoints, ing->wl->endpoints_len);
+    }
+}
+
 static int
 handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
              const surge_msg_hello *m, surge_msg *reply)
@@ -1209,6 +1241,16 @@ handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
                    "sample this server assembles",
                    m->nranks, m->nfields, MAX_SLICES);
         goto rejected;
+    }
+    if (ing->nranks > 1 && ing->route == SURGE_ROUTE_SIM &&
+        (uint64_t)m->sim % ing->nranks != ing->rank) {
+        /* Not this rank's simulation: tell the client where it lives and
+         * keep nothing (its session is on that rank alone). */
+        welcome(ing, m, reply);
+        reply->u.welcome.redirect = 1;
+        c->sims.redirected++;
+        c->messages.handled++;
+        return 1;
     }
     struct peer *p = peer_find(ing, rid, rid_len, h);
     if (p != NULL) {
@@ -1310,11 +1352,7 @@ handle_hello(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
                   s->validation ? ", validation" : "");
         complete_ready(ing, s);
     }
-    memset(reply, 0, sizeof *reply);
-    reply->type = SURGE_MSG_WELCOME;
-    reply->u.welcome.sim = m->sim;
-    reply->u.welcome.rank = m->rank;
-    reply->u.welcome.max_payload_bytes = ing->o->max_message_bytes;
+    welcome(ing, m, reply);
     return 1;
 
 rejected_undeclare:
@@ -1523,6 +1561,19 @@ handle_data(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
     }
     for (uint32_t i = 0; i < d->nitems; i++) {
         const surge_data_item *it = &d->items[i];
+        if (ing->nranks > 1 && ing->route == SURGE_ROUTE_STEP &&
+            (uint64_t)it->step % ing->nranks != ing->rank) {
+            /* A client that routes wrong would split a step over two
+             * server ranks, and neither could assemble it. */
+            drop_data_msg(ing, d, SURGE_MDROP_WRONG_SERVER_RANK);
+            drop_log(ing, LC_MSG,
+                     "sim %" PRId64 " rank %u: step %" PRId64
+                     " belongs to server rank %" PRIu64
+                     " (route by step), not %u: dropped",
+                     s->id, p->rank, it->step,
+                     (uint64_t)it->step % ing->nranks, ing->rank);
+            return 0;
+        }
         if (it->field >= s->nfields) {
             drop_data_msg(ing, d, SURGE_MDROP_BAD_FIELD);
             drop_log(ing, LC_MSG,
@@ -1700,6 +1751,10 @@ settle_not_joined(surge_ingest *ing, uint64_t limit_ns)
     }
 }
 
+/* counted: 1 for a received message (its counts), 0 for one relayed. */
+static int apply_control(surge_ingest *ing, const surge_msg_control *m,
+                         surge_msg *reply, int counted);
+
 static int
 handle_control(surge_ingest *ing, const surge_msg_control *m, surge_msg *reply)
 {
@@ -1710,6 +1765,62 @@ handle_control(surge_ingest *ing, const surge_msg_control *m, surge_msg *reply)
         set_control_reply(reply, SURGE_ETOKEN, "wrong study token");
         return 1;
     }
+    if (ing->rank > 0 && m->op != SURGE_CTL_PING) {
+        /* Rank 0 relays control to every rank; one given here would
+         * reach this rank alone and split the server's view. */
+        c->messages.dropped[SURGE_MDROP_CONTROL_REJECTED]++;
+        set_control_reply(reply, SURGE_EPROTO,
+                          "this is server rank %u of %u: control goes to "
+                          "rank 0 (server.json's endpoint)",
+                          ing->rank, ing->nranks);
+        return 1;
+    }
+    int rc = apply_control(ing, m, reply, 1);
+    if (reply->u.control_reply.code == 0 && ing->control_cb != NULL &&
+        m->op != SURGE_CTL_PING) {
+        ing->control_cb(ing->control_arg, m->op, m->sim);
+    }
+    return rc;
+}
+
+int
+surge_ingest_relayed_control(surge_ingest *ing, int op, int64_t sim,
+                             uint64_t now_ns)
+{
+    surge_msg_control m;
+    memset(&m, 0, sizeof m);
+    m.op = (uint8_t)op;
+    m.sim = sim;
+    ing->now_ns = now_ns;
+    if (op == SURGE_CTL_PING || op < 0 || op > 255) {
+        return SURGE_EPROTO;
+    }
+    surge_msg *reply = &ing->msg; /* scratch: nobody to answer */
+    apply_control(ing, &m, reply, 0);
+    return reply->type == SURGE_MSG_CONTROL_REPLY ? reply->u.control_reply.code
+                                                  : SURGE_EPROTO;
+}
+
+void
+surge_ingest_set_ranks(surge_ingest *ing, uint32_t rank, uint32_t nranks,
+                       int route, const surge_msg_welcome *servers,
+                       void (*control_cb)(void *, int, int64_t), void *arg)
+{
+    ing->rank = rank;
+    ing->nranks = nranks;
+    ing->route = route;
+    ing->wl = nranks > 1 ? (surge_msg_welcome *)servers : NULL;
+    ing->control_cb = control_cb;
+    ing->control_arg = arg;
+}
+
+/* A control operation (token checked by the caller; a relayed one from
+ * rank 0 needs none): the switch both paths share. */
+static int
+apply_control(surge_ingest *ing, const surge_msg_control *m, surge_msg *reply,
+              int counted)
+{
+    surge_counters *c = &ing->c;
     struct sim *s = NULL;
     switch (m->op) {
     case SURGE_CTL_PING:
@@ -1725,7 +1836,7 @@ handle_control(surge_ingest *ing, const surge_msg_control *m, surge_msg *reply)
     case SURGE_CTL_SIM_FAILED:
     case SURGE_CTL_SIM_RETRY:
         if (m->sim < 0) {
-            c->messages.dropped[SURGE_MDROP_CONTROL_REJECTED]++;
+            c->messages.dropped[SURGE_MDROP_CONTROL_REJECTED] += counted;
             set_control_reply(reply, SURGE_EPROTO, "simulation id missing");
             return 1;
         }
@@ -1772,12 +1883,12 @@ handle_control(surge_ingest *ing, const surge_msg_control *m, surge_msg *reply)
         set_control_reply(reply, 0, "shutting down");
         break;
     default:
-        c->messages.dropped[SURGE_MDROP_CONTROL_REJECTED]++;
+        c->messages.dropped[SURGE_MDROP_CONTROL_REJECTED] += counted;
         set_control_reply(reply, SURGE_EPROTO, "unknown control op %u", m->op);
         return 1;
     }
-    c->messages.handled++;
-    c->io.control_ok++;
+    c->messages.handled += counted;
+    c->io.control_ok += counted;
     return 1;
 }
 
@@ -1945,6 +2056,7 @@ surge_ingest_create(surge_ingest **out, const surge_server_options *o,
         return -ENOMEM;
     }
     ing->o = o;
+    ing->nranks = 1;
     /* Validation sampling draws: seeded from the study's seed, so a rerun
      * keeps the same runs. */
     surge_rng_seed(&ing->vrng, o->reservoir.seed ^ UINT64_C(0x76616c6964));

@@ -124,6 +124,26 @@ int surge_ingest_all_done(const surge_ingest *ing);
 /* surge_ingest_active_sims - simulations still open. */
 uint64_t surge_ingest_active_sims(const surge_ingest *ing);
 
+/* surge_ingest_set_ranks - this is server rank `rank` of `nranks`
+ * (server/ranks.h), routing by `route` (enum surge_route). With nranks > 1
+ * every welcome carries servers (borrowed, its endpoints in rank order; it
+ * must outlive ing); in route SURGE_ROUTE_SIM a hello for a simulation of
+ * another rank gets a redirecting welcome and no session; in
+ * SURGE_ROUTE_STEP data for a step of another rank is dropped
+ * ("wrong_server_rank"). On rank 0, control_cb(arg, op, sim) runs after
+ * each control operation other than ping succeeded (to relay it); ranks
+ * > 0 refuse control other than ping. Call before any message. */
+void surge_ingest_set_ranks(surge_ingest *ing, uint32_t rank, uint32_t nranks,
+                            int route, const surge_msg_welcome *servers,
+                            void (*control_cb)(void *arg, int op, int64_t sim),
+                            void *arg);
+
+/* surge_ingest_relayed_control - apply control op (SURGE_CTL_*, not ping)
+ * for sim that rank 0 relayed (no token: it came over MPI from rank 0).
+ * 0 or the code the operation would have answered. */
+int surge_ingest_relayed_control(surge_ingest *ing, int op, int64_t sim,
+                                 uint64_t now_ns);
+
 /* Requests a control message made; the I/O thread reads and acts on them. */
 int surge_ingest_end_requested(const surge_ingest *ing);
 int surge_ingest_shutdown_requested(const surge_ingest *ing);

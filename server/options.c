@@ -316,6 +316,10 @@ static const struct flag flags[] = {
      "server key file FILE (mode 0600, e.g. from `surge keys curve DIR`): "
      "only its client keys get in",
      0},
+    {"bind-simulation", "BOOL", K_BOOL, F(bind_simulation), 0,
+     "with several server ranks (mpirun -np R surge serve), send every step "
+     "of simulation s to rank s % R instead of step t to rank t % R",
+     1},
     {"output-dir", "DIR", K_STR, F(output_dir), S(output_dir),
      "write server.json (endpoint, pid) and server-stats.json here", 1},
     {"checksum-log", "FILE", K_STR, F(checksum_log), S(checksum_log),

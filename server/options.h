@@ -16,6 +16,7 @@
 #ifndef SURGE_SERVER_OPTIONS_H
 #define SURGE_SERVER_OPTIONS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -128,6 +129,9 @@ typedef struct surge_server_options {
     double exit_idle_s;    /* exit after this long with no sim and no
                               message; 0 = never (for tests) */
     int log_level;         /* SURGE_LOG_* */
+    /* Server ranks (server/ranks.h): route every step of a simulation to
+     * server rank sim % R instead of step s to rank s % R. */
+    bool bind_simulation;
 } surge_server_options;
 
 /* surge_server_options_init - the defaults, plus SURGE_TOKEN from the

@@ -47,6 +47,9 @@ surge_serve_main(int argc, char **argv)
         fprintf(stderr, "surge serve: %s\n", err);
         return 1;
     }
+    if (ranks.size > 1) {
+        surge_log_set_rank(ranks.rank);
+    }
     surge_server *srv = NULL;
     rc = surge_server_create(&srv, &opts, &ranks);
     if (rc < 0) {

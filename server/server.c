@@ -14,6 +14,8 @@
 #include <errno.h>
 #include <ifaddrs.h>
 #include <inttypes.h>
+#include <math.h>
+#include <stddef.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -39,6 +41,7 @@
 #include "server/consumer.h"
 #include "server/ingest.h"
 #include "server/monitor.h"
+#include "server/ranks.h"
 #include "server/server.h"
 #include "server/store.h"
 
@@ -48,6 +51,44 @@
 #define RETRY_MS 1
 #define DRAIN_BUDGET 1024 /* messages per turn of the loop */
 #define REPLY_CAP (SURGE_MAX_HEADER_BYTES)
+#define JI(x) json_integer((json_int_t)(x))
+#define MPI_POLL_MS 20 /* server ranks: ranks->io is tested this often */
+#define FIG_MS 1000    /* server ranks: figures go to rank 0 this often */
+#define TAG_CTL 1      /* rank 0 -> ranks: {op, sim} (int64) */
+#define TAG_FIG 2      /* ranks -> rank 0: figures (uint64, FIG_N) */
+
+/* A rank's figures, as they travel to rank 0: every counter (the struct
+ * as an array: its fields are all uint64_t) and then these. */
+#define NCOUNTERS (sizeof(surge_counters) / sizeof(uint64_t))
+_Static_assert(sizeof(surge_counters) % sizeof(uint64_t) == 0,
+               "surge_counters must be an array of uint64_t");
+enum fig_extra {
+    FX_RES_SIZE,        /* samples in the training store */
+    FX_RES_CAP,         /* its slots */
+    FX_RES_BYTES,       /* its bytes */
+    FX_RES_CAP_BYTES,   /* its capacity, bytes */
+    FX_TRAINER_SAMPLES, /* samples the consumer took */
+    FX_SIMS_ACTIVE,     /* simulations open */
+    FX_IDLE_MS,         /* since the last message received */
+    FX_N
+};
+#define FIG_N (NCOUNTERS + FX_N)
+
+/* What rank 0 knows of one rank (itself included). */
+struct rank_fig {
+    uint64_t v[FIG_N];  /* the latest figures */
+    uint64_t at_ns;     /* when they came; 0 = none yet */
+    uint64_t prev_ns;   /* the report before (for the rate) */
+    uint64_t prev_samples;
+    double rate;        /* samples assembled per second, NaN unknown */
+};
+
+/* A control relayed by rank 0, in flight to one rank. */
+struct relay {
+    struct relay *next;
+    int64_t buf[2]; /* {op, sim}: MPI owns it until req completes */
+    MPI_Request req;
+};
 
 /* A message read under backpressure from a peer with a session, held (its
  * frames moved, not copied) until the store has room again: reading goes
@@ -122,6 +163,18 @@ struct surge_server {
     struct io_req *io_req;  /* posted by io_call, taken by on_wake */
     int io_closed;          /* the loop is closing: no more requests */
     int io_init;            /* io_mu and io_cv are initialized */
+    /* Server ranks (server/ranks.h). R = 1: none of this is used. */
+    const surge_ranks *ranks;   /* borrowed */
+    surge_msg_welcome *servers; /* R > 1: every rank's endpoint, rank order */
+    uv_timer_t mpi_timer;       /* R > 1: tests ranks->io (never blocks) */
+    struct relay *relays;       /* rank 0: control sends in flight */
+    struct rank_fig *figs;      /* rank 0: (R) every rank's figures */
+    uint64_t fig_out[FIG_N];    /* ranks > 0: figures being sent */
+    MPI_Request fig_req;        /* their send, or MPI_REQUEST_NULL */
+    uint64_t fig_last_ns;       /* when figures were last taken */
+    surge_counters sum;         /* rank 0, R > 1: counters summed over the
+                                   ranks, what monitoring shows */
+    struct rank_series *rank_series; /* rank 0, R > 1: metric arguments */
 };
 
 /* A consumer's request to run a function on the I/O thread (io_call). */
@@ -133,6 +186,17 @@ struct io_req {
 };
 
 static void begin_stop(surge_server *srv, int end_of_reception);
+static int multi(const surge_server *srv);
+static int all_ranks_idle(const surge_server *srv, uint64_t now);
+static void relay_control(void *arg, int op, int64_t sim);
+static void on_mpi(uv_timer_t *t);
+static int exchange_endpoints(surge_server *srv);
+static int status_ranks_cb(void *arg, json_t *root);
+static int register_rank_series(surge_server *srv, surge_metrics *m);
+static int collect_stats(surge_server *srv, json_t *mine);
+static int rank_bind(const surge_server *srv, char *out, size_t cap);
+static void rank_path(const surge_server *srv, const char *path, char *out,
+                      size_t cap);
 static int io_export_assembled(void *io, int (*cb)(void *, int64_t, int64_t),
                                void *arg);
 static int io_export_finished(void *io, int (*cb)(void *, int64_t), void *arg);
@@ -701,7 +765,7 @@ close_handles(surge_server *srv)
         (uv_handle_t *)&srv->tick,        (uv_handle_t *)&srv->retry,
         (uv_handle_t *)&srv->stop_timer,  (uv_handle_t *)&srv->sigint,
         (uv_handle_t *)&srv->sigterm,     (uv_handle_t *)&srv->wake,
-        (uv_handle_t *)&srv->more};
+        (uv_handle_t *)&srv->more,        (uv_handle_t *)&srv->mpi_timer};
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
         if (!uv_is_closing(hs[i])) {
             uv_close(hs[i], on_close);
@@ -853,12 +917,18 @@ on_tick(uv_timer_t *t)
     if (now - srv->last_log_ns > UINT64_C(10) * 1000000000u) {
         log_progress(srv, now);
     }
+    /* With several ranks, rank 0 decides for all (and tells them): a
+     * rank that left alone would refuse the next simulation routed to it. */
     if (srv->o->exit_idle_s > 0 && surge_ingest_active_sims(srv->ing) == 0 &&
         surge_ingest_all_done(srv->ing) &&
-        now - srv->last_msg_ns > (uint64_t)(srv->o->exit_idle_s * 1e9)) {
+        now - srv->last_msg_ns > (uint64_t)(srv->o->exit_idle_s * 1e9) &&
+        (!multi(srv) || (srv->ranks->rank == 0 && all_ranks_idle(srv, now)))) {
         SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
                   "idle for %.1f s with no active simulation: exiting",
                   srv->o->exit_idle_s);
+        if (multi(srv)) {
+            relay_control(srv, SURGE_CTL_END_RECEPTION, -1);
+        }
         begin_stop(srv, 1);
         return;
     }
@@ -970,6 +1040,524 @@ consumer_main(void *arg)
     return NULL;
 }
 
+/* ------------------------------------------------------------ ranks */
+
+/* A server of several ranks (server/ranks.h): rank 0 relays control to
+ * the others and collects their figures, all over ranks->io from the I/O
+ * thread with nonblocking calls tested on a timer (the loop never waits on
+ * MPI). The blocking exchanges (endpoints before the loop, the final
+ * counts after it) run on the main thread while no loop runs, each with a
+ * deadline. */
+
+static int
+multi(const surge_server *srv)
+{
+    return srv->ranks != NULL && srv->ranks->size > 1;
+}
+
+/* Wait for req, testing it, at most timeout_s: 0, or SURGE_ETIMEDOUT /
+ * SURGE_EINTERNAL (logged, naming what). Main thread, no loop running. */
+static int
+mpi_wait(MPI_Request *req, double timeout_s, const char *what)
+{
+    uint64_t t0 = surge_now_ns(), last_log = t0;
+    for (;;) {
+        int done = 0;
+        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "%s: MPI error %d", what,
+                      rc);
+            return SURGE_EINTERNAL;
+        }
+        if (done) {
+            return 0;
+        }
+        uint64_t now = surge_now_ns();
+        if ((double)(now - t0) / 1e9 > timeout_s) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                      "%s: the other server ranks did not answer within "
+                      "%.0f s",
+                      what, timeout_s);
+            return SURGE_ETIMEDOUT;
+        }
+        if (now - last_log > UINT64_C(10) * 1000000000u) {
+            SURGE_LOG(SURGE_LOG_INFO, COMPONENT,
+                      "%s: waiting for the other server ranks (%.0f s)", what,
+                      (double)(now - t0) / 1e9);
+            last_log = now;
+        }
+        struct timespec ts = {0, 1000000}; /* 1 ms */
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* This rank's figures into v (I/O thread). */
+static void
+take_figures(surge_server *srv, uint64_t *v, uint64_t now)
+{
+    memcpy(v, surge_ingest_counters(srv->ing), sizeof(surge_counters));
+    uint64_t *x = v + NCOUNTERS;
+    surge_store_stats st;
+    surge_store_get_stats(srv->train, &st);
+    surge_consumer_stats cs = {0, 0};
+    srv->cops->stats(srv->cstate, &cs);
+    x[FX_RES_SIZE] = st.occupancy;
+    x[FX_RES_CAP] = st.capacity;
+    x[FX_RES_BYTES] = st.bytes;
+    x[FX_RES_CAP_BYTES] = srv->o->store_bytes;
+    x[FX_TRAINER_SAMPLES] = cs.samples;
+    x[FX_SIMS_ACTIVE] = surge_ingest_active_sims(srv->ing);
+    x[FX_IDLE_MS] = (now - srv->last_msg_ns) / 1000000u;
+}
+
+/* Rank 0: rank r's figures v came at now. */
+static void
+store_figures(surge_server *srv, int r, const uint64_t *v, uint64_t now)
+{
+    struct rank_fig *f = &srv->figs[r];
+    const surge_counters *c = (const surge_counters *)(const void *)v;
+    uint64_t samples = c->steps.assembled;
+    if (f->at_ns != 0 && now > f->at_ns && samples >= f->prev_samples) {
+        f->rate = (double)(samples - f->prev_samples) /
+                  ((double)(now - f->at_ns) / 1e9);
+    }
+    f->prev_samples = samples;
+    f->prev_ns = f->at_ns;
+    memcpy(f->v, v, sizeof f->v);
+    f->at_ns = now;
+}
+
+/* Rank 0: the counters monitoring shows, summed over the ranks' latest
+ * figures (its own taken now). */
+static void
+sum_figures(surge_server *srv)
+{
+    uint64_t *dst = (uint64_t *)(void *)&srv->sum;
+    memset(dst, 0, sizeof srv->sum);
+    for (int r = 0; r < srv->ranks->size; r++) {
+        for (size_t i = 0; i < NCOUNTERS; i++) {
+            dst[i] += srv->figs[r].v[i];
+        }
+    }
+}
+
+/* surge_ingest control_cb (rank 0, I/O thread): send the operation to
+ * every other rank, without waiting. */
+static void
+relay_control(void *arg, int op, int64_t sim)
+{
+    surge_server *srv = arg;
+    for (int r = 1; r < srv->ranks->size; r++) {
+        struct relay *rl = calloc(1, sizeof *rl);
+        if (rl == NULL) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                      "out of memory relaying control %d to rank %d", op, r);
+            continue;
+        }
+        rl->buf[0] = op;
+        rl->buf[1] = sim;
+        int rc = MPI_Isend(rl->buf, 2, MPI_INT64_T, r, TAG_CTL,
+                           srv->ranks->io, &rl->req);
+        if (rc != MPI_SUCCESS) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                      "cannot relay control %d to rank %d (MPI error %d)", op,
+                      r, rc);
+            free(rl);
+            continue;
+        }
+        rl->next = srv->relays;
+        srv->relays = rl;
+    }
+}
+
+/* Rank 0: free the relays whose send completed. */
+static void
+reap_relays(surge_server *srv)
+{
+    struct relay **pp = &srv->relays;
+    while (*pp != NULL) {
+        struct relay *rl = *pp;
+        int done = 0;
+        MPI_Test(&rl->req, &done, MPI_STATUS_IGNORE);
+        if (done) {
+            *pp = rl->next;
+            free(rl);
+        } else {
+            pp = &rl->next;
+        }
+    }
+}
+
+/* Receive one message matched by st of n elements of type t into a
+ * buffer of cap elements; a message of another size is received whole
+ * and discarded. 1 when it fit exactly. */
+static int
+recv_exact(surge_server *srv, MPI_Status *st, MPI_Datatype t, size_t esize,
+           void *buf, int cap)
+{
+    int n = -1;
+    MPI_Get_count(st, t, &n);
+    if (n == cap) {
+        MPI_Recv(buf, cap, t, st->MPI_SOURCE, st->MPI_TAG, srv->ranks->io,
+                 MPI_STATUS_IGNORE);
+        return 1;
+    }
+    int bytes = 0;
+    MPI_Get_count(st, MPI_BYTE, &bytes);
+    void *junk = malloc(bytes > 0 ? (size_t)bytes : 1);
+    if (junk != NULL) {
+        MPI_Recv(junk, bytes, MPI_BYTE, st->MPI_SOURCE, st->MPI_TAG,
+                 srv->ranks->io, MPI_STATUS_IGNORE);
+        free(junk);
+    }
+    SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+              "message of %d bytes from server rank %d (tag %d) dropped: "
+              "expected %zu",
+              bytes, st->MPI_SOURCE, st->MPI_TAG, (size_t)cap * esize);
+    return 0;
+}
+
+/* Ranks > 0: apply the controls rank 0 relayed. */
+static void
+recv_controls(surge_server *srv)
+{
+    for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Iprobe(0, TAG_CTL, srv->ranks->io, &flag, &st) !=
+                MPI_SUCCESS ||
+            !flag) {
+            return;
+        }
+        int64_t v[2];
+        if (!recv_exact(srv, &st, MPI_INT64_T, sizeof(int64_t), v, 2)) {
+            continue;
+        }
+        int rc = surge_ingest_relayed_control(srv->ing, (int)v[0], v[1],
+                                              surge_now_ns());
+        SURGE_LOG(rc == 0 ? SURGE_LOG_DEBUG : SURGE_LOG_WARN, COMPONENT,
+                  "control %" PRId64 " (sim %" PRId64 ") from rank 0: %s",
+                  v[0], v[1], rc == 0 ? "done" : surge_strerror(rc));
+    }
+}
+
+/* Rank 0: take the figures the ranks sent. */
+static void
+recv_figures(surge_server *srv, uint64_t now)
+{
+    uint64_t v[FIG_N];
+    for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, TAG_FIG, srv->ranks->io, &flag, &st) !=
+                MPI_SUCCESS ||
+            !flag) {
+            return;
+        }
+        if (recv_exact(srv, &st, MPI_UINT64_T, sizeof(uint64_t), v,
+                       (int)FIG_N) &&
+            st.MPI_SOURCE > 0 && st.MPI_SOURCE < srv->ranks->size) {
+            store_figures(srv, st.MPI_SOURCE, v, now);
+        }
+    }
+}
+
+/* Rank 0, with --exit-idle: the whole server is idle when every rank
+ * reported lately that it has no open simulation and no message for
+ * exit_idle_s. */
+static int
+all_ranks_idle(const surge_server *srv, uint64_t now)
+{
+    uint64_t idle_ms = (uint64_t)(srv->o->exit_idle_s * 1000.0);
+    for (int r = 1; r < srv->ranks->size; r++) {
+        const struct rank_fig *f = &srv->figs[r];
+        if (f->at_ns == 0 || now - f->at_ns > UINT64_C(3) * FIG_MS * 1000000u ||
+            f->v[NCOUNTERS + FX_SIMS_ACTIVE] != 0 ||
+            f->v[NCOUNTERS + FX_IDLE_MS] < idle_ms) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void
+on_mpi(uv_timer_t *t)
+{
+    surge_server *srv = t->data;
+    uint64_t now = surge_now_ns();
+    if (srv->ranks->rank == 0) {
+        reap_relays(srv);
+        recv_figures(srv, now);
+    } else {
+        recv_controls(srv);
+    }
+    if (now - srv->fig_last_ns >= UINT64_C(1000000) * FIG_MS) {
+        srv->fig_last_ns = now;
+        if (srv->ranks->rank == 0) {
+            uint64_t v[FIG_N];
+            take_figures(srv, v, now);
+            store_figures(srv, 0, v, now);
+        } else {
+            int done = 1;
+            if (srv->fig_req != MPI_REQUEST_NULL) {
+                MPI_Test(&srv->fig_req, &done, MPI_STATUS_IGNORE);
+            }
+            if (done) {
+                /* The last send completed: fig_out is ours again. */
+                take_figures(srv, srv->fig_out, now);
+                MPI_Isend(srv->fig_out, (int)FIG_N, MPI_UINT64_T, 0, TAG_FIG,
+                          srv->ranks->io, &srv->fig_req);
+            }
+        }
+    }
+    if (srv->ranks->rank == 0) {
+        sum_figures(srv);
+    }
+    check_requests(srv);
+}
+
+/* Every rank's endpoint, in rank order, into srv->servers (main thread,
+ * before the loop). */
+static int
+exchange_endpoints(surge_server *srv)
+{
+    int R = srv->ranks->size;
+    char *all = calloc((size_t)R, SURGE_MAX_ENDPOINT + 1);
+    char mine[SURGE_MAX_ENDPOINT + 1] = "";
+    srv->servers = calloc(1, sizeof *srv->servers);
+    srv->figs = calloc((size_t)R, sizeof *srv->figs);
+    if (all == NULL || srv->servers == NULL || srv->figs == NULL) {
+        free(all);
+        return -ENOMEM;
+    }
+    for (int r = 0; r < R; r++) {
+        srv->figs[r].rate = NAN;
+    }
+    if (strlen(srv->endpoint) > SURGE_MAX_ENDPOINT) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "endpoint %s is longer than %d bytes", srv->endpoint,
+                  SURGE_MAX_ENDPOINT);
+        free(all);
+        return SURGE_ECONFIG;
+    }
+    snprintf(mine, sizeof mine, "%s", srv->endpoint);
+    MPI_Request req;
+    int rc = MPI_Iallgather(mine, SURGE_MAX_ENDPOINT + 1, MPI_CHAR, all,
+                            SURGE_MAX_ENDPOINT + 1, MPI_CHAR, srv->ranks->io,
+                            &req);
+    if (rc != MPI_SUCCESS) {
+        free(all);
+        return SURGE_EINTERNAL;
+    }
+    rc = mpi_wait(&req, 60.0, "exchanging the ranks' endpoints");
+    for (int r = 0; rc == 0 && r < R; r++) {
+        char *e = all + (size_t)r * (SURGE_MAX_ENDPOINT + 1);
+        e[SURGE_MAX_ENDPOINT] = '\0';
+        if (surge_proto_welcome_add_endpoint(srv->servers, e) != 0) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                      "the endpoints of %d ranks do not fit in a welcome "
+                      "(%d bytes at most, %d ranks)",
+                      R, SURGE_MAX_HEADER_BYTES / 2, SURGE_MAX_SERVER_RANKS);
+            rc = SURGE_ELIMIT;
+        }
+    }
+    free(all);
+    if (rc != 0) {
+        return rc;
+    }
+    /* A list the clients would refuse must stop us here, not them. */
+    const char *why = NULL;
+    surge_msg probe;
+    memset(&probe, 0, sizeof probe);
+    probe.type = SURGE_MSG_WELCOME;
+    probe.u.welcome = *srv->servers;
+    probe.u.welcome.max_payload_bytes = 1;
+    probe.u.welcome.server_rank = (uint32_t)srv->ranks->rank;
+    probe.u.welcome.route =
+        srv->o->bind_simulation ? SURGE_ROUTE_SIM : SURGE_ROUTE_STEP;
+    unsigned char *hdr = malloc(SURGE_MAX_HEADER_BYTES);
+    surge_msg *back = malloc(sizeof *back);
+    int n = hdr != NULL ? surge_proto_encode(&probe, hdr, SURGE_MAX_HEADER_BYTES)
+                        : -ENOMEM;
+    if (n < 0 || back == NULL ||
+        surge_proto_decode(hdr, (size_t)n, back, &why) != 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "the ranks' endpoints make no valid welcome: %s",
+                  why != NULL ? why : "too long for one header");
+        rc = SURGE_ECONFIG;
+    }
+    free(hdr);
+    free(back);
+    if (rc != 0) {
+        return rc;
+    }
+    surge_ingest_set_ranks(
+        srv->ing, (uint32_t)srv->ranks->rank, (uint32_t)R,
+        srv->o->bind_simulation ? SURGE_ROUTE_SIM : SURGE_ROUTE_STEP,
+        srv->servers, srv->ranks->rank == 0 ? relay_control : NULL, srv);
+    return 0;
+}
+
+/* The status JSON's "ranks" array (docs/monitoring.md), rendering thread
+ * (the I/O thread): rank 0's figures table, or this rank alone. */
+static int
+status_ranks_cb(void *arg, json_t *root)
+{
+    surge_server *srv = arg;
+    uint64_t now = surge_now_ns();
+    int R = multi(srv) ? srv->ranks->size : 1;
+    json_t *arr = json_array();
+    if (arr == NULL) {
+        return -ENOMEM;
+    }
+    for (int r = 0; r < R; r++) {
+        uint64_t own[FIG_N];
+        const uint64_t *v = NULL;
+        double age = NAN, rate = NAN;
+        if (r == 0) {
+            take_figures(srv, own, now);
+            v = own;
+            age = 0.0;
+            rate = multi(srv) ? srv->figs[0].rate : NAN;
+        } else if (srv->figs[r].at_ns != 0) {
+            v = srv->figs[r].v;
+            age = (double)(now - srv->figs[r].at_ns) / 1e9;
+            rate = srv->figs[r].rate;
+        }
+        const char *ep = multi(srv)
+                             ? surge_proto_welcome_endpoint(srv->servers,
+                                                            (uint32_t)r)
+                             : srv->endpoint;
+        json_t *o = json_pack("{s:i,s:s}", "rank", r, "endpoint",
+                              ep != NULL ? ep : "");
+        if (o == NULL) {
+            json_decref(arr);
+            return -ENOMEM;
+        }
+        json_object_set_new(o, "age_s", isfinite(age) ? json_real(age)
+                                                       : json_null());
+        json_object_set_new(o, "received_per_s",
+                            isfinite(rate) ? json_real(rate) : json_null());
+        if (v != NULL) {
+            const surge_counters *c = (const surge_counters *)(const void *)v;
+            const uint64_t *x = v + NCOUNTERS;
+            uint64_t dropped = 0;
+            for (int i = 0; i < SURGE_TDROP__COUNT; i++) {
+                dropped += c->steps.dropped[i];
+            }
+            for (int i = 0; i < SURGE_PDROP__COUNT; i++) {
+                dropped += c->samples.dropped[i];
+            }
+            double occ = x[FX_RES_CAP] > 0
+                             ? (double)x[FX_RES_SIZE] / (double)x[FX_RES_CAP]
+                         : x[FX_RES_CAP_BYTES] > 0
+                             ? (double)x[FX_RES_BYTES] /
+                                   (double)x[FX_RES_CAP_BYTES]
+                             : 0.0;
+            json_object_set_new(o, "samples", JI(c->steps.assembled));
+            json_object_set_new(o, "slices", JI(c->slices.accepted));
+            json_object_set_new(o, "bytes", JI(c->slices.bytes));
+            json_object_set_new(o, "dropped", JI(dropped));
+            json_object_set_new(o, "steps_in_progress",
+                                JI(c->steps.in_progress));
+            json_object_set_new(o, "reservoir_size", JI(x[FX_RES_SIZE]));
+            json_object_set_new(o, "reservoir_capacity", JI(x[FX_RES_CAP]));
+            json_object_set_new(o, "reservoir_bytes", JI(x[FX_RES_BYTES]));
+            json_object_set_new(o, "reservoir_capacity_bytes",
+                                JI(x[FX_RES_CAP_BYTES]));
+            json_object_set_new(o, "occupancy", json_real(occ));
+            json_object_set_new(o, "trainer_samples",
+                                JI(x[FX_TRAINER_SAMPLES]));
+            json_object_set_new(o, "sims_active", JI(x[FX_SIMS_ACTIVE]));
+        }
+        json_array_append_new(arr, o);
+    }
+    return json_object_set_new(root, "ranks", arr) == 0 ? 0 : -ENOMEM;
+}
+
+/* Per-rank Prometheus series: one callback argument per (rank, figure). */
+struct rank_series {
+    surge_server *srv;
+    int rank;
+    int index; /* into rank_fig.v, or -1 for the report's age */
+};
+
+static double
+rank_series_value(void *arg)
+{
+    const struct rank_series *rs = arg;
+    const struct rank_fig *f = &rs->srv->figs[rs->rank];
+    if (f->at_ns == 0) {
+        return NAN;
+    }
+    if (rs->index < 0) {
+        return (double)(surge_now_ns() - f->at_ns) / 1e9;
+    }
+    return (double)f->v[rs->index];
+}
+
+#define COUNTER_INDEX(field)                                                   \
+    (offsetof(surge_counters, field) / sizeof(uint64_t))
+
+static int
+register_rank_series(surge_server *srv, surge_metrics *m)
+{
+    static const struct {
+        const char *name;
+        int counter;
+        long index;
+        const char *help;
+    } series[] = {
+        {"surge_rank_samples_received_total", 1, COUNTER_INDEX(steps.assembled),
+         "Complete samples assembled on this server rank"},
+        {"surge_rank_slices_accepted_total", 1, COUNTER_INDEX(slices.accepted),
+         "Field slices accepted on this server rank"},
+        {"surge_rank_bytes_accepted_total", 1, COUNTER_INDEX(slices.bytes),
+         "Payload bytes accepted on this server rank"},
+        {"surge_rank_steps_in_progress", 0, COUNTER_INDEX(steps.in_progress),
+         "Partial steps alive on this server rank"},
+        {"surge_rank_reservoir_samples", 0, NCOUNTERS + FX_RES_SIZE,
+         "Samples in this server rank's reservoir shard"},
+        {"surge_rank_reservoir_capacity_samples", 0, NCOUNTERS + FX_RES_CAP,
+         "Slots of this server rank's reservoir shard"},
+        {"surge_rank_reservoir_bytes", 0, NCOUNTERS + FX_RES_BYTES,
+         "Bytes in this server rank's reservoir shard"},
+        {"surge_rank_trainer_samples_total", 1, NCOUNTERS + FX_TRAINER_SAMPLES,
+         "Samples the consumer of this server rank took"},
+        {"surge_rank_report_age_seconds", 0, -1,
+         "Time since rank 0 last received this server rank's figures"},
+    };
+    size_t ns = sizeof series / sizeof series[0];
+    int R = srv->ranks->size;
+    struct rank_series *args = calloc(ns * (size_t)R, sizeof *args);
+    if (args == NULL) {
+        return -ENOMEM;
+    }
+    /* Owned by the server from here (freed at destroy). */
+    srv->rank_series = args;
+    for (int r = 0; r < R; r++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "rank=\"%d\"", r);
+        for (size_t i = 0; i < ns; i++) {
+            struct rank_series *a = &args[(size_t)r * ns + i];
+            a->srv = srv;
+            a->rank = r;
+            a->index = (int)series[i].index;
+            int rc = series[i].counter
+                         ? surge_metrics_counter_fn(m, series[i].name, labels,
+                                                    series[i].help,
+                                                    rank_series_value, a)
+                         : surge_metrics_gauge_fn(m, series[i].name, labels,
+                                                  series[i].help,
+                                                  rank_series_value, a);
+            if (rc < 0) {
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------ files */
 
 static int
@@ -1008,7 +1596,6 @@ reasons_json(const uint64_t *v, int n, const char *(*name)(int))
     return o;
 }
 
-#define JI(x) json_integer((json_int_t)(x))
 
 static json_t *
 store_json(surge_store *s)
@@ -1082,8 +1669,9 @@ counter_sections(const surge_counters *c, json_t *j)
                                surge_sample_drop_name)));
 }
 
-static int
-write_stats(surge_server *srv)
+/* Everything server-stats.json says about this rank (NULL: no memory). */
+static json_t *
+stats_json(surge_server *srv)
 {
     const surge_counters *c = surge_ingest_counters(srv->ing);
     surge_consumer_stats cs = {0, 0};
@@ -1094,7 +1682,12 @@ write_stats(surge_server *srv)
         SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "counts do not add up: %s", bad);
     }
     json_t *j = json_object();
+    if (j == NULL) {
+        return NULL;
+    }
     json_object_set_new(j, "endpoint", json_string(srv->endpoint));
+    json_object_set_new(j, "rank", JI(srv->ranks != NULL ? srv->ranks->rank
+                                                         : 0));
     json_object_set_new(j, "pid", JI(getpid()));
     json_object_set_new(j, "wall_s",
                         json_real((surge_now_ns() - srv->start_ns) / 1e9));
@@ -1146,6 +1739,201 @@ write_stats(surge_server *srv)
     if (srv->cops->info != NULL) {
         srv->cops->info(srv->cstate, j);
     }
+    return j;
+}
+
+/* dst += src for the numbers of two stats objects of the same shape:
+ * integers and arrays of integers add up; reals add up too, except means
+ * (keys with "mean"), which stay dst's; strings stay dst's. */
+static void
+json_sum(json_t *dst, const json_t *src)
+{
+    const char *key;
+    json_t *sv;
+    json_object_foreach((json_t *)src, key, sv)
+    {
+        json_t *dv = json_object_get(dst, key);
+        if (dv == NULL) {
+            continue;
+        }
+        if (json_is_object(dv) && json_is_object(sv)) {
+            json_sum(dv, sv);
+        } else if (json_is_integer(dv) && json_is_integer(sv)) {
+            json_integer_set(dv,
+                             json_integer_value(dv) + json_integer_value(sv));
+        } else if (json_is_real(dv) && json_is_real(sv) &&
+                   strstr(key, "mean") == NULL) {
+            json_real_set(dv, json_real_value(dv) + json_real_value(sv));
+        } else if (json_is_array(dv) && json_is_array(sv) &&
+                   json_array_size(dv) == json_array_size(sv)) {
+            for (size_t i = 0; i < json_array_size(dv); i++) {
+                json_t *a = json_array_get(dv, i);
+                json_t *b = json_array_get(sv, i);
+                if (json_is_integer(a) && json_is_integer(b)) {
+                    json_integer_set(a, json_integer_value(a) +
+                                            json_integer_value(b));
+                }
+            }
+        }
+    }
+}
+
+/* The sections of server-stats.json that are counts of this rank and
+ * add up over the ranks; the others (the trainer's, the endpoint) are
+ * rank 0's. */
+static const char *const summed_sections[] = {
+    "messages", "slices", "steps", "samples",  "sims",
+    "io",       "store",  "validation_store", "consumer"};
+
+/* R > 1, main thread after the loop and the consumer ended: every rank
+ * gives rank 0 its stats and counters; rank 0 writes server-stats.json
+ * with the totals (the sums, checked), the list per rank and what it
+ * could not collect. Takes mine. */
+static int
+collect_stats(surge_server *srv, json_t *mine)
+{
+    const surge_ranks *rk = srv->ranks;
+    int R = rk->size;
+    double limit = srv->o->stop_timeout_s + 60.0 +
+                   (srv->o->sim_timeout_s > 0 ? srv->o->sim_timeout_s : 0.0);
+    int rc = 0;
+    /* Our own sends first: a relay or figures still in flight. */
+    if (srv->fig_req != MPI_REQUEST_NULL) {
+        rc = mpi_wait(&srv->fig_req, limit, "sending the last figures");
+    }
+    while (rc == 0 && srv->relays != NULL) {
+        struct relay *rl = srv->relays;
+        rc = mpi_wait(&rl->req, limit, "relaying control");
+        srv->relays = rl->next;
+        free(rl);
+    }
+    char *text = json_dumps(mine, JSON_COMPACT);
+    int len = text != NULL ? (int)strlen(text) + 1 : 1;
+    int *lens = rk->rank == 0 ? calloc((size_t)R, sizeof *lens) : NULL;
+    int *displs = rk->rank == 0 ? calloc((size_t)R, sizeof *displs) : NULL;
+    uint64_t *sum = rk->rank == 0 ? calloc(NCOUNTERS, sizeof *sum) : NULL;
+    char *all = NULL;
+    MPI_Request req;
+    if (rc == 0 && rk->rank == 0 &&
+        (lens == NULL || displs == NULL || sum == NULL)) {
+        rc = -ENOMEM;
+    }
+    if (rc == 0 && MPI_Igather(&len, 1, MPI_INT, lens, 1, MPI_INT, 0, rk->io,
+                               &req) == MPI_SUCCESS) {
+        rc = mpi_wait(&req, limit, "collecting the ranks' figures");
+    }
+    size_t total = 0;
+    if (rc == 0 && rk->rank == 0) {
+        for (int r = 0; r < R; r++) {
+            displs[r] = (int)total;
+            total += lens[r] > 0 ? (size_t)lens[r] : 0;
+        }
+        all = malloc(total > 0 ? total : 1);
+        if (all == NULL) {
+            rc = -ENOMEM;
+        }
+    }
+    if (rc == 0 &&
+        MPI_Igatherv(text != NULL ? text : "", len, MPI_CHAR, all, lens,
+                     displs, MPI_CHAR, 0, rk->io, &req) == MPI_SUCCESS) {
+        rc = mpi_wait(&req, limit, "collecting the ranks' figures");
+    }
+    if (rc == 0 &&
+        MPI_Ireduce(surge_ingest_counters(srv->ing), sum, (int)NCOUNTERS,
+                    MPI_UINT64_T, MPI_SUM, 0, rk->io, &req) == MPI_SUCCESS) {
+        rc = mpi_wait(&req, limit, "summing the ranks' counts");
+    }
+    free(text);
+    if (rk->rank != 0) {
+        json_decref(mine);
+        if (rc != 0) {
+            /* See below: a collective left open cannot be finished. */
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        return rc;
+    }
+    /* Rank 0: the totals start as its own stats. */
+    json_t *per = json_array();
+    int all_add_up = 1, collected = rc == 0;
+    for (int r = 0; collected && r < R; r++) {
+        json_error_t jerr;
+        json_t *one =
+            all != NULL && lens[r] > 0 && all[displs[r] + lens[r] - 1] == '\0'
+                ? json_loads(all + displs[r], 0, &jerr)
+                : NULL;
+        if (!json_is_object(one)) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                      "server rank %d sent unreadable stats", r);
+            json_decref(one);
+            collected = 0;
+            break;
+        }
+        all_add_up &= json_is_true(json_object_get(one, "counts_add_up"));
+        if (r > 0) {
+            for (size_t k = 0;
+                 k < sizeof summed_sections / sizeof summed_sections[0]; k++) {
+                json_t *d = json_object_get(mine, summed_sections[k]);
+                json_t *v = json_object_get(one, summed_sections[k]);
+                if (d != NULL && v != NULL) {
+                    json_sum(d, v);
+                }
+            }
+            double w = json_real_value(json_object_get(one, "wall_s"));
+            if (w > json_real_value(json_object_get(mine, "wall_s"))) {
+                json_object_set_new(mine, "wall_s", json_real(w));
+            }
+        }
+        json_array_append_new(per, one);
+    }
+    const char *bad = "not collected from every rank";
+    int sums_add_up =
+        collected &&
+        surge_counters_check((const surge_counters *)(const void *)sum,
+                             &bad) == 0;
+    if (!sums_add_up) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "counts over the %d ranks do not add up: %s", R, bad);
+    }
+    json_object_set_new(mine, "counts_add_up",
+                        json_boolean(sums_add_up && all_add_up));
+    json_object_set_new(mine, "ranks", JI(R));
+    json_object_set_new(mine, "ranks_collected", json_boolean(collected));
+    json_t *eps = json_array();
+    for (uint32_t r = 0; r < srv->servers->nservers; r++) {
+        json_array_append_new(
+            eps, json_string(surge_proto_welcome_endpoint(srv->servers, r)));
+    }
+    json_object_set_new(mine, "endpoints", eps);
+    json_object_set_new(mine, "route",
+                        json_string(srv->o->bind_simulation ? "sim" : "step"));
+    json_object_set_new(mine, "per_rank", per);
+    int wrc = write_json(srv->o, "server-stats.json", mine);
+    json_decref(mine);
+    free(all);
+    free(lens);
+    free(displs);
+    free(sum);
+    if (rc != 0) {
+        /* A rank that never came leaves a collective open that MPI cannot
+         * finish: what we know is written; end the whole job. */
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "ending the server's MPI job: a rank is not answering");
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    return wrc < 0 ? wrc : rc;
+}
+
+static int
+write_stats(surge_server *srv)
+{
+    json_t *j = stats_json(srv);
+    if (j == NULL) {
+        return -ENOMEM;
+    }
+    if (multi(srv)) {
+        return collect_stats(srv, j); /* takes j */
+    }
+    json_object_set_new(j, "ranks", JI(1));
     int rc = write_json(srv->o, "server-stats.json", j);
     json_decref(j);
     return rc;
@@ -1299,17 +2087,70 @@ zmq_setup(surge_server *srv)
     if (o->curve_keys[0] != '\0' && curve_setup(srv) != 0) {
         return SURGE_ECONFIG;
     }
-    if (zmq_bind(srv->router, o->bind) != 0) {
-        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "cannot bind %s: %s", o->bind,
+    char bind[sizeof o->bind + 16];
+    if (rank_bind(srv, bind, sizeof bind) != 0) {
+        return SURGE_ECONFIG;
+    }
+    if (zmq_bind(srv->router, bind) != 0) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "cannot bind %s: %s", bind,
                   zmq_strerror(zmq_errno()));
         return SURGE_ECONFIG;
     }
     size_t len = sizeof srv->endpoint;
     if (zmq_getsockopt(srv->router, ZMQ_LAST_ENDPOINT, srv->endpoint, &len) !=
         0) {
-        snprintf(srv->endpoint, sizeof srv->endpoint, "%s", o->bind);
+        snprintf(srv->endpoint, sizeof srv->endpoint, "%.255s", bind);
     }
     advertise_reachable_host(srv->endpoint, sizeof srv->endpoint);
+    return 0;
+}
+
+/* A per-rank file name: PATH itself with one rank, else PATH.rankN. */
+static void
+rank_path(const surge_server *srv, const char *path, char *out, size_t cap)
+{
+    if (multi(srv)) {
+        snprintf(out, cap, "%s.rank%d", path, srv->ranks->rank);
+    } else {
+        snprintf(out, cap, "%s", path);
+    }
+}
+
+/* With several ranks on one node, each binds its own endpoint: a fixed
+ * tcp port P becomes P + rank, an ipc path PATH becomes PATH.rankN; port
+ * 0 (or *) already gives each rank a free port of its own. */
+static int
+rank_bind(const surge_server *srv, char *out, size_t cap)
+{
+    const char *b = srv->o->bind;
+    snprintf(out, cap, "%s", b);
+    if (!multi(srv)) {
+        return 0;
+    }
+    int r = srv->ranks->rank;
+    if (strncmp(b, "ipc://", 6) == 0) {
+        snprintf(out, cap, "%s.rank%d", b, r);
+        return 0;
+    }
+    const char *colon = strrchr(b, ':');
+    if (strncmp(b, "tcp://", 6) != 0 || colon == NULL || colon[1] == '*') {
+        return 0;
+    }
+    char *end = NULL;
+    errno = 0;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (errno != 0 || end == colon + 1 || *end != '\0' || port > 65535) {
+        return 0; /* zmq_bind names the problem */
+    }
+    if (port == 0) {
+        return 0;
+    }
+    if (port + (unsigned long)r > 65535) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "--bind %s: port %lu + rank %d is over 65535", b, port, r);
+        return SURGE_ECONFIG;
+    }
+    snprintf(out, cap, "%.*s:%lu", (int)(colon - b), b, port + (unsigned long)r);
     return 0;
 }
 
@@ -1323,6 +2164,8 @@ surge_server_create(surge_server **out, const surge_server_options *o,
         return -ENOMEM;
     }
     srv->o = o;
+    srv->ranks = ranks;
+    srv->fig_req = MPI_REQUEST_NULL;
     surge_ratelimit_init(&srv->refused_rl, 5, UINT64_C(10) * 1000000000u);
     surge_ratelimit_init(&srv->cut_rl, 5, UINT64_C(10) * 1000000000u);
     if (pthread_mutex_init(&srv->io_mu, NULL) != 0) {
@@ -1373,10 +2216,13 @@ surge_server_create(surge_server **out, const surge_server_options *o,
         }
     }
     if (o->checksum_log[0] != '\0') {
-        srv->checksum = fopen(o->checksum_log, "a");
+        /* Ranks share the output folder: each its own file. */
+        char cpath[SURGE_SERVER_MAX_PATH + 32];
+        rank_path(srv, o->checksum_log, cpath, sizeof cpath);
+        srv->checksum = fopen(cpath, "a");
         if (srv->checksum == NULL) {
             SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
-                      "--checksum-log: cannot open '%s': %s", o->checksum_log,
+                      "--checksum-log: cannot open '%s': %s", cpath,
                       strerror(errno));
             rc = SURGE_ECONFIG;
             goto fail;
@@ -1451,6 +2297,8 @@ init_handles(surge_server *srv)
     uv_timer_init(&srv->loop, &srv->retry);
     uv_timer_init(&srv->loop, &srv->stop_timer);
     uv_timer_init(&srv->loop, &srv->more);
+    uv_timer_init(&srv->loop, &srv->mpi_timer);
+    srv->mpi_timer.data = srv;
     uv_signal_init(&srv->loop, &srv->sigint);
     uv_signal_init(&srv->loop, &srv->sigterm);
     uv_async_init(&srv->loop, &srv->wake, on_wake);
@@ -1477,6 +2325,9 @@ init_handles(surge_server *srv)
     uv_poll_start(&srv->poll_router, UV_READABLE, on_router);
     srv->reading = 1;
     uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
+    if (multi(srv)) {
+        uv_timer_start(&srv->mpi_timer, on_mpi, MPI_POLL_MS, MPI_POLL_MS);
+    }
     uv_signal_start(&srv->sigint, on_signal, SIGINT);
     uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
     return 0;
@@ -1499,8 +2350,11 @@ start_monitor(surge_server *srv)
     if (rc < 0 || srv->monitor == NULL) {
         return rc;
     }
+    /* Several ranks: monitoring shows the counters summed over them. */
     struct surge_monitor_server src = {.counters =
-                                           surge_ingest_counters(srv->ing),
+                                           multi(srv)
+                                               ? &srv->sum
+                                               : surge_ingest_counters(srv->ing),
                                        .train = srv->train,
                                        .validation = srv->validation,
                                        .store_bytes = srv->o->store_bytes,
@@ -1509,7 +2363,11 @@ start_monitor(surge_server *srv)
     surge_metrics *m = surge_monitor_metrics(srv->monitor);
     srv->cctx.metrics = m; /* the consumer thread starts after this */
     surge_metrics_set_runs_cb(m, runs_cb, srv);
+    surge_metrics_set_status_cb(m, status_ranks_cb, srv);
     rc = surge_monitor_add_server(srv->monitor, &src);
+    if (rc == 0 && multi(srv)) {
+        rc = register_rank_series(srv, m);
+    }
     if (rc == 0) {
         rc = surge_metrics_set_info(m, "endpoint", srv->endpoint);
     }
@@ -1524,6 +2382,8 @@ start_monitor(surge_server *srv)
     return 0;
 }
 
+static int run_loop(surge_server *srv);
+
 int
 surge_server_run(surge_server *srv)
 {
@@ -1532,12 +2392,40 @@ surge_server_run(surge_server *srv)
     if (rc < 0) {
         return rc;
     }
+    if (multi(srv)) {
+        rc = exchange_endpoints(srv);
+        if (rc < 0) {
+            return rc;
+        }
+        /* Rank 0 speaks for the server: HTTP, server.json. */
+        if (srv->ranks->rank > 0) {
+            return run_loop(srv);
+        }
+    }
     rc = start_monitor(srv);
     if (rc < 0) {
         return rc; /* destroy closes the handles */
     }
     json_t *info = json_pack("{s:s,s:o,s:s}", "endpoint", srv->endpoint, "pid",
                              JI(getpid()), "bind", srv->o->bind);
+    if (info != NULL) {
+        json_t *eps = json_array();
+        if (multi(srv)) {
+            for (uint32_t r = 0; r < srv->servers->nservers; r++) {
+                json_array_append_new(eps, json_string(
+                                               surge_proto_welcome_endpoint(
+                                                   srv->servers, r)));
+            }
+        } else {
+            json_array_append_new(eps, json_string(srv->endpoint));
+        }
+        json_object_set_new(info, "endpoints", eps);
+        json_object_set_new(info, "ranks",
+                            JI(multi(srv) ? srv->ranks->size : 1));
+        json_object_set_new(
+            info, "route",
+            json_string(srv->o->bind_simulation ? "sim" : "step"));
+    }
     if (info != NULL && srv->monitor != NULL) {
         json_object_set_new(info, "http",
                             json_string(surge_monitor_url(srv->monitor)));
@@ -1550,6 +2438,14 @@ surge_server_run(surge_server *srv)
     if (rc < 0) {
         return rc;
     }
+    return run_loop(srv);
+}
+
+/* Start the consumer, run the loop to its end, write the stats. */
+static int
+run_loop(surge_server *srv)
+{
+    int rc;
     surge_store_set_space_cb(srv->train, space_cb, srv);
     if (pthread_create(&srv->cthread, NULL, consumer_main, srv) != 0) {
         SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
@@ -1628,6 +2524,21 @@ surge_server_destroy(surge_server **srvp)
     }
     surge_store_destroy(&srv->validation);
     surge_store_destroy(&srv->train);
+    while (srv->relays != NULL) {
+        /* Only after a failed run: a send still in flight is cancelled. */
+        struct relay *rl = srv->relays;
+        srv->relays = rl->next;
+        MPI_Cancel(&rl->req);
+        MPI_Request_free(&rl->req);
+        free(rl);
+    }
+    if (srv->fig_req != MPI_REQUEST_NULL) {
+        MPI_Cancel(&srv->fig_req);
+        MPI_Request_free(&srv->fig_req);
+    }
+    free(srv->servers);
+    free(srv->figs);
+    free(srv->rank_series);
     if (srv->io_init) {
         pthread_cond_destroy(&srv->io_cv);
         pthread_mutex_destroy(&srv->io_mu);
