@@ -209,10 +209,29 @@ struct field_state {
     uint32_t head;                /* next slot to overwrite */
 };
 
-struct surge_client {
-    void *ctx;  /* ZeroMQ context (one per client) */
-    void *sock; /* DEALER */
+/* The connection to one server rank (the only one, with a server of one
+ * rank). Each has its own packing state: a packed message goes to one
+ * rank. */
+struct conn {
+    void *sock; /* DEALER; NULL while not connected */
     char endpoint[MAX_ENDPOINT + 1];
+    uint32_t index;        /* server rank */
+    int session;           /* welcomed: this rank holds our session */
+    int got_bye_ack;       /* close: this rank confirmed */
+    uint64_t bye_ack_slices;
+    uint64_t slices_sent;   /* data items sent to this rank */
+    struct buf *pend;       /* payload being packed, or NULL */
+    size_t pend_bytes;      /* bytes used in pend */
+    uint64_t pend_since_ns; /* when the first item was added */
+    surge_msg pend_msg;     /* its data header (type DATA) */
+};
+
+struct surge_client {
+    void *ctx; /* ZeroMQ context (one per client) */
+    char endpoint[MAX_ENDPOINT + 1]; /* the one given (options.endpoint) */
+    struct conn *conns; /* (nconns): one per server rank */
+    uint32_t nconns;    /* R, the server's ranks (1: today's server) */
+    uint8_t route;      /* enum surge_route, with nconns > 1 */
     bool curve; /* the connection uses CURVE (options.curve_keys) */
     int64_t sim;
     uint32_t rank;
@@ -228,17 +247,10 @@ struct surge_client {
     int failed; /* sticky error (reject, broken socket) */
     char last_error[512];
 
-    /* packing state */
-    struct buf *pend;       /* payload being packed, or NULL */
-    size_t pend_bytes;      /* bytes used in pend */
-    uint64_t pend_since_ns; /* when the first item was added */
-    surge_msg pend_msg;     /* its data header (type DATA) */
-
     surge_msg scratch; /* encode/decode of other messages */
     unsigned char hdr[SURGE_MAX_HEADER_BYTES];
-
-    int got_bye_ack;
-    uint64_t bye_ack_slices;
+    unsigned char hello[SURGE_MAX_HEADER_BYTES]; /* encoded, for each rank */
+    size_t hello_len;
 
     surge_client_stats stats;
     struct pool pool;
@@ -270,7 +282,7 @@ deadline_left_ms(uint64_t deadline_ns)
  * good; a bye_ack is recorded; anything else is ignored (a welcome echo,
  * or garbage we have no use for). */
 static void
-handle_incoming(surge_client *c, const void *hdr, size_t len)
+handle_incoming(surge_client *c, struct conn *k, const void *hdr, size_t len)
 {
     const char *why = NULL;
     surge_msg *m = &c->scratch;
@@ -280,32 +292,38 @@ handle_incoming(surge_client *c, const void *hdr, size_t len)
     if (m->type == SURGE_MSG_REJECT) {
         c->failed =
             m->u.reject.code == SURGE_ETOKEN ? SURGE_ETOKEN : SURGE_EREJECTED;
-        set_error(c, "server rejected this client: %s", m->u.reject.reason);
+        if (c->nconns > 1) {
+            set_error(c, "server rank %u (%s) rejected this client: %s",
+                      k->index, k->endpoint, m->u.reject.reason);
+        } else {
+            set_error(c, "server rejected this client: %s",
+                      m->u.reject.reason);
+        }
     } else if (m->type == SURGE_MSG_BYE_ACK && m->u.bye_ack.sim == c->sim &&
                m->u.bye_ack.rank == c->rank) {
-        c->got_bye_ack = 1;
-        c->bye_ack_slices = m->u.bye_ack.slices;
+        k->got_bye_ack = 1;
+        k->bye_ack_slices = m->u.bye_ack.slices;
     }
 }
 
 /* Receive every message waiting, without blocking. Extra frames of a
  * message are read and dropped. */
 static void
-drain_incoming(surge_client *c)
+drain_incoming(surge_client *c, struct conn *k)
 {
     for (;;) {
         zmq_msg_t msg;
         zmq_msg_init(&msg);
-        if (zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT) < 0) {
+        if (zmq_msg_recv(&msg, k->sock, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&msg);
             return;
         }
         int more = zmq_msg_more(&msg);
-        handle_incoming(c, zmq_msg_data(&msg), zmq_msg_size(&msg));
+        handle_incoming(c, k, zmq_msg_data(&msg), zmq_msg_size(&msg));
         zmq_msg_close(&msg);
         while (more) {
             zmq_msg_init(&msg);
-            if (zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT) < 0) {
+            if (zmq_msg_recv(&msg, k->sock, ZMQ_DONTWAIT) < 0) {
                 zmq_msg_close(&msg);
                 return;
             }
@@ -318,17 +336,17 @@ drain_incoming(surge_client *c)
 /* Wait until the socket can take a message, watching for incoming ones
  * meanwhile. Returns 0, SURGE_ETIMEDOUT, or the client's failure. */
 static int
-wait_writable(surge_client *c, uint64_t deadline_ns)
+wait_writable(surge_client *c, struct conn *k, uint64_t deadline_ns)
 {
     for (;;) {
-        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN | ZMQ_POLLOUT, 0};
+        zmq_pollitem_t it = {k->sock, 0, ZMQ_POLLIN | ZMQ_POLLOUT, 0};
         int left = deadline_left_ms(deadline_ns);
         int rc = zmq_poll(&it, 1, left);
         if (rc < 0 && zmq_errno() != EINTR) {
             return -zmq_errno();
         }
         if (rc > 0 && (it.revents & ZMQ_POLLIN)) {
-            drain_incoming(c);
+            drain_incoming(c, k);
             if (c->failed) {
                 return c->failed;
             }
@@ -345,12 +363,13 @@ wait_writable(surge_client *c, uint64_t deadline_ns)
 /* Send one frame, blocking (polling) up to the deadline when the pipe is
  * full. *msg is consumed on success and left for the caller on failure. */
 static int
-send_frame(surge_client *c, zmq_msg_t *msg, int more, uint64_t deadline_ns)
+send_frame(surge_client *c, struct conn *k, zmq_msg_t *msg, int more,
+           uint64_t deadline_ns)
 {
     int flags = ZMQ_DONTWAIT | (more ? ZMQ_SNDMORE : 0);
     uint64_t t0 = 0;
     for (;;) {
-        if (zmq_msg_send(msg, c->sock, flags) >= 0) {
+        if (zmq_msg_send(msg, k->sock, flags) >= 0) {
             if (t0 != 0) {
                 c->stats.send_wait_ns += surge_now_ns() - t0;
             }
@@ -366,7 +385,7 @@ send_frame(surge_client *c, zmq_msg_t *msg, int more, uint64_t deadline_ns)
         if (t0 == 0) {
             t0 = surge_now_ns();
         }
-        int rc = wait_writable(c, deadline_ns);
+        int rc = wait_writable(c, k, deadline_ns);
         if (rc != 0) {
             c->stats.send_wait_ns += surge_now_ns() - t0;
             return rc;
@@ -380,8 +399,8 @@ send_frame(surge_client *c, zmq_msg_t *msg, int more, uint64_t deadline_ns)
  * success, and on the one failure after the header went out, ZeroMQ owns
  * the buffer and *bp is set to NULL. */
 static int
-send_message(surge_client *c, const void *hdr, size_t hdr_len, struct buf **bp,
-             size_t payload_len, uint64_t deadline_ns)
+send_message(surge_client *c, struct conn *k, const void *hdr, size_t hdr_len,
+             struct buf **bp, size_t payload_len, uint64_t deadline_ns)
 {
     struct buf *b = bp != NULL ? *bp : NULL;
     zmq_msg_t h, p;
@@ -391,7 +410,7 @@ send_message(surge_client *c, const void *hdr, size_t hdr_len, struct buf **bp,
         return -ENOMEM;
     }
     memcpy(zmq_msg_data(&h), hdr, hdr_len);
-    rc = send_frame(c, &h, b != NULL, deadline_ns);
+    rc = send_frame(c, k, &h, b != NULL, deadline_ns);
     if (rc != 0) {
         zmq_msg_close(&h);
         return rc;
@@ -407,7 +426,7 @@ send_message(surge_client *c, const void *hdr, size_t hdr_len, struct buf **bp,
         pool_put(&c->pool, b);
         rc = SURGE_EINTERNAL;
     } else {
-        rc = send_frame(c, &p, 0, deadline_ns);
+        rc = send_frame(c, k, &p, 0, deadline_ns);
         if (rc != 0) {
             zmq_msg_close(&p); /* runs buf_free_cb */
         }
@@ -428,17 +447,17 @@ deadline_from_now(const surge_client *c)
 }
 
 static int
-send_error(surge_client *c, int rc)
+send_error(surge_client *c, struct conn *k, int rc)
 {
     if (rc == SURGE_ETIMEDOUT) {
         set_error(c,
                   "send blocked for %d ms: the surge server at %s is not "
                   "reading (backpressure) or is gone",
-                  c->timeout_ms, c->endpoint);
+                  c->timeout_ms, k->endpoint);
     } else if (rc == SURGE_EREJECTED || rc == SURGE_ETOKEN) {
         /* last_error already holds the server's reason */
     } else {
-        set_error(c, "send to %s failed: %s", c->endpoint,
+        set_error(c, "send to %s failed: %s", k->endpoint,
                   rc > -4096 && rc < 0 ? zmq_strerror(-rc)
                                        : surge_strerror(rc));
     }
@@ -447,27 +466,29 @@ send_error(surge_client *c, int rc)
 
 /* Send the packed slices, if any. */
 static int
-flush_pending(surge_client *c, uint64_t deadline_ns)
+flush_pending(surge_client *c, struct conn *k, uint64_t deadline_ns)
 {
-    if (c->pend == NULL || c->pend_msg.u.data.nitems == 0) {
+    if (k->pend == NULL || k->pend_msg.u.data.nitems == 0) {
         return 0;
     }
-    int n = surge_proto_encode(&c->pend_msg, c->hdr, sizeof c->hdr);
+    int n = surge_proto_encode(&k->pend_msg, c->hdr, sizeof c->hdr);
     if (n < 0) {
         /* Cannot happen with items validated at send; keep the data. */
         set_error(c, "cannot encode a data header: %s", surge_strerror(n));
         return SURGE_EINTERNAL;
     }
-    size_t bytes = c->pend_bytes;
-    uint32_t nitems = c->pend_msg.u.data.nitems;
-    int rc = send_message(c, c->hdr, (size_t)n, &c->pend, bytes, deadline_ns);
+    size_t bytes = k->pend_bytes;
+    uint32_t nitems = k->pend_msg.u.data.nitems;
+    int rc =
+        send_message(c, k, c->hdr, (size_t)n, &k->pend, bytes, deadline_ns);
     if (rc != 0) {
-        /* On a timeout the packed slices stay pending (c->pend kept) and
+        /* On a timeout the packed slices stay pending (k->pend kept) and
          * a later flush or close sends them. */
-        return send_error(c, rc);
+        return send_error(c, k, rc);
     }
-    c->pend_bytes = 0;
-    c->pend_msg.u.data.nitems = 0;
+    k->pend_bytes = 0;
+    k->pend_msg.u.data.nitems = 0;
+    k->slices_sent += nitems;
     c->stats.slices_sent += nitems;
     c->stats.messages_sent++;
     c->stats.bytes_sent += bytes;
@@ -525,6 +546,20 @@ remember_step(struct field_state *f, int64_t step)
     if (f->nrecent < RECENT_STEPS) {
         f->nrecent++;
     }
+}
+
+/* The server rank a step goes to (docs/protocol.md, "Server ranks"): all
+ * ranks of a simulation compute the same, so a step is assembled on one
+ * server rank. */
+static struct conn *
+route(surge_client *c, int64_t step)
+{
+    if (c->nconns == 1) {
+        return &c->conns[0];
+    }
+    uint64_t key = c->route == SURGE_ROUTE_SIM ? (uint64_t)c->sim
+                                               : (uint64_t)step;
+    return &c->conns[key % c->nconns];
 }
 
 SURGE_API int
@@ -600,9 +635,10 @@ surge_client_send(surge_client *c, const char *field, int64_t step, double time,
         return -EINVAL;
     }
     c->last_field = (uint32_t)fi;
+    struct conn *k = route(c, step);
 
     /* A reject may be waiting (server restarted and does not know us). */
-    drain_incoming(c);
+    drain_incoming(c, k);
     if (c->failed) {
         return c->failed;
     }
@@ -616,15 +652,15 @@ surge_client_send(surge_client *c, const char *field, int64_t step, double time,
     surge_data_item item = {step, time, (uint32_t)fi, f->offset, f->count};
     int rc;
 
-    if (c->pend != NULL) {
-        bool expired = c->flush_ms == 0 || surge_now_ns() - c->pend_since_ns >=
+    if (k->pend != NULL) {
+        bool expired = c->flush_ms == 0 || surge_now_ns() - k->pend_since_ns >=
                                                (uint64_t)c->flush_ms * 1000000u;
         bool full = bytes < c->coalesce_cap &&
-                    (c->pend_bytes + bytes > c->coalesce_cap ||
-                     c->pend_msg.u.data.nitems >= SURGE_MAX_ITEMS);
+                    (k->pend_bytes + bytes > c->coalesce_cap ||
+                     k->pend_msg.u.data.nitems >= SURGE_MAX_ITEMS);
         if (expired || full) {
             deadline = deadline_from_now(c);
-            rc = flush_pending(c, deadline);
+            rc = flush_pending(c, k, deadline);
             if (rc != 0) {
                 return rc;
             }
@@ -632,24 +668,25 @@ surge_client_send(surge_client *c, const char *field, int64_t step, double time,
     }
 
     if (bytes < c->coalesce_cap) {
-        if (c->pend == NULL) {
-            c->pend = pool_get(&c->pool, c->coalesce_cap);
-            if (c->pend == NULL) {
+        if (k->pend == NULL) {
+            k->pend = pool_get(&c->pool, c->coalesce_cap);
+            if (k->pend == NULL) {
                 set_error(c, "out of memory for a %zu-byte buffer",
                           c->coalesce_cap);
                 return -ENOMEM;
             }
-            c->pend_bytes = 0;
-            c->pend_since_ns = surge_now_ns();
+            k->pend_bytes = 0;
+            k->pend_since_ns = surge_now_ns();
         }
-        copy_values(c->pend->data + c->pend_bytes, data, f->count, dtype);
-        c->pend_bytes += bytes;
-        c->pend_msg.u.data.items[c->pend_msg.u.data.nitems++] = item;
+        copy_values(k->pend->data + k->pend_bytes, data, f->count, dtype);
+        k->pend_bytes += bytes;
+        k->pend_msg.u.data.items[k->pend_msg.u.data.nitems++] = item;
         remember_step(f, step);
-        if (c->pend_bytes == c->coalesce_cap ||
-            c->pend_msg.u.data.nitems == SURGE_MAX_ITEMS) {
-            return flush_pending(c, deadline != 0 ? deadline
-                                                  : deadline_from_now(c));
+        if (k->pend_bytes == c->coalesce_cap ||
+            k->pend_msg.u.data.nitems == SURGE_MAX_ITEMS) {
+            return flush_pending(c, k,
+                                 deadline != 0 ? deadline
+                                               : deadline_from_now(c));
         }
         return 0;
     }
@@ -673,15 +710,16 @@ surge_client_send(surge_client *c, const char *field, int64_t step, double time,
         return -ENOMEM;
     }
     copy_values(b->data, data, f->count, dtype);
-    rc = send_message(c, c->hdr, (size_t)n, &b, bytes,
+    rc = send_message(c, k, c->hdr, (size_t)n, &b, bytes,
                       deadline != 0 ? deadline : deadline_from_now(c));
     if (b != NULL) {
         pool_put(&c->pool, b); /* not sent: the caller may retry */
     }
     if (rc != 0) {
-        return send_error(c, rc);
+        return send_error(c, k, rc);
     }
     remember_step(f, step);
+    k->slices_sent++;
     c->stats.slices_sent++;
     c->stats.messages_sent++;
     c->stats.bytes_sent += bytes;
@@ -697,7 +735,14 @@ surge_client_flush(surge_client *c)
     if (c->failed) {
         return c->failed;
     }
-    return flush_pending(c, deadline_from_now(c));
+    uint64_t deadline = deadline_from_now(c);
+    for (uint32_t i = 0; i < c->nconns; i++) {
+        int rc = flush_pending(c, &c->conns[i], deadline);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------ options */
@@ -1038,15 +1083,18 @@ check_options(const surge_client_options *o)
 static void
 client_free(surge_client *c)
 {
-    if (c->pend != NULL) {
-        pool_put(&c->pool, c->pend);
-        c->pend = NULL;
-    }
-    if (c->sock != NULL) {
-        int zero = 0;
-        zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero);
-        zmq_close(c->sock);
-        c->sock = NULL;
+    for (uint32_t i = 0; c->conns != NULL && i < c->nconns; i++) {
+        struct conn *k = &c->conns[i];
+        if (k->pend != NULL) {
+            pool_put(&c->pool, k->pend);
+            k->pend = NULL;
+        }
+        if (k->sock != NULL) {
+            int zero = 0;
+            zmq_setsockopt(k->sock, ZMQ_LINGER, &zero, sizeof zero);
+            zmq_close(k->sock);
+            k->sock = NULL;
+        }
     }
     if (c->ctx != NULL) {
         /* Returns once every message is released: buffers are back. */
@@ -1055,14 +1103,15 @@ client_free(surge_client *c)
         c->ctx = NULL;
     }
     pool_fini(&c->pool);
+    free(c->conns);
     free(c->fields);
     free(c);
 }
 
 static int
-set_sockopt_int(surge_client *c, int opt, int value)
+set_sockopt_int(void *sock, int opt, int value)
 {
-    return zmq_setsockopt(c->sock, opt, &value, sizeof value);
+    return zmq_setsockopt(sock, opt, &value, sizeof value);
 }
 
 /* The high-water mark is in messages; the option is in bytes: divide by
@@ -1107,7 +1156,7 @@ random_routing_id(surge_client *c, unsigned char id[16])
 /* Encryption and authentication of this connection (ZeroMQ CURVE) with
  * the keys of the client key file at path (common/auth.h). */
 static int
-curve_setup(surge_client *c, const char *path)
+curve_setup(surge_client *c, void *sock, const char *path)
 {
     surge_curve_keys k;
     char err[512];
@@ -1116,11 +1165,11 @@ curve_setup(surge_client *c, const char *path)
                                         "was built without CURVE");
     }
     int rc = surge_curve_keys_load(path, 0, &k, err, sizeof err);
-    if (rc == 0 && (zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, k.server_key,
+    if (rc == 0 && (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, k.server_key,
                                    sizeof k.server_key) != 0 ||
-                    zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, k.public_key,
+                    zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, k.public_key,
                                    sizeof k.public_key) != 0 ||
-                    zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, k.secret_key,
+                    zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, k.secret_key,
                                    sizeof k.secret_key) != 0)) {
         snprintf(err, sizeof err, "cannot set the CURVE keys: %s",
                  zmq_strerror(zmq_errno()));
@@ -1138,6 +1187,215 @@ SURGE_API const char *
 surge_client_open_error(void)
 {
     return open_error;
+}
+
+/* Connect conn k to endpoint ep with this client's socket options (the
+ * same for every server rank). 0 or an open_fail code. */
+static int
+conn_connect(surge_client *c, struct conn *k, const char *ep,
+             const surge_client_options *o, const unsigned char id[16])
+{
+    snprintf(k->endpoint, sizeof k->endpoint, "%s", ep);
+    k->pend_msg.type = SURGE_MSG_DATA;
+    k->pend_msg.u.data.sim = c->sim;
+    k->pend_msg.u.data.rank = c->rank;
+    k->pend_msg.u.data.dtype = SURGE_WIRE_F32;
+    k->sock = zmq_socket(c->ctx, ZMQ_DEALER);
+    if (k->sock == NULL) {
+        return open_fail(-ENOMEM, "cannot create a ZeroMQ socket: %s",
+                         zmq_strerror(zmq_errno()));
+    }
+    int hwm = hwm_messages(o, c->coalesce_cap);
+    int64_t maxmsg = MAX_INCOMING;
+    if (set_sockopt_int(k->sock, ZMQ_LINGER, 0) != 0 ||
+        set_sockopt_int(k->sock, ZMQ_IMMEDIATE, 1) != 0 ||
+        set_sockopt_int(k->sock, ZMQ_SNDHWM, hwm) != 0 ||
+        set_sockopt_int(k->sock, ZMQ_RCVHWM, 64) != 0 ||
+        set_sockopt_int(k->sock, ZMQ_SNDTIMEO, o->timeout_ms) != 0 ||
+        set_sockopt_int(k->sock, ZMQ_RCVTIMEO, o->timeout_ms) != 0 ||
+        set_sockopt_int(k->sock, ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS) != 0 ||
+        set_sockopt_int(k->sock, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS) !=
+            0 ||
+        zmq_setsockopt(k->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
+        zmq_setsockopt(k->sock, ZMQ_ROUTING_ID, id, 16) != 0) {
+        return open_fail(SURGE_EINTERNAL, "cannot set ZeroMQ options: %s",
+                         zmq_strerror(zmq_errno()));
+    }
+    if (o->curve_keys != NULL && o->curve_keys[0] != '\0') {
+        int rc = curve_setup(c, k->sock, o->curve_keys);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (zmq_connect(k->sock, k->endpoint) != 0) {
+        return open_fail(
+            SURGE_ECONFIG, "%s: ZeroMQ cannot connect to \"%s\": %s",
+            k->index == 0 && c->nconns == 1 ? "options.endpoint"
+                                            : "the server's list of ranks",
+            k->endpoint, zmq_strerror(zmq_errno()));
+    }
+    return 0;
+}
+
+/* Say hello on conn k and wait (until deadline) for its welcome, left in
+ * c->scratch. 0 or an open_fail code. */
+static int
+conn_hello(surge_client *c, struct conn *k, uint64_t deadline)
+{
+    surge_msg *m = &c->scratch;
+    int rc = send_message(c, k, c->hello, c->hello_len, NULL, 0, deadline);
+    if (rc == SURGE_ETIMEDOUT) {
+        return open_fail(SURGE_ENOSERVER,
+                         "no surge server answered at %s within %d ms%s",
+                         k->endpoint, c->timeout_ms,
+                         c->curve ? CURVE_HINT : "");
+    }
+    if (rc != 0) {
+        return open_fail(rc, "%s",
+                         c->failed ? c->last_error : surge_strerror(rc));
+    }
+    for (;;) {
+        zmq_pollitem_t it = {k->sock, 0, ZMQ_POLLIN, 0};
+        int left = deadline_left_ms(deadline);
+        int prc = zmq_poll(&it, 1, left);
+        if (prc < 0 && zmq_errno() == EINTR) {
+            continue;
+        }
+        if (prc <= 0) {
+            return open_fail(SURGE_ENOSERVER,
+                             "no surge server answered at %s within %d ms "
+                             "(connected, but no welcome came)",
+                             k->endpoint, c->timeout_ms);
+        }
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, k->sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            continue;
+        }
+        int more = zmq_msg_more(&msg);
+        const char *why = NULL;
+        int drc =
+            surge_proto_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), m, &why);
+        zmq_msg_close(&msg);
+        while (more) {
+            zmq_msg_init(&msg);
+            if (zmq_msg_recv(&msg, k->sock, ZMQ_DONTWAIT) < 0) {
+                more = 0;
+            } else {
+                more = zmq_msg_more(&msg);
+            }
+            zmq_msg_close(&msg);
+        }
+        if (drc != 0) {
+            /* A welcome with a bad server list lands here too: nothing
+             * of it is used. */
+            return open_fail(SURGE_EPROTO,
+                             "the peer at %s answered with an invalid message "
+                             "(%s): is it a surge server of this version?",
+                             k->endpoint, why);
+        }
+        if (m->type == SURGE_MSG_REJECT) {
+            rc = m->u.reject.code == SURGE_ETOKEN ? SURGE_ETOKEN
+                                                  : SURGE_EREJECTED;
+            return open_fail(rc, "server rejected this client: %s",
+                             m->u.reject.reason);
+        }
+        if (m->type == SURGE_MSG_WELCOME && m->u.welcome.sim == c->sim &&
+            m->u.welcome.rank == c->rank) {
+            if (m->u.welcome.max_payload_bytes < c->max_payload ||
+                c->max_payload == 0) {
+                c->max_payload = m->u.welcome.max_payload_bytes;
+            }
+            return 0;
+        }
+        /* Anything else is not for this handshake: keep waiting. */
+    }
+}
+
+/* The first welcome w named a server of w->nservers ranks: set up one
+ * conn per rank (the first one, conn 0 so far, becomes w->server_rank's),
+ * say hello to each rank this client will send to, and check that they
+ * all describe the same server. 0 or an open_fail code. */
+static int
+open_ranks(surge_client *c, const surge_msg_welcome *first,
+           const surge_client_options *o, const unsigned char id[16])
+{
+    uint32_t R = first->nservers;
+    uint32_t here = first->server_rank;
+    /* A copy: c->scratch is reused for every other rank's welcome. */
+    surge_msg_welcome *w0 = malloc(sizeof *w0);
+    struct conn *conns = calloc(R, sizeof *conns);
+    if (w0 == NULL || conns == NULL) {
+        free(w0);
+        free(conns);
+        return open_fail(-ENOMEM, "out of memory");
+    }
+    *w0 = *first;
+    conns[here] = c->conns[0];
+    conns[here].index = here;
+    conns[here].session = !w0->redirect;
+    if (w0->redirect && conns[here].sock != NULL) {
+        /* Nothing goes to this rank: no connection left open to it. */
+        zmq_close(conns[here].sock);
+        conns[here].sock = NULL;
+    }
+    free(c->conns);
+    c->conns = conns;
+    c->nconns = R;
+    c->route = w0->route;
+    uint32_t home = (uint32_t)((uint64_t)c->sim % R);
+    int rc = 0;
+    if (w0->route == SURGE_ROUTE_STEP && w0->redirect) {
+        rc = open_fail(SURGE_EPROTO,
+                       "server rank %u at %s redirected this client, but its "
+                       "server routes by step (a redirect only exists for "
+                       "route \"sim\")",
+                       here, c->endpoint);
+    } else if (w0->route == SURGE_ROUTE_SIM && (home == here) == w0->redirect) {
+        rc = open_fail(SURGE_EPROTO,
+                       "server rank %u at %s %s sim %lld, which belongs to "
+                       "rank %u of %u (route \"sim\")",
+                       here, c->endpoint,
+                       w0->redirect ? "redirected" : "opened a session for",
+                       (long long)c->sim, home, R);
+    }
+    for (uint32_t r = 0; rc == 0 && r < R; r++) {
+        if (r == here || (w0->route == SURGE_ROUTE_SIM && r != home)) {
+            continue;
+        }
+        struct conn *k = &c->conns[r];
+        k->index = r;
+        rc = conn_connect(c, k, surge_proto_welcome_endpoint(w0, r), o, id);
+        if (rc == 0) {
+            rc = conn_hello(c, k, deadline_from_now(c));
+        }
+        if (rc != 0) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", open_error);
+            rc = open_fail(rc, "server rank %u of %u (from the welcome of %s): "
+                               "%s",
+                           r, R, c->endpoint, why);
+            break;
+        }
+        const surge_msg_welcome *w = &c->scratch.u.welcome;
+        if (w->nservers != R || w->endpoints_len != w0->endpoints_len ||
+            memcmp(w->endpoints, w0->endpoints, w0->endpoints_len) != 0 ||
+            w->server_rank != r || w->route != w0->route || w->redirect) {
+            rc = open_fail(SURGE_EPROTO,
+                           "server rank %u at %s describes another server "
+                           "than rank %u at %s did (%u ranks, it says it is "
+                           "rank %u, route %s%s): refusing to send",
+                           r, k->endpoint, here, c->endpoint, w->nservers,
+                           w->server_rank,
+                           w->route == SURGE_ROUTE_SIM ? "sim" : "step",
+                           w->redirect ? ", redirect" : "");
+            break;
+        }
+        k->session = 1;
+    }
+    free(w0);
+    return rc;
 }
 
 SURGE_API int
@@ -1160,7 +1418,11 @@ surge_client_open(surge_client **out, const surge_client_options *o)
         return open_fail(-ENOMEM, "out of memory");
     }
     c->fields = calloc(o->nfields, sizeof *c->fields);
-    if (c->fields == NULL) {
+    c->conns = calloc(1, sizeof *c->conns);
+    c->nconns = 1;
+    if (c->fields == NULL || c->conns == NULL) {
+        free(c->fields);
+        free(c->conns);
         free(c);
         return open_fail(-ENOMEM, "out of memory");
     }
@@ -1178,11 +1440,6 @@ surge_client_open(surge_client **out, const surge_client_options *o)
         c->fields[i].offset = o->fields[i].offset;
         c->fields[i].count = o->fields[i].count;
     }
-    c->pend_msg.type = SURGE_MSG_DATA;
-    c->pend_msg.u.data.sim = c->sim;
-    c->pend_msg.u.data.rank = c->rank;
-    c->pend_msg.u.data.dtype = SURGE_WIRE_F32;
-    int hwm = hwm_messages(o, c->coalesce_cap);
     uint64_t cache = o->sndhwm_bytes * 2;
     pool_init(&c->pool, cache > POOL_CACHE_CAP ? POOL_CACHE_CAP : cache);
 
@@ -1192,42 +1449,16 @@ surge_client_open(surge_client **out, const surge_client_options *o)
                        zmq_strerror(zmq_errno()));
         goto fail;
     }
-    c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
-    if (c->sock == NULL) {
-        rc = open_fail(-ENOMEM, "cannot create a ZeroMQ socket: %s",
-                       zmq_strerror(zmq_errno()));
-        goto fail;
-    }
     random_routing_id(c, id);
-    int64_t maxmsg = MAX_INCOMING;
-    if (set_sockopt_int(c, ZMQ_LINGER, 0) != 0 ||
-        set_sockopt_int(c, ZMQ_IMMEDIATE, 1) != 0 ||
-        set_sockopt_int(c, ZMQ_SNDHWM, hwm) != 0 ||
-        set_sockopt_int(c, ZMQ_RCVHWM, 64) != 0 ||
-        set_sockopt_int(c, ZMQ_SNDTIMEO, o->timeout_ms) != 0 ||
-        set_sockopt_int(c, ZMQ_RCVTIMEO, o->timeout_ms) != 0 ||
-        set_sockopt_int(c, ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS) != 0 ||
-        set_sockopt_int(c, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS) != 0 ||
-        zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
-        zmq_setsockopt(c->sock, ZMQ_ROUTING_ID, id, sizeof id) != 0) {
-        rc = open_fail(SURGE_EINTERNAL, "cannot set ZeroMQ options: %s",
-                       zmq_strerror(zmq_errno()));
-        goto fail;
-    }
     if (o->curve_keys != NULL && o->curve_keys[0] != '\0') {
-        rc = curve_setup(c, o->curve_keys);
-        if (rc != 0) {
-            goto fail;
-        }
+        c->curve = true;
     }
-    if (zmq_connect(c->sock, c->endpoint) != 0) {
-        rc = open_fail(SURGE_ECONFIG,
-                       "options.endpoint: ZeroMQ cannot connect to \"%s\": %s",
-                       c->endpoint, zmq_strerror(zmq_errno()));
+    rc = conn_connect(c, &c->conns[0], c->endpoint, o, id);
+    if (rc != 0) {
         goto fail;
     }
 
-    /* hello */
+    /* hello, encoded once: every server rank gets the same */
     surge_msg *m = &c->scratch;
     memset(m, 0, sizeof *m);
     m->type = SURGE_MSG_HELLO;
@@ -1259,81 +1490,24 @@ surge_client_open(surge_client **out, const surge_client_options *o)
     }
     h->dtype = SURGE_WIRE_F32;
     h->steps = o->steps;
-    int n = surge_proto_encode(m, c->hdr, sizeof c->hdr);
+    int n = surge_proto_encode(m, c->hello, sizeof c->hello);
     if (n < 0) {
         rc = open_fail(SURGE_EINTERNAL, "cannot encode hello: %s",
                        surge_strerror(n));
         goto fail;
     }
-    uint64_t deadline = deadline_from_now(c);
-    rc = send_message(c, c->hdr, (size_t)n, NULL, 0, deadline);
-    if (rc == SURGE_ETIMEDOUT) {
-        rc = open_fail(SURGE_ENOSERVER,
-                       "no surge server answered at %s within %d ms%s",
-                       c->endpoint, c->timeout_ms, c->curve ? CURVE_HINT : "");
-        goto fail;
-    }
+    c->hello_len = (size_t)n;
+    rc = conn_hello(c, &c->conns[0], deadline_from_now(c));
     if (rc != 0) {
-        rc =
-            open_fail(rc, "%s", c->failed ? c->last_error : surge_strerror(rc));
         goto fail;
     }
-
-    /* welcome or reject */
-    for (;;) {
-        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
-        int left = deadline_left_ms(deadline);
-        int prc = zmq_poll(&it, 1, left);
-        if (prc < 0 && zmq_errno() == EINTR) {
-            continue;
-        }
-        if (prc <= 0) {
-            rc = open_fail(SURGE_ENOSERVER,
-                           "no surge server answered at %s within %d ms "
-                           "(connected, but no welcome came)",
-                           c->endpoint, c->timeout_ms);
+    c->conns[0].session = 1;
+    if (c->scratch.u.welcome.nservers > 0) {
+        /* A server of several ranks (docs/protocol.md, "Server ranks"). */
+        rc = open_ranks(c, &c->scratch.u.welcome, o, id);
+        if (rc != 0) {
             goto fail;
         }
-        zmq_msg_t msg;
-        zmq_msg_init(&msg);
-        if (zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&msg);
-            continue;
-        }
-        int more = zmq_msg_more(&msg);
-        const char *why = NULL;
-        int drc =
-            surge_proto_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), m, &why);
-        zmq_msg_close(&msg);
-        while (more) {
-            zmq_msg_init(&msg);
-            if (zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT) < 0) {
-                more = 0;
-            } else {
-                more = zmq_msg_more(&msg);
-            }
-            zmq_msg_close(&msg);
-        }
-        if (drc != 0) {
-            rc = open_fail(SURGE_EPROTO,
-                           "the peer at %s answered with an invalid message "
-                           "(%s): is it a surge server of this version?",
-                           c->endpoint, why);
-            goto fail;
-        }
-        if (m->type == SURGE_MSG_REJECT) {
-            rc = m->u.reject.code == SURGE_ETOKEN ? SURGE_ETOKEN
-                                                  : SURGE_EREJECTED;
-            open_fail(rc, "server rejected this client: %s",
-                      m->u.reject.reason);
-            goto fail;
-        }
-        if (m->type == SURGE_MSG_WELCOME && m->u.welcome.sim == c->sim &&
-            m->u.welcome.rank == c->rank) {
-            c->max_payload = m->u.welcome.max_payload_bytes;
-            break;
-        }
-        /* Anything else is not for this handshake: keep waiting. */
     }
 
     /* The server's limit on one data message bounds our packing and the
@@ -1394,60 +1568,100 @@ surge_client_close(surge_client **pc)
         rc = close_fail(c->failed, "%s", c->last_error);
         goto out;
     }
+    /* One deadline for the whole close, whatever the number of ranks. */
     uint64_t deadline = deadline_from_now(c);
-    rc = flush_pending(c, deadline);
-    if (rc != 0) {
-        rc = close_fail(rc, "%s", c->last_error);
-        goto out;
-    }
     surge_msg *m = &c->scratch;
-    m->type = SURGE_MSG_BYE;
-    m->u.bye.sim = c->sim;
-    m->u.bye.rank = c->rank;
-    m->u.bye.slices = c->stats.slices_sent;
-    int n = surge_proto_encode(m, c->hdr, sizeof c->hdr);
-    if (n < 0) {
-        rc = close_fail(SURGE_EINTERNAL, "cannot encode bye");
+    uint32_t waiting = 0;
+    for (uint32_t i = 0; i < c->nconns; i++) {
+        struct conn *k = &c->conns[i];
+        if (!k->session) {
+            continue;
+        }
+        rc = flush_pending(c, k, deadline);
+        if (rc != 0) {
+            rc = close_fail(rc, "%s", c->last_error);
+            goto out;
+        }
+        m->type = SURGE_MSG_BYE;
+        m->u.bye.sim = c->sim;
+        m->u.bye.rank = c->rank;
+        m->u.bye.slices = k->slices_sent;
+        int n = surge_proto_encode(m, c->hdr, sizeof c->hdr);
+        if (n < 0) {
+            rc = close_fail(SURGE_EINTERNAL, "cannot encode bye");
+            goto out;
+        }
+        rc = send_message(c, k, c->hdr, (size_t)n, NULL, 0, deadline);
+        if (rc != 0) {
+            send_error(c, k, rc);
+            rc = close_fail(rc, "%s", c->last_error);
+            goto out;
+        }
+        waiting++;
+    }
+    /* Every rank we said hello to confirms what it got from us. */
+    zmq_pollitem_t *items = calloc(c->nconns, sizeof *items);
+    struct conn **of = calloc(c->nconns, sizeof *of);
+    if (items == NULL || of == NULL) {
+        free(items);
+        free(of);
+        rc = close_fail(-ENOMEM, "out of memory");
         goto out;
     }
-    rc = send_message(c, c->hdr, (size_t)n, NULL, 0, deadline);
-    if (rc != 0) {
-        send_error(c, rc);
-        rc = close_fail(rc, "%s", c->last_error);
-        goto out;
-    }
-    while (!c->got_bye_ack && !c->failed) {
-        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
+    while (waiting > 0 && !c->failed) {
+        int nitems = 0;
+        for (uint32_t i = 0; i < c->nconns; i++) {
+            struct conn *k = &c->conns[i];
+            if (k->session && !k->got_bye_ack) {
+                items[nitems].socket = k->sock;
+                items[nitems].events = ZMQ_POLLIN;
+                of[nitems++] = k;
+            }
+        }
         int left = deadline_left_ms(deadline);
-        int prc = zmq_poll(&it, 1, left);
+        int prc = zmq_poll(items, nitems, left);
         if (prc < 0 && zmq_errno() == EINTR) {
             continue;
         }
         if (prc < 0) {
             rc = close_fail(-zmq_errno(), "waiting for bye_ack: %s",
                             zmq_strerror(zmq_errno()));
-            goto out;
+            break;
         }
         if (prc == 0 && left == 0) {
             rc = close_fail(SURGE_ETIMEDOUT,
                             "the surge server at %s did not confirm the end "
                             "of this client within %d ms (%llu slices sent)",
-                            c->endpoint, c->timeout_ms,
-                            (unsigned long long)c->stats.slices_sent);
-            goto out;
+                            of[0]->endpoint, c->timeout_ms,
+                            (unsigned long long)of[0]->slices_sent);
+            break;
         }
-        drain_incoming(c);
+        for (int i = 0; i < nitems; i++) {
+            if (items[i].revents & ZMQ_POLLIN) {
+                drain_incoming(c, of[i]);
+                waiting -= of[i]->got_bye_ack;
+            }
+        }
+    }
+    free(items);
+    free(of);
+    if (rc != 0) {
+        goto out;
     }
     if (c->failed) {
         rc = close_fail(c->failed, "%s", c->last_error);
         goto out;
     }
-    if (c->bye_ack_slices != c->stats.slices_sent) {
-        rc = close_fail(SURGE_EPROTO,
-                        "the surge server at %s confirmed %llu of the %llu "
-                        "slices this client sent",
-                        c->endpoint, (unsigned long long)c->bye_ack_slices,
-                        (unsigned long long)c->stats.slices_sent);
+    for (uint32_t i = 0; i < c->nconns; i++) {
+        const struct conn *k = &c->conns[i];
+        if (k->session && k->bye_ack_slices != k->slices_sent) {
+            rc = close_fail(SURGE_EPROTO,
+                            "the surge server at %s confirmed %llu of the %llu "
+                            "slices this client sent",
+                            k->endpoint, (unsigned long long)k->bye_ack_slices,
+                            (unsigned long long)k->slices_sent);
+            break;
+        }
     }
 out:
     /* Everything the server confirmed has arrived; on error we waited

@@ -56,6 +56,10 @@ EXTRA_DIST += tests/integration/server_faults.sh \
 	tests/integration/server_hostile.sh \
 	tests/integration/server_half_joined.sh \
 	tests/integration/server_many_clients.sh
+# The server as an MPI job of R ranks (server/ranks.h): routing, exactly
+# once over the ranks, control through rank 0, figures per rank.
+TESTS += tests/integration/server_ranks.sh
+EXTRA_DIST += tests/integration/server_ranks.sh
 # CURVE encryption and authentication (--curve-keys, the ZAP handler).
 TESTS += tests/integration/server_curve.sh
 EXTRA_DIST += tests/integration/server_curve.sh

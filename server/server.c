@@ -1716,6 +1716,8 @@ stats_json(surge_server *srv)
                   "retried", JI(c->sims.retried), "bye", JI(c->sims.bye),
                   "validation_runs", JI(c->sims.validation_runs),
                   "validation_runs_kept", JI(c->sims.validation_runs_kept)));
+    json_object_set_new(json_object_get(j, "sims"), "redirected",
+                        JI(c->sims.redirected));
     json_object_set_new(
         j, "io",
         json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:f}",
