@@ -232,6 +232,7 @@ struct surge_client {
     struct conn *conns; /* (nconns): one per server rank */
     uint32_t nconns;    /* R, the server's ranks (1: today's server) */
     uint8_t route;      /* enum surge_route, with nconns > 1 */
+    uint32_t nsockets;  /* sockets made so far (each its own routing id) */
     bool curve; /* the connection uses CURVE (options.curve_keys) */
     int64_t sim;
     uint32_t rank;
@@ -1207,6 +1208,12 @@ conn_connect(surge_client *c, struct conn *k, const char *ep,
     }
     int hwm = hwm_messages(o, c->coalesce_cap);
     int64_t maxmsg = MAX_INCOMING;
+    /* One routing id per server rank: two of the list's entries that
+     * reach the same ROUTER (a lying or misconfigured server) then give
+     * two sessions whose welcomes disagree, not a refused connection. */
+    unsigned char rid[16];
+    memcpy(rid, id, sizeof rid);
+    rid[15] = (unsigned char)(rid[15] + c->nsockets++);
     if (set_sockopt_int(k->sock, ZMQ_LINGER, 0) != 0 ||
         set_sockopt_int(k->sock, ZMQ_IMMEDIATE, 1) != 0 ||
         set_sockopt_int(k->sock, ZMQ_SNDHWM, hwm) != 0 ||
@@ -1217,7 +1224,7 @@ conn_connect(surge_client *c, struct conn *k, const char *ep,
         set_sockopt_int(k->sock, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS) !=
             0 ||
         zmq_setsockopt(k->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
-        zmq_setsockopt(k->sock, ZMQ_ROUTING_ID, id, 16) != 0) {
+        zmq_setsockopt(k->sock, ZMQ_ROUTING_ID, rid, sizeof rid) != 0) {
         return open_fail(SURGE_EINTERNAL, "cannot set ZeroMQ options: %s",
                          zmq_strerror(zmq_errno()));
     }

@@ -133,6 +133,25 @@ make_kind(surge_msg *m, int kind)
     case 8:
         make_data(m, SURGE_MAX_ITEMS);
         return 1;
+    case 9:
+        /* A welcome from a server of three ranks, routing by sim. */
+        m->type = SURGE_MSG_WELCOME;
+        m->u.welcome.sim = 4;
+        m->u.welcome.rank = 1;
+        m->u.welcome.max_payload_bytes = 1 << 20;
+        assert_int_equal(surge_proto_welcome_add_endpoint(
+                             &m->u.welcome, "tcp://127.0.0.1:5000"),
+                         0);
+        assert_int_equal(surge_proto_welcome_add_endpoint(
+                             &m->u.welcome, "tcp://10.0.0.2:5001"),
+                         0);
+        assert_int_equal(
+            surge_proto_welcome_add_endpoint(&m->u.welcome, "ipc:///tmp/s2"),
+            0);
+        m->u.welcome.server_rank = 2;
+        m->u.welcome.route = SURGE_ROUTE_SIM;
+        m->u.welcome.redirect = 1;
+        return 1;
     }
     return 0;
 }
@@ -170,6 +189,14 @@ assert_same(const surge_msg *a, const surge_msg *b)
         assert_int_equal(a->u.welcome.rank, b->u.welcome.rank);
         assert_int_equal(a->u.welcome.max_payload_bytes,
                          b->u.welcome.max_payload_bytes);
+        assert_int_equal(a->u.welcome.nservers, b->u.welcome.nservers);
+        assert_int_equal(a->u.welcome.server_rank, b->u.welcome.server_rank);
+        assert_int_equal(a->u.welcome.route, b->u.welcome.route);
+        assert_int_equal(a->u.welcome.redirect, b->u.welcome.redirect);
+        assert_int_equal(a->u.welcome.endpoints_len,
+                         b->u.welcome.endpoints_len);
+        assert_memory_equal(a->u.welcome.endpoints, b->u.welcome.endpoints,
+                            a->u.welcome.endpoints_len);
         break;
     case SURGE_MSG_REJECT:
         assert_int_equal(a->u.reject.code, b->u.reject.code);
@@ -997,6 +1024,117 @@ test_other_rules(void **state)
 
 /* ------------------------------------------------------------ hostile */
 
+/* A welcome with the server list eps (nservers of them; NULL: generated
+ * ones; none with nservers 0 and eps NULL), server_rank rank (none when
+ * negative) and route (none when NULL). */
+static void
+hb_welcome(hb *b, uint32_t nservers, const char *const *eps, int rank,
+           const char *route)
+{
+    hb_init(b);
+    msgpack_pack_map(&b->pk, 5 + (nservers > 0 || eps != NULL) +
+                                 (rank >= 0) + (route != NULL));
+    hb_str(b, "v"), msgpack_pack_int(&b->pk, 1);
+    hb_str(b, "type"), hb_str(b, "welcome");
+    hb_str(b, "sim"), msgpack_pack_int(&b->pk, 7);
+    hb_str(b, "rank"), msgpack_pack_int(&b->pk, 0);
+    hb_str(b, "max_payload"), msgpack_pack_int(&b->pk, 4096);
+    if (nservers > 0 || eps != NULL) {
+        hb_str(b, "servers"), msgpack_pack_array(&b->pk, nservers);
+        for (uint32_t i = 0; i < nservers; i++) {
+            char ep[32];
+            snprintf(ep, sizeof ep, "tcp://h:%u", i);
+            hb_str(b, eps != NULL ? eps[i] : ep);
+        }
+    }
+    if (rank >= 0) {
+        hb_str(b, "server_rank"), msgpack_pack_int(&b->pk, rank);
+    }
+    if (route != NULL) {
+        hb_str(b, "route"), hb_str(b, route);
+    }
+}
+
+static void
+welcome_fails(uint32_t n, const char *const *eps, int rank, const char *route,
+              int code, const char *needle)
+{
+    hb b;
+    const char *why = NULL;
+    hb_welcome(&b, n, eps, rank, route);
+    int rc = hb_decode(&b, &why);
+    if (rc != code || why == NULL || strstr(why, needle) == NULL) {
+        fail_msg("welcome: got %d (%s), want %d naming '%s'", rc,
+                 why != NULL ? why : "-", code, needle);
+    }
+}
+
+/* The server list of a welcome (docs/protocol.md, "Server ranks"): what a
+ * client would connect to must be a list of distinct tcp:// or ipc://
+ * endpoints with the answering rank among them; anything else is refused
+ * by the codec, so libsurge never sees it. */
+static void
+test_welcome_servers(void **state)
+{
+    (void)state;
+    hb b;
+    const char *why = NULL;
+    const char *two[] = {"tcp://127.0.0.1:1", "tcp://127.0.0.1:2"};
+    hb_welcome(&b, 2, two, 1, "step");
+    assert_int_equal(hb_decode(&b, &why), 0);
+    assert_int_equal(out_msg.u.welcome.nservers, 2);
+    assert_int_equal(out_msg.u.welcome.server_rank, 1);
+    assert_string_equal(surge_proto_welcome_endpoint(&out_msg.u.welcome, 1),
+                        "tcp://127.0.0.1:2");
+    assert_null(surge_proto_welcome_endpoint(&out_msg.u.welcome, 2));
+    /* A v1 welcome (no list) leaves nservers 0: one rank. */
+    hb_welcome(&b, 0, NULL, -1, NULL);
+    assert_int_equal(hb_decode(&b, &why), 0);
+    assert_int_equal(out_msg.u.welcome.nservers, 0);
+
+    const char *one[] = {"tcp://127.0.0.1:1"};
+    welcome_fails(1, one, 0, "step", SURGE_ELIMIT, "welcome.servers");
+    const char *dup[] = {"tcp://127.0.0.1:1", "tcp://127.0.0.1:1"};
+    welcome_fails(2, dup, 0, "step", SURGE_EPROTO, "same endpoint");
+    const char *scheme[] = {"tcp://127.0.0.1:1", "inproc://x"};
+    welcome_fails(2, scheme, 0, "step", SURGE_EPROTO, "not a tcp://");
+    const char *empty[] = {"tcp://127.0.0.1:1", ""};
+    welcome_fails(2, empty, 0, "step", SURGE_EPROTO, "empty");
+    const char *bare[] = {"tcp://127.0.0.1:1", "ipc://"};
+    welcome_fails(2, bare, 0, "step", SURGE_EPROTO, "no address");
+    welcome_fails(2, two, 2, "step", SURGE_EPROTO, "server_rank");
+    welcome_fails(2, two, 0, "nearest", SURGE_EPROTO, "welcome.route");
+    welcome_fails(2, two, -1, "step", SURGE_EPROTO, "server_rank");
+    welcome_fails(2, two, 0, NULL, SURGE_EPROTO, "route");
+    welcome_fails(0, NULL, 0, NULL, SURGE_EPROTO, "without servers");
+    static char longep[SURGE_MAX_ENDPOINT + 8];
+    memset(longep, 'a', sizeof longep - 1);
+    memcpy(longep, "tcp://", 6);
+    const char *toolong[] = {"tcp://127.0.0.1:1", longep};
+    welcome_fails(2, toolong, 0, "step", SURGE_ELIMIT, "longer than");
+    welcome_fails(SURGE_MAX_SERVER_RANKS + 1, NULL, 0, "step", SURGE_ELIMIT,
+                  "welcome.servers");
+    /* A string that is not one. */
+    hb_init(&b);
+    msgpack_pack_map(&b.pk, 8);
+    hb_str(&b, "v"), msgpack_pack_int(&b.pk, 1);
+    hb_str(&b, "type"), hb_str(&b, "welcome");
+    hb_str(&b, "sim"), msgpack_pack_int(&b.pk, 7);
+    hb_str(&b, "rank"), msgpack_pack_int(&b.pk, 0);
+    hb_str(&b, "max_payload"), msgpack_pack_int(&b.pk, 4096);
+    hb_str(&b, "servers"), msgpack_pack_array(&b.pk, 2);
+    hb_str(&b, "tcp://127.0.0.1:1"), msgpack_pack_int(&b.pk, 5);
+    hb_str(&b, "server_rank"), msgpack_pack_int(&b.pk, 0);
+    hb_str(&b, "route"), hb_str(&b, "step");
+    assert_int_equal(hb_decode(&b, &why), SURGE_EPROTO);
+    assert_non_null(strstr(why, "must be a string"));
+    /* The server side: the list is bounded. */
+    static surge_msg m;
+    memset(&m, 0, sizeof m);
+    assert_int_equal(surge_proto_welcome_add_endpoint(&m.u.welcome, longep),
+                     SURGE_ELIMIT);
+}
+
 static void
 test_truncated_prefixes(void **state)
 {
@@ -1200,6 +1338,7 @@ main(void)
         cmocka_unit_test(test_hello_rules),
         cmocka_unit_test(test_data_rules),
         cmocka_unit_test(test_other_rules),
+        cmocka_unit_test(test_welcome_servers),
         cmocka_unit_test(test_truncated_prefixes),
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_random_bytes),
