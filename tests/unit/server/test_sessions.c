@@ -806,6 +806,121 @@ max_joining_sims_bounds_waiting(void **state)
     assert_int_equal(surge_ingest_counters(f->ing)->sims.rejected, 1);
 }
 
+/* The list the welcomes of a server of two ranks carry. */
+static surge_msg_welcome two_servers;
+
+static void
+set_two_servers(struct fixture *f, uint32_t rank, int route,
+                void (*cb)(void *, int, int64_t), void *arg)
+{
+    memset(&two_servers, 0, sizeof two_servers);
+    surge_proto_welcome_add_endpoint(&two_servers, "tcp://127.0.0.1:7000");
+    surge_proto_welcome_add_endpoint(&two_servers, "tcp://127.0.0.1:7001");
+    surge_ingest_set_ranks(f->ing, rank, 2, route, &two_servers, cb, arg);
+}
+
+/* Server rank 1 of 2, routing by step: the welcome lists both ranks and
+ * names rank 1; data for a step of rank 0 is dropped whole as
+ * wrong_server_rank (a client routing wrong would split the step); control
+ * other than ping is refused and names rank 0; a control relayed from
+ * rank 0 applies without a token and without counting a message. */
+static void
+ranks_route_by_step(void **state)
+{
+    struct fixture *f = *state;
+    set_two_servers(f, 1, SURGE_ROUTE_STEP, NULL, NULL);
+    join(f, "a", 3, 0);
+    assert_int_equal(treply.u.welcome.nservers, 2);
+    assert_int_equal(treply.u.welcome.server_rank, 1);
+    assert_int_equal(treply.u.welcome.route, SURGE_ROUTE_STEP);
+    assert_int_equal(treply.u.welcome.redirect, 0);
+    assert_string_equal(surge_proto_welcome_endpoint(&treply.u.welcome, 1),
+                        "tcp://127.0.0.1:7001");
+    join(f, "b", 3, 1);
+    float v[4] = {1, 2, 3, 4};
+    surge_counters *c = surge_ingest_counters(f->ing);
+    send_slice(f->ing, "a", 3, 0, 2, 0.0, 0, 0, 4, v);
+    assert_int_equal(c->messages.dropped[SURGE_MDROP_WRONG_SERVER_RANK], 1);
+    assert_int_equal(c->slices.accepted, 0);
+    send_slice(f->ing, "a", 3, 0, 5, 0.0, 0, 0, 4, v);
+    send_slice(f->ing, "b", 3, 1, 5, 0.0, 0, 4, 4, v);
+    assert_int_equal(c->steps.assembled, 1);
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_END_RECEPTION, -1),
+                     SURGE_EPROTO);
+    assert_non_null(strstr(treply.u.control_reply.message, "rank 0"));
+    assert_false(surge_ingest_end_requested(f->ing));
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_PING, -1), 0);
+    uint64_t handled = c->messages.handled;
+    assert_int_equal(surge_ingest_relayed_control(
+                         f->ing, SURGE_CTL_END_RECEPTION, -1, 2000),
+                     0);
+    assert_true(surge_ingest_end_requested(f->ing));
+    assert_int_equal(c->messages.handled, handled);
+    assert_int_equal(
+        surge_ingest_relayed_control(f->ing, SURGE_CTL_PING, -1, 2000),
+        SURGE_EPROTO);
+    assert_true(counts_add_up(f->ing));
+}
+
+/* Server rank 0 of 2, routing by sim: a hello for an odd sim gets a
+ * redirecting welcome and leaves no session (nothing to say bye to); an
+ * even sim joins here. */
+static void
+ranks_route_by_sim(void **state)
+{
+    struct fixture *f = *state;
+    set_two_servers(f, 0, SURGE_ROUTE_SIM, NULL, NULL);
+    join(f, "a", 5, 0);
+    assert_int_equal(treply.u.welcome.redirect, 1);
+    assert_int_equal(treply.u.welcome.server_rank, 0);
+    assert_int_equal(treply.u.welcome.route, SURGE_ROUTE_SIM);
+    assert_false(surge_ingest_has_session(f->ing, RID("a")));
+    surge_counters *c = surge_ingest_counters(f->ing);
+    assert_int_equal(c->sims.redirected, 1);
+    assert_int_equal(c->sims.hello, 0);
+    join(f, "b", 4, 0);
+    assert_int_equal(treply.u.welcome.redirect, 0);
+    assert_true(surge_ingest_has_session(f->ing, RID("b")));
+    assert_int_equal(surge_ingest_active_sims(f->ing), 1);
+    assert_true(counts_add_up(f->ing));
+}
+
+static int relayed_op;
+static int64_t relayed_sim;
+static int relayed_calls;
+
+static void
+relay_cb(void *arg, int op, int64_t sim)
+{
+    (void)arg;
+    relayed_op = op;
+    relayed_sim = sim;
+    relayed_calls++;
+}
+
+/* Rank 0 hands every successful control other than ping to its relay;
+ * a refused one (wrong token) is not relayed. */
+static void
+ranks_rank0_relays_control(void **state)
+{
+    struct fixture *f = *state;
+    relayed_calls = 0;
+    set_two_servers(f, 0, SURGE_ROUTE_STEP, relay_cb, NULL);
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_PING, -1), 0);
+    assert_int_equal(relayed_calls, 0);
+    assert_int_equal(control(f->ing, "wrong", SURGE_CTL_SIM_FAILED, 7),
+                     SURGE_ETOKEN);
+    assert_int_equal(relayed_calls, 0);
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_SIM_FAILED, 7), 0);
+    assert_int_equal(relayed_calls, 1);
+    assert_int_equal(relayed_op, SURGE_CTL_SIM_FAILED);
+    assert_int_equal(relayed_sim, 7);
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_END_RECEPTION, -1),
+                     0);
+    assert_int_equal(relayed_calls, 2);
+    assert_int_equal(relayed_op, SURGE_CTL_END_RECEPTION);
+}
+
 int
 main(void)
 {
@@ -839,6 +954,9 @@ main(void)
         T(retry_refuses_assembled_steps),
         T(timeout_fails_silent_sim),
         T(raw_frames_through_codec),
+        T(ranks_route_by_step),
+        T(ranks_route_by_sim),
+        T(ranks_rank0_relays_control),
 #undef T
     };
     return cmocka_run_group_tests_name("server_sessions", tests, NULL, NULL);
