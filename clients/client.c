@@ -215,9 +215,9 @@ struct field_state {
 struct conn {
     void *sock; /* DEALER; NULL while not connected */
     char endpoint[MAX_ENDPOINT + 1];
-    uint32_t index;        /* server rank */
-    int session;           /* welcomed: this rank holds our session */
-    int got_bye_ack;       /* close: this rank confirmed */
+    uint32_t index;  /* server rank */
+    int session;     /* welcomed: this rank holds our session */
+    int got_bye_ack; /* close: this rank confirmed */
     uint64_t bye_ack_slices;
     uint64_t slices_sent;   /* data items sent to this rank */
     struct buf *pend;       /* payload being packed, or NULL */
@@ -227,13 +227,13 @@ struct conn {
 };
 
 struct surge_client {
-    void *ctx; /* ZeroMQ context (one per client) */
+    void *ctx;                       /* ZeroMQ context (one per client) */
     char endpoint[MAX_ENDPOINT + 1]; /* the one given (options.endpoint) */
-    struct conn *conns; /* (nconns): one per server rank */
-    uint32_t nconns;    /* R, the server's ranks (1: today's server) */
-    uint8_t route;      /* enum surge_route, with nconns > 1 */
-    uint32_t nsockets;  /* sockets made so far (each its own routing id) */
-    bool curve; /* the connection uses CURVE (options.curve_keys) */
+    struct conn *conns;              /* (nconns): one per server rank */
+    uint32_t nconns;   /* R, the server's ranks (1: today's server) */
+    uint8_t route;     /* enum surge_route, with nconns > 1 */
+    uint32_t nsockets; /* sockets made so far (each its own routing id) */
+    bool curve;        /* the connection uses CURVE (options.curve_keys) */
     int64_t sim;
     uint32_t rank;
     int timeout_ms;
@@ -297,8 +297,7 @@ handle_incoming(surge_client *c, struct conn *k, const void *hdr, size_t len)
             set_error(c, "server rank %u (%s) rejected this client: %s",
                       k->index, k->endpoint, m->u.reject.reason);
         } else {
-            set_error(c, "server rejected this client: %s",
-                      m->u.reject.reason);
+            set_error(c, "server rejected this client: %s", m->u.reject.reason);
         }
     } else if (m->type == SURGE_MSG_BYE_ACK && m->u.bye_ack.sim == c->sim &&
                m->u.bye_ack.rank == c->rank) {
@@ -558,8 +557,8 @@ route(surge_client *c, int64_t step)
     if (c->nconns == 1) {
         return &c->conns[0];
     }
-    uint64_t key = c->route == SURGE_ROUTE_SIM ? (uint64_t)c->sim
-                                               : (uint64_t)step;
+    uint64_t key =
+        c->route == SURGE_ROUTE_SIM ? (uint64_t)c->sim : (uint64_t)step;
     return &c->conns[key % c->nconns];
 }
 
@@ -685,9 +684,8 @@ surge_client_send(surge_client *c, const char *field, int64_t step, double time,
         remember_step(f, step);
         if (k->pend_bytes == c->coalesce_cap ||
             k->pend_msg.u.data.nitems == SURGE_MAX_ITEMS) {
-            return flush_pending(c, k,
-                                 deadline != 0 ? deadline
-                                               : deadline_from_now(c));
+            return flush_pending(
+                c, k, deadline != 0 ? deadline : deadline_from_now(c));
         }
         return 0;
     }
@@ -1252,10 +1250,9 @@ conn_hello(surge_client *c, struct conn *k, uint64_t deadline)
     surge_msg *m = &c->scratch;
     int rc = send_message(c, k, c->hello, c->hello_len, NULL, 0, deadline);
     if (rc == SURGE_ETIMEDOUT) {
-        return open_fail(SURGE_ENOSERVER,
-                         "no surge server answered at %s within %d ms%s",
-                         k->endpoint, c->timeout_ms,
-                         c->curve ? CURVE_HINT : "");
+        return open_fail(
+            SURGE_ENOSERVER, "no surge server answered at %s within %d ms%s",
+            k->endpoint, c->timeout_ms, c->curve ? CURVE_HINT : "");
     }
     if (rc != 0) {
         return open_fail(rc, "%s",
@@ -1380,8 +1377,9 @@ open_ranks(surge_client *c, const surge_msg_welcome *first,
         if (rc != 0) {
             char why[512];
             snprintf(why, sizeof why, "%s", open_error);
-            rc = open_fail(rc, "server rank %u of %u (from the welcome of %s): "
-                               "%s",
+            rc = open_fail(rc,
+                           "server rank %u of %u (from the welcome of %s): "
+                           "%s",
                            r, R, c->endpoint, why);
             break;
         }

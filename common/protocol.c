@@ -1054,9 +1054,9 @@ enum top_key {
 };
 
 static const char *const top_names[K_NTOP] = {
-    "v",      "type",   "token", "sim",         "rank",  "nranks",
-    "params", "fields", "dtype", "max_payload", "code",  "reason",
-    "items",  "slices", "op",    "message",     "steps", "run_key",
+    "v",       "type",        "token", "sim",         "rank",  "nranks",
+    "params",  "fields",      "dtype", "max_payload", "code",  "reason",
+    "items",   "slices",      "op",    "message",     "steps", "run_key",
     "servers", "server_rank", "route", "redirect"};
 
 enum field_key { F_NAME, F_SIZE, F_OFFSET, F_COUNT, F_N };

@@ -112,11 +112,11 @@ typedef struct surge_msg_welcome {
     uint64_t max_payload_bytes; /* largest data message accepted */
     /* Present only from a server of R > 1 ranks (nservers 0: the keys are
      * absent, a server of one rank, today's welcome). */
-    uint32_t nservers;    /* R: 0, or 2..SURGE_MAX_SERVER_RANKS */
-    uint32_t server_rank; /* which of them answered, < nservers */
-    uint8_t route;        /* enum surge_route */
-    uint8_t redirect;     /* 1: no session was opened by this hello; say
-                             hello to the rank the route names instead */
+    uint32_t nservers;      /* R: 0, or 2..SURGE_MAX_SERVER_RANKS */
+    uint32_t server_rank;   /* which of them answered, < nservers */
+    uint8_t route;          /* enum surge_route */
+    uint8_t redirect;       /* 1: no session was opened by this hello; say
+                               hello to the rank the route names instead */
     uint32_t endpoints_len; /* bytes used in endpoints */
     /* nservers endpoints, each NUL-terminated, back to back, in rank
      * order; each 1..SURGE_MAX_ENDPOINT bytes of tcp:// or ipc://, no

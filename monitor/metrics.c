@@ -136,13 +136,13 @@ struct surge_metrics {
     double prev_mono;     /* time of the previous sample, <0 none */
     double prev[R_COUNT]; /* counter values at the previous sample */
 
-    surge_metrics_runs_cb runs_cb; /* per-run progress, or NULL */
+    surge_metrics_runs_cb runs_cb;     /* per-run progress, or NULL */
     surge_metrics_status_cb status_cb; /* extra status keys, or NULL */
     void *status_arg;                  /* its argument */
-    void *runs_arg;                /* its argument */
-    struct surge_run_info *runs;   /* scratch for runs_cb */
-    struct info infos[INFO_MAX];   /* "info" in the status JSON */
-    size_t n_infos;                /* used */
+    void *runs_arg;                    /* its argument */
+    struct surge_run_info *runs;       /* scratch for runs_cb */
+    struct info infos[INFO_MAX];       /* "info" in the status JSON */
+    size_t n_infos;                    /* used */
 
     pthread_mutex_t lock;          /* guards everything above: entries,
                                       ring, runs, infos (see the top) */

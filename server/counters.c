@@ -9,10 +9,10 @@
 #include "server/counters.h"
 
 static const char *const msg_drop_names[SURGE_MDROP__COUNT] = {
-    "header_too_large", "bad_header",          "bad_version",
-    "bad_frames",       "unexpected_type",     "hello_rejected",
-    "control_rejected", "unknown_session",     "session_mismatch",
-    "bad_dtype",        "bad_payload_size",    "bad_field",
+    "header_too_large", "bad_header",           "bad_version",
+    "bad_frames",       "unexpected_type",      "hello_rejected",
+    "control_rejected", "unknown_session",      "session_mismatch",
+    "bad_dtype",        "bad_payload_size",     "bad_field",
     "bad_slice",        "presession_too_large", "wrong_server_rank"};
 
 static const char *const slice_drop_names[SURGE_SDROP__COUNT] = {

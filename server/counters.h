@@ -42,8 +42,8 @@ enum surge_msg_drop {
     SURGE_MDROP_PRESESSION_TOO_LARGE, /* over --max-presession-bytes from a
                                          peer without a session: dropped
                                          before decoding */
-    SURGE_MDROP_WRONG_SERVER_RANK, /* a step another server rank owns
-                                      (server ranks, route by step) */
+    SURGE_MDROP_WRONG_SERVER_RANK,    /* a step another server rank owns
+                                         (server ranks, route by step) */
     SURGE_MDROP__COUNT
 };
 

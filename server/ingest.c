@@ -1570,8 +1570,8 @@ handle_data(surge_ingest *ing, const void *rid, size_t rid_len, uint64_t h,
                      "sim %" PRId64 " rank %u: step %" PRId64
                      " belongs to server rank %" PRIu64
                      " (route by step), not %u: dropped",
-                     s->id, p->rank, it->step,
-                     (uint64_t)it->step % ing->nranks, ing->rank);
+                     s->id, p->rank, it->step, (uint64_t)it->step % ing->nranks,
+                     ing->rank);
             return 0;
         }
         if (it->field >= s->nfields) {

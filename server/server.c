@@ -76,11 +76,11 @@ enum fig_extra {
 
 /* What rank 0 knows of one rank (itself included). */
 struct rank_fig {
-    uint64_t v[FIG_N];  /* the latest figures */
-    uint64_t at_ns;     /* when they came; 0 = none yet */
-    uint64_t prev_ns;   /* the report before (for the rate) */
+    uint64_t v[FIG_N]; /* the latest figures */
+    uint64_t at_ns;    /* when they came; 0 = none yet */
+    uint64_t prev_ns;  /* the report before (for the rate) */
     uint64_t prev_samples;
-    double rate;        /* samples assembled per second, NaN unknown */
+    double rate; /* samples assembled per second, NaN unknown */
 };
 
 /* A control relayed by rank 0, in flight to one rank. */
@@ -1065,8 +1065,7 @@ mpi_wait(MPI_Request *req, double timeout_s, const char *what)
         int done = 0;
         int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) {
-            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "%s: MPI error %d", what,
-                      rc);
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT, "%s: MPI error %d", what, rc);
             return SURGE_EINTERNAL;
         }
         if (done) {
@@ -1156,8 +1155,8 @@ relay_control(void *arg, int op, int64_t sim)
         }
         rl->buf[0] = op;
         rl->buf[1] = sim;
-        int rc = MPI_Isend(rl->buf, 2, MPI_INT64_T, r, TAG_CTL,
-                           srv->ranks->io, &rl->req);
+        int rc = MPI_Isend(rl->buf, 2, MPI_INT64_T, r, TAG_CTL, srv->ranks->io,
+                           &rl->req);
         if (rc != MPI_SUCCESS) {
             SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
                       "cannot relay control %d to rank %d (MPI error %d)", op,
@@ -1224,8 +1223,7 @@ recv_controls(surge_server *srv)
     for (;;) {
         int flag = 0;
         MPI_Status st;
-        if (MPI_Iprobe(0, TAG_CTL, srv->ranks->io, &flag, &st) !=
-                MPI_SUCCESS ||
+        if (MPI_Iprobe(0, TAG_CTL, srv->ranks->io, &flag, &st) != MPI_SUCCESS ||
             !flag) {
             return;
         }
@@ -1236,8 +1234,8 @@ recv_controls(surge_server *srv)
         int rc = surge_ingest_relayed_control(srv->ing, (int)v[0], v[1],
                                               surge_now_ns());
         SURGE_LOG(rc == 0 ? SURGE_LOG_DEBUG : SURGE_LOG_WARN, COMPONENT,
-                  "control %" PRId64 " (sim %" PRId64 ") from rank 0: %s",
-                  v[0], v[1], rc == 0 ? "done" : surge_strerror(rc));
+                  "control %" PRId64 " (sim %" PRId64 ") from rank 0: %s", v[0],
+                  v[1], rc == 0 ? "done" : surge_strerror(rc));
     }
 }
 
@@ -1342,9 +1340,9 @@ exchange_endpoints(surge_server *srv)
     }
     snprintf(mine, sizeof mine, "%s", srv->endpoint);
     MPI_Request req;
-    int rc = MPI_Iallgather(mine, SURGE_MAX_ENDPOINT + 1, MPI_CHAR, all,
-                            SURGE_MAX_ENDPOINT + 1, MPI_CHAR, srv->ranks->io,
-                            &req);
+    int rc =
+        MPI_Iallgather(mine, SURGE_MAX_ENDPOINT + 1, MPI_CHAR, all,
+                       SURGE_MAX_ENDPOINT + 1, MPI_CHAR, srv->ranks->io, &req);
     if (rc != MPI_SUCCESS) {
         free(all);
         return SURGE_EINTERNAL;
@@ -1377,8 +1375,9 @@ exchange_endpoints(surge_server *srv)
         srv->o->bind_simulation ? SURGE_ROUTE_SIM : SURGE_ROUTE_STEP;
     unsigned char *hdr = malloc(SURGE_MAX_HEADER_BYTES);
     surge_msg *back = malloc(sizeof *back);
-    int n = hdr != NULL ? surge_proto_encode(&probe, hdr, SURGE_MAX_HEADER_BYTES)
-                        : -ENOMEM;
+    int n = hdr != NULL
+                ? surge_proto_encode(&probe, hdr, SURGE_MAX_HEADER_BYTES)
+                : -ENOMEM;
     if (n < 0 || back == NULL ||
         surge_proto_decode(hdr, (size_t)n, back, &why) != 0) {
         SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
@@ -1424,18 +1423,17 @@ status_ranks_cb(void *arg, json_t *root)
             age = (double)(now - srv->figs[r].at_ns) / 1e9;
             rate = srv->figs[r].rate;
         }
-        const char *ep = multi(srv)
-                             ? surge_proto_welcome_endpoint(srv->servers,
-                                                            (uint32_t)r)
-                             : srv->endpoint;
-        json_t *o = json_pack("{s:i,s:s}", "rank", r, "endpoint",
-                              ep != NULL ? ep : "");
+        const char *ep =
+            multi(srv) ? surge_proto_welcome_endpoint(srv->servers, (uint32_t)r)
+                       : srv->endpoint;
+        json_t *o =
+            json_pack("{s:i,s:s}", "rank", r, "endpoint", ep != NULL ? ep : "");
         if (o == NULL) {
             json_decref(arr);
             return -ENOMEM;
         }
-        json_object_set_new(o, "age_s", isfinite(age) ? json_real(age)
-                                                       : json_null());
+        json_object_set_new(o, "age_s",
+                            isfinite(age) ? json_real(age) : json_null());
         json_object_set_new(o, "received_per_s",
                             isfinite(rate) ? json_real(rate) : json_null());
         if (v != NULL) {
@@ -1448,12 +1446,12 @@ status_ranks_cb(void *arg, json_t *root)
             for (int i = 0; i < SURGE_PDROP__COUNT; i++) {
                 dropped += c->samples.dropped[i];
             }
-            double occ = x[FX_RES_CAP] > 0
-                             ? (double)x[FX_RES_SIZE] / (double)x[FX_RES_CAP]
-                         : x[FX_RES_CAP_BYTES] > 0
-                             ? (double)x[FX_RES_BYTES] /
-                                   (double)x[FX_RES_CAP_BYTES]
-                             : 0.0;
+            double occ =
+                x[FX_RES_CAP] > 0
+                    ? (double)x[FX_RES_SIZE] / (double)x[FX_RES_CAP]
+                : x[FX_RES_CAP_BYTES] > 0
+                    ? (double)x[FX_RES_BYTES] / (double)x[FX_RES_CAP_BYTES]
+                    : 0.0;
             json_object_set_new(o, "samples", JI(c->steps.assembled));
             json_object_set_new(o, "slices", JI(c->slices.accepted));
             json_object_set_new(o, "bytes", JI(c->slices.bytes));
@@ -1596,7 +1594,6 @@ reasons_json(const uint64_t *v, int n, const char *(*name)(int))
     return o;
 }
 
-
 static json_t *
 store_json(surge_store *s)
 {
@@ -1686,8 +1683,8 @@ stats_json(surge_server *srv)
         return NULL;
     }
     json_object_set_new(j, "endpoint", json_string(srv->endpoint));
-    json_object_set_new(j, "rank", JI(srv->ranks != NULL ? srv->ranks->rank
-                                                         : 0));
+    json_object_set_new(j, "rank",
+                        JI(srv->ranks != NULL ? srv->ranks->rank : 0));
     json_object_set_new(j, "pid", JI(getpid()));
     json_object_set_new(j, "wall_s",
                         json_real((surge_now_ns() - srv->start_ns) / 1e9));
@@ -1784,8 +1781,8 @@ json_sum(json_t *dst, const json_t *src)
  * add up over the ranks; the others (the trainer's, the endpoint) are
  * rank 0's. */
 static const char *const summed_sections[] = {
-    "messages", "slices", "steps", "samples",  "sims",
-    "io",       "store",  "validation_store", "consumer"};
+    "messages", "slices",           "steps",   "samples", "sims", "io",
+    "store",    "validation_store", "consumer"};
 
 /* R > 1, main thread after the loop and the consumer ended: every rank
  * gives rank 0 its stats and counters; rank 0 writes server-stats.json
@@ -1836,8 +1833,8 @@ collect_stats(surge_server *srv, json_t *mine)
         }
     }
     if (rc == 0 &&
-        MPI_Igatherv(text != NULL ? text : "", len, MPI_CHAR, all, lens,
-                     displs, MPI_CHAR, 0, rk->io, &req) == MPI_SUCCESS) {
+        MPI_Igatherv(text != NULL ? text : "", len, MPI_CHAR, all, lens, displs,
+                     MPI_CHAR, 0, rk->io, &req) == MPI_SUCCESS) {
         rc = mpi_wait(&req, limit, "collecting the ranks' figures");
     }
     if (rc == 0 &&
@@ -1889,9 +1886,8 @@ collect_stats(surge_server *srv, json_t *mine)
     }
     const char *bad = "not collected from every rank";
     int sums_add_up =
-        collected &&
-        surge_counters_check((const surge_counters *)(const void *)sum,
-                             &bad) == 0;
+        collected && surge_counters_check(
+                         (const surge_counters *)(const void *)sum, &bad) == 0;
     if (!sums_add_up) {
         SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
                   "counts over the %d ranks do not add up: %s", R, bad);
@@ -2152,7 +2148,8 @@ rank_bind(const surge_server *srv, char *out, size_t cap)
                   "--bind %s: port %lu + rank %d is over 65535", b, port, r);
         return SURGE_ECONFIG;
     }
-    snprintf(out, cap, "%.*s:%lu", (int)(colon - b), b, port + (unsigned long)r);
+    snprintf(out, cap, "%.*s:%lu", (int)(colon - b), b,
+             port + (unsigned long)r);
     return 0;
 }
 
@@ -2353,15 +2350,13 @@ start_monitor(surge_server *srv)
         return rc;
     }
     /* Several ranks: monitoring shows the counters summed over them. */
-    struct surge_monitor_server src = {.counters =
-                                           multi(srv)
-                                               ? &srv->sum
-                                               : surge_ingest_counters(srv->ing),
-                                       .train = srv->train,
-                                       .validation = srv->validation,
-                                       .store_bytes = srv->o->store_bytes,
-                                       .consumer = srv->cops,
-                                       .consumer_state = srv->cstate};
+    struct surge_monitor_server src = {
+        .counters = multi(srv) ? &srv->sum : surge_ingest_counters(srv->ing),
+        .train = srv->train,
+        .validation = srv->validation,
+        .store_bytes = srv->o->store_bytes,
+        .consumer = srv->cops,
+        .consumer_state = srv->cstate};
     surge_metrics *m = surge_monitor_metrics(srv->monitor);
     srv->cctx.metrics = m; /* the consumer thread starts after this */
     surge_metrics_set_runs_cb(m, runs_cb, srv);
@@ -2414,9 +2409,9 @@ surge_server_run(surge_server *srv)
         json_t *eps = json_array();
         if (multi(srv)) {
             for (uint32_t r = 0; r < srv->servers->nservers; r++) {
-                json_array_append_new(eps, json_string(
-                                               surge_proto_welcome_endpoint(
-                                                   srv->servers, r)));
+                json_array_append_new(
+                    eps,
+                    json_string(surge_proto_welcome_endpoint(srv->servers, r)));
             }
         } else {
             json_array_append_new(eps, json_string(srv->endpoint));

@@ -190,8 +190,9 @@ lib_py_checks() {
 }
 
 # lib_check_server_once OUT RUNS STEPS: the TAP check "server-once": the
-# server's checksum log OUT/checksums.log (server.checksum_log) lists
-# steps 1..STEPS of simulations 0..RUNS-1, each exactly once.
+# server's checksum log OUT/checksums.log (server.checksum_log; with server
+# ranks, OUT/checksums.log.rank* together) lists steps 1..STEPS of
+# simulations 0..RUNS-1, each exactly once.
 lib_check_server_once() {
     if msg=$(lib_server_once_py "$@" 2>&1); then
         ok server-once
@@ -203,14 +204,18 @@ lib_check_server_once() {
 
 lib_server_once_py() {
     "$PY" - "$@" <<'PYEOF'
-import sys
+import glob, sys
 out, runs, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 want = set((s, t) for s in range(runs) for t in range(1, steps + 1))
 seen = {}
-for line in open(f"{out}/checksums.log"):
-    sim, step, ck = line.split()
-    key = (int(sim), int(step))
-    seen[key] = seen.get(key, 0) + 1
+# A server of several ranks writes one log per rank (checksums.log.rankN).
+logs = glob.glob(f"{out}/checksums.log") or \
+    sorted(glob.glob(f"{out}/checksums.log.rank*"))
+for path in logs:
+    for line in open(path):
+        sim, step, ck = line.split()
+        key = (int(sim), int(step))
+        seen[key] = seen.get(key, 0) + 1
 if set(seen) != want:
     sys.exit(f"server samples missing/extra: {sorted(set(seen) ^ want)[:5]}")
 dup = [k for k, n in seen.items() if n != 1]

@@ -92,7 +92,8 @@ reply_dup_list(frank *k, zmq_msg_t *rid, const surge_msg_hello *h)
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 8);
-#define STR(s) msgpack_pack_str(&pk, strlen(s)), msgpack_pack_str_body(&pk, s, strlen(s))
+#define STR(s)                                                                 \
+    msgpack_pack_str(&pk, strlen(s)), msgpack_pack_str_body(&pk, s, strlen(s))
     STR("v"), msgpack_pack_int(&pk, 1);
     STR("type"), STR("welcome");
     STR("sim"), msgpack_pack_int64(&pk, h->sim);
@@ -251,7 +252,7 @@ stop(void)
 }
 
 static surge_field fields[2] = {
-    {"u", 3000, 1000, 1000}, /* 4 KB slice: packed */
+    {"u", 3000, 1000, 1000},         /* 4 KB slice: packed */
     {"big", 300000, 100000, 100000}, /* 400 KB: a message of its own */
 };
 
@@ -275,12 +276,10 @@ send_steps(surge_client *c, int nsteps)
 {
     static float v[100000];
     for (int s = 0; s < nsteps; s++) {
-        assert_int_equal(surge_client_send(c, "u", s, 0.1 * s, v,
-                                           SURGE_FLOAT32),
-                         0);
-        assert_int_equal(surge_client_send(c, "big", s, 0.1 * s, v,
-                                           SURGE_FLOAT32),
-                         0);
+        assert_int_equal(
+            surge_client_send(c, "u", s, 0.1 * s, v, SURGE_FLOAT32), 0);
+        assert_int_equal(
+            surge_client_send(c, "big", s, 0.1 * s, v, SURGE_FLOAT32), 0);
     }
 }
 

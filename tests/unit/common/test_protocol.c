@@ -1032,8 +1032,8 @@ hb_welcome(hb *b, uint32_t nservers, const char *const *eps, int rank,
            const char *route)
 {
     hb_init(b);
-    msgpack_pack_map(&b->pk, 5 + (nservers > 0 || eps != NULL) +
-                                 (rank >= 0) + (route != NULL));
+    msgpack_pack_map(&b->pk, 5 + (nservers > 0 || eps != NULL) + (rank >= 0) +
+                                 (route != NULL));
     hb_str(b, "v"), msgpack_pack_int(&b->pk, 1);
     hb_str(b, "type"), hb_str(b, "welcome");
     hb_str(b, "sim"), msgpack_pack_int(&b->pk, 7);

@@ -851,9 +851,9 @@ ranks_route_by_step(void **state)
     assert_false(surge_ingest_end_requested(f->ing));
     assert_int_equal(control(f->ing, "secret", SURGE_CTL_PING, -1), 0);
     uint64_t handled = c->messages.handled;
-    assert_int_equal(surge_ingest_relayed_control(
-                         f->ing, SURGE_CTL_END_RECEPTION, -1, 2000),
-                     0);
+    assert_int_equal(
+        surge_ingest_relayed_control(f->ing, SURGE_CTL_END_RECEPTION, -1, 2000),
+        0);
     assert_true(surge_ingest_end_requested(f->ing));
     assert_int_equal(c->messages.handled, handled);
     assert_int_equal(
@@ -915,8 +915,7 @@ ranks_rank0_relays_control(void **state)
     assert_int_equal(relayed_calls, 1);
     assert_int_equal(relayed_op, SURGE_CTL_SIM_FAILED);
     assert_int_equal(relayed_sim, 7);
-    assert_int_equal(control(f->ing, "secret", SURGE_CTL_END_RECEPTION, -1),
-                     0);
+    assert_int_equal(control(f->ing, "secret", SURGE_CTL_END_RECEPTION, -1), 0);
     assert_int_equal(relayed_calls, 2);
     assert_int_equal(relayed_op, SURGE_CTL_END_RECEPTION);
 }
