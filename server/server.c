@@ -54,8 +54,11 @@
 #define JI(x) json_integer((json_int_t)(x))
 #define MPI_POLL_MS 20 /* server ranks: ranks->io is tested this often */
 #define FIG_MS 1000    /* server ranks: figures go to rank 0 this often */
-#define TAG_CTL 1      /* rank 0 -> ranks: {op, sim} (int64) */
+#define TAG_CTL 1      /* rank 0 -> ranks: {op, sim, seq} (int64) */
 #define TAG_FIG 2      /* ranks -> rank 0: figures (uint64, FIG_N) */
+#define TAG_ACK 3      /* ranks -> rank 0: {seq, code} of a control done */
+#define END_ACK_MS 2000 /* END_RECEPTION's reply waits this long for the
+                           ranks (under the launcher's ping timeout) */
 
 /* A rank's figures, as they travel to rank 0: every counter (the struct
  * as an array: its fields are all uint64_t) and then these. */
@@ -83,11 +86,22 @@ struct rank_fig {
     double rate; /* samples assembled per second, NaN unknown */
 };
 
-/* A control relayed by rank 0, in flight to one rank. */
+/* A small message in flight between ranks (a relayed control, an ack). */
 struct relay {
     struct relay *next;
-    int64_t buf[2]; /* {op, sim}: MPI owns it until req completes */
+    int64_t buf[3]; /* MPI owns it until req completes */
     MPI_Request req;
+};
+
+/* Rank 0: the END_RECEPTION reply held until every rank applied it. */
+struct end_wait {
+    int active;
+    int64_t seq;          /* the relay it waits for */
+    int acks;             /* ranks that confirmed */
+    uint64_t deadline_ns; /* reply anyway then, saying who did not */
+    unsigned char rid[256];
+    size_t rid_len;
+    surge_msg reply;
 };
 
 /* A message read under backpressure from a peer with a session, held (its
@@ -175,6 +189,11 @@ struct surge_server {
     surge_counters sum;         /* rank 0, R > 1: counters summed over the
                                    ranks, what monitoring shows */
     struct rank_series *rank_series; /* rank 0, R > 1: metric arguments */
+    int64_t relay_seq;            /* rank 0: controls relayed so far */
+    int64_t defer_seq;            /* rank 0: set while the message being
+                                     handled is an END_RECEPTION to hold */
+    struct end_wait end_wait;     /* rank 0: its held reply */
+    int close_pending;            /* rank 0: close once it is sent */
 };
 
 /* A consumer's request to run a function on the I/O thread (io_call). */
@@ -195,6 +214,9 @@ static int status_ranks_cb(void *arg, json_t *root);
 static int register_rank_series(surge_server *srv, surge_metrics *m);
 static int collect_stats(surge_server *srv, json_t *mine);
 static int rank_bind(const surge_server *srv, char *out, size_t cap);
+static void hold_end_reply(surge_server *srv, const void *rid, size_t len,
+                           uint64_t now);
+static void release_end_reply(surge_server *srv, uint64_t now);
 static void rank_path(const surge_server *srv, const char *path, char *out,
                       size_t cap);
 static int io_export_assembled(void *io, int (*cb)(void *, int64_t, int64_t),
@@ -306,9 +328,14 @@ handle_one(surge_server *srv, struct held *m)
         m->have_payload ? zmq_msg_data(&m->payload) : NULL,
         m->have_payload ? zmq_msg_size(&m->payload) : 0, m->npayload, m->total,
         t, &srv->reply);
-    if (r == 1) {
+    if (r == 1 && srv->defer_seq != 0 &&
+        srv->reply.type == SURGE_MSG_CONTROL_REPLY &&
+        zmq_msg_size(&m->rid) <= sizeof srv->end_wait.rid) {
+        hold_end_reply(srv, zmq_msg_data(&m->rid), zmq_msg_size(&m->rid), t);
+    } else if (r == 1) {
         send_reply(srv, zmq_msg_data(&m->rid), zmq_msg_size(&m->rid));
     }
+    srv->defer_seq = 0;
 }
 
 /* Receive one whole message into m. 1 when one came, 0 when none was
@@ -751,6 +778,13 @@ close_handles(surge_server *srv)
     if (srv->phase == PHASE_CLOSING) {
         return;
     }
+    /* A held END_RECEPTION reply must go first: the MPI timer keeps
+     * running until the ranks confirmed or its deadline, then closes. */
+    if (multi(srv) && srv->ranks->rank == 0 && srv->end_wait.active) {
+        srv->close_pending = 1;
+        return;
+    }
+    srv->close_pending = 0;
     srv->phase = PHASE_CLOSING;
     /* A request posted from now on would never run. */
     pthread_mutex_lock(&srv->io_mu);
@@ -928,6 +962,7 @@ on_tick(uv_timer_t *t)
                   srv->o->exit_idle_s);
         if (multi(srv)) {
             relay_control(srv, SURGE_CTL_END_RECEPTION, -1);
+            srv->defer_seq = 0; /* no launcher waits for a reply */
         }
         begin_stop(srv, 1);
         return;
@@ -1140,36 +1175,96 @@ sum_figures(surge_server *srv)
     }
 }
 
+/* Send n (<= 3) int64 to rank dest with tag, without waiting: the send
+ * joins srv->relays until it completes. 0 or -1 (logged). */
+static int
+post_send(surge_server *srv, int dest, int tag, const int64_t *v, int n)
+{
+    struct relay *rl = calloc(1, sizeof *rl);
+    if (rl == NULL) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "out of memory sending to server rank %d", dest);
+        return -1;
+    }
+    memcpy(rl->buf, v, (size_t)n * sizeof *v);
+    int rc =
+        MPI_Isend(rl->buf, n, MPI_INT64_T, dest, tag, srv->ranks->io, &rl->req);
+    if (rc != MPI_SUCCESS) {
+        SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                  "cannot send to server rank %d (MPI error %d)", dest, rc);
+        free(rl);
+        return -1;
+    }
+    rl->next = srv->relays;
+    srv->relays = rl;
+    return 0;
+}
+
 /* surge_ingest control_cb (rank 0, I/O thread): send the operation to
- * every other rank, without waiting. */
+ * every other rank, without waiting. Each rank acknowledges it; the reply
+ * to an END_RECEPTION waits for those (hold_end_reply). */
 static void
 relay_control(void *arg, int op, int64_t sim)
 {
     surge_server *srv = arg;
+    int64_t v[3] = {op, sim, ++srv->relay_seq};
     for (int r = 1; r < srv->ranks->size; r++) {
-        struct relay *rl = calloc(1, sizeof *rl);
-        if (rl == NULL) {
-            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
-                      "out of memory relaying control %d to rank %d", op, r);
-            continue;
-        }
-        rl->buf[0] = op;
-        rl->buf[1] = sim;
-        int rc = MPI_Isend(rl->buf, 2, MPI_INT64_T, r, TAG_CTL, srv->ranks->io,
-                           &rl->req);
-        if (rc != MPI_SUCCESS) {
-            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
-                      "cannot relay control %d to rank %d (MPI error %d)", op,
-                      r, rc);
-            free(rl);
-            continue;
-        }
-        rl->next = srv->relays;
-        srv->relays = rl;
+        post_send(srv, r, TAG_CTL, v, 3);
+    }
+    if (op == SURGE_CTL_END_RECEPTION) {
+        srv->defer_seq = v[2];
     }
 }
 
-/* Rank 0: free the relays whose send completed. */
+/* Rank 0: keep the END_RECEPTION reply just built until every rank
+ * confirmed (or END_ACK_MS passed): the launcher's "end of reception"
+ * then means every rank has ended it. */
+static void
+hold_end_reply(surge_server *srv, const void *rid, size_t len, uint64_t now)
+{
+    struct end_wait *w = &srv->end_wait;
+    if (w->active) {
+        release_end_reply(srv, 0); /* an earlier one: answer it now */
+    }
+    w->active = 1;
+    w->seq = srv->defer_seq;
+    w->acks = 0;
+    w->deadline_ns = now + UINT64_C(1000000) * END_ACK_MS;
+    memcpy(w->rid, rid, len);
+    w->rid_len = len;
+    w->reply = srv->reply;
+}
+
+/* Rank 0: send the held reply when every rank confirmed, or when now is
+ * past its deadline (now 0: at once), saying how many did. */
+static void
+release_end_reply(surge_server *srv, uint64_t now)
+{
+    struct end_wait *w = &srv->end_wait;
+    int others = srv->ranks->size - 1;
+    if (!w->active || (w->acks < others && now != 0 && now < w->deadline_ns)) {
+        return;
+    }
+    w->active = 0;
+    srv->reply = w->reply;
+    surge_msg_control_reply *cr = &srv->reply.u.control_reply;
+    if (w->acks < others) {
+        SURGE_LOG(SURGE_LOG_WARN, COMPONENT,
+                  "end of reception: %d of %d ranks confirmed within %d ms",
+                  w->acks, others, END_ACK_MS);
+        cr->code = SURGE_ETIMEDOUT;
+        snprintf(cr->message, sizeof cr->message,
+                 "end of reception relayed; %d of the other %d server ranks "
+                 "confirmed within %d ms",
+                 w->acks, others, END_ACK_MS);
+    } else {
+        snprintf(cr->message, sizeof cr->message,
+                 "end of reception (every one of %d server ranks)", others + 1);
+    }
+    send_reply(srv, w->rid, w->rid_len);
+}
+
+/* Free the small sends that completed. */
 static void
 reap_relays(surge_server *srv)
 {
@@ -1227,16 +1322,39 @@ recv_controls(surge_server *srv)
             !flag) {
             return;
         }
-        int64_t v[2];
-        if (!recv_exact(srv, &st, MPI_INT64_T, sizeof(int64_t), v, 2)) {
+        int64_t v[3];
+        if (!recv_exact(srv, &st, MPI_INT64_T, sizeof(int64_t), v, 3)) {
             continue;
         }
         int rc = surge_ingest_relayed_control(srv->ing, (int)v[0], v[1],
                                               surge_now_ns());
+        int64_t ack[2] = {v[2], rc};
+        post_send(srv, 0, TAG_ACK, ack, 2);
         SURGE_LOG(rc == 0 ? SURGE_LOG_DEBUG : SURGE_LOG_WARN, COMPONENT,
                   "control %" PRId64 " (sim %" PRId64 ") from rank 0: %s", v[0],
                   v[1], rc == 0 ? "done" : surge_strerror(rc));
     }
+}
+
+/* Rank 0: count the ranks' confirmations of relayed controls. */
+static void
+recv_acks(surge_server *srv, uint64_t now)
+{
+    for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, TAG_ACK, srv->ranks->io, &flag, &st) !=
+                MPI_SUCCESS ||
+            !flag) {
+            break;
+        }
+        int64_t v[2];
+        if (recv_exact(srv, &st, MPI_INT64_T, sizeof(int64_t), v, 2) &&
+            srv->end_wait.active && v[0] == srv->end_wait.seq) {
+            srv->end_wait.acks++;
+        }
+    }
+    release_end_reply(srv, now);
 }
 
 /* Rank 0: take the figures the ranks sent. */
@@ -1283,9 +1401,14 @@ on_mpi(uv_timer_t *t)
 {
     surge_server *srv = t->data;
     uint64_t now = surge_now_ns();
+    reap_relays(srv);
     if (srv->ranks->rank == 0) {
-        reap_relays(srv);
         recv_figures(srv, now);
+        recv_acks(srv, now);
+        if (srv->close_pending && !srv->end_wait.active) {
+            close_handles(srv);
+            return;
+        }
     } else {
         recv_controls(srv);
     }
@@ -2485,6 +2608,7 @@ surge_server_destroy(surge_server **srvp)
         pthread_join(srv->cthread, NULL);
     }
     if (srv->handles_open) {
+        srv->end_wait.active = 0; /* nothing is answered any more */
         close_handles(srv);
         uv_run(&srv->loop, UV_RUN_DEFAULT);
         uv_loop_close(&srv->loop);

@@ -16,7 +16,7 @@ lib_tmpdir
 server_pid=
 on_exit() { lib_term_wait "$server_pid"; }
 
-tap_plan 27
+tap_plan 30
 
 TOKEN=ranks-test-token
 export SURGE_TOKEN="$TOKEN"
@@ -179,6 +179,12 @@ for R in 1 2 3; do
     finish "$d"
     check "R=$R: end of reception through rank 0 stops every rank (exit 0)" \
         test $? -eq 0
+    # The reply comes once every rank has applied it.
+    want="0 end of reception"
+    [ "$R" -gt 1 ] && want="0 end of reception (every one of $R server ranks)"
+    reply=$(cat "$d/control.out")
+    check "R=$R: end_reception answered after every rank ($reply)" \
+        test "$reply" = "$want"
     if check_once "$d" "$R" step "0:2:7 1:3:5"; then
         ok "R=$R: every step once, on rank step % R; counts add up"
     else
