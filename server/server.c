@@ -57,8 +57,9 @@
 #define TAG_CTL 1      /* rank 0 -> ranks: {op, sim, seq} (int64) */
 #define TAG_FIG 2      /* ranks -> rank 0: figures (uint64, FIG_N) */
 #define TAG_ACK 3      /* ranks -> rank 0: {seq, code} of a control done */
-#define END_ACK_MS 2000 /* END_RECEPTION's reply waits this long for the
-                           ranks (under the launcher's ping timeout) */
+#define END_ACK_MS                                                             \
+    2000 /* END_RECEPTION's reply waits this long for the                      \
+            ranks (under the launcher's ping timeout) */
 
 /* A rank's figures, as they travel to rank 0: every counter (the struct
  * as an array: its fields are all uint64_t) and then these. */
@@ -189,11 +190,11 @@ struct surge_server {
     surge_counters sum;         /* rank 0, R > 1: counters summed over the
                                    ranks, what monitoring shows */
     struct rank_series *rank_series; /* rank 0, R > 1: metric arguments */
-    int64_t relay_seq;            /* rank 0: controls relayed so far */
-    int64_t defer_seq;            /* rank 0: set while the message being
-                                     handled is an END_RECEPTION to hold */
-    struct end_wait end_wait;     /* rank 0: its held reply */
-    int close_pending;            /* rank 0: close once it is sent */
+    int64_t relay_seq;               /* rank 0: controls relayed so far */
+    int64_t defer_seq;               /* rank 0: set while the message being
+                                        handled is an END_RECEPTION to hold */
+    struct end_wait end_wait;        /* rank 0: its held reply */
+    int close_pending;               /* rank 0: close once it is sent */
 };
 
 /* A consumer's request to run a function on the I/O thread (io_call). */
