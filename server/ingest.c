@@ -166,6 +166,8 @@ struct surge_ingest {
     surge_msg_welcome *wl; /* the welcome's server list, or NULL */
     void (*control_cb)(void *arg, int op, int64_t sim); /* rank 0 relays */
     void *control_arg;
+    const surge_counters *totals;      /* rank 0: the sums a PING reports */
+    const uint64_t *totals_active;     /* rank 0: open sims over the ranks */
     uint64_t now_ns;                   /* clock of the message being handled */
     surge_ratelimit rl[4];             /* per log class */
     float inbuf[SURGE_MAX_PARAMS + 1]; /* input vector being put */
@@ -1802,6 +1804,14 @@ surge_ingest_relayed_control(surge_ingest *ing, int op, int64_t sim,
 }
 
 void
+surge_ingest_set_totals(surge_ingest *ing, const surge_counters *totals,
+                        const uint64_t *active_sims)
+{
+    ing->totals = totals;
+    ing->totals_active = active_sims;
+}
+
+void
 surge_ingest_set_ranks(surge_ingest *ing, uint32_t rank, uint32_t nranks,
                        int route, const surge_msg_welcome *servers,
                        void (*control_cb)(void *, int, int64_t), void *arg)
@@ -1823,16 +1833,20 @@ apply_control(surge_ingest *ing, const surge_msg_control *m, surge_msg *reply,
     surge_counters *c = &ing->c;
     struct sim *s = NULL;
     switch (m->op) {
-    case SURGE_CTL_PING:
+    case SURGE_CTL_PING: {
+        /* Rank 0 of several answers for the whole server (the sums). */
+        const surge_counters *t = ing->totals != NULL ? ing->totals : c;
         set_control_reply(
             reply, 0,
             "pong messages=%" PRIu64 " slices=%" PRIu64 " assembled=%" PRIu64
             " train=%" PRIu64 " validation=%" PRIu64 " partial=%" PRIu64
             " active_sims=%" PRIu64,
-            c->messages.received, c->slices.accepted, c->steps.assembled,
-            c->samples.train, c->samples.validation, c->steps.in_progress,
-            surge_ingest_active_sims(ing));
+            t->messages.received, t->slices.accepted, t->steps.assembled,
+            t->samples.train, t->samples.validation, t->steps.in_progress,
+            ing->totals_active != NULL ? *ing->totals_active
+                                       : surge_ingest_active_sims(ing));
         break;
+    }
     case SURGE_CTL_SIM_FAILED:
     case SURGE_CTL_SIM_RETRY:
         if (m->sim < 0) {

@@ -138,6 +138,12 @@ void surge_ingest_set_ranks(surge_ingest *ing, uint32_t rank, uint32_t nranks,
                             void (*control_cb)(void *arg, int op, int64_t sim),
                             void *arg);
 
+/* surge_ingest_set_totals - rank 0 of several: a PING reports totals and
+ * *active_sims (borrowed, kept current by the caller on the I/O thread)
+ * instead of this rank's own counts. */
+void surge_ingest_set_totals(surge_ingest *ing, const surge_counters *totals,
+                             const uint64_t *active_sims);
+
 /* surge_ingest_relayed_control - apply control op (SURGE_CTL_*, not ping)
  * for sim that rank 0 relayed (no token: it came over MPI from rank 0).
  * 0 or the code the operation would have answered. */

@@ -195,6 +195,7 @@ struct surge_server {
                                         handled is an END_RECEPTION to hold */
     struct end_wait end_wait;        /* rank 0: its held reply */
     int close_pending;               /* rank 0: close once it is sent */
+    uint64_t sum_active;             /* rank 0: open sims over the ranks */
 };
 
 /* A consumer's request to run a function on the I/O thread (io_call). */
@@ -1162,17 +1163,19 @@ store_figures(surge_server *srv, int r, const uint64_t *v, uint64_t now)
     f->at_ns = now;
 }
 
-/* Rank 0: the counters monitoring shows, summed over the ranks' latest
- * figures (its own taken now). */
+/* Rank 0: the counters monitoring and PING show, summed over the ranks'
+ * latest figures and its own counters as they are now. */
 static void
 sum_figures(surge_server *srv)
 {
     uint64_t *dst = (uint64_t *)(void *)&srv->sum;
-    memset(dst, 0, sizeof srv->sum);
-    for (int r = 0; r < srv->ranks->size; r++) {
+    memcpy(dst, surge_ingest_counters(srv->ing), sizeof srv->sum);
+    srv->sum_active = surge_ingest_active_sims(srv->ing);
+    for (int r = 1; r < srv->ranks->size; r++) {
         for (size_t i = 0; i < NCOUNTERS; i++) {
             dst[i] += srv->figs[r].v[i];
         }
+        srv->sum_active += srv->figs[r].v[NCOUNTERS + FX_SIMS_ACTIVE];
     }
 }
 
@@ -1518,6 +1521,10 @@ exchange_endpoints(surge_server *srv)
         srv->ing, (uint32_t)srv->ranks->rank, (uint32_t)R,
         srv->o->bind_simulation ? SURGE_ROUTE_SIM : SURGE_ROUTE_STEP,
         srv->servers, srv->ranks->rank == 0 ? relay_control : NULL, srv);
+    if (srv->ranks->rank == 0) {
+        sum_figures(srv);
+        surge_ingest_set_totals(srv->ing, &srv->sum, &srv->sum_active);
+    }
     return 0;
 }
 
@@ -1609,6 +1616,16 @@ rank_series_value(void *arg)
 {
     const struct rank_series *rs = arg;
     const struct rank_fig *f = &rs->srv->figs[rs->rank];
+    if (rs->rank == 0) {
+        /* Its own figures as they are now, like the sums. */
+        uint64_t now = surge_now_ns();
+        uint64_t v[FIG_N];
+        if (rs->index < 0) {
+            return 0.0;
+        }
+        take_figures(rs->srv, v, now);
+        return (double)v[rs->index];
+    }
     if (f->at_ns == 0) {
         return NAN;
     }

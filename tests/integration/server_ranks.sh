@@ -16,7 +16,7 @@ lib_tmpdir
 server_pid=
 on_exit() { lib_term_wait "$server_pid"; }
 
-tap_plan 30
+tap_plan 33
 
 TOKEN=ranks-test-token
 export SURGE_TOKEN="$TOKEN"
@@ -176,6 +176,10 @@ for R in 1 2 3; do
         not_ok "R=$R: status and metrics show every rank, sums right"
         diag "$(cat "$d/live")"
     fi
+    # The launcher's PING reads the whole server's counts on rank 0.
+    "$PEER" control "$endpoint" ping >"$d/ping.out" 2>&1
+    check "R=$R: ping on rank 0 counts every rank's samples" \
+        grep -q "assembled=12 " "$d/ping.out"
     finish "$d"
     check "R=$R: end of reception through rank 0 stops every rank (exit 0)" \
         test $? -eq 0
