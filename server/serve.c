@@ -16,6 +16,21 @@
 #include "server/ranks.h"
 #include "server/server.h"
 
+/* A rank of several that cannot go on ends the whole job at once: the
+ * others would otherwise wait for it in their next collective (up to its
+ * timeout). One rank alone just returns. */
+static void
+abort_ranks(const surge_ranks *ranks)
+{
+    if (ranks->size > 1) {
+        fprintf(stderr,
+                "surge serve: rank %d of %d failed: ending the "
+                "server's MPI job\n",
+                ranks->rank, ranks->size);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+}
+
 int
 surge_serve_main(int argc, char **argv)
 {
@@ -54,15 +69,19 @@ surge_serve_main(int argc, char **argv)
     rc = surge_server_create(&srv, &opts, &ranks);
     if (rc < 0) {
         fprintf(stderr, "surge serve: cannot start: %s\n", surge_strerror(rc));
+        abort_ranks(&ranks);
         surge_ranks_fini(&ranks);
         return 1;
     }
     rc = surge_server_run(srv);
+    if (rc < 0) {
+        /* Before destroy: a rank that failed must not keep the others
+         * waiting in a collective for it (the final counts, or the
+         * endpoint exchange at start). */
+        fprintf(stderr, "surge serve: %s\n", surge_strerror(rc));
+        abort_ranks(&ranks);
+    }
     surge_server_destroy(&srv);
     surge_ranks_fini(&ranks);
-    if (rc < 0) {
-        fprintf(stderr, "surge serve: %s\n", surge_strerror(rc));
-        return 1;
-    }
-    return 0;
+    return rc < 0 ? 1 : 0;
 }

@@ -14,9 +14,13 @@ lib_need "$HEAT" "$SURGE" "$PEER"
 lib_full_stacks
 lib_tmpdir
 server_pid=
-on_exit() { lib_term_wait "$server_pid"; }
+holder_pid=
+on_exit() {
+    lib_term_wait "$server_pid"
+    [ -n "$holder_pid" ] && kill "$holder_pid" 2>/dev/null
+}
 
-tap_plan 33
+tap_plan 35
 
 TOKEN=ranks-test-token
 export SURGE_TOKEN="$TOKEN"
@@ -249,5 +253,46 @@ server_pid=
 check "shutdown relayed: every rank stops (exit $status)" test "$status" = 0
 add=$(lib_json "$d/server-stats.json" 'j["counts_add_up"]' 2>/dev/null)
 check "after shutdown: counts_add_up ($add)" test "$add" = True
+
+# A rank that cannot start (its port, P + 1, is taken) ends the whole job
+# at once with the reason, instead of leaving the others waiting for it.
+d="$tmp/bindfail"
+mkdir -p "$d"
+"$PY" - "$d/port" <<'EOF' &
+import socket, sys, time
+for p in range(47000, 48000, 2):
+    a, b = socket.socket(), socket.socket()
+    try:
+        a.bind(("127.0.0.1", p))
+        b.bind(("127.0.0.1", p + 1))
+    except OSError:
+        a.close(), b.close()
+        continue
+    a.close()
+    b.listen()
+    open(sys.argv[1], "w").write(str(p))
+    time.sleep(60)
+    break
+EOF
+holder_pid=$!
+lib_wait_file "$d/port"
+port=$(cat "$d/port")
+start=$(date +%s)
+timeout -k 5 90 "$MPIRUN" --oversubscribe -np 2 "$SURGE" serve \
+    --output-dir "$d" --bind "tcp://127.0.0.1:$port" >"$d/serve.log" 2>&1
+rc=$?
+took=$(($(date +%s) - start))
+kill "$holder_pid" 2>/dev/null
+holder_pid=
+if [ "$rc" -ne 0 ] &&
+    grep -q "server\[1\] cannot bind tcp://127.0.0.1:$((port + 1))" \
+        "$d/serve.log"; then
+    ok "a rank that cannot bind: the job fails naming it (exit $rc)"
+else
+    not_ok "a rank that cannot bind: the job fails naming it (exit $rc)"
+    diag "$(tail -5 "$d/serve.log")"
+fi
+check "a rank that cannot bind: the job ends within 15 s (took ${took} s)" \
+    test "$took" -le 15
 
 tap_done
