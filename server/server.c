@@ -44,6 +44,7 @@
 #include "server/ranks.h"
 #include "server/server.h"
 #include "server/store.h"
+#include "server/u64map.h"
 
 #define COMPONENT "server"
 #define PACKED_MSG_BYTES (256 * 1024) /* client's default packed message */
@@ -57,6 +58,7 @@
 #define TAG_CTL 1      /* rank 0 -> ranks: {op, sim, seq} (int64) */
 #define TAG_FIG 2      /* ranks -> rank 0: figures (uint64, FIG_N) */
 #define TAG_ACK 3      /* ranks -> rank 0: {seq, code} of a control done */
+#define TAG_RUNS 4     /* ranks -> rank 0: their runs table (bytes) */
 #define END_ACK_MS                                                             \
     2000 /* END_RECEPTION's reply waits this long for the                      \
             ranks (under the launcher's ping timeout) */
@@ -189,13 +191,17 @@ struct surge_server {
     uint64_t fig_last_ns;       /* when figures were last taken */
     surge_counters sum;         /* rank 0, R > 1: counters summed over the
                                    ranks, what monitoring shows */
-    struct rank_series *rank_series; /* rank 0, R > 1: metric arguments */
-    int64_t relay_seq;               /* rank 0: controls relayed so far */
-    int64_t defer_seq;               /* rank 0: set while the message being
-                                        handled is an END_RECEPTION to hold */
-    struct end_wait end_wait;        /* rank 0: its held reply */
-    int close_pending;               /* rank 0: close once it is sent */
-    uint64_t sum_active;             /* rank 0: open sims over the ranks */
+    struct rank_series *rank_series;   /* rank 0, R > 1: metric arguments */
+    int64_t relay_seq;                 /* rank 0: controls relayed so far */
+    int64_t defer_seq;                 /* rank 0: set while the message being
+                                          handled is an END_RECEPTION to hold */
+    struct end_wait end_wait;          /* rank 0: its held reply */
+    int close_pending;                 /* rank 0: close once it is sent */
+    uint64_t sum_active;               /* rank 0: open sims over the ranks */
+    struct surge_run_info *runs_out;   /* ranks > 0: runs table being sent */
+    MPI_Request runs_req;              /* its send, or MPI_REQUEST_NULL */
+    struct surge_run_info **rank_runs; /* rank 0: (R) each rank's table */
+    int *rank_nruns;                   /* rank 0: (R) entries in each */
 };
 
 /* A consumer's request to run a function on the I/O thread (io_call). */
@@ -1340,6 +1346,145 @@ recv_controls(surge_server *srv)
     }
 }
 
+/* Ranks > 0: this rank's runs table to rank 0, for its runs table over
+ * the whole server (once the last one left). */
+static void
+send_runs(surge_server *srv, uint64_t now)
+{
+    int done = 1;
+    if (srv->runs_req != MPI_REQUEST_NULL) {
+        MPI_Test(&srv->runs_req, &done, MPI_STATUS_IGNORE);
+    }
+    if (!done) {
+        return;
+    }
+    if (srv->runs_out == NULL) {
+        srv->runs_out = calloc(SURGE_METRICS_MAX_RUNS, sizeof *srv->runs_out);
+        if (srv->runs_out == NULL) {
+            return;
+        }
+    }
+    int n =
+        surge_ingest_runs(srv->ing, srv->runs_out, SURGE_METRICS_MAX_RUNS, now);
+    MPI_Isend(srv->runs_out, n * (int)sizeof *srv->runs_out, MPI_BYTE, 0,
+              TAG_RUNS, srv->ranks->io, &srv->runs_req);
+}
+
+/* Rank 0: keep each rank's latest runs table. A table of a size that is
+ * not whole records, or over the limit, is dropped. */
+static void
+recv_runs(surge_server *srv)
+{
+    for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, TAG_RUNS, srv->ranks->io, &flag, &st) !=
+                MPI_SUCCESS ||
+            !flag) {
+            return;
+        }
+        int bytes = 0;
+        MPI_Get_count(&st, MPI_BYTE, &bytes);
+        int r = st.MPI_SOURCE;
+        size_t rec = sizeof(struct surge_run_info);
+        size_t n = bytes > 0 ? (size_t)bytes / rec : 0;
+        struct surge_run_info *buf = malloc(bytes > 0 ? (size_t)bytes : 1);
+        if (buf == NULL) {
+            return; /* still queued: tried again next turn */
+        }
+        MPI_Recv(buf, bytes, MPI_BYTE, r, TAG_RUNS, srv->ranks->io,
+                 MPI_STATUS_IGNORE);
+        if (bytes < 0 || (size_t)bytes % rec != 0 ||
+            n > SURGE_METRICS_MAX_RUNS || r <= 0 || r >= srv->ranks->size) {
+            SURGE_LOG(SURGE_LOG_ERROR, COMPONENT,
+                      "runs table of %d bytes from server rank %d dropped",
+                      bytes, r);
+            free(buf);
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            buf[i].state[sizeof buf[i].state - 1] = '\0';
+        }
+        free(srv->rank_runs[r]);
+        srv->rank_runs[r] = buf;
+        srv->rank_nruns[r] = (int)n;
+    }
+}
+
+static int
+state_rank(const char *state)
+{
+    /* Which state a run shows when ranks disagree: any rank still
+     * receiving it wins, then any that failed it. */
+    if (strcmp(state, "running") == 0 || strcmp(state, "retrying") == 0) {
+        return 3;
+    }
+    return strcmp(state, "done") == 0 ? 1 : 2;
+}
+
+/* Rank 0: add rank r's view of a run to the merged record m. */
+static void
+merge_run(struct surge_run_info *m, const struct surge_run_info *o)
+{
+    m->steps += o->steps;
+    m->dropped += o->dropped;
+    if (o->ranks_joined > m->ranks_joined) {
+        m->ranks_joined = o->ranks_joined;
+    }
+    if (o->ranks_done > m->ranks_done) {
+        m->ranks_done = o->ranks_done;
+    }
+    if (o->steps_expected > m->steps_expected) {
+        m->steps_expected = o->steps_expected;
+    }
+    if (o->elapsed_s > m->elapsed_s) {
+        m->elapsed_s = o->elapsed_s;
+    }
+    if (o->last_seen_s >= 0 &&
+        (m->last_seen_s < 0 || o->last_seen_s < m->last_seen_s)) {
+        m->last_seen_s = o->last_seen_s;
+    }
+    if (state_rank(o->state) > state_rank(m->state)) {
+        memcpy(m->state, o->state, sizeof m->state);
+    }
+}
+
+/* Rank 0 of several: the runs table over every rank (steps and drops
+ * summed, since each step is assembled on one rank). */
+static int
+merged_runs(surge_server *srv, struct surge_run_info *runs, size_t cap,
+            uint64_t now)
+{
+    int n = surge_ingest_runs(srv->ing, runs, cap, now);
+    if (n < 0) {
+        return n;
+    }
+    surge_u64map idx;
+    surge_u64map_init(&idx);
+    for (int i = 0; i < n; i++) {
+        if (surge_u64map_put(&idx, (uint64_t)runs[i].sim,
+                             (void *)(uintptr_t)(i + 1)) != 0) {
+            surge_u64map_fini(&idx);
+            return -ENOMEM;
+        }
+    }
+    for (int r = 1; r < srv->ranks->size; r++) {
+        for (int k = 0; k < srv->rank_nruns[r]; k++) {
+            const struct surge_run_info *o = &srv->rank_runs[r][k];
+            uintptr_t at = (uintptr_t)surge_u64map_get(&idx, (uint64_t)o->sim);
+            if (at != 0) {
+                merge_run(&runs[at - 1], o);
+            } else if ((size_t)n < cap &&
+                       surge_u64map_put(&idx, (uint64_t)o->sim,
+                                        (void *)(uintptr_t)(n + 1)) == 0) {
+                runs[n++] = *o;
+            }
+        }
+    }
+    surge_u64map_fini(&idx);
+    return n;
+}
+
 /* Rank 0: count the ranks' confirmations of relayed controls. */
 static void
 recv_acks(surge_server *srv, uint64_t now)
@@ -1408,6 +1553,7 @@ on_mpi(uv_timer_t *t)
     reap_relays(srv);
     if (srv->ranks->rank == 0) {
         recv_figures(srv, now);
+        recv_runs(srv);
         recv_acks(srv, now);
         if (srv->close_pending && !srv->end_wait.active) {
             close_handles(srv);
@@ -1433,6 +1579,7 @@ on_mpi(uv_timer_t *t)
                 MPI_Isend(srv->fig_out, (int)FIG_N, MPI_UINT64_T, 0, TAG_FIG,
                           srv->ranks->io, &srv->fig_req);
             }
+            send_runs(srv, now);
         }
     }
     if (srv->ranks->rank == 0) {
@@ -1451,7 +1598,10 @@ exchange_endpoints(surge_server *srv)
     char mine[SURGE_MAX_ENDPOINT + 1] = "";
     srv->servers = calloc(1, sizeof *srv->servers);
     srv->figs = calloc((size_t)R, sizeof *srv->figs);
-    if (all == NULL || srv->servers == NULL || srv->figs == NULL) {
+    srv->rank_runs = calloc((size_t)R, sizeof *srv->rank_runs);
+    srv->rank_nruns = calloc((size_t)R, sizeof *srv->rank_nruns);
+    if (all == NULL || srv->servers == NULL || srv->figs == NULL ||
+        srv->rank_runs == NULL || srv->rank_nruns == NULL) {
         free(all);
         return -ENOMEM;
     }
@@ -1925,6 +2075,32 @@ static const char *const summed_sections[] = {
     "messages", "slices",           "steps",   "samples", "sims", "io",
     "store",    "validation_store", "consumer"};
 
+/* After the last collective: receive and drop what the other ranks sent
+ * this one after its loop stopped listening (late figures, runs tables,
+ * acks, relays), so that no message is left unmatched at MPI_Finalize. */
+static void
+drain_late(surge_server *srv)
+{
+    for (int i = 0; i < 100000; i++) {
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, srv->ranks->io, &flag,
+                       &st) != MPI_SUCCESS ||
+            !flag) {
+            return;
+        }
+        int bytes = 0;
+        MPI_Get_count(&st, MPI_BYTE, &bytes);
+        void *junk = malloc(bytes > 0 ? (size_t)bytes : 1);
+        if (junk == NULL) {
+            return;
+        }
+        MPI_Recv(junk, bytes, MPI_BYTE, st.MPI_SOURCE, st.MPI_TAG,
+                 srv->ranks->io, MPI_STATUS_IGNORE);
+        free(junk);
+    }
+}
+
 /* R > 1, main thread after the loop and the consumer ended: every rank
  * gives rank 0 its stats and counters; rank 0 writes server-stats.json
  * with the totals (the sums, checked), the list per rank and what it
@@ -1940,6 +2116,9 @@ collect_stats(surge_server *srv, json_t *mine)
     /* Our own sends first: a relay or figures still in flight. */
     if (srv->fig_req != MPI_REQUEST_NULL) {
         rc = mpi_wait(&srv->fig_req, limit, "sending the last figures");
+    }
+    if (rc == 0 && srv->runs_req != MPI_REQUEST_NULL) {
+        rc = mpi_wait(&srv->runs_req, limit, "sending the runs table");
     }
     while (rc == 0 && srv->relays != NULL) {
         struct relay *rl = srv->relays;
@@ -1984,6 +2163,7 @@ collect_stats(surge_server *srv, json_t *mine)
         rc = mpi_wait(&req, limit, "summing the ranks' counts");
     }
     free(text);
+    drain_late(srv);
     if (rk->rank != 0) {
         json_decref(mine);
         if (rc != 0) {
@@ -2306,6 +2486,7 @@ surge_server_create(surge_server **out, const surge_server_options *o,
     srv->o = o;
     srv->ranks = ranks;
     srv->fig_req = MPI_REQUEST_NULL;
+    srv->runs_req = MPI_REQUEST_NULL;
     surge_ratelimit_init(&srv->refused_rl, 5, UINT64_C(10) * 1000000000u);
     surge_ratelimit_init(&srv->cut_rl, 5, UINT64_C(10) * 1000000000u);
     if (pthread_mutex_init(&srv->io_mu, NULL) != 0) {
@@ -2478,6 +2659,9 @@ static int
 runs_cb(void *arg, struct surge_run_info *runs, size_t cap)
 {
     surge_server *srv = arg;
+    if (multi(srv)) {
+        return merged_runs(srv, runs, cap, surge_now_ns());
+    }
     return surge_ingest_runs(srv->ing, runs, cap, surge_now_ns());
 }
 
@@ -2675,6 +2859,16 @@ surge_server_destroy(surge_server **srvp)
         MPI_Cancel(&srv->fig_req);
         MPI_Request_free(&srv->fig_req);
     }
+    if (srv->runs_req != MPI_REQUEST_NULL) {
+        MPI_Cancel(&srv->runs_req);
+        MPI_Request_free(&srv->runs_req);
+    }
+    for (int r = 0; srv->rank_runs != NULL && r < srv->ranks->size; r++) {
+        free(srv->rank_runs[r]);
+    }
+    free(srv->rank_runs);
+    free(srv->rank_nruns);
+    free(srv->runs_out);
     free(srv->servers);
     free(srv->figs);
     free(srv->rank_series);

@@ -132,22 +132,28 @@ sys.exit(1 if errs else 0)
 EOF
 }
 
-# check_live DIR R N: rank 0's status and metrics show R ranks whose
-# samples add up to N (the figures lag by up to a second: poll).
+# check_live DIR R N RUNS: rank 0's status and metrics show R ranks whose
+# samples add up to N, and its runs table every run of RUNS ("sim:steps
+# ...") with all its steps, over the ranks (the figures lag by up to a
+# second: poll).
 check_live() {
-    "$PY" - "$http" "$2" "$3" >"$1/live" 2>&1 <<'EOF'
+    "$PY" - "$http" "$2" "$3" "$4" >"$1/live" 2>&1 <<'EOF'
 import json, sys, time, urllib.request
 url, R, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+want = dict(tuple(int(v) for v in r.split(":")) for r in sys.argv[4].split())
 for _ in range(50):
     st = json.load(urllib.request.urlopen(url + "/api/v1/status", timeout=5))
     rk = st["ranks"]
+    runs = {r["sim"]: (r["steps"], r["state"]) for r in st["runs"]}
     if len(rk) == R and sum(r.get("samples", 0) for r in rk) == n and \
-            st["ingest"]["samples"] == n:
+            st["ingest"]["samples"] == n and \
+            all(runs.get(s) == (k, "done") for s, k in want.items()):
         break
     time.sleep(0.2)
 else:
-    sys.exit("status ranks %s ingest %s, want %d samples" % (
-        [(r["rank"], r.get("samples")) for r in rk], st["ingest"], n))
+    sys.exit("status ranks %s ingest %s runs %s, want %d samples, runs %s" % (
+        [(r["rank"], r.get("samples")) for r in rk], st["ingest"], runs, n,
+        want))
 keys = {"rank", "endpoint", "age_s", "received_per_s", "samples",
         "reservoir_size", "reservoir_capacity", "occupancy"}
 if any(not keys <= set(r) for r in rk) or \
@@ -174,10 +180,10 @@ for R in 1 2 3; do
     check "R=$R: server.json lists $R endpoints (got $n)" test "$n" = "$R"
     solve "$d" 0 2 7 && solve "$d" 1 3 5
     check "R=$R: two heat2d runs (2 and 3 ranks) complete" test $? -eq 0
-    if check_live "$d" "$R" 12; then
-        ok "R=$R: status and metrics show every rank, sums right"
+    if check_live "$d" "$R" 12 "0:7 1:5"; then
+        ok "R=$R: status, runs table and metrics cover every rank"
     else
-        not_ok "R=$R: status and metrics show every rank, sums right"
+        not_ok "R=$R: status, runs table and metrics cover every rank"
         diag "$(cat "$d/live")"
     fi
     # The launcher's PING reads the whole server's counts on rank 0.
@@ -210,10 +216,10 @@ r=$(lib_json "$d/server.json" 'j["route"]' 2>/dev/null)
 check "bind-simulation: server.json route is sim (got $r)" test "$r" = sim
 solve "$d" 0 2 4 && solve "$d" 1 2 4 && solve "$d" 2 1 3 && solve "$d" 4 3 4
 check "bind-simulation: four runs complete" test $? -eq 0
-if check_live "$d" 3 15; then
-    ok "bind-simulation: status shows every rank"
+if check_live "$d" 3 15 "0:4 1:4 2:3 4:4"; then
+    ok "bind-simulation: status and runs table cover every rank"
 else
-    not_ok "bind-simulation: status shows every rank"
+    not_ok "bind-simulation: status and runs table cover every rank"
     diag "$(cat "$d/live")"
 fi
 finish "$d"
