@@ -222,6 +222,7 @@ static int status_ranks_cb(void *arg, json_t *root);
 static int register_rank_series(surge_server *srv, surge_metrics *m);
 static int collect_stats(surge_server *srv, json_t *mine);
 static int rank_bind(const surge_server *srv, char *out, size_t cap);
+static int mpi_wait(MPI_Request *req, double timeout_s, const char *what);
 static void hold_end_reply(surge_server *srv, const void *rid, size_t len,
                            uint64_t now);
 static void release_end_reply(surge_server *srv, uint64_t now);
@@ -2444,6 +2445,29 @@ rank_bind(const surge_server *srv, char *out, size_t cap)
     const char *b = srv->o->bind;
     snprintf(out, cap, "%s", b);
     if (!multi(srv)) {
+        return 0;
+    }
+    /* Ranks given binds of their own (an MPMD mpirun line) keep them:
+     * only a --bind every rank shares is made per rank. */
+    int same = 0;
+    char mine[sizeof srv->o->bind];
+    snprintf(mine, sizeof mine, "%s", b);
+    size_t blen = sizeof mine;
+    char *all = calloc((size_t)srv->ranks->size, blen);
+    MPI_Request req;
+    if (all == NULL ||
+        MPI_Iallgather(mine, (int)blen, MPI_CHAR, all, (int)blen, MPI_CHAR,
+                       srv->ranks->io, &req) != MPI_SUCCESS ||
+        mpi_wait(&req, 60.0, "comparing the ranks' --bind") != 0) {
+        free(all);
+        return SURGE_ECONFIG;
+    }
+    same = 1;
+    for (int k = 0; k < srv->ranks->size; k++) {
+        same &= strncmp(all + (size_t)k * blen, mine, blen) == 0;
+    }
+    free(all);
+    if (!same) {
         return 0;
     }
     int r = srv->ranks->rank;
