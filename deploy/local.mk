@@ -32,7 +32,8 @@ TESTS += tests/integration/e2e_study.sh \
 	tests/integration/launch_slurm_server.sh \
 	tests/integration/launch_cli.sh \
 	tests/integration/launch_training.sh \
-	tests/integration/launch_server_ranks.sh
+	tests/integration/launch_server_ranks.sh \
+	tests/integration/launch_server_ranks2.sh
 EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_faults.sh \
 	tests/integration/launch_interrupt.sh \
@@ -44,6 +45,7 @@ EXTRA_DIST += tests/integration/e2e_study.sh \
 	tests/integration/launch_cli.sh \
 	tests/integration/launch_training.sh \
 	tests/integration/launch_server_ranks.sh \
+	tests/integration/launch_server_ranks2.sh \
 	docs/configuration.md \
 	solvers/heat2d/study.json \
 	solvers/heat2d/study-ranks.json
@@ -64,9 +66,11 @@ EXTRA_DIST += tests/soak/launch_soak.sh
 # The slurm scheduler: its test starts a single-machine Slurm with
 # deploy/slurm-local.sh (skips without root or the Slurm packages).
 TESTS += tests/integration/slurm_study.sh \
-	tests/integration/slurm_queue_wait.sh
+	tests/integration/slurm_queue_wait.sh \
+	tests/integration/launch_slurm_server_ranks.sh
 EXTRA_DIST += tests/integration/slurm_study.sh \
 	tests/integration/slurm_queue_wait.sh \
+	tests/integration/launch_slurm_server_ranks.sh \
 	deploy/slurm-local.sh \
 	solvers/heat2d/study-slurm.json \
 	solvers/heat2d/study-slurm-ranks.json
