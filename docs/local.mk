@@ -6,6 +6,7 @@ EXTRA_DIST += \
 	docs/melissa.md \
 	docs/model-file.md \
 	docs/monitoring.md \
+	docs/scaling.md \
 	docs/slurm.md \
 	docs/solvers.md \
 	docs/trainer.md

@@ -53,6 +53,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <zmq.h>
 
 #include <surge/client.h>
@@ -495,27 +496,25 @@ stop_server(void)
     }
 }
 
+/* The server's own counts (server-stats.json's top level: with several
+ * ranks, the sums over them; per_rank holds each rank's). */
 static int
 server_counts(uint64_t *accepted, int *add_up)
 {
-    char path[300], buf[16384];
+    char path[300];
     snprintf(path, sizeof path, "%s/server-stats.json", server_dir);
-    if (read_text(path, buf, sizeof buf) != 0) {
+    json_t *root = json_load_file(path, 0, NULL);
+    if (root == NULL) {
         return -1;
     }
-    *add_up = strstr(buf, "\"counts_add_up\": true") != NULL ||
-              strstr(buf, "\"counts_add_up\":true") != NULL;
-    const char *s = strstr(buf, "\"slices\"");
-    const char *a = s ? strstr(s, "\"accepted\"") : NULL;
-    if (a == NULL) {
-        return -1;
+    json_t *a = json_object_get(json_object_get(root, "slices"), "accepted");
+    int rc = json_is_integer(a) ? 0 : -1;
+    if (rc == 0) {
+        *accepted = (uint64_t)json_integer_value(a);
+        *add_up = json_is_true(json_object_get(root, "counts_add_up"));
     }
-    a = strchr(a, ':');
-    if (a == NULL) {
-        return -1;
-    }
-    *accepted = strtoull(a + 1, NULL, 10);
-    return 0;
+    json_decref(root);
+    return rc;
 }
 
 /* Remove the server's folder: its files (server.json, stats, log, and

@@ -5,9 +5,9 @@
 noinst_PROGRAMS += bench/ingest/ingest_bench
 bench_ingest_ingest_bench_SOURCES = bench/ingest/ingest_bench.c \
 	bench/common/harness.c bench/common/harness.h
-bench_ingest_ingest_bench_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS)
+bench_ingest_ingest_bench_CFLAGS = $(AM_CFLAGS) $(ZMQ_CFLAGS) $(JANSSON_CFLAGS)
 bench_ingest_ingest_bench_LDADD = clients/libsurge.la \
-	common/libsurge_common.la $(ZMQ_LIBS) $(MSGPACK_LIBS) -lm
+	common/libsurge_common.la $(ZMQ_LIBS) $(MSGPACK_LIBS) $(JANSSON_LIBS) -lm
 
 BENCH_TARGETS += bench-ingest
 bench-ingest: bench/ingest/ingest_bench$(EXEEXT) cli/surge$(EXEEXT)

@@ -25,3 +25,16 @@ bench-dp: bench/scaling/bench-dp
 	s1=`echo "$$r1" | sed 's/.*"samples_per_s": \([0-9.]*\).*/\1/'` && \
 	s2=`echo "$$r2" | sed 's/.*"samples_per_s": \([0-9.]*\).*/\1/'` && \
 	echo "{\"bench\": \"dp\", \"training_samples_per_s\": {\"1\": $$s1, \"2\": $$s2}, \"r1\": $$r1, \"r2\": $$r2}"
+
+# `make bench-scaling`: one more server rank on this machine, ingest and
+# training, and the R = 1 end-to-end figure (bench/scaling/run.sh): the
+# measured per-rank costs that docs/scaling.md projects to 8, 64 and 512
+# nodes. One JSON line. BENCH_SCALING_REPS sets the ingest repetitions.
+EXTRA_DIST += bench/scaling/run.sh
+BENCH_SCALING_REPS = 3
+BENCH_TARGETS += bench-scaling
+bench-scaling: bench/scaling/bench-dp bench/ingest/ingest_bench \
+		bench/trainer/bench-trainer cli/surge solvers/heat2d/surge-heat2d
+	MPIRUN='$(MPIRUN)' DEBIAN_PYTHON='$(DEBIAN_PYTHON)' $(SHELL) \
+		$(srcdir)/bench/scaling/run.sh '$(abs_top_builddir)' \
+		'$(abs_top_srcdir)' $(BENCH_SCALING_REPS)

@@ -21,7 +21,7 @@ bench-trainer: bench/trainer/bench-trainer
 EXTRA_DIST += bench/trainer/serve_e2e.sh
 BENCH_TRAINER_THREADS = 2
 BENCH_TARGETS += bench-trainer-serve
-bench-trainer-serve: bench/trainer/bench-trainer server/surge \
+bench-trainer-serve: bench/trainer/bench-trainer cli/surge \
 		solvers/heat2d/surge-heat2d
 	MPIRUN='$(MPIRUN)' DEBIAN_PYTHON='$(DEBIAN_PYTHON)' $(SHELL) \
 		$(srcdir)/bench/trainer/serve_e2e.sh '$(abs_top_builddir)' 160 \

@@ -21,7 +21,6 @@ B=$1
 RUNS=${2:-160}
 THREADS=${3:-2}
 SURGE="$B/cli/surge"
-[ -x "$SURGE" ] || SURGE="$B/server/surge"
 HEAT="$B/solvers/heat2d/surge-heat2d"
 BT="$B/bench/trainer/bench-trainer"
 PY=${DEBIAN_PYTHON:-/usr/bin/python3}
