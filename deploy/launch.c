@@ -777,6 +777,10 @@ server_command(struct launch *L, surge_strv *out, bool *mpirun, char *err,
      * end of reception within this; a bit less than our own wait, so the
      * server ends on its own rather than by our SIGTERM. */
     PUSH_REAL("--stop-timeout", s->server_stop_timeout_s * 0.8);
+    if (s->server_bind_simulation) {
+        PUSH("--bind-simulation");
+        PUSH("true");
+    }
     if (s->server_checksum_log) {
         snprintf(buf, sizeof buf, "%s/checksums.log", L->out);
         PUSH("--checksum-log");
@@ -2022,11 +2026,47 @@ parse_args(int argc, char **argv, const char **study, const char **outdir,
     return 0;
 }
 
-/* Remove the files in the output folder whose name holds ".tmp.": what
- * an atomic write (checkpoint, summary, ...) killed half way left. */
-static int
-remove_tmp_files(const struct launch *L)
+/* Whether name is a rank r > 0's file of base: the trainer's form
+ * (rank_name: "checkpoint.rank1.safetensors", "trainer.rank1.json") or,
+ * with at_end, the server's ("checksums.log.rank1", server/server.c
+ * rank_path); either followed by the trainer's ".prev" or ".corrupt". */
+static bool
+is_rank_file(const char *name, const char *base, bool at_end)
 {
+    size_t stem = at_end ? strlen(base) : strcspn(base, ".");
+    if (strncmp(name, base, stem) != 0 || strncmp(name + stem, ".rank", 5)) {
+        return false;
+    }
+    const char *c = name + stem + 5;
+    if (*c < '1' || *c > '9') {
+        return false;
+    }
+    while (*c >= '0' && *c <= '9') {
+        c++;
+    }
+    size_t tail = strlen(base + stem);
+    if (strncmp(c, base + stem, tail) != 0) {
+        return false;
+    }
+    c += tail;
+    return *c == '\0' || strcmp(c, ".prev") == 0 || strcmp(c, ".corrupt") == 0;
+}
+
+/* Remove the files in the output folder whose name holds ".tmp." (what
+ * an atomic write (checkpoint, summary, ...) killed half way left) and,
+ * with ranks, the per-rank files of the server's ranks r > 0 (their
+ * checkpoints and trainer reports, which a later study must not resume
+ * from or read, and their checksum logs, appended to). */
+static int
+remove_leftovers(const struct launch *L, bool ranks)
+{
+    static const struct {
+        const char *base;
+        bool at_end;
+    } per_rank[] = {{CHECKPOINT_FILE, false},
+                    {EXTERNAL_CHECKPOINT_FILE, false},
+                    {"trainer.json", false},
+                    {"checksums.log", true}};
     DIR *d = opendir(L->out);
     if (d == NULL) {
         return -errno;
@@ -2034,7 +2074,13 @@ remove_tmp_files(const struct launch *L)
     struct dirent *e;
     int rc = 0;
     while ((e = readdir(d)) != NULL) {
-        if (strstr(e->d_name, ".tmp.") == NULL) {
+        bool stale = strstr(e->d_name, ".tmp.") != NULL;
+        for (size_t i = 0;
+             ranks && !stale && i < sizeof per_rank / sizeof per_rank[0]; i++) {
+            stale =
+                is_rank_file(e->d_name, per_rank[i].base, per_rank[i].at_end);
+        }
+        if (!stale) {
             continue;
         }
         char p[MAX_PATH];
@@ -2078,7 +2124,7 @@ fresh_folder(struct launch *L)
             return 1;
         }
     }
-    if (remove_tmp_files(L) != 0) {
+    if (remove_leftovers(L, true) != 0) {
         return 1;
     }
     int rc = surge_deploy_random_hex(L->study_id, STUDY_ID_BYTES);
@@ -2159,7 +2205,7 @@ resume_identity(struct launch *L)
             return 1;
         }
     }
-    return remove_tmp_files(L) != 0 ? 1 : 0;
+    return remove_leftovers(L, false) != 0 ? 1 : 0;
 }
 
 static int

@@ -189,6 +189,8 @@ static const struct surge_key keys[] = {
      CH("auto", "direct", "mpirun")},
     {"server.mpirun_args", T_STRV, O(server_mpirun_args), 0, "[]", 0, 0, 0,
      NULL},
+    {"server.bind_simulation", T_BOOL, O(server_bind_simulation), 0, "false", 0,
+     0, 0, NULL},
     {"server.validation_every", T_INT, O(server_validation_every), 0, "0", 0,
      4294967295.0, 0, NULL},
     {"server.validation_bytes", T_SIZE, O(server_validation_bytes), 0,
@@ -948,6 +950,13 @@ server_ranks_checks(struct parser *p)
                        "server (only with server.ranks > 1 or "
                        "server.launcher mpirun, without "
                        "scheduler.slurm.server_as_job)");
+    }
+    /* Refused rather than ignored, like server.mpirun_args: with one rank
+     * every step goes to rank 0 whatever the route, so the key set there
+     * is a mistake (a study meant for R ranks run with 1). */
+    if (s->server_bind_simulation && s->server_ranks == 1) {
+        return fail(p, "server.bind_simulation: only with server.ranks > 1 "
+                       "(one rank receives every step anyway)");
     }
     return 0;
 }

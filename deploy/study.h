@@ -123,6 +123,7 @@ typedef struct surge_study {
     int64_t server_ranks_per_node; /* srun --ntasks-per-node; 0: not given */
     int server_launcher;           /* auto 0, direct 1, mpirun 2 */
     surge_strv server_mpirun_args; /* extra flags for the server's mpirun */
+    int server_bind_simulation;    /* --bind-simulation: sim n on n % R */
 
     int64_t server_validation_every;  /* sims with id % N == N-1 held out */
     uint64_t server_validation_bytes; /* validation store capacity */

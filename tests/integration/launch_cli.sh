@@ -12,7 +12,7 @@ lib_need "$SURGE"
 lib_full_stacks
 lib_tmpdir
 
-tap_plan 22
+tap_plan 24
 # Relative output folders (the default runs/study) land in $tmp.
 cd "$tmp" || exit 1
 
@@ -78,13 +78,17 @@ check "--dry-run prints the server's command (one process for R = 1)" \
     grep -q "^server: [^ ]*/surge serve --output-dir $tmp/out-dry " "$tmp/dry"
 # server.ranks 2: one mpirun of 2 ranks, its flags from server.mpirun_args;
 # a missing mpirun is named.
-sed 's|"scheduler"|"server": {"ranks": 2, "mpirun_args": ["--oversubscribe"]},\n  "scheduler"|' \
+sed 's|"scheduler"|"server": {"ranks": 2, "mpirun_args": ["--oversubscribe"],\n  "bind_simulation": true},\n  "scheduler"|' \
     "$tmp/study.json" >"$tmp/ranks.json"
 timeout 30 "$SURGE" launch --dry-run --output-dir "$tmp/ranks" \
     "$tmp/ranks.json" >"$tmp/dry-ranks" 2>&1
 check "server.ranks 2: the server is mpirun -np 2 --bind-to none [server.mpirun_args] surge serve" \
     grep -q "^server: /usr/bin/mpirun -np 2 --bind-to none -x SURGE_TOKEN --oversubscribe [^ ]*/surge serve " \
     "$tmp/dry-ranks"
+check "server.bind_simulation true: the server gets --bind-simulation true" \
+    grep -q "^server: .* --bind-simulation true " "$tmp/dry-ranks"
+check "server.bind_simulation false (default): no --bind-simulation" \
+    sh -c "! grep -q -- --bind-simulation '$tmp/dry'"
 sed 's|/usr/bin/mpirun|/nonexistent/mpirun|' "$tmp/ranks.json" >"$tmp/nompi.json"
 timeout 30 "$SURGE" launch --dry-run --output-dir "$tmp/nompi" \
     "$tmp/nompi.json" >"$tmp/dry-nompi" 2>&1

@@ -4,7 +4,8 @@
 # 10, 11, 12). One small heat2d study with the trainer, launched four times
 # into one folder:
 #   1. to the end, then leftovers are planted (a checkpoint temp file, a
-#      runs/<sim> folder of another study, a line in server.log);
+#      runs/<sim> folder of another study, a line in server.log, the
+#      per-rank files of a server of several ranks);
 #   2. again from scratch, its server SIGKILLed right after it starts: the
 #      new study must not resume from the old study's checkpoint (it would
 #      refuse every step as already assembled and train on nothing), the
@@ -123,7 +124,7 @@ elif what == "resumed":
         fail("nothing resumed")
 PYEOF
 
-tap_plan 15
+tap_plan 17
 
 # 1. A study to the end; then leftovers of it and of others.
 timeout 60 "$SURGE" launch --quiet "$tmp/study.json" >"$tmp/stdout" \
@@ -134,6 +135,12 @@ cp "$out/checkpoint.safetensors" "$tmp/old.ckpt" 2>/dev/null
 head -c 1000 /dev/zero >"$out/checkpoint.safetensors.tmp.999999"
 mkdir -p "$out/runs/77" && echo old >"$out/runs/77/attempt-1.log"
 echo "OLD STUDY LINE" >>"$out/server.log"
+# What a study with server.ranks > 1 leaves: ranks r > 0's checkpoints
+# (with the trainer's .prev and .corrupt), reports and checksum logs.
+rank_files="checkpoint.rank1.safetensors checkpoint.rank1.safetensors.prev
+checkpoint.rank12.safetensors.corrupt external-checkpoint.rank3.bin
+trainer.rank1.json checksums.log.rank1 checksums.log.rank2"
+for f in $rank_files notes.rank1.txt; do echo old >"$out/$f"; done
 
 # 2. The same study again, its new server killed as soon as it is up.
 launch_bg
@@ -156,6 +163,12 @@ check "a new study id ($old_id -> $(cat "$out/study-id"))" \
 check "the stale checkpoint temp file is gone" \
     test ! -e "$out/checkpoint.safetensors.tmp.999999"
 check "the old study's runs/77 is gone" test ! -e "$out/runs/77"
+left=
+for f in $rank_files; do [ -e "$out/$f" ] && left="$left $f"; done
+check "the old study's per-rank files are gone (left:${left:- none})" \
+    test -z "$left"
+check "a file of the user's (notes.rank1.txt) is kept" \
+    test -e "$out/notes.rank1.txt"
 check "server.log starts afresh" \
     test "$(grep -c "OLD STUDY LINE" "$out/server.log")" -eq 0
 timeout 30 "$SURGE" serve --output-dir "$tmp/other" --consumer trainer \

@@ -664,12 +664,15 @@ test_server_ranks(void **state)
     assert_int_equal(s->server_ranks_per_node, 0);
     assert_int_equal(s->server_launcher, 0);
     assert_int_equal(s->server_mpirun_args.n, 0);
+    assert_int_equal(s->server_bind_simulation, 0);
     surge_study_destroy(&s);
     s = parse_ok(study_text(NULL, NULL, NULL,
                             "\"server\": {\"ranks\": 3, \"mpirun_args\": "
-                            "[\"--oversubscribe\"]}"));
+                            "[\"--oversubscribe\"], \"bind_simulation\": "
+                            "true}"));
     assert_int_equal(s->server_ranks, 3);
     assert_string_equal(s->server_mpirun_args.v[0], "--oversubscribe");
+    assert_int_equal(s->server_bind_simulation, 1);
     surge_study_destroy(&s);
     /* Slurm: nodes x ranks_per_node gives R when R is not given. */
 #define AS_JOB                                                                 \
@@ -720,6 +723,13 @@ test_server_ranks(void **state)
                             AS_JOB "\"server\": {\"ranks\": 2, "
                                    "\"mpirun_args\": [\"-x\"]}"),
                  "server.mpirun_args: ", "server_as_job");
+    expect_error(
+        study_text(NULL, NULL, NULL, "\"server\": {\"bind_simulation\": true}"),
+        "server.bind_simulation: ", "only with server.ranks > 1");
+    expect_error(study_text(NULL, NULL, NULL,
+                            "\"server\": {\"ranks\": 2, "
+                            "\"bind_simulation\": 1}"),
+                 "server.bind_simulation: ", "must be true or false");
 #undef AS_JOB
 }
 
