@@ -16,7 +16,9 @@
 #      rank killed with SIGKILL mid-study: mpirun (srun --kill-on-bad-exit)
 #      ends the whole job, the launcher restarts the server whole (one
 #      restart) with --resume from the checkpoint, every run ok, the counts
-#      still add up, every step assembled; nothing left running.
+#      still add up, every step assembled; nothing left running;
+#   3. mpirun with R > 1: server.bind_simulation true, every step of
+#      simulation n assembled once, by rank n % R (checksums.log.rankN).
 . "$SURGE_SRCDIR/tests/tap.sh"
 . "$SURGE_SRCDIR/tests/integration/lib.sh"
 R=${SERVER_RANKS:-1}
@@ -45,7 +47,8 @@ export SURGE_LOG_LEVEL TMPDIR
 mkdir -p "$TMPDIR"
 RUNS=4
 STEPS=30
-# study NAME TRAINER: 4 runs of 2 ranks, 30 steps each, 30 ms apart.
+# study NAME TRAINER [SERVER_KEYS]: 4 runs of 2 ranks, 30 steps each, 30 ms
+# apart.
 study() {
     cat >"$tmp/$1.json" <<EOF
 {
@@ -59,7 +62,7 @@ $(heat2d_params)
              "ranks": 2, "retries": 0, "client_timeout_s": 5},
   "scheduler": {$sched},
   "server": {$ranks, "ping_interval_s": 0.3, "restarts": 1,
-             "checksum_log": true, "start_timeout_s": 60},
+             "checksum_log": true, "start_timeout_s": 60${3:+, $3}},
   "reservoir": {"policy": "fifo", "capacity_bytes": "4MiB"},
   "trainer": {"enabled": $2, "layers": [16], "batch_size": 4,
               "threads": 1, "time_min": 0, "time_max": 1,
@@ -115,6 +118,13 @@ elif what.startswith("once"):
              f"{sum(n > 1 for n in seen.values())} more than once")
     if sm["assembled"] != runs * steps:
         fail(f"assembled {sm['assembled']} != {runs} x {steps}")
+elif what.startswith("bound"):
+    # server.bind_simulation: rank n % R assembled every step of sim n
+    for r in range(R):
+        for line in open(f"{out}/checksums.log.rank{r}"):
+            sim = int(line.split()[0])
+            if sim % R != r:
+                fail(f"sim {sim} step {line.split()[1]} on rank {r}")
 elif what.startswith("restart"):
     if s["server"]["restarts"] != 1 or s["server"]["failed"]:
         fail("not exactly one restart")
@@ -132,6 +142,8 @@ PYEOF
 if [ -n "$SERVER_SLURM" ]; then
     tap_plan 10
     lib_slurm_start
+elif [ "$R" -gt 1 ]; then
+    tap_plan 15
 else
     tap_plan 11
 fi
@@ -200,5 +212,19 @@ lib_py_checks "$tmp/check.py" "$tmp/kill $RUNS $STEPS $R" \
 left=$(ps -eo args= | grep -F -e "$tmp/kill" -e "$tmp/plain" | grep -v grep |
     grep -cv "ps -eo")
 check "no process left behind ($left)" test "$left" -eq 0
+
+# 3. server.bind_simulation: whole simulations per rank.
+if [ -z "$SERVER_SLURM" ] && [ "$R" -gt 1 ]; then
+    study bound false '"bind_simulation": true'
+    timeout 120 "$SURGE" launch --quiet "$tmp/bound.json" \
+        >"$tmp/bound.out" 2>"$tmp/bound.err"
+    lib_check_launch_ok $? "$tmp/bound.err" "$tmp/bound"
+    r=$(lib_json "$tmp/bound/server-stats.json" 'j["route"]' 2>/dev/null)
+    check "bind_simulation: server-stats.json's route is sim (got $r)" \
+        test "$r" = sim
+    lib_py_checks "$tmp/check.py" "$tmp/bound $RUNS $STEPS $R" \
+        "once: every step assembled exactly once across $R ranks" \
+        "bound: every step of sim n on rank n % $R"
+fi
 
 tap_done
