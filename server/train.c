@@ -75,68 +75,6 @@
 #define MODEL_NAME "model.safetensors"
 #define PATH_CAP (SURGE_SERVER_MAX_PATH + 64)
 
-/* A growable byte buffer (checkpoint blob parts). */
-struct buf {
-    unsigned char *p;
-    size_t len, cap;
-};
-
-static int
-buf_put(struct buf *b, const void *src, size_t n)
-{
-    if (n > SIZE_MAX / 2 - b->len) {
-        return -ENOMEM;
-    }
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap < 4096 ? 4096 : b->cap;
-        while (cap < b->len + n) {
-            cap *= 2;
-        }
-        unsigned char *q = realloc(b->p, cap);
-        if (q == NULL) {
-            return -ENOMEM;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, src, n);
-    b->len += n;
-    return 0;
-}
-
-static int
-buf_u64(struct buf *b, uint64_t v)
-{
-    return buf_put(b, &v, sizeof v);
-}
-
-static void
-buf_free(struct buf *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-}
-
-/* A bounded reader over a blob. */
-struct rd {
-    const unsigned char *p;
-    size_t len, off;
-};
-
-static int
-rd_get(struct rd *r, void *dst, size_t n)
-{
-    if (n > r->len - r->off) {
-        return SURGE_EPROTO;
-    }
-    if (dst != NULL) {
-        memcpy(dst, r->p + r->off, n);
-    }
-    r->off += n;
-    return 0;
-}
-
 /* What the settings say (main thread; read-only afterwards). */
 struct settings {
     struct surge_trainer_config tcfg; /* n_inputs/n_outputs set in run */
@@ -452,13 +390,13 @@ resumed_free(struct resumed *r)
 }
 
 struct rd_arg {
-    struct rd *r;
+    surge_reader *r;
 };
 
 static int
 rd_cb(void *arg, void *dst, size_t n)
 {
-    return rd_get(((struct rd_arg *)arg)->r, dst, n);
+    return surge_reader_get(((struct rd_arg *)arg)->r, dst, n);
 }
 
 /* The study a checkpoint's progress JSON names ("" when none). */
@@ -479,7 +417,7 @@ apply_blob(struct train *tr, const surge_consumer_prep *prep,
            const unsigned char *blob, size_t len, int want_nin, int want_nout,
            int *late, char *err, size_t errlen)
 {
-    struct rd r = {blob, len, 0};
+    surge_reader r = {blob, len, 0};
     char magic[8];
     uint32_t nin, pad;
     uint64_t nout, jlen, n;
@@ -489,15 +427,17 @@ apply_blob(struct train *tr, const surge_consumer_prep *prep,
     }
     *late = 0;
     int rc = SURGE_EPROTO;
-    if (rd_get(&r, magic, 8) != 0 || memcmp(magic, BLOB_MAGIC, 8) != 0) {
+    if (surge_reader_get(&r, magic, 8) != 0 ||
+        memcmp(magic, BLOB_MAGIC, 8) != 0) {
         snprintf(err, errlen,
                  "not a checkpoint of the server's trainer "
                  "(no " BLOB_MAGIC " blob)");
         goto fail;
     }
-    if (rd_get(&r, &nin, 4) || rd_get(&r, &pad, 4) || rd_get(&r, &nout, 8) ||
-        nin < 1 || nin > SURGE_MAX_PARAMS + 1 || nout < 1 ||
-        nout > SURGE_TRAINER_MAX_WIDTH || rd_get(&r, &jlen, 8) ||
+    if (surge_reader_get(&r, &nin, 4) || surge_reader_get(&r, &pad, 4) ||
+        surge_reader_get(&r, &nout, 8) || nin < 1 ||
+        nin > SURGE_MAX_PARAMS + 1 || nout < 1 ||
+        nout > SURGE_TRAINER_MAX_WIDTH || surge_reader_get(&r, &jlen, 8) ||
         jlen > len - r.off) {
         snprintf(err, errlen, "corrupt server blob (shape)");
         goto fail;
@@ -543,7 +483,7 @@ apply_blob(struct train *tr, const surge_consumer_prep *prep,
     r.off += (size_t)jlen;
     /* The record of assembled steps: checked now, marked once the whole
      * blob is known to be sound. */
-    if (rd_get(&r, &n, 8) || n > (len - r.off) / 16) {
+    if (surge_reader_get(&r, &n, 8) || n > (len - r.off) / 16) {
         snprintf(err, errlen, "corrupt server blob (record)");
         goto fail;
     }
@@ -552,7 +492,7 @@ apply_blob(struct train *tr, const surge_consumer_prep *prep,
     r.off += (size_t)n * 16;
     /* Validation samples. */
     size_t row = 16 + 4 * ((size_t)nin + (size_t)nout);
-    if (rd_get(&r, &n, 8) || n > (len - r.off) / row) {
+    if (surge_reader_get(&r, &n, 8) || n > (len - r.off) / row) {
         snprintf(err, errlen, "corrupt server blob (validation)");
         goto fail;
     }
@@ -568,23 +508,24 @@ apply_blob(struct train *tr, const surge_consumer_prep *prep,
             goto fail;
         }
         for (uint64_t i = 0; i < n; i++) {
-            (void)rd_get(&r, &res->val_sim[i], 8);
-            (void)rd_get(&r, &res->val_step[i], 8);
-            (void)rd_get(&r, res->val_in + i * nin, (size_t)nin * 4);
-            (void)rd_get(&r, res->val_out + i * nout, (size_t)nout * 4);
+            (void)surge_reader_get(&r, &res->val_sim[i], 8);
+            (void)surge_reader_get(&r, &res->val_step[i], 8);
+            (void)surge_reader_get(&r, res->val_in + i * nin, (size_t)nin * 4);
+            (void)surge_reader_get(&r, res->val_out + i * nout,
+                                   (size_t)nout * 4);
         }
     }
     /* The reservoir. */
     uint64_t rlen;
-    if (rd_get(&r, &rlen, 8) || rlen != len - r.off) {
+    if (surge_reader_get(&r, &rlen, 8) || rlen != len - r.off) {
         snprintf(err, errlen, "corrupt server blob (reservoir length)");
         goto fail;
     }
     *late = 1;
-    struct rd rec = {blob + rec_off, (size_t)nrec * 16, 0};
+    surge_reader rec = {blob + rec_off, (size_t)nrec * 16, 0};
     for (uint64_t i = 0; i < nrec; i++) {
         int64_t ss[2];
-        (void)rd_get(&rec, ss, sizeof ss);
+        (void)surge_reader_get(&rec, ss, sizeof ss);
         rc = prep->mark_assembled(prep->arg, ss[0], ss[1]);
         if (rc < 0) {
             snprintf(err, errlen,
@@ -603,7 +544,7 @@ apply_blob(struct train *tr, const surge_consumer_prep *prep,
     }
     if (rlen > 0) {
         surge_reservoir *rv = surge_store_reservoir(prep->train);
-        struct rd rr = {blob + r.off, (size_t)rlen, 0};
+        surge_reader rr = {blob + r.off, (size_t)rlen, 0};
         struct rd_arg ra = {&rr};
         char why[256] = "";
         rc = surge_reservoir_load(rv, rd_cb, &ra, why, sizeof why);
@@ -674,15 +615,17 @@ surge_train_checkpoint_progress(const char *path, struct json_t **out,
     if (rc != 0) {
         return rc;
     }
-    struct rd r = {blob, blen, 0};
+    surge_reader r = {blob, blen, 0};
     char magic[8];
     uint32_t nin32, pad;
     uint64_t nout64, jlen;
     json_t *j = NULL;
-    if (blob != NULL && rd_get(&r, magic, 8) == 0 &&
-        memcmp(magic, BLOB_MAGIC, 8) == 0 && rd_get(&r, &nin32, 4) == 0 &&
-        rd_get(&r, &pad, 4) == 0 && rd_get(&r, &nout64, 8) == 0 &&
-        rd_get(&r, &jlen, 8) == 0 && jlen <= blen - r.off) {
+    if (blob != NULL && surge_reader_get(&r, magic, 8) == 0 &&
+        memcmp(magic, BLOB_MAGIC, 8) == 0 &&
+        surge_reader_get(&r, &nin32, 4) == 0 &&
+        surge_reader_get(&r, &pad, 4) == 0 &&
+        surge_reader_get(&r, &nout64, 8) == 0 &&
+        surge_reader_get(&r, &jlen, 8) == 0 && jlen <= blen - r.off) {
         json_error_t je;
         j = json_loadb((const char *)blob + r.off, (size_t)jlen, 0, &je);
     }
@@ -1131,11 +1074,11 @@ evaluate(struct loop *L)
 /* ------------------------------------------------------------ checkpoint */
 
 struct snap {
-    struct buf rec; /* (sim, step) pairs */
+    surge_bytes rec; /* (sim, step) pairs */
     uint64_t nrec;
     json_t *finished;   /* sims finished with all they sent in a store */
     json_t *counts;     /* the server's counters of what the snapshot holds */
-    struct buf res;     /* reservoir stream */
+    surge_bytes res;    /* reservoir stream */
     surge_store *train; /* to save */
     surge_store *val;
     uint64_t nval_store; /* validation samples in the store at the snapshot */
@@ -1147,7 +1090,7 @@ rec_cb(void *arg, int64_t sim, int64_t step)
     struct snap *s = arg;
     int64_t ss[2] = {sim, step};
     s->nrec++;
-    return buf_put(&s->rec, ss, sizeof ss);
+    return surge_bytes_put(&s->rec, ss, sizeof ss);
 }
 
 static int
@@ -1161,7 +1104,7 @@ fin_cb(void *arg, int64_t sim)
 static int
 res_write_cb(void *arg, const void *p, size_t n)
 {
-    return buf_put(arg, p, n);
+    return surge_bytes_put(arg, p, n);
 }
 
 /* On the I/O thread: record, reservoir, validation count at one instant. */
@@ -1228,7 +1171,7 @@ write_checkpoint(struct loop *L)
     struct snap s = {0};
     s.train = L->ctx->train;
     s.val = L->ctx->validation;
-    struct buf b = {0};
+    surge_bytes b = {0};
     /* The runs an earlier server saw finish never come back: carried. */
     s.finished = json_array();
     if (L->tr->res != NULL) {
@@ -1279,25 +1222,28 @@ write_checkpoint(struct loop *L)
         goto out;
     }
     uint32_t nin = L->nin, zero = 0;
-    rc = buf_put(&b, BLOB_MAGIC, 8);
-    rc = rc ? rc : buf_put(&b, &nin, 4);
-    rc = rc ? rc : buf_put(&b, &zero, 4);
-    rc = rc ? rc : buf_u64(&b, L->nout);
-    rc = rc ? rc : buf_u64(&b, strlen(ptext));
-    rc = rc ? rc : buf_put(&b, ptext, strlen(ptext));
+    rc = surge_bytes_put(&b, BLOB_MAGIC, 8);
+    rc = rc ? rc : surge_bytes_put(&b, &nin, 4);
+    rc = rc ? rc : surge_bytes_put(&b, &zero, 4);
+    rc = rc ? rc : surge_bytes_u64(&b, L->nout);
+    rc = rc ? rc : surge_bytes_u64(&b, strlen(ptext));
+    rc = rc ? rc : surge_bytes_put(&b, ptext, strlen(ptext));
     free(ptext);
-    rc = rc ? rc : buf_u64(&b, s.nrec);
-    rc = rc ? rc : buf_put(&b, s.rec.p, s.rec.len);
-    rc = rc ? rc : buf_u64(&b, nval);
+    rc = rc ? rc : surge_bytes_u64(&b, s.nrec);
+    rc = rc ? rc : surge_bytes_put(&b, s.rec.p, s.rec.len);
+    rc = rc ? rc : surge_bytes_u64(&b, nval);
     for (uint64_t i = 0; i < nval && rc == 0; i++) {
-        rc = buf_put(&b, &L->val_sim[i], 8);
-        rc = rc ? rc : buf_put(&b, &L->val_step[i], 8);
-        rc = rc ? rc : buf_put(&b, L->val_in + i * L->nin, (size_t)L->nin * 4);
+        rc = surge_bytes_put(&b, &L->val_sim[i], 8);
+        rc = rc ? rc : surge_bytes_put(&b, &L->val_step[i], 8);
         rc = rc ? rc
-                : buf_put(&b, L->val_out + i * L->nout, (size_t)L->nout * 4);
+                : surge_bytes_put(&b, L->val_in + i * L->nin,
+                                  (size_t)L->nin * 4);
+        rc = rc ? rc
+                : surge_bytes_put(&b, L->val_out + i * L->nout,
+                                  (size_t)L->nout * 4);
     }
-    rc = rc ? rc : buf_u64(&b, s.res.len);
-    rc = rc ? rc : buf_put(&b, s.res.p, s.res.len);
+    rc = rc ? rc : surge_bytes_u64(&b, s.res.len);
+    rc = rc ? rc : surge_bytes_put(&b, s.res.p, s.res.len);
     if (rc == 0) {
         /* The newest checkpoint becomes the previous one: should the next
          * be unreadable (cut short by a full disk, corrupted), --resume
@@ -1325,9 +1271,9 @@ out:
     L->last_ckpt_ns = surge_now_ns();
     json_decref(s.finished);
     json_decref(s.counts);
-    buf_free(&s.rec);
-    buf_free(&s.res);
-    buf_free(&b);
+    surge_bytes_free(&s.rec);
+    surge_bytes_free(&s.res);
+    surge_bytes_free(&b);
     return rc;
 }
 
