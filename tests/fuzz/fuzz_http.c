@@ -135,11 +135,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Loopback connect completes in the kernel's backlog. Thousands of
      * connections a second leave their ports in TIME_WAIT for a minute:
      * when the kernel has no port left (EADDRNOTAVAIL), wait for some to
-     * come free, running the server meanwhile. Anything else (refused:
-     * the listener is gone) is a finding. */
+     * come free, running the server meanwhile. A connect interrupted by a
+     * signal (EINTR: libFuzzer's own timers) is tried again on a fresh
+     * socket too. Anything else (refused: the listener is gone) is a
+     * finding. */
     int tries = 0;
     while (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        if (errno != EADDRNOTAVAIL || ++tries > 2000) {
+        if ((errno != EADDRNOTAVAIL && errno != EINTR) || ++tries > 2000) {
             fprintf(stderr, "fuzz_http: connect: %s\n", strerror(errno));
             fail("cannot connect to the server");
         }
