@@ -6,6 +6,8 @@
  * task to hand out (low half), so a thread claims task i of generation g
  * with one compare-and-swap, and a worker that wakes late, after its job
  * is over, finds another generation in the ticket and claims nothing.
+ * run() moves the ticket through two generations per job: a closed one
+ * (nothing to claim) while the job's fields change, then the open one.
  * run() counts finished tasks, not workers: it returns when every task is
  * done, without waiting for a slow worker to wake up (on a busy machine a
  * sleeping worker may wait a scheduler tick for a core). Idle workers spin
@@ -74,16 +76,16 @@ take_tasks(surge_pool *p, unsigned g)
         if (gen_of(v) != g) {
             return;
         }
-        size_t n = atomic_load_explicit(&p->ntasks, memory_order_relaxed);
+        /* seq_cst with run()'s stores: having read the next job's ntasks
+         * here, the CAS below sees the closed ticket and fails. */
+        size_t n = atomic_load(&p->ntasks);
         size_t i = (size_t)(v & MAX_TASKS);
         if (i >= n) {
             return;
         }
         /* Success means the job was still generation g when task i was
          * claimed, and it cannot change before task i is finished. */
-        if (!atomic_compare_exchange_weak_explicit(&p->ticket, &v, v + 1,
-                                                   memory_order_acquire,
-                                                   memory_order_relaxed)) {
+        if (!atomic_compare_exchange_weak(&p->ticket, &v, v + 1)) {
             continue;
         }
         surge_pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
@@ -216,16 +218,22 @@ surge_pool_run(surge_pool *p, size_t ntasks, surge_pool_fn fn, void *arg)
         }
         return;
     }
-    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
-    atomic_store_explicit(&p->arg, arg, memory_order_relaxed);
-    atomic_store_explicit(&p->ntasks, ntasks, memory_order_relaxed);
-    atomic_store_explicit(&p->finished, 0, memory_order_relaxed);
-    /* A new generation with task 0 next publishes the job (release); the
-     * lock orders it with a worker's check-then-wait, so no wake-up is
-     * lost. */
+    /* Close the previous job's ticket before its fields change: a worker
+     * that read the old ticket (g, n_old) and then the new ntasks would
+     * otherwise claim task n_old of the old generation and run it, and it
+     * would run again in the new one (test_pool saw a task run twice). A
+     * closed generation has nothing left to claim (next = MAX_TASKS). Then
+     * a new generation with task 0 next publishes the job; the lock orders
+     * it with a worker's check-then-wait, so no wake-up is lost. */
     pthread_mutex_lock(&p->mu);
     unsigned g = gen_of(atomic_load(&p->ticket)) + 1;
-    atomic_store_explicit(&p->ticket, (uint64_t)g << 32, memory_order_release);
+    atomic_store(&p->ticket, ((uint64_t)g << 32) | MAX_TASKS);
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->arg, arg, memory_order_relaxed);
+    atomic_store(&p->ntasks, ntasks);
+    atomic_store_explicit(&p->finished, 0, memory_order_relaxed);
+    g++;
+    atomic_store(&p->ticket, (uint64_t)g << 32);
     if (p->sleepers > 0) {
         pthread_cond_broadcast(&p->cv);
     }
