@@ -59,7 +59,9 @@ typedef struct surge_consumer_ctx {
     const surge_server_options *opts;
     /* ranks - this process's place in the server's MPI job
      * (server/ranks.h): rank, R, and the communicator the consumer thread
-     * alone may use (ranks->train). Never NULL; R = 1 without MPI. */
+     * alone may use (ranks->train). surge serve always sets it (R = 1
+     * without MPI); a consumer run outside the server (unit tests,
+     * benchmarks) may get NULL, which means one rank. */
     const struct surge_ranks *ranks;
     surge_metrics *metrics; /* the monitoring registry, NULL with --http
                                off: a trainer registers its metrics here
